@@ -1,0 +1,183 @@
+"""`hokusai keys`: manage API keys through a running server (admin key) or `--offline` against its database."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Annotated, Any
+
+import httpx
+import typer
+from rich.console import Console
+from rich.table import Table
+
+keys_app = typer.Typer(help="Create, list, revoke and rotate API keys.", no_args_is_help=True)
+console = Console()
+err_console = Console(stderr=True)
+
+OfflineOption = Annotated[
+    bool,
+    typer.Option("--offline", help="Write the database directly (HOKUSAI_DATA_DIR / HOKUSAI_DATABASE_URL)."),
+]
+ApiUrlOption = Annotated[
+    str | None, typer.Option(help="API address (default HOKUSAI_API_URL or http://localhost:8000).")
+]
+
+
+class _Remote:
+    """The key routes of a running server, called with the admin key in HOKUSAI_API_KEY."""
+
+    def __init__(self, api_url: str | None) -> None:
+        key = os.environ.get("HOKUSAI_API_KEY", "").strip()
+        if not key:
+            err_console.print("No HOKUSAI_API_KEY set. Export an admin key, or use --offline on the server machine.")
+            raise typer.Exit(1)
+        base = (api_url or os.environ.get("HOKUSAI_API_URL") or "http://localhost:8000").rstrip("/")
+        self._client = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=30.0)
+
+    def call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        try:
+            response = self._client.request(method, "/api/v1/keys" + path, **kwargs)
+        except httpx.HTTPError as exc:
+            err_console.print(f"Cannot reach the Hokusai API at {self._client.base_url}: {exc.__class__.__name__}")
+            raise typer.Exit(1) from exc
+        if response.status_code >= 400:
+            try:
+                message = response.json().get("message", response.text)
+            except ValueError:
+                message = response.text
+            err_console.print(f"Error {response.status_code}: {message}")
+            raise typer.Exit(1)
+        return response.json()
+
+
+@contextmanager
+def _offline_store() -> Iterator[Any]:
+    from hokusai.server.db import Database
+    from hokusai.server.keys import KeyStore
+    from hokusai.server.secrets import load_or_create_secrets
+    from hokusai.server.settings import Settings
+
+    settings = Settings()
+    database = Database(settings.resolved_database_url)
+    try:
+        yield KeyStore(database, load_or_create_secrets(settings).key_pepper)
+    finally:
+        database.close()
+
+
+def _offline_row(record: Any) -> dict[str, Any]:
+    from hokusai.server.schemas import KeyInfo
+
+    return KeyInfo.of(record).model_dump(mode="json")
+
+
+def _print_keys(rows: Sequence[dict[str, Any]]) -> None:
+    table = Table("id", "name", "owner", "scopes", "prefix", "created", "expires", "revoked", "last used")
+    for row in rows:
+        table.add_row(
+            row["id"],
+            row["name"],
+            row["owner"],
+            ",".join(row["scopes"]),
+            row["prefix"] + "…",
+            *(str(row[field] or "-")[:19] for field in ("created_at", "expires_at", "revoked_at", "last_used_at")),
+        )
+    console.print(table)
+
+
+def _print_created(row: dict[str, Any], quiet: bool) -> None:
+    if quiet:
+        typer.echo(row["key"])
+        return
+    console.print(
+        f"Created key [bold]{row['id']}[/] for [bold]{row['owner']}[/] with scopes {','.join(row['scopes'])}."
+    )
+    console.print("The key is shown once; store it now:")
+    typer.echo(row["key"])
+
+
+@keys_app.command("create")
+def create_key(
+    owner: Annotated[str | None, typer.Option(help="Account the key belongs to (admins; default: yourself).")] = None,
+    scopes: Annotated[str, typer.Option(help="Comma-separated: read, write, admin.")] = "read,write",
+    name: Annotated[str, typer.Option(help="A label for the key.")] = "default",
+    expires_in_days: Annotated[int | None, typer.Option(help="Expire after this many days.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print the key alone, for scripts.")] = False,
+    offline: OfflineOption = False,
+    api_url: ApiUrlOption = None,
+) -> None:
+    """Create a key; the full key is printed once."""
+    from hokusai.errors import HokusaiValidationError
+    from hokusai.validation import validate_owner
+
+    if offline:
+        from hokusai.server.keys import expiry_from_days, parse_scopes
+
+        try:
+            parsed = parse_scopes(scopes)
+            account = validate_owner(owner or os.environ.get("HOKUSAI_ADMIN_OWNER", "admin"))
+        except (ValueError, HokusaiValidationError) as exc:
+            err_console.print(f"Error: {exc}")
+            raise typer.Exit(2) from exc
+        with _offline_store() as store:
+            issued = store.create(owner=account, name=name, scopes=parsed, expires_at=expiry_from_days(expires_in_days))
+            row = {**_offline_row(issued.record), "key": issued.secret}
+    else:
+        body = {"name": name, "owner": owner, "scopes": scopes.split(","), "expires_in_days": expires_in_days}
+        row = _Remote(api_url).call("POST", "", json=body)
+    _print_created(row, quiet)
+
+
+@keys_app.command("list")
+def list_keys(
+    owner: Annotated[str | None, typer.Option(help="Only this owner's keys.")] = None,
+    offline: OfflineOption = False,
+    api_url: ApiUrlOption = None,
+) -> None:
+    """List keys (never the keys themselves: only their prefixes)."""
+    if offline:
+        with _offline_store() as store:
+            rows = [_offline_row(record) for record in store.list(owner=owner)]
+    else:
+        params = {"owner": owner} if owner else {"all": "true"}
+        rows = _Remote(api_url).call("GET", "", params=params)["keys"]
+    _print_keys(rows)
+
+
+@keys_app.command("revoke")
+def revoke_key(key_id: str, offline: OfflineOption = False, api_url: ApiUrlOption = None) -> None:
+    """Revoke a key by id."""
+    if offline:
+        with _offline_store() as store:
+            if store.revoke(key_id) is None:
+                err_console.print(f"No key with id {key_id}.")
+                raise typer.Exit(1)
+    else:
+        _Remote(api_url).call("DELETE", f"/{key_id}")
+    console.print(f"Revoked {key_id}.")
+
+
+@keys_app.command("rotate")
+def rotate_key(
+    key_id: str,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print the new key alone.")] = False,
+    offline: OfflineOption = False,
+    api_url: ApiUrlOption = None,
+) -> None:
+    """Replace a key: a new key with the same owner and scopes; the old one is revoked."""
+    if offline:
+        with _offline_store() as store:
+            issued = store.rotate(key_id)
+            if issued is None:
+                err_console.print(f"No active key with id {key_id}.")
+                raise typer.Exit(1)
+            row = {**_offline_row(issued.record), "key": issued.secret}
+    else:
+        row = _Remote(api_url).call("POST", f"/{key_id}/rotate")
+    _print_created(row, quiet)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(keys_app, name="keys")

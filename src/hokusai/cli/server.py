@@ -1,0 +1,36 @@
+"""`hokusai server`: run the whole platform in the foreground."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+
+
+def run_server(
+    host: Annotated[str | None, typer.Option(help="Address to bind (HOKUSAI_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port of the API (HOKUSAI_PORT).")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Where data and secrets live (HOKUSAI_DATA_DIR).")] = None,
+) -> None:
+    """Start the Hokusai API and its embedded MLflow (Ctrl-C stops both)."""
+    from hokusai.server.mlflow_process import MlflowStartError
+    from hokusai.server.runner import PortInUseError, serve
+    from hokusai.server.settings import Settings
+
+    overrides = {name: value for name, value in {"host": host, "port": port, "data_dir": data_dir}.items() if value}
+    try:
+        settings = Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        typer.echo(f"Invalid configuration: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    try:
+        serve(settings)
+    except (PortInUseError, MlflowStartError) as exc:
+        typer.echo(f"Error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+
+
+def register(app: typer.Typer) -> None:
+    app.command("server")(run_server)

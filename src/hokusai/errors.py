@@ -1,0 +1,122 @@
+"""Every error the Hokusai SDK raises, in one place.
+
+    HokusaiError
+    ├── HokusaiValidationError      bad input, caught before anything is sent (also a ValueError)
+    ├── HokusaiConfigurationError   missing or contradictory settings (no key, bad flag value)
+    ├── HokusaiConnectionError      the API could not be reached or timed out (``should_retry``)
+    └── HokusaiAPIError             the server answered with an error status
+        ├── HokusaiAuthError        401: missing, unknown, expired or revoked key
+        ├── HokusaiPermissionError  403: the key lacks a scope, or MLflow refused the resource
+        ├── HokusaiNotFoundError    404
+        ├── HokusaiConflictError    409: e.g. the token is claimed by another model
+        └── HokusaiRateLimitError   429 (``retry_after``)
+
+Each API error carries the HTTP ``status``, the server's ``error_code``, the ``layer`` that refused
+(``hokusai-api`` or ``mlflow``), the server's own message, the request id, and a ``hint`` naming the fix.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "HokusaiAPIError",
+    "HokusaiAuthError",
+    "HokusaiConfigurationError",
+    "HokusaiConflictError",
+    "HokusaiConnectionError",
+    "HokusaiError",
+    "HokusaiNotFoundError",
+    "HokusaiPermissionError",
+    "HokusaiRateLimitError",
+    "HokusaiValidationError",
+]
+
+
+class HokusaiError(Exception):
+    """Base class of every error raised by the SDK."""
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        self.user_message = message
+        self.hint = hint
+        super().__init__(self._compose())
+
+    def _compose(self) -> str:
+        return f"{self.user_message} (HINT: {self.hint})" if self.hint else self.user_message
+
+    def __repr__(self) -> str:
+        class_name = self.__class__.__name__
+        return f"{class_name}(message={self.user_message!r}, hint={self.hint!r})"
+
+
+class HokusaiValidationError(HokusaiError, ValueError):
+    """An argument broke a rule of :mod:`hokusai.validation`; ``field`` names it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(f"{field}: {message}")
+
+
+class HokusaiConfigurationError(HokusaiError):
+    """Settings are missing or invalid (no API key, an unparsable flag, a bad URL)."""
+
+
+class HokusaiConnectionError(HokusaiError):
+    """The Hokusai API could not be reached, or it did not answer in time."""
+
+    should_retry = True
+
+
+class HokusaiAPIError(HokusaiError):
+    """The server answered with an error status; attributes carry what it said."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        error_code: str,
+        layer: str,
+        request_id: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        self.status = status
+        self.error_code = error_code
+        self.layer = layer
+        self.request_id = request_id
+        super().__init__(message, hint=hint)
+
+    def _compose(self) -> str:
+        where = f"{self.status} {self.error_code} from {self.layer}"
+        if self.request_id:
+            where += f" (Request ID: {self.request_id})"
+        return f"{where}: {super()._compose()}"
+
+    def __repr__(self) -> str:
+        class_name = self.__class__.__name__
+        return (
+            f"{class_name}(message={self.user_message!r}, status={self.status}, "
+            f"error_code={self.error_code!r}, layer={self.layer!r}, request_id={self.request_id!r})"
+        )
+
+
+class HokusaiAuthError(HokusaiAPIError):
+    """401: the key is missing, malformed, unknown, expired or revoked."""
+
+
+class HokusaiPermissionError(HokusaiAPIError):
+    """403: the key lacks a scope, or MLflow's permissions refused the resource."""
+
+
+class HokusaiNotFoundError(HokusaiAPIError):
+    """404: the model, version, token or run does not exist (or is not visible to you)."""
+
+
+class HokusaiConflictError(HokusaiAPIError):
+    """409: the request conflicts with what is stored (a token claimed by another model)."""
+
+
+class HokusaiRateLimitError(HokusaiAPIError):
+    """429: slow down; ``retry_after`` is the server's advice in seconds, when it gave one."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: object) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]

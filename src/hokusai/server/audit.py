@@ -1,0 +1,52 @@
+"""The append-only audit log: claims, registrations, transfers, key changes and permission denials."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from hokusai.server.db import Database
+from hokusai.server.models import AuditEvent, utcnow
+
+logger = logging.getLogger(__name__)
+
+
+class AuditLog:
+    def __init__(self, database: Database) -> None:
+        self._database = database
+
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}(database={self._database!r})"
+
+    def record(
+        self,
+        *,
+        actor: str,
+        action: str,
+        outcome: str,
+        key_id: str | None = None,
+        target: str | None = None,
+        detail: Mapping[str, Any] | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        """Append one event (blocking). Never pass key material in `detail`."""
+        event = AuditEvent(
+            at=utcnow(),
+            actor=actor,
+            key_id=key_id,
+            action=action,
+            target=target[:512] if target else None,
+            outcome=outcome,
+            detail=json.dumps(dict(detail), sort_keys=True, default=str) if detail else None,
+            request_id=request_id,
+        )
+        try:
+            with self._database.session() as session:
+                session.add(event)
+        except SQLAlchemyError:
+            # An audit write failing must not turn the user's request into a 500; it is logged loudly instead.
+            logger.exception("could not write audit event %s/%s", action, outcome)

@@ -1,0 +1,65 @@
+"""Reading the caller's API key from a request: Bearer, X-API-Key, or HTTP Basic with the key as the password."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from starlette.datastructures import Headers, QueryParams
+
+from hokusai.server.errors import ApiError
+from hokusai.server.keys import KEY_MAX_LENGTH
+
+# Keys in URLs end up in access logs, proxies and browser history, so they are refused outright.
+QUERY_KEY_NAMES = frozenset({"api_key", "apikey", "api-key", "x-api-key", "access_token", "key", "token"})
+_MAX_HEADER_LENGTH = KEY_MAX_LENGTH * 2 + 64
+
+MISSING_KEY_MESSAGE = (
+    "No API key was sent. Send your Hokusai key as `Authorization: Bearer <key>` (for the MLflow client: "
+    "MLFLOW_TRACKING_TOKEN=<key>), as `X-API-Key: <key>`, or as the HTTP Basic password."
+)
+MALFORMED_AUTH_MESSAGE = (
+    "The Authorization header could not be read. Use `Bearer <key>` or HTTP Basic with the key as the password."
+)
+
+
+CHALLENGE = {"WWW-Authenticate": 'Bearer, Basic realm="hokusai"'}
+
+
+def _unauthenticated(message: str) -> ApiError:
+    return ApiError(401, message, error_code="UNAUTHENTICATED", headers=CHALLENGE)
+
+
+def _basic_password(encoded: str) -> str:
+    try:
+        decoded = base64.b64decode(encoded, validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError) as exc:
+        raise _unauthenticated(MALFORMED_AUTH_MESSAGE) from exc
+    _username, separator, password = decoded.partition(":")
+    if not separator:
+        raise _unauthenticated(MALFORMED_AUTH_MESSAGE)
+    return password
+
+
+def key_from_request(headers: Headers, query: QueryParams) -> str:
+    """The presented key (not yet verified); raises a 401 `ApiError` when none can be read."""
+    if any(name.lower() in QUERY_KEY_NAMES for name in query):
+        raise _unauthenticated(
+            "API keys are not accepted in the URL (they would be written to logs). "
+            "Remove the key from the query string and send it as `Authorization: Bearer <key>`."
+        )
+    authorization = headers.get("authorization")
+    if authorization is not None:
+        if len(authorization) > _MAX_HEADER_LENGTH:
+            raise _unauthenticated(MALFORMED_AUTH_MESSAGE)
+        scheme, _, value = authorization.strip().partition(" ")
+        value = value.strip()
+        if scheme.lower() == "bearer" and value:
+            return value
+        if scheme.lower() == "basic" and value:
+            return _basic_password(value)
+        raise _unauthenticated(MALFORMED_AUTH_MESSAGE)
+    api_key = headers.get("x-api-key")
+    if api_key is not None and api_key.strip():
+        return api_key.strip()
+    raise _unauthenticated(MISSING_KEY_MESSAGE)

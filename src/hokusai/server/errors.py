@@ -1,0 +1,121 @@
+"""The one JSON error envelope of the API: `{"error_code", "message", "layer"}`, understood by the MLflow client."""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from hokusai.errors import HokusaiValidationError
+
+LAYER_API = "hokusai-api"
+LAYER_MLFLOW = "mlflow"
+
+logger = logging.getLogger(__name__)
+
+# The code MLflow's client derives from a bare status (mlflow/utils/rest_utils.py), so both sides agree.
+_CODE_FOR_STATUS = {
+    400: "BAD_REQUEST",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "ENDPOINT_NOT_FOUND",
+    405: "BAD_REQUEST",
+    409: "RESOURCE_CONFLICT",
+    413: "BAD_REQUEST",
+    422: "INVALID_PARAMETER_VALUE",
+    429: "REQUEST_LIMIT_EXCEEDED",
+    500: "INTERNAL_ERROR",
+    501: "NOT_IMPLEMENTED",
+    502: "TEMPORARILY_UNAVAILABLE",
+    503: "TEMPORARILY_UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+
+
+def error_code_for_status(status: int) -> str:
+    return _CODE_FOR_STATUS.get(status, "BAD_REQUEST" if status < 500 else "INTERNAL_ERROR")
+
+
+class ApiError(Exception):
+    """Raised anywhere in the server to answer with the envelope."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        error_code: str | None = None,
+        layer: str = LAYER_API,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.status = status
+        self.error_code = error_code or error_code_for_status(status)
+        self.message = message
+        self.layer = layer
+        self.headers = headers or {}
+        super().__init__(message)
+
+    def __repr__(self) -> str:
+        class_name = self.__class__.__name__
+        return f"{class_name}(status={self.status}, error_code={self.error_code!r}, message={self.message!r})"
+
+
+def error_response(
+    status: int,
+    message: str,
+    *,
+    error_code: str | None = None,
+    layer: str = LAYER_API,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body = {"error_code": error_code or error_code_for_status(status), "message": message, "layer": layer}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _describe_validation_error(exc: RequestValidationError) -> str:
+    parts = []
+    for error in exc.errors()[:5]:
+        location = ".".join(str(item) for item in error.get("loc", ()) if item != "body")
+        parts.append(f"{location or 'body'}: {error.get('msg', 'invalid')}")
+    return "Invalid request: " + "; ".join(parts)
+
+
+async def _handle_api_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return error_response(exc.status, exc.message, error_code=exc.error_code, layer=exc.layer, headers=exc.headers)
+
+
+async def _handle_hokusai_validation(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HokusaiValidationError)
+    return error_response(400, str(exc), error_code="INVALID_PARAMETER_VALUE")
+
+
+async def _handle_request_validation(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return error_response(400, _describe_validation_error(exc), error_code="INVALID_PARAMETER_VALUE")
+
+
+async def _handle_http_exception(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    message = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
+    if exc.status_code == 404:
+        message = "No such endpoint. The MLflow API lives under /api/mlflow, the Hokusai API under /api/v1."
+    return error_response(exc.status_code, message, headers=getattr(exc, "headers", None))
+
+
+async def _handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    # Logged with the request id only: the exception text may quote user input, never a key (keys are not kept).
+    logger.exception("unhandled error on %s %s", request.method, request.url.path)
+    return error_response(500, "Internal error in the Hokusai API; the request id identifies it in the server log.")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ApiError, _handle_api_error)
+    app.add_exception_handler(HokusaiValidationError, _handle_hokusai_validation)
+    app.add_exception_handler(RequestValidationError, _handle_request_validation)
+    app.add_exception_handler(StarletteHTTPException, _handle_http_exception)
+    app.add_exception_handler(Exception, _handle_unexpected)

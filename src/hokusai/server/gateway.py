@@ -1,0 +1,253 @@
+"""The MLflow gateway: authenticate the Hokusai key, check the path and scope, stream to MLflow as the user."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+import httpx
+from starlette.background import BackgroundTask
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from hokusai.server.errors import LAYER_MLFLOW, ApiError, error_code_for_status, error_response
+from hokusai.server.keys import Principal
+from hokusai.server.paths import Access, PathRejected, route_path
+
+if TYPE_CHECKING:
+    from hokusai.server.state import AppState
+
+logger = logging.getLogger(__name__)
+
+MOUNTS = ("/api/mlflow", "/mlflow")
+_HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+# Credentials and client-supplied forwarding claims never reach MLflow; the gateway sets its own.
+_STRIPPED_REQUEST = _HOP_BY_HOP | {
+    "host",
+    "authorization",
+    "x-api-key",
+    "cookie",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-real-ip",
+    "via",
+    "x-mlflow-authorization",
+    "x-request-id",
+}
+_STRIPPED_RESPONSE = _HOP_BY_HOP | {"set-cookie", "www-authenticate"}
+_REWRITTEN_BODY_LIMIT = 1024 * 1024
+_ERROR_BODY_LIMIT = 64 * 1024
+_RUN_CREATE = ("/api/2.0/mlflow/runs/create", "/ajax-api/2.0/mlflow/runs/create")
+_LOGGED_MODEL_CREATE = ("/api/2.0/mlflow/logged-models", "/ajax-api/2.0/mlflow/logged-models")
+RETRY_AFTER_SECONDS = "2"
+
+
+class MlflowGateway:
+    """A plain ASGI app mounted at each of `MOUNTS`."""
+
+    def __init__(self, state: AppState) -> None:
+        self._state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        request = Request(scope, receive)
+        try:
+            response = await self._handle(request)
+        except ApiError as exc:
+            response = error_response(
+                exc.status, exc.message, error_code=exc.error_code, layer=exc.layer, headers=exc.headers
+            )
+        await response(scope, receive, send)
+
+    async def _handle(self, request: Request) -> Response:
+        raw_path = _mount_relative(request.scope.get("raw_path", b"").decode("latin-1"))
+        try:
+            routed = route_path(raw_path, request.method)
+        except PathRejected as exc:
+            raise ApiError(
+                404, f"No such MLflow endpoint through the gateway ({exc}).", error_code="ENDPOINT_NOT_FOUND"
+            ) from exc
+        if routed.access is Access.REFUSED:
+            raise ApiError(
+                403,
+                "This MLflow feature (AI gateway, assistant, MCP, secrets) is not offered by Hokusai.",
+                error_code="PERMISSION_DENIED",
+            )
+        principal = None
+        if routed.access is not Access.PUBLIC:
+            principal = await self._state.authenticate(request)
+            await self._state.require_scope(request, principal, routed.access.value)
+        body = await self._request_body(request, routed.decoded, principal)
+        return await self._forward(request, routed.raw, principal, body)
+
+    async def _request_body(
+        self, request: Request, path: str, principal: Principal | None
+    ) -> bytes | AsyncIterator[bytes] | None:
+        headers = request.headers
+        has_body = "content-length" in headers or "transfer-encoding" in headers
+        if not has_body:
+            return None
+        if principal is not None and request.method == "POST" and path in _RUN_CREATE + _LOGGED_MODEL_CREATE:
+            return await self._rewrite_create(request, path, principal)
+        return _stream_body(request)
+
+    async def _rewrite_create(self, request: Request, path: str, principal: Principal) -> bytes:
+        """Stamp the authenticated owner on new runs, and send the Default experiment to the owner's own one.
+
+        MLflow trusts whatever `user_id` a client claims; and a non-admin may not write to experiment 0, so a
+        bare `mlflow.start_run()` would fail. Both are fixed here, on the two creation calls only.
+        """
+        body = await _read_limited(request, _REWRITTEN_BODY_LIMIT)
+        try:
+            payload = json.loads(body) if body else {}
+        except ValueError:
+            return body  # MLflow answers malformed JSON itself, exactly as it would without the gateway
+        if not isinstance(payload, dict):
+            return body
+        if path in _RUN_CREATE:
+            payload["user_id"] = principal.owner
+        if not principal.is_admin and str(payload.get("experiment_id", "0")) == "0":
+            experiment_id = await self._state.upstream.default_experiment_id(principal)
+            if experiment_id is not None:
+                payload["experiment_id"] = experiment_id
+        return json.dumps(payload).encode()
+
+    async def _forward(
+        self, request: Request, raw_path: str, principal: Principal | None, body: bytes | AsyncIterator[bytes] | None
+    ) -> Response:
+        upstream = self._state.upstream
+        if principal is not None:
+            await upstream.ensure_account(principal)
+        headers = _upstream_headers(request, principal, upstream.headers_for(principal) if principal else {})
+        if isinstance(body, bytes):
+            headers = [(k, v) for k, v in headers if k not in ("content-length", "transfer-encoding")]
+            headers.append(("content-length", str(len(body))))
+        url = httpx.URL(path=raw_path, query=request.scope.get("query_string", b""))
+        outgoing = upstream.client.build_request(request.method, url, headers=headers, content=body)
+        try:
+            response = await upstream.client.send(outgoing, stream=True)
+        except httpx.TimeoutException as exc:
+            if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout):
+                raise _unavailable() from exc
+            raise ApiError(504, "MLflow did not answer in time.", error_code="DEADLINE_EXCEEDED") from exc
+        except httpx.TransportError as exc:
+            # Connection refused or dropped: MLflow is down or restarting; the supervisor brings it back.
+            raise _unavailable() from exc
+        return await _relay(response, request.method)
+
+
+def _unavailable() -> ApiError:
+    return ApiError(
+        503,
+        "MLflow is temporarily unavailable; retry shortly.",
+        error_code="TEMPORARILY_UNAVAILABLE",
+        headers={"Retry-After": RETRY_AFTER_SECONDS},
+    )
+
+
+def _mount_relative(raw_path: str) -> str:
+    for mount in MOUNTS:
+        if raw_path == mount or raw_path.startswith(mount + "/"):
+            return raw_path[len(mount) :] or "/"
+    return raw_path
+
+
+def _upstream_headers(request: Request, principal: Principal | None, identity: dict[str, str]) -> list[tuple[str, str]]:
+    connection_tokens = {token.strip().lower() for token in request.headers.get("connection", "").split(",")}
+    headers = [
+        (name, value)
+        for name, value in request.headers.items()
+        if name not in _STRIPPED_REQUEST and name not in connection_tokens
+    ]
+    client = request.client.host if request.client else "unknown"
+    headers.append(("x-forwarded-for", client))
+    headers.append(("via", "1.1 hokusai"))
+    headers.extend(identity.items())
+    return headers
+
+
+async def _stream_body(request: Request) -> AsyncIterator[bytes]:
+    async for chunk in request.stream():
+        if chunk:
+            yield chunk
+
+
+async def _read_limited(request: Request, limit: int) -> bytes:
+    chunks = bytearray()
+    async for chunk in request.stream():
+        chunks.extend(chunk)
+        if len(chunks) > limit:
+            raise ApiError(
+                413, f"Request body larger than {limit} bytes for this endpoint.", error_code="INVALID_PARAMETER_VALUE"
+            )
+    return bytes(chunks)
+
+
+def _response_headers(response: httpx.Response) -> list[tuple[str, str]]:
+    headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in _STRIPPED_RESPONSE]
+    headers.append(("via", "1.1 hokusai"))
+    return headers
+
+
+async def _relay(response: httpx.Response, method: str) -> Response:
+    if response.status_code >= 400 and method != "HEAD":
+        return await _relay_error(response)
+    return StreamingResponse(
+        response.aiter_raw(),
+        status_code=response.status_code,
+        headers=dict(_response_headers(response)),
+        background=BackgroundTask(response.aclose),
+    )
+
+
+async def _relay_error(response: httpx.Response) -> Response:
+    """MLflow's errors, unchanged but marked `layer: mlflow`; plain-text ones wrapped in the JSON envelope."""
+    try:
+        body = await response.aread()
+    finally:
+        await response.aclose()
+    headers = dict(_without(_response_headers(response), ("content-length", "content-encoding", "content-type")))
+    payload: object = None
+    if len(body) <= _ERROR_BODY_LIMIT:
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            payload = None
+    if isinstance(payload, dict):
+        payload.setdefault("layer", LAYER_MLFLOW)
+    elif len(body) <= _ERROR_BODY_LIMIT:
+        text = body.decode("utf-8", errors="replace").strip()
+        payload = {
+            "error_code": error_code_for_status(response.status_code),
+            "message": text or "MLflow refused.",
+            "layer": LAYER_MLFLOW,
+        }
+    else:
+        return Response(
+            body, status_code=response.status_code, headers=headers, media_type=response.headers.get("content-type")
+        )
+    return Response(
+        json.dumps(payload), status_code=response.status_code, headers=headers, media_type="application/json"
+    )
+
+
+def _without(headers: list[tuple[str, str]], names: tuple[str, ...]) -> list[tuple[str, str]]:
+    return [(k, v) for k, v in headers if k.lower() not in names]

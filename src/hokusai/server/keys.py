@@ -1,0 +1,273 @@
+"""API keys: generation, keyed hashing, storage and the cached verification hot path."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import string
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select, update
+
+from hokusai.server.db import Database
+from hokusai.server.models import ApiKey, utcnow
+
+KEY_PREFIX = "hk_live_"
+KEY_RANDOM_LENGTH = 40
+KEY_MAX_LENGTH = 128
+DISPLAY_PREFIX_LENGTH = len(KEY_PREFIX) + 4
+SCOPES = ("read", "write", "admin")
+_BASE62 = string.ascii_letters + string.digits
+_KEY_SHAPE = re.compile(rf"{KEY_PREFIX}[A-Za-z0-9]{{32,{KEY_MAX_LENGTH - len(KEY_PREFIX)}}}")
+_CACHE_MAX_ENTRIES = 100_000
+
+
+class KeyRejected(Exception):
+    """Verification failed; `reason` is one of the REASON_* constants and safe to show to the caller."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+REASON_MALFORMED = "malformed"
+REASON_UNKNOWN = "unknown"
+REASON_REVOKED = "revoked"
+REASON_EXPIRED = "expired"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a verified key belongs to, and what it may do."""
+
+    key_id: str
+    owner: str
+    scopes: frozenset[str]
+    prefix: str
+    expires_at: datetime | None
+
+    @property
+    def is_admin(self) -> bool:
+        return "admin" in self.scopes
+
+    def has_scope(self, scope: str) -> bool:
+        # admin implies write, and write implies read: a scope list never has to spell out the lower ones.
+        order = {"read": 0, "write": 1, "admin": 2}
+        return any(order[held] >= order[scope] for held in self.scopes if held in order)
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    """A freshly created key: `secret` is the only copy of the full key and is shown once."""
+
+    record: ApiKey
+    secret: str
+
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}(id={self.record.id!r}, secret='**********')"
+
+
+def generate_key() -> str:
+    return KEY_PREFIX + "".join(secrets.choice(_BASE62) for _ in range(KEY_RANDOM_LENGTH))
+
+
+def looks_like_key(candidate: str) -> bool:
+    """A cheap shape check, so garbage never reaches the database."""
+    return len(candidate) <= KEY_MAX_LENGTH and _KEY_SHAPE.fullmatch(candidate) is not None
+
+
+def parse_scopes(scopes: str | Iterable[str]) -> frozenset[str]:
+    items = scopes.split(",") if isinstance(scopes, str) else list(scopes)
+    clean = frozenset(item.strip().lower() for item in items if item.strip())
+    unknown = clean - set(SCOPES)
+    if not clean or unknown:
+        raise ValueError(f"scopes must be a non-empty subset of {', '.join(SCOPES)}; got {sorted(clean)}")
+    return clean
+
+
+def serialize_scopes(scopes: frozenset[str]) -> str:
+    return ",".join(scope for scope in SCOPES if scope in scopes)
+
+
+def principal_of(record: ApiKey) -> Principal:
+    return Principal(
+        key_id=record.id,
+        owner=record.owner,
+        scopes=frozenset(record.scopes.split(",")),
+        prefix=record.prefix,
+        expires_at=record.expires_at,
+    )
+
+
+@dataclass
+class _CacheEntry:
+    principal: Principal | None
+    reason: str | None
+    fetched_at: float
+
+    @property
+    def expires_at_epoch(self) -> float | None:
+        expires_at = self.principal.expires_at if self.principal else None
+        return None if expires_at is None else expires_at.timestamp()
+
+
+class KeyStore:
+    """Keys in the database, looked up by keyed hash; verification results are cached for `cache_ttl` seconds.
+
+    Revocation through this store takes effect at once; a revocation made elsewhere (another process, the
+    offline CLI) is seen within `cache_ttl`.
+    """
+
+    def __init__(self, database: Database, pepper: bytes, *, cache_ttl: float = 10.0) -> None:
+        self._database = database
+        self._pepper = pepper
+        self._cache_ttl = cache_ttl
+        self._cache: dict[str, _CacheEntry] = {}
+        self._last_used: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}(database={self._database!r}, cache_ttl={self._cache_ttl})"
+
+    def hash_key(self, key: str) -> str:
+        return hmac.new(self._pepper, key.encode(), hashlib.sha256).hexdigest()
+
+    # --- verification -----------------------------------------------------------------------------------
+
+    def verify_cached(self, key: str) -> Principal | None:
+        """The hot path: a hash and a dict lookup. `None` means "not cached, call `verify`"."""
+        if not looks_like_key(key):
+            raise KeyRejected(REASON_MALFORMED)
+        entry = self._cache.get(self.hash_key(key))
+        if entry is None or time.monotonic() - entry.fetched_at > self._cache_ttl:
+            return None
+        return self._accept(entry)
+
+    def verify(self, key: str) -> Principal:
+        """Verify with a database lookup on a cache miss (blocking: call it from a worker thread)."""
+        if not looks_like_key(key):
+            raise KeyRejected(REASON_MALFORMED)
+        digest = self.hash_key(key)
+        entry = self._cache.get(digest)
+        if entry is None or time.monotonic() - entry.fetched_at > self._cache_ttl:
+            entry = self._load(digest)
+        return self._accept(entry)
+
+    def _accept(self, entry: _CacheEntry) -> Principal:
+        if entry.principal is None:
+            raise KeyRejected(entry.reason or REASON_UNKNOWN)
+        now = time.time()
+        if entry.expires_at_epoch is not None and entry.expires_at_epoch <= now:
+            raise KeyRejected(REASON_EXPIRED)
+        # Recorded in memory and flushed in batches: no database write per request.
+        self._last_used[entry.principal.key_id] = now
+        return entry.principal
+
+    def _load(self, digest: str) -> _CacheEntry:
+        with self._database.session() as session:
+            record = session.scalar(select(ApiKey).where(ApiKey.key_hash == digest))
+        # The stored hash matched by an index; compare again in constant time so timing reveals nothing.
+        if record is None or not hmac.compare_digest(record.key_hash, digest):
+            entry = _CacheEntry(None, REASON_UNKNOWN, time.monotonic())
+        elif record.revoked_at is not None:
+            entry = _CacheEntry(None, REASON_REVOKED, time.monotonic())
+        else:
+            entry = _CacheEntry(principal_of(record), None, time.monotonic())
+        with self._lock:
+            if len(self._cache) >= _CACHE_MAX_ENTRIES:
+                self._cache.clear()
+            self._cache[digest] = entry
+        return entry
+
+    def flush_last_used(self) -> int:
+        """Write the batched last-used times; returns how many keys were updated."""
+        with self._lock:
+            pending, self._last_used = self._last_used, {}
+        if not pending:
+            return 0
+        with self._database.session() as session:
+            for key_id, used_at in pending.items():
+                stamp = datetime.fromtimestamp(used_at, UTC)
+                session.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=stamp))
+        return len(pending)
+
+    def _forget(self, key_id: str) -> None:
+        with self._lock:
+            self._cache = {
+                digest: entry
+                for digest, entry in self._cache.items()
+                if entry.principal is None or entry.principal.key_id != key_id
+            }
+
+    # --- lifecycle ----------------------------------------------------------------------------------------
+
+    def create(
+        self,
+        *,
+        owner: str,
+        name: str,
+        scopes: frozenset[str],
+        expires_at: datetime | None = None,
+    ) -> IssuedKey:
+        secret = generate_key()
+        record = ApiKey(
+            id="key_" + secrets.token_hex(8),
+            key_hash=self.hash_key(secret),
+            prefix=secret[:DISPLAY_PREFIX_LENGTH],
+            name=name,
+            owner=owner,
+            scopes=serialize_scopes(scopes),
+            created_at=utcnow(),
+            expires_at=expires_at,
+        )
+        with self._database.session() as session:
+            session.add(record)
+        return IssuedKey(record=record, secret=secret)
+
+    def get(self, key_id: str) -> ApiKey | None:
+        with self._database.session() as session:
+            return session.get(ApiKey, key_id)
+
+    def list(self, *, owner: str | None = None) -> list[ApiKey]:
+        query = select(ApiKey).order_by(ApiKey.created_at, ApiKey.id)
+        if owner is not None:
+            query = query.where(ApiKey.owner == owner)
+        with self._database.session() as session:
+            return list(session.scalars(query))
+
+    def count(self) -> int:
+        return len(self.list())
+
+    def revoke(self, key_id: str) -> ApiKey | None:
+        with self._database.session() as session:
+            record = session.get(ApiKey, key_id)
+            if record is not None and record.revoked_at is None:
+                record.revoked_at = utcnow()
+        self._forget(key_id)
+        return record
+
+    def rotate(self, key_id: str) -> IssuedKey | None:
+        """Issue a key with the same owner, name, scopes and remaining lifetime, and revoke the old one."""
+        old = self.get(key_id)
+        if old is None or old.revoked_at is not None:
+            return None
+        issued = self.create(
+            owner=old.owner, name=old.name, scopes=frozenset(old.scopes.split(",")), expires_at=old.expires_at
+        )
+        with self._database.session() as session:
+            record = session.get(ApiKey, key_id)
+            assert record is not None
+            record.revoked_at = utcnow()
+            record.replaced_by = issued.record.id
+        self._forget(key_id)
+        return issued
+
+
+def expiry_from_days(days: int | None) -> datetime | None:
+    return None if days is None else utcnow() + timedelta(days=days)

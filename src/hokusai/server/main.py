@@ -1,0 +1,79 @@
+"""The Hokusai API application: `create_app()` wires settings, storage, the MLflow upstream and the routers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from hokusai import __version__
+from hokusai.server.audit import AuditLog
+from hokusai.server.db import Database
+from hokusai.server.errors import install_error_handlers
+from hokusai.server.gateway import MOUNTS, MlflowGateway
+from hokusai.server.keys import KeyStore
+from hokusai.server.middleware.request_id import RequestIdMiddleware
+from hokusai.server.routes import auth, health, keys
+from hokusai.server.secrets import load_or_create_secrets
+from hokusai.server.settings import Settings
+from hokusai.server.state import AppState
+from hokusai.server.upstream import Upstream
+
+logger = logging.getLogger(__name__)
+
+
+def build_state(settings: Settings, mlflow_url: str) -> AppState:
+    platform_secrets = load_or_create_secrets(settings)
+    database = Database(settings.resolved_database_url)
+    return AppState(
+        settings=settings,
+        secrets=platform_secrets,
+        database=database,
+        keys=KeyStore(database, platform_secrets.key_pepper, cache_ttl=settings.key_cache_ttl_seconds),
+        audit=AuditLog(database),
+        upstream=Upstream(mlflow_url, settings, platform_secrets, database),
+    )
+
+
+async def _flush_last_used_forever(state: AppState) -> None:
+    while True:
+        await asyncio.sleep(state.settings.last_used_flush_seconds)
+        await run_in_threadpool(state.keys.flush_last_used)
+
+
+def create_app(settings: Settings, mlflow_url: str) -> FastAPI:
+    """The ASGI app; `mlflow_url` is the MLflow it fronts (the embedded child's address, or an external one)."""
+    state = build_state(settings, mlflow_url)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        flusher = asyncio.create_task(_flush_last_used_forever(state))
+        try:
+            yield
+        finally:
+            flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flusher
+            await run_in_threadpool(state.keys.flush_last_used)
+            await state.aclose()
+
+    app = FastAPI(
+        title="Hokusai API",
+        version=__version__,
+        description="Tokenized model registry in front of MLflow. MLflow clients use `/api/mlflow`.",
+        lifespan=lifespan,
+    )
+    app.state.hokusai = state
+    install_error_handlers(app)
+    for router in (health.router, auth.router, keys.router):
+        app.include_router(router)
+    gateway = MlflowGateway(state)
+    for mount in MOUNTS:
+        app.mount(mount, gateway)
+    app.add_middleware(RequestIdMiddleware)
+    return app

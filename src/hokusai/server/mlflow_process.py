@@ -1,0 +1,193 @@
+"""The embedded MLflow server: configured, started, watched and restarted as a child process of `hokusai server`."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+from hokusai.server.secrets import PlatformSecrets, ensure_private_dir, write_secret_file
+from hokusai.server.settings import Settings
+from hokusai.server.upstream import MLFLOW_ADMIN_USERNAME
+
+logger = logging.getLogger(__name__)
+
+AUTH_FUNCTION = "hokusai.mlflow_auth:authenticate_request"
+_STOP_GRACE_SECONDS = 10.0
+_RESTART_BACKOFF_SECONDS = (1.0, 2.0, 5.0, 10.0)
+
+
+class MlflowStartError(RuntimeError):
+    """The embedded MLflow did not come up; the message quotes the end of its log."""
+
+
+class EmbeddedMlflow:
+    """One `mlflow server --app-name basic-auth` child on a loopback port, restarted if it crashes."""
+
+    def __init__(self, settings: Settings, platform_secrets: PlatformSecrets, port: int) -> None:
+        self._settings = settings
+        self._secrets = platform_secrets
+        self.port = port
+        self.home = ensure_private_dir(settings.resolved_data_dir / "mlflow")
+        self.log_path = self.home / "mlflow.log"
+        self._process: subprocess.Popen[bytes] | None = None
+        self._stopping = threading.Event()
+        self._watcher: threading.Thread | None = None
+        self.restarts = 0
+
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}(port={self.port}, home={str(self.home)!r})"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    def _write_config(self) -> tuple[Path, Path]:
+        secret_path = self.home / "assertion_secret"
+        write_secret_file(secret_path, self._secrets.assertion_secret)
+        config_path = self.home / "basic_auth.ini"
+        write_secret_file(
+            config_path,
+            "\n".join(
+                [
+                    "[mlflow]",
+                    f"default_permission = {self._settings.mlflow_default_permission}",
+                    f"database_uri = sqlite:///{self.home / 'basic_auth.db'}",
+                    f"admin_username = {MLFLOW_ADMIN_USERNAME}",
+                    f"admin_password = {self._secrets.mlflow_admin_password}",
+                    f"authorization_function = {AUTH_FUNCTION}",
+                    "grant_default_workspace_access = false",
+                    # Operators' Basic logins are checked with scrypt (~70 ms); cache the successes for a minute.
+                    "auth_cache_max_size = 10000",
+                    "auth_cache_ttl_seconds = 60",
+                    "",
+                ]
+            ),
+        )
+        return config_path, secret_path
+
+    def _command(self) -> list[str]:
+        return [
+            sys.executable, "-m", "mlflow", "server",
+            "--app-name", "basic-auth",
+            "--host", "127.0.0.1",
+            "--port", str(self.port),
+            "--backend-store-uri", f"sqlite:///{self.home / 'mlflow.db'}",
+            "--artifacts-destination", str(self.home / "artifacts"),
+            "--serve-artifacts",
+            "--workers", str(self._settings.mlflow_workers),
+        ]  # fmt: skip
+
+    def _environment(self, config_path: Path, secret_path: Path) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("HOKUSAI_", "MLFLOW_"))}
+        env.update(
+            {
+                "MLFLOW_AUTH_CONFIG_PATH": str(config_path),
+                "MLFLOW_FLASK_SERVER_SECRET_KEY": self._secrets.flask_secret_key,
+                "HOKUSAI_ASSERTION_SECRET_FILE": str(secret_path),
+                # GenAI job runners cost ~1.3 GB idle and nothing in Hokusai uses them.
+                "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+                "MLFLOW_DISABLE_TELEMETRY": "true",
+                "DO_NOT_TRACK": "true",
+                "MLFLOW_SERVER_CORS_ALLOWED_ORIGINS": ",".join(
+                    [self._settings.resolved_public_url, "http://localhost:*", "http://127.0.0.1:*"]
+                ),
+            }
+        )
+        return env
+
+    def start(self) -> None:
+        config_path, secret_path = self._write_config()
+        self._spawn(config_path, secret_path)
+        self.wait_ready(self._settings.mlflow_startup_timeout_seconds)
+        self._watcher = threading.Thread(
+            target=self._watch, args=(config_path, secret_path), daemon=True, name="mlflow-watch"
+        )
+        self._watcher.start()
+
+    def _spawn(self, config_path: Path, secret_path: Path) -> None:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child writes to it for its whole life
+        # A session of its own: Ctrl-C reaches only us, and we stop the whole group in order.
+        self._process = subprocess.Popen(
+            self._command(),
+            env=self._environment(config_path, secret_path),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=self.home,
+        )
+        log.close()
+        logger.info("started embedded MLflow (pid %s) on 127.0.0.1:%s", self._process.pid, self.port)
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._process is not None and self._process.poll() is not None:
+                raise MlflowStartError(f"MLflow exited with code {self._process.returncode}:\n{self.log_tail()}")
+            try:
+                if httpx.get(self.url + "/health", timeout=2.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.25)
+        raise MlflowStartError(f"MLflow did not answer on port {self.port} within {timeout:.0f} s:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no MLflow log)"
+
+    def _watch(self, config_path: Path, secret_path: Path) -> None:
+        attempt = 0
+        while not self._stopping.is_set():
+            assert self._process is not None
+            code = self._process.wait()
+            if self._stopping.is_set():
+                return
+            delay = _RESTART_BACKOFF_SECONDS[min(attempt, len(_RESTART_BACKOFF_SECONDS) - 1)]
+            logger.error("embedded MLflow exited unexpectedly (code %s); restarting in %.0f s", code, delay)
+            self._kill_group(signal.SIGKILL)  # workers orphaned by the crash would keep the port
+            if self._stopping.wait(delay):
+                return
+            self._spawn(config_path, secret_path)
+            try:
+                self.wait_ready(self._settings.mlflow_startup_timeout_seconds)
+                self.restarts += 1
+                attempt = 0
+                logger.info("embedded MLflow is back (restart %d)", self.restarts)
+            except MlflowStartError:
+                attempt += 1
+                logger.exception("embedded MLflow failed to restart")
+
+    def _kill_group(self, sig: signal.Signals) -> None:
+        if self._process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self._process.pid, sig)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._process is None or self._process.poll() is not None:
+            self._kill_group(signal.SIGKILL)
+            return
+        self._kill_group(signal.SIGTERM)
+        try:
+            self._process.wait(timeout=_STOP_GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+            logger.warning("MLflow did not stop within %.0f s; killing it", _STOP_GRACE_SECONDS)
+        self._kill_group(signal.SIGKILL)
+        logger.info("embedded MLflow stopped")

@@ -1,0 +1,101 @@
+"""Which MLflow paths the gateway forwards, and what each needs: normalisation and the allowlist."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import Enum
+from urllib.parse import unquote
+
+
+class Access(Enum):
+    PUBLIC = "public"
+    READ = "read"
+    WRITE = "write"
+    ADMIN = "admin"
+    REFUSED = "refused"
+
+
+@dataclass(frozen=True)
+class RoutedPath:
+    raw: str  # as the client encoded it; forwarded unchanged once checked
+    decoded: str
+    access: Access
+
+
+class PathRejected(Exception):
+    """The path is malformed, escapes its family, or names no forwarded endpoint."""
+
+
+# The families an MLflow 3.17 client and its web UI use (mlflow-facts.md section 6); nothing else is forwarded.
+_FAMILIES = re.compile(
+    r"""/api/(?:2\.0|3\.0)/mlflow/.+
+      | /ajax-api/(?:2\.0|3\.0)/mlflow/.+
+      | /(?:ajax-)?api/2\.0/mlflow-artifacts/.+
+      | /(?:model-versions/)?get-artifact
+      | /graphql | /version | /health | /v1/traces
+      | /static-files/.+ | /favicon\.ico | /
+    """,
+    re.VERBOSE,
+)
+_PUBLIC = re.compile(r"/health|/static-files/.+|/favicon\.ico")
+# MLflow's AI gateway, assistant, MCP registry and secrets are not part of the Hokusai product surface.
+_REFUSED = re.compile(
+    r".*/mlflow/(?:gateway|gateway-proxy|assistant|mcp-servers|secrets|endpoints)(?:/.*)?|/gateway/.*"
+)
+# User, role and permission administration in MLflow's auth app.
+_ADMIN = re.compile(r"/(?:ajax-)?api/(?:2\.0|3\.0)/mlflow/(?:users|roles)(?:/.*)?|.*/permissions/.*")
+_SELF_SERVICE = re.compile(r"/(?:ajax-)?api/2\.0/mlflow/users/current")
+# Reads that MLflow's API sends as POST; every other non-GET method needs the write scope.
+_POST_READS = re.compile(
+    r"""/graphql
+      | .*/mlflow/(?:experiments|runs|logged-models|traces|datasets|registered-models|model-versions)/search
+      | .*/mlflow/experiments/search-datasets
+      | .*/mlflow/traces/batchGet
+      | .*/mlflow/metrics/get-history-bulk-interval
+    """,
+    re.VERBOSE,
+)
+_READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_FORBIDDEN_CHARS = re.compile(r"[\x00-\x1f\x7f\\]")
+
+
+def _decode_segments(raw: str) -> str:
+    if not raw.startswith("/") or _FORBIDDEN_CHARS.search(raw) or "//" in raw:
+        raise PathRejected("malformed path")
+    segments = raw.split("/")[1:]
+    decoded = []
+    for index, segment in enumerate(segments):
+        value = unquote(segment, errors="strict")
+        # Encoded separators and dot segments are how a path escapes its family; none is legitimate here.
+        if value in (".", "..") or "/" in value or _FORBIDDEN_CHARS.search(value):
+            raise PathRejected("path escapes its family")
+        if not value and index != len(segments) - 1:
+            raise PathRejected("malformed path")
+        decoded.append(value)
+    return "/" + "/".join(decoded)
+
+
+def route_path(raw: str, method: str) -> RoutedPath:
+    """Check a request path (relative to the gateway mount) and classify what it needs."""
+    try:
+        decoded = _decode_segments(raw)
+    except UnicodeDecodeError as exc:
+        raise PathRejected("malformed path") from exc
+    if _FAMILIES.fullmatch(decoded) is None:
+        raise PathRejected("not an MLflow endpoint")
+    return RoutedPath(raw=raw, decoded=decoded, access=_access_for(decoded, method))
+
+
+def _access_for(path: str, method: str) -> Access:
+    if _REFUSED.fullmatch(path):
+        return Access.REFUSED
+    if _PUBLIC.fullmatch(path) and method in _READ_METHODS:
+        return Access.PUBLIC
+    if _SELF_SERVICE.fullmatch(path) and method in _READ_METHODS:
+        return Access.READ
+    if _ADMIN.fullmatch(path):
+        return Access.ADMIN
+    if method in _READ_METHODS or (method == "POST" and _POST_READS.fullmatch(path)):
+        return Access.READ
+    return Access.WRITE

@@ -1,0 +1,27 @@
+"""Probes: `/health` (the process is alive) and `/ready` (MLflow is reachable and accepts our credentials)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from hokusai import __version__
+from hokusai.server.deps import StateDep
+from hokusai.server.errors import error_response
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health")
+async def read_health() -> dict[str, str]:
+    """The API process is up."""
+    return {"status": "ok", "version": __version__}
+
+
+@router.get("/ready", responses={503: {"description": "MLflow is unreachable or refuses the gateway"}})
+async def read_ready(state: StateDep) -> JSONResponse:
+    """MLflow answers and accepts the gateway's credentials."""
+    problem = await state.upstream.check_ready()
+    if problem is not None:
+        return error_response(503, problem, error_code="TEMPORARILY_UNAVAILABLE", headers={"Retry-After": "2"})
+    return JSONResponse({"status": "ready", "mlflow": "ok", "identity_mode": state.upstream.mode})

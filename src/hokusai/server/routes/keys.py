@@ -1,0 +1,107 @@
+"""API key management: create, list, revoke, rotate. Users manage their own keys; admins manage everyone's."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter, Request, status
+from starlette.concurrency import run_in_threadpool
+
+from hokusai.errors import HokusaiValidationError
+from hokusai.server.deps import PrincipalDep, StateDep
+from hokusai.server.errors import ApiError
+from hokusai.server.keys import IssuedKey, Principal, expiry_from_days, parse_scopes, principal_of
+from hokusai.server.models import ApiKey
+from hokusai.server.schemas import KeyCreate, KeyCreated, KeyInfo, KeyList
+from hokusai.server.state import AppState
+from hokusai.server.upstream import UpstreamError
+from hokusai.validation import validate_owner
+
+router = APIRouter(prefix="/api/v1/keys", tags=["keys"])
+logger = logging.getLogger(__name__)
+
+
+def _created(issued: IssuedKey) -> KeyCreated:
+    return KeyCreated(**KeyInfo.of(issued.record).model_dump(), key=issued.secret)
+
+
+def _owned_key(state: AppState, principal: Principal, key_id: str) -> ApiKey:
+    record = state.keys.get(key_id)
+    # Someone else's key id answers like a missing one, so ids of other accounts cannot be probed.
+    if record is None or (record.owner != principal.owner and not principal.is_admin):
+        raise ApiError(404, f"No API key with id '{key_id}'.", error_code="RESOURCE_DOES_NOT_EXIST")
+    return record
+
+
+async def _provision(state: AppState, issued: IssuedKey) -> None:
+    """Create the owner in MLflow now rather than on their first request; retried lazily if MLflow is down."""
+    try:
+        await state.upstream.ensure_account(principal_of(issued.record))
+    except (UpstreamError, OSError) as exc:
+        logger.warning("could not provision %s in MLflow yet (%s); will retry on first use", issued.record.owner, exc)
+
+
+def _audit(state: AppState, request: Request, principal: Principal, action: str, target: str) -> None:
+    state.audit.record(
+        actor=principal.owner,
+        key_id=principal.key_id,
+        action=action,
+        outcome="ok",
+        target=target,
+        request_id=getattr(request.state, "request_id", None),
+    )
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=KeyCreated)
+async def create_key(body: KeyCreate, request: Request, state: StateDep, principal: PrincipalDep) -> KeyCreated:
+    """Create a key. The full key is in the response once; only its keyed hash is stored."""
+    try:
+        scopes = parse_scopes(body.scopes)
+    except ValueError as exc:
+        raise HokusaiValidationError("scopes", str(exc)) from exc
+    owner = validate_owner(body.owner) if body.owner is not None else principal.owner
+    if owner != principal.owner and not principal.is_admin:
+        await state.require_scope(request, principal, "admin")
+    if not principal.is_admin and not all(principal.has_scope(scope) for scope in scopes):
+        raise ApiError(
+            403,
+            "A key can only be given scopes its creator holds; ask an admin for wider scopes.",
+            error_code="PERMISSION_DENIED",
+        )
+    issued = await run_in_threadpool(
+        state.keys.create, owner=owner, name=body.name, scopes=scopes, expires_at=expiry_from_days(body.expires_in_days)
+    )
+    await _provision(state, issued)
+    await run_in_threadpool(_audit, state, request, principal, "key.create", issued.record.id)
+    return _created(issued)
+
+
+@router.get("", response_model=KeyList)
+async def read_keys(state: StateDep, principal: PrincipalDep, owner: str | None = None, all: bool = False) -> KeyList:
+    """List your keys; admins may list another owner's (`owner=`) or every key (`all=true`)."""
+    if (all or (owner is not None and owner != principal.owner)) and not principal.is_admin:
+        raise ApiError(403, "Only admin keys may list other accounts' keys.", error_code="PERMISSION_DENIED")
+    selected = None if all else (owner or principal.owner)
+    records = await run_in_threadpool(state.keys.list, owner=selected)
+    return KeyList(keys=[KeyInfo.of(record) for record in records])
+
+
+@router.delete("/{key_id}", response_model=KeyInfo)
+async def revoke_key(key_id: str, request: Request, state: StateDep, principal: PrincipalDep) -> KeyInfo:
+    """Revoke a key at once (other server processes notice within the key cache TTL)."""
+    await run_in_threadpool(_owned_key, state, principal, key_id)
+    record = await run_in_threadpool(state.keys.revoke, key_id)
+    assert record is not None
+    await run_in_threadpool(_audit, state, request, principal, "key.revoke", key_id)
+    return KeyInfo.of(record)
+
+
+@router.post("/{key_id}/rotate", status_code=status.HTTP_201_CREATED, response_model=KeyCreated)
+async def rotate_key(key_id: str, request: Request, state: StateDep, principal: PrincipalDep) -> KeyCreated:
+    """Issue a replacement with the same owner, name, scopes and expiry, and revoke the old key."""
+    await run_in_threadpool(_owned_key, state, principal, key_id)
+    issued = await run_in_threadpool(state.keys.rotate, key_id)
+    if issued is None:
+        raise ApiError(409, f"Key '{key_id}' is already revoked and cannot be rotated.", error_code="INVALID_STATE")
+    await run_in_threadpool(_audit, state, request, principal, "key.rotate", key_id)
+    return _created(issued)

@@ -1,0 +1,115 @@
+"""`hokusai server`: start the embedded MLflow (unless an external one is configured), then the API."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+import sys
+
+import uvicorn
+
+from hokusai.server.db import Database
+from hokusai.server.keys import KeyStore
+from hokusai.server.main import create_app
+from hokusai.server.mlflow_process import EmbeddedMlflow
+from hokusai.server.secrets import PlatformSecrets, load_or_create_secrets
+from hokusai.server.settings import Settings
+
+logger = logging.getLogger("hokusai.server")
+
+
+class PortInUseError(RuntimeError):
+    """The API's port is taken; the message names the port and the option that changes it."""
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+def ensure_port_free(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUseError(
+                    f"Port {port} on {host} is already in use; choose another with --port (or HOKUSAI_PORT)."
+                ) from exc
+            raise
+
+
+def free_loopback_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def bootstrap_admin_key(settings: Settings, platform_secrets: PlatformSecrets) -> str | None:
+    """On a fresh data dir, create the first admin key; returns it so it can be shown once."""
+    database = Database(settings.resolved_database_url)
+    try:
+        store = KeyStore(database, platform_secrets.key_pepper)
+        if store.count():
+            return None
+        issued = store.create(
+            owner=settings.admin_owner, name="bootstrap admin", scopes=frozenset({"read", "write", "admin"})
+        )
+        return issued.secret
+    finally:
+        database.close()
+
+
+def first_start_banner(settings: Settings, key: str) -> str:
+    api = settings.resolved_public_url
+    return "\n".join(
+        [
+            "",
+            "Hokusai is set up. This admin key is shown once; store it now:",
+            "",
+            f"  export HOKUSAI_API_KEY={key}",
+            f"  export HOKUSAI_API_URL={api}",
+            f"  export MLFLOW_TRACKING_URI={api}/api/mlflow",
+            f"  export MLFLOW_TRACKING_TOKEN={key}",
+            "",
+            "Create keys for your users with: hokusai keys create --owner NAME --scopes read,write",
+            "",
+        ]
+    )
+
+
+def serve(settings: Settings) -> None:
+    configure_logging(settings.log_level)
+    ensure_port_free(settings.host, settings.port)
+    platform_secrets = load_or_create_secrets(settings)
+    mlflow = None
+    if settings.embedded_mlflow:
+        mlflow = EmbeddedMlflow(settings, platform_secrets, settings.mlflow_port or free_loopback_port())
+        mlflow.start()
+        mlflow_url = mlflow.url
+    else:
+        assert settings.mlflow_url is not None
+        mlflow_url = settings.mlflow_url
+    try:
+        app = create_app(settings, mlflow_url)
+        first_key = bootstrap_admin_key(settings, platform_secrets)
+        if first_key is not None:
+            print(first_start_banner(settings, first_key), flush=True)  # noqa: T201 - shown once, on purpose
+        config = uvicorn.Config(
+            app,
+            host=settings.host,
+            port=settings.port,
+            access_log=False,
+            log_config=None,
+            log_level=settings.log_level,
+            timeout_keep_alive=75,
+            server_header=False,
+        )
+        logger.info("Hokusai API listening on http://%s:%s (MLflow clients: /api/mlflow)", settings.host, settings.port)
+        uvicorn.Server(config).run()
+    finally:
+        if mlflow is not None:
+            mlflow.stop()

@@ -1,0 +1,65 @@
+"""Platform secrets: taken from the environment when given, else generated once into the data dir (mode 0600)."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import SecretStr
+
+from hokusai.server.settings import Settings
+
+SECRETS_FILE = "secrets.json"
+_SECRET_NAMES = ("key_pepper", "assertion_secret", "mlflow_admin_password", "flask_secret_key")
+
+
+@dataclass(frozen=True, repr=False)
+class PlatformSecrets:
+    key_pepper: bytes
+    assertion_secret: str
+    mlflow_admin_password: str
+    flask_secret_key: str
+
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}('**********')"
+
+
+def ensure_private_dir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o700)
+    return path
+
+
+def write_secret_file(path: Path, content: str) -> None:
+    """Create or replace `path` with owner-only permissions from the first byte on."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(content)
+    os.replace(tmp, path)
+
+
+def load_or_create_secrets(settings: Settings) -> PlatformSecrets:
+    data_dir = ensure_private_dir(settings.resolved_data_dir)
+    path = data_dir / SECRETS_FILE
+    stored: dict[str, str] = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    missing = [name for name in _SECRET_NAMES if name not in stored]
+    if missing:
+        stored.update({name: secrets.token_urlsafe(32) for name in missing})
+        write_secret_file(path, json.dumps(stored, indent=2))
+    path.chmod(0o600)
+    overrides: dict[str, SecretStr | None] = {
+        "key_pepper": settings.key_pepper,
+        "assertion_secret": settings.assertion_secret,
+        "mlflow_admin_password": settings.mlflow_admin_password,
+    }
+    values = {name: (overrides.get(name) or SecretStr(stored[name])).get_secret_value() for name in _SECRET_NAMES}
+    return PlatformSecrets(
+        key_pepper=values["key_pepper"].encode(),
+        assertion_secret=values["assertion_secret"],
+        mlflow_admin_password=values["mlflow_admin_password"],
+        flask_secret_key=values["flask_secret_key"],
+    )

@@ -1,0 +1,87 @@
+"""What the running API holds: settings, database, key store, audit log and the MLflow upstream."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+
+from hokusai.server.audit import AuditLog
+from hokusai.server.credentials import CHALLENGE, key_from_request
+from hokusai.server.db import Database
+from hokusai.server.errors import ApiError
+from hokusai.server.keys import (
+    REASON_EXPIRED,
+    REASON_MALFORMED,
+    REASON_REVOKED,
+    KeyRejected,
+    KeyStore,
+    Principal,
+)
+from hokusai.server.secrets import PlatformSecrets
+from hokusai.server.settings import Settings
+from hokusai.server.upstream import Upstream
+
+logger = logging.getLogger(__name__)
+
+_REJECTION_MESSAGES = {
+    REASON_MALFORMED: (
+        "The API key is malformed: Hokusai keys are `hk_live_` followed by at least 32 letters and digits. "
+        "Check that it was copied whole, without quotes or spaces."
+    ),
+    REASON_REVOKED: "This API key was revoked. Use its replacement, or ask an admin for a new key.",
+    REASON_EXPIRED: "This API key has expired. Ask an admin to rotate it or issue a new key.",
+}
+_UNKNOWN_MESSAGE = "This API key is not known to this server. Check HOKUSAI_API_KEY / MLFLOW_TRACKING_TOKEN."
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    secrets: PlatformSecrets
+    database: Database
+    keys: KeyStore
+    audit: AuditLog
+    upstream: Upstream
+
+    async def authenticate(self, request: Request) -> Principal:
+        key = key_from_request(request.headers, request.query_params)
+        try:
+            principal = self.keys.verify_cached(key)
+            if principal is None:
+                principal = await run_in_threadpool(self.keys.verify, key)
+        except KeyRejected as exc:
+            raise ApiError(
+                401,
+                _REJECTION_MESSAGES.get(exc.reason, _UNKNOWN_MESSAGE),
+                error_code="UNAUTHENTICATED",
+                headers=CHALLENGE,
+            ) from exc
+        request.state.principal = principal
+        return principal
+
+    async def require_scope(self, request: Request, principal: Principal, scope: str) -> None:
+        if principal.has_scope(scope):
+            return
+        await run_in_threadpool(
+            self.audit.record,
+            actor=principal.owner,
+            key_id=principal.key_id,
+            action="permission.denied",
+            outcome="denied",
+            target=f"{request.method} {request.url.path}",
+            detail={"required_scope": scope},
+            request_id=getattr(request.state, "request_id", None),
+        )
+        raise ApiError(
+            403,
+            f"This key lacks the '{scope}' scope needed for {request.method} {request.url.path}. "
+            f"Ask an admin for a key with the '{scope}' scope.",
+            error_code="PERMISSION_DENIED",
+        )
+
+    async def aclose(self) -> None:
+        await self.upstream.aclose()
+        self.database.close()

@@ -1,0 +1,181 @@
+"""The gateway's side of MLflow: one pooled HTTP client, the identity it presents, and user provisioning."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import secrets
+
+import httpx
+from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
+
+from hokusai.server.assertion import AssertionSigner, Identity
+from hokusai.server.db import Database
+from hokusai.server.keys import Principal
+from hokusai.server.models import Account
+from hokusai.server.secrets import PlatformSecrets
+from hokusai.server.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+MLFLOW_ADMIN_USERNAME = "admin"
+USERS_CREATE = "/api/2.0/mlflow/users/create"
+USERS_UPDATE_ADMIN = "/api/2.0/mlflow/users/update-admin"
+EXPERIMENTS_CREATE = "/api/2.0/mlflow/experiments/create"
+
+
+class UpstreamError(Exception):
+    """MLflow answered a provisioning call with an unexpected status."""
+
+
+def build_client(base_url: str, settings: Settings) -> httpx.AsyncClient:
+    timeout = httpx.Timeout(
+        connect=settings.upstream_connect_timeout_seconds,
+        read=settings.upstream_read_timeout_seconds,
+        write=settings.upstream_write_timeout_seconds,
+        pool=settings.upstream_connect_timeout_seconds,
+    )
+    # Idle connections are dropped before uvicorn's 5 s keep-alive closes them under us.
+    limits = httpx.Limits(
+        max_connections=settings.upstream_max_connections,
+        max_keepalive_connections=settings.upstream_max_connections,
+        keepalive_expiry=settings.upstream_keepalive_seconds,
+    )
+    return httpx.AsyncClient(base_url=base_url, timeout=timeout, limits=limits, follow_redirects=False, trust_env=False)
+
+
+def _basic(username: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+
+
+class Upstream:
+    """How the gateway reaches MLflow and who it says it is there (see docs/architecture.md, "Identity")."""
+
+    def __init__(
+        self, base_url: str, settings: Settings, platform_secrets: PlatformSecrets, database: Database
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.mode = settings.identity_mode
+        self.client = build_client(self.base_url, settings)
+        self._database = database
+        self._signer = AssertionSigner(platform_secrets.assertion_secret, ttl_seconds=settings.assertion_ttl_seconds)
+        self._service_authorization = (
+            _basic(settings.mlflow_username, settings.mlflow_password.get_secret_value())
+            if settings.mlflow_username and settings.mlflow_password
+            else None
+        )
+        self._accounts: dict[str, Account] = {}
+        self._provision_lock = asyncio.Lock()
+
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}(base_url={self.base_url!r}, mode={self.mode!r})"
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    # --- identity -----------------------------------------------------------------------------------------
+
+    def authorization_for(self, principal: Principal) -> str | None:
+        """The Authorization header MLflow sees for `principal`; the caller's own key is never forwarded."""
+        if self.mode == "assertion":
+            return "Bearer " + self._signer.assertion_for(Identity(principal.owner, principal.is_admin))
+        return self._service_authorization
+
+    def _admin_headers(self) -> dict[str, str]:
+        if self.mode == "assertion":
+            return {"authorization": "Bearer " + self._signer.assertion_for(Identity(MLFLOW_ADMIN_USERNAME, True))}
+        return {"authorization": self._service_authorization} if self._service_authorization else {}
+
+    def headers_for(self, principal: Principal) -> dict[str, str]:
+        authorization = self.authorization_for(principal)
+        return {} if authorization is None else {"authorization": authorization}
+
+    # --- provisioning ---------------------------------------------------------------------------------------
+
+    async def ensure_account(self, principal: Principal) -> Account | None:
+        """Make sure MLflow knows the owner (assertion mode only); cheap after the first call per process."""
+        if self.mode != "assertion":
+            return None
+        account = self._accounts.get(principal.owner)
+        if account is not None:
+            return account
+        async with self._provision_lock:
+            account = self._accounts.get(principal.owner) or await self._provision(principal)
+            self._accounts[principal.owner] = account
+        return account
+
+    async def _provision(self, principal: Principal) -> Account:
+        stored = await run_in_threadpool(self._load_account, principal.owner)
+        await self._create_mlflow_user(principal.owner)
+        if principal.is_admin:
+            await self._call(
+                "PATCH", USERS_UPDATE_ADMIN, json={"username": principal.owner, "is_admin": True}, ok=(200,)
+            )
+        if stored is None:
+            stored = await run_in_threadpool(self._save_account, Account(owner=principal.owner))
+        return stored
+
+    async def _create_mlflow_user(self, username: str) -> None:
+        # The password is never used (the user authenticates through assertions) and is thrown away.
+        body = {"username": username, "password": secrets.token_urlsafe(24)}
+        response = await self.client.post(USERS_CREATE, json=body, headers=self._admin_headers())
+        if response.status_code == 200:
+            logger.info("provisioned MLflow user %s", username)
+            return
+        if response.status_code == 400 and "RESOURCE_ALREADY_EXISTS" in response.text:
+            return
+        raise UpstreamError(f"creating MLflow user {username!r} failed with {response.status_code}")
+
+    async def default_experiment_id(self, principal: Principal) -> str | None:
+        """The owner's private default experiment, created on first use and remembered in our database."""
+        account = await self.ensure_account(principal)
+        if account is None:
+            return None
+        if account.default_experiment_id is not None:
+            return account.default_experiment_id
+        experiment_id = await self._create_default_experiment(principal)
+        account.default_experiment_id = experiment_id
+        await run_in_threadpool(self._save_account, account)
+        return experiment_id
+
+    async def _create_default_experiment(self, principal: Principal) -> str:
+        headers = self.headers_for(principal)
+        for attempt in range(5):
+            name = f"Default ({principal.owner})" + (f" {attempt + 1}" if attempt else "")
+            response = await self.client.post(EXPERIMENTS_CREATE, json={"name": name}, headers=headers)
+            if response.status_code == 200:
+                return str(response.json()["experiment_id"])
+            # A name taken by someone else is skipped, never adopted: adopting it would hand them our runs.
+            if "RESOURCE_ALREADY_EXISTS" not in response.text:
+                break
+        raise UpstreamError(f"creating the default experiment of {principal.owner!r} failed")
+
+    async def _call(self, method: str, path: str, *, json: dict[str, object], ok: tuple[int, ...]) -> None:
+        response = await self.client.request(method, path, json=json, headers=self._admin_headers())
+        if response.status_code not in ok:
+            raise UpstreamError(f"{method} {path} failed with {response.status_code}")
+
+    def _load_account(self, owner: str) -> Account | None:
+        with self._database.session() as session:
+            return session.scalar(select(Account).where(Account.owner == owner))
+
+    def _save_account(self, account: Account) -> Account:
+        with self._database.session() as session:
+            return session.merge(account)
+
+    # --- probes ---------------------------------------------------------------------------------------------
+
+    async def check_ready(self) -> str | None:
+        """`None` when MLflow answers and accepts our credentials, else what is wrong (no internal URLs)."""
+        try:
+            health = await self.client.get("/health", timeout=5.0)
+            if health.status_code != 200:
+                return f"MLflow health check answered {health.status_code}"
+            version = await self.client.get("/version", headers=self._admin_headers(), timeout=5.0)
+        except httpx.HTTPError:
+            return "MLflow is not reachable"
+        if version.status_code != 200:
+            return f"MLflow refused the gateway's credentials ({version.status_code})"
+        return None

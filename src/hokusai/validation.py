@@ -1,0 +1,207 @@
+"""The rules for tokenized-model input, shared by the SDK and the API server so they never disagree."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from hokusai.errors import HokusaiValidationError
+
+TOKEN_ID_MAX_LENGTH = 64
+METRIC_NAME_MAX_LENGTH = 250  # MLflow's limit for metric keys
+MODEL_NAME_MAX_LENGTH = 256
+TAG_KEY_MAX_LENGTH = 250  # MLflow's model-registry tag key limit
+TAG_VALUE_MAX_LENGTH = 5000  # MLflow's model-registry tag value limit
+METADATA_FIELD_MAX_LENGTH = 500
+METADATA_JSON_MAX_LENGTH = 4000
+DESCRIPTION_MAX_LENGTH = 5000
+
+# Tag names are kept compatible with the earlier implementation, so its consumers keep working.
+TAG_TOKEN_ID = "hokusai_token_id"
+TAG_METRIC = "benchmark_metric"
+TAG_BASELINE = "benchmark_value"
+TAG_STATUS = "hokusai_status"
+TAG_RUN_ID = "mlflow_run_id"
+TAG_IS_BASELINE = "is_baseline"
+TAG_MODEL_TYPE = "model_type"
+STATUS_REGISTERED = "registered"
+METADATA_FIELDS = ("eval_spec", "scorer_ref", "primary_metric", "benchmark_spec_id")
+METADATA_TAG_PREFIX = "hokusai."
+RESERVED_TAGS = frozenset({TAG_TOKEN_ID, TAG_METRIC, TAG_BASELINE, TAG_STATUS, TAG_RUN_ID})
+
+_TOKEN_ID_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?")
+_METRIC_NAME_RE = re.compile(r"[A-Za-z0-9_\-. :/]+")  # the characters MLflow accepts in metric keys
+_RUN_ID_RE = re.compile(r"[a-zA-Z0-9][\w\-]{0,255}")  # MLflow's own run id pattern
+_MODEL_TYPE_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+_RUNS_URI_RE = re.compile(r"runs:/(?P<run_id>[^/]+)(?:/(?P<path>.*))?")
+_CONTROL_CHARS_RE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def normalize_token_id(token_id: object) -> str:
+    """Return the canonical (upper-case) token id, or raise if it breaks the rules."""
+    if not isinstance(token_id, str):
+        raise HokusaiValidationError("token_id", "must be a string")
+    if not token_id:
+        raise HokusaiValidationError("token_id", "must not be empty")
+    if len(token_id) > TOKEN_ID_MAX_LENGTH:
+        raise HokusaiValidationError("token_id", f"must be at most {TOKEN_ID_MAX_LENGTH} characters")
+    if not token_id.isascii() or _TOKEN_ID_RE.fullmatch(token_id) is None:
+        raise HokusaiValidationError(
+            "token_id", "may contain only ASCII letters, digits and hyphens, with no hyphen at either end"
+        )
+    return token_id.upper()
+
+
+def validate_metric_name(metric_name: object) -> str:
+    if not isinstance(metric_name, str) or not metric_name.strip():
+        raise HokusaiValidationError("metric_name", "must be a non-empty string")
+    if metric_name != metric_name.strip():
+        raise HokusaiValidationError("metric_name", "must not start or end with whitespace")
+    if len(metric_name) > METRIC_NAME_MAX_LENGTH:
+        raise HokusaiValidationError("metric_name", f"must be at most {METRIC_NAME_MAX_LENGTH} characters")
+    if _METRIC_NAME_RE.fullmatch(metric_name) is None:
+        raise HokusaiValidationError(
+            "metric_name", "may contain only letters, digits, '_', '-', '.', ' ', ':' and '/' (as MLflow requires)"
+        )
+    return metric_name
+
+
+def validate_baseline_value(baseline_value: object) -> float:
+    # bool is an int subclass: True would silently become a baseline of 1.0.
+    if isinstance(baseline_value, bool) or not isinstance(baseline_value, int | float):
+        raise HokusaiValidationError("baseline_value", "must be a number (not a bool or a string)")
+    value = float(baseline_value)
+    if not math.isfinite(value):
+        raise HokusaiValidationError("baseline_value", "must be finite (not NaN or infinity)")
+    return value
+
+
+def validate_model_name(model_name: object) -> str:
+    if not isinstance(model_name, str) or not model_name.strip():
+        raise HokusaiValidationError("model_name", "must be a non-empty string")
+    if model_name != model_name.strip():
+        raise HokusaiValidationError("model_name", "must not start or end with whitespace")
+    if len(model_name) > MODEL_NAME_MAX_LENGTH:
+        raise HokusaiValidationError("model_name", f"must be at most {MODEL_NAME_MAX_LENGTH} characters")
+    if _CONTROL_CHARS_RE.search(model_name):
+        raise HokusaiValidationError("model_name", "must not contain control characters")
+    return model_name
+
+
+def validate_run_id(run_id: object, field: str = "mlflow_run_id") -> str:
+    if not isinstance(run_id, str) or _RUN_ID_RE.fullmatch(run_id) is None:
+        raise HokusaiValidationError(field, "is not a valid MLflow run id")
+    return run_id
+
+
+def validate_model_type(model_type: object) -> str:
+    if not isinstance(model_type, str) or _MODEL_TYPE_RE.fullmatch(model_type) is None:
+        raise HokusaiValidationError(
+            "model_type", "must be 1-64 lower-case letters, digits, '_' or '-', starting with a letter or digit"
+        )
+    return model_type
+
+
+def validate_model_uri(model_uri: object) -> str:
+    if not isinstance(model_uri, str) or not model_uri.strip():
+        raise HokusaiValidationError("model_uri", "must be a non-empty string")
+    if model_uri != model_uri.strip() or _CONTROL_CHARS_RE.search(model_uri):
+        raise HokusaiValidationError("model_uri", "must not contain whitespace at the ends or control characters")
+    if model_uri.startswith("runs:"):
+        run_id_from_uri(model_uri)
+    return model_uri
+
+
+def run_id_from_uri(model_uri: str) -> str | None:
+    """The run id of a ``runs:/<run id>/<path>`` URI; ``None`` for any other scheme."""
+    if not model_uri.startswith("runs:"):
+        return None
+    match = _RUNS_URI_RE.fullmatch(model_uri)
+    if match is None:
+        raise HokusaiValidationError("model_uri", "must look like runs:/<run id>/<artifact path>")
+    return validate_run_id(match["run_id"], field="model_uri")
+
+
+def validate_description(description: object) -> str | None:
+    if description is None:
+        return None
+    if not isinstance(description, str) or len(description) > DESCRIPTION_MAX_LENGTH:
+        raise HokusaiValidationError("description", f"must be a string of at most {DESCRIPTION_MAX_LENGTH} characters")
+    return description
+
+
+def validate_user_tags(tags: Mapping[str, object] | None) -> dict[str, str]:
+    """User tags as strings; they may not overwrite the tags that make a model tokenized."""
+    if tags is None:
+        return {}
+    if not isinstance(tags, Mapping):
+        raise HokusaiValidationError("tags", "must be a mapping of tag names to values")
+    clean: dict[str, str] = {}
+    for key, value in tags.items():
+        if not isinstance(key, str) or not key.strip() or len(key) > TAG_KEY_MAX_LENGTH:
+            raise HokusaiValidationError("tags", f"tag names must be non-empty strings of at most {TAG_KEY_MAX_LENGTH}")
+        if key in RESERVED_TAGS or key.startswith(METADATA_TAG_PREFIX):
+            raise HokusaiValidationError("tags", f"'{key}' is reserved for Hokusai and cannot be set directly")
+        if value is None or isinstance(value, Mapping | list):
+            raise HokusaiValidationError("tags", f"the value of '{key}' must be a string or a number")
+        text = str(value)
+        if len(text) > TAG_VALUE_MAX_LENGTH:
+            raise HokusaiValidationError("tags", f"the value of '{key}' exceeds {TAG_VALUE_MAX_LENGTH} characters")
+        clean[key] = text
+    return clean
+
+
+def validate_metadata_fields(fields: Mapping[str, object]) -> dict[str, str]:
+    """The earlier implementation's optional metadata, as ``hokusai.<field>`` tags of at most 500 characters."""
+    tags: dict[str, str] = {}
+    for name in METADATA_FIELDS:
+        value = fields.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, str) or not value.strip() or len(value.strip()) > METADATA_FIELD_MAX_LENGTH:
+            raise HokusaiValidationError(name, f"must be a non-empty string of at most {METADATA_FIELD_MAX_LENGTH}")
+        tags[METADATA_TAG_PREFIX + name] = value.strip()
+    return tags
+
+
+def validate_metadata(metadata: Mapping[str, Any] | None) -> str | None:
+    """Baseline metadata as compact JSON, or ``None``; bounded so it fits in one MLflow tag."""
+    if metadata is None:
+        return None
+    if not isinstance(metadata, Mapping):
+        raise HokusaiValidationError("metadata", "must be a JSON object")
+    try:
+        encoded = json.dumps(metadata, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise HokusaiValidationError("metadata", f"must be JSON-serialisable with finite numbers ({exc})") from exc
+    if len(encoded) > METADATA_JSON_MAX_LENGTH:
+        raise HokusaiValidationError("metadata", f"must encode to at most {METADATA_JSON_MAX_LENGTH} characters")
+    return encoded
+
+
+def tokenized_tags(*, token_id: str, metric_name: str, baseline_value: float, run_id: str | None) -> dict[str, str]:
+    """The reserved tags that make a model version a tokenized model."""
+    tags = {
+        TAG_TOKEN_ID: token_id,
+        TAG_METRIC: metric_name,
+        TAG_BASELINE: repr(baseline_value),
+        TAG_STATUS: STATUS_REGISTERED,
+    }
+    if run_id is not None:
+        tags[TAG_RUN_ID] = run_id
+    return tags
+
+
+_OWNER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
+
+
+def validate_owner(owner: object) -> str:
+    """Account names double as MLflow usernames, so they stay short and URL-safe."""
+    if not isinstance(owner, str) or _OWNER_RE.fullmatch(owner) is None:
+        raise HokusaiValidationError(
+            "owner", "must be 1-64 letters, digits, '.', '_', '@' or '-', starting with a letter or digit"
+        )
+    return owner
