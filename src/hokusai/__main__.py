@@ -1,0 +1,5 @@
+"""`python -m hokusai` is the `hokusai` command."""
+
+from hokusai.cli.main import main
+
+main()

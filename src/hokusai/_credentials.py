@@ -1,0 +1,140 @@
+"""Contains the lookup of the API key and URL (argument, environment, credentials file) and the file itself."""
+
+from __future__ import annotations
+
+import configparser
+import io
+import os
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from hokusai._paths import credentials_path, write_private_file
+from hokusai.errors import HokusaiConfigurationError
+
+__all__ = [
+    "API_KEY_ENV",
+    "API_URL_ENV",
+    "DEFAULT_API_URL",
+    "Setting",
+    "delete_credentials",
+    "key_prefix",
+    "lookup_api_key",
+    "lookup_api_url",
+    "read_credentials",
+    "require_api_key",
+    "resolve_api_url",
+    "write_credentials",
+]
+
+API_KEY_ENV = "HOKUSAI_API_KEY"
+API_URL_ENV = "HOKUSAI_API_URL"
+DEFAULT_API_URL = "http://localhost:8000"
+_SECTION = "default"
+KEY_PREFIX_LENGTH = 12  # "hk_live_" plus four characters, as the server displays keys
+
+
+@dataclass(frozen=True)
+class Setting:
+    """A resolved value and where it came from: ``argument``, ``env``, ``file`` or ``default``."""
+
+    value: str = field(repr=False)
+    source: str
+
+
+def _clean(value: str | None) -> str | None:
+    # Pasted keys often carry a newline; an empty string means "not set".
+    if value is None:
+        return None
+    return value.strip() or None
+
+
+def _from_argument(value: str | None) -> Setting | None:
+    cleaned = _clean(value)
+    return Setting(cleaned, "argument") if cleaned else None
+
+
+def _from_env(name: str) -> Setting | None:
+    cleaned = _clean(os.environ.get(name))
+    return Setting(cleaned, "env") if cleaned else None
+
+
+def _from_file(key: str) -> Setting | None:
+    cleaned = _clean(read_credentials().get(key))
+    return Setting(cleaned, "file") if cleaned else None
+
+
+def read_credentials() -> dict[str, str]:
+    """The ``[default]`` section of the credentials file; empty when the file does not exist."""
+    path = credentials_path()
+    # Keys are opaque strings: a '%' in one must not be read as interpolation.
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        parser.read(path, encoding="utf-8")
+    except configparser.Error as exc:
+        raise HokusaiConfigurationError(
+            f"The credentials file {path} is not valid INI ({exc.__class__.__name__}).",
+            hint="fix or delete it, then run `hokusai login`",
+        ) from exc
+    return dict(parser[_SECTION]) if parser.has_section(_SECTION) else {}
+
+
+def write_credentials(*, api_key: str, api_url: str | None = None) -> None:
+    """Save the key (and URL) to the credentials file, readable by the owner only."""
+    parser = configparser.ConfigParser(interpolation=None)
+    parser[_SECTION] = {"api_key": api_key} | ({"api_url": api_url} if api_url else {})
+    buffer = io.StringIO()
+    parser.write(buffer)
+    write_private_file(credentials_path(), buffer.getvalue())
+
+
+def delete_credentials() -> bool:
+    """Remove the credentials file; ``False`` when there was none."""
+    try:
+        credentials_path().unlink()
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def lookup_api_key(api_key: str | None = None) -> Setting | None:
+    """Find the API key, first match wins:
+
+    1. the ``api_key`` argument;
+    2. the ``HOKUSAI_API_KEY`` environment variable;
+    3. ``api_key`` in the ``[default]`` section of ``$HOKUSAI_HOME/credentials`` (written by ``hokusai login``).
+
+    Empty values count as missing.
+    """
+    return _from_argument(api_key) or _from_env(API_KEY_ENV) or _from_file("api_key")
+
+
+def require_api_key(api_key: str | None = None) -> Setting:
+    found = lookup_api_key(api_key)
+    if found is None:
+        raise HokusaiConfigurationError(
+            "No Hokusai API key provided.",
+            hint=f"run `hokusai login`, set {API_KEY_ENV}, or pass api_key=...",
+        )
+    return found
+
+
+def lookup_api_url(api_url: str | None = None) -> Setting:
+    """Find the API URL: the argument, ``HOKUSAI_API_URL``, ``api_url`` in the credentials file, else localhost."""
+    found = _from_argument(api_url) or _from_env(API_URL_ENV) or _from_file("api_url")
+    found = found or Setting(DEFAULT_API_URL, "default")
+    parts = urlsplit(found.value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise HokusaiConfigurationError(
+            f"The API URL {found.value!r} (from {found.source}) is not an http(s) URL.",
+            hint=f"set {API_URL_ENV} to the API root, e.g. {DEFAULT_API_URL}",
+        )
+    return Setting(found.value.rstrip("/"), found.source)
+
+
+def resolve_api_url(api_url: str | None = None) -> str:
+    return lookup_api_url(api_url).value
+
+
+def key_prefix(api_key: str) -> str:
+    """The displayable start of a key, e.g. ``hk_live_AbCd``."""
+    return api_key[:KEY_PREFIX_LENGTH]

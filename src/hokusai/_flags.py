@@ -1,0 +1,46 @@
+"""The one parser for every boolean ``HOKUSAI_*`` flag, so ``"false"`` means false everywhere."""
+
+from __future__ import annotations
+
+import os
+
+from hokusai.errors import HokusaiConfigurationError
+
+__all__ = ["DEBUG", "MOCK_MODE", "OPTIONAL_MLFLOW", "debug", "env_flag", "mock_mode", "optional_mlflow"]
+
+MOCK_MODE = "HOKUSAI_MOCK_MODE"
+OPTIONAL_MLFLOW = "HOKUSAI_OPTIONAL_MLFLOW"
+DEBUG = "HOKUSAI_DEBUG"
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+def env_flag(name: str, *, default: bool = False) -> bool:
+    """Read a boolean environment variable; unset or empty gives ``default``, anything unknown is an error."""
+    raw = os.environ.get(name, "")
+    value = raw.strip().lower()
+    if not value:
+        return default
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    # A typo such as "ture" must not silently pick a mode.
+    raise HokusaiConfigurationError(
+        f"{name}={raw!r} is not a boolean.", hint=f"use 1/true/yes/on or 0/false/no/off, or unset {name}"
+    )
+
+
+def mock_mode() -> bool:
+    """Work against a local MLflow store only, with no network at all."""
+    return env_flag(MOCK_MODE)
+
+
+def optional_mlflow() -> bool:
+    """Fall back to the local store (and the outbox) when the API is unreachable."""
+    return env_flag(OPTIONAL_MLFLOW)
+
+
+def debug() -> bool:
+    return env_flag(DEBUG)

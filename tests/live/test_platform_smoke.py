@@ -1,0 +1,31 @@
+"""The platform as `make run` brings it up: probes, key-protected routes, and an MLflow that demands credentials."""
+
+from __future__ import annotations
+
+import httpx
+
+from tests.support.platform import LivePlatform
+
+
+def test_ready_needs_no_key(platform: LivePlatform) -> None:
+    response = httpx.get(platform.url + "/ready")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ready", "mlflow": "ok", "identity_mode": "assertion"}
+
+
+def test_keys_route_needs_a_valid_key(platform: LivePlatform) -> None:
+    with platform.client(platform.admin_key) as client:
+        assert client.get("/api/v1/keys").status_code == 200
+    with platform.client() as anonymous:
+        assert anonymous.get("/api/v1/keys").status_code == 401
+    with platform.client("hk_live_" + "x" * 40) as wrong:
+        response = wrong.get("/api/v1/keys")
+    assert response.status_code == 401
+    assert response.json()["error_code"] == "UNAUTHENTICATED"
+    assert response.json()["layer"] == "hokusai-api"
+
+
+def test_embedded_mlflow_refuses_requests_without_credentials(platform: LivePlatform) -> None:
+    response = httpx.post(platform.mlflow_url + "/api/2.0/mlflow/experiments/search", json={"max_results": 1})
+    assert response.status_code == 401
+    assert httpx.get(platform.mlflow_url + "/version").status_code == 401

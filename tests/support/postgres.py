@@ -1,0 +1,89 @@
+"""A throwaway PostgreSQL server for the test session, and a fresh database per test (pytest-postgresql's janitor).
+
+PostgreSQL refuses to run as root, and CI runs as root: then the server runs as the `postgres` system user.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from pytest_postgresql.janitor import DatabaseJanitor
+
+REQUIRE_ENV = "HOKUSAI_TEST_REQUIRE_POSTGRES"
+
+
+@dataclass(frozen=True)
+class PostgresServer:
+    host: str
+    port: int
+    user: str
+    version: str
+
+    def url(self, dbname: str) -> str:
+        return f"postgresql+psycopg://{self.user}@{self.host}:{self.port}/{dbname}"
+
+
+def find_bindir() -> Path | None:
+    pg_ctl = shutil.which("pg_ctl")
+    if pg_ctl:
+        return Path(os.path.realpath(pg_ctl)).parent
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
+    return Path(candidates[-1]).parent if candidates else None
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _as_postgres_user(command: list[str]) -> list[str]:
+    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
+
+
+@contextmanager
+def running_server(bindir: Path) -> Iterator[PostgresServer]:
+    # Directly under the system temp dir: pytest's own temp dirs are private to root, closed to `postgres`.
+    base = Path(tempfile.mkdtemp(prefix="hokusai-pg-"))
+    datadir, sockets = base / "data", base / "sock"
+    sockets.mkdir(parents=True)
+    if os.geteuid() == 0:
+        shutil.chown(base, "postgres")
+        shutil.chown(sockets, "postgres")
+        base.chmod(0o700)
+    subprocess.run(
+        _as_postgres_user([str(bindir / "initdb"), "-D", str(datadir), "-U", "postgres", "--auth=trust", "-E", "UTF8"]),
+        check=True, capture_output=True,
+    )  # fmt: skip
+    port = _free_port()
+    options = f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
+    subprocess.run(
+        _as_postgres_user([str(bindir / "pg_ctl"), "-D", str(datadir), "-o", options, "-l", str(base / "log"), "-w",
+                           "start"]),
+        check=True, capture_output=True,
+    )  # fmt: skip
+    version = (datadir / "PG_VERSION").read_text().strip()
+    try:
+        yield PostgresServer(host="127.0.0.1", port=port, user="postgres", version=version)
+    finally:
+        subprocess.run(
+            _as_postgres_user([str(bindir / "pg_ctl"), "-D", str(datadir), "-m", "immediate", "-w", "stop"]),
+            check=False, capture_output=True,
+        )  # fmt: skip
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@contextmanager
+def fresh_database(server: PostgresServer, dbname: str) -> Iterator[str]:
+    with DatabaseJanitor(user=server.user, host=server.host, port=server.port, dbname=dbname,
+                         version=server.version, password=None):  # fmt: skip
+        yield server.url(dbname)
