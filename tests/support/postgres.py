@@ -85,5 +85,5 @@ def running_server(bindir: Path) -> Iterator[PostgresServer]:
 @contextmanager
 def fresh_database(server: PostgresServer, dbname: str) -> Iterator[str]:
     with DatabaseJanitor(user=server.user, host=server.host, port=server.port, dbname=dbname,
-                         version=server.version, password=None):  # fmt: skip
+                         password=None):  # fmt: skip
         yield server.url(dbname)

@@ -1,0 +1,166 @@
+"""The key store on SQLite and on a real PostgreSQL: lifecycle, keyed hashing, cache, expiry, last-used batching."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+
+from hokusai.server.db import Database
+from hokusai.server.keys import (
+    KEY_PREFIX,
+    REASON_EXPIRED,
+    REASON_MALFORMED,
+    REASON_REVOKED,
+    REASON_UNKNOWN,
+    KeyRejected,
+    KeyStore,
+    generate_key,
+    looks_like_key,
+    parse_scopes,
+)
+from hokusai.server.models import ApiKey, utcnow
+
+PEPPER = b"test-pepper"
+
+
+@pytest.fixture
+def database(database_url: str) -> Iterator[Database]:
+    db = Database(database_url)
+    yield db
+    db.close()
+
+
+@pytest.fixture
+def store(database: Database) -> KeyStore:
+    return KeyStore(database, PEPPER, cache_ttl=60.0)
+
+
+def _reason(store: KeyStore, key: str) -> str:
+    with pytest.raises(KeyRejected) as caught:
+        store.verify(key)
+    return caught.value.reason
+
+
+def test_generated_keys_have_the_documented_format() -> None:
+    keys = {generate_key() for _ in range(200)}
+    assert len(keys) == 200
+    for key in keys:
+        assert re.fullmatch(r"hk_live_[A-Za-z0-9]{40}", key)
+        assert looks_like_key(key)
+
+
+def test_only_a_keyed_hash_and_a_short_prefix_are_stored(store: KeyStore, database: Database) -> None:
+    issued = store.create(owner="alice", name="laptop", scopes=parse_scopes("read,write"))
+    with database.session() as session:
+        row = session.scalars(select(ApiKey)).one()
+    assert row.key_hash == hmac.new(PEPPER, issued.secret.encode(), hashlib.sha256).hexdigest()
+    assert row.prefix == issued.secret[: len(KEY_PREFIX) + 4]
+    stored_text = " ".join(str(value) for value in vars(row).values())
+    assert issued.secret not in stored_text
+    assert issued.secret not in repr(issued)
+
+
+def test_lifecycle_create_verify_revoke(store: KeyStore) -> None:
+    issued = store.create(owner="alice", name="ci", scopes=parse_scopes("read"))
+    principal = store.verify(issued.secret)
+    assert (principal.owner, principal.scopes, principal.key_id) == ("alice", frozenset({"read"}), issued.record.id)
+    assert store.verify_cached(issued.secret) == principal
+    store.revoke(issued.record.id)
+    assert store.verify_cached(issued.secret) is None  # revocation drops the cache entry at once
+    assert _reason(store, issued.secret) == REASON_REVOKED
+
+
+def test_rotate_issues_a_replacement_and_revokes_the_old_key(store: KeyStore) -> None:
+    old = store.create(owner="bob", name="svc", scopes=parse_scopes("read,write"), expires_at=utcnow() + timedelta(1))
+    new = store.rotate(old.record.id)
+    assert new is not None and new.secret != old.secret
+    assert store.verify(new.secret).owner == "bob"
+    assert new.record.scopes == old.record.scopes and new.record.expires_at == old.record.expires_at
+    assert _reason(store, old.secret) == REASON_REVOKED
+    assert store.get(old.record.id).replaced_by == new.record.id  # type: ignore[union-attr]
+    assert store.rotate(old.record.id) is None
+
+
+def test_expired_keys_are_refused(store: KeyStore) -> None:
+    issued = store.create(
+        owner="carol", name="short", scopes=parse_scopes("read"), expires_at=utcnow() + timedelta(seconds=1)
+    )
+    assert store.verify(issued.secret).owner == "carol"
+    time.sleep(1.1)
+    assert _reason(store, issued.secret) == REASON_EXPIRED
+    with pytest.raises(KeyRejected):
+        store.verify_cached(issued.secret)  # a cached entry does not outlive the key
+
+
+@pytest.mark.parametrize(
+    "candidate",
+    [
+        "",
+        "hk_live_",
+        "hk_live_short",
+        "hk_test_" + "a" * 40,
+        "sk_live_" + "a" * 40,
+        "hk_live_" + "a" * 10_000,
+        "hk_live_" + "é" * 40,
+        "hk_live_" + "a" * 20 + "\x00" + "a" * 19,
+        " hk_live_" + "a" * 40,
+    ],
+    ids=["empty", "prefix-only", "truncated", "wrong-env-prefix", "wrong-prefix", "10kb", "non-ascii", "nul", "space"],
+)
+def test_malformed_keys_never_reach_the_database(store: KeyStore, candidate: str) -> None:
+    assert _reason(store, candidate) == REASON_MALFORMED
+
+
+def test_unknown_and_other_pepper_keys_are_refused(store: KeyStore, database: Database) -> None:
+    assert _reason(store, generate_key()) == REASON_UNKNOWN
+    issued = store.create(owner="dan", name="x", scopes=parse_scopes("read"))
+    other_server = KeyStore(database, b"another-pepper")
+    assert _reason(other_server, issued.secret) == REASON_UNKNOWN
+
+
+def test_revocation_elsewhere_is_seen_after_the_cache_ttl(database: Database) -> None:
+    api = KeyStore(database, PEPPER, cache_ttl=0.5)
+    cli = KeyStore(database, PEPPER)
+    issued = api.create(owner="erin", name="x", scopes=parse_scopes("read"))
+    api.verify(issued.secret)
+    cli.revoke(issued.record.id)
+    assert api.verify_cached(issued.secret) is not None  # still cached in the other process
+    time.sleep(0.6)
+    assert _reason(api, issued.secret) == REASON_REVOKED
+
+
+def test_last_used_is_batched_not_written_per_request(store: KeyStore) -> None:
+    issued = store.create(owner="fay", name="x", scopes=parse_scopes("read"))
+    for _ in range(50):
+        store.verify(issued.secret)
+    assert store.get(issued.record.id).last_used_at is None  # type: ignore[union-attr]
+    assert store.flush_last_used() == 1
+    assert store.get(issued.record.id).last_used_at is not None  # type: ignore[union-attr]
+    assert store.flush_last_used() == 0
+
+
+def test_listing_is_per_owner(store: KeyStore) -> None:
+    store.create(owner="gus", name="a", scopes=parse_scopes("read"))
+    store.create(owner="gus", name="b", scopes=parse_scopes("read"))
+    store.create(owner="hal", name="c", scopes=parse_scopes("read"))
+    assert [record.name for record in store.list(owner="gus")] == ["a", "b"]
+    assert len(store.list()) == 3
+
+
+@pytest.mark.parametrize("scopes", ["", "read,root", "ADMIN,superuser"])
+def test_unknown_scopes_are_rejected(scopes: str) -> None:
+    with pytest.raises(ValueError, match="scopes"):
+        parse_scopes(scopes)
+
+
+def test_scopes_imply_lower_ones(store: KeyStore) -> None:
+    issued = store.create(owner="ivy", name="x", scopes=parse_scopes("admin"))
+    principal = store.verify(issued.secret)
+    assert principal.has_scope("read") and principal.has_scope("write") and principal.is_admin

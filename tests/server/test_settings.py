@@ -1,0 +1,64 @@
+"""The settings object is the one source of configuration, and `.env.example` documents all of it."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from hokusai.server.settings import Settings
+
+ENV_EXAMPLE = Path(__file__).resolve().parents[2] / ".env.example"
+
+
+def _documented_variables() -> dict[str, str]:
+    pairs = re.findall(r"^(HOKUSAI_[A-Z0-9_]+)=(.*)$", ENV_EXAMPLE.read_text(), flags=re.MULTILINE)
+    return dict(pairs)
+
+
+def test_env_example_lists_every_setting() -> None:
+    expected = {"HOKUSAI_" + name.upper() for name in Settings.model_fields}
+    assert set(_documented_variables()) == expected
+
+
+def test_env_example_defaults_match_the_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    defaults = Settings()
+    for variable, documented in _documented_variables().items():
+        name = variable.removeprefix("HOKUSAI_").lower()
+        default = getattr(defaults, name)
+        if documented == "":
+            assert default is None, f"{variable} is documented as unset but defaults to {default!r}"
+        else:
+            parsed = getattr(Settings(**{name: documented}), name)
+            assert parsed == default, f"{variable}: .env.example says {documented!r}, the default is {default!r}"
+
+
+def test_every_documented_variable_has_a_comment() -> None:
+    lines = ENV_EXAMPLE.read_text().splitlines()
+    for index, line in enumerate(lines):
+        if line.startswith("HOKUSAI_"):
+            above = [candidate for candidate in lines[:index] if candidate.strip()][-1]
+            assert above.startswith("#") or lines[index - 1].startswith("HOKUSAI_"), line
+
+
+def test_external_mlflow_credentials_come_in_pairs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOKUSAI_MLFLOW_URL", "http://mlflow.internal:5000")
+    monkeypatch.setenv("HOKUSAI_MLFLOW_USERNAME", "svc")
+    with pytest.raises(ValidationError, match="set together"):
+        Settings()
+    monkeypatch.setenv("HOKUSAI_MLFLOW_PASSWORD", "pw")
+    assert Settings().identity_mode == "service-account"
+
+
+def test_identity_mode_follows_the_mlflow_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().identity_mode == "assertion"
+    monkeypatch.setenv("HOKUSAI_MLFLOW_URL", "http://mlflow.internal:5000")
+    assert Settings().identity_mode == "none"
+
+
+def test_secrets_never_show_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOKUSAI_KEY_PEPPER", "pepper-value-123")
+    assert "pepper-value-123" not in repr(Settings())
