@@ -107,7 +107,7 @@ class LivePlatform:
             return handle.read().decode(errors="replace")
 
     def mlflow_child_pids(self) -> list[int]:
-        output = subprocess.run(["pgrep", "-f", f"--port {self.mlflow_port}"], capture_output=True, text=True)
+        output = subprocess.run(["pgrep", "-f", "--", f"--port {self.mlflow_port}"], capture_output=True, text=True)
         return [int(pid) for pid in output.stdout.split()]
 
     def wait_ready(self, timeout: float = STARTUP_TIMEOUT_SECONDS) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import signal
 import socket
 import sys
 
@@ -17,6 +18,21 @@ from hokusai.server.secrets import PlatformSecrets, load_or_create_secrets
 from hokusai.server.settings import Settings
 
 logger = logging.getLogger("hokusai.server")
+
+
+class _StopRequested(Exception):
+    """Ctrl-C or SIGTERM arrived."""
+
+
+def _request_stop(_signum: int, _frame: object) -> None:
+    raise _StopRequested
+
+
+def _install_stop_handlers() -> None:
+    # uvicorn shuts down gracefully, restores these handlers and re-raises the signal: with the default SIGTERM
+    # action the process would die right there and orphan the MLflow child. This handler unwinds instead.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _request_stop)
 
 
 class PortInUseError(RuntimeError):
@@ -84,6 +100,7 @@ def first_start_banner(settings: Settings, key: str) -> str:
 def serve(settings: Settings) -> None:
     configure_logging(settings.log_level)
     ensure_port_free(settings.host, settings.port)
+    _install_stop_handlers()
     platform_secrets = load_or_create_secrets(settings)
     mlflow = None
     if settings.embedded_mlflow:
@@ -110,6 +127,9 @@ def serve(settings: Settings) -> None:
         )
         logger.info("Hokusai API listening on http://%s:%s (MLflow clients: /api/mlflow)", settings.host, settings.port)
         uvicorn.Server(config).run()
+    except _StopRequested:
+        pass
     finally:
         if mlflow is not None:
             mlflow.stop()
+        logger.info("Hokusai stopped")

@@ -1,0 +1,114 @@
+"""`hokusai server` as a process: first start, secrets on disk, stop with its child, port in use, crash and restart,
+and no key material in any log of a full run."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import stat
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.platform import LivePlatform, base_env, hokusai_command, start_platform
+
+KEY_PATTERN = re.compile(r"hk_live_[A-Za-z0-9]{32,}")
+
+
+@pytest.fixture(scope="module")
+def fresh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LivePlatform]:
+    """A platform started on an empty data dir, so it creates its secrets and prints its first admin key."""
+    live = start_platform(tmp_path_factory.mktemp("fresh") / "data", admin_key=False)
+    try:
+        yield live
+    finally:
+        live.stop()
+
+
+def _banner_key(live: LivePlatform) -> str:
+    match = re.search(r"export HOKUSAI_API_KEY=(\S+)", live.stdout_path.read_text())
+    assert match, live.stdout_path.read_text()
+    return match.group(1)
+
+
+def test_first_start_prints_an_admin_key_and_the_lines_to_paste(fresh: LivePlatform) -> None:
+    output = fresh.stdout_path.read_text()
+    key = _banner_key(fresh)
+    assert output.count(key) == 2  # HOKUSAI_API_KEY and MLFLOW_TRACKING_TOKEN lines
+    assert f"export HOKUSAI_API_URL={fresh.url}" in output
+    assert f"export MLFLOW_TRACKING_URI={fresh.url}/api/mlflow" in output
+    whoami = httpx.get(fresh.url + "/api/v1/auth/whoami", headers={"Authorization": f"Bearer {key}"}).json()
+    assert whoami["owner"] == "admin" and whoami["is_admin"] is True
+
+
+def test_secrets_are_private_files(fresh: LivePlatform) -> None:
+    for path in (fresh.data_dir / "secrets.json", fresh.data_dir / "mlflow" / "assertion_secret",
+                 fresh.data_dir / "mlflow" / "basic_auth.ini"):  # fmt: skip
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    assert stat.S_IMODE(fresh.data_dir.stat().st_mode) == 0o700
+
+
+def test_port_in_use_gives_one_clear_line(fresh: LivePlatform, tmp_path: Path) -> None:
+    result = subprocess.run(
+        hokusai_command("server", "--port", str(fresh.port)), env=base_env(tmp_path / "other"),
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert f"Port {fresh.port} on 127.0.0.1 is already in use; choose another with --port" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_crashed_mlflow_child_is_reported_and_restarted(fresh: LivePlatform) -> None:
+    pids = fresh.mlflow_child_pids()
+    assert pids
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and "embedded MLflow is back" not in fresh.stderr_path.read_text():
+        time.sleep(0.5)
+    log = fresh.stderr_path.read_text()
+    assert "embedded MLflow exited unexpectedly" in log
+    assert "embedded MLflow is back" in log
+    assert httpx.get(fresh.url + "/ready", timeout=10).status_code == 200
+    assert set(fresh.mlflow_child_pids()).isdisjoint(pids)
+
+
+def test_no_key_material_in_logs_of_a_full_run(fresh: LivePlatform) -> None:
+    admin = _banner_key(fresh)
+    with httpx.Client(base_url=fresh.url, headers={"Authorization": f"Bearer {admin}"}) as client:
+        user = client.post("/api/v1/keys", json={"owner": "logcheck", "scopes": ["read", "write"]}).json()
+        rotated = client.post(f"/api/v1/keys/{user['id']}/rotate").json()
+    keys = {admin, user["key"], rotated["key"]}
+    # Keys in the places they must never be used: the URL, a wrong scheme, a revoked key, the MLflow client.
+    httpx.get(fresh.url + "/api/v1/auth/whoami", params={"api_key": rotated["key"]})
+    httpx.get(fresh.url + "/api/mlflow/api/2.0/mlflow/experiments/search", params={"api_key": rotated["key"]})
+    httpx.get(fresh.url + "/api/v1/auth/whoami", headers={"Authorization": f"Token {rotated['key']}"})
+    httpx.get(fresh.url + "/api/v1/auth/whoami", headers={"Authorization": f"Bearer {user['key']}"})
+    script = "import mlflow; mlflow.set_experiment('logcheck'); mlflow.start_run(); mlflow.log_metric('m', 1.0)"
+    result = fresh.run_python(script, fresh.mlflow_env(rotated["key"]))
+    assert result.returncode == 0, result.stderr
+    assert fresh.stop() == 0
+
+    logs = {
+        "server stderr": fresh.stderr_path.read_text(),
+        "mlflow log": fresh.mlflow_log_path.read_text(errors="replace"),
+    }
+    for name, text in logs.items():
+        assert "GET /api/v1/auth/whoami" in text or name == "mlflow log"
+        assert not KEY_PATTERN.search(text), f"key material in the {name}"
+        for key in keys:
+            assert key not in text and key[8:] not in text, f"a key appears in the {name}"
+    # stdout holds only the first-start banner, with the first admin key and no other.
+    assert set(KEY_PATTERN.findall(fresh.stdout_path.read_text())) == {admin}
+
+
+def test_sigterm_stops_the_server_and_its_mlflow_child(fresh: LivePlatform) -> None:
+    fresh.stop()
+    assert fresh.process.returncode == 0
+    assert fresh.mlflow_child_pids() == []
+    assert "embedded MLflow stopped" in fresh.stderr_path.read_text()
