@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import logging
 import os
 import signal
@@ -23,6 +25,17 @@ logger = logging.getLogger(__name__)
 AUTH_FUNCTION = "hokusai.mlflow_auth:authenticate_request"
 _STOP_GRACE_SECONDS = 10.0
 _RESTART_BACKOFF_SECONDS = (1.0, 2.0, 5.0, 10.0)
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: on Linux, SIGTERM it when `hokusai server` dies, even by SIGKILL.
+
+    The kernel ties this to the spawning thread; both spawners (main thread, watcher) live as long as the server.
+    """
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class MlflowStartError(RuntimeError):
@@ -128,6 +141,7 @@ class EmbeddedMlflow:
             stdin=subprocess.DEVNULL,
             start_new_session=True,
             cwd=self.home,
+            preexec_fn=_die_with_parent,
         )
         log.close()
         logger.info("started embedded MLflow (pid %s) on 127.0.0.1:%s", self._process.pid, self.port)
