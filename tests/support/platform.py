@@ -110,13 +110,14 @@ class LivePlatform:
         output = subprocess.run(["pgrep", "-f", "--", f"--port {self.mlflow_port}"], capture_output=True, text=True)
         return [int(pid) for pid in output.stdout.split()]
 
-    def wait_ready(self, timeout: float = STARTUP_TIMEOUT_SECONDS) -> None:
+    def wait_ready(self, timeout: float = STARTUP_TIMEOUT_SECONDS, probe: str = "/ready") -> None:
+        """Poll `probe` until it answers 200 (use "/health" to wait only for the API process)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"hokusai server exited early:\n{self.stderr_path.read_text()[-4000:]}")
             try:
-                if httpx.get(self.url + "/ready", timeout=5.0).status_code == 200:
+                if httpx.get(self.url + probe, timeout=5.0).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
@@ -135,7 +136,18 @@ class LivePlatform:
 
 
 def start_platform(data_dir: Path, *, admin_key: bool = True, **env: str) -> LivePlatform:
-    """Start `hokusai server` on free loopback ports; with `admin_key`, create one offline first."""
+    """Start `hokusai server` and wait until it is ready."""
+    platform = spawn_platform(data_dir, admin_key=admin_key, **env)
+    try:
+        platform.wait_ready()
+    except BaseException:
+        platform.stop()
+        raise
+    return platform
+
+
+def spawn_platform(data_dir: Path, *, admin_key: bool = True, **env: str) -> LivePlatform:
+    """Start `hokusai server` on free loopback ports without waiting; with `admin_key`, create one offline first."""
     data_dir.mkdir(parents=True, exist_ok=True)
     key = create_key_offline(data_dir, "admin", "read,write,admin") if admin_key else ""
     port, mlflow_port = free_port(), free_port()
@@ -146,10 +158,4 @@ def start_platform(data_dir: Path, *, admin_key: bool = True, **env: str) -> Liv
             env=base_env(data_dir, HOKUSAI_MLFLOW_PORT=str(mlflow_port), **env),
             stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=data_dir.parent,
         )  # fmt: skip
-    platform = LivePlatform(data_dir, port, mlflow_port, process, stdout_path, stderr_path, admin_key=key)
-    try:
-        platform.wait_ready()
-    except BaseException:
-        platform.stop()
-        raise
-    return platform
+    return LivePlatform(data_dir, port, mlflow_port, process, stdout_path, stderr_path, admin_key=key)
