@@ -73,16 +73,19 @@ def _offline_row(record: Any) -> dict[str, Any]:
     return KeyInfo.of(record).model_dump(mode="json")
 
 
+def _key_status(row: dict[str, Any]) -> str:
+    return "revoked" if row["revoked_at"] else "active"
+
+
 def _print_keys(rows: Sequence[dict[str, Any]]) -> None:
-    table = Table("id", "name", "owner", "scopes", "prefix", "created", "expires", "revoked", "last used")
+    table = Table()
+    for column in ("id", "owner", "name", "scopes", "prefix", "status", "created", "expires", "last used"):
+        # Folding, never truncating: an id cut short in a narrow terminal cannot be pasted into `revoke`.
+        table.add_column(column, overflow="fold")
     for row in rows:
+        dates = (str(row[field] or "-")[:10] for field in ("created_at", "expires_at", "last_used_at"))
         table.add_row(
-            row["id"],
-            row["name"],
-            row["owner"],
-            ",".join(row["scopes"]),
-            row["prefix"] + "…",
-            *(str(row[field] or "-")[:19] for field in ("created_at", "expires_at", "revoked_at", "last_used_at")),
+            row["id"], row["owner"], row["name"], ",".join(row["scopes"]), row["prefix"] + "…", _key_status(row), *dates
         )
     console.print(table)
 
