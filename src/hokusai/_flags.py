@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+from typing import Literal
 
 from hokusai.errors import HokusaiConfigurationError
 
-__all__ = ["DEBUG", "MOCK_MODE", "OPTIONAL_MLFLOW", "debug", "env_flag", "mock_mode", "optional_mlflow"]
+__all__ = ["DEBUG", "MOCK_MODE", "OPTIONAL_MLFLOW", "Mode", "current_mode", "debug", "env_flag"]
+
+Mode = Literal["remote", "mock", "optional"]
 
 MOCK_MODE = "HOKUSAI_MOCK_MODE"
 OPTIONAL_MLFLOW = "HOKUSAI_OPTIONAL_MLFLOW"
@@ -32,14 +35,14 @@ def env_flag(name: str, *, default: bool = False) -> bool:
     )
 
 
-def mock_mode() -> bool:
-    """Work against a local MLflow store only, with no network at all."""
-    return env_flag(MOCK_MODE)
-
-
-def optional_mlflow() -> bool:
-    """Fall back to the local store (and the outbox) when the API is unreachable."""
-    return env_flag(OPTIONAL_MLFLOW)
+def current_mode() -> Mode:
+    """``mock``: a local MLflow store only, no network at all (wins over the other flag).
+    ``optional``: the API, falling back to the local store and the outbox when it is unreachable.
+    ``remote``: the API only.
+    """
+    if env_flag(MOCK_MODE):
+        return "mock"
+    return "optional" if env_flag(OPTIONAL_MLFLOW) else "remote"
 
 
 def debug() -> bool:

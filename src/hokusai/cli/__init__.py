@@ -1,0 +1,1 @@
+"""The ``hokusai`` command line."""

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from hokusai.cli import keys, server
+from hokusai.cli import auth, keys, models, server, sync
+from hokusai.cli._errors import run_cli
 
 app = typer.Typer(
     name="hokusai",
@@ -12,9 +13,9 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-server.register(app)
-keys.register(app)
+for module in (server, keys, auth, models, sync):
+    module.register(app)
 
 
 def main() -> None:
-    app()
+    run_cli(app)

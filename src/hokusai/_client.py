@@ -1,0 +1,339 @@
+"""Contains the HTTP client of the Hokusai API: the key header, bounded retries and the one error mapper."""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import random
+import re
+import time
+from collections.abc import Generator, Mapping
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+import httpx
+
+from hokusai import __version__
+from hokusai.errors import (
+    HokusaiAPIError,
+    HokusaiAuthError,
+    HokusaiConflictError,
+    HokusaiConnectionError,
+    HokusaiNotFoundError,
+    HokusaiPermissionError,
+    HokusaiRateLimitError,
+)
+
+if TYPE_CHECKING:
+    from httpx._client import UseClientDefault
+
+__all__ = [
+    "DEFAULT_MAX_RETRIES",
+    "DEFAULT_TIMEOUT",
+    "IDEMPOTENCY_HEADER",
+    "WHOAMI_PATH",
+    "BearerAuth",
+    "HokusaiClient",
+    "api_error",
+    "json_body",
+    "unexpected_response",
+]
+
+DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
+DEFAULT_MAX_RETRIES = 2
+INITIAL_BACKOFF = 0.5
+MAX_BACKOFF = 5.0
+USER_AGENT = f"hokusai-sdk/{__version__}"
+REQUEST_ID_HEADER = "X-Request-ID"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+WHOAMI_PATH = "/api/v1/auth/whoami"
+TOKEN_ALREADY_CLAIMED = "TOKEN_ALREADY_CLAIMED"
+LAYER_MLFLOW = "mlflow"
+LAYER_UNKNOWN = "unknown"  # the body was not the Hokusai envelope: a proxy, a load balancer, or a wrong URL
+
+_RETRY_STATUSES = frozenset({502, 503, 504})
+_IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+_BODY_EXCERPT_LENGTH = 500
+_SCOPE_RE = re.compile(r"\b(read|write|admin)\b")
+_ERROR_CLASSES: dict[int, type[HokusaiAPIError]] = {
+    401: HokusaiAuthError,
+    403: HokusaiPermissionError,
+    404: HokusaiNotFoundError,
+    409: HokusaiConflictError,
+}
+CONNECTION_HINT = "is the Hokusai API running? `hokusai server` / check HOKUSAI_API_URL"
+_MLFLOW_403_HINT = (
+    "MLflow refused this resource: it belongs to another user; "
+    "use your own experiment/model or ask its owner for access"
+)
+
+RequestAuth: TypeAlias = "httpx.Auth | UseClientDefault | None"
+
+logger = logging.getLogger(__name__)
+
+# Indirection so tests can record the backoff instead of sleeping.
+_sleep = time.sleep
+
+
+class BearerAuth(httpx.Auth):
+    """Sends ``Authorization: Bearer <token>``; the token never appears in a repr."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers["Authorization"] = f"Bearer {self._token}"
+        yield request
+
+    def __repr__(self) -> str:
+        class_name = self.__class__.__name__
+        return f"{class_name}(token='**********')"
+
+
+class HokusaiClient:
+    """A small client for the Hokusai API; every error comes out as a :mod:`hokusai.errors` class.
+
+    Usage::
+
+        with HokusaiClient(api_key, api_url="http://localhost:8000") as client:
+            identity = json_body(client.request("GET", "/api/v1/auth/whoami"))
+
+    Parameters:
+        api_key: sent as ``Authorization: Bearer <key>`` on every request (unless a request overrides ``auth``);
+            ``None`` sends no credential.
+        api_url: the API root; relative request URLs are joined to it, absolute ones are used as given.
+        timeout: an :class:`httpx.Timeout`; on by default (:data:`DEFAULT_TIMEOUT`).
+        max_retries: extra attempts after a connection error or a 502/503/504, for idempotent requests and
+            for POSTs that carry an ``Idempotency-Key`` header.
+        transport: an httpx transport, e.g. ``httpx.MockTransport`` in tests.
+    """
+
+    def __init__(
+        self,
+        api_key: str | None,
+        *,
+        api_url: str,
+        timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.api_url = api_url.rstrip("/")
+        self.max_retries = max_retries
+        self._http = httpx.Client(
+            base_url=self.api_url,
+            auth=BearerAuth(api_key) if api_key else None,
+            headers={"User-Agent": USER_AGENT},
+            timeout=timeout,
+            transport=transport,
+        )
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: Mapping[str, str | int] | None = None,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+        auth: RequestAuth = httpx.USE_CLIENT_DEFAULT,
+    ) -> httpx.Response:
+        """Send one request (with retries where safe) and return the successful response, or raise."""
+        request = self._http.build_request(method, url, params=params, json=json, headers=headers)
+        response = self._send(request, auth)
+        _raise_for_status(response)
+        return response
+
+    def _send(self, request: httpx.Request, auth: RequestAuth) -> httpx.Response:
+        # A POST may only be replayed when the server can recognise the replay by its idempotency key.
+        retryable = request.method in _IDEMPOTENT_METHODS or IDEMPOTENCY_HEADER in request.headers
+        attempt = 0
+        while True:
+            try:
+                response = self._http.send(request, auth=auth)
+            except httpx.TransportError as exc:
+                if not retryable or attempt >= self.max_retries:
+                    raise _connection_error(request, exc) from exc
+                delay: float | None = _backoff(attempt)
+                logger.debug("%s %s failed (%s); retrying", request.method, request.url, exc.__class__.__name__)
+            else:
+                logger.debug("%s %s -> %d", request.method, request.url, response.status_code)
+                delay = _retry_delay(response, attempt) if retryable and attempt < self.max_retries else None
+                if delay is None:
+                    return response
+                response.close()
+            _sleep(delay)
+            attempt += 1
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> HokusaiClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        class_name = self.__class__.__name__
+        return f"{class_name}(api_url={self.api_url!r}, api_key='**********')"
+
+
+def json_body(response: httpx.Response) -> Any:
+    """The decoded JSON of a successful response; a typed error when it is not JSON."""
+    try:
+        return response.json()
+    except ValueError as exc:
+        raise unexpected_response(response, "a body that is not JSON") from exc
+
+
+def unexpected_response(response: httpx.Response, what: str) -> HokusaiAPIError:
+    """An error for a 2xx answer the SDK cannot use, e.g. an HTML login page from a proxy."""
+    return HokusaiAPIError(
+        f"{response.request.url} answered {response.status_code} with {what}: {_excerpt(response)}",
+        status=response.status_code,
+        error_code="INVALID_RESPONSE",
+        layer=LAYER_UNKNOWN,
+        request_id=response.headers.get(REQUEST_ID_HEADER),
+        hint="check that HOKUSAI_API_URL is the Hokusai API root and that this SDK matches the server version",
+    )
+
+
+def _raise_for_status(response: httpx.Response) -> None:
+    """The one place that turns an error response into a typed exception.
+
+    It reads the server's envelope ``{"error_code", "message", "layer"}`` (falling back to the status and the
+    start of the body when there is none) and the ``X-Request-ID`` header; :func:`api_error` adds the hint.
+    """
+    if response.status_code < 400:
+        return
+    error_code, message, layer = _read_envelope(response)
+    raise api_error(
+        message,
+        status=response.status_code,
+        error_code=error_code,
+        layer=layer,
+        request_id=response.headers.get(REQUEST_ID_HEADER),
+        retry_after=_retry_after(response),
+    )
+
+
+def api_error(
+    message: str,
+    *,
+    status: int,
+    error_code: str,
+    layer: str,
+    request_id: str | None = None,
+    retry_after: float | None = None,
+) -> HokusaiAPIError:
+    """The typed error for a status, with a hint naming the fix; the local backend uses it too."""
+    common: dict[str, Any] = {
+        "status": status,
+        "error_code": error_code,
+        "layer": layer,
+        "request_id": request_id,
+        "hint": _hint(status, error_code, layer, message, retry_after),
+    }
+    if status == 429:
+        return HokusaiRateLimitError(message, retry_after=retry_after, **common)
+    return _ERROR_CLASSES.get(status, HokusaiAPIError)(message, **common)
+
+
+def _read_envelope(response: httpx.Response) -> tuple[str, str, str]:
+    fallback_code = f"HTTP_{response.status_code}"
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and isinstance(body.get("message"), str):
+        return str(body.get("error_code") or fallback_code), body["message"], str(body.get("layer") or LAYER_UNKNOWN)
+    message = f"{response.status_code} {response.reason_phrase} with a body that is not a Hokusai error: "
+    return fallback_code, message + _excerpt(response), LAYER_UNKNOWN
+
+
+def _excerpt(response: httpx.Response) -> str:
+    # httpx decodes with errors="replace", so building the message never raises a second error.
+    text = response.text.strip()
+    return repr(text[:_BODY_EXCERPT_LENGTH]) if text else "(empty body)"
+
+
+def _hint(status: int, error_code: str, layer: str, message: str, retry_after: float | None) -> str:
+    if status == 401:
+        return "check HOKUSAI_API_KEY or run `hokusai login`"
+    if status == 403:
+        if layer == LAYER_MLFLOW:
+            return _MLFLOW_403_HINT
+        scope = _SCOPE_RE.search(message)
+        needed = f"the '{scope[1]}' scope" if scope else "the scope this action needs"
+        return f"this key lacks {needed}; ask an admin for a key with that scope"
+    if status == 404:
+        if error_code in ("ENDPOINT_NOT_FOUND", "HTTP_404"):
+            return "check HOKUSAI_API_URL: it must be the API root (e.g. http://localhost:8000), not a sub-path"
+        return "check the model name and version; `hokusai models list` shows the models you can see"
+    if status == 409:
+        if error_code == TOKEN_ALREADY_CLAIMED:
+            return "the message names the model holding the token: register new versions there, or use another token"
+        return "the resource changed or already exists; reload it and retry"
+    if status == 429:
+        return f"wait {retry_after:g} s and retry" if retry_after is not None else "slow down and retry later"
+    if status in (400, 422):
+        return "fix the field named in the message; docs/troubleshooting.md lists the rules"
+    if status in (502, 503):
+        return (
+            "the API or its MLflow is temporarily unavailable: retry shortly, or set HOKUSAI_OPTIONAL_MLFLOW=true "
+            "to register locally and run `hokusai sync` later"
+        )
+    if status == 504:
+        return "MLflow did not answer in time: retry; if it persists, ask the operator to check MLflow"
+    if status >= 500:
+        return "the server failed: retry, and quote the request id when reporting it"
+    return "see docs/troubleshooting.md"
+
+
+def _connection_error(request: httpx.Request, exc: httpx.TransportError) -> HokusaiConnectionError:
+    where = request.url.host + (f":{request.url.port}" if request.url.port else "")
+    if isinstance(exc, httpx.TimeoutException):
+        what = f"{where} did not answer in time"
+    else:
+        what = f"Could not connect to {where}"
+    return HokusaiConnectionError(f"{what} ({exc.__class__.__name__}: {exc}).", hint=CONNECTION_HINT)
+
+
+def _backoff(attempt: int) -> float:
+    # Exponential with jitter, so many clients recovering together do not retry in lockstep.
+    return min(MAX_BACKOFF, INITIAL_BACKOFF * 2**attempt) * random.uniform(0.5, 1.0)
+
+
+def _retry_delay(response: httpx.Response, attempt: int) -> float | None:
+    """How long to wait before retrying this response, or ``None`` not to retry it."""
+    if response.status_code not in _RETRY_STATUSES:
+        return None
+    retry_after = _retry_after(response)
+    if retry_after is None:
+        return _backoff(attempt)
+    # A server asking for a long pause gets its answer now rather than a blocked caller.
+    return None if retry_after > MAX_BACKOFF else max(retry_after, _backoff(attempt))
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """``Retry-After`` in seconds, from either of its two forms (seconds or an HTTP date)."""
+    value = response.headers.get("Retry-After", "").strip()
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        moment = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return max(0.0, (moment - datetime.now(UTC)).total_seconds())

@@ -1,0 +1,292 @@
+"""Contains the local backend: tokenized models in an MLflow SQLite store, for mock mode and the offline fallback.
+
+It applies the same validation and returns the same shapes as the API, enforces one model per token in a
+small SQLite table next to the MLflow store, and never opens a network connection. MLflow is imported on
+first use only, because ``import mlflow`` takes about a second.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import sqlite3
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hokusai._client import TOKEN_ALREADY_CLAIMED, api_error
+from hokusai._paths import local_store_dir
+from hokusai.errors import HokusaiValidationError
+from hokusai.models import BaselineEntry, RegistrationRequest, TokenizedModel
+from hokusai.validation import (
+    TAG_BASELINE,
+    TAG_IS_BASELINE,
+    TAG_METADATA,
+    TAG_METRIC,
+    TAG_MODEL_TYPE,
+    TAG_RUN_ID,
+    TAG_TOKEN_ID,
+    run_id_from_uri,
+    tokenized_tags,
+)
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
+
+__all__ = ["LAYER_LOCAL", "LocalRegistry", "local_tracking_uri"]
+
+LAYER_LOCAL = "local"
+BASELINE_MODEL_PREFIX = "hokusai-baseline-"  # as the server names baselines
+_PAGE_SIZE = 1000
+
+
+def local_tracking_uri(store_dir: Path | None = None) -> str:
+    """The MLflow tracking URI of the local store (``sqlite:///<HOKUSAI_HOME>/mock/mlflow.db``)."""
+    return f"sqlite:///{(store_dir or local_store_dir()) / 'mlflow.db'}"
+
+
+class LocalRegistry:
+    """The registry's methods, answered from a local MLflow store in ``store_dir``."""
+
+    def __init__(self, store_dir: Path | None = None) -> None:
+        self.store_dir = store_dir or local_store_dir()
+        self.tracking_uri = local_tracking_uri(self.store_dir)
+        self._claims = _TokenClaims(self.store_dir / "tokens.db")
+        self._mlflow: MlflowClient | None = None
+
+    @property
+    def client(self) -> MlflowClient:
+        if self._mlflow is None:
+            from mlflow import MlflowClient
+
+            self._mlflow = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+        return self._mlflow
+
+    def register_tokenized_model(self, request: RegistrationRequest, *, notes: tuple[str, ...] = ()) -> TokenizedModel:
+        """Register like ``POST /api/v1/models/tokenized``; ``notes`` are prepended to the result's warnings."""
+        run_id = run_id_from_uri(request.model_uri)
+        holder = self._claims.claim(request.token_id, request.model_name, owner=getpass.getuser())
+        if holder != request.model_name:
+            raise api_error(
+                f"Token {request.token_id} is already claimed by model '{holder}'.",
+                status=409,
+                error_code=TOKEN_ALREADY_CLAIMED,
+                layer=LAYER_LOCAL,
+            )
+        # A claim whose version creation then fails only blocks other models; the same model can retry.
+        existing = self._find_version(request)
+        if existing is not None:
+            return _tokenized(existing, created=False, warnings=notes)
+        warnings = self._run_warnings(request, run_id)
+        tags = tokenized_tags(
+            token_id=request.token_id,
+            metric_name=request.metric_name,
+            baseline_value=request.baseline_value,
+            run_id=run_id,
+        )
+        version = self._create_version(
+            request.model_name,
+            source=request.model_uri,
+            run_id=run_id,
+            tags=tags | request.tags | request.metadata_tags(),
+            description=request.description,
+        )
+        return _tokenized(version, created=True, warnings=notes + tuple(warnings))
+
+    def get_tokenized_model(self, model_name: str, version: str | None = None) -> TokenizedModel:
+        with _translated():
+            number = version if version is not None else self._latest_version(model_name)
+            found = self.client.get_model_version(model_name, number)
+        if TAG_TOKEN_ID not in found.tags:
+            raise api_error(
+                f"Version {number} of model '{model_name}' is not a tokenized model.",
+                status=404,
+                error_code="RESOURCE_DOES_NOT_EXIST",
+                layer=LAYER_LOCAL,
+            )
+        return _tokenized(found, created=False)
+
+    def list_tokenized_models(self, token_id: str | None = None, *, owner: str | None = None) -> list[TokenizedModel]:
+        models: list[TokenizedModel] = []
+        for claimed_token, model_name in self._claims.rows(token_id=token_id, owner=owner):
+            versions = self._search_versions(_token_filter(claimed_token))
+            models.extend(_tokenized(found, created=False) for found in versions if found.name == model_name)
+        return sorted(models, key=lambda model: (model.model_name, int(model.version)))
+
+    def register_baseline(self, model_type: str, run_id: str, metadata_json: str | None) -> BaselineEntry:
+        """Register a baseline like ``POST /api/v1/models/baseline``: model ``hokusai-baseline-<type>``."""
+        tags = {TAG_IS_BASELINE: "true", TAG_MODEL_TYPE: model_type, TAG_RUN_ID: run_id}
+        if metadata_json is not None:
+            tags[TAG_METADATA] = metadata_json
+        found = self._create_version(
+            BASELINE_MODEL_PREFIX + model_type,
+            source=f"runs:/{run_id}/model",
+            run_id=run_id,
+            tags=tags,
+            description=None,
+        )
+        return BaselineEntry(
+            model_name=found.name,
+            version=str(found.version),
+            model_type=model_type,
+            run_id=run_id,
+            model_uri=f"models:/{found.name}/{found.version}",
+            tags=dict(found.tags),
+        )
+
+    def whoami(self) -> dict[str, Any]:
+        """The local identity: the OS user, with no key and no expiry."""
+        return {
+            "owner": getpass.getuser(),
+            "key_id": None,
+            "key_prefix": None,
+            "scopes": ["read", "write"],
+            "expires_at": None,
+        }
+
+    def _create_version(
+        self, model_name: str, *, source: str, run_id: str | None, tags: dict[str, str], description: str | None
+    ) -> ModelVersion:
+        from mlflow.exceptions import MlflowException
+
+        with _translated():
+            try:
+                self.client.create_registered_model(model_name)
+            except MlflowException as exc:
+                if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+            # Tags go in with the version, in one call, so no version is ever visible half-tagged.
+            return self.client.create_model_version(
+                model_name, source=source, run_id=run_id, tags=tags, description=description
+            )
+
+    def _find_version(self, request: RegistrationRequest) -> ModelVersion | None:
+        """The version an identical earlier registration created (same token, model and source)."""
+        for found in self._search_versions(_token_filter(request.token_id)):
+            if found.name == request.model_name and found.source == request.model_uri:
+                return found
+        return None
+
+    def _latest_version(self, model_name: str) -> str:
+        # Stages are unused here, so the registered model's latest versions all sit in stage "None".
+        latest = self.client.get_registered_model(model_name).latest_versions or []
+        if not latest:
+            raise api_error(
+                f"Model '{model_name}' has no versions.",
+                status=404,
+                error_code="RESOURCE_DOES_NOT_EXIST",
+                layer=LAYER_LOCAL,
+            )
+        return str(max(int(found.version) for found in latest))
+
+    def _search_versions(self, filter_string: str) -> list[ModelVersion]:
+        found: list[ModelVersion] = []
+        page_token = None
+        with _translated():
+            while True:
+                page = self.client.search_model_versions(filter_string, max_results=_PAGE_SIZE, page_token=page_token)
+                found.extend(page)
+                page_token = page.token
+                if not page_token:
+                    return found
+
+    def _run_warnings(self, request: RegistrationRequest, run_id: str | None) -> list[str]:
+        """The server's run checks, as far as a local store can make them.
+
+        A run missing from this store is only a warning (an error with ``strict``): registrations made while the
+        API was down usually point at a run on the platform. The server always answers 404 for a missing run.
+        """
+        if run_id is None:
+            return []
+        from mlflow.exceptions import MlflowException
+
+        with _translated():
+            try:
+                run = self.client.get_run(run_id)
+            except MlflowException as exc:
+                if exc.error_code != "RESOURCE_DOES_NOT_EXIST" or request.strict:
+                    raise
+                return [f"run '{run_id}' is not in the local MLflow store ({self.tracking_uri})"]
+        if request.metric_name in run.data.metrics:
+            return []
+        # Worded as the server words it (hokusai.server.registry.metric_warnings).
+        metric, baseline = request.metric_name, request.baseline_value
+        problem = f"run '{run_id}' has no metric '{metric}' to confirm the baseline {baseline!r}"
+        if request.strict:
+            raise HokusaiValidationError("baseline_value", problem + " (strict mode)")
+        return [problem]
+
+    def __repr__(self) -> str:
+        class_name = self.__class__.__name__
+        return f"{class_name}(store_dir={str(self.store_dir)!r})"
+
+
+class _TokenClaims:
+    """One model per token, enforced by the table's primary key."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        with contextlib.closing(sqlite3.connect(self._path)) as connection, connection:
+            connection.execute(
+                "CREATE TABLE IF NOT EXISTS tokens ("
+                "token_id TEXT PRIMARY KEY, model_name TEXT NOT NULL, owner TEXT NOT NULL, created_at TEXT NOT NULL)"
+            )
+            yield connection
+
+    def claim(self, token_id: str, model_name: str, *, owner: str) -> str:
+        """Claim the token for the model unless it is taken; return the model that holds it now."""
+        with self._connect() as connection:
+            connection.execute(
+                "INSERT OR IGNORE INTO tokens (token_id, model_name, owner, created_at) VALUES (?, ?, ?, ?)",
+                (token_id, model_name, owner, datetime.now(UTC).isoformat()),
+            )
+            (holder,) = connection.execute("SELECT model_name FROM tokens WHERE token_id = ?", (token_id,)).fetchone()
+        return str(holder)
+
+    def rows(self, *, token_id: str | None, owner: str | None) -> list[tuple[str, str]]:
+        with self._connect() as connection:
+            cursor = connection.execute(
+                "SELECT token_id, model_name FROM tokens WHERE (? IS NULL OR token_id = ?) AND (? IS NULL OR owner = ?)"
+                " ORDER BY token_id",
+                (token_id, token_id, owner, owner),
+            )
+            return [(str(token), str(model)) for token, model in cursor.fetchall()]
+
+
+def _token_filter(token_id: str) -> str:
+    # Safe to inline: normalize_token_id allows only [A-Z0-9-], so the value cannot break out of the quotes.
+    return f"tags.`{TAG_TOKEN_ID}` = '{token_id}'"
+
+
+@contextlib.contextmanager
+def _translated() -> Iterator[None]:
+    """Turn MLflow's exceptions into the SDK's, with the status MLflow attached to them."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except MlflowException as exc:
+        status = exc.get_http_status_code()
+        raise api_error(exc.message, status=status, error_code=exc.error_code, layer=LAYER_LOCAL) from exc
+
+
+def _tokenized(found: ModelVersion, *, created: bool, warnings: tuple[str, ...] = ()) -> TokenizedModel:
+    tags = dict(found.tags)
+    return TokenizedModel(
+        model_name=found.name,
+        version=str(found.version),
+        token_id=tags[TAG_TOKEN_ID],
+        metric_name=tags[TAG_METRIC],
+        baseline_value=float(tags[TAG_BASELINE]),
+        run_id=found.run_id or None,
+        model_uri=f"models:/{found.name}/{found.version}",
+        source=found.source,
+        tags=tags,
+        warnings=warnings,
+        created=created,
+    )

@@ -1,0 +1,288 @@
+"""Contains :class:`ModelRegistry`, the SDK's entry point for registering and reading tokenized models."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import uuid
+import warnings
+from collections.abc import Iterator, Mapping
+from types import TracebackType
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import httpx
+from pydantic import BaseModel, ValidationError
+
+from hokusai._client import (
+    IDEMPOTENCY_HEADER,
+    TOKEN_ALREADY_CLAIMED,
+    WHOAMI_PATH,
+    HokusaiClient,
+    json_body,
+    unexpected_response,
+)
+from hokusai._credentials import require_api_key, resolve_api_url
+from hokusai._flags import Mode, current_mode
+from hokusai._local import LocalRegistry
+from hokusai._outbox import append_entry, new_entry
+from hokusai.config import setup_mlflow_auth
+from hokusai.errors import HokusaiAPIError, HokusaiConfigurationError, HokusaiConflictError, HokusaiConnectionError
+from hokusai.models import BaselineEntry, RegistrationRequest, TokenizedModel
+from hokusai.validation import (
+    normalize_token_id,
+    validate_metadata,
+    validate_model_name,
+    validate_model_type,
+    validate_owner,
+    validate_run_id,
+)
+
+__all__ = ["ModelRegistry"]
+
+TOKENIZED_PATH = "/api/v1/models/tokenized"
+BASELINE_PATH = "/api/v1/models/baseline"
+PAGE_SIZE = 100
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+logger = logging.getLogger(__name__)
+
+
+class ModelRegistry:
+    """Register tokenized models with the Hokusai API (or, in mock mode, a local MLflow store).
+
+    Usage::
+
+        with ModelRegistry() as registry:
+            model = registry.register_tokenized_model(
+                model_uri=f"runs:/{run_id}/model", model_name="churn", token_id="CHURN",
+                metric_name="accuracy", baseline_value=0.91,
+            )
+
+    The constructor makes no network call. It resolves the key and URL (argument, environment, then the file
+    written by ``hokusai login``) and calls :func:`hokusai.config.setup_mlflow_auth`, so MLflow in this process
+    logs to the platform with the same key.
+
+    Modes, from environment flags: ``HOKUSAI_MOCK_MODE=true`` answers everything from a local MLflow store
+    under ``$HOKUSAI_HOME/mock`` with no network at all; ``HOKUSAI_OPTIONAL_MLFLOW=true`` registers locally and
+    queues the registration for ``hokusai sync`` when the API is unreachable or failing (5xx), never on 401/403.
+
+    Raises:
+        HokusaiConfigurationError: no API key outside mock mode, or an invalid flag or URL.
+    """
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        api_url: str | None = None,
+        tracking_uri: str | None = None,
+        *,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.mode: Mode = current_mode()
+        self._client: HokusaiClient | None = None
+        if self.mode != "mock":
+            key = require_api_key(api_key)  # fail before touching anything
+            self._client = HokusaiClient(key.value, api_url=resolve_api_url(api_url), transport=transport)
+        self.mlflow = setup_mlflow_auth(api_key=api_key, api_url=api_url, tracking_uri=tracking_uri)
+        self._local: LocalRegistry | None = None
+        self._warned_fallback = False
+
+    @property
+    def local(self) -> LocalRegistry:
+        """The local backend (created on first use; mock mode and the offline fallback share it)."""
+        if self._local is None:
+            self._local = LocalRegistry()
+        return self._local
+
+    def register_tokenized_model(
+        self,
+        model_uri: str,
+        model_name: str,
+        token_id: str,
+        metric_name: str,
+        baseline_value: float,
+        *,
+        tags: Mapping[str, object] | None = None,
+        description: str | None = None,
+        eval_spec: str | None = None,
+        scorer_ref: str | None = None,
+        primary_metric: str | None = None,
+        benchmark_spec_id: str | None = None,
+        strict: bool = False,
+    ) -> TokenizedModel:
+        """Register ``model_uri`` as a version of ``model_name``, tied to ``token_id`` and a benchmark baseline.
+
+        Input is checked locally first with the server's own rules. Registering the same token, model and source
+        again returns the existing version (``created`` is ``False``). A token belongs to one model only.
+
+        Raises:
+            HokusaiValidationError: an argument breaks a rule (``field`` names it).
+            HokusaiConflictError: the token is claimed by another model (the message names it).
+            HokusaiAuthError, HokusaiPermissionError, HokusaiConnectionError, HokusaiAPIError: see their docs.
+        """
+        request = RegistrationRequest.build(
+            model_uri=model_uri,
+            model_name=model_name,
+            token_id=token_id,
+            metric_name=metric_name,
+            baseline_value=baseline_value,
+            tags=tags,
+            description=description,
+            metadata={
+                "eval_spec": eval_spec,
+                "scorer_ref": scorer_ref,
+                "primary_metric": primary_metric,
+                "benchmark_spec_id": benchmark_spec_id,
+            },
+            strict=strict,
+        )
+        if self._client is None:
+            with _naming_token(request.token_id):
+                return self.local.register_tokenized_model(request)
+        # One key for every attempt, including retries and a later `hokusai sync`, so the server sees one request.
+        idempotency_key = str(uuid.uuid4())
+        try:
+            return self.send_registration(request.as_json(), idempotency_key)
+        except (HokusaiConnectionError, HokusaiAPIError) as exc:
+            if not self._may_fall_back(exc):
+                raise
+            return self._register_offline(request, idempotency_key, exc)
+
+    def get_tokenized_model(self, model_name: str, version: str | int | None = None) -> TokenizedModel:
+        """A version of a tokenized model; ``version=None`` means the latest."""
+        validate_model_name(model_name)
+        if self._client is None:
+            return self.local.get_tokenized_model(model_name, None if version is None else str(version))
+        path = f"{TOKENIZED_PATH}/{quote(model_name, safe='')}/versions/{quote(str(version or 'latest'), safe='')}"
+        return _parse(TokenizedModel, self._client.request("GET", path))
+
+    def list_tokenized_models(self, token_id: str | None = None, *, owner: str | None = None) -> list[TokenizedModel]:
+        """Every tokenized model version you can see, optionally for one token or owner (all pages)."""
+        token = normalize_token_id(token_id) if token_id is not None else None
+        owner = validate_owner(owner) if owner is not None else None
+        if self._client is None:
+            return self.local.list_tokenized_models(token, owner=owner)
+        params = {"max_results": PAGE_SIZE} | {
+            name: value for name, value in (("token_id", token), ("owner", owner)) if value
+        }
+        models: list[TokenizedModel] = []
+        while True:
+            response = self._client.request("GET", TOKENIZED_PATH, params=params)
+            page = json_body(response)
+            if not isinstance(page, dict) or not isinstance(page.get("models"), list):
+                raise unexpected_response(response, "no 'models' list")
+            models.extend(_validated(TokenizedModel, item, response) for item in page["models"])
+            if not page.get("next_page_token"):
+                return models
+            params["page_token"] = page["next_page_token"]
+
+    def register_baseline_via_api(
+        self, model_type: str, mlflow_run_id: str, metadata: Mapping[str, Any] | None = None
+    ) -> BaselineEntry:
+        """Register the model logged in ``mlflow_run_id`` as the baseline for ``model_type``."""
+        model_type = validate_model_type(model_type)
+        mlflow_run_id = validate_run_id(mlflow_run_id)
+        metadata_json = validate_metadata(metadata)
+        if self._client is None:
+            return self.local.register_baseline(model_type, mlflow_run_id, metadata_json)
+        body = {"model_type": model_type, "mlflow_run_id": mlflow_run_id, "metadata": dict(metadata or {}) or None}
+        return _parse(BaselineEntry, self._client.request("POST", BASELINE_PATH, json=body))
+
+    def whoami(self) -> dict[str, Any]:
+        """Who the key belongs to: ``owner``, ``key_id``, ``key_prefix``, ``scopes`` and ``expires_at``."""
+        if self._client is None:
+            return self.local.whoami()
+        response = self._client.request("GET", WHOAMI_PATH)
+        identity = json_body(response)
+        if not isinstance(identity, dict):
+            raise unexpected_response(response, "no identity object")
+        return identity
+
+    def send_registration(self, body: dict[str, Any], idempotency_key: str) -> TokenizedModel:
+        """POST one registration body to the API (used by :func:`hokusai._sync.sync_outbox` too)."""
+        if self._client is None:
+            raise _mock_mode_error()
+        with _naming_token(str(body.get("token_id"))):
+            response = self._client.request(
+                "POST", TOKENIZED_PATH, json=body, headers={IDEMPOTENCY_HEADER: idempotency_key}
+            )
+        return _parse(TokenizedModel, response)
+
+    def _may_fall_back(self, exc: HokusaiConnectionError | HokusaiAPIError) -> bool:
+        # Only unavailability falls back: a 401/403 or a bad request would fail the same way after `hokusai sync`.
+        unavailable = isinstance(exc, HokusaiConnectionError) or exc.status >= 500
+        return self.mode == "optional" and unavailable
+
+    def _register_offline(
+        self, request: RegistrationRequest, idempotency_key: str, exc: HokusaiConnectionError | HokusaiAPIError
+    ) -> TokenizedModel:
+        note = f"registered in the local store only, because the API failed ({exc.user_message}); run `hokusai sync`"
+        if not self._warned_fallback:
+            self._warned_fallback = True
+            message = f"Hokusai API unavailable; HOKUSAI_OPTIONAL_MLFLOW=true, so registering locally: {exc}"
+            logger.warning(message)
+            warnings.warn(message, RuntimeWarning, stacklevel=3)
+        model = self.local.register_tokenized_model(request, notes=(note,))
+        append_entry(
+            new_entry(
+                idempotency_key=idempotency_key, request=request.as_json(), reason=str(exc), local_version=model.version
+            )
+        )
+        return model
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+    def __enter__(self) -> ModelRegistry:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        class_name = self.__class__.__name__
+        where = self._client.api_url if self._client is not None else self.local.tracking_uri
+        return f"{class_name}(mode={self.mode!r}, url={where!r}, api_key='**********')"
+
+
+def _parse(model: type[ModelT], response: httpx.Response) -> ModelT:
+    return _validated(model, json_body(response), response)
+
+
+def _validated(model: type[ModelT], data: object, response: httpx.Response) -> ModelT:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise unexpected_response(response, f"a body that is not a {model.__name__}") from exc
+
+
+@contextlib.contextmanager
+def _naming_token(token_id: str) -> Iterator[None]:
+    """Re-raise a token conflict with a hint that names the token (the message names the model holding it)."""
+    try:
+        yield
+    except HokusaiConflictError as exc:
+        if exc.error_code != TOKEN_ALREADY_CLAIMED:
+            raise
+        raise HokusaiConflictError(
+            exc.user_message,
+            status=exc.status,
+            error_code=exc.error_code,
+            layer=exc.layer,
+            request_id=exc.request_id,
+            hint=f"token {token_id} belongs to the model named above: register new versions there, or use another",
+        ) from exc
+
+
+def _mock_mode_error() -> HokusaiConfigurationError:
+    return HokusaiConfigurationError(
+        "HOKUSAI_MOCK_MODE is on, so there is no API to send to.", hint="unset HOKUSAI_MOCK_MODE to talk to the API"
+    )

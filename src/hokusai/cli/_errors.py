@@ -1,0 +1,71 @@
+"""Contains the CLI's one error mapper: a known exception becomes one line and exit code 1."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NoReturn
+
+import typer
+
+from hokusai._flags import debug
+from hokusai.errors import (
+    HokusaiAPIError,
+    HokusaiAuthError,
+    HokusaiConfigurationError,
+    HokusaiConflictError,
+    HokusaiConnectionError,
+    HokusaiError,
+    HokusaiNotFoundError,
+    HokusaiPermissionError,
+    HokusaiRateLimitError,
+    HokusaiValidationError,
+)
+
+__all__ = ["CLI_ERROR_MAPPINGS", "DEBUG_HINT", "format_error", "run_cli"]
+
+DEBUG_HINT = "Set HOKUSAI_DEBUG=1 for the full traceback."
+
+# Order matters: the first isinstance match wins, so every subclass comes before its base
+# (HokusaiAuthError ... HokusaiRateLimitError before HokusaiAPIError, and HokusaiError last).
+CLI_ERROR_MAPPINGS: dict[type[HokusaiError], str] = {
+    HokusaiValidationError: "Invalid input",
+    HokusaiConfigurationError: "Configuration problem",
+    HokusaiConnectionError: "Cannot reach the server",
+    HokusaiAuthError: "Authentication failed",
+    HokusaiPermissionError: "Permission denied",
+    HokusaiNotFoundError: "Not found",
+    HokusaiConflictError: "Conflict",
+    HokusaiRateLimitError: "Rate limited",
+    HokusaiAPIError: "Request failed",
+    HokusaiError: "Error",
+}
+
+
+def format_error(exc: HokusaiError) -> str:
+    """The one line the CLI prints for ``exc``: a label, the message and its hint."""
+    label = next(label for cls, label in CLI_ERROR_MAPPINGS.items() if isinstance(exc, cls))
+    return f"{label}: {exc}"
+
+
+def run_cli(app: typer.Typer, args: Sequence[str] | None = None) -> None:
+    """Run ``app`` as the ``hokusai`` program, turning SDK errors into one line and exit code 1.
+
+    Exit codes: 0 success, 1 an error, 2 a usage error (from click). Exceptions that are not SDK errors
+    propagate with their traceback, as does every error when ``HOKUSAI_DEBUG`` is on.
+    """
+    try:
+        show_traceback = debug()
+    except HokusaiConfigurationError as exc:
+        _fail(exc)
+    try:
+        app(args=list(args) if args is not None else None, prog_name="hokusai")
+    except HokusaiError as exc:
+        if show_traceback:
+            raise
+        _fail(exc)
+
+
+def _fail(exc: HokusaiError) -> NoReturn:
+    typer.echo(format_error(exc), err=True)
+    typer.echo(DEBUG_HINT, err=True)
+    raise SystemExit(1) from None

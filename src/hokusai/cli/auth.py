@@ -1,0 +1,147 @@
+"""Contains ``hokusai login``, ``logout``, ``whoami`` and ``hokusai auth status``."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from hokusai._client import WHOAMI_PATH, HokusaiClient, json_body
+from hokusai._credentials import (
+    API_KEY_ENV,
+    delete_credentials,
+    key_prefix,
+    lookup_api_key,
+    resolve_api_url,
+    write_credentials,
+)
+from hokusai._paths import credentials_path
+from hokusai.cli._output import console, key_value_table
+from hokusai.config import get_mlflow_auth_status
+from hokusai.errors import HokusaiConfigurationError
+
+__all__ = ["auth_app", "register"]
+
+auth_app = typer.Typer(help="Check how the SDK and MLflow authenticate.", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``login``, ``logout``, ``whoami`` and the ``auth`` group to the root app."""
+    app.command()(login)
+    app.command()(logout)
+    app.command()(whoami)
+    app.add_typer(auth_app, name="auth")
+
+
+def login(
+    key: Annotated[
+        str | None,
+        typer.Option("--key", help="The API key. Omit it to be prompted (hidden): options end up in shell history."),
+    ] = None,
+    api_url: Annotated[str | None, typer.Option("--api-url", help="The API root, e.g. http://localhost:8000.")] = None,
+) -> None:
+    """Check an API key with the server, then save it to $HOKUSAI_HOME/credentials.
+
+    Examples: `hokusai login`, `hokusai login --api-url https://hokusai.example.com`.
+    """
+    secret = (key if key is not None else typer.prompt("Hokusai API key", hide_input=True)).strip()
+    if not secret:
+        raise HokusaiConfigurationError("No API key entered.", hint="paste the key issued by `hokusai keys create`")
+    url = resolve_api_url(api_url)
+    # Validate before saving, so a typo never replaces a working key.
+    with HokusaiClient(secret, api_url=url) as client:
+        identity = json_body(client.request("GET", WHOAMI_PATH))
+    write_credentials(api_key=secret, api_url=url)
+    out = console()
+    out.print(
+        f"Logged in to {url} as {identity.get('owner')} (key {key_prefix(secret)}…, scopes: {_scopes(identity)})."
+    )
+    out.print(f"Saved to {credentials_path()} (readable by you only).")
+    overriding = (os.environ.get(API_KEY_ENV) or "").strip()
+    if overriding and overriding != secret:
+        console(stderr=True).print(
+            f"Warning: {API_KEY_ENV} is set and takes precedence over the saved key; unset it to use the saved key.",
+            style="yellow",
+        )
+
+
+def logout() -> None:
+    """Delete the saved credentials file."""
+    out = console()
+    if delete_credentials():
+        out.print(f"Logged out: removed {credentials_path()}.")
+    else:
+        out.print(f"Not logged in: there is no {credentials_path()}.")
+    if (os.environ.get(API_KEY_ENV) or "").strip():
+        console(stderr=True).print(f"Warning: {API_KEY_ENV} is still set in this environment.", style="yellow")
+
+
+def whoami() -> None:
+    """Show who the current API key belongs to."""
+    found = lookup_api_key()
+    if found is None:
+        console(stderr=True).print("Not logged in. Run `hokusai login` first.")
+        raise typer.Exit(1)
+    url = resolve_api_url()
+    with HokusaiClient(found.value, api_url=url) as client:
+        identity = json_body(client.request("GET", WHOAMI_PATH))
+    rows = [
+        ("owner", identity.get("owner")),
+        ("key", f"{identity.get('key_prefix') or key_prefix(found.value)}… (from {found.source})"),
+        ("scopes", _scopes(identity)),
+        ("expires", identity.get("expires_at") or "never"),
+        ("api", url),
+    ]
+    console().print(key_value_table(rows))
+
+
+@auth_app.command("status")
+def status() -> None:
+    """Show the API and MLflow settings, where each comes from, whether they work, and what to fix.
+
+    Exits 1 when there is a problem to fix. Example: `hokusai auth status`.
+    """
+    report = get_mlflow_auth_status()
+    out = console()
+    out.print(key_value_table(_status_rows(report), title="Hokusai authentication"))
+    problems = report["problems"]
+    if not problems:
+        out.print("No problems found.", style="green")
+        return
+    table = Table("Problem", "Fix", title="Problems", title_style="bold red")
+    for problem in problems:
+        table.add_row(problem["problem"], problem["fix"])
+    out.print(table)
+    raise typer.Exit(1)
+
+
+def _status_rows(report: dict[str, Any]) -> list[tuple[str, object]]:
+    credential = report["credential"]
+    if report["credential_source"]:
+        credential += f" (from {report['credential_source']})"
+    # Mock mode makes no network call, so "no" would be misleading.
+    checked = _yes_no if report["mode"] != "mock" else lambda _value: "not checked (mock mode)"
+    return [
+        ("mode", report["mode"]),
+        ("api url", report["api_url"]),
+        ("key", f"{report['key_prefix']}…" if report["key_prefix"] else None),
+        ("reachable", checked(report["reachable"])),
+        ("key accepted", checked(report["key_accepted"])),
+        ("owner", report["owner"]),
+        ("scopes", ", ".join(report["scopes"]) or None),
+        ("expires", report["expires_at"]),
+        ("mlflow tracking uri", f"{report['tracking_uri']} ({report['tracking_uri_source']})"),
+        ("mlflow credential", credential),
+        ("mlflow accepted", checked(report["mlflow_accepted"])),
+        ("outbox", f"{report['outbox_pending']} pending"),
+    ]
+
+
+def _scopes(identity: dict[str, Any]) -> str:
+    return ", ".join(identity.get("scopes") or []) or "none"
+
+
+def _yes_no(value: bool) -> str:
+    return "yes" if value else "no"

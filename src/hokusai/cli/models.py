@@ -1,0 +1,102 @@
+"""Contains ``hokusai models register | list | show``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from hokusai._registry import ModelRegistry
+from hokusai.cli._output import console, key_value_table
+from hokusai.models import TokenizedModel
+
+__all__ = ["models_app", "register"]
+
+models_app = typer.Typer(help="Register and inspect tokenized models.", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``models`` group to the root app."""
+    app.add_typer(models_app, name="models")
+
+
+@models_app.command("register")
+def register_model(
+    model_uri: Annotated[str, typer.Option("--model-uri", help="The model to register, e.g. runs:/<run id>/model.")],
+    name: Annotated[str, typer.Option("--name", help="The registered model name.")],
+    token_id: Annotated[str, typer.Option("--token-id", help="The token this model is tied to.")],
+    metric: Annotated[str, typer.Option("--metric", help="The benchmark metric, e.g. accuracy.")],
+    baseline: Annotated[float, typer.Option("--baseline", help="The baseline value of the metric.")],
+    tag: Annotated[list[str] | None, typer.Option("--tag", help="A KEY=VALUE tag; repeat for more.")] = None,
+) -> None:
+    """Register a model version tied to a token and a benchmark baseline.
+
+    Example: `hokusai models register --model-uri runs:/abc123/model --name churn --token-id CHURN
+    --metric accuracy --baseline 0.91 --tag team=growth`.
+    """
+    tags = _parse_tags(tag or [])
+    with ModelRegistry() as registry:
+        model = registry.register_tokenized_model(model_uri, name, token_id, metric, baseline, tags=tags)
+    out = console()
+    outcome = "Registered" if model.created else "Already registered:"
+    out.print(f"{outcome} {model.model_name} version {model.version} for token {model.token_id} ({model.model_uri}).")
+    for warning in model.warnings:
+        console(stderr=True).print(f"Warning: {warning}", style="yellow")
+
+
+@models_app.command("list")
+def list_models(
+    token_id: Annotated[str | None, typer.Option("--token-id", help="Only the models of this token.")] = None,
+) -> None:
+    """List the tokenized model versions you can see. Example: `hokusai models list --token-id CHURN`."""
+    with ModelRegistry() as registry:
+        models = registry.list_tokenized_models(token_id)
+    out = console()
+    if not models:
+        out.print("No tokenized models found.")
+        return
+    table = Table("Model", "Version", "Token", "Metric", "Baseline", "Source")
+    for model in models:
+        table.add_row(
+            model.model_name,
+            model.version,
+            model.token_id,
+            model.metric_name,
+            f"{model.baseline_value:g}",
+            model.source,
+        )
+    out.print(table)
+
+
+@models_app.command("show")
+def show(
+    name: Annotated[str, typer.Argument(help="The registered model name.")],
+    version: Annotated[str | None, typer.Argument(help="The version; the latest when omitted.")] = None,
+) -> None:
+    """Show one tokenized model version. Example: `hokusai models show churn 3`."""
+    with ModelRegistry() as registry:
+        model = registry.get_tokenized_model(name, version)
+    console().print(key_value_table(_rows(model), title=f"{model.model_name} version {model.version}"))
+
+
+def _rows(model: TokenizedModel) -> list[tuple[str, object]]:
+    rows: list[tuple[str, object]] = [
+        ("token", model.token_id),
+        ("metric", model.metric_name),
+        ("baseline", f"{model.baseline_value:g}"),
+        ("model uri", model.model_uri),
+        ("source", model.source),
+        ("run", model.run_id),
+    ]
+    return rows + [(f"tag {key}", value) for key, value in sorted(model.tags.items())]
+
+
+def _parse_tags(values: list[str]) -> dict[str, str]:
+    tags: dict[str, str] = {}
+    for value in values:
+        key, separator, text = value.partition("=")
+        if not separator or not key.strip():
+            raise typer.BadParameter(f"expected KEY=VALUE, got {value!r}", param_hint="--tag")
+        tags[key.strip()] = text
+    return tags

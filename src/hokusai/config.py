@@ -1,0 +1,353 @@
+"""Points the MLflow client at the Hokusai API, and reports which credential it will send and whether it works.
+
+MLflow's client reads its settings from process-wide environment variables, so this module writes two of them,
+and only when the user has not set them: ``MLFLOW_TRACKING_URI`` (``<api_url>/api/mlflow``) and
+``MLFLOW_TRACKING_TOKEN`` (the Hokusai key). The server accepts the key both as a Bearer token and as the
+password of HTTP Basic with any username, so a user's own ``MLFLOW_TRACKING_USERNAME``/``PASSWORD`` setup works
+too; MLflow sends Basic whenever a username and a password exist, and the token otherwise.
+"""
+
+from __future__ import annotations
+
+import configparser
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+
+from hokusai._client import WHOAMI_PATH, BearerAuth, HokusaiClient, json_body
+from hokusai._credentials import Setting, key_prefix, lookup_api_key, lookup_api_url, require_api_key
+from hokusai._flags import Mode, current_mode
+from hokusai._local import local_tracking_uri
+from hokusai._outbox import read_entries
+from hokusai._paths import mlflow_credentials_path
+from hokusai.errors import HokusaiAPIError, HokusaiAuthError, HokusaiConnectionError, HokusaiError
+
+__all__ = ["MlflowAuthConfig", "get_mlflow_auth_status", "setup", "setup_mlflow_auth"]
+
+TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
+TOKEN_ENV = "MLFLOW_TRACKING_TOKEN"
+USERNAME_ENV = "MLFLOW_TRACKING_USERNAME"
+PASSWORD_ENV = "MLFLOW_TRACKING_PASSWORD"
+MLFLOW_PATH = "/api/mlflow"
+MLFLOW_PROBE_PATH = "/api/2.0/mlflow/experiments/search"
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+logger = logging.getLogger(__name__)
+
+# What this process wrote into os.environ, so a later call can tell its own values from the user's
+# (and update them, e.g. for a different key) without ever overriding a value the user set.
+_OWN_ENV: dict[str, str] = {}
+
+
+@dataclass(frozen=True)
+class MlflowAuthConfig:
+    """What the MLflow client in this process will use; never holds a secret."""
+
+    tracking_uri: str
+    tracking_uri_source: str  # argument | env | hokusai-default
+    credential_kind: str  # bearer | basic | none
+    credential_source: str | None
+    key_prefix: str | None
+    mode: Mode
+    env_set: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class _Credential:
+    kind: str
+    source: str | None
+    username: str | None = field(default=None, repr=False)
+    secret: str | None = field(default=None, repr=False)
+
+    def as_httpx_auth(self) -> httpx.Auth | None:
+        if self.kind == "basic" and self.username and self.secret:
+            return httpx.BasicAuth(self.username, self.secret)
+        return BearerAuth(self.secret) if self.kind == "bearer" and self.secret else None
+
+
+@dataclass(frozen=True)
+class _Plan:
+    config: MlflowAuthConfig
+    api_url: str
+    tracking_uri: str = field(repr=False)  # config.tracking_uri has any user:password@ removed
+    api_key: Setting | None
+    credential: _Credential
+    env: dict[str, str] = field(repr=False)
+
+
+def setup(
+    api_key: str | None = None, *, api_url: str | None = None, tracking_uri: str | None = None, validate: bool = False
+) -> MlflowAuthConfig:
+    """Configure this process for Hokusai; call it once before using MLflow. See :func:`setup_mlflow_auth`."""
+    return setup_mlflow_auth(validate, api_key=api_key, api_url=api_url, tracking_uri=tracking_uri)
+
+
+def setup_mlflow_auth(
+    validate: bool = False,
+    *,
+    api_key: str | None = None,
+    api_url: str | None = None,
+    tracking_uri: str | None = None,
+    transport: httpx.BaseTransport | None = None,
+) -> MlflowAuthConfig:
+    """Point the MLflow client at the Hokusai API and give it the Hokusai key, unless the user configured either.
+
+    - ``MLFLOW_TRACKING_URI`` is set to ``tracking_uri`` if given, else (when unset) to ``<api_url>/api/mlflow``,
+      or in mock mode to the local SQLite store.
+    - ``MLFLOW_TRACKING_TOKEN`` is set to the key only when the user has no MLflow credential of their own and
+      the tracking URI is on the API's host: the key is never handed to another server.
+
+    Args:
+        validate: make one authenticated round trip to the API (``whoami``) and one to MLflow with the credential
+            MLflow will send; skipped in mock mode.
+        api_key, api_url: as for :class:`hokusai.ModelRegistry`.
+        tracking_uri: an explicit MLflow tracking URI (counts as the user's own choice).
+        transport: an httpx transport for the validation requests (tests).
+
+    Raises:
+        HokusaiConfigurationError: a flag or URL is invalid, or ``validate`` is set and there is no key.
+        HokusaiAuthError, HokusaiPermissionError, HokusaiConnectionError: ``validate`` failed.
+    """
+    plan = _plan(api_key=api_key, api_url=api_url, tracking_uri=tracking_uri)
+    for name, value in plan.env.items():
+        os.environ[name] = value
+        _OWN_ENV[name] = value
+    config = plan.config
+    logger.info(
+        "MLflow tracking URI %s (%s); MLflow will send %s credentials%s",
+        config.tracking_uri,
+        config.tracking_uri_source,
+        config.credential_kind,
+        f" from {config.credential_source}" if config.credential_source else "",
+    )
+    if validate and config.mode != "mock":
+        _validate(plan, transport)
+    return config
+
+
+def get_mlflow_auth_status(
+    *,
+    api_key: str | None = None,
+    api_url: str | None = None,
+    tracking_uri: str | None = None,
+    transport: httpx.BaseTransport | None = None,
+) -> dict[str, Any]:
+    """Everything ``hokusai auth status`` shows: settings, their sources, whether they work, and what to fix.
+
+    Read-only: it changes no environment variable. In mock mode it makes no network call.
+    """
+    plan = _plan(api_key=api_key, api_url=api_url, tracking_uri=tracking_uri)
+    config = plan.config
+    status: dict[str, Any] = {
+        "mode": config.mode,
+        "api_url": plan.api_url,
+        "tracking_uri": config.tracking_uri,
+        "tracking_uri_source": config.tracking_uri_source,
+        "credential": config.credential_kind,
+        "credential_source": config.credential_source,
+        "key_prefix": config.key_prefix,
+        "reachable": False,
+        "key_accepted": False,
+        "mlflow_accepted": False,
+        "owner": None,
+        "scopes": [],
+        "expires_at": None,
+        "outbox_pending": len(read_entries()),
+        "problems": [],
+    }
+    problems: list[dict[str, str]] = status["problems"]
+    if status["outbox_pending"]:
+        problems.append(
+            _problem(f"{status['outbox_pending']} local registration(s) wait in the outbox", "run `hokusai sync`")
+        )
+    if config.mode == "mock":
+        return status
+    if plan.api_key is None:
+        problems.append(_problem("No Hokusai API key found", "run `hokusai login` or set HOKUSAI_API_KEY"))
+    key = plan.api_key.value if plan.api_key else None
+    with HokusaiClient(key, api_url=plan.api_url, max_retries=0, transport=transport) as client:
+        _check_api(client, plan, status)
+        # MLflow is only worth asking once the API accepted the key: otherwise it would repeat the same refusal.
+        if status["key_accepted"] and _is_http(plan.tracking_uri):
+            _check_mlflow(client, plan, status)
+    if config.mode == "optional" and not status["reachable"]:
+        status["mode"] = "optional-fallback-active"
+    if not _same_origin(config.tracking_uri, plan.api_url):
+        problems.append(
+            _problem(
+                f"MLflow logs to {config.tracking_uri}, not to the Hokusai MLflow: runs there cannot be registered",
+                f"unset {TRACKING_URI_ENV} (or set it to {plan.api_url}{MLFLOW_PATH})",
+            )
+        )
+    return status
+
+
+def _plan(*, api_key: str | None, api_url: str | None, tracking_uri: str | None) -> _Plan:
+    """Work out every setting and its source, without changing anything."""
+    mode = current_mode()
+    key = lookup_api_key(api_key)
+    url = lookup_api_url(api_url)
+    tracking = _tracking_uri(tracking_uri, url.value, mode)
+    env: dict[str, str] = {}
+    if tracking.source != "env":
+        env[TRACKING_URI_ENV] = tracking.value
+    credential = _user_credential()
+    if credential is None and key is not None and mode != "mock" and _same_origin(tracking.value, url.value):
+        credential = _Credential("bearer", f"the Hokusai key ({key.source})", secret=key.value)
+        env[TOKEN_ENV] = key.value
+    credential = credential or _Credential("none", None)
+    config = MlflowAuthConfig(
+        tracking_uri=_without_userinfo(tracking.value),
+        tracking_uri_source=tracking.source,
+        credential_kind=credential.kind,
+        credential_source=credential.source,
+        key_prefix=key_prefix(key.value) if key else None,
+        mode=mode,
+        env_set=tuple(env),
+    )
+    return _Plan(
+        config=config, api_url=url.value, tracking_uri=tracking.value, api_key=key, credential=credential, env=env
+    )
+
+
+def _tracking_uri(argument: str | None, api_url: str, mode: Mode) -> Setting:
+    if argument and argument.strip():
+        return Setting(argument.strip(), "argument")
+    from_env = _user_env(TRACKING_URI_ENV)
+    if from_env:
+        return Setting(from_env, "env")
+    default = local_tracking_uri() if mode == "mock" else api_url + MLFLOW_PATH
+    return Setting(default, "hokusai-default")
+
+
+def _user_env(name: str) -> str | None:
+    """An environment variable the user set (empty counts as unset); ``None`` for values this module wrote."""
+    value = (os.environ.get(name) or "").strip()
+    if not value or _OWN_ENV.get(name) == value:
+        return None
+    return value
+
+
+def _user_credential() -> _Credential | None:
+    """The MLflow credential the user configured, as MLflow picks it: Basic (username and password) beats Bearer."""
+    file_username, file_password = _mlflow_file_credentials()
+    env_username, env_password = _user_env(USERNAME_ENV), _user_env(PASSWORD_ENV)
+    # MLflow takes each field from the environment first, then from ~/.mlflow/credentials.
+    username, password = env_username or file_username, env_password or file_password
+    if username and password:
+        sources = {"env" if env_username else "file", "env" if env_password else "file"}
+        source = {
+            frozenset({"env"}): f"{USERNAME_ENV}/{PASSWORD_ENV}",
+            frozenset({"file"}): str(mlflow_credentials_path()),
+        }.get(frozenset(sources), f"{USERNAME_ENV}/{PASSWORD_ENV} and {mlflow_credentials_path()}")
+        return _Credential("basic", source, username=username, secret=password)
+    token = _user_env(TOKEN_ENV)
+    return _Credential("bearer", TOKEN_ENV, secret=token) if token else None
+
+
+def _mlflow_file_credentials() -> tuple[str | None, str | None]:
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        parser.read(mlflow_credentials_path(), encoding="utf-8")
+    except configparser.Error:
+        # MLflow itself would fail on this file; reporting "no file credential" lets the status show the rest.
+        return None, None
+    if not parser.has_section("mlflow"):
+        return None, None
+    section = parser["mlflow"]
+    return (
+        (section.get(USERNAME_ENV.lower()) or "").strip() or None,
+        (section.get(PASSWORD_ENV.lower()) or "").strip() or None,
+    )
+
+
+def _validate(plan: _Plan, transport: httpx.BaseTransport | None) -> None:
+    key = require_api_key(plan.api_key.value if plan.api_key else None)
+    with HokusaiClient(key.value, api_url=plan.api_url, transport=transport) as client:
+        client.request("GET", WHOAMI_PATH)
+        if _is_http(plan.tracking_uri):
+            _probe_mlflow(client, plan)
+
+
+def _probe_mlflow(client: HokusaiClient, plan: _Plan) -> None:
+    """One MLflow call with exactly the credential the MLflow client will send."""
+    client.request(
+        "GET",
+        plan.tracking_uri.rstrip("/") + MLFLOW_PROBE_PATH,
+        params={"max_results": 1},
+        auth=plan.credential.as_httpx_auth(),
+    )
+
+
+def _check_api(client: HokusaiClient, plan: _Plan, status: dict[str, Any]) -> None:
+    problems: list[dict[str, str]] = status["problems"]
+    try:
+        identity = json_body(client.request("GET", WHOAMI_PATH))
+    except HokusaiConnectionError as exc:
+        problems.append(
+            _problem(exc.user_message, f"start the API (`hokusai server`) or fix HOKUSAI_API_URL ({plan.api_url})")
+        )
+        return
+    except HokusaiAuthError as exc:
+        status["reachable"] = True
+        if plan.api_key is not None:
+            problems.append(
+                _problem(f"The API rejected the key {plan.config.key_prefix}…: {exc.user_message}", str(exc.hint))
+            )
+        return
+    except HokusaiAPIError as exc:
+        status["reachable"] = True
+        problems.append(_problem(str(exc), str(exc.hint)))
+        return
+    status.update(
+        reachable=True,
+        key_accepted=True,
+        owner=identity.get("owner"),
+        scopes=list(identity.get("scopes") or []),
+        expires_at=identity.get("expires_at"),
+    )
+
+
+def _check_mlflow(client: HokusaiClient, plan: _Plan, status: dict[str, Any]) -> None:
+    config = plan.config
+    try:
+        _probe_mlflow(client, plan)
+    except HokusaiError as exc:
+        sent = (
+            f"{config.credential_kind} credentials from {config.credential_source}"
+            if config.credential_source
+            else "no credentials"
+        )
+        status["problems"].append(
+            _problem(f"MLflow at {config.tracking_uri} refused {sent}: {exc.user_message}", str(exc.hint))
+        )
+        return
+    status["mlflow_accepted"] = True
+
+
+def _problem(problem: str, fix: str) -> dict[str, str]:
+    return {"problem": problem, "fix": fix}
+
+
+def _is_http(uri: str) -> bool:
+    return urlsplit(uri).scheme in _DEFAULT_PORTS
+
+
+def _same_origin(first: str, second: str) -> bool:
+    def origin(url: str) -> tuple[str, str | None, int | None]:
+        parts = urlsplit(url)
+        return parts.scheme, parts.hostname, parts.port or _DEFAULT_PORTS.get(parts.scheme)
+
+    return _is_http(first) and origin(first) == origin(second)
+
+
+def _without_userinfo(uri: str) -> str:
+    """The URI without ``user:password@``, so it can be logged and shown."""
+    parts = urlsplit(uri)
+    if not _is_http(uri) or "@" not in parts.netloc:
+        return uri
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))

@@ -1,0 +1,112 @@
+"""The values the registry returns (:class:`TokenizedModel`, :class:`BaselineEntry`) and the request it sends."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from hokusai.validation import (
+    METADATA_FIELDS,
+    METADATA_TAG_PREFIX,
+    normalize_token_id,
+    validate_baseline_value,
+    validate_description,
+    validate_metadata_fields,
+    validate_metric_name,
+    validate_model_name,
+    validate_model_uri,
+    validate_user_tags,
+)
+
+__all__ = ["BaselineEntry", "RegistrationRequest", "TokenizedModel"]
+
+
+class TokenizedModel(BaseModel):
+    """A registered model version tied to a token and a benchmark baseline.
+
+    ``model_uri`` addresses the registered version (``models:/<name>/<version>``); ``source`` is the artifact
+    location it was registered from (e.g. ``runs:/<run id>/model``).
+    """
+
+    # Unknown fields are ignored so an older SDK keeps working against a newer server.
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    model_name: str
+    version: str
+    token_id: str
+    metric_name: str
+    baseline_value: float
+    run_id: str | None = None
+    model_uri: str
+    source: str
+    tags: dict[str, str] = {}
+    warnings: tuple[str, ...] = ()
+    created: bool = False
+
+
+class BaselineEntry(BaseModel):
+    """A baseline model version registered from an MLflow run."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    model_name: str
+    version: str
+    model_type: str
+    run_id: str | None = None
+    model_uri: str
+    tags: dict[str, str] = {}
+
+
+@dataclass(frozen=True)
+class RegistrationRequest:
+    """A validated ``register_tokenized_model`` call: the JSON body of ``POST /api/v1/models/tokenized``."""
+
+    model_uri: str
+    model_name: str
+    token_id: str
+    metric_name: str
+    baseline_value: float
+    tags: dict[str, str] = field(default_factory=dict)
+    description: str | None = None
+    eval_spec: str | None = None
+    scorer_ref: str | None = None
+    primary_metric: str | None = None
+    benchmark_spec_id: str | None = None
+    strict: bool = False
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        model_uri: object,
+        model_name: object,
+        token_id: object,
+        metric_name: object,
+        baseline_value: object,
+        tags: Mapping[str, object] | None,
+        description: object,
+        metadata: Mapping[str, object],
+        strict: bool,
+    ) -> RegistrationRequest:
+        """Apply :mod:`hokusai.validation`, the same rules the server applies, before anything is sent."""
+        clean_metadata = validate_metadata_fields(metadata)
+        return cls(
+            model_uri=validate_model_uri(model_uri),
+            model_name=validate_model_name(model_name),
+            token_id=normalize_token_id(token_id),
+            metric_name=validate_metric_name(metric_name),
+            baseline_value=validate_baseline_value(baseline_value),
+            tags=validate_user_tags(tags),
+            description=validate_description(description),
+            strict=strict,
+            **{name: clean_metadata.get(METADATA_TAG_PREFIX + name) for name in METADATA_FIELDS},
+        )
+
+    def metadata_tags(self) -> dict[str, str]:
+        return validate_metadata_fields(self.as_json())
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,0 +1,300 @@
+from __future__ import annotations
+
+import functools
+import json
+import stat
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import httpx
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from hokusai import ModelRegistry, config
+from hokusai._client import HokusaiClient
+from hokusai._credentials import read_credentials, write_credentials
+from hokusai._outbox import append_entry, new_entry
+from hokusai._paths import credentials_path
+from hokusai.cli import _errors, auth, models, sync
+from hokusai.cli._errors import CLI_ERROR_MAPPINGS, DEBUG_HINT, run_cli
+from hokusai.errors import HokusaiAuthError, HokusaiError
+
+from .conftest import KEY, FakeAPI, error
+
+API = "http://api.test"
+WHOAMI = {"owner": "ada", "key_id": "k1", "key_prefix": KEY[:12], "scopes": ["read", "write"], "expires_at": None}
+MODEL = {
+    "model_name": "churn",
+    "version": "1",
+    "token_id": "CHURN",
+    "metric_name": "accuracy",
+    "baseline_value": 0.91,
+    "model_uri": "models:/churn/1",
+    "source": "s3://bucket/churn",
+    "tags": {"team": "growth"},
+    "created": True,
+}
+
+
+@dataclass
+class Outcome:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+def run(args: Sequence[str], *, input: str | None = None, app: typer.Typer | None = None) -> Outcome:
+    """Run the CLI the way `hokusai` does (through run_cli), capturing its streams."""
+    if app is None:
+        app = typer.Typer()
+        for module in (auth, models, sync):
+            module.register(app)
+    with CliRunner().isolation(input=input) as (stdout, stderr, _):
+        try:
+            run_cli(app, args)
+        except SystemExit as exc:
+            code = exc.code
+        else:
+            code = 0
+        return Outcome(int(code or 0), stdout.getvalue().decode(), stderr.getvalue().decode())
+
+
+@pytest.fixture
+def api(monkeypatch: pytest.MonkeyPatch) -> FakeAPI:
+    """The fake API behind every client the CLI builds; add answers with ``api.answer``."""
+    fake = FakeAPI()
+    monkeypatch.setenv("HOKUSAI_API_URL", API)
+    monkeypatch.setattr(auth, "HokusaiClient", functools.partial(HokusaiClient, transport=fake.transport))
+    for module in (models, sync):
+        monkeypatch.setattr(module, "ModelRegistry", functools.partial(ModelRegistry, transport=fake.transport))
+    monkeypatch.setattr(
+        auth, "get_mlflow_auth_status", functools.partial(config.get_mlflow_auth_status, transport=fake.transport)
+    )
+    return fake
+
+
+def answer(api: FakeAPI, *responses: httpx.Response | Exception) -> None:
+    api._answers.extend(responses)
+
+
+def test_login_validates_then_saves_owner_only(api: FakeAPI) -> None:
+    answer(api, httpx.Response(200, json=WHOAMI))
+    outcome = run(["login", "--key", KEY])
+    assert outcome.exit_code == 0
+    assert outcome.stdout.splitlines() == [
+        f"Logged in to {API} as ada (key hk_live_AbCd…, scopes: read, write).",
+        f"Saved to {credentials_path()} (readable by you only).",
+    ]
+    assert api.requests[0].headers["Authorization"] == f"Bearer {KEY}"
+    assert read_credentials() == {"api_key": KEY, "api_url": API}
+    assert stat.S_IMODE(credentials_path().stat().st_mode) == 0o600
+    assert KEY not in outcome.stdout + outcome.stderr
+
+
+def test_login_prompts_without_echoing_the_key(api: FakeAPI) -> None:
+    answer(api, httpx.Response(200, json=WHOAMI))
+    outcome = run(["login"], input=KEY + "\n")
+    assert outcome.exit_code == 0
+    assert outcome.stdout.startswith("Hokusai API key: \n")
+    assert KEY not in outcome.stdout + outcome.stderr
+    assert read_credentials()["api_key"] == KEY
+
+
+def test_a_rejected_key_is_not_saved(api: FakeAPI) -> None:
+    write_credentials(api_key="hk_live_previous")
+    answer(api, error(401, "UNAUTHENTICATED", "Unknown API key.", x_request_id="r-1"))
+    outcome = run(["login", "--key", KEY])
+    assert outcome.exit_code == 1
+    assert outcome.stderr == (
+        "Authentication failed: 401 UNAUTHENTICATED from hokusai-api (Request ID: r-1): Unknown API key. "
+        "(HINT: check HOKUSAI_API_KEY or run `hokusai login`)\n" + DEBUG_HINT + "\n"
+    )
+    assert read_credentials()["api_key"] == "hk_live_previous"
+
+
+def test_login_warns_when_the_environment_overrides(api: FakeAPI, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOKUSAI_API_KEY", "hk_live_other")
+    answer(api, httpx.Response(200, json=WHOAMI))
+    outcome = run(["login", "--key", KEY])
+    assert outcome.exit_code == 0
+    assert outcome.stderr == (
+        "Warning: HOKUSAI_API_KEY is set and takes precedence over the saved key; unset it to use the saved key.\n"
+    )
+
+
+def test_login_with_an_empty_key(api: FakeAPI) -> None:
+    outcome = run(["login", "--key", "  "])
+    assert outcome.exit_code == 1
+    assert outcome.stderr.startswith("Configuration problem: No API key entered.")
+    assert api.requests == []
+
+
+def test_logout() -> None:
+    write_credentials(api_key=KEY)
+    outcome = run(["logout"])
+    assert (outcome.exit_code, outcome.stdout) == (0, f"Logged out: removed {credentials_path()}.\n")
+    assert not credentials_path().exists()
+    assert run(["logout"]).stdout == f"Not logged in: there is no {credentials_path()}.\n"
+
+
+def test_whoami_when_not_logged_in() -> None:
+    outcome = run(["whoami"])
+    assert (outcome.exit_code, outcome.stderr) == (1, "Not logged in. Run `hokusai login` first.\n")
+
+
+def test_whoami(api: FakeAPI) -> None:
+    write_credentials(api_key=KEY)
+    answer(api, httpx.Response(200, json=WHOAMI))
+    outcome = run(["whoami"])
+    assert outcome.exit_code == 0
+    lines = [line.split() for line in outcome.stdout.splitlines()]
+    assert lines == [
+        ["owner", "ada"],
+        ["key", "hk_live_AbCd…", "(from", "file)"],
+        ["scopes", "read,", "write"],
+        ["expires", "never"],
+        ["api", API],
+    ]
+
+
+def test_auth_status_ok_exits_0(api: FakeAPI) -> None:
+    write_credentials(api_key=KEY, api_url=API)
+    answer(api, httpx.Response(200, json=WHOAMI), httpx.Response(200, json={}))
+    outcome = run(["auth", "status"])
+    assert outcome.exit_code == 0
+    assert "key accepted         yes" in outcome.stdout
+    assert "mlflow credential    bearer (from the Hokusai key (file))" in outcome.stdout
+    assert outcome.stdout.rstrip().endswith("No problems found.")
+
+
+def test_auth_status_with_problems_exits_1(api: FakeAPI) -> None:
+    refused = httpx.ConnectError("refused")
+    answer(api, refused)
+    outcome = run(["auth", "status"])
+    assert outcome.exit_code == 1
+    assert "No Hokusai API key found" in outcome.stdout
+    assert "run `hokusai login` or set HOKUSAI_API_KEY" in outcome.stdout
+    assert "Could not connect to api.test" in outcome.stdout
+
+
+def test_auth_status_in_mock_mode(monkeypatch: pytest.MonkeyPatch, no_network: None) -> None:
+    monkeypatch.setenv("HOKUSAI_MOCK_MODE", "true")
+    outcome = run(["auth", "status"])
+    assert outcome.exit_code == 0
+    assert "reachable            not checked (mock mode)" in outcome.stdout
+
+
+def test_models_register(api: FakeAPI, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOKUSAI_API_KEY", KEY)
+    answer(api, httpx.Response(201, json=MODEL | {"warnings": ["run has no metric 'accuracy'"]}))
+    args = ["models", "register", "--model-uri", "s3://bucket/churn", "--name", "churn", "--token-id", "churn"]
+    outcome = run([*args, "--metric", "accuracy", "--baseline", "0.91", "--tag", "team=growth", "--tag", "note=a=b"])
+    assert outcome.exit_code == 0
+    assert outcome.stdout == "Registered churn version 1 for token CHURN (models:/churn/1).\n"
+    assert outcome.stderr == "Warning: run has no metric 'accuracy'\n"
+    assert json.loads(api.requests[0].content)["tags"] == {"team": "growth", "note": "a=b"}
+
+
+def test_models_register_bad_tag_is_a_usage_error() -> None:
+    args = ["models", "register", "--model-uri", "s3://b/m", "--name", "n", "--token-id", "T", "--metric", "m"]
+    outcome = run([*args, "--baseline", "1", "--tag", "oops"])
+    assert outcome.exit_code == 2
+    assert "expected KEY=VALUE, got 'oops'" in outcome.stderr
+
+
+def test_models_register_invalid_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOKUSAI_API_KEY", KEY)
+    args = ["models", "register", "--model-uri", "s3://b/m", "--name", "n", "--token-id", "a b", "--metric", "m"]
+    outcome = run([*args, "--baseline", "1"])
+    assert outcome.exit_code == 1
+    assert outcome.stderr.splitlines() == [
+        "Invalid input: token_id: may contain only ASCII letters, digits and hyphens, with no hyphen at either end",
+        DEBUG_HINT,
+    ]
+
+
+def test_models_list_and_show(api: FakeAPI, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOKUSAI_API_KEY", KEY)
+    answer(
+        api,
+        httpx.Response(200, json={"models": [MODEL], "next_page_token": None}),
+        httpx.Response(200, json={"models": [], "next_page_token": None}),
+        httpx.Response(200, json=MODEL),
+    )
+    listed = run(["models", "list", "--token-id", "churn"])
+    assert listed.exit_code == 0
+    assert "│ churn │ 1       │ CHURN │ accuracy │ 0.91     │ s3://bucket/churn │" in listed.stdout
+    assert run(["models", "list"]).stdout == "No tokenized models found.\n"
+    shown = run(["models", "show", "churn"])
+    assert shown.exit_code == 0
+    assert "churn version 1" in shown.stdout and "tag team   growth" in shown.stdout
+    assert api.requests[2].url.path == "/api/v1/models/tokenized/churn/versions/latest"
+
+
+def test_models_show_not_found(api: FakeAPI, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOKUSAI_API_KEY", KEY)
+    answer(api, error(404, "RESOURCE_DOES_NOT_EXIST", "Model 'nope' not found."))
+    outcome = run(["models", "show", "nope", "2"])
+    assert outcome.exit_code == 1
+    assert outcome.stderr.startswith("Not found: 404 RESOURCE_DOES_NOT_EXIST from hokusai-api: Model 'nope' not found.")
+
+
+def test_sync(api: FakeAPI, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOKUSAI_API_KEY", KEY)
+    assert run(["sync"]).stdout == "Nothing to sync: the outbox is empty.\n"
+    request = {"model_uri": "s3://b/m", "model_name": "churn", "token_id": "CHURN"}
+    append_entry(new_entry(idempotency_key="k1", request=request, reason="down", local_version="1"))
+    append_entry(new_entry(idempotency_key="k2", request=request | {"token_id": "X"}, reason="down", local_version="2"))
+    answer(api, httpx.Response(200, json=MODEL | {"created": False}), error(403, "PERMISSION_DENIED", "needs write"))
+    outcome = run(["sync"])
+    assert outcome.exit_code == 1
+    assert "already-present" in outcome.stdout and "failed" in outcome.stdout
+
+
+def test_the_mapping_lists_subclasses_before_their_bases() -> None:
+    classes = list(CLI_ERROR_MAPPINGS)
+    for index, cls in enumerate(classes):
+        assert not any(issubclass(later, cls) and later is not cls for later in classes[index + 1 :]), cls
+    assert classes[-1] is HokusaiError
+
+
+def _failing_app(exc: BaseException) -> typer.Typer:
+    app = typer.Typer()
+
+    @app.command()
+    def boom() -> None:
+        raise exc
+
+    @app.command()
+    def other() -> None:
+        """A second command, so typer keeps `boom` as a subcommand."""
+
+    return app
+
+
+def test_debug_shows_the_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOKUSAI_DEBUG", "1")
+    with pytest.raises(HokusaiAuthError):
+        run(["boom"], app=_failing_app(HokusaiAuthError("no", status=401, error_code="UNAUTHENTICATED", layer="x")))
+
+
+def test_an_invalid_debug_flag_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOKUSAI_DEBUG", "maybe")
+    outcome = run(["boom"], app=_failing_app(RuntimeError()))
+    assert outcome.exit_code == 1
+    assert outcome.stderr.startswith("Configuration problem: HOKUSAI_DEBUG='maybe' is not a boolean.")
+
+
+def test_unknown_exceptions_are_re_raised() -> None:
+    with pytest.raises(RuntimeError, match="bug"):
+        run(["boom"], app=_failing_app(RuntimeError("bug")))
+
+
+def test_usage_errors_exit_2() -> None:
+    assert run(["models", "show"]).exit_code == 2
+    assert run(["no-such-command"]).exit_code == 2
+
+
+def test_format_error_uses_the_first_matching_label() -> None:
+    assert _errors.format_error(HokusaiError("plain")) == "Error: plain"

@@ -1,0 +1,195 @@
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from hokusai._client import DEFAULT_TIMEOUT, USER_AGENT, HokusaiClient, json_body
+from hokusai.errors import (
+    HokusaiAPIError,
+    HokusaiAuthError,
+    HokusaiConflictError,
+    HokusaiConnectionError,
+    HokusaiNotFoundError,
+    HokusaiPermissionError,
+    HokusaiRateLimitError,
+)
+
+from .conftest import KEY, FakeAPI, error
+
+
+def _client(api: FakeAPI) -> HokusaiClient:
+    return HokusaiClient(KEY, api_url="http://api.test/", transport=api.transport)
+
+
+def _fail(answer: httpx.Response, method: str = "GET") -> HokusaiAPIError:
+    with _client(FakeAPI(answer)) as client, pytest.raises(HokusaiAPIError) as caught:
+        client.request(method, "/api/v1/thing")
+    return caught.value
+
+
+def test_sends_bearer_key_and_user_agent() -> None:
+    api = FakeAPI(httpx.Response(200, json={"ok": True}))
+    with _client(api) as client:
+        assert json_body(client.request("GET", "/api/v1/auth/whoami")) == {"ok": True}
+    (request,) = api.requests
+    assert str(request.url) == "http://api.test/api/v1/auth/whoami"
+    assert request.headers["Authorization"] == f"Bearer {KEY}"
+    assert request.headers["User-Agent"] == USER_AGENT == "hokusai-sdk/0.1.0"
+
+
+def test_timeouts_are_on_by_default() -> None:
+    assert httpx.Timeout(30.0, connect=5.0) == DEFAULT_TIMEOUT
+
+
+def test_repr_hides_the_key() -> None:
+    client = _client(FakeAPI())
+    assert repr(client) == "HokusaiClient(api_url='http://api.test', api_key='**********')"
+    assert KEY not in repr(client._http.auth)
+
+
+def test_401_is_an_auth_error_with_request_id_and_login_hint() -> None:
+    exc = _fail(error(401, "UNAUTHENTICATED", "The API key is revoked.", x_request_id="req-123"))
+    assert type(exc) is HokusaiAuthError
+    assert str(exc) == (
+        "401 UNAUTHENTICATED from hokusai-api (Request ID: req-123): The API key is revoked. "
+        "(HINT: check HOKUSAI_API_KEY or run `hokusai login`)"
+    )
+    assert (exc.status, exc.error_code, exc.layer, exc.request_id) == (401, "UNAUTHENTICATED", "hokusai-api", "req-123")
+    assert exc.user_message == "The API key is revoked."
+
+
+def test_403_from_the_api_names_the_missing_scope() -> None:
+    exc = _fail(error(403, "PERMISSION_DENIED", "This action requires the 'write' scope."))
+    assert type(exc) is HokusaiPermissionError
+    assert exc.hint == "this key lacks the 'write' scope; ask an admin for a key with that scope"
+
+
+def test_403_from_mlflow_explains_ownership() -> None:
+    exc = _fail(error(403, "PERMISSION_DENIED", "Permission denied", layer="mlflow"))
+    assert type(exc) is HokusaiPermissionError
+    assert exc.layer == "mlflow"
+    assert exc.hint == (
+        "MLflow refused this resource: it belongs to another user; "
+        "use your own experiment/model or ask its owner for access"
+    )
+
+
+def test_404_and_409() -> None:
+    not_found = _fail(error(404, "RESOURCE_DOES_NOT_EXIST", "Model 'x' not found."))
+    assert type(not_found) is HokusaiNotFoundError
+    assert "hokusai models list" in str(not_found.hint)
+    conflict = _fail(error(409, "TOKEN_ALREADY_CLAIMED", "Token T is claimed by model 'other'."), "POST")
+    assert type(conflict) is HokusaiConflictError
+    assert "Token T is claimed by model 'other'." in str(conflict)
+
+
+def test_unknown_endpoint_points_at_the_url() -> None:
+    exc = _fail(error(404, "ENDPOINT_NOT_FOUND", "No such endpoint."))
+    assert exc.hint == "check HOKUSAI_API_URL: it must be the API root (e.g. http://localhost:8000), not a sub-path"
+
+
+def test_429_carries_retry_after() -> None:
+    exc = _fail(error(429, "REQUEST_LIMIT_EXCEEDED", "Too many requests.", retry_after="7"))
+    assert isinstance(exc, HokusaiRateLimitError)
+    assert exc.retry_after == 7.0
+    assert exc.hint == "wait 7 s and retry"
+
+
+def test_non_json_body_still_gives_a_typed_error() -> None:
+    html = "<html>" + "x" * 1000 + "</html>"
+    exc = _fail(httpx.Response(502, text=html, headers={"X-Request-ID": "lb-1"}), "POST")
+    assert type(exc) is HokusaiAPIError
+    assert (exc.status, exc.error_code, exc.layer, exc.request_id) == (502, "HTTP_502", "unknown", "lb-1")
+    assert exc.user_message == "502 Bad Gateway with a body that is not a Hokusai error: " + repr(html[:500])
+
+
+def test_unauthenticated_html_from_mlflow_is_an_auth_error() -> None:
+    exc = _fail(httpx.Response(401, text="You are not authenticated."))
+    assert type(exc) is HokusaiAuthError
+    assert "You are not authenticated." in exc.user_message
+
+
+def test_non_json_success_body_is_reported() -> None:
+    with _client(FakeAPI(httpx.Response(200, text="<html>login</html>"))) as client:
+        response = client.request("GET", "/api/v1/auth/whoami")
+        with pytest.raises(HokusaiAPIError) as caught:
+            json_body(response)
+    assert caught.value.error_code == "INVALID_RESPONSE"
+    assert "answered 200 with a body that is not JSON: '<html>login</html>'" in str(caught.value)
+
+
+def test_connection_error_names_host_and_hint(sleeps: list[float]) -> None:
+    refused = httpx.ConnectError("[Errno 111] Connection refused")
+    api = FakeAPI(refused, refused, refused)
+    with _client(api) as client, pytest.raises(HokusaiConnectionError) as caught:
+        client.request("GET", "/api/v1/auth/whoami")
+    assert str(caught.value) == (
+        "Could not connect to api.test (ConnectError: [Errno 111] Connection refused). "
+        "(HINT: is the Hokusai API running? `hokusai server` / check HOKUSAI_API_URL)"
+    )
+    assert isinstance(caught.value.__cause__, httpx.ConnectError)
+    assert len(api.requests) == 3  # the first attempt and two retries
+    assert len(sleeps) == 2
+    assert 0.25 <= sleeps[0] <= 0.5 and 0.5 <= sleeps[1] <= 1.0  # exponential, with jitter
+
+
+def test_timeout_is_a_connection_error() -> None:
+    timeout = httpx.ReadTimeout("timed out")
+    with _client(FakeAPI(timeout, timeout, timeout)) as client, pytest.raises(HokusaiConnectionError) as caught:
+        client.request("GET", "/x")
+    assert caught.value.user_message == "api.test did not answer in time (ReadTimeout: timed out)."
+
+
+def test_gateway_errors_are_retried_for_get(sleeps: list[float]) -> None:
+    api = FakeAPI(error(503, "TEMPORARILY_UNAVAILABLE", "MLflow is starting."), httpx.Response(200, json={}))
+    with _client(api) as client:
+        assert client.request("GET", "/x").status_code == 200
+    assert len(api.requests) == 2 and len(sleeps) == 1
+
+
+def test_retry_after_is_honoured(sleeps: list[float]) -> None:
+    api = FakeAPI(error(503, "TEMPORARILY_UNAVAILABLE", "busy", retry_after="3"), httpx.Response(200, json={}))
+    with _client(api) as client:
+        client.request("GET", "/x")
+    assert sleeps == [3.0]
+
+
+def test_a_long_retry_after_is_not_waited_for(sleeps: list[float]) -> None:
+    api = FakeAPI(error(503, "TEMPORARILY_UNAVAILABLE", "maintenance", retry_after="120"))
+    with _client(api) as client, pytest.raises(HokusaiAPIError) as caught:
+        client.request("GET", "/x")
+    assert caught.value.status == 503 and sleeps == []
+
+
+def test_post_without_idempotency_key_is_not_retried(sleeps: list[float]) -> None:
+    api = FakeAPI(error(503, "TEMPORARILY_UNAVAILABLE", "busy"))
+    with _client(api) as client, pytest.raises(HokusaiAPIError):
+        client.request("POST", "/x", json={})
+    assert len(api.requests) == 1 and sleeps == []
+
+
+def test_post_with_idempotency_key_is_retried_with_the_same_key(sleeps: list[float]) -> None:
+    api = FakeAPI(httpx.ConnectError("refused"), error(504, "DEADLINE_EXCEEDED", "slow"), httpx.Response(201, json={}))
+    with _client(api) as client:
+        client.request("POST", "/x", json={"a": 1}, headers={"Idempotency-Key": "key-1"})
+    assert [request.headers["Idempotency-Key"] for request in api.requests] == ["key-1", "key-1", "key-1"]
+    assert len(sleeps) == 2
+
+
+def test_500_and_4xx_are_not_retried(sleeps: list[float]) -> None:
+    for answer in (error(500, "INTERNAL_ERROR", "boom"), error(400, "INVALID_PARAMETER_VALUE", "bad")):
+        api = FakeAPI(answer)
+        with _client(api) as client, pytest.raises(HokusaiAPIError):
+            client.request("GET", "/x")
+        assert len(api.requests) == 1
+    assert sleeps == []
+
+
+def test_per_request_auth_override() -> None:
+    api = FakeAPI(httpx.Response(200, json={}), httpx.Response(200, json={}))
+    with _client(api) as client:
+        client.request("GET", "http://mlflow.test/api/2.0/x", auth=httpx.BasicAuth("me", "pw"))
+        client.request("GET", "/x", auth=None)
+    assert api.requests[0].headers["Authorization"].startswith("Basic ")
+    assert str(api.requests[0].url) == "http://mlflow.test/api/2.0/x"
+    assert "Authorization" not in api.requests[1].headers

@@ -1,0 +1,250 @@
+from __future__ import annotations
+
+import base64
+import logging
+import os
+from pathlib import Path
+
+import httpx
+import pytest
+
+from hokusai._credentials import write_credentials
+from hokusai._outbox import append_entry, new_entry
+from hokusai.config import get_mlflow_auth_status, setup, setup_mlflow_auth
+from hokusai.errors import HokusaiAuthError, HokusaiConfigurationError, HokusaiPermissionError
+
+from .conftest import KEY, FakeAPI, error
+
+API = "http://api.test"
+WHOAMI = {"owner": "ada", "key_id": "k1", "key_prefix": KEY[:12], "scopes": ["read", "write"], "expires_at": None}
+
+
+def _mlflow_file(home: Path, text: str) -> None:
+    (home / ".mlflow").mkdir()
+    (home / ".mlflow" / "credentials").write_text(text)
+
+
+def test_defaults_point_mlflow_at_the_api_with_the_key(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="hokusai.config"):
+        config = setup_mlflow_auth(api_key=KEY, api_url=API)
+    assert os.environ["MLFLOW_TRACKING_URI"] == "http://api.test/api/mlflow"
+    assert os.environ["MLFLOW_TRACKING_TOKEN"] == KEY
+    assert (config.tracking_uri_source, config.credential_kind, config.mode) == ("hokusai-default", "bearer", "remote")
+    assert config.credential_source == "the Hokusai key (argument)"
+    assert config.key_prefix == "hk_live_AbCd"
+    assert config.env_set == ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_TOKEN")
+    assert KEY not in repr(config)
+    assert caplog.messages == [
+        "MLflow tracking URI http://api.test/api/mlflow (hokusai-default); MLflow will send bearer credentials "
+        "from the Hokusai key (argument)"
+    ]
+
+
+def test_the_users_tracking_uri_and_token_are_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://api.test/api/mlflow/")
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "users-own-token")
+    config = setup_mlflow_auth(api_key=KEY, api_url=API)
+    assert os.environ["MLFLOW_TRACKING_URI"] == "http://api.test/api/mlflow/"
+    assert os.environ["MLFLOW_TRACKING_TOKEN"] == "users-own-token"
+    assert (config.tracking_uri_source, config.credential_kind, config.credential_source) == (
+        "env",
+        "bearer",
+        "MLFLOW_TRACKING_TOKEN",
+    )
+    assert config.env_set == ()
+
+
+def test_username_and_password_in_env_mean_basic_and_no_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "ada")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", KEY)
+    config = setup_mlflow_auth(api_key=KEY, api_url=API)
+    assert "MLFLOW_TRACKING_TOKEN" not in os.environ
+    assert (config.credential_kind, config.credential_source) == (
+        "basic",
+        "MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD",
+    )
+
+
+def test_mlflow_credentials_file_means_basic(tmp_path: Path) -> None:
+    _mlflow_file(tmp_path / "home", "[mlflow]\nmlflow_tracking_username = ada\nmlflow_tracking_password = 50%off\n")
+    config = setup_mlflow_auth(api_key=KEY, api_url=API)
+    assert "MLFLOW_TRACKING_TOKEN" not in os.environ
+    assert (config.credential_kind, config.credential_source) == ("basic", str(tmp_path / "home/.mlflow/credentials"))
+
+
+def test_a_username_alone_is_not_a_credential(monkeypatch: pytest.MonkeyPatch) -> None:
+    # MLflow needs both for Basic; with a username only it sends the token, so the key must be supplied.
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "ada")
+    config = setup_mlflow_auth(api_key=KEY, api_url=API)
+    assert os.environ["MLFLOW_TRACKING_TOKEN"] == KEY
+    assert config.credential_kind == "bearer"
+
+
+def test_the_key_is_never_given_to_another_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "https://other-mlflow.test")
+    config = setup_mlflow_auth(api_key=KEY, api_url=API)
+    assert "MLFLOW_TRACKING_TOKEN" not in os.environ
+    assert config.credential_kind == "none"
+
+
+def test_an_explicit_tracking_uri_argument_is_applied() -> None:
+    config = setup(KEY, api_url=API, tracking_uri="http://api.test/api/mlflow")
+    assert os.environ["MLFLOW_TRACKING_URI"] == "http://api.test/api/mlflow"
+    assert config.tracking_uri_source == "argument"
+
+
+def test_a_second_setup_updates_only_its_own_values() -> None:
+    setup_mlflow_auth(api_key=KEY, api_url=API)
+    config = setup_mlflow_auth(api_key=KEY + "2", api_url=API)
+    assert os.environ["MLFLOW_TRACKING_TOKEN"] == KEY + "2"
+    assert config.tracking_uri_source == "hokusai-default"
+
+
+def test_userinfo_in_the_tracking_uri_is_not_shown(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://ada:secret@api.test/api/mlflow")
+    config = setup_mlflow_auth(api_key=KEY, api_url=API)
+    assert config.tracking_uri == "http://***@api.test/api/mlflow"
+
+
+def test_mock_mode_uses_the_local_store_and_no_token(monkeypatch: pytest.MonkeyPatch, hokusai_home: Path) -> None:
+    monkeypatch.setenv("HOKUSAI_MOCK_MODE", "true")
+    config = setup_mlflow_auth(True, api_key=KEY, transport=FakeAPI().transport)  # validate: no request either
+    assert os.environ["MLFLOW_TRACKING_URI"] == f"sqlite:///{hokusai_home / 'mock' / 'mlflow.db'}"
+    assert "MLFLOW_TRACKING_TOKEN" not in os.environ
+    assert (config.mode, config.credential_kind) == ("mock", "none")
+
+
+def test_validate_checks_the_api_and_mlflow_with_the_credential_mlflow_sends() -> None:
+    api = FakeAPI(httpx.Response(200, json=WHOAMI), httpx.Response(200, json={"experiments": []}))
+    setup_mlflow_auth(True, api_key=KEY, api_url=API, transport=api.transport)
+    whoami, probe = api.requests
+    assert str(whoami.url) == "http://api.test/api/v1/auth/whoami"
+    assert str(probe.url) == "http://api.test/api/mlflow/api/2.0/mlflow/experiments/search?max_results=1"
+    assert probe.headers["Authorization"] == f"Bearer {KEY}"
+
+
+def test_validate_sends_basic_when_mlflow_would(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "anyone")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", KEY)
+    api = FakeAPI(httpx.Response(200, json=WHOAMI), httpx.Response(200, json={}))
+    setup_mlflow_auth(True, api_key=KEY, api_url=API, transport=api.transport)
+    expected = base64.b64encode(f"anyone:{KEY}".encode()).decode()
+    assert api.requests[1].headers["Authorization"] == f"Basic {expected}"
+
+
+def test_validate_raises_the_typed_error() -> None:
+    api = FakeAPI(httpx.Response(200, json=WHOAMI), error(403, "PERMISSION_DENIED", "not yours", layer="mlflow"))
+    with pytest.raises(HokusaiPermissionError) as caught:
+        setup_mlflow_auth(True, api_key=KEY, api_url=API, transport=api.transport)
+    assert caught.value.layer == "mlflow"
+    with pytest.raises(HokusaiAuthError):
+        setup_mlflow_auth(
+            True, api_key=KEY, api_url=API, transport=FakeAPI(error(401, "UNAUTHENTICATED", "no")).transport
+        )
+
+
+def test_validate_without_a_key_is_a_configuration_error() -> None:
+    with pytest.raises(HokusaiConfigurationError, match="No Hokusai API key provided"):
+        setup_mlflow_auth(True, api_url=API, transport=FakeAPI().transport)
+
+
+def test_status_of_a_working_setup() -> None:
+    write_credentials(api_key=KEY, api_url=API)
+    api = FakeAPI(
+        httpx.Response(200, json=WHOAMI | {"expires_at": "2030-01-01T00:00:00Z"}), httpx.Response(200, json={})
+    )
+    status = get_mlflow_auth_status(transport=api.transport)
+    assert status == {
+        "mode": "remote",
+        "api_url": API,
+        "tracking_uri": "http://api.test/api/mlflow",
+        "tracking_uri_source": "hokusai-default",
+        "credential": "bearer",
+        "credential_source": "the Hokusai key (file)",
+        "key_prefix": "hk_live_AbCd",
+        "reachable": True,
+        "key_accepted": True,
+        "mlflow_accepted": True,
+        "owner": "ada",
+        "scopes": ["read", "write"],
+        "expires_at": "2030-01-01T00:00:00Z",
+        "outbox_pending": 0,
+        "problems": [],
+    }
+    assert "MLFLOW_TRACKING_URI" not in os.environ  # read-only
+
+
+def test_status_when_the_api_is_down_in_optional_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOKUSAI_OPTIONAL_MLFLOW", "on")
+    status = get_mlflow_auth_status(
+        api_key=KEY, api_url=API, transport=FakeAPI(httpx.ConnectError("refused")).transport
+    )
+    assert (status["mode"], status["reachable"], status["key_accepted"]) == ("optional-fallback-active", False, False)
+    assert status["problems"] == [
+        {
+            "problem": "Could not connect to api.test (ConnectError: refused).",
+            "fix": "start the API (`hokusai server`) or fix HOKUSAI_API_URL (http://api.test)",
+        }
+    ]
+
+
+def test_status_with_a_rejected_key() -> None:
+    api = FakeAPI(error(401, "UNAUTHENTICATED", "The API key has expired."))
+    status = get_mlflow_auth_status(api_key=KEY, api_url=API, transport=api.transport)
+    assert (status["reachable"], status["key_accepted"]) == (True, False)
+    assert status["problems"] == [
+        {
+            "problem": "The API rejected the key hk_live_AbCd…: The API key has expired.",
+            "fix": "check HOKUSAI_API_KEY or run `hokusai login`",
+        }
+    ]
+    assert len(api.requests) == 1  # MLflow is not asked when the key is already refused
+
+
+def test_status_without_a_key() -> None:
+    api = FakeAPI(error(401, "UNAUTHENTICATED", "API key required."))
+    status = get_mlflow_auth_status(api_url=API, transport=api.transport)
+    assert "Authorization" not in api.requests[0].headers
+    assert status["reachable"] is True
+    assert status["problems"] == [
+        {"problem": "No Hokusai API key found", "fix": "run `hokusai login` or set HOKUSAI_API_KEY"}
+    ]
+
+
+def test_status_reports_mlflow_refusing_the_users_own_credential(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "stale-token")
+    api = FakeAPI(httpx.Response(200, json=WHOAMI), error(401, "UNAUTHENTICATED", "Unknown key.", layer="mlflow"))
+    status = get_mlflow_auth_status(api_key=KEY, api_url=API, transport=api.transport)
+    assert api.requests[1].headers["Authorization"] == "Bearer stale-token"
+    assert status["mlflow_accepted"] is False
+    assert status["problems"] == [
+        {
+            "problem": "MLflow at http://api.test/api/mlflow refused bearer credentials from MLFLOW_TRACKING_TOKEN: "
+            "Unknown key.",
+            "fix": "check HOKUSAI_API_KEY or run `hokusai login`",
+        }
+    ]
+
+
+def test_status_flags_a_tracking_uri_elsewhere_and_pending_outbox(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db")
+    append_entry(new_entry(idempotency_key="k", request={}, reason="down", local_version="1"))
+    api = FakeAPI(httpx.Response(200, json=WHOAMI))
+    status = get_mlflow_auth_status(api_key=KEY, api_url=API, transport=api.transport)
+    assert status["outbox_pending"] == 1
+    assert status["problems"] == [
+        {"problem": "1 local registration(s) wait in the outbox", "fix": "run `hokusai sync`"},
+        {
+            "problem": "MLflow logs to sqlite:///mlflow.db, not to the Hokusai MLflow: runs there cannot be registered",
+            "fix": "unset MLFLOW_TRACKING_URI (or set it to http://api.test/api/mlflow)",
+        },
+    ]
+
+
+def test_status_in_mock_mode_makes_no_request(monkeypatch: pytest.MonkeyPatch, no_network: None) -> None:
+    monkeypatch.setenv("HOKUSAI_MOCK_MODE", "1")
+    api = FakeAPI()
+    status = get_mlflow_auth_status(api_key=KEY, transport=api.transport)
+    assert status["mode"] == "mock"
+    assert status["problems"] == []
+    assert api.requests == []

@@ -1,0 +1,118 @@
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from hokusai._credentials import (
+    DEFAULT_API_URL,
+    delete_credentials,
+    lookup_api_key,
+    lookup_api_url,
+    read_credentials,
+    require_api_key,
+    write_credentials,
+)
+from hokusai._paths import credentials_path, hokusai_home
+from hokusai.errors import HokusaiConfigurationError
+
+from .conftest import KEY
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_home_defaults_to_dot_hokusai(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("HOKUSAI_HOME", "")
+    assert hokusai_home() == tmp_path / "home" / ".hokusai"
+
+
+def test_written_file_is_owner_only_in_an_owner_only_dir(hokusai_home: Path) -> None:
+    write_credentials(api_key=KEY, api_url="http://api.test")
+    assert credentials_path() == hokusai_home / "credentials"
+    assert _mode(credentials_path()) == 0o600
+    assert _mode(hokusai_home) == 0o700
+    assert read_credentials() == {"api_key": KEY, "api_url": "http://api.test"}
+
+
+def test_rewriting_keeps_0600_even_if_loosened(hokusai_home: Path) -> None:
+    write_credentials(api_key=KEY)
+    credentials_path().chmod(0o644)
+    write_credentials(api_key=KEY + "x")
+    assert _mode(credentials_path()) == 0o600
+    assert read_credentials() == {"api_key": KEY + "x"}
+
+
+def test_percent_in_a_key_is_not_interpolation() -> None:
+    write_credentials(api_key="hk_live_100%safe")
+    found = lookup_api_key()
+    assert found is not None and found.value == "hk_live_100%safe"
+
+
+def test_key_order_argument_env_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    write_credentials(api_key="from-file")
+    monkeypatch.setenv("HOKUSAI_API_KEY", "from-env")
+    found = lookup_api_key("from-arg")
+    assert found is not None and (found.value, found.source) == ("from-arg", "argument")
+    found = lookup_api_key()
+    assert found is not None and (found.value, found.source) == ("from-env", "env")
+    monkeypatch.delenv("HOKUSAI_API_KEY")
+    found = lookup_api_key()
+    assert found is not None and (found.value, found.source) == ("from-file", "file")
+
+
+def test_empty_values_count_as_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    write_credentials(api_key="from-file")
+    monkeypatch.setenv("HOKUSAI_API_KEY", "  ")
+    found = lookup_api_key("")
+    assert found is not None and found.source == "file"
+
+
+def test_pasted_newline_is_stripped() -> None:
+    found = lookup_api_key(KEY + "\n")
+    assert found is not None and found.value == KEY
+
+
+def test_no_key_anywhere_fails_with_a_hint() -> None:
+    assert lookup_api_key() is None
+    with pytest.raises(HokusaiConfigurationError) as caught:
+        require_api_key()
+    assert str(caught.value) == (
+        "No Hokusai API key provided. (HINT: run `hokusai login`, set HOKUSAI_API_KEY, or pass api_key=...)"
+    )
+
+
+def test_setting_repr_hides_the_value() -> None:
+    found = lookup_api_key(KEY)
+    assert KEY not in repr(found)
+    assert repr(found) == "Setting(source='argument')"
+
+
+def test_api_url_order_and_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert (lookup_api_url().value, lookup_api_url().source) == (DEFAULT_API_URL, "default")
+    write_credentials(api_key=KEY, api_url="http://file.test/")
+    assert (lookup_api_url().value, lookup_api_url().source) == ("http://file.test", "file")
+    monkeypatch.setenv("HOKUSAI_API_URL", "https://env.test")
+    assert lookup_api_url().value == "https://env.test"
+    assert lookup_api_url("http://arg.test").value == "http://arg.test"
+
+
+def test_api_url_must_be_http() -> None:
+    with pytest.raises(HokusaiConfigurationError, match=r"The API URL 'localhost:8000' \(from argument\)"):
+        lookup_api_url("localhost:8000")
+
+
+def test_broken_file_names_itself() -> None:
+    credentials_path().parent.mkdir(parents=True)
+    credentials_path().write_text("api_key = no section\n")
+    with pytest.raises(HokusaiConfigurationError, match="is not valid INI"):
+        lookup_api_key()
+
+
+def test_delete() -> None:
+    assert delete_credentials() is False
+    write_credentials(api_key=KEY)
+    assert delete_credentials() is True
+    assert not credentials_path().exists()

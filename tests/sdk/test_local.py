@@ -1,0 +1,178 @@
+"""Mock mode against a real local MLflow SQLite store, with sockets refused."""
+
+from __future__ import annotations
+
+import runpy
+from pathlib import Path
+
+import pytest
+
+from hokusai import ModelRegistry
+from hokusai.errors import HokusaiConflictError, HokusaiNotFoundError, HokusaiValidationError
+from hokusai.validation import TAG_BASELINE, TAG_METRIC, TAG_RUN_ID, TAG_STATUS, TAG_TOKEN_ID
+
+EXAMPLE = Path(__file__).parents[2] / "examples" / "quickstart.py"
+RUN_ID = "0123456789abcdef0123456789abcdef"
+
+
+@pytest.fixture
+def registry(monkeypatch: pytest.MonkeyPatch, mock_store: Path, no_network: None) -> ModelRegistry:
+    monkeypatch.setenv("HOKUSAI_MOCK_MODE", "true")
+    return ModelRegistry()
+
+
+def _register(registry: ModelRegistry, **overrides: object):  # type: ignore[no-untyped-def]
+    arguments: dict[str, object] = {
+        "model_uri": "s3://bucket/churn",
+        "model_name": "churn",
+        "token_id": "churn",
+        "metric_name": "accuracy",
+        "baseline_value": 0.91,
+    } | overrides
+    return registry.register_tokenized_model(**arguments)  # type: ignore[arg-type]
+
+
+def test_mock_mode_needs_no_key_and_reports_its_store(registry: ModelRegistry, mock_store: Path) -> None:
+    assert registry.mode == "mock"
+    assert repr(registry) == f"ModelRegistry(mode='mock', url='sqlite:///{mock_store}/mlflow.db', api_key='**********')"
+
+
+def test_register_creates_a_tagged_version(registry: ModelRegistry) -> None:
+    model = _register(registry, tags={"team": "growth"}, primary_metric="accuracy", description="first")
+    assert (model.model_name, model.version, model.token_id, model.created) == ("churn", "1", "CHURN", True)
+    assert (model.model_uri, model.source, model.run_id, model.warnings) == (
+        "models:/churn/1",
+        "s3://bucket/churn",
+        None,
+        (),
+    )
+    assert model.tags == {
+        TAG_TOKEN_ID: "CHURN",
+        TAG_METRIC: "accuracy",
+        TAG_BASELINE: "0.91",
+        TAG_STATUS: "registered",
+        "team": "growth",
+        "hokusai.primary_metric": "accuracy",
+    }
+    stored = registry.local.client.get_model_version("churn", "1")
+    assert stored.description == "first"
+
+
+def test_the_same_registration_again_is_idempotent(registry: ModelRegistry) -> None:
+    first = _register(registry)
+    again = _register(registry)
+    assert (again.version, again.created) == (first.version, False)
+    assert _register(registry, model_uri="s3://bucket/churn-v2").version == "2"
+
+
+def test_a_token_belongs_to_one_model(registry: ModelRegistry) -> None:
+    _register(registry)
+    with pytest.raises(HokusaiConflictError) as caught:
+        _register(registry, model_name="other")
+    assert str(caught.value) == (
+        "409 TOKEN_ALREADY_CLAIMED from local: Token CHURN is already claimed by model 'churn'. "
+        "(HINT: token CHURN belongs to the model named above: register new versions there, or use another)"
+    )
+
+
+def test_a_run_missing_from_the_store_is_a_warning_or_with_strict_not_found(registry: ModelRegistry) -> None:
+    model = _register(registry, model_uri=f"runs:/{RUN_ID}/model")
+    assert model.run_id == RUN_ID
+    assert model.tags[TAG_RUN_ID] == RUN_ID
+    assert model.warnings == (f"run '{RUN_ID}' is not in the local MLflow store ({registry.local.tracking_uri})",)
+    with pytest.raises(HokusaiNotFoundError, match=f"Run with id={RUN_ID} not found"):
+        _register(registry, model_uri=f"runs:/{RUN_ID}/other", strict=True)
+
+
+def test_a_run_with_the_metric_gives_no_warning(registry: ModelRegistry) -> None:
+    client = registry.local.client
+    run = client.create_run(client.create_experiment("e"))
+    client.log_metric(run.info.run_id, "accuracy", 0.9)
+    model = _register(registry, model_uri=f"runs:/{run.info.run_id}/model")
+    assert model.warnings == ()
+    assert _register(registry, model_uri=f"runs:/{run.info.run_id}/m2", metric_name="f1").warnings == (
+        f"run '{run.info.run_id}' has no metric 'f1' to confirm the baseline 0.91",
+    )
+    with pytest.raises(HokusaiValidationError) as caught:
+        _register(registry, model_uri=f"runs:/{run.info.run_id}/m3", metric_name="f1", strict=True)
+    assert caught.value.field == "baseline_value"
+    assert str(caught.value).endswith("to confirm the baseline 0.91 (strict mode)")
+
+
+def test_get_latest_and_specific_versions(registry: ModelRegistry) -> None:
+    _register(registry)
+    _register(registry, model_uri="s3://bucket/churn-v2", baseline_value=0.93)
+    latest = registry.get_tokenized_model("churn")
+    assert (latest.version, latest.baseline_value, latest.created) == ("2", 0.93, False)
+    assert registry.get_tokenized_model("churn", 1).source == "s3://bucket/churn"
+
+
+def test_get_missing_models(registry: ModelRegistry) -> None:
+    with pytest.raises(HokusaiNotFoundError) as caught:
+        registry.get_tokenized_model("nope")
+    assert (caught.value.status, caught.value.layer) == (404, "local")
+    _register(registry)
+    with pytest.raises(HokusaiNotFoundError):
+        registry.get_tokenized_model("churn", 9)
+
+
+def test_a_plain_model_version_is_not_a_tokenized_model(registry: ModelRegistry) -> None:
+    registry.local.client.create_registered_model("plain")
+    registry.local.client.create_model_version("plain", source="s3://x")
+    with pytest.raises(HokusaiNotFoundError, match="Version 1 of model 'plain' is not a tokenized model"):
+        registry.get_tokenized_model("plain")
+
+
+def test_list_by_token_and_owner(registry: ModelRegistry) -> None:
+    _register(registry)
+    _register(registry, model_uri="s3://bucket/churn-v2")
+    _register(registry, model_name="fraud", token_id="FRAUD")
+    everything = registry.list_tokenized_models()
+    assert [(model.model_name, model.version) for model in everything] == [
+        ("churn", "1"),
+        ("churn", "2"),
+        ("fraud", "1"),
+    ]
+    assert [model.model_name for model in registry.list_tokenized_models("fraud")] == ["fraud"]
+    owner = registry.whoami()["owner"]
+    assert len(registry.list_tokenized_models(owner=owner)) == 3
+    assert registry.list_tokenized_models(owner="someone-else") == []
+    with pytest.raises(HokusaiValidationError):
+        registry.list_tokenized_models(owner="no spaces")
+
+
+def test_baseline(registry: ModelRegistry) -> None:
+    entry = registry.register_baseline_via_api("classification", RUN_ID, {"dataset": "v1"})
+    assert (entry.model_name, entry.version, entry.model_type, entry.run_id) == (
+        "hokusai-baseline-classification",
+        "1",
+        "classification",
+        RUN_ID,
+    )
+    assert entry.model_uri == "models:/hokusai-baseline-classification/1"
+    assert entry.tags["metadata"] == '{"dataset":"v1"}'
+    assert entry.tags["is_baseline"] == "true"
+
+
+def test_whoami_is_the_local_user(registry: ModelRegistry) -> None:
+    identity = registry.whoami()
+    assert identity["key_id"] is None and identity["expires_at"] is None
+    assert identity["scopes"] == ["read", "write"]
+
+
+def test_quickstart_runs_in_mock_mode_twice(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    mock_store: Path,
+    no_network: None,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("HOKUSAI_MOCK_MODE", "true")
+    monkeypatch.chdir(tmp_path)  # MLflow writes run artifacts to ./mlruns
+    quickstart = runpy.run_path(str(EXAMPLE))
+    quickstart["main"](["quickstart.py", "qs-model", "qs-token"])
+    quickstart["main"](["quickstart.py", "qs-model", "qs-token"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "Registered qs-model version 1 for token QS-TOKEN"
+    assert "Registered qs-model version 2 for token QS-TOKEN" in lines
+    assert not any("warning" in line for line in lines)  # the run and its metric are in the local store

@@ -1,0 +1,264 @@
+from __future__ import annotations
+
+import json
+import logging
+import stat
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from hokusai import ModelRegistry, TokenizedModel
+from hokusai._outbox import read_entries
+from hokusai._paths import outbox_path
+from hokusai.errors import (
+    HokusaiAPIError,
+    HokusaiAuthError,
+    HokusaiConfigurationError,
+    HokusaiConflictError,
+    HokusaiConnectionError,
+    HokusaiPermissionError,
+    HokusaiValidationError,
+)
+
+from .conftest import KEY, FakeAPI, error
+
+API = "http://api.test"
+RUN_ID = "0123456789abcdef0123456789abcdef"
+
+
+def _model(**overrides: object) -> dict[str, object]:
+    return {
+        "model_name": "churn",
+        "version": "1",
+        "token_id": "CHURN",
+        "metric_name": "accuracy",
+        "baseline_value": 0.91,
+        "run_id": RUN_ID,
+        "model_uri": "models:/churn/1",
+        "source": f"runs:/{RUN_ID}/model",
+        "tags": {"hokusai_token_id": "CHURN"},
+        "warnings": [],
+        "created": True,
+    } | overrides
+
+
+def _registry(api: FakeAPI) -> ModelRegistry:
+    return ModelRegistry(api_key=KEY, api_url=API, transport=api.transport)
+
+
+def _register(registry: ModelRegistry, **overrides: object) -> TokenizedModel:
+    arguments: dict[str, object] = {
+        "model_uri": f"runs:/{RUN_ID}/model",
+        "model_name": "churn",
+        "token_id": "churn",
+        "metric_name": "accuracy",
+        "baseline_value": 0.91,
+    } | overrides
+    return registry.register_tokenized_model(**arguments)  # type: ignore[arg-type]
+
+
+def test_the_constructor_makes_no_request_and_hides_the_key() -> None:
+    api = FakeAPI()
+    registry = _registry(api)
+    assert api.requests == []
+    assert repr(registry) == "ModelRegistry(mode='remote', url='http://api.test', api_key='**********')"
+
+
+def test_no_key_fails_early_with_a_hint() -> None:
+    with pytest.raises(HokusaiConfigurationError, match="No Hokusai API key provided"):
+        ModelRegistry(api_url=API)
+
+
+def test_register_posts_the_validated_request() -> None:
+    api = FakeAPI(httpx.Response(201, json=_model()))
+    with _registry(api) as registry:
+        model = _register(registry, tags={"team": "growth", "n": 3}, eval_spec="  spec-1 ")
+    assert model == TokenizedModel.model_validate(_model())
+    (request,) = api.requests
+    assert (request.method, str(request.url)) == ("POST", "http://api.test/api/v1/models/tokenized")
+    uuid.UUID(request.headers["Idempotency-Key"])
+    assert json.loads(request.content) == {
+        "model_uri": f"runs:/{RUN_ID}/model",
+        "model_name": "churn",
+        "token_id": "CHURN",
+        "metric_name": "accuracy",
+        "baseline_value": 0.91,
+        "tags": {"team": "growth", "n": "3"},
+        "description": None,
+        "eval_spec": "spec-1",
+        "scorer_ref": None,
+        "primary_metric": None,
+        "benchmark_spec_id": None,
+        "strict": False,
+    }
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"token_id": "-bad"}, "token_id"),
+        ({"baseline_value": float("nan")}, "baseline_value"),
+        ({"baseline_value": True}, "baseline_value"),
+        ({"model_uri": "runs:/"}, "model_uri"),
+        ({"metric_name": "acc!"}, "metric_name"),
+        ({"tags": {"hokusai_token_id": "X"}}, "tags"),
+        ({"scorer_ref": ""}, "scorer_ref"),
+    ],
+)
+def test_bad_input_is_rejected_before_sending(overrides: dict[str, object], field: str) -> None:
+    api = FakeAPI()
+    with pytest.raises(HokusaiValidationError) as caught:
+        _register(_registry(api), **overrides)
+    assert caught.value.field == field
+    assert api.requests == []
+
+
+def test_a_retried_registration_keeps_its_idempotency_key(sleeps: list[float]) -> None:
+    api = FakeAPI(
+        httpx.ConnectError("refused"),
+        error(503, "TEMPORARILY_UNAVAILABLE", "MLflow is restarting."),
+        httpx.Response(200, json=_model(created=False)),
+    )
+    model = _register(_registry(api))
+    assert model.created is False
+    keys = {request.headers["Idempotency-Key"] for request in api.requests}
+    assert len(api.requests) == 3 and len(keys) == 1
+    assert len(sleeps) == 2
+
+
+def test_each_registration_gets_its_own_key() -> None:
+    api = FakeAPI(httpx.Response(201, json=_model()), httpx.Response(201, json=_model(version="2")))
+    registry = _registry(api)
+    _register(registry)
+    _register(registry)
+    assert api.requests[0].headers["Idempotency-Key"] != api.requests[1].headers["Idempotency-Key"]
+
+
+def test_a_claimed_token_names_the_token_and_the_model() -> None:
+    api = FakeAPI(error(409, "TOKEN_ALREADY_CLAIMED", "Token CHURN is already claimed by model 'other'."))
+    with pytest.raises(HokusaiConflictError) as caught:
+        _register(_registry(api))
+    assert str(caught.value) == (
+        "409 TOKEN_ALREADY_CLAIMED from hokusai-api: Token CHURN is already claimed by model 'other'. "
+        "(HINT: token CHURN belongs to the model named above: register new versions there, or use another)"
+    )
+
+
+def test_get_quotes_the_name_and_defaults_to_latest() -> None:
+    api = FakeAPI(httpx.Response(200, json=_model()), httpx.Response(200, json=_model()))
+    registry = _registry(api)
+    registry.get_tokenized_model("team/churn v2")
+    registry.get_tokenized_model("churn", 3)
+    assert api.requests[0].url.raw_path == b"/api/v1/models/tokenized/team%2Fchurn%20v2/versions/latest"
+    assert api.requests[1].url.path == "/api/v1/models/tokenized/churn/versions/3"
+
+
+def test_list_follows_every_page() -> None:
+    api = FakeAPI(
+        httpx.Response(200, json={"models": [_model()], "next_page_token": "p2"}),
+        httpx.Response(200, json={"models": [_model(version="2")], "next_page_token": None}),
+    )
+    models = _registry(api).list_tokenized_models("churn", owner="ada")
+    assert [model.version for model in models] == ["1", "2"]
+    first, second = (dict(request.url.params) for request in api.requests)
+    assert first == {"max_results": "100", "token_id": "CHURN", "owner": "ada"}
+    assert second == first | {"page_token": "p2"}
+
+
+def test_a_malformed_list_is_a_typed_error() -> None:
+    api = FakeAPI(httpx.Response(200, json={"models": [{"model_name": "x"}]}))
+    with pytest.raises(HokusaiAPIError) as caught:
+        _registry(api).list_tokenized_models()
+    assert caught.value.error_code == "INVALID_RESPONSE"
+    assert "a body that is not a TokenizedModel" in str(caught.value)
+
+
+def test_register_baseline_via_api() -> None:
+    entry = {
+        "model_name": "hokusai-baseline-classification",
+        "version": "4",
+        "model_type": "classification",
+        "run_id": RUN_ID,
+        "model_uri": "models:/hokusai-baseline-classification/4",
+        "tags": {"is_baseline": "true"},
+    }
+    api = FakeAPI(httpx.Response(201, json=entry))
+    result = _registry(api).register_baseline_via_api("classification", RUN_ID, {"dataset": "v1"})
+    assert (result.model_name, result.version) == ("hokusai-baseline-classification", "4")
+    assert json.loads(api.requests[0].content) == {
+        "model_type": "classification",
+        "mlflow_run_id": RUN_ID,
+        "metadata": {"dataset": "v1"},
+    }
+    with pytest.raises(HokusaiValidationError):
+        _registry(FakeAPI()).register_baseline_via_api("Classification!", RUN_ID)
+
+
+def test_whoami() -> None:
+    identity = {"owner": "ada", "key_id": "k1", "key_prefix": "hk_live_AbCd", "scopes": ["read"], "expires_at": None}
+    api = FakeAPI(httpx.Response(200, json=identity))
+    assert _registry(api).whoami() == identity
+    assert api.requests[0].url.path == "/api/v1/auth/whoami"
+
+
+def test_remote_mode_never_falls_back() -> None:
+    refused = httpx.ConnectError("refused")
+    with pytest.raises(HokusaiConnectionError):
+        _register(_registry(FakeAPI(refused, refused, refused)))
+    assert read_entries() == []
+
+
+@pytest.mark.usefixtures("mock_store")
+def test_optional_mode_registers_locally_and_queues_when_the_api_is_down(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("HOKUSAI_OPTIONAL_MLFLOW", "true")
+    refused = httpx.ConnectError("refused")
+    api = FakeAPI(*[refused] * 6)
+    registry = _registry(api)
+    with pytest.warns(RuntimeWarning, match="Hokusai API unavailable"), caplog.at_level(logging.WARNING):
+        first = _register(registry)
+    assert (first.model_name, first.version, first.created) == ("churn", "1", True)
+    assert first.warnings[0].startswith("registered in the local store only, because the API failed")
+    assert [record.levelno for record in caplog.records if record.name == "hokusai._registry"] == [logging.WARNING]
+
+    caplog.clear()
+    second = _register(registry, model_uri="s3://bucket/churn-v2")  # warns only once per registry
+    assert second.version == "2"
+    assert [record for record in caplog.records if record.name == "hokusai._registry"] == []
+
+    entries = read_entries()
+    assert [entry.local_version for entry in entries] == ["1", "2"]
+    assert entries[0].idempotency_key == api.requests[0].headers["Idempotency-Key"]
+    assert entries[0].request["token_id"] == "CHURN"
+    assert stat.S_IMODE(outbox_path().stat().st_mode) == 0o600
+
+
+@pytest.mark.usefixtures("mock_store")
+def test_optional_mode_falls_back_on_5xx(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOKUSAI_OPTIONAL_MLFLOW", "true")
+    api = FakeAPI(error(500, "INTERNAL_ERROR", "boom"))
+    with pytest.warns(RuntimeWarning):
+        model = _register(_registry(api))
+    assert model.version == "1"
+    assert len(read_entries()) == 1
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        (error(401, "UNAUTHENTICATED", "revoked"), HokusaiAuthError),
+        (error(403, "PERMISSION_DENIED", "needs write"), HokusaiPermissionError),
+        (error(400, "INVALID_PARAMETER_VALUE", "bad"), HokusaiAPIError),
+    ],
+)
+def test_optional_mode_never_falls_back_on_client_errors(
+    monkeypatch: pytest.MonkeyPatch, hokusai_home: Path, answer: httpx.Response, expected: type[Exception]
+) -> None:
+    monkeypatch.setenv("HOKUSAI_OPTIONAL_MLFLOW", "true")
+    with pytest.raises(expected):
+        _register(_registry(FakeAPI(answer)))
+    assert read_entries() == []
+    assert not (hokusai_home / "mock").exists()
