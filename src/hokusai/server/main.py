@@ -18,7 +18,7 @@ from hokusai.server.errors import install_error_handlers
 from hokusai.server.gateway import MOUNTS, MlflowGateway
 from hokusai.server.keys import KeyStore
 from hokusai.server.middleware.request_id import RequestIdMiddleware
-from hokusai.server.routes import auth, health, keys
+from hokusai.server.routes import audit, auth, health, keys, models, tokens
 from hokusai.server.secrets import load_or_create_secrets
 from hokusai.server.settings import Settings
 from hokusai.server.state import AppState
@@ -67,10 +67,12 @@ def create_app(settings: Settings, mlflow_url: str) -> FastAPI:
         version=__version__,
         description="Tokenized model registry in front of MLflow. MLflow clients use `/api/mlflow`.",
         lifespan=lifespan,
+        # FastAPI's built-in OpenTelemetry layer would wrap every proxied request; nothing here exports it.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     app.state.hokusai = state
     install_error_handlers(app)
-    for router in (health.router, auth.router, keys.router):
+    for router in (health.router, auth.router, keys.router, tokens.router, models.router, audit.router):
         app.include_router(router)
     gateway = MlflowGateway(state)
     for mount in MOUNTS:
