@@ -27,6 +27,8 @@ TAG_STATUS = "hokusai_status"
 TAG_RUN_ID = "mlflow_run_id"
 TAG_IS_BASELINE = "is_baseline"
 TAG_MODEL_TYPE = "model_type"
+TAG_METRICS = "metrics"  # a baseline's run metrics, as one JSON object
+TAG_METADATA = "metadata"  # a baseline's metadata, as one JSON object (see validate_metadata)
 STATUS_REGISTERED = "registered"
 METADATA_FIELDS = ("eval_spec", "scorer_ref", "primary_metric", "benchmark_spec_id")
 METADATA_TAG_PREFIX = "hokusai."
@@ -38,6 +40,11 @@ _RUN_ID_RE = re.compile(r"[a-zA-Z0-9][\w\-]{0,255}")  # MLflow's own run id patt
 _MODEL_TYPE_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 _RUNS_URI_RE = re.compile(r"runs:/(?P<run_id>[^/]+)(?:/(?P<path>.*))?")
 _CONTROL_CHARS_RE = re.compile(r"[\x00-\x1f\x7f]")
+# The same rules as JSON Schema patterns, so the API's OpenAPI document states exactly what it enforces.
+TOKEN_ID_PATTERN = f"^{_TOKEN_ID_RE.pattern}$"
+METRIC_NAME_PATTERN = f"^{_METRIC_NAME_RE.pattern}$"
+RUN_ID_PATTERN = f"^{_RUN_ID_RE.pattern}$"
+MODEL_TYPE_PATTERN = f"^{_MODEL_TYPE_RE.pattern}$"
 
 
 def normalize_token_id(token_id: object) -> str:
@@ -73,7 +80,10 @@ def validate_baseline_value(baseline_value: object) -> float:
     # bool is an int subclass: True would silently become a baseline of 1.0.
     if isinstance(baseline_value, bool) or not isinstance(baseline_value, int | float):
         raise HokusaiValidationError("baseline_value", "must be a number (not a bool or a string)")
-    value = float(baseline_value)
+    try:
+        value = float(baseline_value)
+    except OverflowError:  # an int beyond float range, e.g. 10**400
+        value = math.inf
     if not math.isfinite(value):
         raise HokusaiValidationError("baseline_value", "must be finite (not NaN or infinity)")
     return value
@@ -182,6 +192,22 @@ def validate_metadata(metadata: Mapping[str, Any] | None) -> str | None:
     return encoded
 
 
+METRIC_REL_TOLERANCE = 1e-6
+METRIC_ABS_TOLERANCE = 1e-9
+
+
+def baseline_mismatch(
+    *, run_id: str, metrics: Mapping[str, float], metric_name: str, baseline_value: float
+) -> str | None:
+    """Why the run's logged metric does not confirm the claimed baseline, or `None` when it does."""
+    value = metrics.get(metric_name)
+    if value is None:
+        return f"run '{run_id}' has no metric '{metric_name}' to confirm the baseline {baseline_value!r}"
+    if math.isclose(value, baseline_value, rel_tol=METRIC_REL_TOLERANCE, abs_tol=METRIC_ABS_TOLERANCE):
+        return None
+    return f"metric '{metric_name}' of run '{run_id}' is {value!r}, not the baseline {baseline_value!r}"
+
+
 def tokenized_tags(*, token_id: str, metric_name: str, baseline_value: float, run_id: str | None) -> dict[str, str]:
     """The reserved tags that make a model version a tokenized model."""
     tags = {
@@ -196,6 +222,7 @@ def tokenized_tags(*, token_id: str, metric_name: str, baseline_value: float, ru
 
 
 _OWNER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
+OWNER_PATTERN = f"^{_OWNER_RE.pattern}$"
 
 
 def validate_owner(owner: object) -> str:

@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
-from hokusai.server.models import ApiKey
+from hokusai.server.models import ApiKey, Token
+from hokusai.validation import (
+    METADATA_FIELD_MAX_LENGTH,
+    METRIC_NAME_MAX_LENGTH,
+    METRIC_NAME_PATTERN,
+    MODEL_NAME_MAX_LENGTH,
+    MODEL_TYPE_PATTERN,
+    OWNER_PATTERN,
+    RUN_ID_PATTERN,
+    TOKEN_ID_MAX_LENGTH,
+    TOKEN_ID_PATTERN,
+)
 
 
 class KeyCreate(BaseModel):
@@ -59,3 +71,176 @@ class WhoAmI(BaseModel):
     scopes: list[str]
     expires_at: datetime | None
     is_admin: bool
+
+
+# --- errors ---------------------------------------------------------------------------------------------------
+
+
+class ErrorBody(BaseModel):
+    """The one error envelope of the API."""
+
+    error_code: str = Field(description="e.g. INVALID_PARAMETER_VALUE, PERMISSION_DENIED, TOKEN_ALREADY_CLAIMED")
+    message: str
+    layer: str = Field(description="Who refused: `hokusai-api` or `mlflow`")
+
+
+_ERROR_DESCRIPTIONS = {
+    400: "Invalid input: a field breaks a rule (the message names it)",
+    401: "Missing, unknown, expired or revoked API key",
+    403: "The key lacks a scope, or MLflow's permissions refuse the resource (`layer: mlflow`)",
+    404: "No such token, model, version or run",
+    409: "The token is already claimed by another model (`TOKEN_ALREADY_CLAIMED`)",
+    429: "MLflow is rate limiting requests",
+    502: "MLflow answered with an unexpected error",
+    503: "MLflow is unreachable; retry after `Retry-After` seconds",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses=` entries for error statuses, all in the envelope; 400/401/403 apply to every route."""
+    responses: dict[int | str, dict[str, Any]] = {}
+    for status in sorted({400, 401, 403, *statuses}):
+        entry: dict[str, Any] = {"model": ErrorBody, "description": _ERROR_DESCRIPTIONS[status]}
+        if status == 503:
+            entry["headers"] = {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "string"}}}
+        responses[status] = entry
+    return responses
+
+
+# --- tokenized models -----------------------------------------------------------------------------------------
+
+TagValue = StrictStr | StrictInt | StrictFloat | StrictBool
+
+
+def _documented(description: str, **rules: object) -> Any:
+    """A field whose rules are documented in the schema but enforced by `hokusai.validation`, for one message."""
+    return Field(description=description, json_schema_extra=rules)
+
+
+# JSON Schema for rules that hokusai.validation enforces; routes document their parameters with them too.
+TOKEN_ID_RULES = {"pattern": TOKEN_ID_PATTERN, "maxLength": TOKEN_ID_MAX_LENGTH}
+OWNER_RULES = {"pattern": OWNER_PATTERN}
+_METADATA = {"minLength": 1, "maxLength": METADATA_FIELD_MAX_LENGTH}
+_SOURCES = ("model_uri", "mlflow_run_id")
+
+
+def _only_source(source: str) -> dict[str, Any]:
+    """The JSON Schema of "this source given, the other absent or null"."""
+    other = next(name for name in _SOURCES if name != source)
+    return {"required": [source], "properties": {source: {"type": "string"}, other: {"type": "null"}}}
+
+
+class TokenizedModelCreate(BaseModel):
+    """Register a model version for a token. Give `model_uri`, or `mlflow_run_id` (+ `artifact_path`)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"oneOf": [_only_source(name) for name in _SOURCES]})
+
+    model_uri: StrictStr | None = Field(default=None, description="e.g. `runs:/<run id>/model` or `models:/<id>`")
+    mlflow_run_id: StrictStr | None = Field(
+        default=None,
+        description="Shorthand for `runs:/<id>/<artifact_path>`",
+        json_schema_extra={"pattern": RUN_ID_PATTERN},
+    )
+    artifact_path: StrictStr = Field(default="model", min_length=1, max_length=1000)
+    model_name: StrictStr = _documented("The registered model", minLength=1, maxLength=MODEL_NAME_MAX_LENGTH)
+    token_id: StrictStr = _documented("Letters, digits and inner hyphens; stored upper-case", **TOKEN_ID_RULES)
+    metric_name: StrictStr = _documented(
+        "The benchmark metric, as logged in the run", pattern=METRIC_NAME_PATTERN, maxLength=METRIC_NAME_MAX_LENGTH
+    )
+    baseline_value: StrictFloat = Field(description="A finite number")
+    tags: dict[str, TagValue] | None = None
+    description: StrictStr | None = None
+    eval_spec: StrictStr | None = Field(default=None, json_schema_extra=_METADATA)
+    scorer_ref: StrictStr | None = Field(default=None, json_schema_extra=_METADATA)
+    primary_metric: StrictStr | None = Field(default=None, json_schema_extra=_METADATA)
+    benchmark_spec_id: StrictStr | None = Field(default=None, json_schema_extra=_METADATA)
+    strict: StrictBool = Field(default=False, description="Refuse (400) when the run's metric is missing or differs")
+
+
+class TokenizedModelInfo(BaseModel):
+    model_name: str
+    version: str
+    token_id: str
+    metric_name: str
+    baseline_value: float
+    run_id: str | None
+    model_uri: str = Field(description="`models:/<name>/<version>`")
+    source: str = Field(description="Where MLflow loads the version from")
+    tags: dict[str, str]
+    warnings: list[str] = Field(default_factory=list)
+    created: bool = False
+
+
+class TokenizedModelList(BaseModel):
+    models: list[TokenizedModelInfo]
+    next_page_token: str | None
+
+
+class BaselineCreate(BaseModel):
+    """Register a run's model as a baseline version of `hokusai-baseline-<model_type>`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model_type: StrictStr = _documented("e.g. `classification`", pattern=MODEL_TYPE_PATTERN)
+    mlflow_run_id: StrictStr = _documented("The run whose model is the baseline", pattern=RUN_ID_PATTERN)
+    artifact_path: StrictStr = Field(default="model", min_length=1, max_length=1000)
+    metadata: dict[str, Any] | None = None
+
+
+class BaselineInfo(BaseModel):
+    model_name: str
+    version: str
+    model_type: str
+    run_id: str
+    model_uri: str
+    tags: dict[str, str]
+
+
+# --- tokens ---------------------------------------------------------------------------------------------------
+
+
+class TokenInfo(BaseModel):
+    token_id: str
+    model_name: str
+    owner: str | None = Field(description="Shown only to the owner and to admins")
+    created_at: datetime
+
+    @classmethod
+    def of(cls, token: Token, *, show_owner: bool) -> TokenInfo:
+        return cls(
+            token_id=token.token_id,
+            model_name=token.model_name,
+            owner=token.owner if show_owner else None,
+            created_at=token.created_at,
+        )
+
+
+class TokenTransfer(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    new_owner: StrictStr = _documented("The account that will hold the token", **OWNER_RULES)
+    model_name: StrictStr | None = Field(
+        default=None,
+        description="Move the token to this model too",
+        json_schema_extra={"maxLength": MODEL_NAME_MAX_LENGTH},
+    )
+
+
+# --- audit ----------------------------------------------------------------------------------------------------
+
+
+class AuditEventInfo(BaseModel):
+    id: int
+    at: datetime
+    actor: str
+    key_id: str | None
+    action: str
+    target: str | None
+    outcome: str
+    detail: dict[str, Any] | None
+    request_id: str | None
+
+
+class AuditEventList(BaseModel):
+    events: list[AuditEventInfo]
+    next_page_token: str | None

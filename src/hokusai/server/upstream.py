@@ -24,6 +24,8 @@ MLFLOW_ADMIN_USERNAME = "admin"
 USERS_CREATE = "/api/2.0/mlflow/users/create"
 USERS_UPDATE_ADMIN = "/api/2.0/mlflow/users/update-admin"
 EXPERIMENTS_CREATE = "/api/2.0/mlflow/experiments/create"
+PERMISSIONS_GRANT = "/api/3.0/mlflow/users/permissions/grant"
+PERMISSIONS_REVOKE = "/api/3.0/mlflow/users/permissions/revoke"
 
 
 class UpstreamError(Exception):
@@ -151,6 +153,23 @@ class Upstream:
             if "RESOURCE_ALREADY_EXISTS" not in response.text:
                 break
         raise UpstreamError(f"creating the default experiment of {principal.owner!r} failed")
+
+    async def hand_over_registered_model(self, model_name: str, *, new_owner: str, previous_owner: str) -> None:
+        """Give `new_owner` MANAGE on a registered model and withdraw `previous_owner`'s grant (assertion mode only).
+
+        MLflow has no "update grant" call, so any grant the new owner already holds is revoked first; revoking a
+        grant or user that does not exist answers 404, which is the state we want anyway.
+        """
+        if self.mode != "assertion":
+            return
+        await self._create_mlflow_user(new_owner)
+        resource = {"resource_type": "registered_model", "resource_id": model_name}
+        await self._call("POST", PERMISSIONS_REVOKE, json={"username": new_owner, **resource}, ok=(200, 404))
+        await self._call(
+            "POST", PERMISSIONS_GRANT, json={"username": new_owner, "permission": "MANAGE", **resource}, ok=(200,)
+        )
+        if previous_owner != new_owner:
+            await self._call("POST", PERMISSIONS_REVOKE, json={"username": previous_owner, **resource}, ok=(200, 404))
 
     async def _call(self, method: str, path: str, *, json: dict[str, object], ok: tuple[int, ...]) -> None:
         response = await self.client.request(method, path, json=json, headers=self._admin_headers())

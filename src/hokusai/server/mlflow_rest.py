@@ -1,0 +1,178 @@
+"""MLflow's REST API as the caller: requests, error mapping, and filter strings that user text cannot break."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import re
+import string
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import httpx
+
+from hokusai.errors import HokusaiValidationError
+from hokusai.server.errors import LAYER_MLFLOW, ApiError, error_code_for_status
+from hokusai.server.keys import Principal
+from hokusai.server.upstream import Upstream, UpstreamError
+
+logger = logging.getLogger(__name__)
+
+RETRY_AFTER_SECONDS = "2"
+_MESSAGE_LIMIT = 500
+_MAX_OFFSET = 10**9
+
+
+# --- MLflow filter strings ---------------------------------------------------------------------------------------
+# MLflow's filter grammar strips the quotes around a value and keeps the rest verbatim: it has no escapes, so a
+# quote inside a value would end the string early. Only `IN (...)` lists are read with Python's literal parser.
+
+_SAFE_EQUALS_VALUE = re.compile(r"[A-Za-z0-9_-]+")
+_SAFE_LIST_CHARS = frozenset(string.ascii_letters + string.digits + " -_.:/@")
+
+
+def filter_equals(value: str) -> str:
+    """`'value'` for an `=` comparison; only ids we validated (token ids, run ids) qualify."""
+    if _SAFE_EQUALS_VALUE.fullmatch(value) is None:
+        raise ValueError(f"{value!r} cannot be compared with '=' in an MLflow filter; use filter_in()")
+    return f"'{value}'"
+
+
+def filter_in(values: Iterable[str]) -> str:
+    """`('a', 'b')` for an `IN` clause, any text allowed: every unsafe character becomes a Python escape."""
+    return "(" + ", ".join(_python_literal(value) for value in values) + ")"
+
+
+def _python_literal(value: str) -> str:
+    escaped = []
+    for char in value:
+        code = ord(char)
+        if char in _SAFE_LIST_CHARS:
+            escaped.append(char)
+        elif code < 0x100:
+            escaped.append(f"\\x{code:02x}")
+        elif code < 0x10000:
+            escaped.append(f"\\u{code:04x}")
+        else:
+            escaped.append(f"\\U{code:08x}")
+    return "'" + "".join(escaped) + "'"
+
+
+# --- errors ------------------------------------------------------------------------------------------------------
+
+
+def mlflow_unavailable() -> ApiError:
+    return ApiError(
+        503,
+        "MLflow is temporarily unavailable; retry shortly.",
+        error_code="TEMPORARILY_UNAVAILABLE",
+        headers={"Retry-After": RETRY_AFTER_SECONDS},
+    )
+
+
+def mlflow_message(response: httpx.Response) -> tuple[str | None, str]:
+    try:
+        payload = response.json()
+    except ValueError:
+        return None, response.text[:_MESSAGE_LIMIT].strip()
+    if not isinstance(payload, dict):
+        return None, ""
+    return payload.get("error_code"), str(payload.get("message", ""))[:_MESSAGE_LIMIT]
+
+
+def mlflow_error(response: httpx.Response, action: str) -> ApiError:
+    """MLflow's refusal of `action` ("create a version of model 'm'") as our envelope with `layer: mlflow`."""
+    status = response.status_code
+    code, message = mlflow_message(response)
+    detail = f" ({code}: {message})" if code and message else (f" ({message})" if message else "")
+    if status == 403:
+        return ApiError(
+            403,
+            f"MLflow denied permission to {action}{detail}. Ask the resource's owner or an admin for access.",
+            error_code="PERMISSION_DENIED",
+            layer=LAYER_MLFLOW,
+        )
+    if status == 404:
+        return ApiError(
+            404,
+            f"MLflow could not {action}: not found{detail}.",
+            error_code="RESOURCE_DOES_NOT_EXIST",
+            layer=LAYER_MLFLOW,
+        )
+    if 400 <= status < 500 and status != 401:
+        return ApiError(
+            status,
+            f"MLflow refused to {action}{detail}.",
+            error_code=code or error_code_for_status(status),
+            layer=LAYER_MLFLOW,
+        )
+    # A 401 means MLflow rejected the gateway's own identity assertion: a server fault, not the caller's.
+    logger.warning("MLflow answered %s to %s", status, action)
+    return ApiError(502, f"MLflow failed to {action} (status {status}).", layer=LAYER_MLFLOW)
+
+
+# --- MLflow calls as the caller ------------------------------------------------------------------------------------
+
+
+async def send_as(
+    upstream: Upstream,
+    principal: Principal,
+    method: str,
+    path: str,
+    *,
+    params: Mapping[str, str | int | list[str]] | None = None,
+    body: Mapping[str, Any] | None = None,
+) -> httpx.Response:
+    try:
+        return await upstream.client.request(
+            method, path, params=params, json=body, headers=upstream.headers_for(principal)
+        )
+    except httpx.TransportError as exc:
+        raise mlflow_unavailable() from exc
+
+
+async def call_as(
+    upstream: Upstream,
+    principal: Principal,
+    method: str,
+    path: str,
+    *,
+    action: str,
+    params: Mapping[str, str | int | list[str]] | None = None,
+    body: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    response = await send_as(upstream, principal, method, path, params=params, body=body)
+    if response.status_code != 200:
+        raise mlflow_error(response, action)
+    try:
+        payload = response.json()
+    except ValueError as exc:
+        raise ApiError(502, f"MLflow answered {action} with a body that is not JSON.", layer=LAYER_MLFLOW) from exc
+    if not isinstance(payload, dict):
+        raise ApiError(502, f"MLflow answered {action} with unexpected JSON.", layer=LAYER_MLFLOW)
+    return payload
+
+
+async def ensure_account(*, upstream: Upstream, principal: Principal) -> None:
+    """Provision the caller in MLflow before acting as them there."""
+    try:
+        await upstream.ensure_account(principal)
+    except httpx.TransportError as exc:
+        raise mlflow_unavailable() from exc
+    except UpstreamError as exc:
+        logger.warning("could not provision %s in MLflow: %s", principal.owner, exc)
+        raise ApiError(502, "MLflow refused to set up your account; retry, or tell an admin.") from exc
+
+
+def checked_page_token(page_token: str) -> str:
+    """Pass on only tokens shaped like MLflow's own (base64 JSON `{"offset": n}`): MLflow answers 500 to others."""
+    try:
+        parsed = json.loads(base64.b64decode(page_token.encode("ascii"), validate=True))
+    except (ValueError, binascii.Error, UnicodeError) as exc:
+        raise HokusaiValidationError("page_token", "is not a page token this API issued") from exc
+    offset = parsed.get("offset") if isinstance(parsed, dict) else None
+    if isinstance(offset, bool) or not isinstance(offset, int) or not 0 < offset <= _MAX_OFFSET:
+        raise HokusaiValidationError("page_token", "is not a page token this API issued")
+    return page_token

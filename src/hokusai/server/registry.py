@@ -1,0 +1,816 @@
+"""The tokenized model registry: token claims in our database, model versions in MLflow, created as the caller.
+
+Token claims are race-free because they rest on the primary-key insert alone: whoever inserts the row owns the
+token, and everyone else reads the winner back (an idempotent success for the same owner and model, else 409).
+Every MLflow call is made with the caller's own identity, so MLflow's permissions decide what they may read and
+write, and the caller becomes MANAGE on a registered model they create.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import re
+import weakref
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+
+from hokusai.errors import HokusaiValidationError
+from hokusai.server.audit import AuditLog
+from hokusai.server.db import Database
+from hokusai.server.errors import LAYER_MLFLOW, ApiError
+from hokusai.server.keys import Principal
+from hokusai.server.mlflow_rest import (
+    RETRY_AFTER_SECONDS,
+    call_as,
+    checked_page_token,
+    ensure_account,
+    filter_equals,
+    filter_in,
+    mlflow_error,
+    mlflow_message,
+    mlflow_unavailable,
+    send_as,
+)
+from hokusai.server.models import Token, utcnow
+from hokusai.server.schemas import BaselineInfo, TokenizedModelInfo, TokenizedModelList
+from hokusai.server.upstream import Upstream, UpstreamError
+from hokusai.validation import (
+    TAG_BASELINE,
+    TAG_IS_BASELINE,
+    TAG_METADATA,
+    TAG_METRIC,
+    TAG_METRICS,
+    TAG_MODEL_TYPE,
+    TAG_RUN_ID,
+    TAG_TOKEN_ID,
+    TAG_VALUE_MAX_LENGTH,
+    baseline_mismatch,
+    normalize_token_id,
+    run_id_from_uri,
+    tokenized_tags,
+    validate_baseline_value,
+    validate_description,
+    validate_metadata,
+    validate_metadata_fields,
+    validate_metric_name,
+    validate_model_name,
+    validate_model_type,
+    validate_model_uri,
+    validate_run_id,
+    validate_user_tags,
+)
+
+logger = logging.getLogger(__name__)
+
+RUNS_GET = "/api/2.0/mlflow/runs/get"
+ARTIFACTS_LIST = "/api/2.0/mlflow/artifacts/list"
+LOGGED_MODELS_SEARCH = "/api/2.0/mlflow/logged-models/search"
+REGISTERED_MODELS_CREATE = "/api/2.0/mlflow/registered-models/create"
+MODEL_VERSIONS_CREATE = "/api/2.0/mlflow/model-versions/create"
+MODEL_VERSIONS_GET = "/api/2.0/mlflow/model-versions/get"
+MODEL_VERSIONS_SEARCH = "/api/2.0/mlflow/model-versions/search"
+
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+BASELINE_MODEL_PREFIX = "hokusai-baseline-"
+LATEST = "latest"
+# MLflow is reached with GET for searches; the filter travels in the URL, which its server caps (h11: 16 KiB).
+_MAX_FILTER_LENGTH = 8000
+_SEARCH_PAGE_SIZE = 1000
+_MLMODEL = "MLmodel"
+_ORDER = ["name ASC", "version_number ASC"]
+_CLAIM_ATTEMPTS = 3
+_LOGGED_MODEL_URI = re.compile(r"models:/(?P<model_id>[^/@]+)")
+_VERSION_NUMBER = re.compile(r"[1-9][0-9]{0,17}")
+# One lock per token while a request looks for its version and creates it: a client that retries a slow POST
+# (the SDK does, with the same Idempotency-Key) then finds the first request's version instead of adding a twin.
+# The server is one process; the locks vanish with the last request holding them.
+_version_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+VERSION_PATTERN = f"^(?:{_VERSION_NUMBER.pattern}|{LATEST})$"
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    """What registration needs to know about an MLflow run."""
+
+    run_id: str
+    experiment_id: str
+    artifact_uri: str
+    metrics: dict[str, float]
+    model_steps: dict[str, int]  # logged model id -> the step it was logged at
+
+
+async def fetch_run(*, upstream: Upstream, principal: Principal, run_id: str) -> RunFacts:
+    """The run as the caller sees it.
+
+    Where the default permission is below READ, MLflow answers 403 for a run that does not exist as well as for
+    one the caller may not read (so run ids cannot be probed); the message says so.
+    """
+    try:
+        payload = await call_as(
+            upstream, principal, "GET", RUNS_GET, params={"run_id": run_id}, action=f"read run '{run_id}'"
+        )
+    except ApiError as exc:
+        if exc.status != 403:
+            raise
+        raise ApiError(
+            403,
+            f"Run '{run_id}' does not exist, or your account may not read it (MLflow does not say which). "
+            "Check the run id, or ask the run's owner for READ on its experiment.",
+            error_code="PERMISSION_DENIED",
+            layer=LAYER_MLFLOW,
+        ) from exc
+    run = payload.get("run", {})
+    info, data = run.get("info", {}), run.get("data", {})
+    outputs = run.get("outputs", {}).get("model_outputs", [])
+    return RunFacts(
+        run_id=run_id,
+        experiment_id=str(info.get("experiment_id", "")),
+        artifact_uri=str(info.get("artifact_uri", "")),
+        metrics=_numbers(data.get("metrics", []), key="key", value="value"),
+        model_steps={name: int(step) for name, step in _numbers(outputs, key="model_id", value="step").items()},
+    )
+
+
+def _numbers(items: list[dict[str, Any]], *, key: str, value: str) -> dict[str, float]:
+    """`{item[key]: item[value]}` for the items whose value is a number (MLflow may send NaN as a string)."""
+    numbers: dict[str, float] = {}
+    for item in items:
+        try:
+            numbers[str(item[key])] = float(item[value])
+        except (KeyError, TypeError, ValueError):
+            continue
+    return numbers
+
+
+@dataclass(frozen=True)
+class Source:
+    """What MLflow is told to register: `model-versions/create`'s source, run_id and model_id."""
+
+    uri: str
+    run_id: str | None
+    model_id: str | None
+
+
+async def resolve_source(*, upstream: Upstream, principal: Principal, model_uri: str, run: RunFacts | None) -> Source:
+    """The source MLflow can load, resolved as `mlflow.register_model` does on the client.
+
+    MLflow's server stores a `runs:/` source verbatim, and a version whose source is `runs:/<id>/model` is not
+    loadable when the model was logged the MLflow 3 way (as a logged model, outside the run's artifacts). So:
+    an MLmodel file at that path in the run's artifacts gives the run's artifact location; otherwise the run's
+    logged model of that name gives `models:/<model id>`. Other URIs go to MLflow as given.
+    """
+    if run is not None:
+        artifact_path = model_uri.split("/", 2)[2].strip("/") if model_uri.count("/") >= 2 else ""
+        return await _run_model_source(upstream=upstream, principal=principal, run=run, artifact_path=artifact_path)
+    logged = _LOGGED_MODEL_URI.fullmatch(model_uri)
+    return Source(uri=model_uri, run_id=None, model_id=logged["model_id"] if logged else None)
+
+
+async def _run_model_source(*, upstream: Upstream, principal: Principal, run: RunFacts, artifact_path: str) -> Source:
+    listing = await call_as(
+        upstream,
+        principal,
+        "GET",
+        ARTIFACTS_LIST,
+        params={"run_id": run.run_id, "path": artifact_path},
+        action=f"list the artifacts of run '{run.run_id}'",
+    )
+    mlmodel = f"{artifact_path}/{_MLMODEL}" if artifact_path else _MLMODEL
+    if any(item.get("path") == mlmodel for item in listing.get("files", [])):
+        location = f"{run.artifact_uri}/{artifact_path}" if artifact_path else run.artifact_uri
+        return Source(uri=location, run_id=run.run_id, model_id=None)
+    model_ids = await _logged_models_named(upstream=upstream, principal=principal, run=run, name=artifact_path)
+    if not model_ids:
+        raise ApiError(
+            404,
+            f"Run '{run.run_id}' has no model at '{artifact_path}': no MLmodel file there and no logged model of "
+            "that name. Pass the `name` given to log_model as the artifact path.",
+            error_code="RESOURCE_DOES_NOT_EXIST",
+        )
+    # As the MLflow client does: several logged models of one name -> the one logged at the highest step.
+    model_id = max(model_ids, key=lambda candidate: run.model_steps.get(candidate, -1))
+    return Source(uri=f"models:/{model_id}", run_id=run.run_id, model_id=model_id)
+
+
+async def _logged_models_named(*, upstream: Upstream, principal: Principal, run: RunFacts, name: str) -> list[str]:
+    # Filtered by run id (a validated id), and the name compared here, so no user text enters the filter.
+    body: dict[str, Any] = {
+        "experiment_ids": [run.experiment_id],
+        "filter": f"source_run_id = {filter_equals(run.run_id)}",
+        "max_results": 100,
+    }
+    model_ids: list[str] = []
+    while True:
+        page = await call_as(
+            upstream,
+            principal,
+            "POST",
+            LOGGED_MODELS_SEARCH,
+            body=body,
+            action=f"search the logged models of run '{run.run_id}'",
+        )
+        model_ids += [
+            model["info"]["model_id"] for model in page.get("models", []) if model.get("info", {}).get("name") == name
+        ]
+        if not page.get("next_page_token"):
+            return model_ids
+        body["page_token"] = page["next_page_token"]
+
+
+def metric_warnings(*, run: RunFacts, metric_name: str, baseline_value: float, strict: bool) -> list[str]:
+    """Compare the run's metric with the claimed baseline: a warning, or a 400 when `strict`."""
+    problem = baseline_mismatch(
+        run_id=run.run_id, metrics=run.metrics, metric_name=metric_name, baseline_value=baseline_value
+    )
+    if problem is None:
+        return []
+    if strict:
+        raise HokusaiValidationError("baseline_value", problem + " (strict mode)")
+    return [problem]
+
+
+async def ensure_registered_model(*, upstream: Upstream, principal: Principal, model_name: str) -> None:
+    """Create the registered model as the caller (who becomes MANAGE on it); an existing one is fine."""
+    response = await send_as(upstream, principal, "POST", REGISTERED_MODELS_CREATE, body={"name": model_name})
+    if response.status_code == 200:
+        return
+    if response.status_code == 400 and mlflow_message(response)[0] == "RESOURCE_ALREADY_EXISTS":
+        return
+    raise mlflow_error(response, f"create registered model '{model_name}'")
+
+
+async def create_version(
+    *,
+    upstream: Upstream,
+    principal: Principal,
+    model_name: str,
+    source: Source,
+    tags: Mapping[str, str],
+    description: str | None,
+) -> dict[str, Any]:
+    """One `model-versions/create` call with every tag, so a version never exists half-tagged."""
+    body: dict[str, Any] = {
+        "name": model_name,
+        "source": source.uri,
+        "tags": [{"key": key, "value": value} for key, value in tags.items()],
+    }
+    if source.run_id is not None:
+        body["run_id"] = source.run_id
+    if source.model_id is not None:
+        body["model_id"] = source.model_id
+    if description is not None:
+        body["description"] = description
+    payload = await call_as(
+        upstream,
+        principal,
+        "POST",
+        MODEL_VERSIONS_CREATE,
+        body=body,
+        action=f"create a version of model '{model_name}'",
+    )
+    return dict(payload.get("model_version", {}))
+
+
+async def _search_versions(
+    *,
+    upstream: Upstream,
+    principal: Principal,
+    filter_string: str,
+    max_results: int,
+    page_token: str | None = None,
+    order_by: list[str] | None = None,
+) -> tuple[list[dict[str, Any]], str | None]:
+    params: dict[str, str | int | list[str]] = {
+        "filter": filter_string,
+        "max_results": max_results,
+        "order_by": order_by or _ORDER,
+    }
+    if page_token:
+        params["page_token"] = checked_page_token(page_token)
+    payload = await call_as(
+        upstream, principal, "GET", MODEL_VERSIONS_SEARCH, params=params, action="search model versions"
+    )
+    return list(payload.get("model_versions", [])), payload.get("next_page_token") or None
+
+
+async def find_existing_version(
+    *, upstream: Upstream, principal: Principal, model_name: str, token_id: str, source: str
+) -> dict[str, Any] | None:
+    """The version of `model_name` already registered for `token_id` from `source`, if any (the idempotency key)."""
+    filter_string = f"name IN {filter_in([model_name])} AND tags.{TAG_TOKEN_ID} = {filter_equals(token_id)}"
+    page_token = None
+    while True:
+        versions, page_token = await _search_versions(
+            upstream=upstream,
+            principal=principal,
+            filter_string=filter_string,
+            max_results=_SEARCH_PAGE_SIZE,
+            page_token=page_token,
+        )
+        for version in versions:
+            if version.get("name") == model_name and version.get("source") == source:
+                return version
+        if page_token is None:
+            return None
+
+
+# --- shaping MLflow's answers --------------------------------------------------------------------------------------
+
+
+def version_tags(version: Mapping[str, Any]) -> dict[str, str]:
+    return {str(tag["key"]): str(tag.get("value", "")) for tag in version.get("tags", []) if "key" in tag}
+
+
+def tokenized_info(
+    version: Mapping[str, Any], *, warnings: list[str] | None = None, created: bool = False
+) -> TokenizedModelInfo | None:
+    """A version as the API shows it; `None` when its Hokusai tags are missing or unreadable."""
+    tags = version_tags(version)
+    token_id, metric_name, baseline = tags.get(TAG_TOKEN_ID), tags.get(TAG_METRIC), tags.get(TAG_BASELINE)
+    if not token_id or not metric_name or baseline is None:
+        return None
+    try:
+        baseline_value = validate_baseline_value(float(baseline))
+    except ValueError:
+        return None
+    name, number = str(version.get("name", "")), str(version.get("version", ""))
+    return TokenizedModelInfo(
+        model_name=name,
+        version=number,
+        token_id=token_id,
+        metric_name=metric_name,
+        baseline_value=baseline_value,
+        run_id=version.get("run_id") or None,
+        model_uri=f"models:/{name}/{number}",
+        source=str(version.get("source", "")),
+        tags=tags,
+        warnings=warnings or [],
+        created=created,
+    )
+
+
+def metrics_tags(metrics: Mapping[str, float]) -> dict[str, str]:
+    """A baseline's run metrics as one JSON tag, cut (by name order) to fit MLflow's tag value limit."""
+    kept: dict[str, float | None] = {}
+    for name in sorted(metrics):
+        value = metrics[name]
+        candidate = {**kept, name: value if math.isfinite(value) else None}
+        if len(_compact_json(candidate)) > TAG_VALUE_MAX_LENGTH:
+            break
+        kept = candidate
+    return {TAG_METRICS: _compact_json(kept)}
+
+
+def _compact_json(value: object) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+# --- token claims (database) ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TokenClaim:
+    token: Token
+    created: bool  # False: the caller already held the token for this model
+
+
+def token_conflict(token_id: str, model_name: str) -> ApiError:
+    # Names the holding model, never its owner: accounts are not disclosed to other users.
+    return ApiError(
+        409,
+        f"Token '{token_id}' is already claimed by model '{model_name}'. A token belongs to one model: choose "
+        "another token id, or ask an admin to transfer this one.",
+        error_code="TOKEN_ALREADY_CLAIMED",
+    )
+
+
+def claim_token(database: Database, *, token_id: str, model_name: str, owner: str) -> TokenClaim:
+    """Claim `token_id` for `owner`'s `model_name`, or confirm they hold it; 409 when anyone else does."""
+    for _ in range(_CLAIM_ATTEMPTS):
+        now = utcnow()
+        token = Token(token_id=token_id, model_name=model_name, owner=owner, created_at=now, updated_at=now)
+        try:
+            with database.session() as session:
+                session.add(token)
+            return TokenClaim(token=token, created=True)
+        except IntegrityError:
+            pass  # someone holds it: read the holder back below
+        holder = get_token(database, token_id=token_id)
+        if holder is None:
+            continue  # released between our insert and our read: try the insert again
+        if holder.owner == owner and holder.model_name == model_name:
+            return TokenClaim(token=holder, created=False)
+        raise token_conflict(token_id, holder.model_name)
+    raise ApiError(503, "The token registry is busy; retry.", headers={"Retry-After": RETRY_AFTER_SECONDS})
+
+
+def get_token(database: Database, *, token_id: str) -> Token | None:
+    with database.session() as session:
+        return session.get(Token, token_id)
+
+
+def release_token(
+    database: Database, *, token_id: str, owner: str | None = None, model_name: str | None = None
+) -> Token | None:
+    """Delete the claim (only if it still has `owner`/`model_name`, when given); the deleted row or `None`."""
+    with database.session() as session:
+        token = session.get(Token, token_id, with_for_update=True)
+        if token is None or (owner is not None and token.owner != owner):
+            return None
+        if model_name is not None and token.model_name != model_name:
+            return None
+        session.delete(token)
+        return token
+
+
+def transfer_token(
+    database: Database, *, token_id: str, new_owner: str, model_name: str | None = None
+) -> tuple[Token, str] | None:
+    """Give the token to `new_owner` (and `model_name`); the updated row and the previous owner, or `None`."""
+    with database.session() as session:
+        token = session.get(Token, token_id, with_for_update=True)
+        if token is None:
+            return None
+        previous_owner = token.owner
+        token.owner = new_owner
+        token.model_name = model_name or token.model_name
+        token.updated_at = utcnow()
+        return token, previous_owner
+
+
+def owner_model_names(database: Database, *, owner: str) -> list[str]:
+    with database.session() as session:
+        return sorted(set(session.scalars(select(Token.model_name).where(Token.owner == owner))))
+
+
+# --- registration ----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Registration:
+    """A validated `POST /api/v1/models/tokenized` body."""
+
+    model_uri: str
+    model_name: str
+    token_id: str
+    metric_name: str
+    baseline_value: float
+    tags: dict[str, str]
+    description: str | None
+    strict: bool
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        model_uri: str | None,
+        mlflow_run_id: str | None,
+        artifact_path: str,
+        model_name: str,
+        token_id: str,
+        metric_name: str,
+        baseline_value: float,
+        tags: Mapping[str, object] | None,
+        description: str | None,
+        metadata: Mapping[str, object],
+        strict: bool,
+    ) -> Registration:
+        """Apply :mod:`hokusai.validation`, the rules the SDK applies too."""
+        if (model_uri is None) == (mlflow_run_id is None):
+            raise HokusaiValidationError("model_uri", "give exactly one of model_uri and mlflow_run_id")
+        if mlflow_run_id is not None:
+            model_uri = f"runs:/{validate_run_id(mlflow_run_id)}/{artifact_path.strip('/')}"
+        model_uri = validate_model_uri(model_uri)
+        token = normalize_token_id(token_id)
+        value = validate_baseline_value(baseline_value)
+        metric = validate_metric_name(metric_name)
+        all_tags = {
+            **validate_user_tags(tags),
+            **validate_metadata_fields(metadata),
+            **tokenized_tags(
+                token_id=token, metric_name=metric, baseline_value=value, run_id=run_id_from_uri(model_uri)
+            ),
+        }
+        return cls(
+            model_uri=model_uri,
+            model_name=validate_model_name(model_name),
+            token_id=token,
+            metric_name=metric,
+            baseline_value=value,
+            tags=all_tags,
+            description=validate_description(description),
+            strict=strict,
+        )
+
+    @property
+    def run_id(self) -> str | None:
+        return run_id_from_uri(self.model_uri)
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is asking, for MLflow (identity) and for the audit log."""
+
+    principal: Principal
+    request_id: str | None
+
+    @classmethod
+    def of(cls, request: Request, principal: Principal) -> Caller:
+        return cls(principal=principal, request_id=getattr(request.state, "request_id", None))
+
+
+async def audit_event(
+    audit: AuditLog, caller: Caller, action: str, outcome: str, target: str, detail: Mapping[str, Any] | None = None
+) -> None:
+    await run_in_threadpool(
+        audit.record,
+        actor=caller.principal.owner,
+        key_id=caller.principal.key_id,
+        action=action,
+        outcome=outcome,
+        target=target,
+        detail=detail,
+        request_id=caller.request_id,
+    )
+
+
+async def register_tokenized_model(
+    *, database: Database, upstream: Upstream, audit: AuditLog, caller: Caller, registration: Registration
+) -> TokenizedModelInfo:
+    """Claim the token, then create the version in MLflow as the caller; a repeat returns the existing version."""
+    principal = caller.principal
+    await ensure_account(upstream=upstream, principal=principal)
+    run = None
+    warnings: list[str] = []
+    if registration.run_id is not None:
+        run = await fetch_run(upstream=upstream, principal=principal, run_id=registration.run_id)
+        warnings = metric_warnings(
+            run=run,
+            metric_name=registration.metric_name,
+            baseline_value=registration.baseline_value,
+            strict=registration.strict,
+        )
+    source = await resolve_source(upstream=upstream, principal=principal, model_uri=registration.model_uri, run=run)
+    claim = await _claim_audited(database=database, audit=audit, caller=caller, registration=registration)
+    registered = False
+    try:
+        async with _version_lock(registration.token_id):
+            info = await _existing_or_new_version(
+                upstream=upstream, principal=principal, registration=registration, source=source, warnings=warnings
+            )
+        registered = True
+    finally:
+        if claim.created and not registered:
+            await _roll_back_claim(database=database, audit=audit, caller=caller, registration=registration)
+    if info.created:
+        detail = {"version": info.version, "source": info.source, "token_id": info.token_id}
+        await audit_event(audit, caller, "model.register", "ok", f"{info.model_name}/{info.version}", detail)
+    return info
+
+
+def _version_lock(token_id: str) -> asyncio.Lock:
+    lock = _version_locks.get(token_id)
+    if lock is None:
+        lock = _version_locks[token_id] = asyncio.Lock()
+    return lock
+
+
+async def _claim_audited(
+    *, database: Database, audit: AuditLog, caller: Caller, registration: Registration
+) -> TokenClaim:
+    detail = {"model_name": registration.model_name}
+    try:
+        claim = await run_in_threadpool(
+            claim_token,
+            database,
+            token_id=registration.token_id,
+            model_name=registration.model_name,
+            owner=caller.principal.owner,
+        )
+    except ApiError as exc:
+        if exc.error_code == "TOKEN_ALREADY_CLAIMED":
+            await audit_event(audit, caller, "token.claim", "conflict", registration.token_id, detail)
+        raise
+    if claim.created:
+        await audit_event(audit, caller, "token.claim", "ok", registration.token_id, detail)
+    return claim
+
+
+async def _roll_back_claim(*, database: Database, audit: AuditLog, caller: Caller, registration: Registration) -> None:
+    # The claim was made for this registration only; without a version it would hold the token for nothing.
+    await run_in_threadpool(
+        release_token,
+        database,
+        token_id=registration.token_id,
+        owner=caller.principal.owner,
+        model_name=registration.model_name,
+    )
+    detail = {"model_name": registration.model_name}
+    await audit_event(audit, caller, "token.claim", "rolled_back", registration.token_id, detail)
+
+
+async def _existing_or_new_version(
+    *, upstream: Upstream, principal: Principal, registration: Registration, source: Source, warnings: list[str]
+) -> TokenizedModelInfo:
+    existing = await find_existing_version(
+        upstream=upstream,
+        principal=principal,
+        model_name=registration.model_name,
+        token_id=registration.token_id,
+        source=source.uri,
+    )
+    version = existing
+    if version is None:
+        await ensure_registered_model(upstream=upstream, principal=principal, model_name=registration.model_name)
+        version = await create_version(
+            upstream=upstream,
+            principal=principal,
+            model_name=registration.model_name,
+            source=source,
+            tags=registration.tags,
+            description=registration.description,
+        )
+    info = tokenized_info(version, warnings=warnings, created=existing is None)
+    if info is None:
+        raise ApiError(502, "MLflow returned the model version without its Hokusai tags.", layer=LAYER_MLFLOW)
+    return info
+
+
+async def register_baseline(
+    *,
+    upstream: Upstream,
+    audit: AuditLog,
+    caller: Caller,
+    model_type: str,
+    run_id: str,
+    artifact_path: str,
+    metadata: Mapping[str, Any] | None,
+) -> BaselineInfo:
+    """Register a run's model as a baseline version of `hokusai-baseline-<model_type>`, as the caller."""
+    principal = caller.principal
+    model_type = validate_model_type(model_type)
+    run_id = validate_run_id(run_id)
+    model_uri = validate_model_uri(f"runs:/{run_id}/{artifact_path.strip('/')}")
+    metadata_json = validate_metadata(metadata)
+    model_name = BASELINE_MODEL_PREFIX + model_type
+    await ensure_account(upstream=upstream, principal=principal)
+    run = await fetch_run(upstream=upstream, principal=principal, run_id=run_id)
+    source = await resolve_source(upstream=upstream, principal=principal, model_uri=model_uri, run=run)
+    tags = {TAG_IS_BASELINE: "true", TAG_MODEL_TYPE: model_type, TAG_RUN_ID: run_id, **metrics_tags(run.metrics)}
+    if metadata_json is not None:
+        tags[TAG_METADATA] = metadata_json
+    await ensure_registered_model(upstream=upstream, principal=principal, model_name=model_name)
+    version = await create_version(
+        upstream=upstream, principal=principal, model_name=model_name, source=source, tags=tags, description=None
+    )
+    number = str(version.get("version", ""))
+    await audit_event(audit, caller, "model.register_baseline", "ok", f"{model_name}/{number}", {"source": source.uri})
+    return BaselineInfo(
+        model_name=model_name,
+        version=number,
+        model_type=model_type,
+        run_id=run_id,
+        model_uri=f"models:/{model_name}/{number}",
+        tags=version_tags(version),
+    )
+
+
+# --- lookups ---------------------------------------------------------------------------------------------------------
+
+
+async def list_tokenized_models(
+    *,
+    database: Database,
+    upstream: Upstream,
+    principal: Principal,
+    token_id: str | None,
+    owner: str | None,
+    page_token: str | None,
+    max_results: int,
+) -> TokenizedModelList:
+    """Tokenized versions the caller may read, in (name, version) order, paged by MLflow's own page token."""
+    clauses = [f"tags.{TAG_TOKEN_ID} = {filter_equals(token_id)}" if token_id else f"tags.{TAG_TOKEN_ID} LIKE '%'"]
+    if owner is not None:
+        names = await run_in_threadpool(owner_model_names, database, owner=owner)
+        if not names:
+            return TokenizedModelList(models=[], next_page_token=None)
+        clauses.append(f"name IN {filter_in(names)}")
+    filter_string = " AND ".join(clauses)
+    if len(filter_string) > _MAX_FILTER_LENGTH:
+        raise ApiError(
+            400,
+            "This owner holds too many models to list in one query; filter by token_id instead.",
+            error_code="INVALID_PARAMETER_VALUE",
+        )
+    await ensure_account(upstream=upstream, principal=principal)
+    versions, next_page_token = await _search_versions(
+        upstream=upstream,
+        principal=principal,
+        filter_string=filter_string,
+        max_results=max_results,
+        page_token=page_token,
+    )
+    models = [info for info in map(tokenized_info, versions) if info is not None]
+    return TokenizedModelList(models=models, next_page_token=next_page_token)
+
+
+async def get_tokenized_model(
+    *, upstream: Upstream, principal: Principal, model_name: str, version: str
+) -> TokenizedModelInfo:
+    """One tokenized version; `version` may be a number or `latest` (the newest tokenized version)."""
+    model_name = validate_model_name(model_name)
+    await ensure_account(upstream=upstream, principal=principal)
+    if version.lower() == LATEST:
+        found = await _latest_tokenized(upstream=upstream, principal=principal, model_name=model_name)
+    else:
+        if _VERSION_NUMBER.fullmatch(version) is None:
+            raise HokusaiValidationError("version", "must be a positive version number or 'latest'")
+        payload = await call_as(
+            upstream,
+            principal,
+            "GET",
+            MODEL_VERSIONS_GET,
+            params={"name": model_name, "version": version},
+            action=f"read version {version} of model '{model_name}'",
+        )
+        found = payload.get("model_version")
+    info = tokenized_info(found) if found else None
+    if info is None:
+        raise ApiError(
+            404,
+            f"Model '{model_name}' has no tokenized version '{version}'.",
+            error_code="RESOURCE_DOES_NOT_EXIST",
+        )
+    return info
+
+
+async def _latest_tokenized(*, upstream: Upstream, principal: Principal, model_name: str) -> dict[str, Any] | None:
+    versions, _ = await _search_versions(
+        upstream=upstream,
+        principal=principal,
+        filter_string=f"name IN {filter_in([model_name])} AND tags.{TAG_TOKEN_ID} LIKE '%'",
+        max_results=1,
+        order_by=["version_number DESC"],
+    )
+    return versions[0] if versions else None
+
+
+# --- tokens: admin operations ---------------------------------------------------------------------------------------
+
+
+async def transfer(
+    *,
+    database: Database,
+    upstream: Upstream,
+    audit: AuditLog,
+    caller: Caller,
+    token_id: str,
+    new_owner: str,
+    model_name: str | None,
+) -> Token:
+    """Give a token (and MANAGE on its registered model in MLflow) to another owner."""
+    moved = await run_in_threadpool(
+        transfer_token, database, token_id=token_id, new_owner=new_owner, model_name=model_name
+    )
+    if moved is None:
+        raise token_not_found(token_id)
+    token, previous_owner = moved
+    try:
+        await upstream.hand_over_registered_model(token.model_name, new_owner=new_owner, previous_owner=previous_owner)
+    except httpx.TransportError as exc:
+        raise mlflow_unavailable() from exc
+    except UpstreamError as exc:
+        logger.warning("token %s moved to %s, but MLflow grants failed: %s", token_id, new_owner, exc)
+        raise ApiError(
+            502,
+            f"Token '{token_id}' now belongs to '{new_owner}', but MLflow refused to grant them the model; retry.",
+            layer=LAYER_MLFLOW,
+        ) from exc
+    detail = {"from": previous_owner, "to": new_owner, "model_name": token.model_name}
+    await audit_event(audit, caller, "token.transfer", "ok", token_id, detail)
+    return token
+
+
+async def release(*, database: Database, audit: AuditLog, caller: Caller, token_id: str) -> Token:
+    """Free a token for anyone to claim; its model versions keep their tags."""
+    token = await run_in_threadpool(release_token, database, token_id=token_id)
+    if token is None:
+        raise token_not_found(token_id)
+    detail = {"owner": token.owner, "model_name": token.model_name}
+    await audit_event(audit, caller, "token.release", "ok", token_id, detail)
+    return token
+
+
+def token_not_found(token_id: str) -> ApiError:
+    return ApiError(404, f"Token '{token_id}' is not claimed.", error_code="RESOURCE_DOES_NOT_EXIST")

@@ -1,0 +1,126 @@
+"""Tokenized models and baselines: register model versions in MLflow as the caller, and look them up."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Request, Response, status
+
+from hokusai.server import registry
+from hokusai.server.deps import ReaderDep, StateDep, WriterDep
+from hokusai.server.registry import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, VERSION_PATTERN, Caller, Registration
+from hokusai.server.schemas import (
+    OWNER_RULES,
+    TOKEN_ID_RULES,
+    BaselineCreate,
+    BaselineInfo,
+    TokenizedModelCreate,
+    TokenizedModelInfo,
+    TokenizedModelList,
+    error_responses,
+)
+from hokusai.validation import METADATA_FIELDS, normalize_token_id, validate_owner
+
+router = APIRouter(prefix="/api/v1/models", tags=["models"])
+
+PAGE_TOKEN_MAX_LENGTH = 256
+# Documented here, enforced by the registry (one rule, one message).
+Version = Annotated[
+    str, Path(description="A version number or `latest`", json_schema_extra={"pattern": VERSION_PATTERN})
+]
+TokenIdQuery = Annotated[str | None, Query(json_schema_extra=TOKEN_ID_RULES)]
+OwnerQuery = Annotated[str | None, Query(description="Tokens held by this account", json_schema_extra=OWNER_RULES)]
+
+
+@router.post(
+    "/tokenized",
+    status_code=status.HTTP_201_CREATED,
+    response_model=TokenizedModelInfo,
+    responses={
+        200: {"model": TokenizedModelInfo, "description": "Already registered from this source: the existing version"},
+        **error_responses(404, 409, 429, 502, 503),
+    },
+)
+async def create_tokenized_model(
+    body: TokenizedModelCreate, request: Request, response: Response, state: StateDep, principal: WriterDep
+) -> TokenizedModelInfo:
+    """Claim the token and register a model version for it; a repeat answers 200 with the existing version."""
+    registration = Registration.build(
+        model_uri=body.model_uri,
+        mlflow_run_id=body.mlflow_run_id,
+        artifact_path=body.artifact_path,
+        model_name=body.model_name,
+        token_id=body.token_id,
+        metric_name=body.metric_name,
+        baseline_value=body.baseline_value,
+        tags=body.tags,
+        description=body.description,
+        metadata={name: getattr(body, name) for name in METADATA_FIELDS},
+        strict=body.strict,
+    )
+    info = await registry.register_tokenized_model(
+        database=state.database,
+        upstream=state.upstream,
+        audit=state.audit,
+        caller=Caller.of(request, principal),
+        registration=registration,
+    )
+    if not info.created:
+        response.status_code = status.HTTP_200_OK
+    return info
+
+
+@router.get("/tokenized", response_model=TokenizedModelList, responses=error_responses(429, 502, 503))
+async def read_tokenized_models(
+    state: StateDep,
+    principal: ReaderDep,
+    token_id: TokenIdQuery = None,
+    owner: OwnerQuery = None,
+    page_token: Annotated[str | None, Query(max_length=PAGE_TOKEN_MAX_LENGTH)] = None,
+    max_results: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
+) -> TokenizedModelList:
+    """List tokenized model versions you may read, by token and/or token owner, in pages."""
+    return await registry.list_tokenized_models(
+        database=state.database,
+        upstream=state.upstream,
+        principal=principal,
+        token_id=normalize_token_id(token_id) if token_id is not None else None,
+        owner=validate_owner(owner) if owner is not None else None,
+        page_token=page_token,
+        max_results=max_results,
+    )
+
+
+@router.get(
+    "/tokenized/{model_name:path}/versions/{version}",
+    response_model=TokenizedModelInfo,
+    responses=error_responses(404, 429, 502, 503),
+)
+async def read_tokenized_model(
+    model_name: str, version: Version, state: StateDep, principal: ReaderDep
+) -> TokenizedModelInfo:
+    """One tokenized model version; `version` is a number or `latest`."""
+    return await registry.get_tokenized_model(
+        upstream=state.upstream, principal=principal, model_name=model_name, version=version
+    )
+
+
+@router.post(
+    "/baseline",
+    status_code=status.HTTP_201_CREATED,
+    response_model=BaselineInfo,
+    responses=error_responses(404, 429, 502, 503),
+)
+async def create_baseline(
+    body: BaselineCreate, request: Request, state: StateDep, principal: WriterDep
+) -> BaselineInfo:
+    """Register a run's model as a baseline version of `hokusai-baseline-<model_type>`."""
+    return await registry.register_baseline(
+        upstream=state.upstream,
+        audit=state.audit,
+        caller=Caller.of(request, principal),
+        model_type=body.model_type,
+        run_id=body.mlflow_run_id,
+        artifact_path=body.artifact_path,
+        metadata=body.metadata,
+    )

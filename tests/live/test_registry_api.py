@@ -1,0 +1,599 @@
+"""The tokenized model registry API against the live platform: real gateway, real MLflow, real permissions."""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from urllib.parse import quote
+
+import httpx
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from schemathesis.checks import (
+    content_type_conformance,
+    not_a_server_error,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from tests.support.platform import LivePlatform
+
+ACCURACY = 0.875
+TOKENIZED = "/api/v1/models/tokenized"
+MLFLOW = "/api/mlflow/api/2.0/mlflow"
+PAGE_MODELS = 105
+RACERS = 6
+
+_LOG_RUN = f"""
+import json, tempfile
+import mlflow, numpy as np
+from sklearn.linear_model import LogisticRegression
+
+model = LogisticRegression().fit(np.array([[0.0], [1.0], [2.0], [3.0]]), np.array([0, 0, 1, 1]))
+with mlflow.start_run() as run:
+    mlflow.log_metric("accuracy", {ACCURACY})
+    logged = mlflow.sklearn.log_model(model, name="model")  # MLflow 3: a logged model, outside the run's artifacts
+    with tempfile.TemporaryDirectory() as folder:
+        mlflow.sklearn.save_model(model, folder + "/legacy")
+        mlflow.log_artifacts(folder + "/legacy", "legacy")  # the MLflow 2 layout: an MLmodel file in the run
+print(json.dumps({{"run_id": run.info.run_id, "experiment_id": run.info.experiment_id, "model_id": logged.model_id}}))
+"""
+
+_LOAD_MODELS = """
+import json
+import mlflow
+print(json.dumps([mlflow.pyfunc.load_model(uri).predict([[0.0], [3.0]]).tolist() for uri in {uris!r}]))
+"""
+
+
+@dataclass(frozen=True)
+class User:
+    owner: str
+    key: str
+
+
+@dataclass(frozen=True)
+class LoggedRun:
+    run_id: str
+    experiment_id: str
+    model_id: str
+
+
+def new_user(platform: LivePlatform, stem: str) -> User:
+    owner = platform.unique_owner(stem)
+    return User(owner, platform.create_key(owner))
+
+
+@pytest.fixture(scope="module")
+def alice(platform: LivePlatform) -> User:
+    return new_user(platform, "alice")
+
+
+@pytest.fixture(scope="module")
+def bob(platform: LivePlatform) -> User:
+    return new_user(platform, "bob")
+
+
+@pytest.fixture(scope="module")
+def run(platform: LivePlatform, alice: User) -> LoggedRun:
+    """One run of alice's, logged with the stock MLflow client through the gateway."""
+    result = platform.run_python(_LOG_RUN, platform.mlflow_env(alice.key))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return LoggedRun(**json.loads(result.stdout.strip().splitlines()[-1]))
+
+
+@pytest.fixture
+def as_alice(platform: LivePlatform, alice: User) -> Iterator[httpx.Client]:
+    with platform.client(alice.key) as client:
+        yield client
+
+
+@pytest.fixture
+def as_bob(platform: LivePlatform, bob: User) -> Iterator[httpx.Client]:
+    with platform.client(bob.key) as client:
+        yield client
+
+
+@pytest.fixture
+def as_admin(platform: LivePlatform) -> Iterator[httpx.Client]:
+    with platform.client(platform.admin_key) as client:
+        yield client
+
+
+def unique(stem: str) -> str:
+    return f"{stem}-{uuid.uuid4().hex[:10]}"
+
+
+def body(run: LoggedRun, **overrides: object) -> dict[str, object]:
+    fields: dict[str, object] = {
+        "mlflow_run_id": run.run_id,
+        "model_name": unique("model"),
+        "token_id": unique("tok"),
+        "metric_name": "accuracy",
+        "baseline_value": ACCURACY,
+    }
+    fields.update(overrides)
+    return fields
+
+
+def assert_error(response: httpx.Response, status: int, error_code: str, layer: str = "hokusai-api") -> str:
+    assert response.status_code == status, response.text
+    payload = response.json()
+    assert (payload["error_code"], payload["layer"]) == (error_code, layer), payload
+    return str(payload["message"])
+
+
+def load_predictions(platform: LivePlatform, user: User, uris: list[str]) -> list[list[int]]:
+    result = platform.run_python(_LOAD_MODELS.format(uris=uris), platform.mlflow_env(user.key))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return list(json.loads(result.stdout.strip().splitlines()[-1]))
+
+
+# --- registration ----------------------------------------------------------------------------------------------
+
+
+def test_claim_registers_loadable_versions_with_every_tag(
+    platform: LivePlatform, as_alice: httpx.Client, bob: User, run: LoggedRun
+) -> None:
+    request = body(run, tags={"team": "vision", "epochs": 3}, eval_spec="spec-7", description="first try")
+
+    response = as_alice.post(TOKENIZED, json=request)
+
+    assert response.status_code == 201, response.text
+    created = response.json()
+    token_id = str(request["token_id"]).upper()
+    assert created["created"] is True and created["warnings"] == []
+    assert (created["model_name"], created["version"], created["token_id"]) == (request["model_name"], "1", token_id)
+    # MLflow 3 logs the model outside the run, so `runs:/<id>/model` resolves to the logged model, as the client does.
+    assert (created["run_id"], created["source"]) == (run.run_id, f"models:/{run.model_id}")
+    assert created["model_uri"] == f"models:/{request['model_name']}/1"
+    assert created["tags"] == {
+        "hokusai_token_id": token_id,
+        "benchmark_metric": "accuracy",
+        "benchmark_value": repr(ACCURACY),
+        "hokusai_status": "registered",
+        "mlflow_run_id": run.run_id,
+        "hokusai.eval_spec": "spec-7",
+        "team": "vision",
+        "epochs": "3",
+    }
+    legacy = as_alice.post(TOKENIZED, json=body(run, artifact_path="legacy"))
+    assert legacy.status_code == 201, legacy.text
+    assert legacy.json()["source"].endswith(f"/{run.run_id}/artifacts/legacy")
+    # Both kinds of source load with the stock client, for another user too (default permission READ).
+    uris = [created["model_uri"], legacy.json()["model_uri"]]
+    assert load_predictions(platform, bob, uris) == [[0, 1], [0, 1]]
+
+
+def test_repeated_claim_is_idempotent(as_alice: httpx.Client, run: LoggedRun) -> None:
+    request = body(run)
+    first = as_alice.post(TOKENIZED, json=request, headers={"Idempotency-Key": "one"})
+
+    again = as_alice.post(TOKENIZED, json={**request, "token_id": str(request["token_id"]).upper()})
+
+    assert (first.status_code, again.status_code) == (201, 200), again.text
+    assert again.json()["created"] is False
+    assert {key: value for key, value in again.json().items() if key != "created"} == {
+        key: value for key, value in first.json().items() if key != "created"
+    }
+    other_source = as_alice.post(TOKENIZED, json={**request, "artifact_path": "legacy"})
+    assert (other_source.status_code, other_source.json()["version"]) == (201, "2")
+
+
+def test_conflict_names_the_model_and_never_the_owner(
+    as_alice: httpx.Client, as_bob: httpx.Client, alice: User, run: LoggedRun
+) -> None:
+    request = body(run)
+    assert as_alice.post(TOKENIZED, json=request).status_code == 201
+    token_id = str(request["token_id"]).upper()
+
+    by_bob = as_bob.post(TOKENIZED, json=body(run, token_id=request["token_id"]))
+    other_model = as_alice.post(TOKENIZED, json=body(run, token_id=request["token_id"]))
+
+    expected = (
+        f"Token '{token_id}' is already claimed by model '{request['model_name']}'. A token belongs to one model: "
+        "choose another token id, or ask an admin to transfer this one."
+    )
+    assert assert_error(by_bob, 409, "TOKEN_ALREADY_CLAIMED") == expected
+    assert assert_error(other_model, 409, "TOKEN_ALREADY_CLAIMED") == expected
+    assert alice.owner not in by_bob.text
+
+
+def test_metric_mismatch_warns_and_strict_mode_refuses(as_alice: httpx.Client, run: LoggedRun) -> None:
+    lenient = as_alice.post(TOKENIZED, json=body(run, baseline_value=0.5))
+    strict = as_alice.post(TOKENIZED, json=body(run, baseline_value=0.5, strict=True))
+    missing = as_alice.post(TOKENIZED, json=body(run, metric_name="f1", strict=True))
+    close_enough = as_alice.post(TOKENIZED, json=body(run, baseline_value=ACCURACY * (1 + 1e-7), strict=True))
+
+    assert lenient.status_code == 201
+    assert lenient.json()["warnings"] == [
+        f"metric 'accuracy' of run '{run.run_id}' is {ACCURACY}, not the baseline 0.5"
+    ]
+    assert "strict mode" in assert_error(strict, 400, "INVALID_PARAMETER_VALUE")
+    assert "has no metric 'f1'" in assert_error(missing, 400, "INVALID_PARAMETER_VALUE")
+    assert close_enough.status_code == 201 and close_enough.json()["warnings"] == []
+
+
+def test_model_names_with_quotes_and_unicode_survive_mlflow_filters(as_alice: httpx.Client, run: LoggedRun) -> None:
+    name = unique("it's a \"quoted\" \\ módel ') OR name LIKE ('%")
+    request = body(run, model_name=name)
+
+    first = as_alice.post(TOKENIZED, json=request)
+    again = as_alice.post(TOKENIZED, json=request)
+    latest = as_alice.get(f"{TOKENIZED}/{quote(name, safe='')}/versions/latest")
+
+    assert (first.status_code, again.status_code) == (201, 200), again.text
+    assert again.json()["version"] == first.json()["version"]
+    assert latest.status_code == 200, latest.text
+    assert (latest.json()["model_name"], latest.json()["version"]) == (name, "1")
+
+
+def test_baseline_registration(as_alice: httpx.Client, run: LoggedRun) -> None:
+    model_type = unique("clf").lower()
+
+    response = as_alice.post(
+        "/api/v1/models/baseline",
+        json={"model_type": model_type, "mlflow_run_id": run.run_id, "metadata": {"dataset": "d1", "rows": 4}},
+    )
+
+    assert response.status_code == 201, response.text
+    baseline = response.json()
+    assert baseline["model_name"] == f"hokusai-baseline-{model_type}"
+    assert (baseline["version"], baseline["run_id"], baseline["model_type"]) == ("1", run.run_id, model_type)
+    assert baseline["model_uri"] == f"models:/hokusai-baseline-{model_type}/1"
+    assert baseline["tags"] == {
+        "is_baseline": "true",
+        "model_type": model_type,
+        "mlflow_run_id": run.run_id,
+        "metrics": json.dumps({"accuracy": ACCURACY}, separators=(",", ":")),
+        "metadata": json.dumps({"dataset": "d1", "rows": 4}, separators=(",", ":"), sort_keys=True),
+    }
+    bad = as_alice.post("/api/v1/models/baseline", json={"model_type": "Bad Type", "mlflow_run_id": run.run_id})
+    assert "model_type" in assert_error(bad, 400, "INVALID_PARAMETER_VALUE")
+
+
+# --- bad input ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"baseline_value": math.nan}, "baseline_value"),
+        ({"baseline_value": math.inf}, "baseline_value"),
+        ({"baseline_value": -math.inf}, "baseline_value"),
+        ({"baseline_value": True}, "baseline_value"),
+        ({"baseline_value": "0.5"}, "baseline_value"),
+        ({"baseline_value": 10**400}, "baseline_value"),
+        ({"token_id": "T" * 65}, "token_id"),
+        ({"token_id": "-leading"}, "token_id"),
+        ({"token_id": "trailing-"}, "token_id"),
+        ({"token_id": "tökén"}, "token_id"),
+        ({"token_id": ""}, "token_id"),
+        ({"metric_name": "acc;uracy"}, "metric_name"),
+        ({"model_name": " padded "}, "model_name"),
+        ({"model_name": "ctrl\x07"}, "model_name"),
+        ({"mlflow_run_id": "../etc"}, "mlflow_run_id"),
+        ({"model_uri": "runs:/abc/model"}, "model_uri"),
+        ({"tags": {"hokusai_token_id": "X"}}, "tags"),
+        ({"eval_spec": "x" * 501}, "eval_spec"),
+        ({"surprise": 1}, "surprise"),
+    ],
+)
+def test_bad_input_is_a_400_naming_the_field(
+    as_alice: httpx.Client, run: LoggedRun, overrides: dict[str, object], field: str
+) -> None:
+    request = json.dumps(body(run, **overrides))  # json.dumps writes NaN/Infinity, as a careless client would
+
+    response = as_alice.post(TOKENIZED, content=request, headers={"content-type": "application/json"})
+
+    assert field in assert_error(response, 400, "INVALID_PARAMETER_VALUE")
+
+
+def test_malformed_json_and_bad_queries_are_400(as_alice: httpx.Client, as_admin: httpx.Client) -> None:
+    broken = as_alice.post(TOKENIZED, content=b"{not json", headers={"content-type": "application/json"})
+    paging = as_alice.get(TOKENIZED, params={"page_token": "garbage"})
+    too_many = as_alice.get(TOKENIZED, params={"max_results": 1001})
+    version = as_alice.get(f"{TOKENIZED}/some-model/versions/first")
+    since = as_admin.get("/api/v1/audit", params={"since": "yesterday"})
+
+    for response in (broken, paging, too_many, version, since):
+        assert_error(response, 400, "INVALID_PARAMETER_VALUE")
+
+
+def test_missing_run_or_model_path_is_404(as_alice: httpx.Client, as_admin: httpx.Client, run: LoggedRun) -> None:
+    missing = body(run, mlflow_run_id="0" * 32)
+
+    for client in (as_alice, as_admin):
+        message = assert_error(client.post(TOKENIZED, json=missing), 404, "RESOURCE_DOES_NOT_EXIST", layer="mlflow")
+        assert f"read run '{'0' * 32}'" in message
+    no_model = as_alice.post(TOKENIZED, json=body(run, artifact_path="nothing-here"))
+    assert "no model at 'nothing-here'" in assert_error(no_model, 404, "RESOURCE_DOES_NOT_EXIST")
+
+
+# --- permissions ---------------------------------------------------------------------------------------------------
+
+
+def test_a_run_the_caller_may_not_read_is_403_from_mlflow(
+    as_admin: httpx.Client, as_bob: httpx.Client, bob: User, run: LoggedRun
+) -> None:
+    # The default permission is READ, so everyone reads every run; an explicit DENY makes alice's run unreadable.
+    grant = {"username": bob.owner, "resource_type": "experiment", "resource_id": run.experiment_id}
+    permissions = "/api/mlflow/api/3.0/mlflow/users/permissions"
+    assert as_admin.post(f"{permissions}/grant", json={**grant, "permission": "DENY"}).status_code == 200
+    try:
+        request = body(run)
+        response = as_bob.post(TOKENIZED, json=request)
+    finally:
+        assert as_admin.post(f"{permissions}/revoke", json=grant).status_code == 200
+
+    assert "may not read it" in assert_error(response, 403, "PERMISSION_DENIED", layer="mlflow")
+    assert as_bob.get(f"/api/v1/tokens/{request['token_id']}").status_code == 404
+
+
+def test_another_users_model_is_403_from_mlflow_and_the_claim_rolls_back(
+    as_alice: httpx.Client, as_bob: httpx.Client, as_admin: httpx.Client, bob: User, run: LoggedRun
+) -> None:
+    alices = body(run)
+    assert as_alice.post(TOKENIZED, json=alices).status_code == 201
+    bobs = body(run, model_name=alices["model_name"])
+
+    response = as_bob.post(TOKENIZED, json=bobs)
+
+    message = assert_error(response, 403, "PERMISSION_DENIED", layer="mlflow")
+    assert f"create a version of model '{alices['model_name']}'" in message
+    assert as_bob.get(f"/api/v1/tokens/{bobs['token_id']}").status_code == 404
+    events = as_admin.get("/api/v1/audit", params={"actor": bob.owner, "action": "token.claim"}).json()["events"]
+    outcomes = [event["outcome"] for event in events if event["target"] == str(bobs["token_id"]).upper()]
+    assert outcomes == ["rolled_back", "ok"]
+
+
+def test_simultaneous_claims_have_exactly_one_winner(platform: LivePlatform, run: LoggedRun) -> None:
+    users = [new_user(platform, "racer") for _ in range(RACERS)]
+    token_id = unique("race")
+    barrier = threading.Barrier(RACERS)
+
+    def claim(user: User) -> httpx.Response:
+        with platform.client(user.key) as client:
+            request = body(run, token_id=token_id, model_name=unique(user.owner))
+            barrier.wait()
+            return client.post(TOKENIZED, json=request)
+
+    with ThreadPoolExecutor(RACERS) as pool:
+        responses = list(pool.map(claim, users))
+
+    winners = [response for response in responses if response.status_code == 201]
+    assert len(winners) == 1, [response.text for response in responses]
+    winning_model = winners[0].json()["model_name"]
+    for response in responses:
+        if response is not winners[0]:
+            assert f"claimed by model '{winning_model}'" in assert_error(response, 409, "TOKEN_ALREADY_CLAIMED")
+
+
+def test_simultaneous_repeats_by_one_owner_create_one_version(
+    platform: LivePlatform, alice: User, run: LoggedRun
+) -> None:
+    request = body(run)
+    barrier = threading.Barrier(RACERS)
+
+    def register(_: int) -> httpx.Response:
+        with platform.client(alice.key) as client:
+            barrier.wait()
+            return client.post(TOKENIZED, json=request, headers={"Idempotency-Key": "retry"})
+
+    with ThreadPoolExecutor(RACERS) as pool:
+        responses = list(pool.map(register, range(RACERS)))
+
+    assert sorted(response.status_code for response in responses) == [200] * (RACERS - 1) + [201]
+    assert {response.json()["version"] for response in responses} == {"1"}
+
+
+# --- tokens ------------------------------------------------------------------------------------------------------
+
+
+def test_token_lookup_shows_the_owner_only_to_the_owner_and_admins(
+    as_alice: httpx.Client, as_bob: httpx.Client, as_admin: httpx.Client, alice: User, run: LoggedRun
+) -> None:
+    request = body(run)
+    assert as_alice.post(TOKENIZED, json=request).status_code == 201
+    path = f"/api/v1/tokens/{str(request['token_id']).lower()}"
+
+    seen = {name: client.get(path).json() for name, client in [("a", as_alice), ("b", as_bob), ("admin", as_admin)]}
+
+    assert {name: info["owner"] for name, info in seen.items()} == {"a": alice.owner, "b": None, "admin": alice.owner}
+    assert all(info["model_name"] == request["model_name"] for info in seen.values())
+    assert_error(as_bob.get("/api/v1/tokens/never-claimed"), 404, "RESOURCE_DOES_NOT_EXIST")
+    assert_error(as_bob.get("/api/v1/tokens/-bad"), 400, "INVALID_PARAMETER_VALUE")
+
+
+def test_admins_transfer_and_release_tokens(
+    as_alice: httpx.Client, as_bob: httpx.Client, as_admin: httpx.Client, alice: User, bob: User, run: LoggedRun
+) -> None:
+    request = body(run)
+    assert as_alice.post(TOKENIZED, json=request).status_code == 201
+    token_path = f"/api/v1/tokens/{request['token_id']}"
+    assert_error(as_bob.post(f"{token_path}/transfer", json={"new_owner": bob.owner}), 403, "PERMISSION_DENIED")
+
+    moved = as_admin.post(f"{token_path}/transfer", json={"new_owner": bob.owner})
+
+    assert moved.status_code == 200, moved.text
+    assert (moved.json()["owner"], moved.json()["model_name"]) == (bob.owner, request["model_name"])
+    # The new owner got MANAGE on the registered model in MLflow, and the token now refuses its former owner.
+    by_bob = as_bob.post(TOKENIZED, json={**request, "artifact_path": "legacy"})
+    assert (by_bob.status_code, by_bob.json()["version"]) == (201, "2")
+    assert_error(as_alice.post(TOKENIZED, json=request), 409, "TOKEN_ALREADY_CLAIMED")
+    direct = {"name": request["model_name"], "source": f"models:/{run.model_id}", "model_id": run.model_id}
+    assert as_alice.post(f"{MLFLOW}/model-versions/create", json=direct).status_code == 403  # her grant was revoked
+
+    released = as_admin.delete(token_path)
+
+    assert released.status_code == 200 and released.json()["owner"] == bob.owner
+    assert_error(as_admin.delete(token_path), 404, "RESOURCE_DOES_NOT_EXIST")
+    assert as_bob.get(token_path).status_code == 404
+    events = as_admin.get("/api/v1/audit", params={"actor": "admin", "max_results": 1000}).json()["events"]
+    actions = {event["action"] for event in events if event["target"] == str(request["token_id"]).upper()}
+    assert {"token.transfer", "token.release"} <= actions
+
+
+# --- lookups -------------------------------------------------------------------------------------------------------
+
+
+def _gateway_register(client: httpx.Client, name: str, tags: dict[str, str], run: LoggedRun) -> None:
+    """A registered model and version made with MLflow's own API through the gateway (faster than our checks)."""
+    assert client.post(f"{MLFLOW}/registered-models/create", json={"name": name}).status_code == 200
+    version = {"name": name, "source": f"models:/{run.model_id}", "model_id": run.model_id, "run_id": run.run_id}
+    version["tags"] = [{"key": key, "value": value} for key, value in tags.items()]
+    response = client.post(f"{MLFLOW}/model-versions/create", json=version)
+    assert response.status_code == 200, response.text
+
+
+def _all_pages(client: httpx.Client, **params: object) -> list[list[dict[str, object]]]:
+    pages, page_token = [], None
+    while True:
+        response = client.get(TOKENIZED, params={**params, **({"page_token": page_token} if page_token else {})})
+        assert response.status_code == 200, response.text
+        pages.append(response.json()["models"])
+        page_token = response.json()["next_page_token"]
+        if page_token is None:
+            return pages
+
+
+def test_lookups_page_across_more_than_100_models(as_alice: httpx.Client, run: LoggedRun) -> None:
+    token_id = unique("PAGE").upper()
+    prefix = unique("paged")
+    names = [f"{prefix}-{index:03d}" for index in range(PAGE_MODELS)]
+    tags = {"hokusai_token_id": token_id, "benchmark_metric": "accuracy", "benchmark_value": "0.875"}
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda name: _gateway_register(as_alice, name, tags, run), names))
+    # A version carrying the token but not the benchmark tags is not a tokenized model, and is skipped.
+    _gateway_register(as_alice, f"{prefix}-untagged", {"hokusai_token_id": token_id}, run)
+
+    default_pages = _all_pages(as_alice, token_id=token_id)
+    small_pages = _all_pages(as_alice, token_id=token_id, max_results=40)
+
+    assert [len(page) for page in default_pages] == [100, PAGE_MODELS - 100]
+    assert [len(page) for page in small_pages] == [40, 40, PAGE_MODELS - 80]
+    for pages in (default_pages, small_pages):
+        assert [model["model_name"] for page in pages for model in page] == names
+    everything = as_alice.get(TOKENIZED, params={"max_results": 1000}).json()["models"]
+    listed = {model["model_name"] for model in everything}
+    assert set(names) <= listed and f"{prefix}-untagged" not in listed
+    assert not any(name.startswith("hokusai-baseline-") for name in listed)
+
+
+def test_owner_filter_and_version_lookup(
+    as_alice: httpx.Client, as_bob: httpx.Client, platform: LivePlatform, run: LoggedRun
+) -> None:
+    carol = new_user(platform, "carol")
+    with platform.client(carol.key) as as_carol:
+        registered = [as_carol.post(TOKENIZED, json=body(run)).json() for _ in range(3)]
+        again = as_carol.post(TOKENIZED, json={**body(run), "model_name": registered[0]["model_name"],
+                                               "token_id": "extra-" + uuid.uuid4().hex[:6]})  # fmt: skip
+    assert again.status_code == 201
+
+    pages = _all_pages(as_bob, owner=carol.owner, max_results=2)
+
+    assert [len(page) for page in pages] == [2, 2]
+    assert sorted(model["model_name"] for page in pages for model in page) == sorted(
+        [item["model_name"] for item in registered] + [registered[0]["model_name"]]
+    )
+    assert _all_pages(as_bob, owner=unique("nobody")) == [[]]
+    name = registered[0]["model_name"]
+    latest = as_bob.get(f"{TOKENIZED}/{name}/versions/latest")
+    first = as_bob.get(f"{TOKENIZED}/{name}/versions/1")
+    assert (latest.json()["version"], first.json()["version"]) == ("2", "1")
+    assert first.json()["token_id"] == registered[0]["token_id"]
+    assert_error(as_bob.get(f"{TOKENIZED}/{name}/versions/99"), 404, "RESOURCE_DOES_NOT_EXIST", layer="mlflow")
+
+
+# --- audit ---------------------------------------------------------------------------------------------------------
+
+
+def test_audit_is_admin_only_filtered_and_paged(
+    as_alice: httpx.Client, as_admin: httpx.Client, alice: User, run: LoggedRun
+) -> None:
+    assert as_alice.post(TOKENIZED, json=body(run)).status_code == 201
+    assert_error(as_alice.get("/api/v1/audit"), 403, "PERMISSION_DENIED")
+
+    claims = as_admin.get("/api/v1/audit", params={"actor": alice.owner, "action": "token.claim"}).json()["events"]
+    first_page = as_admin.get("/api/v1/audit", params={"actor": alice.owner, "max_results": 1}).json()
+    second_page = as_admin.get(
+        "/api/v1/audit", params={"actor": alice.owner, "max_results": 1, "page_token": first_page["next_page_token"]}
+    ).json()
+    later = as_admin.get("/api/v1/audit", params={"actor": alice.owner, "since": claims[0]["at"]}).json()["events"]
+
+    assert claims and all((e["actor"], e["action"]) == (alice.owner, "token.claim") for e in claims)
+    assert len(first_page["events"]) == 1 and first_page["next_page_token"]
+    assert second_page["events"][0]["id"] < first_page["events"][0]["id"]
+    newest_claim = datetime.fromisoformat(claims[0]["at"])
+    assert later and all(datetime.fromisoformat(event["at"]) >= newest_claim for event in later)
+    denials = as_admin.get("/api/v1/audit", params={"actor": alice.owner, "action": "permission.denied"}).json()
+    assert denials["events"][0]["target"] == "GET /api/v1/audit"
+
+
+# --- the schema ----------------------------------------------------------------------------------------------
+
+REGISTRY_OPERATIONS = [
+    ("POST", "/api/v1/models/tokenized"),
+    ("GET", "/api/v1/models/tokenized"),
+    ("GET", "/api/v1/models/tokenized/{model_name}/versions/{version}"),
+    ("POST", "/api/v1/models/baseline"),
+    ("GET", "/api/v1/tokens/{token_id}"),
+    ("POST", "/api/v1/tokens/{token_id}/transfer"),
+    ("DELETE", "/api/v1/tokens/{token_id}"),
+    ("GET", "/api/v1/audit"),
+]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+    response_headers_conformance,
+]
+
+
+@pytest.fixture(scope="module")
+def registry_schema(platform: LivePlatform) -> schemathesis.BaseSchema:
+    schema = schemathesis.openapi.from_url(platform.url + "/openapi.json")
+    return schema.include(path_regex=r"^/api/v1/(models|tokens|audit)")
+
+
+def test_every_registry_route_is_fuzzed(registry_schema: schemathesis.BaseSchema) -> None:
+    operations = [result.ok() for result in registry_schema.get_all_operations()]
+
+    assert sorted((operation.method.upper(), operation.path) for operation in operations) == sorted(REGISTRY_OPERATIONS)
+
+
+# Negative data needs a constrained input: a route whose only parameter is a free string has none to violate.
+FUZZ_CASES = [(method, path, schemathesis.GenerationMode.POSITIVE) for method, path in REGISTRY_OPERATIONS] + [
+    (method, path, schemathesis.GenerationMode.NEGATIVE)
+    for method, path in REGISTRY_OPERATIONS
+    if method == "POST" or path in (TOKENIZED, "/api/v1/audit")
+]
+
+
+# schemathesis' own pytest integration (`from_fixture`) fails on pytest 9, so its strategies drive hypothesis here.
+@pytest.mark.parametrize(("method", "path", "mode"), FUZZ_CASES)
+def test_registry_routes_never_fail_and_match_their_schema(
+    registry_schema: schemathesis.BaseSchema,
+    platform: LivePlatform,
+    method: str,
+    path: str,
+    mode: schemathesis.GenerationMode,
+) -> None:
+    operation = registry_schema[path][method]
+    headers = {"Authorization": f"Bearer {platform.admin_key}"}
+
+    @settings(max_examples=30, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @given(case=operation.as_strategy(generation_mode=mode))
+    def call_and_validate(case: schemathesis.Case) -> None:
+        case.call_and_validate(base_url=platform.url, headers=headers, checks=CHECKS)
+
+    call_and_validate()

@@ -1,0 +1,99 @@
+"""Token claims against real SQLite and PostgreSQL: the primary-key insert decides every race."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from hokusai.server.db import Database
+from hokusai.server.errors import ApiError
+from hokusai.server.registry import TokenClaim, claim_token, get_token, release_token, transfer_token
+
+RACERS = 8
+
+
+@pytest.fixture
+def database(database_url: str) -> Iterator[Database]:
+    db = Database(database_url)
+    try:
+        yield db
+    finally:
+        db.close()
+
+
+def _race(database: Database, claims: list[tuple[str, str]]) -> list[TokenClaim | ApiError]:
+    """Fire every (owner, model) claim on token RACE at once, released together by a barrier."""
+    barrier = threading.Barrier(len(claims))
+
+    def attempt(owner_and_model: tuple[str, str]) -> TokenClaim | ApiError:
+        owner, model_name = owner_and_model
+        barrier.wait()
+        try:
+            return claim_token(database, token_id="RACE", model_name=model_name, owner=owner)
+        except ApiError as exc:
+            return exc
+
+    with ThreadPoolExecutor(len(claims)) as pool:
+        return list(pool.map(attempt, claims))
+
+
+def test_exactly_one_of_many_owners_wins_a_race(database: Database) -> None:
+    outcomes = _race(database, [(f"user{i}", f"model-{i}") for i in range(RACERS)])
+
+    winners = [outcome for outcome in outcomes if isinstance(outcome, TokenClaim)]
+    losers = [outcome for outcome in outcomes if isinstance(outcome, ApiError)]
+    assert len(winners) == 1 and winners[0].created
+    assert len(losers) == RACERS - 1
+    holder = get_token(database, token_id="RACE")
+    assert holder is not None and holder.owner == winners[0].token.owner
+    for loser in losers:
+        assert (loser.status, loser.error_code) == (409, "TOKEN_ALREADY_CLAIMED")
+        assert f"model '{holder.model_name}'" in loser.message
+        assert holder.owner not in loser.message
+
+
+def test_one_owner_racing_for_one_model_creates_once(database: Database) -> None:
+    outcomes = _race(database, [("alice", "alice-model")] * RACERS)
+
+    assert all(isinstance(outcome, TokenClaim) for outcome in outcomes)
+    assert sum(outcome.created for outcome in outcomes if isinstance(outcome, TokenClaim)) == 1
+
+
+def test_a_repeat_claim_is_idempotent_and_another_model_conflicts(database: Database) -> None:
+    first = claim_token(database, token_id="TOK-1", model_name="m1", owner="alice")
+    again = claim_token(database, token_id="TOK-1", model_name="m1", owner="alice")
+
+    assert first.created and not again.created
+    assert again.token.created_at == first.token.created_at
+    with pytest.raises(ApiError) as conflict:
+        claim_token(database, token_id="TOK-1", model_name="m2", owner="alice")
+    assert conflict.value.message.startswith("Token 'TOK-1' is already claimed by model 'm1'.")
+
+
+def test_release_only_removes_the_expected_claim(database: Database) -> None:
+    claim_token(database, token_id="TOK-2", model_name="m1", owner="alice")
+
+    assert release_token(database, token_id="TOK-2", owner="bob") is None
+    assert release_token(database, token_id="TOK-2", owner="alice", model_name="other") is None
+    assert get_token(database, token_id="TOK-2") is not None
+    released = release_token(database, token_id="TOK-2", owner="alice", model_name="m1")
+    assert released is not None and released.owner == "alice"
+    assert get_token(database, token_id="TOK-2") is None
+    assert claim_token(database, token_id="TOK-2", model_name="m9", owner="bob").created
+
+
+def test_transfer_moves_owner_and_model(database: Database) -> None:
+    claim_token(database, token_id="TOK-3", model_name="m1", owner="alice")
+
+    moved = transfer_token(database, token_id="TOK-3", new_owner="bob", model_name="m2")
+
+    assert moved is not None
+    token, previous_owner = moved
+    assert (token.owner, token.model_name, previous_owner) == ("bob", "m2", "alice")
+    stored = get_token(database, token_id="TOK-3")
+    assert stored is not None and (stored.owner, stored.model_name) == ("bob", "m2")
+    assert stored.updated_at >= stored.created_at
+    assert transfer_token(database, token_id="NOPE", new_owner="bob") is None

@@ -1,0 +1,145 @@
+"""The registry's pure helpers: MLflow filter quoting (checked with MLflow's own parser), metrics and paging."""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+
+import httpx
+import pytest
+from hypothesis import given, settings, strategies as st
+from mlflow.utils.search_utils import SearchModelVersionUtils
+
+from hokusai.errors import HokusaiValidationError
+from hokusai.server.mlflow_rest import checked_page_token, filter_equals, filter_in, mlflow_error
+from hokusai.server.registry import Registration, RunFacts, metric_warnings, metrics_tags, tokenized_info
+from hokusai.validation import TAG_BASELINE, TAG_METRIC, TAG_METRICS, TAG_TOKEN_ID, TAG_VALUE_MAX_LENGTH
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(names=st.lists(st.text(min_size=0, max_size=40), min_size=1, max_size=4))
+def test_filter_in_round_trips_any_text_through_mlflows_parser(names: list[str]) -> None:
+    parsed = SearchModelVersionUtils.parse_search_filter(f"name IN {filter_in(names)} AND tags.t = 'x'")
+
+    assert len(parsed) == 2
+    assert list(parsed[0]["value"]) == names
+    assert parsed[1] == {"type": "tag", "key": "t", "comparator": "=", "value": "x"}
+
+
+def test_filter_in_cannot_be_broken_out_of() -> None:
+    hostile = "x') OR name LIKE ('%"
+
+    parsed = SearchModelVersionUtils.parse_search_filter(f"name IN {filter_in([hostile])}")
+
+    assert parsed == [{"type": "attribute", "key": "name", "comparator": "IN", "value": (hostile,)}]
+
+
+@pytest.mark.parametrize("value", ["it's", "a b", "", "x%", 'q"'])
+def test_filter_equals_refuses_anything_but_ids(value: str) -> None:
+    with pytest.raises(ValueError):
+        filter_equals(value)
+
+
+def test_filter_equals_quotes_ids() -> None:
+    assert filter_equals("TOKEN-1") == "'TOKEN-1'"
+
+
+def _run(metrics: dict[str, float]) -> RunFacts:
+    return RunFacts(run_id="r1", experiment_id="1", artifact_uri="a", metrics=metrics, model_steps={})
+
+
+@pytest.mark.parametrize(
+    ("recorded", "claimed"),
+    [(0.875, 0.875), (0.875, 0.875 * (1 + 5e-7)), (0.0, 5e-10), (1e6, 1e6 + 0.5)],
+)
+def test_metric_within_tolerance_gives_no_warning(recorded: float, claimed: float) -> None:
+    run = _run({"accuracy": recorded})
+
+    assert metric_warnings(run=run, metric_name="accuracy", baseline_value=claimed, strict=True) == []
+
+
+@pytest.mark.parametrize(("metrics", "fragment"), [({"accuracy": 0.9}, "is 0.9, not"), ({}, "has no metric")])
+def test_metric_mismatch_warns_or_fails_when_strict(metrics: dict[str, float], fragment: str) -> None:
+    run = _run(metrics)
+
+    warnings = metric_warnings(run=run, metric_name="accuracy", baseline_value=0.8, strict=False)
+
+    assert len(warnings) == 1 and fragment in warnings[0]
+    with pytest.raises(HokusaiValidationError, match="strict mode"):
+        metric_warnings(run=run, metric_name="accuracy", baseline_value=0.8, strict=True)
+
+
+def test_metrics_tag_is_json_and_bounded() -> None:
+    many = {f"metric_{index:04d}": index / 3 for index in range(1000)}
+    many["nan_metric"] = math.nan
+
+    tag = metrics_tags(many)[TAG_METRICS]
+
+    assert len(tag) <= TAG_VALUE_MAX_LENGTH
+    decoded = json.loads(tag)
+    assert decoded["metric_0000"] == 0.0 and 10 < len(decoded) < 1000
+    assert json.loads(metrics_tags({"a": 1.0, "b": math.inf})[TAG_METRICS]) == {"a": 1.0, "b": None}
+
+
+def _version(**tags: str) -> dict[str, object]:
+    return {"name": "m", "version": "3", "source": "models:/m-1", "run_id": "", "tags": [
+        {"key": key, "value": value} for key, value in tags.items()
+    ]}  # fmt: skip
+
+
+def test_tokenized_info_reads_the_tags() -> None:
+    info = tokenized_info(_version(**{TAG_TOKEN_ID: "T", TAG_METRIC: "acc", TAG_BASELINE: "0.5", "team": "x"}))
+
+    assert info is not None
+    assert (info.model_uri, info.baseline_value, info.run_id, info.tags["team"]) == ("models:/m/3", 0.5, None, "x")
+
+
+@pytest.mark.parametrize(
+    "tags",
+    [
+        {TAG_METRIC: "acc", TAG_BASELINE: "0.5"},
+        {TAG_TOKEN_ID: "T", TAG_BASELINE: "0.5"},
+        {TAG_TOKEN_ID: "T", TAG_METRIC: "acc", TAG_BASELINE: "nan"},
+        {TAG_TOKEN_ID: "T", TAG_METRIC: "acc", TAG_BASELINE: "high"},
+    ],
+)
+def test_tokenized_info_skips_versions_without_usable_tags(tags: dict[str, str]) -> None:
+    assert tokenized_info(_version(**tags)) is None
+
+
+def test_page_tokens_must_look_like_mlflows() -> None:
+    good = base64.b64encode(b'{"offset": 100}').decode()
+
+    assert checked_page_token(good) == good
+    for bad in ["garbage", base64.b64encode(b"[1]").decode(), base64.b64encode(b'{"offset": -1}').decode()]:
+        with pytest.raises(HokusaiValidationError):
+            checked_page_token(bad)
+
+
+def test_registration_needs_exactly_one_source() -> None:
+    fields = dict(
+        artifact_path="model", model_name="m", token_id="t", metric_name="acc", baseline_value=0.5,
+        tags=None, description=None, metadata={}, strict=False,
+    )  # fmt: skip
+    with pytest.raises(HokusaiValidationError, match="exactly one"):
+        Registration.build(model_uri=None, mlflow_run_id=None, **fields)  # type: ignore[arg-type]
+    with pytest.raises(HokusaiValidationError, match="exactly one"):
+        Registration.build(model_uri="runs:/abc/model", mlflow_run_id="abc", **fields)  # type: ignore[arg-type]
+    built = Registration.build(model_uri=None, mlflow_run_id="abc", **fields)  # type: ignore[arg-type]
+    assert (built.model_uri, built.run_id, built.token_id) == ("runs:/abc/model", "abc", "T")
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [(403, (403, "PERMISSION_DENIED")), (404, (404, "RESOURCE_DOES_NOT_EXIST")),
+     (400, (400, "INVALID_PARAMETER_VALUE")), (401, (502, "TEMPORARILY_UNAVAILABLE")),
+     (500, (502, "TEMPORARILY_UNAVAILABLE"))],
+)  # fmt: skip
+def test_mlflow_errors_keep_their_layer(status: int, expected: tuple[int, str]) -> None:
+    response = httpx.Response(status, json={"error_code": "INVALID_PARAMETER_VALUE", "message": "nope"})
+
+    error = mlflow_error(response, "do a thing")
+
+    assert (error.status, error.error_code, error.layer) == (*expected, "mlflow")
+    assert "do a thing" in error.message

@@ -1,0 +1,42 @@
+"""An MLflow that cannot be reached is a 503 with Retry-After, never a 500 (real sockets, nothing listening)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hokusai.server.db import Database
+from hokusai.server.errors import ApiError
+from hokusai.server.keys import Principal
+from hokusai.server.registry import fetch_run
+from hokusai.server.secrets import load_or_create_secrets
+from hokusai.server.settings import Settings
+from hokusai.server.upstream import Upstream
+from tests.support.platform import free_port
+
+ALICE = Principal(
+    key_id="key_1", owner="alice", scopes=frozenset({"read", "write"}), prefix="hk_live_x", expires_at=None
+)
+
+
+@pytest.fixture
+def unreachable(tmp_path: Path) -> Iterator[Upstream]:
+    settings = Settings(data_dir=tmp_path, upstream_connect_timeout_seconds=2.0)
+    database = Database(settings.resolved_database_url)
+    upstream = Upstream(f"http://127.0.0.1:{free_port()}", settings, load_or_create_secrets(settings), database)
+    try:
+        yield upstream
+    finally:
+        asyncio.run(upstream.aclose())
+        database.close()
+
+
+def test_an_unreachable_mlflow_is_503_with_retry_after(unreachable: Upstream) -> None:
+    with pytest.raises(ApiError) as refused:
+        asyncio.run(fetch_run(upstream=unreachable, principal=ALICE, run_id="abc"))
+
+    assert (refused.value.status, refused.value.error_code) == (503, "TEMPORARILY_UNAVAILABLE")
+    assert refused.value.headers == {"Retry-After": "2"}

@@ -1,0 +1,118 @@
+"""The shared input rules (`hokusai.validation`), used by both the SDK and the server."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from hokusai.errors import HokusaiValidationError
+from hokusai.validation import (
+    RESERVED_TAGS,
+    baseline_mismatch,
+    normalize_token_id,
+    run_id_from_uri,
+    tokenized_tags,
+    validate_baseline_value,
+    validate_metadata,
+    validate_metadata_fields,
+    validate_metric_name,
+    validate_model_name,
+    validate_owner,
+    validate_user_tags,
+)
+
+
+@pytest.mark.parametrize(
+    ("raw", "canonical"), [("abc", "ABC"), ("Lscor-2", "LSCOR-2"), ("a" * 64, "A" * 64), ("7", "7")]
+)
+def test_token_ids_are_upper_cased(raw: str, canonical: str) -> None:
+    assert normalize_token_id(raw) == canonical
+
+
+@pytest.mark.parametrize(
+    "bad", ["", "-abc", "abc-", "a" * 65, "ab c", "tök", "a_b", "a/b", "a\x00b", None, 12], ids=repr
+)
+def test_bad_token_ids_name_the_field(bad: object) -> None:
+    with pytest.raises(HokusaiValidationError) as caught:
+        normalize_token_id(bad)
+    assert caught.value.field == "token_id"
+    assert isinstance(caught.value, ValueError)
+
+
+@pytest.mark.parametrize("value", [0, 0.93, -1.5, 10**300, 1e308])
+def test_finite_numbers_are_baselines(value: float) -> None:
+    assert validate_baseline_value(value) == float(value)
+
+
+@pytest.mark.parametrize("bad", [True, False, math.nan, math.inf, -math.inf, 10**400, "0.9", None], ids=repr)
+def test_bools_nan_infinity_and_strings_are_not_baselines(bad: object) -> None:
+    with pytest.raises(HokusaiValidationError, match="baseline_value"):
+        validate_baseline_value(bad)
+
+
+@pytest.mark.parametrize("name", ["accuracy", "usage:reply_rate", "f1 score", "eval/auc", "mse.val"])
+def test_metric_names_follow_mlflow(name: str) -> None:
+    assert validate_metric_name(name) == name
+
+
+@pytest.mark.parametrize("bad", ["", " ", " accuracy", "acc\n", "ü", "a" * 251, "a;b"], ids=repr)
+def test_bad_metric_names(bad: str) -> None:
+    with pytest.raises(HokusaiValidationError, match="metric_name"):
+        validate_metric_name(bad)
+
+
+def test_user_tags_cannot_overwrite_reserved_ones() -> None:
+    for reserved in [*RESERVED_TAGS, "hokusai.eval_spec"]:
+        with pytest.raises(HokusaiValidationError, match="reserved"):
+            validate_user_tags({reserved: "x"})
+    assert validate_user_tags({"team": "vision", "epochs": 3}) == {"team": "vision", "epochs": "3"}
+
+
+def test_metadata_fields_become_bounded_hokusai_tags() -> None:
+    assert validate_metadata_fields({"eval_spec": " spec ", "scorer_ref": None}) == {"hokusai.eval_spec": "spec"}
+    with pytest.raises(HokusaiValidationError, match="primary_metric"):
+        validate_metadata_fields({"primary_metric": "x" * 501})
+
+
+def test_metadata_is_compact_json_of_bounded_size() -> None:
+    assert validate_metadata({"b": 1, "a": "x"}) == '{"a":"x","b":1}'
+    for bad in ({"x": math.nan}, {"x": object()}, {"x": "y" * 5000}, ["not", "a", "mapping"]):
+        with pytest.raises(HokusaiValidationError, match="metadata"):
+            validate_metadata(bad)  # type: ignore[arg-type]
+
+
+def test_runs_uris_give_their_run_id() -> None:
+    assert run_id_from_uri("runs:/0123abcd/model") == "0123abcd"
+    assert run_id_from_uri("models:/m-123") is None
+    with pytest.raises(HokusaiValidationError, match="model_uri"):
+        run_id_from_uri("runs:/")
+
+
+def test_model_names_and_owners() -> None:
+    assert validate_model_name("my model/v2") == "my model/v2"
+    for bad in ("", " x", "a\tb", "x" * 257):
+        with pytest.raises(HokusaiValidationError):
+            validate_model_name(bad)
+    assert validate_owner("alice@example.com") == "alice@example.com"
+    for bad in ("", "-x", "a b", "x" * 65):
+        with pytest.raises(HokusaiValidationError):
+            validate_owner(bad)
+
+
+def test_tokenized_tags_keep_the_earlier_names() -> None:
+    assert tokenized_tags(token_id="T", metric_name="accuracy", baseline_value=0.93, run_id="r1") == {
+        "hokusai_token_id": "T",
+        "benchmark_metric": "accuracy",
+        "benchmark_value": "0.93",
+        "hokusai_status": "registered",
+        "mlflow_run_id": "r1",
+    }
+
+
+def test_baseline_mismatch_uses_a_tolerance() -> None:
+    metrics = {"accuracy": 0.93}
+    assert baseline_mismatch(run_id="r", metrics=metrics, metric_name="accuracy", baseline_value=0.9300000001) is None
+    assert "not the baseline" in str(baseline_mismatch(run_id="r", metrics=metrics, metric_name="accuracy",
+                                                       baseline_value=0.94))  # fmt: skip
+    assert "has no metric" in str(baseline_mismatch(run_id="r", metrics={}, metric_name="f1", baseline_value=0.5))
