@@ -8,10 +8,12 @@ import binascii
 from starlette.datastructures import Headers, QueryParams
 
 from hokusai.server.errors import ApiError
-from hokusai.server.keys import KEY_MAX_LENGTH
+from hokusai.server.keys import KEY_MAX_LENGTH, KEY_PREFIX
 
-# Keys in URLs end up in access logs, proxies and browser history, so they are refused outright.
-QUERY_KEY_NAMES = frozenset({"api_key", "apikey", "api-key", "x-api-key", "access_token", "key", "token"})
+# Keys in URLs end up in access logs, proxies and browser history, so they are refused outright: under a
+# credential-like parameter name, or under any name when the value carries a Hokusai key. Bare `key` and `token`
+# are not credential names here: MLflow itself uses `?key=` (DELETE .../traces/<id>/tags?key=<tag>).
+QUERY_KEY_NAMES = frozenset({"api_key", "apikey", "api-key", "x-api-key", "access_token"})
 _MAX_HEADER_LENGTH = KEY_MAX_LENGTH * 2 + 64
 
 MISSING_KEY_MESSAGE = (
@@ -43,7 +45,7 @@ def _basic_password(encoded: str) -> str:
 
 def key_from_request(headers: Headers, query: QueryParams) -> str:
     """The presented key (not yet verified); raises a 401 `ApiError` when none can be read."""
-    if any(name.lower() in QUERY_KEY_NAMES for name in query):
+    if any(name.lower() in QUERY_KEY_NAMES or KEY_PREFIX in value for name, value in query.multi_items()):
         raise _unauthenticated(
             "API keys are not accepted in the URL (they would be written to logs). "
             "Remove the key from the query string and send it as `Authorization: Bearer <key>`."

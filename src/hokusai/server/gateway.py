@@ -57,6 +57,10 @@ _ERROR_BODY_LIMIT = 64 * 1024
 _RUN_CREATE = ("/api/2.0/mlflow/runs/create", "/ajax-api/2.0/mlflow/runs/create")
 _LOGGED_MODEL_CREATE = ("/api/2.0/mlflow/logged-models", "/ajax-api/2.0/mlflow/logged-models")
 RETRY_AFTER_SECONDS = "2"
+# uvicorn's h11 limit only applies while a head is incomplete, so a 64 KB header arriving in one read was relayed
+# to MLflow. The stock client sends ~10 small headers; a browser on the UI, cookies included, stays far below these.
+MAX_REQUEST_HEADERS = 100
+MAX_REQUEST_HEADER_BYTES = 32 * 1024
 
 
 class MlflowGateway:
@@ -72,12 +76,19 @@ class MlflowGateway:
         try:
             response = await self._handle(request)
         except ApiError as exc:
+            headers = dict(exc.headers)
+            if _declares_body(request) and not request.scope.get("hokusai.body_read"):
+                # Refused (or MLflow died) before the body was read: close, so the client learns now instead of
+                # uploading the rest for nothing (clients send the whole body before reading the answer, and
+                # uvicorn would drain it to keep the connection alive).
+                headers["Connection"] = "close"
             response = error_response(
-                exc.status, exc.message, error_code=exc.error_code, layer=exc.layer, headers=exc.headers
+                exc.status, exc.message, error_code=exc.error_code, layer=exc.layer, headers=headers
             )
         await response(scope, receive, send)
 
     async def _handle(self, request: Request) -> Response:
+        _check_header_size(request.scope["headers"])
         raw_path = _mount_relative(request.scope.get("raw_path", b"").decode("latin-1"))
         try:
             routed = route_path(raw_path, request.method)
@@ -154,6 +165,17 @@ class MlflowGateway:
         return await _relay(response, request.method)
 
 
+def _check_header_size(headers: list[tuple[bytes, bytes]]) -> None:
+    size = sum(len(name) + len(value) + 4 for name, value in headers)
+    if len(headers) > MAX_REQUEST_HEADERS or size > MAX_REQUEST_HEADER_BYTES:
+        raise ApiError(
+            431,
+            f"Request headers too large: at most {MAX_REQUEST_HEADERS} headers and "
+            f"{MAX_REQUEST_HEADER_BYTES // 1024} KiB in total are accepted.",
+            error_code="BAD_REQUEST",
+        )
+
+
 def _unavailable() -> ApiError:
     return ApiError(
         503,
@@ -184,10 +206,16 @@ def _upstream_headers(request: Request, principal: Principal | None, identity: d
     return headers
 
 
+def _declares_body(request: Request) -> bool:
+    headers = request.headers
+    return "transfer-encoding" in headers or headers.get("content-length", "0") not in ("", "0")
+
+
 async def _stream_body(request: Request) -> AsyncIterator[bytes]:
     async for chunk in request.stream():
         if chunk:
             yield chunk
+    request.scope["hokusai.body_read"] = True
 
 
 async def _read_limited(request: Request, limit: int) -> bytes:
@@ -198,6 +226,7 @@ async def _read_limited(request: Request, limit: int) -> bytes:
             raise ApiError(
                 413, f"Request body larger than {limit} bytes for this endpoint.", error_code="INVALID_PARAMETER_VALUE"
             )
+    request.scope["hokusai.body_read"] = True
     return bytes(chunks)
 
 
@@ -211,11 +240,21 @@ async def _relay(response: httpx.Response, method: str) -> Response:
     if response.status_code >= 400 and method != "HEAD":
         return await _relay_error(response)
     return StreamingResponse(
-        response.aiter_raw(),
+        _relay_body(response),
         status_code=response.status_code,
         headers=dict(_response_headers(response)),
         background=BackgroundTask(response.aclose),
     )
+
+
+async def _relay_body(response: httpx.Response) -> AsyncIterator[bytes]:
+    # Closing here as well as in the background task: when the client disconnects mid-download Starlette skips the
+    # background task, and an unclosed response would keep its pooled upstream connection forever.
+    try:
+        async for chunk in response.aiter_raw():
+            yield chunk
+    finally:
+        await response.aclose()
 
 
 async def _relay_error(response: httpx.Response) -> Response:

@@ -40,35 +40,56 @@ _FAMILIES = re.compile(
 )
 _PUBLIC = re.compile(r"/health|/static-files/.+|/favicon\.ico")
 # MLflow's AI gateway, assistant, MCP registry and secrets are not part of the Hokusai product surface.
-_REFUSED = re.compile(
-    r".*/mlflow/(?:gateway|gateway-proxy|assistant|mcp-servers|secrets|endpoints)(?:/.*)?|/gateway/.*"
-)
+# Every class below is anchored at the API prefix: an artifact path is free text chosen by the user, so an
+# unanchored `.*/mlflow/runs/search` or `.*/permissions/` would let `…/mpu/create/<run>/artifacts/mlflow/runs/search`
+# pass as a read (a read-only key starting an upload) and turn an artifact folder named `permissions` admin-only.
+_API = r"/(?:ajax-)?api/(?:2\.0|3\.0)/mlflow"
+_REFUSED = re.compile(_API + r"/(?:gateway|gateway-proxy|assistant|mcp-servers|secrets|endpoints)(?:/.*)?|/gateway/.*")
 # User, role and permission administration in MLflow's auth app.
-_ADMIN = re.compile(r"/(?:ajax-)?api/(?:2\.0|3\.0)/mlflow/(?:users|roles)(?:/.*)?|.*/permissions/.*")
+_ADMIN = re.compile(_API + r"/(?:users|roles)(?:/.*)?|" + _API + r"/.*/permissions/.*")
 _SELF_SERVICE = re.compile(r"/(?:ajax-)?api/2\.0/mlflow/users/current")
-# Reads that MLflow's API sends as POST; every other non-GET method needs the write scope.
+# Reads that MLflow's API sends as POST (the stock client POSTs get-latest-versions and batchGetInfos); every
+# other non-GET method needs the write scope.
 _POST_READS = re.compile(
     r"""/graphql
-      | .*/mlflow/(?:experiments|runs|logged-models|traces|datasets|registered-models|model-versions)/search
-      | .*/mlflow/experiments/search-datasets
-      | .*/mlflow/traces/batchGet
-      | .*/mlflow/metrics/get-history-bulk-interval
-    """,
+      | API/(?:experiments|runs|logged-models|traces|datasets|registered-models|model-versions|issues)/search
+      | API/prompt-optimization/jobs/search
+      | API/experiments/search-datasets
+      | API/traces/(?:batchGet|batchGetInfos|metrics|calculate-filter-correlation)
+      | API/registered-models/get-latest-versions
+      | API/metrics/get-history-bulk-interval
+    """.replace("API", _API),
     re.VERBOSE,
 )
 _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _FORBIDDEN_CHARS = re.compile(r"[\x00-\x1f\x7f\\]")
+# A `%` that does not start a two-hex-digit escape is not a valid URI path (RFC 3986); it is refused, not forwarded.
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+# MLflow's own path check (`mlflow.utils.uri._decode`) unquotes until the value stops changing, so `%252e%252e`
+# means `..` to it. The gateway looks at the same fully-decoded value, so both agree on what a segment is.
+_DECODE_ROUNDS = 4
+
+
+def _escapes(value: str) -> bool:
+    for _ in range(_DECODE_ROUNDS):
+        # Encoded separators and dot segments are how a path escapes its family; none is legitimate here.
+        if value in (".", "..") or "/" in value or _FORBIDDEN_CHARS.search(value):
+            return True
+        decoded = unquote(value)
+        if decoded == value:
+            return False
+        value = decoded
+    return True  # still changing after several rounds: nested encoding, never produced by a real client
 
 
 def _decode_segments(raw: str) -> str:
-    if not raw.startswith("/") or _FORBIDDEN_CHARS.search(raw) or "//" in raw:
+    if not raw.startswith("/") or _FORBIDDEN_CHARS.search(raw) or "//" in raw or _BAD_ESCAPE.search(raw):
         raise PathRejected("malformed path")
     segments = raw.split("/")[1:]
     decoded = []
     for index, segment in enumerate(segments):
         value = unquote(segment, errors="strict")
-        # Encoded separators and dot segments are how a path escapes its family; none is legitimate here.
-        if value in (".", "..") or "/" in value or _FORBIDDEN_CHARS.search(value):
+        if _escapes(value):
             raise PathRejected("path escapes its family")
         if not value and index != len(segments) - 1:
             raise PathRejected("malformed path")

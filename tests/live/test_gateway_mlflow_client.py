@@ -1,0 +1,338 @@
+"""The stock MLflow client through the gateway, configured only by environment variables, plus isolation between users.
+
+Each client scenario runs in a fresh interpreter (`platform.run_python`) and prints one JSON summary line that the
+test asserts on; REST checks use httpx against the gateway with the user's key.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import textwrap
+import time
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support.platform import LivePlatform
+
+pytestmark = pytest.mark.live
+
+API = "/api/mlflow/api/2.0/mlflow"
+ARTIFACTS = "/api/mlflow/api/2.0/mlflow-artifacts/artifacts"
+TRACES = "/api/mlflow/api/3.0/mlflow/traces"
+SUMMARY_MARK = "SUMMARY "
+CLIENT_TIMEOUT = 240.0
+REVOCATION_POLL_SECONDS = 5.0
+
+FULL_WORKFLOW = textwrap.dedent(
+    """
+    import json, os, sys, tempfile
+    import mlflow
+    import numpy as np
+    from mlflow import MlflowClient
+    from sklearn.linear_model import LinearRegression
+
+    stem = sys.argv[1]
+    out = {}
+    experiment_id = mlflow.set_experiment(stem + "-exp").experiment_id
+    out["experiment_id"] = experiment_id
+    X = np.arange(20, dtype=float).reshape(-1, 2)
+    y = X @ np.array([1.5, -2.0]) + 0.5
+    model = LinearRegression().fit(X, y)
+    with mlflow.start_run() as run:
+        mlflow.log_params({"alpha": 0.1, "solver": "lsq"})
+        for step in range(3):
+            mlflow.log_metric("loss", 1.0 / (step + 1), step=step)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "notes.txt")
+            with open(path, "w") as handle:
+                handle.write("hello artifact " + stem)
+            mlflow.log_artifact(path, artifact_path="docs")
+        info = mlflow.sklearn.log_model(model, name="model", input_example=X[:2])
+    out["run_id"] = run.info.run_id
+    out["user_id"] = run.info.user_id
+    version = mlflow.register_model(info.model_uri, stem + "-model")
+    out["version"] = str(version.version)
+    loaded = mlflow.pyfunc.load_model("models:/" + stem + "-model/1")
+    out["prediction"] = [round(float(v), 6) for v in loaded.predict(X[:2])]
+    out["expected"] = [round(float(v), 6) for v in model.predict(X[:2])]
+    with tempfile.TemporaryDirectory() as tmp:
+        local = mlflow.artifacts.download_artifacts(
+            run_id=run.info.run_id, artifact_path="docs/notes.txt", dst_path=tmp
+        )
+        out["artifact_text"] = open(local).read()
+    runs = mlflow.search_runs(experiment_ids=[experiment_id], output_format="list")
+    out["searched_run_ids"] = [r.info.run_id for r in runs]
+    client = MlflowClient()
+    fetched = client.get_run(run.info.run_id)
+    out["params"] = fetched.data.params
+    out["loss_history"] = [m.value for m in client.get_metric_history(run.info.run_id, "loss")]
+
+    @mlflow.trace(name=stem + "-span")
+    def traced(x):
+        return x * 2
+
+    out["traced"] = traced(21)
+    mlflow.flush_trace_async_logging()
+    traces = mlflow.search_traces(locations=[experiment_id], return_type="list")
+    out["trace_span_names"] = sorted({span.name for trace in traces for span in trace.data.spans})
+    print("SUMMARY " + json.dumps(out), flush=True)
+    """
+)
+
+BARE_RUN = textwrap.dedent(
+    """
+    import json
+    import mlflow
+
+    with mlflow.start_run() as run:
+        mlflow.log_metric("m", 1.0)
+    experiment = mlflow.get_experiment(run.info.experiment_id)
+    print("SUMMARY " + json.dumps({
+        "run_id": run.info.run_id,
+        "user_id": run.info.user_id,
+        "experiment_id": run.info.experiment_id,
+        "experiment_name": experiment.name,
+    }), flush=True)
+    """
+)
+
+
+def _summary(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    lines = [line for line in result.stdout.splitlines() if line.startswith(SUMMARY_MARK)]
+    assert result.returncode == 0 and lines, f"client failed ({result.returncode}):\n{result.stderr[-4000:]}"
+    return json.loads(lines[-1][len(SUMMARY_MARK) :])
+
+
+def _assert_refused_by_mlflow(response: httpx.Response) -> None:
+    assert response.status_code == 403, response.text
+    body = response.json()
+    assert body["error_code"] == "PERMISSION_DENIED"
+    assert body["layer"] == "mlflow"
+
+
+@pytest.mark.parametrize("credential", ["bearer", "basic"])
+def test_full_workflow_with_the_stock_client(platform: LivePlatform, credential: str) -> None:
+    owner = platform.unique_owner(f"client-{credential}-")
+    key = platform.create_key(owner, "read,write")
+    stem = owner.replace("-", "")
+    env = platform.mlflow_env(key, basic=credential == "basic")
+    result = platform.run_python(FULL_WORKFLOW.replace("sys.argv[1]", repr(stem)), env, timeout=CLIENT_TIMEOUT)
+    summary = _summary(result)
+
+    assert summary["user_id"] == owner
+    assert summary["version"] == "1"
+    assert summary["prediction"] == summary["expected"]
+    assert summary["artifact_text"] == f"hello artifact {stem}"
+    assert summary["searched_run_ids"] == [summary["run_id"]]
+    assert summary["params"] == {"alpha": "0.1", "solver": "lsq"}
+    assert summary["loss_history"] == pytest.approx([1.0, 0.5, 1 / 3])
+    assert summary["traced"] == 42
+    assert summary["trace_span_names"] == [f"{stem}-span"]
+    with platform.client(key) as client:
+        experiment = client.get(API + "/experiments/get", params={"experiment_id": summary["experiment_id"]})
+    assert experiment.status_code == 200
+    assert experiment.json()["experiment"]["name"] == f"{stem}-exp"
+
+
+def test_bare_start_run_lands_in_the_owners_default_experiment(platform: LivePlatform) -> None:
+    owner = platform.unique_owner("fresh-")
+    key = platform.create_key(owner, "read,write")
+    summary = _summary(platform.run_python(BARE_RUN, platform.mlflow_env(key), timeout=CLIENT_TIMEOUT))
+    assert summary["user_id"] == owner
+    assert summary["experiment_id"] != "0"
+    assert summary["experiment_name"] == f"Default ({owner})"
+
+    intruder = platform.create_key(platform.unique_owner("intruder-"), "read,write")
+    with platform.client(intruder) as client:
+        _assert_refused_by_mlflow(
+            client.post(API + "/runs/create", json={"experiment_id": summary["experiment_id"], "start_time": 1})
+        )
+        _assert_refused_by_mlflow(
+            client.post(
+                API + "/runs/log-metric",
+                json={"run_id": summary["run_id"], "key": "m", "value": 2.0, "timestamp": 1},
+            )
+        )
+        # Their own bare run goes to their own default experiment, never the first user's.
+        own = client.post(API + "/runs/create", json={"experiment_id": "0", "start_time": 1})
+    assert own.status_code == 200, own.text
+    assert own.json()["run"]["info"]["experiment_id"] not in ("0", summary["experiment_id"])
+
+
+def test_request_without_a_key_is_refused(platform: LivePlatform) -> None:
+    with platform.client() as anonymous:
+        response = anonymous.post(API + "/experiments/search", json={"max_results": 1})
+    assert response.status_code == 401
+    assert response.json()["error_code"] == "UNAUTHENTICATED"
+    assert response.json()["layer"] == "hokusai-api"
+    assert "Bearer" in response.headers["www-authenticate"]
+
+
+def test_revoked_key_is_refused_within_the_cache_ttl(platform: LivePlatform) -> None:
+    with platform.client(platform.admin_key) as admin:
+        created = admin.post("/api/v1/keys", json={"owner": platform.unique_owner("revoked-"), "scopes": ["read"]})
+        assert created.status_code == 201, created.text
+        key, key_id = created.json()["key"], created.json()["id"]
+        with platform.client(key) as user:
+            assert user.post(API + "/experiments/search", json={"max_results": 1}).status_code == 200
+            assert admin.delete(f"/api/v1/keys/{key_id}").status_code == 200
+            revoked_at = time.monotonic()
+            statuses = []
+            while time.monotonic() - revoked_at < REVOCATION_POLL_SECONDS:
+                response = user.post(API + "/experiments/search", json={"max_results": 1})
+                statuses.append(response.status_code)
+                if response.status_code == 401:
+                    break
+                time.sleep(0.2)
+    assert statuses[-1] == 401, statuses
+    assert response.json()["error_code"] == "UNAUTHENTICATED"
+    assert "revoked" in response.json()["message"]
+
+
+@pytest.fixture(scope="module")
+def owner_resources(platform: LivePlatform) -> dict[str, str]:
+    """User A's experiment, run, registered model (with a version) and a logged model, made over REST."""
+    owner = platform.unique_owner("owner-a-")
+    key = platform.create_key(owner, "read,write")
+    with platform.client(key) as client:
+        experiment = client.post(API + "/experiments/create", json={"name": f"{owner}-exp"}).json()["experiment_id"]
+        run = client.post(API + "/runs/create", json={"experiment_id": experiment, "start_time": 1}).json()
+        run_id = run["run"]["info"]["run_id"]
+        put = client.put(f"{ARTIFACTS}/{experiment}/{run_id}/artifacts/model/data.txt", content=b"weights")
+        assert put.status_code == 200, put.text
+        model = f"{owner}-model"
+        assert client.post(API + "/registered-models/create", json={"name": model}).status_code == 200
+        version = client.post(
+            API + "/model-versions/create",
+            json={
+                "name": model,
+                "source": f"mlflow-artifacts:/{experiment}/{run_id}/artifacts/model",
+                "run_id": run_id,
+            },
+        )
+        assert version.status_code == 200, version.text
+        logged = client.post(API + "/logged-models", json={"experiment_id": experiment, "name": "lm"})
+        assert logged.status_code == 200, logged.text
+        trace_id = "tr-" + uuid.uuid4().hex
+        location = {"type": "MLFLOW_EXPERIMENT", "mlflow_experiment": {"experiment_id": experiment}}
+        trace = {
+            "trace_id": trace_id,
+            "trace_location": location,
+            "request_time": "2024-01-01T00:00:00Z",
+            "state": "OK",
+        }
+        started = client.post(TRACES, json={"trace": {"trace_info": trace}})
+        assert started.status_code == 200, started.text
+    return {
+        "owner": owner,
+        "key": key,
+        "experiment": experiment,
+        "run": run_id,
+        "model": model,
+        "logged_model": logged.json()["model"]["info"]["model_id"],
+        "trace": trace_id,
+    }
+
+
+def _cross_user_attempts(a: dict[str, str]) -> list[tuple[str, str, dict[str, object]]]:
+    experiment, run, model = a["experiment"], a["run"], a["model"]
+    return [
+        ("PATCH", API + "/registered-models/update", {"json": {"name": model, "description": "mine now"}}),
+        ("POST", API + "/registered-models/rename", {"json": {"name": model, "new_name": model + "-stolen"}}),
+        ("POST", API + "/registered-models/set-tag", {"json": {"name": model, "key": "k", "value": "v"}}),
+        ("DELETE", API + "/registered-models/delete", {"json": {"name": model}}),
+        (
+            "POST",
+            API + "/model-versions/create",
+            {"json": {"name": model, "source": f"mlflow-artifacts:/{experiment}/{run}/artifacts/model"}},
+        ),
+        ("DELETE", API + "/model-versions/delete", {"json": {"name": model, "version": "1"}}),
+        ("POST", API + "/registered-models/alias", {"json": {"name": model, "alias": "prod", "version": "1"}}),
+        ("POST", API + "/experiments/delete", {"json": {"experiment_id": experiment}}),
+        ("POST", API + "/experiments/update", {"json": {"experiment_id": experiment, "new_name": "stolen"}}),
+        (
+            "POST",
+            API + "/experiments/set-experiment-tag",
+            {"json": {"experiment_id": experiment, "key": "k", "value": "v"}},
+        ),
+        ("POST", API + "/runs/log-metric", {"json": {"run_id": run, "key": "m", "value": 1.0, "timestamp": 1}}),
+        ("POST", API + "/runs/log-parameter", {"json": {"run_id": run, "key": "p", "value": "1"}}),
+        ("POST", API + "/runs/set-tag", {"json": {"run_id": run, "key": "k", "value": "v"}}),
+        ("POST", API + "/runs/delete", {"json": {"run_id": run}}),
+        ("PUT", f"{ARTIFACTS}/{experiment}/{run}/artifacts/injected.txt", {"content": b"not yours"}),
+        (
+            "PUT",
+            f"/api/mlflow/ajax-api/2.0/mlflow-artifacts/artifacts/{experiment}/{run}/artifacts/x.txt",
+            {"content": b"x"},
+        ),
+        ("DELETE", f"{ARTIFACTS}/{experiment}/{run}/artifacts/model/data.txt", {}),
+        ("DELETE", API + "/logged-models/" + a["logged_model"], {}),
+        ("POST", "/api/mlflow/api/3.0/mlflow/users/permissions/grant", {"json": {}}),
+    ]
+
+
+def test_another_user_cannot_modify_owners_resources(platform: LivePlatform, owner_resources: dict[str, str]) -> None:
+    intruder = platform.create_key(platform.unique_owner("user-b-"), "read,write")
+    refused = {}
+    with platform.client(intruder) as client:
+        for method, path, kwargs in _cross_user_attempts(owner_resources):
+            response = client.request(method, path, **kwargs)  # type: ignore[arg-type]
+            refused[f"{method} {path}"] = (response.status_code, response.json().get("layer"))
+        # Reading is allowed (MLflow's default permission is READ) and shows nothing was changed.
+        model = client.get(API + "/registered-models/get", params={"name": owner_resources["model"]})
+        run = client.get(API + "/runs/get", params={"run_id": owner_resources["run"]})
+        artifact = client.get(
+            f"{ARTIFACTS}/{owner_resources['experiment']}/{owner_resources['run']}/artifacts/model/data.txt"
+        )
+    # Everything is a 403; all but the admin-only grant come from MLflow's own permission checks.
+    grant = "POST /api/mlflow/api/3.0/mlflow/users/permissions/grant"
+    assert refused.pop(grant) == (403, "hokusai-api")
+    assert refused == dict.fromkeys(refused, (403, "mlflow")), refused
+    assert model.status_code == 200 and model.json()["registered_model"].get("description", "") == ""
+    assert len(model.json()["registered_model"]["latest_versions"]) == 1
+    assert run.json()["run"]["info"]["lifecycle_stage"] == "active"
+    assert run.json()["run"]["data"].get("metrics", []) == []
+    assert artifact.content == b"weights"
+
+
+def test_read_only_key_can_search_but_not_write(platform: LivePlatform, owner_resources: dict[str, str]) -> None:
+    reader = platform.create_key(platform.unique_owner("reader-"), "read")
+    with platform.client(reader) as client:
+        writes = [
+            client.post(API + "/experiments/create", json={"name": platform.unique_owner("ro-exp-")}),
+            client.post(API + "/runs/create", json={"experiment_id": "0"}),
+            client.post(API + "/registered-models/create", json={"name": platform.unique_owner("ro-model-")}),
+        ]
+        reads = [
+            client.post(API + "/experiments/search", json={"max_results": 5}),
+            client.get(API + "/experiments/search", params={"max_results": 5}),
+            client.post(API + "/runs/search", json={"experiment_ids": [owner_resources["experiment"]]}),
+            client.get(API + "/registered-models/search"),
+            client.post(API + "/registered-models/get-latest-versions", json={"name": owner_resources["model"]}),
+            client.post(API + "/logged-models/search", json={"experiment_ids": [owner_resources["experiment"]]}),
+            client.post(
+                TRACES + "/search",
+                json={
+                    "locations": [
+                        {
+                            "type": "MLFLOW_EXPERIMENT",
+                            "mlflow_experiment": {"experiment_id": owner_resources["experiment"]},
+                        }
+                    ]
+                },
+            ),
+            client.post(TRACES + "/batchGetInfos", json={"trace_ids": [owner_resources["trace"]]}),
+        ]
+    for response in writes:
+        assert response.status_code == 403, response.text
+        body = response.json()
+        assert body["layer"] == "hokusai-api"
+        assert body["error_code"] == "PERMISSION_DENIED"
+        assert "'write'" in body["message"]
+    assert [response.status_code for response in reads] == [200] * len(reads), [r.text for r in reads]
+    assert owner_resources["run"] in {r["info"]["run_id"] for r in reads[2].json()["runs"]}
+    assert [info["trace_id"] for info in reads[7].json()["trace_infos"]] == [owner_resources["trace"]]
