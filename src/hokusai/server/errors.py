@@ -36,6 +36,9 @@ _CODE_FOR_STATUS = {
 }
 
 
+RETRY_AFTER_SECONDS = "2"
+
+
 def error_code_for_status(status: int) -> str:
     return _CODE_FOR_STATUS.get(status, "BAD_REQUEST" if status < 500 else "INTERNAL_ERROR")
 
@@ -62,6 +65,16 @@ class ApiError(Exception):
     def __repr__(self) -> str:
         class_name = self.__class__.__name__
         return f"{class_name}(status={self.status}, error_code={self.error_code!r}, message={self.message!r})"
+
+
+def mlflow_unavailable() -> ApiError:
+    """MLflow is down, restarting or unreachable: a retryable 503 that names no internal address."""
+    return ApiError(
+        503,
+        "MLflow is temporarily unavailable; retry shortly.",
+        error_code="TEMPORARILY_UNAVAILABLE",
+        headers={"Retry-After": RETRY_AFTER_SECONDS},
+    )
 
 
 def error_response(

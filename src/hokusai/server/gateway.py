@@ -13,7 +13,13 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from hokusai.server.errors import LAYER_MLFLOW, ApiError, error_code_for_status, error_response
+from hokusai.server.errors import (
+    LAYER_MLFLOW,
+    ApiError,
+    error_code_for_status,
+    error_response,
+    mlflow_unavailable,
+)
 from hokusai.server.keys import Principal
 from hokusai.server.paths import Access, PathRejected, route_path
 
@@ -56,7 +62,6 @@ _REWRITTEN_BODY_LIMIT = 1024 * 1024
 _ERROR_BODY_LIMIT = 64 * 1024
 _RUN_CREATE = ("/api/2.0/mlflow/runs/create", "/ajax-api/2.0/mlflow/runs/create")
 _LOGGED_MODEL_CREATE = ("/api/2.0/mlflow/logged-models", "/ajax-api/2.0/mlflow/logged-models")
-RETRY_AFTER_SECONDS = "2"
 # uvicorn's h11 limit only applies while a head is incomplete, so a 64 KB header arriving in one read was relayed
 # to MLflow. The stock client sends ~10 small headers; a browser on the UI, cookies included, stays far below these.
 MAX_REQUEST_HEADERS = 100
@@ -157,11 +162,11 @@ class MlflowGateway:
             response = await upstream.client.send(outgoing, stream=True)
         except httpx.TimeoutException as exc:
             if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout):
-                raise _unavailable() from exc
+                raise mlflow_unavailable() from exc
             raise ApiError(504, "MLflow did not answer in time.", error_code="DEADLINE_EXCEEDED") from exc
         except httpx.TransportError as exc:
             # Connection refused or dropped: MLflow is down or restarting; the supervisor brings it back.
-            raise _unavailable() from exc
+            raise mlflow_unavailable() from exc
         return await _relay(response, request.method)
 
 
@@ -174,15 +179,6 @@ def _check_header_size(headers: list[tuple[bytes, bytes]]) -> None:
             f"{MAX_REQUEST_HEADER_BYTES // 1024} KiB in total are accepted.",
             error_code="BAD_REQUEST",
         )
-
-
-def _unavailable() -> ApiError:
-    return ApiError(
-        503,
-        "MLflow is temporarily unavailable; retry shortly.",
-        error_code="TEMPORARILY_UNAVAILABLE",
-        headers={"Retry-After": RETRY_AFTER_SECONDS},
-    )
 
 
 def _mount_relative(raw_path: str) -> str:

@@ -14,13 +14,12 @@ from typing import Any
 import httpx
 
 from hokusai.errors import HokusaiValidationError
-from hokusai.server.errors import LAYER_MLFLOW, ApiError, error_code_for_status
+from hokusai.server.errors import LAYER_MLFLOW, ApiError, error_code_for_status, mlflow_unavailable
 from hokusai.server.keys import Principal
 from hokusai.server.upstream import Upstream, UpstreamError
 
 logger = logging.getLogger(__name__)
 
-RETRY_AFTER_SECONDS = "2"
 _MESSAGE_LIMIT = 500
 _MAX_OFFSET = 10**9
 
@@ -61,15 +60,6 @@ def _python_literal(value: str) -> str:
 
 
 # --- errors ------------------------------------------------------------------------------------------------------
-
-
-def mlflow_unavailable() -> ApiError:
-    return ApiError(
-        503,
-        "MLflow is temporarily unavailable; retry shortly.",
-        error_code="TEMPORARILY_UNAVAILABLE",
-        headers={"Retry-After": RETRY_AFTER_SECONDS},
-    )
 
 
 def mlflow_message(response: httpx.Response) -> tuple[str | None, str]:

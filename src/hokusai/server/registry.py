@@ -27,10 +27,9 @@ from starlette.requests import Request
 from hokusai.errors import HokusaiValidationError
 from hokusai.server.audit import AuditLog
 from hokusai.server.db import Database
-from hokusai.server.errors import LAYER_MLFLOW, ApiError
+from hokusai.server.errors import LAYER_MLFLOW, RETRY_AFTER_SECONDS, ApiError, mlflow_unavailable
 from hokusai.server.keys import Principal
 from hokusai.server.mlflow_rest import (
-    RETRY_AFTER_SECONDS,
     call_as,
     checked_page_token,
     ensure_account,
@@ -38,7 +37,6 @@ from hokusai.server.mlflow_rest import (
     filter_in,
     mlflow_error,
     mlflow_message,
-    mlflow_unavailable,
     send_as,
 )
 from hokusai.server.models import Token, utcnow

@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse
 
 from hokusai import __version__
 from hokusai.server.deps import StateDep
-from hokusai.server.errors import error_response
+from hokusai.server.errors import RETRY_AFTER_SECONDS, error_response
 
 router = APIRouter(tags=["health"])
 
@@ -23,5 +23,7 @@ async def read_ready(state: StateDep) -> JSONResponse:
     """MLflow answers and accepts the gateway's credentials."""
     problem = await state.upstream.check_ready()
     if problem is not None:
-        return error_response(503, problem, error_code="TEMPORARILY_UNAVAILABLE", headers={"Retry-After": "2"})
+        return error_response(
+            503, problem, error_code="TEMPORARILY_UNAVAILABLE", headers={"Retry-After": RETRY_AFTER_SECONDS}
+        )
     return JSONResponse({"status": "ready", "mlflow": "ok", "identity_mode": state.upstream.mode})
