@@ -155,7 +155,9 @@ class ModelRegistry:
         validate_model_name(model_name)
         if self._client is None:
             return self.local.get_tokenized_model(model_name, None if version is None else str(version))
-        path = f"{TOKENIZED_PATH}/{quote(model_name, safe='')}/versions/{quote(str(version or 'latest'), safe='')}"
+        # `is None`, not `or`: version 0 must reach the server (and be refused), not silently mean the latest.
+        wanted = "latest" if version is None else str(version)
+        path = f"{TOKENIZED_PATH}/{quote(model_name, safe='')}/versions/{quote(wanted, safe='')}"
         return _parse(TokenizedModel, self._client.request("GET", path))
 
     def list_tokenized_models(self, token_id: str | None = None, *, owner: str | None = None) -> list[TokenizedModel]:

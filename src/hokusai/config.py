@@ -117,6 +117,9 @@ def setup_mlflow_auth(
         os.environ[name] = value
         _OWN_ENV[name] = value
     config = plan.config
+    if config.mode == "mock":
+        # Mock mode promises no network at all; MLflow's own usage telemetry would otherwise phone home.
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     logger.info(
         "MLflow tracking URI %s (%s); MLflow will send %s credentials%s",
         config.tracking_uri,

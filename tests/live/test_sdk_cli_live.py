@@ -1,0 +1,205 @@
+"""The `hokusai` CLI's SDK commands against the live platform: login, whoami, auth status, models register/list/show.
+
+Each command runs in a fresh interpreter with a private HOME/HOKUSAI_HOME and only the Hokusai variables it needs.
+"""
+
+from __future__ import annotations
+
+import configparser
+import re
+import stat
+from pathlib import Path
+
+import pytest
+
+from tests.support.platform import LivePlatform
+from tests.support.sdk_live import (
+    LoggedRun,
+    User,
+    hokusai_cli,
+    log_run,
+    minimal_env,
+    new_user,
+    token_holder,
+    unique,
+)
+
+pytestmark = pytest.mark.live
+
+UNKNOWN_KEY = "hk_live_" + "Y" * 40
+DEBUG_HINT = "Set HOKUSAI_DEBUG=1 for the full traceback."
+REQUEST_ID = r"\(Request ID: [^)]+\)"
+
+
+@pytest.fixture(scope="module")
+def carol(platform: LivePlatform) -> User:
+    return new_user(platform, "cli-carol")
+
+
+@pytest.fixture(scope="module")
+def run(platform: LivePlatform, carol: User) -> LoggedRun:
+    return log_run(platform, carol)
+
+
+def _table(stdout: str) -> dict[str, str]:
+    """The rows of a key/value table (two columns separated by at least two spaces); a title line is skipped."""
+    cells = [re.split(r"\s{2,}", line.strip(), maxsplit=1) for line in stdout.splitlines() if line.strip()]
+    return {cell[0]: cell[1] for cell in cells if len(cell) == 2}
+
+
+def _error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.strip()]
+
+
+def test_login_validates_the_key_and_saves_it_owner_only(platform: LivePlatform, carol: User, tmp_path: Path) -> None:
+    env = minimal_env(tmp_path, HOKUSAI_API_URL=platform.url)
+    credentials = tmp_path / ".hokusai" / "credentials"
+
+    logged_in = hokusai_cli(env, "login", "--key", carol.key)
+
+    assert logged_in.returncode == 0, logged_in.stderr
+    assert logged_in.stdout.splitlines() == [
+        f"Logged in to {platform.url} as {carol.owner} (key {carol.key[:12]}…, scopes: read, write).",
+        f"Saved to {credentials} (readable by you only).",
+    ]
+    assert stat.S_IMODE(credentials.stat().st_mode) == 0o600
+    assert stat.S_IMODE(credentials.parent.stat().st_mode) == 0o700
+    saved = configparser.ConfigParser(interpolation=None)
+    saved.read(credentials)
+    assert dict(saved["default"]) == {"api_key": carol.key, "api_url": platform.url}
+
+    # A wrong key is refused by the server before anything is written: the working key stays.
+    refused = hokusai_cli(env, "login", "--key", UNKNOWN_KEY)
+
+    assert refused.returncode == 1
+    first, hint = _error_lines(refused.stderr)
+    assert re.fullmatch(
+        rf"Authentication failed: 401 UNAUTHENTICATED from hokusai-api {REQUEST_ID}: This API key is not known to "
+        r"this server\. Check HOKUSAI_API_KEY / MLFLOW_TRACKING_TOKEN\. "
+        r"\(HINT: check HOKUSAI_API_KEY or run `hokusai login`\)",
+        first,
+    ), first
+    assert hint == DEBUG_HINT
+    saved.read(credentials)
+    assert saved["default"]["api_key"] == carol.key
+
+
+def test_whoami_and_auth_status_use_the_saved_login(platform: LivePlatform, carol: User, tmp_path: Path) -> None:
+    env = minimal_env(tmp_path)  # no HOKUSAI_API_KEY and no HOKUSAI_API_URL: both come from the saved file
+    assert hokusai_cli({**env, "HOKUSAI_API_URL": platform.url}, "login", "--key", carol.key).returncode == 0
+
+    whoami = hokusai_cli(env, "whoami")
+    status = hokusai_cli(env, "auth", "status")
+
+    assert whoami.returncode == 0, whoami.stderr
+    assert _table(whoami.stdout) == {
+        "owner": carol.owner,
+        "key": f"{carol.key[:12]}… (from file)",
+        "scopes": "read, write",
+        "expires": "never",
+        "api": platform.url,
+    }
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert status.stdout.rstrip().endswith("No problems found.")
+    report = _table(status.stdout)
+    assert report == report | {
+        "mode": "remote",
+        "api url": platform.url,
+        "key": f"{carol.key[:12]}…",
+        "reachable": "yes",
+        "key accepted": "yes",
+        "owner": carol.owner,
+        "scopes": "read, write",
+        "mlflow tracking uri": f"{platform.tracking_uri} (hokusai-default)",
+        "mlflow credential": "bearer (from the Hokusai key (file))",
+        "mlflow accepted": "yes",
+        "outbox": "0 pending",
+    }
+
+
+def test_auth_status_with_a_wrong_key_exits_1_and_prints_the_fix(platform: LivePlatform, tmp_path: Path) -> None:
+    env = minimal_env(tmp_path, HOKUSAI_API_KEY=UNKNOWN_KEY, HOKUSAI_API_URL=platform.url)
+
+    status = hokusai_cli(env, "auth", "status")
+    whoami = hokusai_cli(env, "whoami")
+
+    assert status.returncode == 1, status.stdout + status.stderr
+    assert (_table(status.stdout)["key accepted"], _table(status.stdout)["mlflow accepted"]) == ("no", "no")
+    problem = f"The API rejected the key {UNKNOWN_KEY[:12]}…: This API key is not known to this server."
+    assert problem in status.stdout
+    assert "check HOKUSAI_API_KEY or run `hokusai login`" in status.stdout
+    assert whoami.returncode == 1
+    assert _error_lines(whoami.stderr)[0].startswith("Authentication failed: 401 UNAUTHENTICATED from hokusai-api")
+    nobody = hokusai_cli(minimal_env(tmp_path / "nobody", HOKUSAI_API_URL=platform.url), "whoami")
+    assert (nobody.returncode, nobody.stderr.strip()) == (1, "Not logged in. Run `hokusai login` first.")
+
+
+def test_models_register_list_and_show(platform: LivePlatform, carol: User, run: LoggedRun, tmp_path: Path) -> None:
+    env = minimal_env(tmp_path, HOKUSAI_API_KEY=carol.key, HOKUSAI_API_URL=platform.url)
+    model_name, token = unique("cli-model"), unique("cli-tok")
+    register = ["models", "register", "--model-uri", f"runs:/{run.run_id}/model", "--name", model_name,
+                "--token-id", token.lower(), "--metric", "accuracy", "--baseline", "0.93",
+                "--tag", "team=cli"]  # fmt: skip
+
+    first = hokusai_cli(env, *register)
+    again = hokusai_cli(env, *register)
+    listed = hokusai_cli(env, "models", "list", "--token-id", token)
+    latest = hokusai_cli(env, "models", "show", model_name)
+    numbered = hokusai_cli(env, "models", "show", model_name, "1")
+    missing = hokusai_cli(env, "models", "show", model_name, "7")
+
+    tail = f"{model_name} version 1 for token {token.upper()} (models:/{model_name}/1)."
+    assert (first.returncode, first.stdout.strip(), first.stderr) == (0, f"Registered {tail}", "")
+    assert (again.returncode, again.stdout.strip()) == (0, f"Already registered: {tail}"), again.stderr
+    assert listed.returncode == 0, listed.stderr
+    [row] = [line for line in listed.stdout.splitlines() if model_name in line]
+    assert re.split(r"\s*│\s*", row.strip(" │")) == [
+        model_name, "1", token.upper(), "accuracy", "0.93", f"models:/{run.model_id}",
+    ]  # fmt: skip
+    assert latest.returncode == 0 and latest.stdout == numbered.stdout, latest.stderr + numbered.stderr
+    assert latest.stdout.splitlines()[0].strip() == f"{model_name} version 1"
+    shown = _table(latest.stdout)
+    assert {name: shown.get(name) for name in ("token", "metric", "baseline", "model uri", "source", "run")} == {
+        "token": token.upper(),
+        "metric": "accuracy",
+        "baseline": "0.93",
+        "model uri": f"models:/{model_name}/1",
+        "source": f"models:/{run.model_id}",
+        "run": run.run_id,
+    }
+    assert (shown["tag team"], shown["tag hokusai_token_id"]) == ("cli", token.upper())
+    assert missing.returncode == 1 and _error_lines(missing.stderr)[0].startswith("Not found: 404 ")
+    assert token_holder(platform, token.upper())["owner"] == carol.owner
+
+
+def test_models_register_refusals_are_one_line_with_the_fix(
+    platform: LivePlatform, carol: User, run: LoggedRun, tmp_path: Path
+) -> None:
+    reader = new_user(platform, "cli-reader", scopes="read")
+    holder_model, token = unique("cli-holder"), unique("cli-held")
+    common = ["--model-uri", f"runs:/{run.run_id}/model", "--token-id", token, "--metric", "accuracy",
+              "--baseline", "0.93"]  # fmt: skip
+    as_carol = minimal_env(tmp_path / "carol", HOKUSAI_API_KEY=carol.key, HOKUSAI_API_URL=platform.url)
+    as_reader = minimal_env(tmp_path / "reader", HOKUSAI_API_KEY=reader.key, HOKUSAI_API_URL=platform.url)
+    assert hokusai_cli(as_carol, "models", "register", "--name", holder_model, *common).returncode == 0
+
+    read_only = hokusai_cli(as_reader, "models", "register", "--name", unique("cli-ro"), *common)
+    conflict = hokusai_cli(as_carol, "models", "register", "--name", unique("cli-other"), *common)
+
+    assert read_only.returncode == 1
+    assert re.fullmatch(
+        rf"Permission denied: 403 PERMISSION_DENIED from hokusai-api {REQUEST_ID}: This key lacks the 'write' scope "
+        r"needed for POST /api/v1/models/tokenized\. Ask an admin for a key with the 'write' scope\. "
+        r"\(HINT: this key lacks the 'write' scope; ask an admin for a key with that scope\)",
+        _error_lines(read_only.stderr)[0],
+    ), read_only.stderr
+    assert conflict.returncode == 1
+    claimed = token.upper()
+    assert re.fullmatch(
+        rf"Conflict: 409 TOKEN_ALREADY_CLAIMED from hokusai-api {REQUEST_ID}: Token '{claimed}' is already claimed "
+        rf"by model '{holder_model}'\. A token belongs to one model: choose another token id, or ask an admin to "
+        rf"transfer this one\. \(HINT: token {claimed} belongs to the model named above: register new versions "
+        r"there, or use another\)",
+        _error_lines(conflict.stderr)[0],
+    ), conflict.stderr
+    assert _error_lines(conflict.stderr)[1:] == [DEBUG_HINT]
