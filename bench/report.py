@@ -1,0 +1,282 @@
+"""The readable table and the target checks, both built from the results dict."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from bench.stats import fmt, ratio
+from bench.workloads import WORKLOAD_TITLES
+
+# (metric key, label, target kind, threshold): kind "max" means ratio <= threshold, "min" means ratio >= threshold.
+GATEWAY_TARGETS = {"p50": ("max", 1.15), "ops_per_s": ("min", 0.90)}
+IDENTITY_TARGETS = {"p50": ("max", 2.0)}
+BASIC_AUTH_SPEEDUP = 10.0
+KEYS_TARGET_PER_S = 50_000
+ARTIFACT_RATIO = 0.85
+RSS_LIMIT_MB = 30.0
+
+TITLES = {
+    "gateway": "gateway cost: B = hokusai server (identity mode none) -> the same plain MLflow; A = that MLflow direct",
+    "identity": "identity mode: B = hokusai server + embedded basic-auth MLflow (user key); A = plain MLflow direct",
+    "basic-auth": "stock basic-auth MLflow, defaults (B, non-admin Basic) vs hokusai identity mode (A); "
+    "ratio = how many times Hokusai is faster",
+    "artifacts": "large artifact: B = gateway (none mode), A = plain MLflow direct",
+    "keys": "KeyStore verification, one thread, SQLite in a temp dir",
+}
+
+
+def _judge(value: float, kind: str, threshold: float) -> bool | None:
+    if math.isnan(value):
+        return None
+    return value <= threshold if kind == "max" else value >= threshold
+
+
+def _target_text(kind: str, threshold: float, unit: str = "x") -> str:
+    return f"{'<=' if kind == 'max' else '>='}{threshold:g}{unit}"
+
+
+def rows_for(phase: str, result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Table rows of one phase: workload, metric, a, b, ratio, target, met (None = informational)."""
+    if "failed" in result:
+        return [{"workload": "-", "metric": "FAILED", "a": None, "b": None, "ratio": None, "target": "", "met": False}]
+    if phase == "keys":
+        # A = per wall-clock second (what this noisy machine gave), B = per CPU second of the thread (one core).
+        return [
+            {
+                "workload": "verify_cached (warm cache)",
+                "metric": "verifications/s",
+                "a": result["cached_per_s"],
+                "b": result["cached_per_cpu_s"],
+                "ratio": None,
+                "target": f">={KEYS_TARGET_PER_S:,}/s",
+                "met": result["cached_per_cpu_s"] >= KEYS_TARGET_PER_S,
+            },
+            {
+                "workload": "verify (DB lookup)",
+                "metric": "verifications/s",
+                "a": result["uncached_per_s"],
+                "b": result["uncached_per_cpu_s"],
+                "ratio": None,
+                "target": "",
+                "met": None,
+            },
+        ]
+    if phase == "artifacts":
+        return _artifact_rows(result)
+    rows = []
+    a, b = result["baseline"], result["candidate"]
+    for workload, data in result["workloads"].items():
+        sa, sb = data["summary"][a], data["summary"][b]
+        title = WORKLOAD_TITLES[workload]
+        for metric, label, key in (("p50", "p50 ms c=1", "p50_ms"), ("p99", "p99 ms c=1", "p99_ms")):
+            value = data["ratios"][metric]
+            target, met = "", None
+            if phase == "basic-auth":  # B/A = basic-auth latency over Hokusai's: how many times Hokusai is faster
+                if metric == "p50":
+                    target, met = f">={BASIC_AUTH_SPEEDUP:g}x", _judge(value, "min", BASIC_AUTH_SPEEDUP)
+            else:
+                goals = GATEWAY_TARGETS if phase == "gateway" else IDENTITY_TARGETS
+                if metric in goals:
+                    kind, threshold = goals[metric]
+                    target, met = _target_text(kind, threshold), _judge(value, kind, threshold)
+            rows.append(
+                {
+                    "workload": title,
+                    "metric": label,
+                    "a": sa[key],
+                    "b": sb[key],
+                    "ratio": value,
+                    "target": target,
+                    "met": met,
+                }
+            )
+        value = data["ratios"]["ops_per_s"]
+        target, met = "", None
+        if phase == "basic-auth":
+            value = ratio(sa["ops_per_s"], sb["ops_per_s"])
+            target, met = f">={BASIC_AUTH_SPEEDUP:g}x", _judge(value, "min", BASIC_AUTH_SPEEDUP)
+        elif phase == "gateway":
+            kind, threshold = GATEWAY_TARGETS["ops_per_s"]
+            target, met = _target_text(kind, threshold), _judge(value, kind, threshold)
+        concurrency = result["plan"]["concurrency"]
+        rows.append(
+            {
+                "workload": title,
+                "metric": f"ops/s c={concurrency}",
+                "a": sa["ops_per_s"],
+                "b": sb["ops_per_s"],
+                "ratio": value,
+                "target": target,
+                "met": met,
+            }
+        )
+        rows += _cpu_rows(title, sa, sb)
+        errors = sa["errors"] + sb["errors"]
+        if errors:
+            rows.append(
+                {
+                    "workload": title,
+                    "metric": "errors",
+                    "a": sa["errors"],
+                    "b": sb["errors"],
+                    "ratio": None,
+                    "target": "0",
+                    "met": False,
+                }
+            )
+    return rows
+
+
+def _cpu_rows(title: str, sa: dict[str, Any], sb: dict[str, Any]) -> list[dict[str, Any]]:
+    """Server CPU per operation at c=1 (noise-robust, unlike latency): MLflow's on both sides, the gateway's on B."""
+    rows = []
+    for label in ("gateway", "mlflow"):
+        a, b = sa["cpu_ms_per_op_c1"].get(label), sb["cpu_ms_per_op_c1"].get(label)
+        if a is None and b is None:
+            continue
+        rows.append(
+            {
+                "workload": title,
+                "metric": f"CPU ms/op c=1 ({label})",
+                "a": a,
+                "b": b,
+                "ratio": None if a is None or b is None else ratio(b, a),
+                "target": "",
+                "met": None,
+            }
+        )
+    return rows
+
+
+def _artifact_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+    a, b = result["baseline"], result["candidate"]
+    sa, sb = result["summary"][a], result["summary"][b]
+    size = f"{result['bytes'] / 1e6:g} MB"
+    rows = []
+    for direction, key in (("upload", "upload_mb_s"), ("download", "download_mb_s")):
+        value = result["ratios"][direction]
+        rows.append(
+            {
+                "workload": f"{size} {'PUT' if direction == 'upload' else 'GET'}",
+                "metric": "MB/s",
+                "a": sa[key],
+                "b": sb[key],
+                "ratio": value,
+                "target": f">={ARTIFACT_RATIO:g}x",
+                "met": _judge(value, "min", ARTIFACT_RATIO),
+            }
+        )
+    for direction, key in (("PUT", "upload_rss_growth_mb"), ("GET", "download_rss_growth_mb")):
+        rows.append(
+            {
+                "workload": f"{size} {direction}",
+                "metric": "gateway RSS growth MB (median)",
+                "a": None,
+                "b": sb[key],
+                "ratio": None,
+                "target": "",
+                "met": None,
+            }
+        )
+    for direction, key in (("PUT", "upload_gateway_cpu_s_per_gb"), ("GET", "download_gateway_cpu_s_per_gb")):
+        rows.append(
+            {
+                "workload": f"{size} {direction}",
+                "metric": "gateway CPU s per GB",
+                "a": None,
+                "b": sb[key],
+                "ratio": None,
+                "target": "",
+                "met": None,
+            }
+        )
+    rows.append(
+        {
+            "workload": f"{size} PUT+GET",
+            "metric": "gateway RSS growth MB (max)",
+            "a": None,
+            "b": sb["max_rss_growth_mb"],
+            "ratio": None,
+            "target": f"<={RSS_LIMIT_MB:g} MB",
+            "met": _judge(sb["max_rss_growth_mb"], "max", RSS_LIMIT_MB),
+        }
+    )
+    errors = sa["errors"] + sb["errors"]
+    if errors:
+        rows.append(
+            {
+                "workload": f"{size}",
+                "metric": "errors",
+                "a": sa["errors"],
+                "b": sb["errors"],
+                "ratio": None,
+                "target": "0",
+                "met": False,
+            }
+        )
+    return rows
+
+
+def checks_for(results: dict[str, Any]) -> list[dict[str, Any]]:
+    checks = []
+    for phase, result in results.items():
+        for row in rows_for(phase, result):
+            if row["met"] is not None:
+                checks.append({"phase": phase, **row})
+    return checks
+
+
+def _cell(value: Any, digits: int = 2) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, int):
+        return str(value)
+    return fmt(float(value), digits)
+
+
+def render(meta: dict[str, Any], results: dict[str, Any], checks: list[dict[str, Any]]) -> str:
+    lines = [
+        "",
+        f"Hokusai benchmarks  {meta['started']}  commit {meta['commit']}  mlflow {meta['mlflow']}  "
+        f"{meta['cpus']} CPUs  load {meta['loadavg_start'][0]:.2f}->{meta['loadavg_end'][0]:.2f}  "
+        f"{'quick' if meta['quick'] else 'full'} run, medians of {meta['rounds']} interleaved rounds, "
+        f"{meta['seconds']:.0f} s",
+    ]
+    header = ("workload", "metric", "A", "B", "ratio", "target", "")
+    for phase, result in results.items():
+        rows = rows_for(phase, result)
+        lines += ["", f"== {phase}: {TITLES[phase]} ({result.get('seconds', 0):.0f} s)"]
+        if "baseline" in result:
+            lines.append(f"   A = {result['baseline']}, B = {result['candidate']}")
+        elif phase == "keys":
+            lines.append("   A = per wall-clock second, B = per CPU second of the benchmark thread (judged)")
+        table = [header]
+        for row in rows:
+            digits = 0 if row["metric"] == "verifications/s" else (1 if "ops/s" in row["metric"] else 2)
+            status = "" if row["met"] is None else ("MET" if row["met"] else "MISSED")
+            table.append(
+                (
+                    row["workload"],
+                    row["metric"],
+                    _cell(row["a"], digits),
+                    _cell(row["b"], digits),
+                    "" if row["ratio"] is None else f"{fmt(row['ratio'])}x",
+                    row["target"],
+                    status,
+                )
+            )
+        widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+        for i, row in enumerate(table):
+            cells = [c.ljust(w) if j < 2 else c.rjust(w) for j, (c, w) in enumerate(zip(row, widths, strict=True))]
+            lines.append("   " + "  ".join(cells).rstrip())
+            if i == 0:
+                lines.append("   " + "  ".join("-" * w for w in widths))
+        if "failed" in result:
+            lines.append(f"   {result['failed']}")
+    met = sum(1 for c in checks if c["met"])
+    lines += ["", f"targets met: {met}/{len(checks)}"]
+    for check in checks:
+        if not check["met"]:
+            lines.append(f"   MISSED  {check['phase']}: {check['workload']} {check['metric']} ({check['target']})")
+    return "\n".join(lines)
