@@ -25,6 +25,7 @@ from schemathesis.checks import (
 )
 
 from tests.support.platform import LivePlatform
+from tests.support.sdk_live import User, new_user
 
 ACCURACY = 0.875
 TOKENIZED = "/api/v1/models/tokenized"
@@ -55,21 +56,10 @@ print(json.dumps([mlflow.pyfunc.load_model(uri).predict([[0.0], [3.0]]).tolist()
 
 
 @dataclass(frozen=True)
-class User:
-    owner: str
-    key: str
-
-
-@dataclass(frozen=True)
 class LoggedRun:
     run_id: str
     experiment_id: str
     model_id: str
-
-
-def new_user(platform: LivePlatform, stem: str) -> User:
-    owner = platform.unique_owner(stem)
-    return User(owner, platform.create_key(owner))
 
 
 @pytest.fixture(scope="module")
