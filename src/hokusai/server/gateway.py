@@ -14,6 +14,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from hokusai.server.errors import (
+    INTERNAL_ERROR_MESSAGE,
     LAYER_MLFLOW,
     ApiError,
     error_code_for_status,
@@ -90,6 +91,10 @@ class MlflowGateway:
             response = error_response(
                 exc.status, exc.message, error_code=exc.error_code, layer=exc.layer, headers=headers
             )
+        except Exception:
+            # The gateway runs outside FastAPI (see main.HokusaiApp), so its catch-all handler is repeated here.
+            logger.exception("unhandled error on %s %s", scope["method"], scope["path"])
+            response = error_response(500, INTERNAL_ERROR_MESSAGE)
         await response(scope, receive, send)
 
     async def _handle(self, request: Request) -> Response:
