@@ -7,7 +7,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
-import httpx
+import aiohttp
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -58,7 +58,8 @@ _STRIPPED_REQUEST = _HOP_BY_HOP | {
     "x-mlflow-authorization",
     "x-request-id",
 }
-_STRIPPED_RESPONSE = _HOP_BY_HOP | {"set-cookie", "www-authenticate"}
+_STRIPPED_RESPONSE = frozenset(name.encode() for name in _HOP_BY_HOP | {"set-cookie", "www-authenticate"})
+_VIA = (b"via", b"1.1 hokusai")
 _REWRITTEN_BODY_LIMIT = 1024 * 1024
 _ERROR_BODY_LIMIT = 64 * 1024
 _RUN_CREATE = ("/api/2.0/mlflow/runs/create", "/ajax-api/2.0/mlflow/runs/create")
@@ -161,15 +162,16 @@ class MlflowGateway:
         if isinstance(body, bytes):
             headers = [(k, v) for k, v in headers if k not in ("content-length", "transfer-encoding")]
             headers.append(("content-length", str(len(body))))
-        url = httpx.URL(path=raw_path, query=request.scope.get("query_string", b""))
-        outgoing = upstream.client.build_request(request.method, url, headers=headers, content=body)
+        url = upstream.url_for(raw_path, request.scope.get("query_string", b""))
         try:
-            response = await upstream.client.send(outgoing, stream=True)
-        except httpx.TimeoutException as exc:
-            if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout):
-                raise mlflow_unavailable() from exc
+            response = await upstream.session.request(
+                request.method, url, headers=headers, data=body, allow_redirects=False
+            )
+        except aiohttp.ConnectionTimeoutError as exc:  # no pooled connection or no TCP connect in time
+            raise mlflow_unavailable() from exc
+        except TimeoutError as exc:  # aiohttp's read timeouts subclass it
             raise ApiError(504, "MLflow did not answer in time.", error_code="DEADLINE_EXCEEDED") from exc
-        except httpx.TransportError as exc:
+        except aiohttp.ClientError as exc:
             # Connection refused or dropped: MLflow is down or restarting; the supervisor brings it back.
             raise mlflow_unavailable() from exc
         return await _relay(response, request.method)
@@ -231,40 +233,49 @@ async def _read_limited(request: Request, limit: int) -> bytes:
     return bytes(chunks)
 
 
-def _response_headers(response: httpx.Response) -> list[tuple[str, str]]:
-    headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in _STRIPPED_RESPONSE]
-    headers.append(("via", "1.1 hokusai"))
+def _response_headers(response: aiohttp.ClientResponse) -> list[tuple[bytes, bytes]]:
+    """MLflow's headers as received (repeated ones kept, values byte for byte), minus hop-by-hop and cookies."""
+    headers = []
+    for name, value in response.raw_headers:
+        lowered = name.lower()
+        if lowered not in _STRIPPED_RESPONSE:
+            headers.append((lowered, value))
+    headers.append(_VIA)
     return headers
 
 
-async def _relay(response: httpx.Response, method: str) -> Response:
-    if response.status_code >= 400 and method != "HEAD":
+async def _relay(response: aiohttp.ClientResponse, method: str) -> Response:
+    if response.status >= 400 and method != "HEAD":
         return await _relay_error(response)
-    return StreamingResponse(
-        _relay_body(response),
-        status_code=response.status_code,
-        headers=dict(_response_headers(response)),
-        background=BackgroundTask(response.aclose),
+    relay = StreamingResponse(
+        _relay_body(response), status_code=response.status, background=BackgroundTask(response.release)
     )
+    relay.raw_headers = _response_headers(response)
+    return relay
 
 
-async def _relay_body(response: httpx.Response) -> AsyncIterator[bytes]:
-    # Closing here as well as in the background task: when the client disconnects mid-download Starlette skips the
-    # background task, and an unclosed response would keep its pooled upstream connection forever.
+async def _relay_body(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+    # Released here as well as in the background task: when the client disconnects mid-download Starlette skips the
+    # background task, and an unreleased response would keep its pooled upstream connection forever. Releasing a
+    # response whose body was not read to the end closes its connection instead of pooling it.
     try:
-        async for chunk in response.aiter_raw():
+        async for chunk in response.content.iter_any():
             yield chunk
     finally:
-        await response.aclose()
+        response.release()
 
 
-async def _relay_error(response: httpx.Response) -> Response:
+async def _relay_error(response: aiohttp.ClientResponse) -> Response:
     """MLflow's errors, unchanged but marked `layer: mlflow`; plain-text ones wrapped in the JSON envelope."""
     try:
-        body = await response.aread()
+        body = await response.read()
     finally:
-        await response.aclose()
-    headers = dict(_without(_response_headers(response), ("content-length", "content-encoding", "content-type")))
+        response.release()
+    headers = {
+        name.decode("latin-1"): value.decode("latin-1")
+        for name, value in _response_headers(response)
+        if name not in (b"content-length", b"content-encoding", b"content-type")
+    }
     payload: object = None
     if len(body) <= _ERROR_BODY_LIMIT:
         try:
@@ -276,18 +287,12 @@ async def _relay_error(response: httpx.Response) -> Response:
     elif len(body) <= _ERROR_BODY_LIMIT:
         text = body.decode("utf-8", errors="replace").strip()
         payload = {
-            "error_code": error_code_for_status(response.status_code),
+            "error_code": error_code_for_status(response.status),
             "message": text or "MLflow refused.",
             "layer": LAYER_MLFLOW,
         }
     else:
         return Response(
-            body, status_code=response.status_code, headers=headers, media_type=response.headers.get("content-type")
+            body, status_code=response.status, headers=headers, media_type=response.headers.get("content-type")
         )
-    return Response(
-        json.dumps(payload), status_code=response.status_code, headers=headers, media_type="application/json"
-    )
-
-
-def _without(headers: list[tuple[str, str]], names: tuple[str, ...]) -> list[tuple[str, str]]:
-    return [(k, v) for k, v in headers if k.lower() not in names]
+    return Response(json.dumps(payload), status_code=response.status, headers=headers, media_type="application/json")

@@ -73,6 +73,7 @@ def create_app(settings: Settings, mlflow_url: str) -> ASGIApp:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await state.upstream.start()
         flusher = asyncio.create_task(_flush_last_used_forever(state))
         try:
             yield
