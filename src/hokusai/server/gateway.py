@@ -11,7 +11,7 @@ import aiohttp
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hokusai.server.errors import (
     INTERNAL_ERROR_MESSAGE,
@@ -62,6 +62,7 @@ _STRIPPED_RESPONSE = frozenset(name.encode() for name in _HOP_BY_HOP | {"set-coo
 _VIA = (b"via", b"1.1 hokusai")
 _REWRITTEN_BODY_LIMIT = 1024 * 1024
 _ERROR_BODY_LIMIT = 64 * 1024
+_BUFFERED_BODY_LIMIT = 64 * 1024
 _RUN_CREATE = ("/api/2.0/mlflow/runs/create", "/ajax-api/2.0/mlflow/runs/create")
 _LOGGED_MODEL_CREATE = ("/api/2.0/mlflow/logged-models", "/ajax-api/2.0/mlflow/logged-models")
 # uvicorn's h11 limit only applies while a head is incomplete, so a 64 KB header arriving in one read was relayed
@@ -98,7 +99,7 @@ class MlflowGateway:
             response = error_response(500, INTERNAL_ERROR_MESSAGE)
         await response(scope, receive, send)
 
-    async def _handle(self, request: Request) -> Response:
+    async def _handle(self, request: Request) -> ASGIApp:
         _check_header_size(request.scope["headers"])
         raw_path = _mount_relative(request.scope.get("raw_path", b"").decode("latin-1"))
         try:
@@ -154,7 +155,7 @@ class MlflowGateway:
 
     async def _forward(
         self, request: Request, raw_path: str, principal: Principal | None, body: bytes | AsyncIterator[bytes] | None
-    ) -> Response:
+    ) -> ASGIApp:
         upstream = self._state.upstream
         if principal is not None:
             await upstream.ensure_account(principal)
@@ -244,9 +245,39 @@ def _response_headers(response: aiohttp.ClientResponse) -> list[tuple[bytes, byt
     return headers
 
 
-async def _relay(response: aiohttp.ClientResponse, method: str) -> Response:
+class _Buffered:
+    """A relayed response already read whole: one start message and one body message."""
+
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status, "headers": self.headers})
+        await send({"type": "http.response.body", "body": self.body})
+
+
+async def _relay(response: aiohttp.ClientResponse, method: str) -> ASGIApp:
     if response.status >= 400 and method != "HEAD":
         return await _relay_error(response)
+    length = response.content_length
+    if method == "HEAD" or response.status in (204, 304) or (length is not None and length <= _BUFFERED_BODY_LIMIT):
+        # Most MLflow answers are small JSON with a Content-Length. Reading them whole (bounded by the limit) and
+        # sending one body message costs far less than a StreamingResponse, which under uvicorn's ASGI spec 2.3
+        # starts a task group and a disconnect listener per response. MLflow's headers, Content-Length included,
+        # are relayed as they are; the bytes are the raw ones (no decompression).
+        try:
+            body = await response.read()
+        except TimeoutError as exc:
+            raise ApiError(504, "MLflow did not answer in time.", error_code="DEADLINE_EXCEEDED") from exc
+        except aiohttp.ClientError as exc:  # MLflow dropped the connection mid-answer
+            raise mlflow_unavailable() from exc
+        finally:
+            response.release()
+        return _Buffered(response.status, _response_headers(response), body)
     relay = StreamingResponse(
         _relay_body(response), status_code=response.status, background=BackgroundTask(response.release)
     )
