@@ -198,11 +198,17 @@ def _mount_relative(raw_path: str) -> str:
 
 def _upstream_headers(request: Request, principal: Principal | None, identity: dict[str, str]) -> list[tuple[str, str]]:
     connection_tokens = {token.strip().lower() for token in request.headers.get("connection", "").split(",")}
-    headers = [
-        (name, value)
-        for name, value in request.headers.items()
-        if name not in _STRIPPED_REQUEST and name not in connection_tokens
-    ]
+    headers = []
+    for raw_name, raw_value in request.scope["headers"]:
+        name = raw_name.decode("latin-1")
+        if name in _STRIPPED_REQUEST or name in connection_tokens:
+            continue
+        try:
+            # aiohttp writes header values as UTF-8: decoding them as UTF-8 sends the client's bytes unchanged.
+            value = raw_value.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ApiError(400, f"The {name} header is neither ASCII nor UTF-8.", error_code="BAD_REQUEST") from exc
+        headers.append((name, value))
     client = request.client.host if request.client else "unknown"
     headers.append(("x-forwarded-for", client))
     headers.append(("via", "1.1 hokusai"))
