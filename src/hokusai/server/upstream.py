@@ -55,6 +55,7 @@ def build_client(base_url: str, settings: Settings) -> httpx.AsyncClient:
 _NO_AUTO_HEADERS = ("User-Agent", "Accept-Encoding", "Content-Type")
 # h11 (the previous client) accepted response header lines up to 64 KiB; aiohttp's default is 8 KiB.
 _MAX_RESPONSE_HEADER_LINE = 64 * 1024
+_READ_BUFFER = 256 * 1024
 
 
 def build_session(settings: Settings) -> aiohttp.ClientSession:
@@ -88,6 +89,8 @@ def build_session(settings: Settings) -> aiohttp.ClientSession:
         trust_env=False,
         max_line_size=_MAX_RESPONSE_HEADER_LINE,
         max_field_size=_MAX_RESPONSE_HEADER_LINE,
+        # Fewer, larger chunks on big downloads; aiohttp pauses reading MLflow at twice this per connection.
+        read_bufsize=_READ_BUFFER,
     )
 
 
