@@ -37,6 +37,7 @@ _CODE_FOR_STATUS = {
 
 
 RETRY_AFTER_SECONDS = "2"
+INTERNAL_ERROR_MESSAGE = "Internal error in the Hokusai API; the request id identifies it in the server log."
 
 
 def error_code_for_status(status: int) -> str:
@@ -123,7 +124,7 @@ async def _handle_http_exception(_request: Request, exc: Exception) -> JSONRespo
 async def _handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
     # Logged with the request id only: the exception text may quote user input, never a key (keys are not kept).
     logger.exception("unhandled error on %s %s", request.method, request.url.path)
-    return error_response(500, "Internal error in the Hokusai API; the request id identifies it in the server log.")
+    return error_response(500, INTERNAL_ERROR_MESSAGE)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -7,13 +7,14 @@ import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
-import httpx
+import aiohttp
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hokusai.server.errors import (
+    INTERNAL_ERROR_MESSAGE,
     LAYER_MLFLOW,
     ApiError,
     error_code_for_status,
@@ -57,9 +58,11 @@ _STRIPPED_REQUEST = _HOP_BY_HOP | {
     "x-mlflow-authorization",
     "x-request-id",
 }
-_STRIPPED_RESPONSE = _HOP_BY_HOP | {"set-cookie", "www-authenticate"}
+_STRIPPED_RESPONSE = frozenset(name.encode() for name in _HOP_BY_HOP | {"set-cookie", "www-authenticate"})
+_VIA = (b"via", b"1.1 hokusai")
 _REWRITTEN_BODY_LIMIT = 1024 * 1024
 _ERROR_BODY_LIMIT = 64 * 1024
+_BUFFERED_BODY_LIMIT = 64 * 1024
 _RUN_CREATE = ("/api/2.0/mlflow/runs/create", "/ajax-api/2.0/mlflow/runs/create")
 _LOGGED_MODEL_CREATE = ("/api/2.0/mlflow/logged-models", "/ajax-api/2.0/mlflow/logged-models")
 # uvicorn's h11 limit only applies while a head is incomplete, so a 64 KB header arriving in one read was relayed
@@ -90,9 +93,13 @@ class MlflowGateway:
             response = error_response(
                 exc.status, exc.message, error_code=exc.error_code, layer=exc.layer, headers=headers
             )
+        except Exception:
+            # The gateway runs outside FastAPI (see main.HokusaiApp), so its catch-all handler is repeated here.
+            logger.exception("unhandled error on %s %s", scope["method"], scope["path"])
+            response = error_response(500, INTERNAL_ERROR_MESSAGE)
         await response(scope, receive, send)
 
-    async def _handle(self, request: Request) -> Response:
+    async def _handle(self, request: Request) -> ASGIApp:
         _check_header_size(request.scope["headers"])
         raw_path = _mount_relative(request.scope.get("raw_path", b"").decode("latin-1"))
         try:
@@ -148,7 +155,7 @@ class MlflowGateway:
 
     async def _forward(
         self, request: Request, raw_path: str, principal: Principal | None, body: bytes | AsyncIterator[bytes] | None
-    ) -> Response:
+    ) -> ASGIApp:
         upstream = self._state.upstream
         if principal is not None:
             await upstream.ensure_account(principal)
@@ -156,15 +163,16 @@ class MlflowGateway:
         if isinstance(body, bytes):
             headers = [(k, v) for k, v in headers if k not in ("content-length", "transfer-encoding")]
             headers.append(("content-length", str(len(body))))
-        url = httpx.URL(path=raw_path, query=request.scope.get("query_string", b""))
-        outgoing = upstream.client.build_request(request.method, url, headers=headers, content=body)
+        url = upstream.url_for(raw_path, request.scope.get("query_string", b""))
         try:
-            response = await upstream.client.send(outgoing, stream=True)
-        except httpx.TimeoutException as exc:
-            if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout):
-                raise mlflow_unavailable() from exc
+            response = await upstream.session.request(
+                request.method, url, headers=headers, data=body, allow_redirects=False
+            )
+        except aiohttp.ConnectionTimeoutError as exc:  # no pooled connection or no TCP connect in time
+            raise mlflow_unavailable() from exc
+        except TimeoutError as exc:  # aiohttp's read timeouts subclass it
             raise ApiError(504, "MLflow did not answer in time.", error_code="DEADLINE_EXCEEDED") from exc
-        except httpx.TransportError as exc:
+        except aiohttp.ClientError as exc:
             # Connection refused or dropped: MLflow is down or restarting; the supervisor brings it back.
             raise mlflow_unavailable() from exc
         return await _relay(response, request.method)
@@ -190,11 +198,17 @@ def _mount_relative(raw_path: str) -> str:
 
 def _upstream_headers(request: Request, principal: Principal | None, identity: dict[str, str]) -> list[tuple[str, str]]:
     connection_tokens = {token.strip().lower() for token in request.headers.get("connection", "").split(",")}
-    headers = [
-        (name, value)
-        for name, value in request.headers.items()
-        if name not in _STRIPPED_REQUEST and name not in connection_tokens
-    ]
+    headers = []
+    for raw_name, raw_value in request.scope["headers"]:
+        name = raw_name.decode("latin-1")
+        if name in _STRIPPED_REQUEST or name in connection_tokens:
+            continue
+        try:
+            # aiohttp writes header values as UTF-8: decoding them as UTF-8 sends the client's bytes unchanged.
+            value = raw_value.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ApiError(400, f"The {name} header is neither ASCII nor UTF-8.", error_code="BAD_REQUEST") from exc
+        headers.append((name, value))
     client = request.client.host if request.client else "unknown"
     headers.append(("x-forwarded-for", client))
     headers.append(("via", "1.1 hokusai"))
@@ -226,40 +240,79 @@ async def _read_limited(request: Request, limit: int) -> bytes:
     return bytes(chunks)
 
 
-def _response_headers(response: httpx.Response) -> list[tuple[str, str]]:
-    headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in _STRIPPED_RESPONSE]
-    headers.append(("via", "1.1 hokusai"))
+def _response_headers(response: aiohttp.ClientResponse) -> list[tuple[bytes, bytes]]:
+    """MLflow's headers as received (repeated ones kept, values byte for byte), minus hop-by-hop and cookies."""
+    headers = []
+    for name, value in response.raw_headers:
+        lowered = name.lower()
+        if lowered not in _STRIPPED_RESPONSE:
+            headers.append((lowered, value))
+    headers.append(_VIA)
     return headers
 
 
-async def _relay(response: httpx.Response, method: str) -> Response:
-    if response.status_code >= 400 and method != "HEAD":
+class _Buffered:
+    """A relayed response already read whole: one start message and one body message."""
+
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status, "headers": self.headers})
+        await send({"type": "http.response.body", "body": self.body})
+
+
+async def _relay(response: aiohttp.ClientResponse, method: str) -> ASGIApp:
+    if response.status >= 400 and method != "HEAD":
         return await _relay_error(response)
-    return StreamingResponse(
-        _relay_body(response),
-        status_code=response.status_code,
-        headers=dict(_response_headers(response)),
-        background=BackgroundTask(response.aclose),
+    length = response.content_length
+    if method == "HEAD" or response.status in (204, 304) or (length is not None and length <= _BUFFERED_BODY_LIMIT):
+        # Most MLflow answers are small JSON with a Content-Length. Reading them whole (bounded by the limit) and
+        # sending one body message costs far less than a StreamingResponse, which under uvicorn's ASGI spec 2.3
+        # starts a task group and a disconnect listener per response. MLflow's headers, Content-Length included,
+        # are relayed as they are; the bytes are the raw ones (no decompression).
+        try:
+            body = await response.read()
+        except TimeoutError as exc:
+            raise ApiError(504, "MLflow did not answer in time.", error_code="DEADLINE_EXCEEDED") from exc
+        except aiohttp.ClientError as exc:  # MLflow dropped the connection mid-answer
+            raise mlflow_unavailable() from exc
+        finally:
+            response.release()
+        return _Buffered(response.status, _response_headers(response), body)
+    relay = StreamingResponse(
+        _relay_body(response), status_code=response.status, background=BackgroundTask(response.release)
     )
+    relay.raw_headers = _response_headers(response)
+    return relay
 
 
-async def _relay_body(response: httpx.Response) -> AsyncIterator[bytes]:
-    # Closing here as well as in the background task: when the client disconnects mid-download Starlette skips the
-    # background task, and an unclosed response would keep its pooled upstream connection forever.
+async def _relay_body(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+    # Released here as well as in the background task: when the client disconnects mid-download Starlette skips the
+    # background task, and an unreleased response would keep its pooled upstream connection forever. Releasing a
+    # response whose body was not read to the end closes its connection instead of pooling it.
     try:
-        async for chunk in response.aiter_raw():
+        async for chunk in response.content.iter_any():
             yield chunk
     finally:
-        await response.aclose()
+        response.release()
 
 
-async def _relay_error(response: httpx.Response) -> Response:
+async def _relay_error(response: aiohttp.ClientResponse) -> Response:
     """MLflow's errors, unchanged but marked `layer: mlflow`; plain-text ones wrapped in the JSON envelope."""
     try:
-        body = await response.aread()
+        body = await response.read()
     finally:
-        await response.aclose()
-    headers = dict(_without(_response_headers(response), ("content-length", "content-encoding", "content-type")))
+        response.release()
+    headers = {
+        name.decode("latin-1"): value.decode("latin-1")
+        for name, value in _response_headers(response)
+        if name not in (b"content-length", b"content-encoding", b"content-type")
+    }
     payload: object = None
     if len(body) <= _ERROR_BODY_LIMIT:
         try:
@@ -271,18 +324,12 @@ async def _relay_error(response: httpx.Response) -> Response:
     elif len(body) <= _ERROR_BODY_LIMIT:
         text = body.decode("utf-8", errors="replace").strip()
         payload = {
-            "error_code": error_code_for_status(response.status_code),
+            "error_code": error_code_for_status(response.status),
             "message": text or "MLflow refused.",
             "layer": LAYER_MLFLOW,
         }
     else:
         return Response(
-            body, status_code=response.status_code, headers=headers, media_type=response.headers.get("content-type")
+            body, status_code=response.status, headers=headers, media_type=response.headers.get("content-type")
         )
-    return Response(
-        json.dumps(payload), status_code=response.status_code, headers=headers, media_type="application/json"
-    )
-
-
-def _without(headers: list[tuple[str, str]], names: tuple[str, ...]) -> list[tuple[str, str]]:
-    return [(k, v) for k, v in headers if k.lower() not in names]
+    return Response(json.dumps(payload), status_code=response.status, headers=headers, media_type="application/json")

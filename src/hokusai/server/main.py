@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hokusai import __version__
 from hokusai.server.audit import AuditLog
@@ -46,12 +47,33 @@ async def _flush_last_used_forever(state: AppState) -> None:
         await run_in_threadpool(state.keys.flush_last_used)
 
 
-def create_app(settings: Settings, mlflow_url: str) -> FastAPI:
+class HokusaiApp:
+    """The outer ASGI app: MLflow traffic goes straight to the gateway, everything else to the FastAPI app.
+
+    Proxied requests are the hot path; routing them here skips FastAPI's middleware stack and its router (which
+    tried every API route before reaching the mount). The prefixes are the ones Starlette's `Mount` matched
+    (`/api/mlflow/...`, `/mlflow/...` on the decoded path); the bare `/api/mlflow` still gets FastAPI's redirect.
+    """
+
+    def __init__(self, api: FastAPI, gateway: MlflowGateway) -> None:
+        self.api = api
+        self.gateway = gateway
+        self._prefixes = tuple(mount + "/" for mount in MOUNTS)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(self._prefixes):
+            await self.gateway(scope, receive, send)
+        else:
+            await self.api(scope, receive, send)
+
+
+def create_app(settings: Settings, mlflow_url: str) -> ASGIApp:
     """The ASGI app; `mlflow_url` is the MLflow it fronts (the embedded child's address, or an external one)."""
     state = build_state(settings, mlflow_url)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await state.upstream.start()
         flusher = asyncio.create_task(_flush_last_used_forever(state))
         try:
             yield
@@ -74,8 +96,5 @@ def create_app(settings: Settings, mlflow_url: str) -> FastAPI:
     install_error_handlers(app)
     for router in (health.router, auth.router, keys.router, tokens.router, models.router, audit.router):
         app.include_router(router)
-    gateway = MlflowGateway(state)
-    for mount in MOUNTS:
-        app.mount(mount, gateway)
-    app.add_middleware(RequestIdMiddleware)
-    return app
+    # Every request, API or MLflow, gets its id and access-log line here, outside the dispatch.
+    return RequestIdMiddleware(HokusaiApp(app, MlflowGateway(state)))

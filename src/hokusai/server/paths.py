@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from enum import Enum
+from functools import lru_cache
 from urllib.parse import unquote
 
 
@@ -97,8 +98,20 @@ def _decode_segments(raw: str) -> str:
     return "/" + "/".join(decoded)
 
 
+# The same few paths come back on every call (`experiments/search`, `runs/log-batch`, ...), so accepted ones are
+# remembered: bounded in count and length, refusals never cached (an attacker cannot fill it with junk paths).
+_CACHED_PATHS = 4096
+_CACHED_PATH_LENGTH = 256
+
+
 def route_path(raw: str, method: str) -> RoutedPath:
     """Check a request path (relative to the gateway mount) and classify what it needs."""
+    if len(raw) <= _CACHED_PATH_LENGTH:
+        return _route_path_cached(raw, method)
+    return _route_path(raw, method)
+
+
+def _route_path(raw: str, method: str) -> RoutedPath:
     try:
         decoded = _decode_segments(raw)
     except UnicodeDecodeError as exc:
@@ -106,6 +119,9 @@ def route_path(raw: str, method: str) -> RoutedPath:
     if _FAMILIES.fullmatch(decoded) is None:
         raise PathRejected("not an MLflow endpoint")
     return RoutedPath(raw=raw, decoded=decoded, access=_access_for(decoded, method))
+
+
+_route_path_cached = lru_cache(maxsize=_CACHED_PATHS)(_route_path)
 
 
 def _access_for(path: str, method: str) -> Access:

@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass
 
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import QueryParams
 from starlette.requests import Request
 
 from hokusai.server.audit import AuditLog
@@ -34,6 +35,7 @@ _REJECTION_MESSAGES = {
     REASON_REVOKED: "This API key was revoked. Use its replacement, or ask an admin for a new key.",
     REASON_EXPIRED: "This API key has expired. Ask an admin to rotate it or issue a new key.",
 }
+_NO_QUERY = QueryParams()
 _UNKNOWN_MESSAGE = "This API key is not known to this server. Check HOKUSAI_API_KEY / MLFLOW_TRACKING_TOKEN."
 
 
@@ -47,7 +49,9 @@ class AppState:
     upstream: Upstream
 
     async def authenticate(self, request: Request) -> Principal:
-        key = key_from_request(request.headers, request.query_params)
+        # Most calls have no query string; parsing an empty one is skipped.
+        query = request.query_params if request.scope.get("query_string") else _NO_QUERY
+        key = key_from_request(request.headers, query)
         try:
             principal = self.keys.verify_cached(key)
             if principal is None:
