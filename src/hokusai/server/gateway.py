@@ -159,7 +159,7 @@ class MlflowGateway:
         upstream = self._state.upstream
         if principal is not None:
             await upstream.ensure_account(principal)
-        headers = _upstream_headers(request, principal, upstream.headers_for(principal) if principal else {})
+        headers = _upstream_headers(request, upstream.headers_for(principal) if principal else {})
         if isinstance(body, bytes):
             headers = [(k, v) for k, v in headers if k not in ("content-length", "transfer-encoding")]
             headers.append(("content-length", str(len(body))))
@@ -196,7 +196,7 @@ def _mount_relative(raw_path: str) -> str:
     return raw_path
 
 
-def _upstream_headers(request: Request, principal: Principal | None, identity: dict[str, str]) -> list[tuple[str, str]]:
+def _upstream_headers(request: Request, identity: dict[str, str]) -> list[tuple[str, str]]:
     connection_tokens = {token.strip().lower() for token in request.headers.get("connection", "").split(",")}
     headers = []
     for raw_name, raw_value in request.scope["headers"]:
