@@ -83,7 +83,7 @@ def test_login_validates_then_saves_owner_only(api: FakeAPI) -> None:
     outcome = run(["login", "--key", KEY])
     assert outcome.exit_code == 0
     assert outcome.stdout.splitlines() == [
-        f"Logged in to {API} as ada (key hk_live_AbCd…, scopes: read, write).",
+        f"Logged in to {API} as ada (key {KEY[:12]}…, scopes: read, write).",
         f"Saved to {credentials_path()} (readable by you only).",
     ]
     assert api.requests[0].headers["Authorization"] == f"Bearer {KEY}"
@@ -151,7 +151,7 @@ def test_whoami(api: FakeAPI) -> None:
     lines = [line.split() for line in outcome.stdout.splitlines()]
     assert lines == [
         ["owner", "ada"],
-        ["key", "hk_live_AbCd…", "(from", "file)"],
+        ["key", f"{KEY[:12]}…", "(from", "file)"],
         ["scopes", "read,", "write"],
         ["expires", "never"],
         ["api", API],

@@ -31,7 +31,7 @@ def test_defaults_point_mlflow_at_the_api_with_the_key(caplog: pytest.LogCapture
     assert os.environ["MLFLOW_TRACKING_TOKEN"] == KEY
     assert (config.tracking_uri_source, config.credential_kind, config.mode) == ("hokusai-default", "bearer", "remote")
     assert config.credential_source == "the Hokusai key (argument)"
-    assert config.key_prefix == "hk_live_AbCd"
+    assert config.key_prefix == KEY[:12]
     assert config.env_set == ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_TOKEN")
     assert KEY not in repr(config)
     assert caplog.messages == [
@@ -161,7 +161,7 @@ def test_status_of_a_working_setup() -> None:
         "tracking_uri_source": "hokusai-default",
         "credential": "bearer",
         "credential_source": "the Hokusai key (file)",
-        "key_prefix": "hk_live_AbCd",
+        "key_prefix": KEY[:12],
         "reachable": True,
         "key_accepted": True,
         "mlflow_accepted": True,
@@ -194,7 +194,7 @@ def test_status_with_a_rejected_key() -> None:
     assert (status["reachable"], status["key_accepted"]) == (True, False)
     assert status["problems"] == [
         {
-            "problem": "The API rejected the key hk_live_AbCd…: The API key has expired.",
+            "problem": f"The API rejected the key {KEY[:12]}…: The API key has expired.",
             "fix": "check HOKUSAI_API_KEY or run `hokusai login`",
         }
     ]

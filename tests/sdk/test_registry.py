@@ -197,7 +197,7 @@ def test_register_baseline_via_api() -> None:
 
 
 def test_whoami() -> None:
-    identity = {"owner": "ada", "key_id": "k1", "key_prefix": "hk_live_AbCd", "scopes": ["read"], "expires_at": None}
+    identity = {"owner": "ada", "key_id": "k1", "key_prefix": KEY[:12], "scopes": ["read"], "expires_at": None}
     api = FakeAPI(httpx.Response(200, json=identity))
     assert _registry(api).whoami() == identity
     assert api.requests[0].url.path == "/api/v1/auth/whoami"
