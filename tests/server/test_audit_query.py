@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -12,15 +11,6 @@ from hokusai.server.audit import AuditLog
 from hokusai.server.audit_query import list_audit_events
 from hokusai.server.db import Database
 from hokusai.server.models import AuditEvent
-
-
-@pytest.fixture
-def database(database_url: str) -> Iterator[Database]:
-    db = Database(database_url)
-    try:
-        yield db
-    finally:
-        db.close()
 
 
 def _query(database: Database, **filters: object) -> list[AuditEvent]:

@@ -6,7 +6,6 @@ import hashlib
 import hmac
 import re
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -28,13 +27,6 @@ from hokusai.server.keys import (
 from hokusai.server.models import ApiKey, utcnow
 
 PEPPER = b"test-pepper"
-
-
-@pytest.fixture
-def database(database_url: str) -> Iterator[Database]:
-    db = Database(database_url)
-    yield db
-    db.close()
 
 
 @pytest.fixture

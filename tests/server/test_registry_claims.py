@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -13,15 +12,6 @@ from hokusai.server.errors import ApiError
 from hokusai.server.registry import TokenClaim, claim_token, get_token, release_token, transfer_token
 
 RACERS = 8
-
-
-@pytest.fixture
-def database(database_url: str) -> Iterator[Database]:
-    db = Database(database_url)
-    try:
-        yield db
-    finally:
-        db.close()
 
 
 def _race(database: Database, claims: list[tuple[str, str]]) -> list[TokenClaim | ApiError]:

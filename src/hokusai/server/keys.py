@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from hokusai.server.db import Database
 from hokusai.server.models import ApiKey, utcnow
@@ -242,7 +242,8 @@ class KeyStore:
             return list(session.scalars(query))
 
     def count(self) -> int:
-        return len(self.list())
+        with self._database.session() as session:
+            return session.scalar(select(func.count()).select_from(ApiKey)) or 0
 
     def revoke(self, key_id: str) -> ApiKey | None:
         with self._database.session() as session:
