@@ -336,3 +336,44 @@ def test_read_only_key_can_search_but_not_write(platform: LivePlatform, owner_re
     assert [response.status_code for response in reads] == [200] * len(reads), [r.text for r in reads]
     assert owner_resources["run"] in {r["info"]["run_id"] for r in reads[2].json()["runs"]}
     assert [info["trace_id"] for info in reads[7].json()["trace_infos"]] == [owner_resources["trace"]]
+
+
+def test_permission_changes_take_effect_on_the_next_request(
+    platform: LivePlatform, owner_resources: dict[str, str]
+) -> None:
+    """MLflow's auth store reads are cached inside MLflow (hokusai.mlflow_auth); every change must still count at once.
+
+    User B is refused a tag on A's experiment, allowed once an admin grants EDIT, refused again the moment it is
+    revoked; then the same through B's MLflow admin flag, promoted and demoted.
+    """
+    grantee = platform.unique_owner("grantee-")
+    key = platform.create_key(grantee, "read,write")
+    experiment = owner_resources["experiment"]
+    resource = {"username": grantee, "resource_type": "experiment", "resource_id": experiment}
+    statuses = []
+    with platform.client(key) as user, platform.client(platform.admin_key) as admin:
+
+        def tag_attempt(value: str) -> int:
+            response = user.post(
+                API + "/experiments/set-experiment-tag",
+                json={"experiment_id": experiment, "key": "changed-by", "value": value},
+            )
+            return response.status_code
+
+        statuses.append(tag_attempt("before-grant"))
+        granted = admin.post(
+            "/api/mlflow/api/3.0/mlflow/users/permissions/grant", json={**resource, "permission": "EDIT"}
+        )
+        assert granted.status_code == 200, granted.text
+        statuses.append(tag_attempt("granted"))
+        revoked = admin.post("/api/mlflow/api/3.0/mlflow/users/permissions/revoke", json=resource)
+        assert revoked.status_code == 200, revoked.text
+        statuses.append(tag_attempt("revoked"))
+        for is_admin in (True, False):
+            changed = admin.patch(API + "/users/update-admin", json={"username": grantee, "is_admin": is_admin})
+            assert changed.status_code == 200, changed.text
+            statuses.append(tag_attempt(f"admin={is_admin}"))
+        experiment_now = user.get(API + "/experiments/get", params={"experiment_id": experiment}).json()
+    tags = experiment_now["experiment"].get("tags", [])
+    assert statuses == [403, 200, 403, 200, 403]
+    assert {"key": "changed-by", "value": "admin=True"} in tags

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
@@ -130,6 +131,10 @@ class MlflowGateway:
             return None
         if principal is not None and request.method == "POST" and path in _RUN_CREATE + _LOGGED_MODEL_CREATE:
             return await self._rewrite_create(request, path, principal)
+        if _declared_length(request) <= _BUFFERED_BODY_LIMIT:
+            # Small bodies (most MLflow calls) are read whole and sent with the head in one write, which costs
+            # aiohttp less than a streamed payload; anything larger or chunked streams through untouched.
+            return await _read_limited(request, _BUFFERED_BODY_LIMIT)
         return _stream_body(request)
 
     async def _rewrite_create(self, request: Request, path: str, principal: Principal) -> bytes:
@@ -214,6 +219,14 @@ def _upstream_headers(request: Request, identity: dict[str, str]) -> list[tuple[
     headers.append(("via", "1.1 hokusai"))
     headers.extend(identity.items())
     return headers
+
+
+def _declared_length(request: Request) -> int:
+    """The declared Content-Length; unbounded when the body is chunked or the length is not a plain number."""
+    value = request.headers.get("content-length", "").strip()
+    if "transfer-encoding" in request.headers or not value.isdigit():
+        return sys.maxsize
+    return int(value)
 
 
 def _declares_body(request: Request) -> bool:
