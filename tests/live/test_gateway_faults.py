@@ -1,6 +1,7 @@
-"""MLflow dies in the middle of a request: the gateway fails fast and cleanly, then recovers on its own.
+"""MLflow dies, or freezes, in the middle of a request: the gateway fails fast and cleanly, then recovers on its own.
 
-This disrupts the platform it runs against, so it starts a platform of its own instead of the session one.
+This disrupts the platform it runs against, so it starts a platform of its own instead of the session one, with
+upstream read and write timeouts of a few seconds (the defaults, 600 s, suit multi-GB artifacts).
 """
 
 from __future__ import annotations
@@ -27,11 +28,19 @@ CHUNK_INTERVAL = 0.05
 MAX_CHUNKS = 400  # 20 s of upload at most: the generator always ends
 SAFETY_BOUND_SECONDS = 10.0  # only guards against a hang; the expected figure (~2 s or less) is recorded, not asserted
 RECOVERY_TIMEOUT = 120.0
+UPSTREAM_TIMEOUT_SECONDS = 3
+STALLED_UPLOAD_CHUNK = b"s" * (1024 * 1024)
+STALLED_UPLOAD_MAX_CHUNKS = 512  # far more than the socket buffers between the client and a frozen MLflow hold
 
 
 @pytest.fixture(scope="module")
 def own_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LivePlatform]:
-    live = start_platform(tmp_path_factory.mktemp("faults") / "data", HOKUSAI_KEY_CACHE_TTL_SECONDS="2")
+    live = start_platform(
+        tmp_path_factory.mktemp("faults") / "data",
+        HOKUSAI_KEY_CACHE_TTL_SECONDS="2",
+        HOKUSAI_UPSTREAM_READ_TIMEOUT_SECONDS=str(UPSTREAM_TIMEOUT_SECONDS),
+        HOKUSAI_UPSTREAM_WRITE_TIMEOUT_SECONDS=str(UPSTREAM_TIMEOUT_SECONDS),
+    )
     try:
         yield live
     finally:
@@ -130,3 +139,78 @@ def test_mlflow_killed_mid_upload_then_recovers(
     logged = client.post(API + "/runs/log-metric", json={"run_id": run, "key": "after", "value": 1.0, "timestamp": 1})
     assert logged.status_code == 200, logged.text
     client.close()
+
+
+@contextlib.contextmanager
+def _frozen(platform: LivePlatform) -> Iterator[None]:
+    """MLflow stopped (SIGSTOP): its sockets stay open and the kernel still takes bytes, but nothing reads them."""
+    pids = platform.mlflow_child_pids()
+    assert pids, "no MLflow process found to freeze"
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
+
+def _is_deadline(response: httpx.Response) -> bool:
+    body = response.json()
+    return response.status_code == 504 and body["error_code"] == "DEADLINE_EXCEEDED" and body["layer"] == "hokusai-api"
+
+
+def _user_run(platform: LivePlatform, stem: str) -> tuple[httpx.Client, str, str]:
+    platform.wait_ready(RECOVERY_TIMEOUT)
+    client = platform.client(platform.create_key(platform.unique_owner(stem), "read,write"))
+    experiment = client.post(API + "/experiments/create", json={"name": platform.unique_owner(stem)})
+    assert experiment.status_code == 200, experiment.text
+    experiment_id = experiment.json()["experiment_id"]
+    run = client.post(API + "/runs/create", json={"experiment_id": experiment_id})
+    return client, experiment_id, run.json()["run"]["info"]["run_id"]
+
+
+def test_mlflow_that_stops_answering_gets_a_504(
+    own_platform: LivePlatform, record_property: Callable[[str, object], None]
+) -> None:
+    client, experiment, _ = _user_run(own_platform, "frozen-read-")
+    with _frozen(own_platform):
+        started = time.monotonic()
+        response = client.get(API + "/experiments/get", params={"experiment_id": experiment})
+        elapsed = time.monotonic() - started
+    record_property("frozen_read_answered_seconds", round(elapsed, 2))
+    assert _is_deadline(response), (response.status_code, response.text)
+    assert UPSTREAM_TIMEOUT_SECONDS <= elapsed < UPSTREAM_TIMEOUT_SECONDS + SAFETY_BOUND_SECONDS
+    # Thawed, MLflow answers again on a fresh upstream connection.
+    assert client.get(API + "/experiments/get", params={"experiment_id": experiment}).status_code == 200
+
+
+def test_mlflow_that_stops_reading_an_upload_gets_a_504(
+    own_platform: LivePlatform, record_property: Callable[[str, object], None]
+) -> None:
+    """aiohttp has no write timeout of its own: the gateway watches the upload's progress into MLflow instead."""
+    client, experiment, run = _user_run(own_platform, "frozen-write-")
+    sent = 0
+
+    def chunks() -> Iterator[bytes]:
+        nonlocal sent
+        for _ in range(STALLED_UPLOAD_MAX_CHUNKS):
+            yield STALLED_UPLOAD_CHUNK
+            sent += len(STALLED_UPLOAD_CHUNK)
+
+    response: httpx.Response | None = None
+    with _frozen(own_platform):
+        started = time.monotonic()
+        try:
+            response = client.put(f"{ARTIFACTS}/{experiment}/{run}/artifacts/stalled.bin", content=chunks())
+        except httpx.TransportError:
+            response = None  # the gateway closed while the client was still sending: also an answer, not a hang
+        elapsed = time.monotonic() - started
+    record_property("frozen_write_answered_seconds", round(elapsed, 2))
+    print(f"upload into a frozen MLflow ended after {elapsed:.2f} s, {sent / 1e6:.0f} MB sent, answer {response}")
+    assert elapsed < UPSTREAM_TIMEOUT_SECONDS + SAFETY_BOUND_SECONDS
+    assert sent < len(STALLED_UPLOAD_CHUNK) * STALLED_UPLOAD_MAX_CHUNKS, "the whole body went through: no stall"
+    if response is not None:
+        assert _is_deadline(response), (response.status_code, response.text)
+    assert client.get(API + "/runs/get", params={"run_id": run}).status_code == 200

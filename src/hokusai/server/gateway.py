@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sys
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator, Awaitable
+from typing import TYPE_CHECKING, TypeVar
 
 import aiohttp
 from starlette.background import BackgroundTask
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 MOUNTS = ("/api/mlflow", "/mlflow")
+_T = TypeVar("_T")
 _HOP_BY_HOP = frozenset(
     {
         "connection",
@@ -124,7 +126,7 @@ class MlflowGateway:
 
     async def _request_body(
         self, request: Request, path: str, principal: Principal | None
-    ) -> bytes | AsyncIterator[bytes] | None:
+    ) -> bytes | StreamedBody | None:
         headers = request.headers
         has_body = "content-length" in headers or "transfer-encoding" in headers
         if not has_body:
@@ -135,7 +137,7 @@ class MlflowGateway:
             # Small bodies (most MLflow calls) are read whole and sent with the head in one write, which costs
             # aiohttp less than a streamed payload; anything larger or chunked streams through untouched.
             return await _read_limited(request, _BUFFERED_BODY_LIMIT)
-        return _stream_body(request)
+        return StreamedBody(request)
 
     async def _rewrite_create(self, request: Request, path: str, principal: Principal) -> bytes:
         """Stamp the authenticated owner on new runs, and send the Default experiment to the owner's own one.
@@ -159,7 +161,7 @@ class MlflowGateway:
         return json.dumps(payload).encode()
 
     async def _forward(
-        self, request: Request, raw_path: str, principal: Principal | None, body: bytes | AsyncIterator[bytes] | None
+        self, request: Request, raw_path: str, principal: Principal | None, body: bytes | StreamedBody | None
     ) -> ASGIApp:
         upstream = self._state.upstream
         if principal is not None:
@@ -170,9 +172,11 @@ class MlflowGateway:
             headers.append(("content-length", str(len(body))))
         url = upstream.url_for(raw_path, request.scope.get("query_string", b""))
         try:
-            response = await upstream.session.request(
-                request.method, url, headers=headers, data=body, allow_redirects=False
-            )
+            sending = upstream.session.request(request.method, url, headers=headers, data=body, allow_redirects=False)
+            if isinstance(body, StreamedBody):
+                response = await body.within_write_timeout(sending, self._state.settings.upstream_write_timeout_seconds)
+            else:
+                response = await sending
         except aiohttp.ConnectionTimeoutError as exc:  # no pooled connection or no TCP connect in time
             raise mlflow_unavailable() from exc
         except TimeoutError as exc:  # aiohttp's read timeouts subclass it
@@ -234,11 +238,44 @@ def _declares_body(request: Request) -> bool:
     return "transfer-encoding" in headers or headers.get("content-length", "0") not in ("", "0")
 
 
-async def _stream_body(request: Request) -> AsyncIterator[bytes]:
-    async for chunk in request.stream():
-        if chunk:
-            yield chunk
-    request.scope["hokusai.body_read"] = True
+class StreamedBody:
+    """A request body streamed to MLflow as it arrives, and the write timeout that aiohttp does not have.
+
+    aiohttp bounds connecting and each read, but a write waits for as long as MLflow keeps its socket open without
+    reading. The body therefore notes when it handed a chunk over: aiohttp asks for the next one only once the last
+    is written, so a chunk still held after the write timeout means MLflow stopped reading. Time spent waiting for
+    the client's next chunk is not counted.
+    """
+
+    def __init__(self, request: Request) -> None:
+        self._request = request
+        self._handed_at: float | None = None
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._chunks()
+
+    async def _chunks(self) -> AsyncIterator[bytes]:
+        loop = asyncio.get_running_loop()
+        async for chunk in self._request.stream():
+            if chunk:
+                self._handed_at = loop.time()
+                yield chunk
+                self._handed_at = None
+        self._request.scope["hokusai.body_read"] = True
+
+    async def within_write_timeout(self, sending: Awaitable[_T], timeout: float) -> _T:
+        """Await `sending`; a 504 once one chunk has waited `timeout` seconds for MLflow to take it."""
+        loop = asyncio.get_running_loop()
+        task = asyncio.ensure_future(sending)
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=min(1.0, timeout / 4))
+                if done:
+                    return task.result()
+                if self._handed_at is not None and loop.time() - self._handed_at >= timeout:
+                    raise ApiError(504, "MLflow stopped reading the upload.", error_code="DEADLINE_EXCEEDED")
+        finally:
+            task.cancel()
 
 
 async def _read_limited(request: Request, limit: int) -> bytes:
