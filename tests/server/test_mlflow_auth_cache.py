@@ -1,4 +1,5 @@
-"""The cache of MLflow auth-store reads in `hokusai.mlflow_auth`: expiry, clearing on writes, no stale answers.
+"""The caches `hokusai.mlflow_auth` puts into MLflow's auth app: auth-store reads (expiry, clearing on writes, no
+stale answers) and the experiment of each run.
 
 A small in-memory store stands in for MLflow's here; `tests/live/test_gateway_mlflow_client.py` shows grants and
 admin changes made through the real MLflow taking effect on the next request.
@@ -10,9 +11,10 @@ import threading
 from typing import Any
 
 import pytest
+from mlflow.entities import Run, RunInfo
 from mlflow.server.auth.sqlalchemy_store import SqlAlchemyStore
 
-from hokusai.mlflow_auth import StoreReadCache, cache_store_reads, store_write_methods
+from hokusai.mlflow_auth import StoreReadCache, cache_store_reads, remember_run_experiments, store_write_methods
 
 
 class FakeClock:
@@ -177,3 +179,45 @@ def test_mlflows_store_write_methods_are_all_wrapped() -> None:
         "delete_role",
     } <= writes
     assert not writes & {"get_user", "list_grants", "list_users", "has_user", "authenticate_user"}
+
+
+class RunFetches:
+    """`get_run` and another fetch, counting calls; unknown ids answer None, as MLflow's `_fetch_or_none` does."""
+
+    def __init__(self) -> None:
+        self.runs = {"r1": Run(RunInfo("r1", "7", "ana", "RUNNING", 1, None, "active"), run_data=None)}
+        self.calls: list[str] = []
+
+    def get_run(self, run_id: str) -> Run:
+        self.calls.append(run_id)
+        return self.runs[run_id]
+
+    def get_trace_info(self, trace_id: str) -> str:
+        self.calls.append(trace_id)
+        return trace_id
+
+
+def _fetch_or_none(fetch: Any, resource_id: str) -> Any:
+    try:
+        return fetch(resource_id)
+    except KeyError:
+        return None
+
+
+def test_a_runs_experiment_is_fetched_once() -> None:
+    store, fetch_or_none = RunFetches(), remember_run_experiments(_fetch_or_none)
+    first = fetch_or_none(store.get_run, "r1")
+    again = fetch_or_none(store.get_run, "r1")
+    assert store.calls == ["r1"]
+    assert first.info.experiment_id == again.info.experiment_id == "7"
+    assert again.data.metrics == {}  # the remembered run carries its info only
+
+
+def test_missing_runs_and_other_fetches_are_not_remembered() -> None:
+    store, fetch_or_none = RunFetches(), remember_run_experiments(_fetch_or_none)
+    assert fetch_or_none(store.get_run, "r2") is None
+    store.runs["r2"] = Run(RunInfo("r2", "8", "ana", "RUNNING", 1, None, "active"), run_data=None)
+    assert fetch_or_none(store.get_run, "r2").info.experiment_id == "8"
+    fetch_or_none(store.get_trace_info, "t1")
+    fetch_or_none(store.get_trace_info, "t1")
+    assert store.calls == ["r2", "r2", "t1", "t1"]
