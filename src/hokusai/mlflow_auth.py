@@ -6,9 +6,10 @@ request. It accepts the gateway's short-lived assertion (`Authorization: Bearer 
 JSON shape the MLflow client understands. The shared secret is read once from the file (mode 0600) named by
 `HOKUSAI_ASSERTION_SECRET_FILE`, set by the Hokusai server when it starts MLflow.
 
-Importing the module also adjusts three things in MLflow's auth app (see the sections below): refusals of missing
+Importing the module also adjusts four things in MLflow's auth app (see the sections below): refusals of missing
 resources become MLflow's own 404, the auth store's per-request reads (user row, grants) are cached, and so is the
-experiment each run belongs to. All replace MLflow internals by name: recheck them when the MLflow pin changes.
+experiment each run belongs to; and the caller is an MLflow admin only when their key is an admin key. All replace
+MLflow internals by name: recheck them when the MLflow pin changes.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Hashable
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,11 +32,14 @@ from flask import Response, g, request
 from werkzeug.datastructures import Authorization
 from werkzeug.exceptions import HTTPException
 
-from hokusai.server.assertion import verify_assertion
+from hokusai.server.assertion import Identity, verify_assertion
 
 SECRET_FILE_ENV = "HOKUSAI_ASSERTION_SECRET_FILE"
 STORE_CACHE_ENV = "HOKUSAI_MLFLOW_STORE_CACHE"
 _MEMO_ATTRIBUTE = "_hokusai_authorization"
+# The identity the current request's assertion names. A context variable rather than `flask.g`: MLflow's native
+# routes run their permission checks in worker threads outside any Flask context, and asyncio copies contexts there.
+_asserted_identity: ContextVar[Identity | None] = ContextVar("hokusai_asserted_identity", default=None)
 _LOGGED_MODEL_ID = re.compile(r"/mlflow/logged-models/(m-[0-9a-f]+)")
 
 logger = logging.getLogger(__name__)
@@ -57,6 +62,7 @@ def _unauthenticated(message: str) -> Response:
 def _authenticate() -> Authorization | Response:
     header = request.headers.get("Authorization", "")
     scheme, _, credentials = header.partition(" ")
+    _asserted_identity.set(None)
     if scheme.lower() == "basic":
         # Operators keep MLflow's own username/password login.
         from mlflow.server.auth import authenticate_request_basic_auth
@@ -69,6 +75,7 @@ def _authenticate() -> Authorization | Response:
     except jwt.InvalidTokenError:
         # Expired, forged, wrong audience or garbage: the reason stays in the server, not in the response.
         return _unauthenticated("The Hokusai identity assertion is invalid or expired.")
+    _asserted_identity.set(identity)
     return Authorization("basic", {"username": identity.username})
 
 
@@ -328,6 +335,40 @@ def _install_run_cache() -> None:
     mlflow_auth_app._fetch_or_none = remember_run_experiments(original)  # type: ignore[union-attr]
 
 
+# --- MLflow admin power follows the key -------------------------------------------------------------------------
+#
+# MLflow keeps one admin flag per user, and an owner becomes an MLflow admin the first time one of their admin keys
+# is used. Left alone, that flag would also empower the same owner's read/write keys, and would outlive the revocation
+# of the admin key. So for the user the current request's assertion names, the admin flag MLflow reads is the
+# flag in its store AND the assertion's `adm` claim (set only for admin keys). Rows of other users (targets of admin
+# calls, listings) and Basic logins are left as stored.
+
+
+def admin_only_if_asserted(user: Any) -> Any:
+    """`user` as the current request may act: an admin only if its assertion says so too."""
+    identity = _asserted_identity.get()
+    if not user.is_admin or identity is None or identity.username != user.username or identity.is_admin:
+        return user
+    from mlflow.server.auth.entities import User
+
+    return User(id_=user.id, username=user.username, password_hash=user.password_hash, is_admin=False)
+
+
+def _install_admin_claim() -> None:
+    mlflow_auth_app = sys.modules.get("mlflow.server.auth")
+    store = getattr(mlflow_auth_app, "store", None)
+    if store is None or getattr(store.get_user, "_hokusai_admin_claim", False):
+        return
+    get_user = store.get_user
+
+    def get_user_as_asserted(username: str) -> Any:
+        return admin_only_if_asserted(get_user(username))
+
+    get_user_as_asserted._hokusai_admin_claim = True  # type: ignore[attr-defined]
+    store.get_user = get_user_as_asserted
+
+
 _install_not_found_answers()
 _install_store_cache()
 _install_run_cache()
+_install_admin_claim()

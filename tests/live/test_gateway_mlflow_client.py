@@ -343,37 +343,81 @@ def test_permission_changes_take_effect_on_the_next_request(
 ) -> None:
     """MLflow's auth store reads are cached inside MLflow (hokusai.mlflow_auth); every change must still count at once.
 
-    User B is refused a tag on A's experiment, allowed once an admin grants EDIT, refused again the moment it is
-    revoked; then the same through B's MLflow admin flag, promoted and demoted.
+    User B (a read/write key) is refused a tag on A's experiment, allowed once an admin grants EDIT, refused again the
+    moment it is revoked. User C (an admin key, so an MLflow admin) is allowed, refused once demoted in MLflow,
+    allowed again once promoted.
     """
-    grantee = platform.unique_owner("grantee-")
-    key = platform.create_key(grantee, "read,write")
     experiment = owner_resources["experiment"]
+    grantee, admin_owner = platform.unique_owner("grantee-"), platform.unique_owner("demoted-")
     resource = {"username": grantee, "resource_type": "experiment", "resource_id": experiment}
     statuses = []
-    with platform.client(key) as user, platform.client(platform.admin_key) as admin:
+    with platform.client(platform.admin_key) as admin:
 
-        def tag_attempt(value: str) -> int:
-            response = user.post(
-                API + "/experiments/set-experiment-tag",
-                json={"experiment_id": experiment, "key": "changed-by", "value": value},
-            )
-            return response.status_code
+        def tag_attempt(key: str, value: str) -> None:
+            with platform.client(key) as user:
+                response = user.post(
+                    API + "/experiments/set-experiment-tag",
+                    json={"experiment_id": experiment, "key": "changed-by", "value": value},
+                )
+            statuses.append(response.status_code)
 
-        statuses.append(tag_attempt("before-grant"))
-        granted = admin.post(
-            "/api/mlflow/api/3.0/mlflow/users/permissions/grant", json={**resource, "permission": "EDIT"}
-        )
-        assert granted.status_code == 200, granted.text
-        statuses.append(tag_attempt("granted"))
-        revoked = admin.post("/api/mlflow/api/3.0/mlflow/users/permissions/revoke", json=resource)
-        assert revoked.status_code == 200, revoked.text
-        statuses.append(tag_attempt("revoked"))
-        for is_admin in (True, False):
-            changed = admin.patch(API + "/users/update-admin", json={"username": grantee, "is_admin": is_admin})
-            assert changed.status_code == 200, changed.text
-            statuses.append(tag_attempt(f"admin={is_admin}"))
-        experiment_now = user.get(API + "/experiments/get", params={"experiment_id": experiment}).json()
+        def change(method: str, path: str, body: dict[str, object]) -> None:
+            response = admin.request(method, path, json=body)
+            assert response.status_code == 200, response.text
+
+        grantee_key = platform.create_key(grantee, "read,write")
+        tag_attempt(grantee_key, "before-grant")
+        change("POST", "/api/mlflow/api/3.0/mlflow/users/permissions/grant", {**resource, "permission": "EDIT"})
+        tag_attempt(grantee_key, "granted")
+        change("POST", "/api/mlflow/api/3.0/mlflow/users/permissions/revoke", resource)
+        tag_attempt(grantee_key, "revoked")
+        admin_key = platform.create_key(admin_owner, "read,write,admin")
+        tag_attempt(admin_key, "admin")
+        change("PATCH", API + "/users/update-admin", {"username": admin_owner, "is_admin": False})
+        tag_attempt(admin_key, "demoted")
+        change("PATCH", API + "/users/update-admin", {"username": admin_owner, "is_admin": True})
+        tag_attempt(admin_key, "promoted")
+        experiment_now = admin.get(API + "/experiments/get", params={"experiment_id": experiment}).json()
     tags = experiment_now["experiment"].get("tags", [])
-    assert statuses == [403, 200, 403, 200, 403]
-    assert {"key": "changed-by", "value": "admin=True"} in tags
+    assert statuses == [403, 200, 403, 200, 403, 200]
+    assert {"key": "changed-by", "value": "promoted"} in tags
+
+
+def test_mlflow_admin_power_follows_the_key_not_the_owner(
+    platform: LivePlatform, owner_resources: dict[str, str]
+) -> None:
+    """An owner's admin key acts as an MLflow admin; the same owner's read/write key, before or after the admin key
+    is revoked, acts as a normal user (MLflow keeps one admin flag per user, set when the admin key was first used).
+    """
+    owner = platform.unique_owner("two-keys-")
+    with platform.client(platform.admin_key) as admin:
+        created = admin.post("/api/v1/keys", json={"owner": owner, "scopes": ["read", "write", "admin"]})
+        assert created.status_code == 201, created.text
+        admin_key, admin_key_id = created.json()["key"], created.json()["id"]
+        plain_key = platform.create_key(owner, "read,write")
+        statuses = {}
+
+        def tag_attempt(key: str, label: str) -> None:
+            """A Flask-served call and a native artifact route, both changing user A's resources."""
+            experiment, run = owner_resources["experiment"], owner_resources["run"]
+            with platform.client(key) as client:
+                tagged = client.post(
+                    API + "/experiments/set-experiment-tag",
+                    json={"experiment_id": experiment, "key": "tagged-by", "value": label},
+                )
+                written = client.put(f"{ARTIFACTS}/{experiment}/{run}/artifacts/by-{owner}.txt", content=b"x")
+            statuses[label] = (tagged.status_code, written.status_code)
+
+        tag_attempt(admin_key, "admin key")
+        tag_attempt(plain_key, "read/write key")
+        with platform.client(plain_key) as client:
+            current = client.get(API + "/users/current")
+        assert admin.delete(f"/api/v1/keys/{admin_key_id}").status_code == 200
+        tag_attempt(plain_key, "read/write key after revocation")
+    assert statuses == {
+        "admin key": (200, 200),
+        "read/write key": (403, 403),
+        "read/write key after revocation": (403, 403),
+    }
+    assert current.status_code == 200, current.text
+    assert current.json()["user"]["is_admin"] is False
