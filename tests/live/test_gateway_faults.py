@@ -214,3 +214,19 @@ def test_mlflow_that_stops_reading_an_upload_gets_a_504(
     if response is not None:
         assert _is_deadline(response), (response.status_code, response.text)
     assert client.get(API + "/runs/get", params={"run_id": run}).status_code == 200
+
+
+def test_a_client_pausing_longer_than_the_write_timeout_is_not_cut_off(own_platform: LivePlatform) -> None:
+    """The write timeout counts only time MLflow leaves a chunk untaken, never time spent waiting for the client."""
+    client, experiment, run = _user_run(own_platform, "slow-client-")
+    pause = UPSTREAM_TIMEOUT_SECONDS + 1.5
+
+    def chunks() -> Iterator[bytes]:
+        yield b"first half, "
+        time.sleep(pause)
+        yield b"second half"
+
+    path = f"{ARTIFACTS}/{experiment}/{run}/artifacts/paused.txt"
+    response = client.put(path, content=chunks())
+    assert response.status_code == 200, response.text
+    assert client.get(path).content == b"first half, second half"
