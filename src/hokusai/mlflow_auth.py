@@ -14,9 +14,11 @@ MLflow internals by name: recheck them when the MLflow pin changes.
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import json
 import logging
+import mmap
 import os
 import re
 import sys
@@ -185,49 +187,94 @@ def _install_not_found_answers() -> None:
 # PRAGMAs, a query, a commit): 1.5 ms for a user, 2.5 ms for the grants, measured on SQLite here. On the native
 # artifact routes, which otherwise never touch a database, those reads were most of MLflow's cost per request.
 #
-# Both answers change only through the store's own write methods (users, grants, roles, permissions), and the
-# embedded MLflow runs one worker, so every change made through MLflow's API passes through this process: each
-# write method of the store is wrapped to drop every cached answer once it returns, before the response that
-# caused it is sent. A write method is any public one that is not a read by name, so a write MLflow adds later is
-# covered without a change here. Edits made behind MLflow's back (another process writing the auth database) are
-# seen within `STORE_CACHE_SECONDS`. Failed reads (an unknown user) raise and are never cached. With several
-# workers a change would reach the other workers only after that delay, so the Hokusai server turns the cache on
-# (`HOKUSAI_MLFLOW_STORE_CACHE=on`) only when it runs MLflow with one worker.
+# Both answers change only through the store's own write methods (users, grants, roles, permissions), so each write
+# method is wrapped to drop every cached answer once it returns, before the response that caused it is sent. A
+# write method is any public one that is not a read by name, so a write MLflow adds later is covered without a
+# change here. MLflow's workers are processes: dropping means bumping a counter in a file all of them map
+# (`HOKUSAI_MLFLOW_STORE_CACHE` names it; the Hokusai server sets it, and without it nothing is cached), and every
+# lookup compares it first. Edits made behind MLflow's back (another program writing the auth database) are seen
+# within `STORE_CACHE_SECONDS`. Failed reads (an unknown user) raise and are never cached.
 
 STORE_CACHE_SECONDS = 10.0
+_GENERATION_BYTES = 8
 STORE_CACHE_MAX_ENTRIES = 10_000
 _STORE_READ_PREFIXES = ("get_", "list_", "has_", "is_", "authenticate_")
 
 _Value = TypeVar("_Value")
 
 
+class LocalGeneration:
+    """A change counter for one process."""
+
+    def __init__(self) -> None:
+        self._value = 0
+
+    def value(self) -> int:
+        return self._value
+
+    def bump(self) -> None:
+        self._value += 1
+
+
+class SharedGeneration:
+    """A change counter in a small file that every MLflow worker maps into memory: a bump in one is seen by all.
+
+    Reading is a memory load, so every cache lookup can afford it; bumping takes an exclusive `flock`.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        if os.fstat(self._fd).st_size < _GENERATION_BYTES:
+            os.ftruncate(self._fd, _GENERATION_BYTES)
+        self._map = mmap.mmap(self._fd, _GENERATION_BYTES)
+
+    def value(self) -> int:
+        return int.from_bytes(self._map[:_GENERATION_BYTES], "little")
+
+    def bump(self) -> None:
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        try:
+            self._map[:_GENERATION_BYTES] = ((self.value() + 1) % 2**64).to_bytes(_GENERATION_BYTES, "little")
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+
 class StoreReadCache:
-    """Answers kept per key for `ttl` seconds; `clear()` drops them all, including any being loaded right now."""
+    """Answers kept per key for `ttl` seconds, until the generation changes (`clear()` here, or in another worker).
+
+    A read stores its answer only if the generation did not change while it ran, so a read that began before a
+    write cannot keep its stale answer after it.
+    """
 
     def __init__(
         self,
         *,
+        generation: LocalGeneration | SharedGeneration | None = None,
         ttl: float = STORE_CACHE_SECONDS,
         max_entries: int = STORE_CACHE_MAX_ENTRIES,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self._generation = generation or LocalGeneration()
         self._ttl = ttl
         self._max_entries = max_entries
         self._clock = clock
         self._entries: dict[Hashable, tuple[float, Any]] = {}
         self._lock = threading.Lock()
-        # Bumped by every clear, so a read that began before a write cannot store its stale answer after it.
-        self._generation = 0
+        self._seen = self._generation.value()
 
     def get(self, key: Hashable, load: Callable[[], _Value]) -> _Value:
+        generation = self._generation.value()
+        if generation != self._seen:
+            with self._lock:
+                self._entries.clear()
+                self._seen = generation
         now = self._clock()
         entry = self._entries.get(key)
         if entry is not None and entry[0] > now:
             return entry[1]
-        generation = self._generation
         value = load()
         with self._lock:
-            if generation == self._generation:
+            if self._generation.value() == generation == self._seen:
                 if len(self._entries) >= self._max_entries:
                     self._entries.clear()
                 self._entries[key] = (now + self._ttl, value)
@@ -235,7 +282,7 @@ class StoreReadCache:
 
     def clear(self) -> None:
         with self._lock:
-            self._generation += 1
+            self._generation.bump()
             self._entries.clear()
 
 
@@ -288,10 +335,9 @@ def cache_store_reads(store: Any, cache: StoreReadCache | None = None) -> StoreR
 def _install_store_cache() -> None:
     mlflow_auth_app = sys.modules.get("mlflow.server.auth")
     store = getattr(mlflow_auth_app, "store", None)
-    if os.environ.get(STORE_CACHE_ENV) != "on":
-        return
-    if store is not None and getattr(store, "_hokusai_read_cache", None) is None:
-        cache_store_reads(store)
+    generation_file = os.environ.get(STORE_CACHE_ENV)
+    if generation_file and store is not None and getattr(store, "_hokusai_read_cache", None) is None:
+        cache_store_reads(store, StoreReadCache(generation=SharedGeneration(Path(generation_file))))
 
 
 # --- which experiment a run belongs to, remembered --------------------------------------------------------------
@@ -330,7 +376,7 @@ def remember_run_experiments(original: Callable[[Callable[[str], Any], str], Any
 def _install_run_cache() -> None:
     mlflow_auth_app = sys.modules.get("mlflow.server.auth")
     original = getattr(mlflow_auth_app, "_fetch_or_none", None)
-    if original is None or getattr(original, "_hokusai_wrapped", False) or os.environ.get(STORE_CACHE_ENV) != "on":
+    if original is None or getattr(original, "_hokusai_wrapped", False) or not os.environ.get(STORE_CACHE_ENV):
         return
     mlflow_auth_app._fetch_or_none = remember_run_experiments(original)  # type: ignore[union-attr]
 

@@ -7,14 +7,23 @@ admin changes made through the real MLflow taking effect on the next request.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
 from mlflow.entities import Run, RunInfo
 from mlflow.server.auth.sqlalchemy_store import SqlAlchemyStore
 
-from hokusai.mlflow_auth import StoreReadCache, cache_store_reads, remember_run_experiments, store_write_methods
+from hokusai.mlflow_auth import (
+    SharedGeneration,
+    StoreReadCache,
+    cache_store_reads,
+    remember_run_experiments,
+    store_write_methods,
+)
 
 
 class FakeClock:
@@ -145,6 +154,22 @@ def test_a_read_overtaken_by_a_write_is_not_kept(clock: FakeClock) -> None:
     reader.join(5)
     assert results == ["old"]
     assert cache.get("ana", lambda: next(answers)) == "new"
+
+
+def test_a_write_in_another_worker_clears_this_workers_cache(tmp_path: Path, clock: FakeClock) -> None:
+    """MLflow workers are processes: a write in one bumps the shared counter, and the others drop their answers."""
+    counter = tmp_path / "auth-cache.generation"
+    cache = StoreReadCache(generation=SharedGeneration(counter), ttl=10.0, clock=clock)
+    answers = iter(["before", "after"])
+    assert cache.get("ana", lambda: next(answers)) == "before"
+    assert cache.get("ana", lambda: next(answers)) == "before"
+    other_worker = (
+        f"from pathlib import Path; from hokusai.mlflow_auth import SharedGeneration; "
+        f"SharedGeneration(Path({str(counter)!r})).bump()"
+    )
+    subprocess.run([sys.executable, "-c", other_worker], check=True, timeout=120)
+    assert cache.get("ana", lambda: next(answers)) == "after"
+    assert counter.stat().st_mode & 0o777 == 0o600
 
 
 def test_the_cache_never_grows_past_its_bound(clock: FakeClock) -> None:

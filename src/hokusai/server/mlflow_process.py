@@ -110,8 +110,8 @@ class EmbeddedMlflow:
                 "MLFLOW_AUTH_CONFIG_PATH": str(config_path),
                 "MLFLOW_FLASK_SERVER_SECRET_KEY": self._secrets.flask_secret_key,
                 "HOKUSAI_ASSERTION_SECRET_FILE": str(secret_path),
-                # The auth-store read cache is cleared by writes in its own process only: one worker, or none.
-                "HOKUSAI_MLFLOW_STORE_CACHE": "on" if self._settings.mlflow_workers == 1 else "off",
+                # The counter MLflow's workers share to clear each other's auth-store caches (hokusai.mlflow_auth).
+                "HOKUSAI_MLFLOW_STORE_CACHE": str(self.home / "auth-cache.generation"),
                 # GenAI job runners cost ~1.3 GB idle and nothing in Hokusai uses them.
                 "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
                 "MLFLOW_DISABLE_TELEMETRY": "true",

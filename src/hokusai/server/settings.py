@@ -36,7 +36,7 @@ class Settings(BaseSettings):
     mlflow_username: str | None = None
     mlflow_password: SecretStr | None = None
     mlflow_port: int = Field(default=0, ge=0, le=65535)
-    mlflow_workers: int = Field(default=1, ge=1, le=16)
+    mlflow_workers: int = Field(default=2, ge=1, le=16)
     mlflow_default_permission: MlflowPermission = "READ"
     mlflow_admin_password: SecretStr | None = None
     mlflow_startup_timeout_seconds: float = Field(default=120.0, gt=0)
