@@ -112,3 +112,31 @@ def test_sigterm_stops_the_server_and_its_mlflow_child(fresh: LivePlatform) -> N
     assert fresh.process.returncode == 0
     assert fresh.mlflow_child_pids() == []
     assert "embedded MLflow stopped" in fresh.stderr_path.read_text()
+
+
+def test_sigkilled_server_leaves_no_mlflow_process_behind(tmp_path: Path) -> None:
+    """A SIGKILL gives the server no chance to clean up: MLflow, its supervisor and both workers must still go."""
+    live = start_platform(tmp_path / "data", admin_key=False)
+    pids = live.mlflow_child_pids()
+    assert len(pids) >= 3, pids  # the `mlflow server` process, uvicorn's supervisor, the workers
+    live.process.kill()
+    live.process.wait()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and _alive(pids):
+        time.sleep(0.5)
+    survivors = _alive(pids)
+    for pid in survivors:  # never leave them running, even when the assertion below fails
+        os.kill(pid, signal.SIGKILL)
+    assert survivors == []
+
+
+def _alive(pids: list[int]) -> list[int]:
+    alive = []
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            alive.append(pid)
+    return alive

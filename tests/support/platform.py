@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import psutil
 
 STARTUP_TIMEOUT_SECONDS = 180.0
 
@@ -107,8 +109,13 @@ class LivePlatform:
             return handle.read().decode(errors="replace")
 
     def mlflow_child_pids(self) -> list[int]:
+        """The embedded MLflow's processes: those started with its port, and their workers (spawned without it)."""
         output = subprocess.run(["pgrep", "-f", "--", f"--port {self.mlflow_port}"], capture_output=True, text=True)
-        return [int(pid) for pid in output.stdout.split()]
+        pids = {int(pid) for pid in output.stdout.split()}
+        for pid in list(pids):
+            with contextlib.suppress(psutil.Error):
+                pids.update(child.pid for child in psutil.Process(pid).children(recursive=True))
+        return sorted(pids)
 
     def wait_ready(self, timeout: float = STARTUP_TIMEOUT_SECONDS, probe: str = "/ready") -> None:
         """Poll `probe` until it answers 200 (use "/health" to wait only for the API process)."""
