@@ -17,13 +17,8 @@ import pytest
 from mlflow.entities import Run, RunInfo
 from mlflow.server.auth.sqlalchemy_store import SqlAlchemyStore
 
-from hokusai.mlflow_auth import (
-    SharedGeneration,
-    StoreReadCache,
-    cache_store_reads,
-    remember_run_experiments,
-    store_write_methods,
-)
+from hokusai.mlflow_auth.run_cache import remember_run_experiments
+from hokusai.mlflow_auth.store_cache import SharedGeneration, StoreReadCache, cache_store_reads, store_write_methods
 
 
 class FakeClock:
@@ -164,7 +159,7 @@ def test_a_write_in_another_worker_clears_this_workers_cache(tmp_path: Path, clo
     assert cache.get("ana", lambda: next(answers)) == "before"
     assert cache.get("ana", lambda: next(answers)) == "before"
     other_worker = (
-        f"from pathlib import Path; from hokusai.mlflow_auth import SharedGeneration; "
+        f"from pathlib import Path; from hokusai.mlflow_auth.store_cache import SharedGeneration; "
         f"SharedGeneration(Path({str(counter)!r})).bump()"
     )
     subprocess.run([sys.executable, "-c", other_worker], check=True, timeout=120)

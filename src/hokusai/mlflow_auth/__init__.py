@@ -1,0 +1,82 @@
+"""MLflow-side authentication: the `authorization_function` of the embedded MLflow's auth app.
+
+MLflow calls `authenticate_request()` with no arguments inside a Flask request context, several times per
+request. It accepts the gateway's short-lived assertion (`Authorization: Bearer <jwt>`) and hands HTTP Basic
+(operators logging in to MLflow directly) to MLflow's own check. Everything else is refused with a 401 in the
+JSON shape the MLflow client understands. The shared secret is read once from the file (mode 0600) named by
+`HOKUSAI_ASSERTION_SECRET_FILE`, set by the Hokusai server when it starts MLflow.
+
+Importing the package also adjusts four things in MLflow's auth app, one module each: refusals of missing resources
+become MLflow's own 404 (`not_found`), the auth store's per-request reads are cached (`store_cache`), and so is the
+experiment each run belongs to (`run_cache`); and the caller is an MLflow admin only when their key is an admin key
+(`admin_claim`). All replace MLflow internals by name: recheck them when the MLflow pin changes.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from pathlib import Path
+
+import jwt
+from flask import Response, g, request
+from werkzeug.datastructures import Authorization
+
+from hokusai.mlflow_auth.admin_claim import asserted_identity, install_admin_claim
+from hokusai.mlflow_auth.not_found import install_not_found_answers
+from hokusai.mlflow_auth.run_cache import install_run_cache
+from hokusai.mlflow_auth.store_cache import install_store_cache
+from hokusai.server.assertion import verify_assertion
+
+SECRET_FILE_ENV = "HOKUSAI_ASSERTION_SECRET_FILE"
+_MEMO_ATTRIBUTE = "_hokusai_authorization"
+
+
+@functools.cache
+def _secret() -> str:
+    path = os.environ.get(SECRET_FILE_ENV)
+    if not path:
+        # Fail closed: without the secret no assertion can be checked, so none is accepted.
+        raise RuntimeError(f"{SECRET_FILE_ENV} is not set; the Hokusai assertion secret is unknown")
+    return Path(path).read_text(encoding="utf-8").strip()
+
+
+def _unauthenticated(message: str) -> Response:
+    body = json.dumps({"error_code": "UNAUTHENTICATED", "message": message, "layer": "mlflow"})
+    return Response(body, status=401, mimetype="application/json", headers={"WWW-Authenticate": 'Basic realm="mlflow"'})
+
+
+def _authenticate() -> Authorization | Response:
+    header = request.headers.get("Authorization", "")
+    scheme, _, credentials = header.partition(" ")
+    asserted_identity.set(None)
+    if scheme.lower() == "basic":
+        # Operators keep MLflow's own username/password login.
+        from mlflow.server.auth import authenticate_request_basic_auth
+
+        return authenticate_request_basic_auth()
+    if scheme.lower() != "bearer" or not credentials:
+        return _unauthenticated("This MLflow server only accepts requests through the Hokusai API (or Basic login).")
+    try:
+        identity = verify_assertion(credentials.strip(), _secret())
+    except jwt.InvalidTokenError:
+        # Expired, forged, wrong audience or garbage: the reason stays in the server, not in the response.
+        return _unauthenticated("The Hokusai identity assertion is invalid or expired.")
+    asserted_identity.set(identity)
+    return Authorization("basic", {"username": identity.username})
+
+
+def authenticate_request() -> Authorization | Response:
+    """MLflow's hook; memoised per request because MLflow calls it two to five times."""
+    memo = g.get(_MEMO_ATTRIBUTE)
+    if memo is None:
+        memo = _authenticate()
+        setattr(g, _MEMO_ATTRIBUTE, memo)
+    return memo
+
+
+install_not_found_answers()
+install_store_cache()
+install_run_cache()
+install_admin_claim()
