@@ -112,20 +112,25 @@ def rows_for(phase: str, result: dict[str, Any]) -> list[dict[str, Any]]:
             }
         )
         rows += _cpu_rows(title, sa, sb)
-        errors = sa["errors"] + sb["errors"]
-        if errors:
-            rows.append(
-                {
-                    "workload": title,
-                    "metric": "errors",
-                    "a": sa["errors"],
-                    "b": sb["errors"],
-                    "ratio": None,
-                    "target": "0",
-                    "met": False,
-                }
-            )
+        rows.extend(_error_rows(title, sa, sb))
     return rows
+
+
+def _error_rows(workload: str, sa: dict[str, Any], sb: dict[str, Any]) -> list[dict[str, Any]]:
+    """A failing row when either side had errors; nothing when both were clean."""
+    if not sa["errors"] + sb["errors"]:
+        return []
+    return [
+        {
+            "workload": workload,
+            "metric": "errors",
+            "a": sa["errors"],
+            "b": sb["errors"],
+            "ratio": None,
+            "target": "0",
+            "met": False,
+        }
+    ]
 
 
 def _cpu_rows(title: str, sa: dict[str, Any], sb: dict[str, Any]) -> list[dict[str, Any]]:
@@ -202,19 +207,7 @@ def _artifact_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
             "met": _judge(sb["max_rss_growth_mb"], "max", RSS_LIMIT_MB),
         }
     )
-    errors = sa["errors"] + sb["errors"]
-    if errors:
-        rows.append(
-            {
-                "workload": f"{size}",
-                "metric": "errors",
-                "a": sa["errors"],
-                "b": sb["errors"],
-                "ratio": None,
-                "target": "0",
-                "met": False,
-            }
-        )
+    rows.extend(_error_rows(f"{size}", sa, sb))
     return rows
 
 

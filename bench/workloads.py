@@ -311,6 +311,14 @@ def _sampler(target: Target) -> RssSampler | None:
     return RssSampler(target.pid) if target.pid is not None else None
 
 
+def _record_transfer(
+    result: dict[str, Any], direction: str, size: int, seconds: float, cpu_s: dict[str, float]
+) -> None:
+    result[f"{direction}_s"] = seconds
+    result[f"{direction}_mb_s"] = size / 1e6 / seconds
+    result[f"{direction}_cpu_s"] = cpu_s
+
+
 def transfer(target: Target, fixture: Fixture, size: int, name: str) -> dict[str, Any]:
     """Upload `size` bytes (streamed, Content-Length set), then download them to /dev/null; MB/s and RSS growth."""
     result: dict[str, Any] = {"bytes": size}
@@ -326,9 +334,7 @@ def transfer(target: Target, fixture: Fixture, size: int, name: str) -> dict[str
                 response = client.put(path, content=_body(size), headers={"Content-Length": str(size)})
                 seconds = time.perf_counter() - started
             _check(response, "large PUT")
-            result["upload_s"] = seconds
-            result["upload_mb_s"] = size / 1e6 / seconds
-            result["upload_cpu_s"] = cpu_delta(cpu_before, cpu_seconds(target))
+            _record_transfer(result, "upload", size, seconds, cpu_delta(cpu_before, cpu_seconds(target)))
         except (httpx.HTTPError, OpError) as exc:
             errors.record(exc)
         if sampler:
@@ -349,9 +355,7 @@ def transfer(target: Target, fixture: Fixture, size: int, name: str) -> dict[str
                 seconds = time.perf_counter() - started
             if received != size:
                 raise OpError(f"large GET: received {received} of {size} bytes")
-            result["download_s"] = seconds
-            result["download_mb_s"] = size / 1e6 / seconds
-            result["download_cpu_s"] = cpu_delta(cpu_before, cpu_seconds(target))
+            _record_transfer(result, "download", size, seconds, cpu_delta(cpu_before, cpu_seconds(target)))
         except (httpx.HTTPError, OpError) as exc:
             errors.record(exc)
         if sampler:
