@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import sys
 from pathlib import Path
 
 import jwt
@@ -26,7 +27,7 @@ from werkzeug.datastructures import Authorization
 from hokusai.mlflow_auth.admin_claim import asserted_identity, install_admin_claim
 from hokusai.mlflow_auth.not_found import install_not_found_answers
 from hokusai.mlflow_auth.run_cache import install_run_cache
-from hokusai.mlflow_auth.store_cache import install_store_cache
+from hokusai.mlflow_auth.store_cache import STORE_CACHE_ENV, install_store_cache
 from hokusai.server.assertion import verify_assertion
 
 SECRET_FILE_ENV = "HOKUSAI_ASSERTION_SECRET_FILE"
@@ -76,7 +77,20 @@ def authenticate_request() -> Authorization | Response:
     return memo
 
 
-install_not_found_answers()
-install_store_cache()
-install_run_cache()
-install_admin_claim()
+def _install_into_mlflow() -> None:
+    # MLflow's auth app imports this package on its first request; anywhere else (tests, tools) there is nothing to
+    # adjust, and importing the auth app would start its stores.
+    mlflow_auth_app = sys.modules.get("mlflow.server.auth")
+    if mlflow_auth_app is None:
+        return
+    install_not_found_answers(mlflow_auth_app)
+    # The caches are for the MLflow the Hokusai server embeds, which names the counter its workers share.
+    generation_file = os.environ.get(STORE_CACHE_ENV)
+    if generation_file:
+        install_store_cache(mlflow_auth_app, Path(generation_file))
+        install_run_cache(mlflow_auth_app)
+    # Installed last, so it wraps the cached `get_user`: the claim is applied on every call, never cached.
+    install_admin_claim(mlflow_auth_app)
+
+
+_install_into_mlflow()

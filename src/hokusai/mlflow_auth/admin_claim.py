@@ -9,7 +9,6 @@ calls, listings) and Basic logins are left as stored.
 
 from __future__ import annotations
 
-import sys
 from contextvars import ContextVar
 from typing import Any
 
@@ -31,10 +30,9 @@ def admin_only_if_asserted(user: Any) -> Any:
     return User(id_=user.id, username=user.username, password_hash=user.password_hash, is_admin=False)
 
 
-def install_admin_claim() -> None:
-    mlflow_auth_app = sys.modules.get("mlflow.server.auth")
-    store = getattr(mlflow_auth_app, "store", None)
-    if store is None or getattr(store.get_user, "_hokusai_admin_claim", False):
+def install_admin_claim(mlflow_auth_app: Any) -> None:
+    store = mlflow_auth_app.store
+    if getattr(store.get_user, "_hokusai_admin_claim", False):
         return
     get_user = store.get_user
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import functools
 import logging
 import re
-import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -83,14 +82,9 @@ def _not_found_instead() -> Response | None:
     return None
 
 
-def install_not_found_answers() -> None:
-    # MLflow's auth app imports this module on its first request; anywhere else there is nothing to wrap, and
-    # importing the auth app would start its stores.
-    mlflow_auth_app = sys.modules.get("mlflow.server.auth")
-    if mlflow_auth_app is None:
-        return
-    original = getattr(mlflow_auth_app, "make_forbidden_response", None)
-    if original is None or getattr(original, "_hokusai_wrapped", False):
+def install_not_found_answers(mlflow_auth_app: Any) -> None:
+    original = mlflow_auth_app.make_forbidden_response
+    if getattr(original, "_hokusai_wrapped", False):
         return
 
     def make_forbidden_response() -> Response:

@@ -9,12 +9,8 @@ carries the first fetch's `info` and no data. Runs that do not exist are never r
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Callable
 from typing import Any
-
-from hokusai.mlflow_auth.store_cache import STORE_CACHE_ENV
 
 RUN_CACHE_MAX_ENTRIES = 100_000
 
@@ -41,9 +37,7 @@ def remember_run_experiments(original: Callable[[Callable[[str], Any], str], Any
     return fetch_or_none
 
 
-def install_run_cache() -> None:
-    mlflow_auth_app = sys.modules.get("mlflow.server.auth")
-    original = getattr(mlflow_auth_app, "_fetch_or_none", None)
-    if original is None or getattr(original, "_hokusai_wrapped", False) or not os.environ.get(STORE_CACHE_ENV):
-        return
-    mlflow_auth_app._fetch_or_none = remember_run_experiments(original)  # type: ignore[union-attr]
+def install_run_cache(mlflow_auth_app: Any) -> None:
+    original = mlflow_auth_app._fetch_or_none
+    if not getattr(original, "_hokusai_wrapped", False):
+        mlflow_auth_app._fetch_or_none = remember_run_experiments(original)

@@ -20,7 +20,6 @@ import fcntl
 import functools
 import mmap
 import os
-import sys
 import threading
 import time
 from collections.abc import Callable, Hashable
@@ -128,7 +127,6 @@ def _clearing_after(method: Callable[..., Any], cache: StoreReadCache) -> Callab
         finally:
             cache.clear()
 
-    writing._hokusai_clears_cache = True  # type: ignore[attr-defined]
     return writing
 
 
@@ -166,9 +164,7 @@ def cache_store_reads(store: Any, cache: StoreReadCache | None = None) -> StoreR
     return cache
 
 
-def install_store_cache() -> None:
-    mlflow_auth_app = sys.modules.get("mlflow.server.auth")
-    store = getattr(mlflow_auth_app, "store", None)
-    generation_file = os.environ.get(STORE_CACHE_ENV)
-    if generation_file and store is not None and getattr(store, "_hokusai_read_cache", None) is None:
-        cache_store_reads(store, StoreReadCache(generation=SharedGeneration(Path(generation_file))))
+def install_store_cache(mlflow_auth_app: Any, generation_file: Path) -> None:
+    store = mlflow_auth_app.store
+    if getattr(store, "_hokusai_read_cache", None) is None:
+        cache_store_reads(store, StoreReadCache(generation=SharedGeneration(generation_file)))

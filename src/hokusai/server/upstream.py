@@ -63,8 +63,9 @@ def build_session(settings: Settings) -> aiohttp.ClientSession:
 
     Must be created inside the running event loop (see `Upstream.start`). `connect` bounds the wait for a pooled
     connection as well as the TCP connect; `sock_read` is per chunk, and there is no total deadline, so a multi-GB
-    artifact is never cut off. No cookie jar (MLflow's cookies are not the caller's), no decompression (the raw bytes
-    are relayed with MLflow's Content-Encoding and Content-Length).
+    artifact is never cut off. aiohttp has no write timeout: the gateway's `StreamedBody` keeps one. No cookie jar
+    (MLflow's cookies are not the caller's), no decompression (the raw bytes are relayed with MLflow's
+    Content-Encoding and Content-Length).
     """
     keepalive = settings.upstream_keepalive_seconds
     # Idle connections are dropped before uvicorn's 5 s keep-alive closes them under us.
@@ -125,9 +126,8 @@ class Upstream:
         return f"{self.__class__.__name__}(base_url={self.base_url!r}, mode={self.mode!r})"
 
     async def start(self) -> None:
-        """Open the data-path session; called at lifespan startup, inside the running loop."""
-        if self._session is None:
-            self._session = build_session(self._settings)
+        """Open the data-path session at lifespan startup, inside the running loop."""
+        _ = self.session
 
     @property
     def session(self) -> aiohttp.ClientSession:
