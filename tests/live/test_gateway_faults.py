@@ -7,8 +7,10 @@ upstream read and write timeouts of a few seconds (the defaults, 600 s, suit mul
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -31,6 +33,7 @@ RECOVERY_TIMEOUT = 120.0
 UPSTREAM_TIMEOUT_SECONDS = 3
 STALLED_UPLOAD_CHUNK = b"s" * (1024 * 1024)
 STALLED_UPLOAD_MAX_CHUNKS = 512  # far more than the socket buffers between the client and a frozen MLflow hold
+CLIENT_BODY_TIMEOUT_SECONDS = 6  # above the slow client's 4.5 s pause, which must not be cut off
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +43,7 @@ def own_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LivePlatf
         HOKUSAI_KEY_CACHE_TTL_SECONDS="2",
         HOKUSAI_UPSTREAM_READ_TIMEOUT_SECONDS=str(UPSTREAM_TIMEOUT_SECONDS),
         HOKUSAI_UPSTREAM_WRITE_TIMEOUT_SECONDS=str(UPSTREAM_TIMEOUT_SECONDS),
+        HOKUSAI_CLIENT_BODY_TIMEOUT_SECONDS=str(CLIENT_BODY_TIMEOUT_SECONDS),
     )
     try:
         yield live
@@ -230,3 +234,66 @@ def test_a_client_pausing_longer_than_the_write_timeout_is_not_cut_off(own_platf
     response = client.put(path, content=chunks())
     assert response.status_code == 200, response.text
     assert client.get(path).content == b"first half, second half"
+
+
+def _send_then_stall(
+    platform: LivePlatform, target: str, key: str, declared: int, part: bytes
+) -> tuple[int, dict[str, str], dict[str, object], float]:
+    """Send a request head declaring `declared` body bytes and only `part` of them; then read until the server closes.
+
+    Returns the status, headers, JSON body and seconds from the stall to the answer. A server that never answers
+    or never closes fails the test through the socket timeout instead of hanging it.
+    """
+    method, path = target.split(" ", 1)
+    head = (
+        f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{platform.port}\r\nAuthorization: Bearer {key}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {declared}\r\n\r\n"
+    )
+    with socket.create_connection(
+        ("127.0.0.1", platform.port), timeout=CLIENT_BODY_TIMEOUT_SECONDS + SAFETY_BOUND_SECONDS
+    ) as sock:
+        sock.sendall(head.encode() + part)
+        stalled_at = time.monotonic()
+        received = bytearray()
+        while chunk := sock.recv(65536):  # ends only when the server closes the connection
+            received.extend(chunk)
+        elapsed = time.monotonic() - stalled_at
+    raw_head, _, body = bytes(received).partition(b"\r\n\r\n")
+    status_line, *header_lines = raw_head.decode("latin-1").split("\r\n")
+    headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in header_lines)}
+    return int(status_line.split()[1]), headers, json.loads(body), elapsed
+
+
+@pytest.mark.parametrize("kind", ["artifact upload (streamed to MLflow)", "MLflow JSON call", "Hokusai API call"])
+def test_a_client_that_stops_sending_its_body_gets_a_408_and_nothing_is_stored(
+    own_platform: LivePlatform, kind: str, record_property: Callable[[str, object], None]
+) -> None:
+    client, experiment, run = _user_run(own_platform, "stalled-body-")
+    key = str(client.headers["Authorization"]).removeprefix("Bearer ")
+    artifact = f"{ARTIFACTS}/{experiment}/{run}/artifacts/model.bin"
+    original = b"version one" * 1000
+    assert client.put(artifact, content=original).status_code == 200
+    if kind.startswith("artifact"):
+        target, declared, part = f"PUT {artifact}", 10_000_000, b"v2" * 500_000
+    elif kind.startswith("MLflow"):
+        target, declared, part = f"POST {API}/runs/log-metric", 200, b'{"run_id": "' + run.encode()
+    else:
+        target, declared, part = "POST /api/v1/keys", 200, b'{"owner": "stalled", "scopes": ["re'
+        key = own_platform.admin_key
+
+    status, headers, body, elapsed = _send_then_stall(own_platform, target, key, declared, part)
+
+    record_property("stalled_body_answered_seconds", round(elapsed, 2))
+    assert status == 408, body
+    assert body["error_code"] == "DEADLINE_EXCEEDED" and body["layer"] == "hokusai-api", body
+    assert headers["connection"] == "close"  # and the loop above saw the server close it
+    assert CLIENT_BODY_TIMEOUT_SECONDS * 0.9 <= elapsed < CLIENT_BODY_TIMEOUT_SECONDS + SAFETY_BOUND_SECONDS
+    # Nothing from the broken request was stored, and what was there before is intact.
+    assert client.get(artifact).content == original
+    listing = client.get(f"{ARTIFACTS}", params={"path": f"{experiment}/{run}/artifacts"}).json()
+    assert [(item["path"], int(item["file_size"])) for item in listing["files"]] == [("model.bin", len(original))]
+    metrics = client.get(API + "/runs/get", params={"run_id": run}).json()["run"]["data"]
+    assert "metrics" not in metrics
+    with own_platform.client(own_platform.admin_key) as admin:
+        owners = {item["owner"] for item in admin.get("/api/v1/keys", params={"all": "true"}).json()["keys"]}
+    assert "stalled" not in owners

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import aiohttp
 from starlette.background import BackgroundTask
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -96,6 +96,11 @@ class MlflowGateway:
             response = error_response(
                 exc.status, exc.message, error_code=exc.error_code, layer=exc.layer, headers=headers
             )
+        except ClientDisconnect:
+            # The client hung up (or stalled: see middleware.body_timeout) before its body was read: nobody to
+            # answer, and nothing went to MLflow.
+            logger.info("request body ended early (client gone or stalled): %s %s", scope["method"], scope["path"])
+            return
         except Exception:
             # The gateway runs outside FastAPI (see main.HokusaiApp), so its catch-all handler is repeated here.
             logger.exception("unhandled error on %s %s", scope["method"], scope["path"])

@@ -18,6 +18,7 @@ from hokusai.server.db import Database
 from hokusai.server.errors import install_error_handlers
 from hokusai.server.gateway import MOUNTS, MlflowGateway
 from hokusai.server.keys import KeyStore
+from hokusai.server.middleware.body_timeout import ClientBodyTimeoutMiddleware
 from hokusai.server.middleware.request_id import RequestIdMiddleware
 from hokusai.server.routes import audit, auth, health, keys, models, tokens
 from hokusai.server.secrets import load_or_create_secrets
@@ -96,5 +97,6 @@ def create_app(settings: Settings, mlflow_url: str) -> ASGIApp:
     install_error_handlers(app)
     for router in (health.router, auth.router, keys.router, tokens.router, models.router, audit.router):
         app.include_router(router)
-    # Every request, API or MLflow, gets its id and access-log line here, outside the dispatch.
-    return RequestIdMiddleware(HokusaiApp(app, MlflowGateway(state)))
+    # Every request, API or MLflow, gets its id, its access-log line and its body timeout here, outside the dispatch.
+    dispatch = HokusaiApp(app, MlflowGateway(state))
+    return RequestIdMiddleware(ClientBodyTimeoutMiddleware(dispatch, settings.client_body_timeout_seconds))

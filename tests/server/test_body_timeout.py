@@ -1,0 +1,118 @@
+"""The client body timeout, against scripted ASGI messages (the live fault tests show it with real processes)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse
+from starlette.types import Message, Receive, Scope, Send
+
+from hokusai.server.middleware.body_timeout import ClientBodyTimeoutMiddleware
+
+TIMEOUT = 0.2
+SCOPE: Scope = {"type": "http", "method": "PUT", "path": "/x", "headers": [], "query_string": b""}
+
+
+class ScriptedClient:
+    """Hands out body pieces after the given delays; once they are spent, waits (for `hang_up_after`, or forever)."""
+
+    def __init__(self, pieces: list[tuple[float, bytes, bool]], hang_up_after: float | None = None) -> None:
+        self.pieces = list(pieces)
+        self.hang_up_after = hang_up_after
+        self.sent: list[Message] = []
+
+    async def receive(self) -> Message:
+        if self.pieces:
+            delay, body, more = self.pieces.pop(0)
+            await asyncio.sleep(delay)
+            return {"type": "http.request", "body": body, "more_body": more}
+        if self.hang_up_after is None:
+            await asyncio.Event().wait()
+        await asyncio.sleep(self.hang_up_after or 0)
+        return {"type": "http.disconnect"}
+
+    async def send(self, message: Message) -> None:
+        self.sent.append(message)
+
+    @property
+    def status(self) -> int:
+        return next(m["status"] for m in self.sent if m["type"] == "http.response.start")
+
+    @property
+    def headers(self) -> dict[bytes, bytes]:
+        return dict(next(m["headers"] for m in self.sent if m["type"] == "http.response.start"))
+
+    @property
+    def json(self) -> dict[str, str]:
+        return json.loads(b"".join(m.get("body", b"") for m in self.sent if m["type"] == "http.response.body"))
+
+
+async def echo_length(scope: Scope, receive: Receive, send: Send) -> None:
+    """An app that reads the whole body, then answers with its length."""
+    request = Request(scope, receive)
+    try:
+        body = await request.body()
+    except ClientDisconnect:
+        await JSONResponse({"app": "saw a disconnect"}, status_code=499)(scope, receive, send)
+        return
+    await JSONResponse({"length": len(body)})(scope, receive, send)
+
+
+def run(app: object, client: ScriptedClient) -> None:
+    middleware = ClientBodyTimeoutMiddleware(app, TIMEOUT)  # type: ignore[arg-type]
+    asyncio.run(asyncio.wait_for(middleware(SCOPE, client.receive, client.send), timeout=10))
+
+
+def test_a_body_that_stops_arriving_gets_a_408_and_the_connection_closes() -> None:
+    client = ScriptedClient([(0, b"first", True)])  # and then nothing
+    run(echo_length, client)
+    assert client.status == 408
+    assert client.json["error_code"] == "DEADLINE_EXCEEDED"
+    assert client.json["layer"] == "hokusai-api"
+    assert "stopped arriving" in client.json["message"]
+    assert client.headers[b"connection"] == b"close"
+    # The app's own answer to the broken body (here its 499) never reaches the client: one response only.
+    assert [m["type"] for m in client.sent] == ["http.response.start", "http.response.body"]
+
+
+def test_a_slow_body_that_keeps_moving_is_not_cut_off() -> None:
+    # Each gap is under the limit; the whole upload takes well over it.
+    pieces = [(TIMEOUT * 0.5, b"x" * 10, True) for _ in range(6)] + [(TIMEOUT * 0.5, b"", False)]
+    client = ScriptedClient(pieces)
+    run(echo_length, client)
+    assert client.status == 200
+    assert client.json == {"length": 60}
+
+
+def test_once_the_body_is_complete_waiting_for_a_hang_up_has_no_limit() -> None:
+    """Starlette's disconnect listener receives after the body; that wait is not a stalled body."""
+
+    async def listen_then_answer(scope: Scope, receive: Receive, send: Send) -> None:
+        await Request(scope, receive).body()
+        message = await receive()  # blocks until the client hangs up, TIMEOUT * 3 later
+        await JSONResponse({"then": message["type"]})(scope, receive, send)
+
+    client = ScriptedClient([(0, b"whole", False)], hang_up_after=TIMEOUT * 3)
+    run(listen_then_answer, client)
+    assert client.status == 200
+    assert client.json == {"then": "http.disconnect"}
+
+
+def test_an_app_failing_on_the_broken_body_still_gives_the_408() -> None:
+    async def fragile(scope: Scope, receive: Receive, send: Send) -> None:
+        await Request(scope, receive).body()  # raises ClientDisconnect, which this app does not expect
+
+    client = ScriptedClient([(0, b"part", True)])
+    run(fragile, client)
+    assert client.status == 408
+
+
+def test_other_errors_of_the_app_are_not_hidden() -> None:
+    async def broken(scope: Scope, receive: Receive, send: Send) -> None:
+        raise RuntimeError("a bug")
+
+    with pytest.raises(RuntimeError, match="a bug"):
+        run(broken, ScriptedClient([(0, b"whole", False)]))
