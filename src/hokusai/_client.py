@@ -52,7 +52,8 @@ TOKEN_ALREADY_CLAIMED = "TOKEN_ALREADY_CLAIMED"
 LAYER_MLFLOW = "mlflow"
 LAYER_UNKNOWN = "unknown"  # the body was not the Hokusai envelope: a proxy, a load balancer, or a wrong URL
 
-_RETRY_STATUSES = frozenset({502, 503, 504})
+# 408: the API gave up on a request body that stopped arriving; nothing was stored, so sending it again is safe.
+_RETRY_STATUSES = frozenset({408, 502, 503, 504})
 _IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 _BODY_EXCERPT_LENGTH = 500
 _SCOPE_RE = re.compile(r"\b(read|write|admin)\b")
@@ -104,7 +105,7 @@ class HokusaiClient:
             ``None`` sends no credential.
         api_url: the API root; relative request URLs are joined to it, absolute ones are used as given.
         timeout: an :class:`httpx.Timeout`; on by default (:data:`DEFAULT_TIMEOUT`).
-        max_retries: extra attempts after a connection error or a 502/503/504, for idempotent requests and
+        max_retries: extra attempts after a connection error or a 408/502/503/504, for idempotent requests and
             for POSTs that carry an ``Idempotency-Key`` header.
         transport: an httpx transport, e.g. ``httpx.MockTransport`` in tests.
     """
@@ -276,6 +277,8 @@ def _hint(status: int, error_code: str, layer: str, message: str, retry_after: f
         if error_code in ("ENDPOINT_NOT_FOUND", "HTTP_404"):
             return "check HOKUSAI_API_URL: it must be the API root (e.g. http://localhost:8000), not a sub-path"
         return "check the model name and version; `hokusai models list` shows the models you can see"
+    if status == 408:
+        return "the request body stopped arriving at the API (a stalled network or client): send it again"
     if status == 409:
         if error_code == TOKEN_ALREADY_CLAIMED:
             return "the message names the model holding the token: register new versions there, or use another token"

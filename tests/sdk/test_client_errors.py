@@ -176,6 +176,17 @@ def test_post_with_idempotency_key_is_retried_with_the_same_key(sleeps: list[flo
     assert len(sleeps) == 2
 
 
+def test_a_stalled_body_is_sent_again_and_explained(sleeps: list[float]) -> None:
+    stalled = error(408, "DEADLINE_EXCEEDED", "The request body stopped arriving: nothing came for 60 s.")
+    api = FakeAPI(stalled, httpx.Response(200, json={}))
+    with _client(api) as client:
+        assert client.request("PUT", "/x", json={"a": 1}).status_code == 200
+    assert len(api.requests) == 2 and len(sleeps) == 1
+    exc = _fail(stalled, "POST")  # not idempotent: reported, with what to do
+    assert exc.status == 408
+    assert exc.hint == "the request body stopped arriving at the API (a stalled network or client): send it again"
+
+
 def test_500_and_4xx_are_not_retried(sleeps: list[float]) -> None:
     for answer in (error(500, "INTERNAL_ERROR", "boom"), error(400, "INVALID_PARAMETER_VALUE", "bad")):
         api = FakeAPI(answer)
