@@ -25,6 +25,7 @@ from hokusai.server.errors import (
 )
 from hokusai.server.keys import Principal
 from hokusai.server.paths import Access, PathRejected, route_path
+from hokusai.server.read_batching import ReadBatching
 
 if TYPE_CHECKING:
     from hokusai.server.state import AppState
@@ -349,11 +350,18 @@ async def _relay(response: aiohttp.ClientResponse, method: str) -> ASGIApp:
 async def _relay_body(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
     # Released here as well as in the background task: when the client disconnects mid-download Starlette skips the
     # background task, and an unreleased response would keep its pooled upstream connection forever. Releasing a
-    # response whose body was not read to the end closes its connection instead of pooling it.
+    # response whose body was not read to the end closes its connection instead of pooling it; one read to the end
+    # is pooled, so its read batching is undone first, whichever way the relay ends.
+    batching = ReadBatching(response)
     try:
-        async for chunk in response.content.iter_any():
+        while True:
+            batching.before_read()
+            chunk = await response.content.readany()
+            if not chunk:
+                break
             yield chunk
     finally:
+        batching.reset()
         response.release()
 
 

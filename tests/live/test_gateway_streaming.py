@@ -1,0 +1,151 @@
+"""Artifact bodies and their headers through the gateway, checked against the embedded MLflow's own answers.
+
+Downloads above 64 KiB stream, with the read batching of `hokusai.server.read_batching`; sizes on both sides of
+its boundaries must arrive whole, and the pooled MLflow connection must serve the next request. (A wrong low-water
+mark only delays an answer until MLflow closes the idle connection; `tests/server/test_read_batching.py` checks the
+marks themselves.) Range, ETag, Content-Type and Content-Disposition must be MLflow's own: each request goes to
+MLflow directly (as its admin) and through the gateway, and the two answers are compared.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from hokusai.server.read_batching import BATCH_BYTES
+from hokusai.server.upstream import MLFLOW_ADMIN_USERNAME
+from tests.support.platform import LivePlatform
+
+pytestmark = pytest.mark.live
+
+API = "/api/mlflow/api/2.0/mlflow"
+ARTIFACTS = "/api/2.0/mlflow-artifacts/artifacts"
+KIB = 1024
+SIZES = [0, 1, 64 * KIB, 64 * KIB + 1, BATCH_BYTES - 1, BATCH_BYTES, BATCH_BYTES + 1, 3 * BATCH_BYTES + 12_345]
+COMPARED_HEADERS = (
+    "content-type",
+    "content-disposition",
+    "content-length",
+    "content-range",
+    "accept-ranges",
+    "etag",
+    "last-modified",
+    "x-content-type-options",
+)
+
+
+@pytest.fixture(scope="module")
+def user(platform: LivePlatform) -> Iterator[tuple[httpx.Client, str]]:
+    """A user's client and the artifact prefix of a run of theirs."""
+    client = platform.client(platform.create_key(platform.unique_owner("streaming-"), "read,write"))
+    experiment = client.post(API + "/experiments/create", json={"name": platform.unique_owner("streaming-")})
+    experiment_id = experiment.json()["experiment_id"]
+    run = client.post(API + "/runs/create", json={"experiment_id": experiment_id}).json()["run"]["info"]["run_id"]
+    try:
+        yield client, f"{ARTIFACTS}/{experiment_id}/{run}/artifacts"
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="module")
+def mlflow_admin(platform: LivePlatform) -> Iterator[httpx.Client]:
+    """The embedded MLflow itself, as its admin: the reference the gateway's answers are compared with."""
+    password = json.loads((platform.data_dir / "secrets.json").read_text())["mlflow_admin_password"]
+    with httpx.Client(base_url=platform.mlflow_url, auth=(MLFLOW_ADMIN_USERNAME, password), timeout=60.0) as client:
+        yield client
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_a_download_arrives_whole_and_the_connection_answers_next(
+    platform: LivePlatform, user: tuple[httpx.Client, str], size: int
+) -> None:
+    client, prefix = user
+    body = os.urandom(size)
+    path = f"/api/mlflow{prefix}/size-{size}.bin"
+    assert client.put(path, content=body).status_code == 200
+
+    digest = hashlib.sha256()
+    received = 0
+    with client.stream("GET", path) as response:
+        assert response.status_code == 200
+        assert response.headers["content-length"] == str(size)
+        for chunk in response.iter_raw():
+            digest.update(chunk)
+            received += len(chunk)
+    assert (received, digest.hexdigest()) == (size, hashlib.sha256(body).hexdigest())
+
+    # The next request reuses the pooled connection the download just released.
+    assert client.get(API + "/experiments/search", params={"max_results": 1}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "request_headers",
+    [
+        {},
+        {"Range": "bytes=100-199"},
+        {"Range": "bytes=-10"},
+        {"Range": f"bytes={3 * BATCH_BYTES}-"},
+        {"Range": "bytes=0-0,5-9"},
+        {"Range": "bytes=99999999-"},
+    ],
+    ids=["whole", "middle", "suffix", "open-ended", "multipart", "unsatisfiable"],
+)
+def test_ranges_and_content_headers_are_mlflows_own(
+    user: tuple[httpx.Client, str], mlflow_admin: httpx.Client, request_headers: dict[str, str]
+) -> None:
+    client, prefix = user
+    path = f"{prefix}/ranged model.bin"  # a space: Content-Disposition must quote it as MLflow does
+    body = os.urandom(3 * BATCH_BYTES + 777)
+    assert client.put("/api/mlflow" + path, content=body).status_code == 200
+
+    direct = mlflow_admin.get(path, headers=request_headers)
+    proxied = client.get("/api/mlflow" + path, headers=request_headers)
+
+    assert proxied.status_code == direct.status_code
+    own_body = ("content-type", "content-length")  # the gateway's, when it re-frames MLflow's answer
+    if direct.status_code >= 400:
+        # MLflow's plain-text (here empty) errors come wrapped in the envelope, the rest of the answer unchanged.
+        assert proxied.json()["layer"] == "mlflow"
+        assert proxied.json()["error_code"] == "BAD_REQUEST"
+        compared = [name for name in COMPARED_HEADERS if name not in own_body]
+    else:
+        assert _without_boundary(proxied) == _without_boundary(direct)
+        multipart = "boundary=" in direct.headers.get("content-type", "")
+        compared = [name for name in COMPARED_HEADERS if not (multipart and name in own_body)]
+    for name in compared:
+        assert proxied.headers.get(name) == direct.headers.get(name), name
+    if "Range" not in request_headers:
+        assert direct.content == body
+
+
+def _without_boundary(response: httpx.Response) -> tuple[str, bytes]:
+    """Content type and body, with a multipart answer's boundary (random for each answer) replaced by a constant."""
+    content_type = response.headers.get("content-type", "")
+    boundary = content_type.partition("boundary=")[2]
+    if not boundary:
+        return content_type, response.content
+    return content_type.replace(boundary, "B"), response.content.replace(boundary.encode(), b"B")
+
+
+def test_a_conditional_get_with_the_etag_is_answered_as_mlflow_answers_it(
+    user: tuple[httpx.Client, str], mlflow_admin: httpx.Client
+) -> None:
+    client, prefix = user
+    path = f"{prefix}/conditional.bin"
+    assert client.put("/api/mlflow" + path, content=os.urandom(200 * KIB)).status_code == 200
+    etag = client.get("/api/mlflow" + path).headers["etag"]
+
+    for headers in (
+        {"If-None-Match": etag},
+        {"If-Range": etag, "Range": "bytes=0-9"},
+        {"If-Range": '"x"', "Range": "bytes=0-9"},
+    ):
+        direct = mlflow_admin.get(path, headers=headers)
+        proxied = client.get("/api/mlflow" + path, headers=headers)
+        assert (proxied.status_code, proxied.content) == (direct.status_code, direct.content), headers
+        assert proxied.headers.get("etag") == direct.headers.get("etag") == etag
