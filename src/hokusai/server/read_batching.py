@@ -38,9 +38,10 @@ class ReadBatching:
 
     def before_read(self) -> None:
         """Wait for up to a MiB, and never for more than the body has left."""
-        if self._length is not None:
-            still_to_come = self._length - self._response.content.total_bytes
-            self._set(min(BATCH_BYTES, max(1, still_to_come)))
+        if self._socket is None or self._length is None:
+            return
+        still_to_come = self._length - self._response.content.total_bytes
+        self._set(min(BATCH_BYTES, max(1, still_to_come)))
 
     def reset(self) -> None:
         """Back to the default before the connection is reused for another answer."""

@@ -9,11 +9,13 @@ upload, so a slow but moving client is never cut off.
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hokusai.server.errors import error_response
 
+logger = logging.getLogger(__name__)
 _DISCONNECT: Message = {"type": "http.disconnect"}
 
 
@@ -58,9 +60,13 @@ class ClientBodyTimeoutMiddleware:
 
         try:
             await self.app(scope, receive_within_timeout, send_unless_stalled)
-        except Exception:
+        except Exception as exc:
             if not stalled:
                 raise
+            # An app that does not expect a client to vanish mid-body; the 408 still goes out.
+            logger.info(
+                "%s %s ended with %s after its body stalled", scope["method"], scope["path"], type(exc).__name__
+            )
         if stalled and not response_started:
             await self._answer_stalled(scope, receive, send)
 
