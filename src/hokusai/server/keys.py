@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import re
 import secrets
@@ -26,6 +25,7 @@ SCOPES = ("read", "write", "admin")
 _BASE62 = string.ascii_letters + string.digits
 _KEY_SHAPE = re.compile(rf"{KEY_PREFIX}[A-Za-z0-9]{{32,{KEY_MAX_LENGTH - len(KEY_PREFIX)}}}")
 _CACHE_MAX_ENTRIES = 100_000
+_SCOPE_RANK = {"read": 0, "write": 1, "admin": 2}
 
 
 class KeyRejected(Exception):
@@ -58,8 +58,7 @@ class Principal:
 
     def has_scope(self, scope: str) -> bool:
         # admin implies write, and write implies read: a scope list never has to spell out the lower ones.
-        order = {"read": 0, "write": 1, "admin": 2}
-        return any(order[held] >= order[scope] for held in self.scopes if held in order)
+        return any(_SCOPE_RANK[held] >= _SCOPE_RANK[scope] for held in self.scopes if held in _SCOPE_RANK)
 
 
 @dataclass(frozen=True)
@@ -136,7 +135,7 @@ class KeyStore:
         return f"{self.__class__.__name__}(database={self._database!r}, cache_ttl={self._cache_ttl})"
 
     def hash_key(self, key: str) -> str:
-        return hmac.new(self._pepper, key.encode(), hashlib.sha256).hexdigest()
+        return hmac.digest(self._pepper, key.encode(), "sha256").hex()
 
     # --- verification -----------------------------------------------------------------------------------
 

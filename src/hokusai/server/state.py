@@ -63,7 +63,6 @@ class AppState:
                 error_code="UNAUTHENTICATED",
                 headers=CHALLENGE,
             ) from exc
-        request.state.principal = principal
         return principal
 
     async def require_scope(self, request: Request, principal: Principal, scope: str) -> None:
