@@ -30,11 +30,25 @@ def log(message: str) -> None:
 
 
 def compare(
-    phase: str, baseline: Target, candidate: Target, fixtures: Callable[[Target], Fixture], plan: Plan
+    phase: str,
+    baseline: Target,
+    candidate: Target,
+    fixtures: Callable[[Target], Fixture],
+    plan: Plan,
+    references: tuple[Target, ...] = (),
 ) -> dict[str, Any]:
-    """Latency at c=1 and throughput at c=`plan.concurrency` for every workload, A and B interleaved."""
-    targets = (baseline, candidate)
-    out: dict[str, Any] = {"baseline": baseline.name, "candidate": candidate.name, "plan": plan.__dict__}
+    """Latency at c=1 and throughput at c=`plan.concurrency` for every workload, A and B interleaved.
+
+    `references` are measured in the same rounds, after A and B, and summarised against A like B is; they carry no
+    target (see bench/floor_proxy.py).
+    """
+    targets = (baseline, candidate, *references)
+    out: dict[str, Any] = {
+        "baseline": baseline.name,
+        "candidate": candidate.name,
+        "references": [target.name for target in references],
+        "plan": plan.__dict__,
+    }
     for target in targets:
         fixtures(target)
     warm_errors: dict[str, dict[str, int]] = {name: {} for name in WORKLOADS}
@@ -63,10 +77,8 @@ def compare(
                     f"{fmt(result['ops_per_s'], 1)} ops/s  errors {result['errors']}"
                 )
             rounds[name].append(measured)
-    out["workloads"] = {
-        name: _summarise(per_round, baseline.name, candidate.name, warm_errors[name])
-        for name, per_round in rounds.items()
-    }
+    names = [target.name for target in targets]
+    out["workloads"] = {name: _summarise(per_round, names, warm_errors[name]) for name, per_round in rounds.items()}
     return out
 
 
@@ -77,9 +89,10 @@ def _cpu(per_round: list[dict[str, Any]], target: str, level: str) -> dict[str, 
     }
 
 
-def _summarise(per_round: list[dict[str, Any]], a: str, b: str, warm_errors: dict[str, int]) -> dict[str, Any]:
+def _summarise(per_round: list[dict[str, Any]], names: list[str], warm_errors: dict[str, int]) -> dict[str, Any]:
+    """Medians over rounds per target; ratios of the candidate (`names[1]`) and of each reference to `names[0]`."""
     summary: dict[str, dict[str, Any]] = {}
-    for target in (a, b):
+    for target in names:
         summary[target] = {
             "p50_ms": median([r[target]["c1"]["p50_ms"] for r in per_round]),
             "p99_ms": median([r[target]["c1"]["p99_ms"] for r in per_round]),
@@ -91,14 +104,20 @@ def _summarise(per_round: list[dict[str, Any]], a: str, b: str, warm_errors: dic
             + sum(r[target]["c1"]["errors"] + r[target]["c8"]["errors"] for r in per_round),
             "error_samples": [s for r in per_round for lv in ("c1", "c8") for s in r[target][lv]["error_samples"]][:5],
         }
+    a, b, *references = names
+
+    def ratios(target: str) -> dict[str, float]:
+        return {
+            "p50": ratio(summary[target]["p50_ms"], summary[a]["p50_ms"]),
+            "p99": ratio(summary[target]["p99_ms"], summary[a]["p99_ms"]),
+            "ops_per_s": ratio(summary[target]["ops_per_s"], summary[a]["ops_per_s"]),
+        }
+
     return {
         "rounds": per_round,
         "summary": summary,
-        "ratios": {
-            "p50": ratio(summary[b]["p50_ms"], summary[a]["p50_ms"]),
-            "p99": ratio(summary[b]["p99_ms"], summary[a]["p99_ms"]),
-            "ops_per_s": ratio(summary[b]["ops_per_s"], summary[a]["ops_per_s"]),
-        },
+        "ratios": ratios(b),
+        "reference_ratios": {reference: ratios(reference) for reference in references},
     }
 
 

@@ -16,6 +16,9 @@ KEYS_TARGET_PER_S = 50_000
 ARTIFACT_RATIO = 0.85
 RSS_LIMIT_MB = 30.0
 
+REFERENCES = {
+    "floor": "reference, no target: the same uvicorn + aiohttp hop with none of Hokusai's work (bench/floor_proxy.py)",
+}
 TITLES = {
     "gateway": "gateway cost: B = hokusai server (identity mode none) -> the same plain MLflow; A = that MLflow direct",
     "identity": "identity mode: B = hokusai server + embedded basic-auth MLflow (user key); A = plain MLflow direct",
@@ -113,6 +116,44 @@ def rows_for(phase: str, result: dict[str, Any]) -> list[dict[str, Any]]:
         )
         rows += _cpu_rows(title, sa, sb)
         rows.extend(_error_rows(title, sa, sb))
+        rows += _reference_rows(title, result, data)
+    return rows
+
+
+def _reference_rows(title: str, result: dict[str, Any], data: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each reference against A, like B above it (no target); its CPU is that of the process in the middle."""
+    rows = []
+    a = data["summary"][result["baseline"]]
+    concurrency = result["plan"]["concurrency"]
+    for reference in result.get("references", []):
+        summary, ratios = data["summary"][reference], data["reference_ratios"][reference]
+        for metric, key, ratio_key in (
+            ("p50 ms c=1", "p50_ms", "p50"),
+            (f"ops/s c={concurrency}", "ops_per_s", "ops_per_s"),
+        ):
+            rows.append(
+                {
+                    "workload": title,
+                    "metric": f"{metric} [{reference}]",
+                    "a": a[key],
+                    "b": summary[key],
+                    "ratio": ratios[ratio_key],
+                    "target": "",
+                    "met": None,
+                }
+            )
+        rows.append(
+            {
+                "workload": title,
+                "metric": f"CPU ms/op c=1 (gateway) [{reference}]",
+                "a": None,
+                "b": summary["cpu_ms_per_op_c1"].get("gateway"),
+                "ratio": None,
+                "target": "",
+                "met": None,
+            }
+        )
+        rows.extend(_error_rows(f"{title} [{reference}]", a, summary))
     return rows
 
 
@@ -242,6 +283,7 @@ def render(meta: dict[str, Any], results: dict[str, Any], checks: list[dict[str,
         lines += ["", f"== {phase}: {TITLES[phase]} ({result.get('seconds', 0):.0f} s)"]
         if "baseline" in result:
             lines.append(f"   A = {result['baseline']}, B = {result['candidate']}")
+            lines += [f"   [{reference}] = {REFERENCES[reference]}" for reference in result.get("references", [])]
         elif phase == "keys":
             lines.append("   A = per wall-clock second, B = per CPU second of the benchmark thread (judged)")
         table = [header]

@@ -25,18 +25,19 @@ from typing import Any
 
 from bench.phases import Plan, compare, compare_transfers, log
 from bench.report import checks_for, render
-from bench.servers import Server, start_basic_auth, start_hokusai, start_plain_mlflow
+from bench.servers import Server, start_basic_auth, start_floor_proxy, start_hokusai, start_plain_mlflow
 from bench.workloads import Fixture, Target, prepare
 
 PHASES = ("keys", "gateway", "artifacts", "identity", "basic-auth")
 NEEDS: dict[str, set[str]] = {
     "keys": set(),
-    "gateway": {"mlflow", "gateway"},
+    "gateway": {"mlflow", "gateway", "floor"},
     "artifacts": {"mlflow", "gateway"},
     "identity": {"mlflow", "hokusai"},
     "basic-auth": {"hokusai", "basic-auth"},
 }
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+_STOP_ORDER = ("gateway", "floor", "hokusai", "basic-auth", "mlflow")
 
 
 class Servers:
@@ -63,6 +64,8 @@ class Servers:
             return start_plain_mlflow(self._workdir / "mlflow-plain")
         if role == "gateway":
             return start_hokusai(self._workdir / "hokusai-none", "hokusai-none", mlflow_url=self.get("mlflow").url)
+        if role == "floor":
+            return start_floor_proxy(self._workdir / "floor", self.get("mlflow").url)
         if role == "hokusai":
             return start_hokusai(self._workdir / "hokusai-embedded", "hokusai-embedded")
         if role == "basic-auth":
@@ -77,6 +80,9 @@ class Servers:
             return Target(
                 role, server.url, {"Authorization": server.info["authorization"]}, cpu=(("mlflow", server.pid, True),)
             )
+        if role == "floor":  # its process is the one in the middle, like the gateway's: charged as "gateway"
+            cpu = (("gateway", server.pid, False), ("mlflow", self.get("mlflow").pid, True))
+            return Target(role, server.url + "/api/mlflow", pid=server.pid, cpu=cpu)
         headers = {"Authorization": f"Bearer {server.info['key']}"}
         if role == "gateway":
             upstream = self.get("mlflow").pid
@@ -91,8 +97,8 @@ class Servers:
         return self._fixtures[target.name]
 
     def release(self, keep: set[str]) -> None:
-        # The gateway fronts the plain MLflow: stop it first.
-        for role in ("gateway", "hokusai", "basic-auth", "mlflow"):
+        # The gateway and the floor front the plain MLflow: stop them first.
+        for role in _STOP_ORDER:
             if role in self.running and role not in keep:
                 self.stop(role)
 
@@ -102,7 +108,7 @@ class Servers:
         server.stop()
 
     def stop_all(self) -> None:
-        for role in ("gateway", "hokusai", "basic-auth", "mlflow"):
+        for role in _STOP_ORDER:
             if role in self.running:
                 with contextlib.suppress(Exception):
                     self.stop(role)
@@ -131,7 +137,8 @@ def run_phase(phase: str, servers: Servers, args: argparse.Namespace, plan: dict
         return result
     fixture: Callable[[Target], Fixture] = servers.fixture
     if phase == "gateway":
-        return compare(phase, servers.target("mlflow"), servers.target("gateway"), fixture, plan["small"])
+        direct, gateway, floor = servers.target("mlflow"), servers.target("gateway"), servers.target("floor")
+        return compare(phase, direct, gateway, fixture, plan["small"], references=(floor,))
     if phase == "artifacts":
         direct, gateway = servers.target("mlflow"), servers.target("gateway")
         return compare_transfers(direct, gateway, fixture, plan["artifact_bytes"], args.rounds)

@@ -228,6 +228,16 @@ def start_hokusai(workdir: Path, name: str, *, mlflow_url: str | None = None) ->
     return _start(server)
 
 
+def start_floor_proxy(workdir: Path, mlflow_url: str) -> Server:
+    """The benchmark's reference pass-through (bench/floor_proxy.py) in front of `mlflow_url`, at `/api/mlflow`."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    command = [sys.executable, "-m", "bench.floor_proxy", str(port), mlflow_url]
+    repo = Path(__file__).resolve().parent.parent
+    process, log_path = _spawn("floor", command, clean_env(PYTHONPATH=str(repo)), workdir)
+    return _start(Server("floor", port, process, log_path, ready_paths=("/api/mlflow/health",)))
+
+
 def start_basic_auth(workdir: Path) -> Server:
     """Stock `mlflow server --app-name basic-auth` with its default settings (4 workers, job execution on).
 
