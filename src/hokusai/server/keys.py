@@ -25,7 +25,8 @@ SCOPES = ("read", "write", "admin")
 _BASE62 = string.ascii_letters + string.digits
 _KEY_SHAPE = re.compile(rf"{KEY_PREFIX}[A-Za-z0-9]{{32,{KEY_MAX_LENGTH - len(KEY_PREFIX)}}}")
 _CACHE_MAX_ENTRIES = 100_000
-_SCOPE_RANK = {"read": 0, "write": 1, "admin": 2}
+# SCOPES is in rank order: admin implies write, and write implies read.
+_SCOPE_RANK = {scope: rank for rank, scope in enumerate(SCOPES)}
 
 
 class KeyRejected(Exception):
