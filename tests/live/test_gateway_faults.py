@@ -7,8 +7,10 @@ upstream read and write timeouts of a few seconds (the defaults, 600 s, suit mul
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
+import select
 import signal
 import socket
 import threading
@@ -34,6 +36,8 @@ UPSTREAM_TIMEOUT_SECONDS = 3
 STALLED_UPLOAD_CHUNK = b"s" * (1024 * 1024)
 STALLED_UPLOAD_MAX_CHUNKS = 512  # far more than the socket buffers between the client and a frozen MLflow hold
 CLIENT_BODY_TIMEOUT_SECONDS = 6  # above the slow client's 4.5 s pause, which must not be cut off
+CLIENT_HEADER_TIMEOUT_SECONDS = 4
+TRICKLE_INTERVAL = 0.5
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +48,7 @@ def own_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LivePlatf
         HOKUSAI_UPSTREAM_READ_TIMEOUT_SECONDS=str(UPSTREAM_TIMEOUT_SECONDS),
         HOKUSAI_UPSTREAM_WRITE_TIMEOUT_SECONDS=str(UPSTREAM_TIMEOUT_SECONDS),
         HOKUSAI_CLIENT_BODY_TIMEOUT_SECONDS=str(CLIENT_BODY_TIMEOUT_SECONDS),
+        HOKUSAI_CLIENT_HEADER_TIMEOUT_SECONDS=str(CLIENT_HEADER_TIMEOUT_SECONDS),
     )
     try:
         yield live
@@ -258,10 +263,15 @@ def _send_then_stall(
         while chunk := sock.recv(65536):  # ends only when the server closes the connection
             received.extend(chunk)
         elapsed = time.monotonic() - stalled_at
-    raw_head, _, body = bytes(received).partition(b"\r\n\r\n")
+    return (*_parse_answer(bytes(received)), elapsed)
+
+
+def _parse_answer(received: bytes) -> tuple[int, dict[str, str], dict[str, object]]:
+    """Status, headers and JSON body of the one answer a server wrote before closing the connection."""
+    raw_head, _, body = received.partition(b"\r\n\r\n")
     status_line, *header_lines = raw_head.decode("latin-1").split("\r\n")
     headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in header_lines)}
-    return int(status_line.split()[1]), headers, json.loads(body), elapsed
+    return int(status_line.split()[1]), headers, json.loads(body)
 
 
 def _files_settle_to(client: httpx.Client, path: str, expected: list[tuple[str, int]]) -> bool:
@@ -311,3 +321,76 @@ def test_a_client_that_stops_sending_its_body_gets_a_408_and_nothing_is_stored(
     with own_platform.client(own_platform.admin_key) as admin:
         owners = {item["owner"] for item in admin.get("/api/v1/keys", params={"all": "true"}).json()["keys"]}
     assert "stalled" not in owners
+
+
+def _trickle_head_until_closed(platform: LivePlatform, key: str) -> tuple[bytes, int, float]:
+    """Send a request head one byte every TRICKLE_INTERVAL, never finishing it, until the server closes.
+
+    Returns what the server wrote, how many bytes were sent, and the seconds from connect to the close. Bounded by
+    SAFETY_BOUND_SECONDS past the header timeout, so a server that never closes fails the test instead of hanging it.
+    """
+    head = (
+        f"GET {API}/experiments/search HTTP/1.1\r\nHost: 127.0.0.1:{platform.port}\r\n"
+        f"Authorization: Bearer {key}\r\nX-Slow: " + "a" * 200
+    ).encode()
+    deadline = time.monotonic() + CLIENT_HEADER_TIMEOUT_SECONDS + SAFETY_BOUND_SECONDS
+    with socket.create_connection(("127.0.0.1", platform.port), timeout=SAFETY_BOUND_SECONDS) as sock:
+        opened = time.monotonic()
+        sent = 0
+        while sent < len(head) and time.monotonic() < deadline:
+            try:
+                sock.sendall(head[sent : sent + 1])
+            except OSError:  # closed under us while trickling: what was answered is read below
+                break
+            sent += 1
+            readable, _, _ = select.select([sock], [], [], TRICKLE_INTERVAL)
+            if readable:
+                break
+        received = bytearray()
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := sock.recv(65536):
+                received.extend(chunk)
+        return bytes(received), sent, time.monotonic() - opened
+
+
+def test_a_request_head_that_trickles_in_gets_a_408_and_the_connection_closes(
+    own_platform: LivePlatform, record_property: Callable[[str, object], None]
+) -> None:
+    """Slowloris: a byte every half second keeps the connection busy but never extends the header deadline."""
+    key = own_platform.create_key(own_platform.unique_owner("slow-head-"), "read")
+
+    received, sent, elapsed = _trickle_head_until_closed(own_platform, key)
+
+    # A deadline that restarted with every byte would never close this connection: the read above would time out.
+    record_property("trickled_head_closed_after_seconds", round(elapsed, 2))
+    record_property("trickled_head_bytes_sent", sent)
+    status, headers, body = _parse_answer(received)
+    assert status == 408, body
+    assert body["error_code"] == "DEADLINE_EXCEEDED" and body["layer"] == "hokusai-api", body
+    assert str(CLIENT_HEADER_TIMEOUT_SECONDS) in str(body["message"])
+    assert headers["connection"] == "close"
+    assert key not in received.decode("latin-1")
+
+
+def test_a_connection_that_never_sends_a_byte_is_closed_without_an_answer(own_platform: LivePlatform) -> None:
+    with socket.create_connection(
+        ("127.0.0.1", own_platform.port), timeout=CLIENT_HEADER_TIMEOUT_SECONDS + SAFETY_BOUND_SECONDS
+    ) as sock:
+        assert sock.recv(65536) == b""  # EOF: closed by the server, nothing written
+
+
+def test_an_idle_keep_alive_connection_outlives_the_header_timeout(own_platform: LivePlatform) -> None:
+    """Between requests the keep-alive timeout (75 s) governs; the header deadline starts at the next first byte."""
+    connection = http.client.HTTPConnection("127.0.0.1", own_platform.port, timeout=SAFETY_BOUND_SECONDS)
+    try:
+        connection.request("GET", "/api/mlflow/health")
+        first = connection.getresponse()
+        assert first.status == 200 and first.read() == b"OK"
+        socket_before = connection.sock
+        time.sleep(CLIENT_HEADER_TIMEOUT_SECONDS + 1.5)
+        connection.request("GET", "/api/mlflow/health")
+        second = connection.getresponse()
+        assert second.status == 200 and second.read() == b"OK"
+        assert connection.sock is socket_before  # the same connection answered, not a reconnect
+    finally:
+        connection.close()

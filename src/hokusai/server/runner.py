@@ -11,6 +11,7 @@ import sys
 import uvicorn
 
 from hokusai.server.db import Database
+from hokusai.server.header_timeout import header_timeout_protocol
 from hokusai.server.keys import KeyStore
 from hokusai.server.main import create_app
 from hokusai.server.mlflow_process import EmbeddedMlflow
@@ -124,6 +125,7 @@ def serve(settings: Settings) -> None:
             log_level=settings.log_level,
             timeout_keep_alive=75,
             server_header=False,
+            http=header_timeout_protocol(settings.client_header_timeout_seconds),
         )
         logger.info("Hokusai API listening on http://%s:%s (MLflow clients: /api/mlflow)", settings.host, settings.port)
         uvicorn.Server(config).run()

@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     assertion_secret: SecretStr | None = None
     assertion_ttl_seconds: int = Field(default=60, ge=5, le=3600)
 
+    client_header_timeout_seconds: float = Field(default=60.0, gt=0)
     client_body_timeout_seconds: float = Field(default=60.0, gt=0)
 
     upstream_connect_timeout_seconds: float = Field(default=5.0, gt=0)

@@ -1,0 +1,141 @@
+"""The request-head deadline, driven byte by byte through uvicorn's real parser over a recording transport.
+
+The live fault tests show it against real processes (a trickled head, a silent connection, an idle keep-alive
+connection); these cover what a socket cannot stage reliably, such as a pipelined head behind a slow answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from typing import Any
+
+import pytest
+import uvicorn
+from starlette.types import Receive, Scope, Send
+from uvicorn.server import ServerState
+
+from hokusai.server.header_timeout import HeaderTimeoutProtocol
+
+DEADLINE = 0.2
+
+
+class RecordingTransport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = bytearray()
+        self.closed = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.written.extend(data)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"peername": ("127.0.0.1", 50000), "sockname": ("127.0.0.1", 8000)}.get(name, default)
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+class SlowApp:
+    """Answers 200 once `release` is set."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.release.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+
+def _connect(app: SlowApp) -> tuple[HeaderTimeoutProtocol, RecordingTransport]:
+    config = uvicorn.Config(app, lifespan="off", log_config=None)
+    config.load()
+    protocol = HeaderTimeoutProtocol(
+        config=config, server_state=ServerState(), app_state={}, header_timeout_seconds=DEADLINE
+    )
+    transport = RecordingTransport()
+    protocol.connection_made(transport)
+    return protocol, transport
+
+
+def _answers(transport: RecordingTransport) -> list[int]:
+    """The statuses written, in order (the answers here are back to back, each body without a line end)."""
+    return [int(status) for status in re.findall(rb"HTTP/1\.1 (\d{3}) ", bytes(transport.written))]
+
+
+async def _after_deadline() -> None:
+    await asyncio.sleep(DEADLINE * 2)
+
+
+def test_a_connection_that_sends_nothing_is_closed_without_an_answer() -> None:
+    async def scenario() -> None:
+        _protocol, transport = _connect(SlowApp())
+        await _after_deadline()
+        assert transport.closed
+        assert transport.written == b""
+
+    asyncio.run(scenario())
+
+
+def test_a_partial_head_gets_a_408_envelope_and_the_connection_closes() -> None:
+    async def scenario() -> None:
+        protocol, transport = _connect(SlowApp())
+        protocol.data_received(b"GET /api/mlflow/health HTTP/1.1\r\nHost: x\r\nX-Slow: a")
+        await _after_deadline()
+        assert transport.closed
+        head, _, body = bytes(transport.written).partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 408 ")
+        assert b"connection: close" in head.lower()
+        envelope = json.loads(body)
+        assert envelope["error_code"] == "DEADLINE_EXCEEDED" and envelope["layer"] == "hokusai-api"
+
+    asyncio.run(scenario())
+
+
+def test_a_complete_head_is_not_cut_off_while_its_answer_takes_longer_than_the_deadline() -> None:
+    async def scenario() -> None:
+        app = SlowApp()
+        protocol, transport = _connect(app)
+        protocol.data_received(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        await _after_deadline()
+        assert not transport.closed
+        app.release.set()
+        await _after_deadline()
+        assert _answers(transport) == [200]
+        assert not transport.closed  # idle keep-alive time is uvicorn's keep-alive timeout's business, not ours
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("completed_later", [False, True])
+def test_a_pipelined_head_waits_for_the_answer_before_it_and_then_gets_its_own_deadline(completed_later: bool) -> None:
+    async def scenario() -> None:
+        app = SlowApp()
+        protocol, transport = _connect(app)
+        protocol.data_received(b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\nHo")
+        await _after_deadline()
+        assert not transport.closed  # the first answer is still going out: its connection is left alone
+        assert transport.written == b""
+        if completed_later:
+            protocol.data_received(b"st: x\r\n\r\n")
+        app.release.set()
+        await _after_deadline()
+        if completed_later:
+            assert _answers(transport) == [200, 200]
+            assert not transport.closed
+        else:
+            assert _answers(transport) == [200, 408]
+            assert transport.closed
+
+    asyncio.run(scenario())
