@@ -19,6 +19,7 @@ from hokusai.server.secrets import PlatformSecrets, load_or_create_secrets
 from hokusai.server.settings import Settings
 
 logger = logging.getLogger("hokusai.server")
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 class _StopRequested(Exception):
@@ -41,9 +42,7 @@ class PortInUseError(RuntimeError):
 
 
 def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=level.upper(), stream=sys.stderr, format=LOG_FORMAT)
 
 
 def ensure_port_free(host: str, port: int) -> None:
