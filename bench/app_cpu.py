@@ -25,7 +25,7 @@ import uvicorn
 import uvloop
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bench.floor_proxy import FloorProxy
+from bench.floor_proxy import FloorProxy, read_body
 from bench.servers import ServerStartError, create_key_offline, free_port
 from bench.stats import median
 from bench.workloads import ARTIFACT_SMALL_BYTES
@@ -39,9 +39,7 @@ async def _stub(scope: Scope, receive: Receive, send: Send) -> None:
     """The upstream: reads the body, answers a GET with 64 KiB and anything else with `{}`."""
     if scope["type"] != "http":
         return
-    message: Message = {"more_body": True}
-    while message.get("more_body", False):
-        message = await receive()
+    await read_body(receive)
     body = PAYLOAD if scope["method"] == "GET" else b"{}"
     headers = [(b"content-type", b"application/octet-stream"), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": 200, "headers": headers})

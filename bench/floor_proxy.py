@@ -49,7 +49,7 @@ class FloorProxy:
 
     async def _forward(self, scope: Scope, receive: Receive, send: Send) -> None:
         assert self.session is not None
-        body = await _read_body(receive)
+        body = await read_body(receive)
         path = scope["raw_path"].decode("latin-1").removeprefix(MOUNT)
         query = scope["query_string"].decode("latin-1")
         url = URL(self.upstream + path + ("?" + query if query else ""), encoded=True)
@@ -63,7 +63,8 @@ class FloorProxy:
         await send({"type": "http.response.body", "body": payload})
 
 
-async def _read_body(receive: Receive) -> bytes:
+async def read_body(receive: Receive) -> bytes:
+    """The whole request body (the benchmark's requests are small)."""
     chunks = []
     message: Message = {"more_body": True}
     while message.get("more_body", False):

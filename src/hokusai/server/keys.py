@@ -58,7 +58,7 @@ class Principal:
         return "admin" in self.scopes
 
     def has_scope(self, scope: str) -> bool:
-        # admin implies write, and write implies read: a scope list never has to spell out the lower ones.
+        # A scope list never has to spell out the lower ones (see _SCOPE_RANK).
         return any(_SCOPE_RANK[held] >= _SCOPE_RANK[scope] for held in self.scopes if held in _SCOPE_RANK)
 
 
