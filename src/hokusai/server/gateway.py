@@ -62,7 +62,8 @@ _STRIPPED_REQUEST = _HOP_BY_HOP | {
     "x-mlflow-authorization",
     "x-request-id",
 }
-_STRIPPED_RESPONSE = frozenset(name.encode() for name in _HOP_BY_HOP | {"set-cookie", "www-authenticate"})
+# uvicorn writes its own Date ahead of the app's headers; relaying MLflow's too would send two.
+_STRIPPED_RESPONSE = frozenset(name.encode() for name in _HOP_BY_HOP | {"set-cookie", "www-authenticate", "date"})
 _VIA = (b"via", b"1.1 hokusai")
 _REWRITTEN_BODY_LIMIT = 1024 * 1024
 _ERROR_BODY_LIMIT = 64 * 1024
