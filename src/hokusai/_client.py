@@ -264,6 +264,13 @@ def _excerpt(response: httpx.Response) -> str:
     return repr(text[:_BODY_EXCERPT_LENGTH]) if text else "(empty body)"
 
 
+def _not_found_hint(message: str) -> str:
+    # The server's messages name what is missing: a run (registering from it) or a model version.
+    if "run '" in message.lower():
+        return "check the run id and the model's artifact path (the `name` given to log_model)"
+    return "check the model name and version; `hokusai models list` shows the models you can see"
+
+
 def _hint(status: int, error_code: str, layer: str, message: str, retry_after: float | None) -> str:
     if status == 401:
         return "check HOKUSAI_API_KEY or run `hokusai login`"
@@ -276,7 +283,7 @@ def _hint(status: int, error_code: str, layer: str, message: str, retry_after: f
     if status == 404:
         if error_code in ("ENDPOINT_NOT_FOUND", "HTTP_404"):
             return "check HOKUSAI_API_URL: it must be the API root (e.g. http://localhost:8000), not a sub-path"
-        return "check the model name and version; `hokusai models list` shows the models you can see"
+        return _not_found_hint(message)
     if status == 408:
         return "the request body stopped arriving at the API (a stalled network or client): send it again"
     if status == 409:

@@ -78,6 +78,8 @@ def test_404_and_409() -> None:
     not_found = _fail(error(404, "RESOURCE_DOES_NOT_EXIST", "Model 'x' not found."))
     assert type(not_found) is HokusaiNotFoundError
     assert "hokusai models list" in str(not_found.hint)
+    missing_run = _fail(error(404, "RESOURCE_DOES_NOT_EXIST", "MLflow could not read run 'r1': not found."), "POST")
+    assert missing_run.hint == "check the run id and the model's artifact path (the `name` given to log_model)"
     conflict = _fail(error(409, "TOKEN_ALREADY_CLAIMED", "Token T is claimed by model 'other'."), "POST")
     assert type(conflict) is HokusaiConflictError
     assert "Token T is claimed by model 'other'." in str(conflict)
