@@ -45,6 +45,7 @@ UNKNOWN_EXPERIMENT = "987654321"
 UNKNOWN_RUN = "0" * 32
 UNKNOWN_LOGGED_MODEL = "m-" + "0" * 32
 UNKNOWN_TRACE = "tr-" + "0" * 32
+UNKNOWN_DATASET = "d-" + "0" * 32
 PLAIN_START_TIMEOUT = 120.0
 REQUEST_TIMEOUT = 60.0
 
@@ -61,6 +62,12 @@ _AUTH_ARTIFACT_ROOT = (
     "MLflow auth app: proxied artifact writes are authorised by the experiment id at the start of the path; a path "
     "at the artifact root belongs to no experiment and is refused to non-admins (mlflow#13832). Reads and listings "
     "there are allowed and match the plain server."
+)
+
+_AUTH_UNSCOPED_DATASETS = (
+    "MLflow auth app: evaluation datasets are authorised by their experiments, so creating or searching them "
+    "without experiment_ids is refused (a plain MLflow serves both); hokusai.mlflow_auth turns its bare 403 into a "
+    "400 that says what to add."
 )
 
 # Step id -> why the gateway answers differently from a plain MLflow. The test fails on any difference not listed
@@ -87,6 +94,16 @@ KNOWN_DIFFERENCES: dict[str, str] = {
         "empty list, so answers are no oracle for which trace ids exist (validate_can_batch_get_traces)."
     ),
     "artifact-put-root": _AUTH_ARTIFACT_ROOT,
+    "dataset-create-no-experiment": _AUTH_UNSCOPED_DATASETS,
+    "dataset-search-no-experiment": _AUTH_UNSCOPED_DATASETS,
+    "dataset-create-unknown-experiment": (
+        "Plain MLflow links the new dataset to an experiment that does not exist; the auth app needs UPDATE on it "
+        "and refuses, reported as the 404 'No Experiment with id=... exists' (hokusai.mlflow_auth)."
+    ),
+    "dataset-delete-unknown": (
+        "Plain MLflow answers deleting an unknown dataset with 200; the auth app must resolve the dataset's "
+        "experiments to authorise the delete and refuses, reported as MLflow's own 404 (hokusai.mlflow_auth)."
+    ),
     "artifact-get-root": "Follows from artifact-put-root: the file was never written, so reading it is a 404.",
 }
 
@@ -834,6 +851,34 @@ def build_steps() -> list[Step]:
             observe=lambda j: j.get("traces_deleted"),
         ),
         Step("trace-delete-no-criteria", "POST", api3 + "/traces/delete-traces", json={"experiment_id": "{exp}"}),
+        # evaluation datasets
+        Step(
+            "dataset-create",
+            "POST",
+            api3 + "/datasets/create",
+            json={"name": "{p}-ds", "experiment_ids": ["{exp}"]},
+            capture=lambda j: {"ds": j["dataset"]["dataset_id"]},
+            observe=lambda j: (j["dataset"]["name"], j["dataset"]["experiment_ids"]),
+        ),
+        Step("dataset-create-no-experiment", "POST", api3 + "/datasets/create", json={"name": "{p}-ds-x"}),
+        Step(
+            "dataset-create-unknown-experiment",
+            "POST",
+            api3 + "/datasets/create",
+            json={"name": "{p}-ds-y", "experiment_ids": [UNKNOWN_EXPERIMENT]},
+        ),
+        Step("dataset-get", "GET", api3 + "/datasets/{ds}", observe=lambda j: j["dataset"]["name"]),
+        Step("dataset-get-unknown", "GET", api3 + "/datasets/" + UNKNOWN_DATASET),
+        Step(
+            "dataset-search",
+            "POST",
+            api3 + "/datasets/search",
+            json={"experiment_ids": ["{exp}"]},
+            observe=lambda j: _names(j.get("datasets")),
+        ),
+        Step("dataset-search-no-experiment", "POST", api3 + "/datasets/search", json={}),
+        Step("dataset-delete", "DELETE", api3 + "/datasets/{ds}"),
+        Step("dataset-delete-unknown", "DELETE", api3 + "/datasets/" + UNKNOWN_DATASET),
         # GraphQL (the web UI's read path)
         Step(
             "graphql-get-experiment",

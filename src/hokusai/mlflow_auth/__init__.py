@@ -7,9 +7,10 @@ JSON shape the MLflow client understands. The shared secret is read once from th
 `HOKUSAI_ASSERTION_SECRET_FILE`, set by the Hokusai server when it starts MLflow.
 
 Importing the package also adjusts four things in MLflow's auth app, one module each: refusals of missing resources
-become MLflow's own 404 (`not_found`), the auth store's per-request reads are cached (`store_cache`), and so is the
-experiment each run belongs to (`run_cache`); and the caller is an MLflow admin only when their key is an admin key
-(`admin_claim`). All replace MLflow internals by name: recheck them when the MLflow pin changes.
+become MLflow's own 404 and unscoped dataset calls a 400 saying what is missing (`refusals`), the auth store's
+per-request reads are cached (`store_cache`), and so is the experiment each run belongs to (`run_cache`); and the
+caller is an MLflow admin only when their key is an admin key (`admin_claim`). All replace MLflow internals by
+name: recheck them when the MLflow pin changes.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from flask import Response, g, request
 from werkzeug.datastructures import Authorization
 
 from hokusai.mlflow_auth.admin_claim import asserted_identity, install_admin_claim
-from hokusai.mlflow_auth.not_found import install_not_found_answers
+from hokusai.mlflow_auth.refusals import install_clearer_refusals
 from hokusai.mlflow_auth.run_cache import install_run_cache
 from hokusai.mlflow_auth.store_cache import STORE_CACHE_ENV, install_store_cache
 from hokusai.server.assertion import verify_assertion
@@ -83,7 +84,7 @@ def _install_into_mlflow() -> None:
     mlflow_auth_app = sys.modules.get("mlflow.server.auth")
     if mlflow_auth_app is None:
         return
-    install_not_found_answers(mlflow_auth_app)
+    install_clearer_refusals(mlflow_auth_app)
     # The caches are for the MLflow the Hokusai server embeds, which names the counter its workers share.
     generation_file = os.environ.get(STORE_CACHE_ENV)
     if generation_file:

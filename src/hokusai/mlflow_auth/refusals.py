@@ -1,14 +1,16 @@
-"""404 (or 405) instead of MLflow's 403 for what does not exist; part of `hokusai.mlflow_auth`.
+"""Clearer answers than MLflow's 403 where a refusal is not about permission; part of `hokusai.mlflow_auth`.
 
 MLflow's auth app refuses (403 "Permission denied") a request that names an experiment, run, registered model,
-logged model or trace that does not exist: with no grant on a missing resource only the default permission
-applies, and missing runs, logged models and traces are denied on purpose so that answers are no oracle for which
-ids exist. It also fails closed (403) on a path or method no route serves. A plain MLflow answers all of these
-with 404 (or 405), and so should we: "permission denied" for a mistyped run id sends users after the wrong fault.
+logged model, trace or evaluation dataset that does not exist: with no grant on a missing resource only the default
+permission applies, and missing runs, logged models, traces and datasets are denied on purpose so that answers are
+no oracle for which ids exist. It also fails closed (403) on a path or method no route serves. A plain MLflow
+answers all of these with 404 (or 405), and so should we: "permission denied" for a mistyped run id sends users
+after the wrong fault. Likewise it refuses to create or search evaluation datasets without an experiment id, since
+it authorises datasets by their experiments; a plain MLflow serves both, so the caller is told what to add (400).
 
-The answer changes only when MLflow has already decided to refuse, and only from a refusal to a not-found: nothing
-is ever allowed that MLflow denies. Existence is revealed only when every user may read everything anyway
-(`default_permission` READ or higher, Hokusai's setting); with NO_PERMISSIONS MLflow's answer stands.
+The answer changes only when MLflow has already decided to refuse, and only from a refusal to another refusal:
+nothing is ever allowed that MLflow denies. Existence is revealed only when every user may read everything anyway
+(`default_permission` READ or higher, Hokusai's setting); with NO_PERMISSIONS MLflow's 404-worthy 403 stands.
 MLflow builds every such refusal with `make_forbidden_response()`, looked up by name at call time, so wrapping
 that module attribute covers every call site without a per-request cost.
 """
@@ -25,6 +27,7 @@ from flask import Response, request
 from werkzeug.exceptions import HTTPException
 
 _LOGGED_MODEL_ID = re.compile(r"/mlflow/logged-models/(m-[0-9a-f]+)")
+_EXPERIMENT_SCOPED_DATASET_CALLS = ("/mlflow/datasets/create", "/mlflow/datasets/search")
 
 logger = logging.getLogger(__name__)
 
@@ -44,9 +47,9 @@ def _resource_lookups(params: dict[str, Any]) -> list[Callable[[], object]]:
     from mlflow.server.handlers import _get_model_registry_store, _get_tracking_store
 
     tracking = _get_tracking_store()
-    lookups: list[Callable[[], object]] = []
-    if isinstance(params.get("experiment_id"), str) and params["experiment_id"]:
-        lookups.append(functools.partial(tracking.get_experiment, params["experiment_id"]))
+    lookups: list[Callable[[], object]] = [
+        functools.partial(tracking.get_experiment, experiment_id) for experiment_id in _experiment_ids(params)
+    ]
     if ("/registered-models/" in request.path or "/model-versions/" in request.path) and params.get("name"):
         lookups.append(functools.partial(_get_model_registry_store().get_registered_model, str(params["name"])))
     run_id = params.get("run_id") or params.get("run_uuid")
@@ -58,10 +61,32 @@ def _resource_lookups(params: dict[str, Any]) -> list[Callable[[], object]]:
     trace_id = params.get("trace_id") or params.get("request_id")
     if "/traces/" in request.path and isinstance(trace_id, str) and trace_id:
         lookups.append(functools.partial(tracking.get_trace_info, trace_id))
+    if isinstance(params.get("dataset_id"), str) and params["dataset_id"]:
+        lookups.append(functools.partial(tracking.get_dataset, params["dataset_id"]))
     return lookups
 
 
-def _not_found_instead() -> Response | None:
+def _experiment_ids(params: dict[str, Any]) -> list[str]:
+    listed = params.get("experiment_ids")
+    ids = [params.get("experiment_id")] + (listed if isinstance(listed, list) else [])
+    return [experiment_id for experiment_id in ids if isinstance(experiment_id, str) and experiment_id]
+
+
+def _unscoped_dataset_call(params: dict[str, Any]) -> Response | None:
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+    if not request.path.endswith(_EXPERIMENT_SCOPED_DATASET_CALLS) or _experiment_ids(params):
+        return None
+    exc = MlflowException(
+        "Evaluation datasets are authorised by their experiments: name at least one in `experiment_ids` "
+        "(in a JSON body with Content-Type: application/json, or as query parameters).",
+        INVALID_PARAMETER_VALUE,
+    )
+    return Response(exc.serialize_as_json(), status=exc.get_http_status_code(), mimetype="application/json")
+
+
+def _clearer_refusal() -> Response | None:
     from mlflow.exceptions import MlflowException
     from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
     from mlflow.server import auth as mlflow_auth_app
@@ -70,9 +95,13 @@ def _not_found_instead() -> Response | None:
     routing = request.routing_exception
     if isinstance(routing, HTTPException):
         return routing.get_response()  # no such route or method: MLflow's own 404 / 405 page, as without auth
+    params = _request_params()
+    unscoped = _unscoped_dataset_call(params)
+    if unscoped is not None:
+        return unscoped
     if not get_permission(mlflow_auth_app.auth_config.default_permission).can_read:
         return None
-    for lookup in _resource_lookups(_request_params()):
+    for lookup in _resource_lookups(params):
         try:
             lookup()
         except MlflowException as exc:
@@ -82,16 +111,16 @@ def _not_found_instead() -> Response | None:
     return None
 
 
-def install_not_found_answers(mlflow_auth_app: Any) -> None:
+def install_clearer_refusals(mlflow_auth_app: Any) -> None:
     original = mlflow_auth_app.make_forbidden_response
     if getattr(original, "_hokusai_wrapped", False):
         return
 
     def make_forbidden_response() -> Response:
         try:
-            replacement = _not_found_instead()
+            replacement = _clearer_refusal()
         except Exception:  # never let the courtesy check break a refusal
-            logger.exception("checking whether a refused request names a missing resource failed")
+            logger.exception("looking for a clearer answer to a refused request failed")
             replacement = None
         return replacement if replacement is not None else original()
 
