@@ -46,6 +46,7 @@ UNKNOWN_RUN = "0" * 32
 UNKNOWN_LOGGED_MODEL = "m-" + "0" * 32
 UNKNOWN_TRACE = "tr-" + "0" * 32
 UNKNOWN_DATASET = "d-" + "0" * 32
+FORM = "application/x-www-form-urlencoded"
 PLAIN_START_TIMEOUT = 120.0
 REQUEST_TIMEOUT = 60.0
 
@@ -53,6 +54,11 @@ _AUTH_RUN_PARAM = (
     "MLflow auth app: its permission check reads the run id before the handler does and, finding neither run_id "
     "nor run_uuid, names 'run_uuid' in the 400 (mlflow/server/auth/__init__.py::_get_request_param); same status "
     "and error_code, different parameter name in the message."
+)
+_AUTH_FORM_BODY = (
+    "MLflow auth app: its permission check reads the experiment id from the body before the handler checks the "
+    "Content-Type, finds no JSON, and names the parameter in its 400; the plain server's 400 names the Content-Type "
+    "instead. Same status and error_code."
 )
 _DEFAULT_EXPERIMENT = (
     "Experiment 0 (or none) is replaced by the caller's private 'Default (<owner>)' experiment: a non-admin may not "
@@ -80,6 +86,8 @@ KNOWN_DIFFERENCES: dict[str, str] = {
     "logged-model-create-default-experiment": _DEFAULT_EXPERIMENT,
     "run-get-missing-param": _AUTH_RUN_PARAM,
     "run-log-inputs-missing-run": _AUTH_RUN_PARAM,
+    "exp-set-tag-form-body": _AUTH_FORM_BODY,
+    "run-create-form-body": _AUTH_FORM_BODY,
     "exp-get-by-name-unknown": (
         "MLflow auth app: its permission check looks the experiment up by name first and raises its own 404, "
         "whose message does not quote the name (_get_permission_from_experiment_name); same status and code."
@@ -125,6 +133,7 @@ class Step:
     params: dict[str, Any] | None = None
     json: Any = None
     content: bytes | None = None
+    content_type: str | None = None  # instead of application/json (PUT bodies: instead of none)
     capture: Callable[[Any], dict[str, str]] | None = None
     observe: Callable[[Any], Any] | None = None
 
@@ -191,6 +200,8 @@ def build_steps() -> list[Step]:
         Step("exp-create-missing-name", "POST", api + "/experiments/create", json={}),
         Step("exp-create-malformed-json", "POST", api + "/experiments/create", content=b'{"name": '),
         Step("exp-create-array-body", "POST", api + "/experiments/create", json=[1, 2]),
+        # what `curl -d` sends when no Content-Type is given
+        Step("exp-create-form-body", "POST", api + "/experiments/create", json={"name": "{p}-form"}, content_type=FORM),
         Step(
             "exp-create-second",
             "POST",
@@ -235,6 +246,13 @@ def build_steps() -> list[Step]:
             "POST",
             api + "/experiments/set-experiment-tag",
             json={"experiment_id": UNKNOWN_EXPERIMENT, "key": "stage", "value": "dev"},
+        ),
+        Step(
+            "exp-set-tag-form-body",
+            "POST",
+            api + "/experiments/set-experiment-tag",
+            json={"experiment_id": "{exp}", "key": "stage", "value": "dev"},
+            content_type=FORM,
         ),
         Step(
             "exp-set-tag-missing-key",
@@ -314,6 +332,7 @@ def build_steps() -> list[Step]:
             capture=lambda j: {"run0": j["run"]["info"]["run_id"]},
             observe=lambda j: j["run"]["info"]["experiment_id"] == "0",
         ),
+        Step("run-create-form-body", "POST", api + "/runs/create", json={"experiment_id": "{exp}"}, content_type=FORM),
         Step("run-create-no-experiment", "POST", api + "/runs/create", json={"start_time": TS}),
         Step("run-create-unknown-experiment", "POST", api + "/runs/create", json={"experiment_id": UNKNOWN_EXPERIMENT}),
         Step(
@@ -362,6 +381,13 @@ def build_steps() -> list[Step]:
             "POST",
             api + "/runs/log-metric",
             json={"run_id": "{run}", "key": "loss", "value": 0.5, "timestamp": TS, "step": 0},
+        ),
+        Step(
+            "run-log-metric-form-body",
+            "POST",
+            api + "/runs/log-metric",
+            json={"run_id": "{run}", "key": "loss", "value": 0.5, "timestamp": TS, "step": 0},
+            content_type=FORM,
         ),
         Step(
             "run-log-metric-step1",
@@ -988,6 +1014,8 @@ def run_sequence(client: httpx.Client, prefix: str, steps: list[Step]) -> Transc
         elif step.json is not None:
             kwargs["content"] = json.dumps(body).encode()
             kwargs["headers"] = {"Content-Type": "application/json"}
+        if step.content_type is not None:
+            kwargs["headers"] = {"Content-Type": step.content_type}
         response = client.request(step.method, path, **kwargs)
         if response.status_code < 400 and step.capture is not None:
             ctx.update({key: str(value) for key, value in step.capture(response.json()).items()})
