@@ -62,7 +62,7 @@ _AUTH_FORM_BODY = (
 )
 _DEFAULT_EXPERIMENT = (
     "Experiment 0 (or none) is replaced by the caller's private 'Default (<owner>)' experiment: a non-admin may not "
-    "write to MLflow's shared Default experiment, so a bare mlflow.start_run() would otherwise fail."
+    "write to MLflow's shared Default experiment, so a bare mlflow.start_run() or @mlflow.trace would otherwise fail."
 )
 _AUTH_ARTIFACT_ROOT = (
     "MLflow auth app: proxied artifact writes are authorised by the experiment id at the start of the path; a path "
@@ -84,6 +84,8 @@ KNOWN_DIFFERENCES: dict[str, str] = {
     "run-create-default-experiment": _DEFAULT_EXPERIMENT,
     "run-create-no-experiment": _DEFAULT_EXPERIMENT + " (Plain MLflow even fails this one: a 400 from SQLite.)",
     "logged-model-create-default-experiment": _DEFAULT_EXPERIMENT,
+    "trace-start-default-experiment": _DEFAULT_EXPERIMENT,
+    "dataset-create-default-experiment": _DEFAULT_EXPERIMENT,
     "run-get-missing-param": _AUTH_RUN_PARAM,
     "run-log-inputs-missing-run": _AUTH_RUN_PARAM,
     "exp-set-tag-form-body": _AUTH_FORM_BODY,
@@ -808,6 +810,13 @@ def build_steps() -> list[Step]:
             api3 + "/traces/{trace}",
             observe=lambda j: j["trace"]["trace_info"]["tags"].get("suite"),
         ),
+        Step(
+            "trace-start-default-experiment",
+            "POST",
+            api3 + "/traces",
+            json=_trace_info("{trace0}", "0"),
+            observe=lambda j: j["trace"]["trace_info"]["trace_location"]["mlflow_experiment"]["experiment_id"] == "0",
+        ),
         Step("trace-get-unknown", "GET", api3 + "/traces/" + UNKNOWN_TRACE),
         Step(
             "trace-search",
@@ -887,6 +896,13 @@ def build_steps() -> list[Step]:
             observe=lambda j: (j["dataset"]["name"], j["dataset"]["experiment_ids"]),
         ),
         Step("dataset-create-no-experiment", "POST", api3 + "/datasets/create", json={"name": "{p}-ds-x"}),
+        Step(
+            "dataset-create-default-experiment",
+            "POST",
+            api3 + "/datasets/create",
+            json={"name": "{p}-ds-0", "experiment_ids": ["0"]},
+            observe=lambda j: j["dataset"]["experiment_ids"] == ["0"],
+        ),
         Step(
             "dataset-create-unknown-experiment",
             "POST",
@@ -996,7 +1012,7 @@ class Transcript:
 
 
 def run_sequence(client: httpx.Client, prefix: str, steps: list[Step]) -> Transcript:
-    transcript = Transcript(ctx={"p": prefix, "trace": "tr-" + uuid.uuid4().hex})
+    transcript = Transcript(ctx={"p": prefix, "trace": "tr-" + uuid.uuid4().hex, "trace0": "tr-" + uuid.uuid4().hex})
     ctx = transcript.ctx
     for step in steps:
         try:

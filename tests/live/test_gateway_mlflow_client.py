@@ -83,7 +83,8 @@ FULL_WORKFLOW = textwrap.dedent(
     """
 )
 
-BARE_RUN = textwrap.dedent(
+# No experiment set anywhere: every call below names MLflow's Default experiment (0).
+BARE_CLIENT = textwrap.dedent(
     """
     import json
     import mlflow
@@ -91,11 +92,26 @@ BARE_RUN = textwrap.dedent(
     with mlflow.start_run() as run:
         mlflow.log_metric("m", 1.0)
     experiment = mlflow.get_experiment(run.info.experiment_id)
+
+    @mlflow.trace(name="bare-span")
+    def traced(x):
+        return x + 1
+
+    traced(1)
+    mlflow.flush_trace_async_logging()
+    trace = mlflow.get_trace(mlflow.get_last_active_trace_id())
+    dataset = mlflow.genai.datasets.create_dataset(name="bare-dataset-" + run.info.run_id)
     print("SUMMARY " + json.dumps({
         "run_id": run.info.run_id,
         "user_id": run.info.user_id,
         "experiment_id": run.info.experiment_id,
         "experiment_name": experiment.name,
+        "trace_id": trace.info.trace_id,
+        "trace_experiment_id": trace.info.experiment_id,
+        "trace_span_names": [span.name for span in trace.data.spans],
+        "dataset_experiment_ids": dataset.experiment_ids,
+        "searched_run_ids": [r.info.run_id for r in mlflow.search_runs(output_format="list")],
+        "searched_trace_ids": [t.info.trace_id for t in mlflow.search_traces(return_type="list")],
     }), flush=True)
     """
 )
@@ -138,15 +154,23 @@ def test_full_workflow_with_the_stock_client(platform: LivePlatform, credential:
     assert experiment.json()["experiment"]["name"] == f"{stem}-exp"
 
 
-def test_bare_start_run_lands_in_the_owners_default_experiment(platform: LivePlatform) -> None:
+def test_a_bare_client_works_in_the_owners_default_experiment(platform: LivePlatform) -> None:
     owner = platform.unique_owner("fresh-")
     key = platform.create_key(owner, "read,write")
-    summary = _summary(platform.run_python(BARE_RUN, platform.mlflow_env(key), timeout=CLIENT_TIMEOUT))
+    summary = _summary(platform.run_python(BARE_CLIENT, platform.mlflow_env(key), timeout=CLIENT_TIMEOUT))
     assert summary["user_id"] == owner
     assert summary["experiment_id"] != "0"
     assert summary["experiment_name"] == f"Default ({owner})"
+    # A bare trace and evaluation dataset follow the run; bare searches (of experiment 0) find what was made.
+    assert summary["trace_experiment_id"] == summary["experiment_id"]
+    assert summary["trace_span_names"] == ["bare-span"]
+    assert summary["dataset_experiment_ids"] == [summary["experiment_id"]]
+    # (Experiment 0 itself may hold runs an admin made, so membership is what is checked.)
+    assert summary["run_id"] in summary["searched_run_ids"]
+    assert summary["trace_id"] in summary["searched_trace_ids"]
 
-    intruder = platform.create_key(platform.unique_owner("intruder-"), "read,write")
+    intruder_owner = platform.unique_owner("intruder-")
+    intruder = platform.create_key(intruder_owner, "read,write")
     with platform.client(intruder) as client:
         _assert_refused_by_mlflow(
             client.post(API + "/runs/create", json={"experiment_id": summary["experiment_id"], "start_time": 1})
@@ -157,10 +181,20 @@ def test_bare_start_run_lands_in_the_owners_default_experiment(platform: LivePla
                 json={"run_id": summary["run_id"], "key": "m", "value": 2.0, "timestamp": 1},
             )
         )
-        # Their own bare run goes to their own default experiment, never the first user's.
+        refused = client.post(
+            API + "/runs/log-metric", json={"run_id": summary["run_id"], "key": "m", "value": 3.0, "timestamp": 1}
+        )
+        # Their own bare run goes to their own default experiment, never the first user's, and their search of
+        # experiment 0 shows only their own.
         own = client.post(API + "/runs/create", json={"experiment_id": "0", "start_time": 1})
+        searched = client.post(API + "/runs/search", json={"experiment_ids": ["0"]})
     assert own.status_code == 200, own.text
     assert own.json()["run"]["info"]["experiment_id"] not in ("0", summary["experiment_id"])
+    searched_ids = [run["info"]["run_id"] for run in searched.json()["runs"]]
+    assert own.json()["run"]["info"]["run_id"] in searched_ids
+    assert summary["run_id"] not in searched_ids
+    # MLflow's bare refusal is explained: who was refused, and what to do.
+    assert refused.json()["message"].startswith(f"Permission denied: MLflow refused this to user '{intruder_owner}'.")
 
 
 def test_request_without_a_key_is_refused(platform: LivePlatform) -> None:

@@ -7,7 +7,7 @@ import json
 import logging
 import sys
 from collections.abc import AsyncIterator, Awaitable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
 from starlette.background import BackgroundTask
@@ -15,6 +15,14 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from hokusai.server.default_experiment import (
+    CREATION_CALLS,
+    DEFAULT_EXPERIMENT_ID,
+    OTLP_EXPERIMENT_HEADER,
+    OTLP_TRACES,
+    RUN_CREATE,
+    SEARCH_CALLS,
+)
 from hokusai.server.errors import (
     INTERNAL_ERROR_MESSAGE,
     LAYER_MLFLOW,
@@ -24,7 +32,7 @@ from hokusai.server.errors import (
     mlflow_unavailable,
 )
 from hokusai.server.keys import Principal
-from hokusai.server.paths import Access, PathRejected, route_path
+from hokusai.server.paths import Access, PathRejected, RoutedPath, route_path
 from hokusai.server.read_batching import ReadBatching
 
 if TYPE_CHECKING:
@@ -68,8 +76,6 @@ _VIA = (b"via", b"1.1 hokusai")
 _REWRITTEN_BODY_LIMIT = 1024 * 1024
 _ERROR_BODY_LIMIT = 64 * 1024
 _BUFFERED_BODY_LIMIT = 64 * 1024
-_RUN_CREATE = ("/api/2.0/mlflow/runs/create", "/ajax-api/2.0/mlflow/runs/create")
-_LOGGED_MODEL_CREATE = ("/api/2.0/mlflow/logged-models", "/ajax-api/2.0/mlflow/logged-models")
 # uvicorn's h11 limit only applies while a head is incomplete, so a 64 KB header arriving in one read was relayed
 # to MLflow. The stock client sends ~10 small headers; a browser on the UI, cookies included, stays far below these.
 MAX_REQUEST_HEADERS = 100
@@ -129,7 +135,7 @@ class MlflowGateway:
             principal = await self._state.authenticate(request)
             await self._state.require_scope(request, principal, routed.access.value)
         body = await self._request_body(request, routed.decoded, principal)
-        return await self._forward(request, routed.raw, principal, body)
+        return await self._forward(request, routed, principal, body)
 
     async def _request_body(
         self, request: Request, path: str, principal: Principal | None
@@ -138,8 +144,11 @@ class MlflowGateway:
         has_body = "content-length" in headers or "transfer-encoding" in headers
         if not has_body:
             return None
-        if principal is not None and request.method == "POST" and path in _RUN_CREATE + _LOGGED_MODEL_CREATE:
-            return await self._rewrite_create(request, path, principal)
+        if principal is not None and request.method == "POST":
+            if path in CREATION_CALLS:
+                return await self._rewrite_create(request, path, principal)
+            if path in SEARCH_CALLS and not principal.is_admin:
+                return await self._widen_search(request, path, principal)
         if _declared_length(request) <= _BUFFERED_BODY_LIMIT:
             # Small bodies (most MLflow calls) are read whole and sent with the head in one write, which costs
             # aiohttp less than a streamed payload; anything larger or chunked streams through untouched.
@@ -150,34 +159,63 @@ class MlflowGateway:
         """Stamp the authenticated owner on new runs, and send the Default experiment to the owner's own one.
 
         MLflow trusts whatever `user_id` a client claims; and a non-admin may not write to experiment 0, so a
-        bare `mlflow.start_run()` would fail. Both are fixed here, on the two creation calls only.
+        bare `mlflow.start_run()` or `@mlflow.trace` would fail (see `default_experiment`). A body that needs
+        neither change goes out byte for byte.
         """
         body = await _read_limited(request, _REWRITTEN_BODY_LIMIT)
-        try:
-            payload = json.loads(body) if body else {}
-        except ValueError:
-            return body  # MLflow answers malformed JSON itself, exactly as it would without the gateway
-        if not isinstance(payload, dict):
+        payload = _json_object(body) if body else {}
+        if payload is None:
             return body
-        if path in _RUN_CREATE:
+        changed = False
+        if path in RUN_CREATE:
             payload["user_id"] = principal.owner
-        if not principal.is_admin and str(payload.get("experiment_id", "0")) == "0":
+            changed = True
+        field = CREATION_CALLS[path]
+        if not principal.is_admin and field.names_default(payload):
             experiment_id = await self._state.upstream.default_experiment_id(principal)
             if experiment_id is not None:
-                payload["experiment_id"] = experiment_id
+                field.point_at(payload, experiment_id)
+                changed = True
+        return json.dumps(payload).encode() if changed else body
+
+    async def _widen_search(self, request: Request, path: str, principal: Principal) -> bytes:
+        """A search of experiment 0 also covers the owner's default experiment, where their bare calls went."""
+        body = await _read_limited(request, _REWRITTEN_BODY_LIMIT)
+        payload = _json_object(body)
+        scope = SEARCH_CALLS[path]
+        if payload is None or not scope.names_default(payload):
+            return body
+        experiment_id = await self._state.upstream.existing_default_experiment_id(principal)
+        if experiment_id is None:
+            return body
+        scope.widen(payload, experiment_id)
         return json.dumps(payload).encode()
 
+    async def _otlp_to_default_experiment(
+        self, headers: list[tuple[str, str]], principal: Principal
+    ) -> list[tuple[str, str]]:
+        """Spans exported to experiment 0 go to the owner's default experiment, like the trace they belong to."""
+        named = [value.strip() for name, value in headers if name == OTLP_EXPERIMENT_HEADER]
+        if named != [DEFAULT_EXPERIMENT_ID]:
+            return headers
+        experiment_id = await self._state.upstream.default_experiment_id(principal)
+        if experiment_id is None:
+            return headers
+        return [(name, experiment_id if name == OTLP_EXPERIMENT_HEADER else value) for name, value in headers]
+
     async def _forward(
-        self, request: Request, raw_path: str, principal: Principal | None, body: bytes | StreamedBody | None
+        self, request: Request, routed: RoutedPath, principal: Principal | None, body: bytes | StreamedBody | None
     ) -> ASGIApp:
         upstream = self._state.upstream
         if principal is not None:
             await upstream.ensure_account(principal)
         headers = _upstream_headers(request, upstream.headers_for(principal) if principal else {})
+        if routed.decoded == OTLP_TRACES and principal is not None and not principal.is_admin:
+            headers = await self._otlp_to_default_experiment(headers, principal)
         if isinstance(body, bytes):
             headers = [(k, v) for k, v in headers if k not in ("content-length", "transfer-encoding")]
             headers.append(("content-length", str(len(body))))
-        url = upstream.url_for(raw_path, request.scope.get("query_string", b""))
+        url = upstream.url_for(routed.raw, request.scope.get("query_string", b""))
         try:
             sending = upstream.session.request(request.method, url, headers=headers, data=body, allow_redirects=False)
             if isinstance(body, StreamedBody):
@@ -191,7 +229,16 @@ class MlflowGateway:
         except aiohttp.ClientError as exc:
             # Connection refused or dropped: MLflow is down or restarting; the supervisor brings it back.
             raise mlflow_unavailable() from exc
-        return await _relay(response, request.method)
+        return await _relay(response, request.method, principal)
+
+
+def _json_object(body: bytes) -> dict[str, Any] | None:
+    """The body as a JSON object; None when it is not one, and MLflow answers it exactly as without the gateway."""
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return None
+    return payload if isinstance(payload, dict) else None
 
 
 def _check_header_size(headers: list[tuple[bytes, bytes]]) -> None:
@@ -323,9 +370,9 @@ class _Buffered:
         await send({"type": "http.response.body", "body": self.body})
 
 
-async def _relay(response: aiohttp.ClientResponse, method: str) -> ASGIApp:
+async def _relay(response: aiohttp.ClientResponse, method: str, principal: Principal | None) -> ASGIApp:
     if response.status >= 400 and method != "HEAD":
-        return await _relay_error(response)
+        return await _relay_error(response, principal)
     length = response.content_length
     if method == "HEAD" or response.status in (204, 304) or (length is not None and length <= _BUFFERED_BODY_LIMIT):
         # Most MLflow answers are small JSON with a Content-Length. Reading them whole (bounded by the limit) and
@@ -366,8 +413,23 @@ async def _relay_body(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
         response.release()
 
 
-async def _relay_error(response: aiohttp.ClientResponse) -> Response:
-    """MLflow's errors, unchanged but marked `layer: mlflow`; plain-text ones wrapped in the JSON envelope."""
+_MLFLOW_REFUSAL = "Permission denied"
+
+
+def _refusal_explained(owner: str) -> str:
+    return (
+        f"{_MLFLOW_REFUSAL}: MLflow refused this to user '{owner}'. Experiments, runs, models and traces belong to "
+        "the user who created them, and others may not change them; ask the owner or an admin for access, or work "
+        "in an experiment of your own."
+    )
+
+
+async def _relay_error(response: aiohttp.ClientResponse, principal: Principal | None) -> Response:
+    """MLflow's errors, unchanged but marked `layer: mlflow`; plain-text ones wrapped in the JSON envelope.
+
+    MLflow's auth app refuses with a bare "Permission denied" that names neither the user nor a way out; the stock
+    client shows only that. The wrapped message says which user MLflow refused and what to do.
+    """
     try:
         body = await response.read()
     finally:
@@ -387,6 +449,8 @@ async def _relay_error(response: aiohttp.ClientResponse) -> Response:
         payload.setdefault("layer", LAYER_MLFLOW)
     elif len(body) <= _ERROR_BODY_LIMIT:
         text = body.decode("utf-8", errors="replace").strip()
+        if response.status == 403 and text == _MLFLOW_REFUSAL and principal is not None:
+            text = _refusal_explained(principal.owner)
         payload = {
             "error_code": error_code_for_status(response.status),
             "message": text or "MLflow refused.",

@@ -211,6 +211,11 @@ class Upstream:
         await run_in_threadpool(self._save_account, account)
         return experiment_id
 
+    async def existing_default_experiment_id(self, principal: Principal) -> str | None:
+        """The owner's default experiment if one was made already: a read never creates it."""
+        account = await self.ensure_account(principal)
+        return None if account is None else account.default_experiment_id
+
     async def _create_default_experiment(self, principal: Principal) -> str:
         headers = self.headers_for(principal)
         for attempt in range(5):

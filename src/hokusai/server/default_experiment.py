@@ -1,0 +1,124 @@
+"""Calls aimed at MLflow's Default experiment (0), and where in each call that experiment is named.
+
+A client with no experiment set names experiment 0, which belongs to MLflow's admin: a non-admin may not create runs,
+logged models, traces, evaluation datasets or scorers there, so a bare `mlflow.start_run()` or `@mlflow.trace`
+would fail with 403. The gateway points each such creation at the caller's private `Default (<owner>)` experiment
+(`Upstream.default_experiment_id`), and widens a client's search of experiment 0 to that experiment too, so a bare
+`mlflow.search_runs()` or `mlflow.search_traces()` finds what the bare calls made. This module only knows the calls
+and their fields.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+DEFAULT_EXPERIMENT_ID = "0"
+OTLP_TRACES = "/v1/traces"
+# Spans exported over OTLP name their experiment in a header; the body is protobuf and is never touched.
+OTLP_EXPERIMENT_HEADER = "x-mlflow-experiment-id"
+
+
+def _routes(path: str) -> tuple[str, str]:
+    """The REST path and the web UI's `ajax-api` twin."""
+    return "/api" + path, "/ajax-api" + path
+
+
+@dataclass(frozen=True)
+class ExperimentField:
+    """Where a JSON body names its experiment: a path of keys to an id, or to a list of ids when `many`."""
+
+    keys: tuple[str, ...]
+    many: bool = False
+    absent_means_default: bool = False
+
+    def names_default(self, payload: dict[str, Any]) -> bool:
+        container = self._container(payload)
+        if container is None:
+            return False
+        if self.keys[-1] not in container:
+            return self.absent_means_default
+        value = container[self.keys[-1]]
+        if self.many:
+            return isinstance(value, list) and any(_is_default(item) for item in value)
+        return _is_default(value)
+
+    def point_at(self, payload: dict[str, Any], experiment_id: str) -> None:
+        """Replace experiment 0 by `experiment_id`; call only when `names_default` is true."""
+        container = self._container(payload)
+        assert container is not None
+        value = container.get(self.keys[-1], DEFAULT_EXPERIMENT_ID)
+        if self.many:
+            container[self.keys[-1]] = [experiment_id if _is_default(item) else item for item in value]
+        else:
+            container[self.keys[-1]] = experiment_id
+
+    def _container(self, payload: dict[str, Any]) -> dict[str, Any] | None:
+        container: Any = payload
+        for key in self.keys[:-1]:
+            container = container.get(key)
+            if not isinstance(container, dict):
+                return None
+        return container
+
+
+def _is_default(value: object) -> bool:
+    return isinstance(value, str | int) and not isinstance(value, bool) and str(value) == DEFAULT_EXPERIMENT_ID
+
+
+RUN_CREATE = _routes("/2.0/mlflow/runs/create")
+_EXPERIMENT_ID = ExperimentField(("experiment_id",))
+# MLflow's own client always names an experiment; a run or logged model sent without one is treated as experiment 0.
+_EXPERIMENT_ID_OR_ABSENT = ExperimentField(("experiment_id",), absent_means_default=True)
+CREATION_CALLS: dict[str, ExperimentField] = {
+    **dict.fromkeys(RUN_CREATE, _EXPERIMENT_ID_OR_ABSENT),
+    **dict.fromkeys(_routes("/2.0/mlflow/logged-models"), _EXPERIMENT_ID_OR_ABSENT),
+    **dict.fromkeys(_routes("/2.0/mlflow/traces"), _EXPERIMENT_ID),
+    **dict.fromkeys(
+        _routes("/3.0/mlflow/traces"),
+        ExperimentField(("trace", "trace_info", "trace_location", "mlflow_experiment", "experiment_id")),
+    ),
+    **dict.fromkeys(_routes("/3.0/mlflow/datasets/create"), ExperimentField(("experiment_ids",), many=True)),
+    **dict.fromkeys(_routes("/3.0/mlflow/scorers/register"), _EXPERIMENT_ID),
+}
+
+
+@dataclass(frozen=True)
+class SearchScope:
+    """Where a search names its experiments: a list of ids, or (traces) a list of locations."""
+
+    key: str
+    locations: bool = False
+
+    def names_default(self, payload: dict[str, Any]) -> bool:
+        return any(_is_default(item) for item in self._ids(payload))
+
+    def widen(self, payload: dict[str, Any], experiment_id: str) -> None:
+        """Add `experiment_id` to what the search covers; experiment 0 stays in it."""
+        if experiment_id in {str(item) for item in self._ids(payload)}:
+            return
+        if self.locations:
+            payload[self.key].append(
+                {"type": "MLFLOW_EXPERIMENT", "mlflow_experiment": {"experiment_id": experiment_id}}
+            )
+        else:
+            payload[self.key].append(experiment_id)
+
+    def _ids(self, payload: dict[str, Any]) -> list[object]:
+        items = payload.get(self.key)
+        if not isinstance(items, list):
+            return []
+        if not self.locations:
+            return items
+        experiments = [item.get("mlflow_experiment") for item in items if isinstance(item, dict)]
+        return [experiment.get("experiment_id") for experiment in experiments if isinstance(experiment, dict)]
+
+
+# Only the client's REST paths: the web UI lists the caller's default experiment by itself, and a view of
+# experiment 0 showing another experiment's runs would mislead.
+SEARCH_CALLS: dict[str, SearchScope] = {
+    "/api/2.0/mlflow/runs/search": SearchScope("experiment_ids"),
+    "/api/2.0/mlflow/logged-models/search": SearchScope("experiment_ids"),
+    "/api/3.0/mlflow/traces/search": SearchScope("locations", locations=True),
+    "/api/3.0/mlflow/datasets/search": SearchScope("experiment_ids"),
+}
