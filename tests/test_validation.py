@@ -9,8 +9,11 @@ import pytest
 from hokusai.errors import HokusaiValidationError
 from hokusai.validation import (
     RESERVED_TAGS,
+    TAG_BASELINE,
+    TAG_METRIC,
     baseline_mismatch,
     normalize_token_id,
+    repeat_conflict,
     run_id_from_uri,
     tokenized_tags,
     validate_baseline_value,
@@ -116,3 +119,19 @@ def test_baseline_mismatch_uses_a_tolerance() -> None:
     assert "not the baseline" in str(baseline_mismatch(run_id="r", metrics=metrics, metric_name="accuracy",
                                                        baseline_value=0.94))  # fmt: skip
     assert "has no metric" in str(baseline_mismatch(run_id="r", metrics={}, metric_name="f1", baseline_value=0.5))
+
+
+def test_a_repeat_is_idempotent_only_with_the_stored_metric_and_baseline() -> None:
+    stored = {TAG_METRIC: "accuracy", TAG_BASELINE: repr(0.91)}
+    same = repeat_conflict(version_label="v1", registered=stored, metric_name="accuracy", baseline_value=0.91)
+    assert same is None
+    other = repeat_conflict(
+        version_label="Model 'm' version 1", registered=stored, metric_name="loss", baseline_value=0.2
+    )
+    assert other is not None
+    assert other.startswith(
+        "Model 'm' version 1 is already registered for this token from this source, with metric "
+        "'accuracy' and baseline 0.91; this request gives 'loss' and 0.2."
+    )
+    unreadable = {TAG_METRIC: "accuracy", TAG_BASELINE: "n/a"}
+    assert repeat_conflict(version_label="v", registered=unreadable, metric_name="accuracy", baseline_value=0.91)

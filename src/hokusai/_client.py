@@ -24,6 +24,7 @@ from hokusai.errors import (
     HokusaiPermissionError,
     HokusaiRateLimitError,
 )
+from hokusai.validation import REGISTRATION_CONFLICT
 
 if TYPE_CHECKING:
     from httpx._client import UseClientDefault
@@ -288,7 +289,12 @@ def _hint(status: int, error_code: str, layer: str, message: str, retry_after: f
         return "the request body stopped arriving at the API (a stalled network or client): send it again"
     if status == 409:
         if error_code == TOKEN_ALREADY_CLAIMED:
-            return "the message names the model holding the token: register new versions there, or use another token"
+            return (
+                "another model holds the token (named in the message): use another token id, or register under "
+                "that model if it is yours"
+            )
+        if error_code == REGISTRATION_CONFLICT:
+            return "repeat the original metric and baseline, or register a new version from a new run"
         return "the resource changed or already exists; reload it and retry"
     if status == 429:
         return f"wait {retry_after:g} s and retry" if retry_after is not None else "slow down and retry later"

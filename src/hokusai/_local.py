@@ -20,6 +20,7 @@ from hokusai._paths import local_store_dir
 from hokusai.errors import HokusaiValidationError
 from hokusai.models import BaselineEntry, RegistrationRequest, TokenizedModel
 from hokusai.validation import (
+    REGISTRATION_CONFLICT,
     TAG_BASELINE,
     TAG_IS_BASELINE,
     TAG_METADATA,
@@ -27,6 +28,7 @@ from hokusai.validation import (
     TAG_MODEL_TYPE,
     TAG_RUN_ID,
     TAG_TOKEN_ID,
+    repeat_conflict,
     run_id_from_uri,
     tokenized_tags,
 )
@@ -78,6 +80,14 @@ class LocalRegistry:
         # A claim whose version creation then fails only blocks other models; the same model can retry.
         existing = self._find_version(request)
         if existing is not None:
+            conflict = repeat_conflict(
+                version_label=f"Model '{request.model_name}' version {existing.version}",
+                registered=existing.tags,
+                metric_name=request.metric_name,
+                baseline_value=request.baseline_value,
+            )
+            if conflict is not None:
+                raise api_error(conflict, status=409, error_code=REGISTRATION_CONFLICT, layer=LAYER_LOCAL)
             return _tokenized(existing, created=False, warnings=notes)
         warnings = self._run_warnings(request, run_id)
         tags = tokenized_tags(

@@ -114,12 +114,14 @@ class ModelRegistry:
     ) -> TokenizedModel:
         """Register ``model_uri`` as a version of ``model_name``, tied to ``token_id`` and a benchmark baseline.
 
-        Input is checked locally first with the server's own rules. Registering the same token, model and source
-        again returns the existing version (``created`` is ``False``). A token belongs to one model only.
+        Input is checked locally first with the server's own rules. Registering the same token, model, source,
+        metric and baseline again returns the existing version (``created`` is ``False``). A token belongs to one
+        model only.
 
         Raises:
             HokusaiValidationError: an argument breaks a rule (``field`` names it).
-            HokusaiConflictError: the token is claimed by another model (the message names it).
+            HokusaiConflictError: the token is claimed by another model (the message names it), or the same token,
+                model and source were registered before with another metric or baseline (``REGISTRATION_CONFLICT``).
             HokusaiAuthError, HokusaiPermissionError, HokusaiConnectionError, HokusaiAPIError: see their docs.
         """
         request = RegistrationRequest.build(
@@ -280,7 +282,8 @@ def _naming_token(token_id: str) -> Iterator[None]:
             error_code=exc.error_code,
             layer=exc.layer,
             request_id=exc.request_id,
-            hint=f"token {token_id} belongs to the model named above: register new versions there, or use another",
+            hint=f"token {token_id} is held by the model named above: use another token id, or register under "
+            "that model if it is yours",
         ) from exc
 
 

@@ -208,6 +208,32 @@ def baseline_mismatch(
     return f"metric '{metric_name}' of run '{run_id}' is {value!r}, not the baseline {baseline_value!r}"
 
 
+REGISTRATION_CONFLICT = "REGISTRATION_CONFLICT"
+
+
+def repeat_conflict(
+    *, version_label: str, registered: Mapping[str, str], metric_name: str, baseline_value: float
+) -> str | None:
+    """Why a repeated registration (same model, token and source) cannot just return the version made before.
+
+    A repeat is idempotent only when it asks for what is stored: a version's metric and baseline never change, so a
+    different one is refused rather than dropped without a word. `None` when the repeat matches.
+    """
+    stored_metric, stored_baseline = registered.get(TAG_METRIC), registered.get(TAG_BASELINE)
+    try:
+        same_baseline = stored_baseline is not None and float(stored_baseline) == baseline_value
+    except ValueError:
+        same_baseline = False
+    if stored_metric == metric_name and same_baseline:
+        return None
+    return (
+        f"{version_label} is already registered for this token from this source, with metric '{stored_metric}' and "
+        f"baseline {stored_baseline}; this request gives '{metric_name}' and {baseline_value!r}. A registered "
+        "version's metric and baseline never change: repeat the original values, or register a new version from a "
+        "new run."
+    )
+
+
 def tokenized_tags(*, token_id: str, metric_name: str, baseline_value: float, run_id: str | None) -> dict[str, str]:
     """The reserved tags that make a model version a tokenized model."""
     tags = {

@@ -178,6 +178,21 @@ def test_repeated_claim_is_idempotent(as_alice: httpx.Client, run: LoggedRun) ->
     assert (other_source.status_code, other_source.json()["version"]) == (201, "2")
 
 
+def test_a_repeat_asking_for_another_metric_or_baseline_is_refused(as_alice: httpx.Client, run: LoggedRun) -> None:
+    request = body(run)
+    first = as_alice.post(TOKENIZED, json=request)
+    assert first.status_code == 201, first.text
+
+    for change in ({"baseline_value": 0.2}, {"metric_name": "loss"}):
+        refused = as_alice.post(TOKENIZED, json={**request, **change, "strict": False})
+        assert refused.status_code == 409, refused.text
+        assert (refused.json()["error_code"], refused.json()["layer"]) == ("REGISTRATION_CONFLICT", "hokusai-api")
+        assert f"with metric 'accuracy' and baseline {ACCURACY!r}" in refused.json()["message"]
+    # What was registered stays as it was.
+    stored = as_alice.get(f"{TOKENIZED}/{request['model_name']}/versions/{first.json()['version']}")
+    assert (stored.json()["metric_name"], stored.json()["baseline_value"]) == ("accuracy", ACCURACY)
+
+
 def test_conflict_names_the_model_and_never_the_owner(
     as_alice: httpx.Client, as_bob: httpx.Client, alice: User, run: LoggedRun
 ) -> None:

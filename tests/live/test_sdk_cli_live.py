@@ -198,8 +198,8 @@ def test_models_register_refusals_are_one_line_with_the_fix(
     assert re.fullmatch(
         rf"Conflict: 409 TOKEN_ALREADY_CLAIMED from hokusai-api {REQUEST_ID}: Token '{claimed}' is already claimed "
         rf"by model '{holder_model}'\. A token belongs to one model: choose another token id, or ask an admin to "
-        rf"transfer this one\. \(HINT: token {claimed} belongs to the model named above: register new versions "
-        r"there, or use another\)",
+        rf"transfer this one\. \(HINT: token {claimed} is held by the model named above: use another token id, or "
+        r"register under that model if it is yours\)",
         _error_lines(conflict.stderr)[0],
     ), conflict.stderr
     assert _error_lines(conflict.stderr)[1:] == [DEBUG_HINT]

@@ -343,8 +343,8 @@ def test_a_claimed_token_is_a_409_naming_the_token_and_its_model(
         assert str(error) == (
             f"409 TOKEN_ALREADY_CLAIMED from hokusai-api (Request ID: {error.request_id}): Token '{claimed}' is "
             f"already claimed by model '{model_name}'. A token belongs to one model: choose another token id, or ask "
-            f"an admin to transfer this one. (HINT: token {claimed} belongs to the model named above: register new "
-            "versions there, or use another)"
+            f"an admin to transfer this one. (HINT: token {claimed} is held by the model named above: use another "
+            "token id, or register under that model if it is yours)"
         )
     assert token_holder(platform, claimed)["model_name"] == model_name
 

@@ -65,13 +65,27 @@ def test_the_same_registration_again_is_idempotent(registry: ModelRegistry) -> N
     assert _register(registry, model_uri="s3://bucket/churn-v2").version == "2"
 
 
+def test_a_repeat_with_another_baseline_is_refused_not_dropped(registry: ModelRegistry) -> None:
+    first = _register(registry)
+    with pytest.raises(HokusaiConflictError) as caught:
+        _register(registry, baseline_value=first.baseline_value + 0.1)
+    assert caught.value.error_code == "REGISTRATION_CONFLICT"
+    assert f"with metric '{first.metric_name}' and baseline {first.baseline_value!r}" in str(caught.value)
+    assert "(HINT: repeat the original metric and baseline, or register a new version from a new run)" in str(
+        caught.value
+    )
+    stored = registry.local.client.get_model_version("churn", "1")
+    assert stored.tags[TAG_BASELINE] == repr(first.baseline_value)
+
+
 def test_a_token_belongs_to_one_model(registry: ModelRegistry) -> None:
     _register(registry)
     with pytest.raises(HokusaiConflictError) as caught:
         _register(registry, model_name="other")
     assert str(caught.value) == (
         "409 TOKEN_ALREADY_CLAIMED from local: Token CHURN is already claimed by model 'churn'. "
-        "(HINT: token CHURN belongs to the model named above: register new versions there, or use another)"
+        "(HINT: token CHURN is held by the model named above: use another token id, or register under that model "
+        "if it is yours)"
     )
 
 

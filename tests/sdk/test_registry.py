@@ -142,7 +142,8 @@ def test_a_claimed_token_names_the_token_and_the_model() -> None:
         _register(_registry(api))
     assert str(caught.value) == (
         "409 TOKEN_ALREADY_CLAIMED from hokusai-api: Token CHURN is already claimed by model 'other'. "
-        "(HINT: token CHURN belongs to the model named above: register new versions there, or use another)"
+        "(HINT: token CHURN is held by the model named above: use another token id, or register under that model "
+        "if it is yours)"
     )
 
 

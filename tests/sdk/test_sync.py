@@ -80,7 +80,7 @@ def test_other_failures_keep_the_server_message() -> None:
     (result,) = sync_outbox(_registry(api))
     assert result.status == "failed"
     assert result.reason is not None and "Token CHURN is already claimed by model 'x'." in result.reason
-    assert "token CHURN belongs to the model named above" in result.reason
+    assert "token CHURN is held by the model named above" in result.reason
     assert len(read_entries()) == 1
 
 

@@ -43,6 +43,7 @@ from hokusai.server.models import Token, utcnow
 from hokusai.server.schemas import BaselineInfo, TokenizedModelInfo, TokenizedModelList
 from hokusai.server.upstream import Upstream, UpstreamError
 from hokusai.validation import (
+    REGISTRATION_CONFLICT,
     TAG_BASELINE,
     TAG_IS_BASELINE,
     TAG_METADATA,
@@ -54,6 +55,7 @@ from hokusai.validation import (
     TAG_VALUE_MAX_LENGTH,
     baseline_mismatch,
     normalize_token_id,
+    repeat_conflict,
     run_id_from_uri,
     tokenized_tags,
     validate_baseline_value,
@@ -628,6 +630,15 @@ async def _existing_or_new_version(
         token_id=registration.token_id,
         source=source.uri,
     )
+    if existing is not None:
+        conflict = repeat_conflict(
+            version_label=f"Model '{registration.model_name}' version {existing.get('version')}",
+            registered=version_tags(existing),
+            metric_name=registration.metric_name,
+            baseline_value=registration.baseline_value,
+        )
+        if conflict is not None:
+            raise ApiError(409, conflict, error_code=REGISTRATION_CONFLICT)
     version = existing
     if version is None:
         await ensure_registered_model(upstream=upstream, principal=principal, model_name=registration.model_name)

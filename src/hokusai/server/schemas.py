@@ -89,7 +89,10 @@ _ERROR_DESCRIPTIONS = {
     401: "Missing, unknown, expired or revoked API key",
     403: "The key lacks a scope, or MLflow's permissions refuse the resource (`layer: mlflow`)",
     404: "No such token, model, version or run",
-    409: "The token is already claimed by another model (`TOKEN_ALREADY_CLAIMED`)",
+    409: (
+        "The token is already claimed by another model (`TOKEN_ALREADY_CLAIMED`), or the same registration was made "
+        "before with another metric or baseline (`REGISTRATION_CONFLICT`)"
+    ),
     429: "MLflow is rate limiting requests",
     502: "MLflow answered with an unexpected error",
     503: "MLflow is unreachable; retry after `Retry-After` seconds",

@@ -44,7 +44,11 @@ OwnerQuery = Annotated[str | None, Query(description="Tokens held by this accoun
 async def create_tokenized_model(
     body: TokenizedModelCreate, request: Request, response: Response, state: StateDep, principal: WriterDep
 ) -> TokenizedModelInfo:
-    """Claim the token and register a model version for it; a repeat answers 200 with the existing version."""
+    """Claim the token and register a model version for it.
+
+    A repeat (same model, token, source, metric and baseline) answers 200 with the existing version; the same model,
+    token and source with another metric or baseline is a 409 `REGISTRATION_CONFLICT`.
+    """
     registration = Registration.build(
         model_uri=body.model_uri,
         mlflow_run_id=body.mlflow_run_id,
