@@ -326,10 +326,23 @@ def _check_mlflow(client: HokusaiClient, plan: _Plan, status: dict[str, Any]) ->
             else "no credentials"
         )
         status["problems"].append(
-            _problem(f"MLflow at {config.tracking_uri} refused {sent}: {exc.user_message}", str(exc.hint))
+            _problem(f"MLflow at {config.tracking_uri} refused {sent}: {exc.user_message}", _mlflow_fix(plan, exc))
         )
         return
     status["mlflow_accepted"] = True
+
+
+def _mlflow_fix(plan: _Plan, exc: HokusaiError) -> str:
+    """What to change when MLflow refuses its credential.
+
+    The API has just accepted the key, so when MLflow was sent something else (a credential set for MLflow alone,
+    which MLflow prefers to the key) that setting is the one to fix, not the key.
+    """
+    key = plan.api_key.value if plan.api_key else None
+    source = plan.credential.source
+    if isinstance(exc, HokusaiAuthError) and source and plan.credential.secret != key:
+        return f"MLflow sends the credential from {source}, not your Hokusai key: put the key there, or remove it"
+    return str(exc.hint)
 
 
 def _problem(problem: str, fix: str) -> dict[str, str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import time
+from pathlib import Path
 
 import httpx
 
@@ -72,10 +73,39 @@ def test_revoke_and_rotate_through_the_cli(platform: LivePlatform) -> None:
 
 def test_remote_without_a_key_or_with_a_user_key_fails_clearly(platform: LivePlatform) -> None:
     no_key = _hokusai(platform, "keys", "list")
-    assert no_key.returncode == 1 and "HOKUSAI_API_KEY" in no_key.stderr
+    assert no_key.returncode == 1 and "No Hokusai API key provided" in no_key.stderr
+    assert "run `hokusai login`, set HOKUSAI_API_KEY" in no_key.stderr
     user = platform.create_key(platform.unique_owner("cli-user"), "read")
     refused = _hokusai(platform, "keys", "create", "--owner", "someone-else", key=user)
-    assert refused.returncode == 1 and "Error 403" in refused.stderr
+    assert refused.returncode == 1
+    assert refused.stderr.startswith("Permission denied: 403 PERMISSION_DENIED from hokusai-api (Request ID: req_")
+
+
+def test_a_user_lists_their_own_keys_and_only_admins_list_everyones(platform: LivePlatform) -> None:
+    owner = platform.unique_owner("cli-own")
+    key = platform.create_key(owner, "read")
+    other = platform.create_key(platform.unique_owner("cli-other"), "read")
+    own = _hokusai(platform, "keys", "list", key=key)
+    assert own.returncode == 0, own.stderr
+    assert key[:12] in own.stdout and other[:12] not in own.stdout
+    everyone = _hokusai(platform, "keys", "list", "--all", key=key)
+    assert everyone.returncode == 1 and "Only admin keys may list other accounts' keys." in everyone.stderr
+    admin = _hokusai(platform, "keys", "list", "--all", key=platform.admin_key)
+    assert admin.returncode == 0 and key[:12] in admin.stdout and other[:12] in admin.stdout
+
+
+def test_remote_commands_use_the_key_saved_by_login(platform: LivePlatform, tmp_path: Path) -> None:
+    owner = platform.unique_owner("cli-login")
+    key = platform.create_key(owner, "read")
+    env = base_env(platform.data_dir, HOKUSAI_HOME=str(tmp_path), COLUMNS="200")
+    login = subprocess.run(
+        hokusai_command("login", "--key", key, "--api-url", platform.url),
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert login.returncode == 0, login.stderr
+    listed = subprocess.run(hokusai_command("keys", "list"), env=env, capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0, listed.stderr
+    assert owner in listed.stdout and key[:12] in listed.stdout
 
 
 def test_bad_scopes_are_a_usage_error(platform: LivePlatform) -> None:

@@ -76,7 +76,8 @@ def test_login_validates_the_key_and_saves_it_owner_only(platform: LivePlatform,
     assert re.fullmatch(
         rf"Authentication failed: 401 UNAUTHENTICATED from hokusai-api {REQUEST_ID}: This API key is not known to "
         r"this server\. Check HOKUSAI_API_KEY / MLFLOW_TRACKING_TOKEN\. "
-        r"\(HINT: check HOKUSAI_API_KEY or run `hokusai login`\)",
+        rf"\(HINT: nothing was saved; check that the key was copied whole and that {re.escape(platform.url)} is the "
+        r"server that issued it\)",
         first,
     ), first
     assert hint == DEBUG_HINT

@@ -108,7 +108,8 @@ def test_a_rejected_key_is_not_saved(api: FakeAPI) -> None:
     assert outcome.exit_code == 1
     assert outcome.stderr == (
         "Authentication failed: 401 UNAUTHENTICATED from hokusai-api (Request ID: r-1): Unknown API key. "
-        "(HINT: check HOKUSAI_API_KEY or run `hokusai login`)\n" + DEBUG_HINT + "\n"
+        "(HINT: nothing was saved; check that the key was copied whole and that http://api.test is the server "
+        "that issued it)\n" + DEBUG_HINT + "\n"
     )
     assert read_credentials()["api_key"] == "hk_live_previous"
 

@@ -221,9 +221,21 @@ def test_status_reports_mlflow_refusing_the_users_own_credential(monkeypatch: py
         {
             "problem": "MLflow at http://api.test/api/mlflow refused bearer credentials from MLFLOW_TRACKING_TOKEN: "
             "Unknown key.",
-            "fix": "check HOKUSAI_API_KEY or run `hokusai login`",
+            "fix": "MLflow sends the credential from MLFLOW_TRACKING_TOKEN, not your Hokusai key: put the key there, "
+            "or remove it",
         }
     ]
+
+
+def test_a_stale_basic_password_is_named_as_the_thing_to_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "me")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "hk_live_revoked")
+    api = FakeAPI(httpx.Response(200, json=WHOAMI), error(401, "UNAUTHENTICATED", "Key revoked.", layer="mlflow"))
+    status = get_mlflow_auth_status(api_key=KEY, api_url=API, transport=api.transport)
+    assert status["problems"][0]["fix"] == (
+        "MLflow sends the credential from MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD, not your Hokusai key: "
+        "put the key there, or remove it"
+    )
 
 
 def test_status_flags_a_tracking_uri_elsewhere_and_pending_outbox(monkeypatch: pytest.MonkeyPatch) -> None:

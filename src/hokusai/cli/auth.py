@@ -20,7 +20,7 @@ from hokusai._credentials import (
 from hokusai._paths import credentials_path
 from hokusai.cli._output import console, key_value_table
 from hokusai.config import get_mlflow_auth_status
-from hokusai.errors import HokusaiConfigurationError
+from hokusai.errors import HokusaiAuthError, HokusaiConfigurationError
 
 __all__ = ["auth_app", "register"]
 
@@ -52,7 +52,18 @@ def login(
     url = resolve_api_url(api_url)
     # Validate before saving, so a typo never replaces a working key.
     with HokusaiClient(secret, api_url=url) as client:
-        identity = json_body(client.request("GET", WHOAMI_PATH))
+        try:
+            identity = json_body(client.request("GET", WHOAMI_PATH))
+        except HokusaiAuthError as exc:
+            raise HokusaiAuthError(
+                exc.user_message,
+                status=exc.status,
+                error_code=exc.error_code,
+                layer=exc.layer,
+                request_id=exc.request_id,
+                hint=f"nothing was saved; check that the key was copied whole and that {url} is the server that "
+                "issued it",
+            ) from exc
     write_credentials(api_key=secret, api_url=url)
     out = console()
     out.print(

@@ -1,4 +1,4 @@
-"""`hokusai keys`: manage API keys through a running server (admin key) or `--offline` against its database."""
+"""`hokusai keys`: manage API keys through a running server (with your key) or `--offline` against its database."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Annotated, Any
 
-import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -18,38 +17,27 @@ err_console = Console(stderr=True)
 
 OfflineOption = Annotated[
     bool,
-    typer.Option("--offline", help="Write the database directly (HOKUSAI_DATA_DIR / HOKUSAI_DATABASE_URL)."),
+    typer.Option(
+        "--offline", help="Use the server's database directly, no API (HOKUSAI_DATA_DIR / HOKUSAI_DATABASE_URL)."
+    ),
 ]
 ApiUrlOption = Annotated[
-    str | None, typer.Option(help="API address (default HOKUSAI_API_URL or http://localhost:8000).")
+    str | None,
+    typer.Option(help="API address (default HOKUSAI_API_URL, then the one saved by `hokusai login`, then localhost)."),
 ]
 
 
-class _Remote:
-    """The key routes of a running server, called with the admin key in HOKUSAI_API_KEY."""
+def _remote(method: str, path: str, api_url: str | None, **kwargs: Any) -> dict[str, Any]:
+    """Call the key routes of a running server with your key (the SDK's: argument, HOKUSAI_API_KEY, `login`).
 
-    def __init__(self, api_url: str | None) -> None:
-        key = os.environ.get("HOKUSAI_API_KEY", "").strip()
-        if not key:
-            err_console.print("No HOKUSAI_API_KEY set. Export an admin key, or use --offline on the server machine.")
-            raise typer.Exit(1)
-        base = (api_url or os.environ.get("HOKUSAI_API_URL") or "http://localhost:8000").rstrip("/")
-        self._client = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=30.0)
+    Errors are the SDK's, so the CLI prints them like every other command: status, code, layer, request id, hint.
+    """
+    from hokusai._client import HokusaiClient, json_body
+    from hokusai._credentials import require_api_key, resolve_api_url
 
-    def call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        try:
-            response = self._client.request(method, "/api/v1/keys" + path, **kwargs)
-        except httpx.HTTPError as exc:
-            err_console.print(f"Cannot reach the Hokusai API at {self._client.base_url}: {exc.__class__.__name__}")
-            raise typer.Exit(1) from exc
-        if response.status_code >= 400:
-            try:
-                message = response.json().get("message", response.text)
-            except ValueError:
-                message = response.text
-            err_console.print(f"Error {response.status_code}: {message}")
-            raise typer.Exit(1)
-        return response.json()
+    key = require_api_key().value
+    with HokusaiClient(key, api_url=resolve_api_url(api_url)) as client:
+        return dict(json_body(client.request(method, "/api/v1/keys" + path, **kwargs)))
 
 
 @contextmanager
@@ -129,23 +117,28 @@ def create_key(
             row = {**_offline_row(issued.record), "key": issued.secret}
     else:
         body = {"name": name, "owner": owner, "scopes": scopes.split(","), "expires_in_days": expires_in_days}
-        row = _Remote(api_url).call("POST", "", json=body)
+        row = _remote("POST", "", api_url, json=body)
     _print_created(row, quiet)
 
 
 @keys_app.command("list")
 def list_keys(
-    owner: Annotated[str | None, typer.Option(help="Only this owner's keys.")] = None,
+    owner: Annotated[str | None, typer.Option(help="Only this owner's keys (admins; default: your own).")] = None,
+    every: Annotated[bool, typer.Option("--all", help="Every account's keys (admins, or --offline).")] = False,
     offline: OfflineOption = False,
     api_url: ApiUrlOption = None,
 ) -> None:
     """List keys (never the keys themselves: only their prefixes)."""
+    if owner is not None and every:
+        err_console.print("Error: --owner and --all are alternatives; pass one.")
+        raise typer.Exit(2)
     if offline:
+        # The database has no "you": without --owner, offline lists every key.
         with _offline_store() as store:
             rows = [_offline_row(record) for record in store.list(owner=owner)]
     else:
-        params = {"owner": owner} if owner else {"all": "true"}
-        rows = _Remote(api_url).call("GET", "", params=params)["keys"]
+        params = {"owner": owner} if owner else ({"all": "true"} if every else {})
+        rows = _remote("GET", "", api_url, params=params)["keys"]
     _print_keys(rows)
 
 
@@ -158,7 +151,7 @@ def revoke_key(key_id: str, offline: OfflineOption = False, api_url: ApiUrlOptio
                 err_console.print(f"No key with id {key_id}.")
                 raise typer.Exit(1)
     else:
-        _Remote(api_url).call("DELETE", f"/{key_id}")
+        _remote("DELETE", f"/{key_id}", api_url)
     console.print(f"Revoked {key_id}.")
 
 
@@ -178,7 +171,7 @@ def rotate_key(
                 raise typer.Exit(1)
             row = {**_offline_row(issued.record), "key": issued.secret}
     else:
-        row = _Remote(api_url).call("POST", f"/{key_id}/rotate")
+        row = _remote("POST", f"/{key_id}/rotate", api_url)
     _print_created(row, quiet)
 
 
