@@ -178,6 +178,20 @@ def test_repeated_claim_is_idempotent(as_alice: httpx.Client, run: LoggedRun) ->
     assert (other_source.status_code, other_source.json()["version"]) == (201, "2")
 
 
+def test_a_source_mlflow_refuses_leaves_no_model_and_no_claim_behind(as_alice: httpx.Client, run: LoggedRun) -> None:
+    request = {k: v for k, v in body(run).items() if k != "mlflow_run_id"} | {"model_uri": "foo://bar"}
+    refused = as_alice.post(TOKENIZED, json=request)
+    assert "Invalid model version source: 'foo://bar'" in assert_error(
+        refused, 400, "INVALID_PARAMETER_VALUE", "mlflow"
+    )
+
+    left = as_alice.get("/api/mlflow/api/2.0/mlflow/registered-models/get", params={"name": request["model_name"]})
+    assert left.status_code == 404, left.text
+    # The token is free again, and the same model name takes a good source at once.
+    retried = as_alice.post(TOKENIZED, json=body(run, model_name=request["model_name"], token_id=request["token_id"]))
+    assert (retried.status_code, retried.json()["version"]) == (201, "1"), retried.text
+
+
 def test_a_repeat_asking_for_another_metric_or_baseline_is_refused(as_alice: httpx.Client, run: LoggedRun) -> None:
     request = body(run)
     first = as_alice.post(TOKENIZED, json=request)

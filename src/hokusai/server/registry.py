@@ -76,6 +76,7 @@ RUNS_GET = "/api/2.0/mlflow/runs/get"
 ARTIFACTS_LIST = "/api/2.0/mlflow/artifacts/list"
 LOGGED_MODELS_SEARCH = "/api/2.0/mlflow/logged-models/search"
 REGISTERED_MODELS_CREATE = "/api/2.0/mlflow/registered-models/create"
+REGISTERED_MODELS_DELETE = "/api/2.0/mlflow/registered-models/delete"
 MODEL_VERSIONS_CREATE = "/api/2.0/mlflow/model-versions/create"
 MODEL_VERSIONS_GET = "/api/2.0/mlflow/model-versions/get"
 MODEL_VERSIONS_SEARCH = "/api/2.0/mlflow/model-versions/search"
@@ -96,6 +97,8 @@ _VERSION_NUMBER = re.compile(r"[1-9][0-9]{0,17}")
 # (the SDK does, with the same Idempotency-Key) then finds the first request's version instead of adding a twin.
 # The server is one process; the locks vanish with the last request holding them.
 _version_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+# One lock per registered model while it may be created and get its version (see create_model_version).
+_model_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 VERSION_PATTERN = f"^(?:{_VERSION_NUMBER.pattern}|{LATEST})$"
 
 
@@ -240,14 +243,59 @@ def metric_warnings(*, run: RunFacts, metric_name: str, baseline_value: float, s
     return [problem]
 
 
-async def ensure_registered_model(*, upstream: Upstream, principal: Principal, model_name: str) -> None:
-    """Create the registered model as the caller (who becomes MANAGE on it); an existing one is fine."""
+async def ensure_registered_model(*, upstream: Upstream, principal: Principal, model_name: str) -> bool:
+    """Create the registered model as the caller (who becomes MANAGE on it); an existing one is fine.
+
+    Returns whether it was created by this call.
+    """
     response = await send_as(upstream, principal, "POST", REGISTERED_MODELS_CREATE, body={"name": model_name})
     if response.status_code == 200:
-        return
+        return True
     if response.status_code == 400 and mlflow_message(response)[0] == "RESOURCE_ALREADY_EXISTS":
-        return
+        return False
     raise mlflow_error(response, f"create registered model '{model_name}'")
+
+
+async def create_model_version(
+    *,
+    upstream: Upstream,
+    principal: Principal,
+    model_name: str,
+    source: Source,
+    tags: Mapping[str, str],
+    description: str | None,
+) -> dict[str, Any]:
+    """Create the registered model if needed, then the version.
+
+    When MLflow refuses the version (a source it does not accept, say), a registered model created for it here is
+    deleted again, so a failed registration leaves no empty model behind. The per-model lock keeps another
+    registration in this process from adding a version to that model in between.
+    """
+    async with _lock(_model_locks, model_name):
+        created_model = await ensure_registered_model(upstream=upstream, principal=principal, model_name=model_name)
+        try:
+            return await create_version(
+                upstream=upstream,
+                principal=principal,
+                model_name=model_name,
+                source=source,
+                tags=tags,
+                description=description,
+            )
+        except ApiError:
+            if created_model:
+                await _delete_empty_model(upstream=upstream, principal=principal, model_name=model_name)
+            raise
+
+
+async def _delete_empty_model(*, upstream: Upstream, principal: Principal, model_name: str) -> None:
+    try:
+        response = await send_as(upstream, principal, "DELETE", REGISTERED_MODELS_DELETE, body={"name": model_name})
+    except ApiError:
+        response = None
+    if response is None or response.status_code != 200:
+        # The registration's own error is what the caller needs; the leftover is only logged.
+        logger.warning("could not delete the empty registered model %r after a refused version", model_name)
 
 
 async def create_version(
@@ -565,7 +613,7 @@ async def register_tokenized_model(
     claim = await _claim_audited(database=database, audit=audit, caller=caller, registration=registration)
     registered = False
     try:
-        async with _version_lock(registration.token_id):
+        async with _lock(_version_locks, registration.token_id):
             info = await _existing_or_new_version(
                 upstream=upstream, principal=principal, registration=registration, source=source, warnings=warnings
             )
@@ -579,10 +627,10 @@ async def register_tokenized_model(
     return info
 
 
-def _version_lock(token_id: str) -> asyncio.Lock:
-    lock = _version_locks.get(token_id)
+def _lock(locks: weakref.WeakValueDictionary[str, asyncio.Lock], name: str) -> asyncio.Lock:
+    lock = locks.get(name)
     if lock is None:
-        lock = _version_locks[token_id] = asyncio.Lock()
+        lock = locks[name] = asyncio.Lock()
     return lock
 
 
@@ -641,8 +689,7 @@ async def _existing_or_new_version(
             raise ApiError(409, conflict, error_code=REGISTRATION_CONFLICT)
     version = existing
     if version is None:
-        await ensure_registered_model(upstream=upstream, principal=principal, model_name=registration.model_name)
-        version = await create_version(
+        version = await create_model_version(
             upstream=upstream,
             principal=principal,
             model_name=registration.model_name,
@@ -679,8 +726,7 @@ async def register_baseline(
     tags = {TAG_IS_BASELINE: "true", TAG_MODEL_TYPE: model_type, TAG_RUN_ID: run_id, **metrics_tags(run.metrics)}
     if metadata_json is not None:
         tags[TAG_METADATA] = metadata_json
-    await ensure_registered_model(upstream=upstream, principal=principal, model_name=model_name)
-    version = await create_version(
+    version = await create_model_version(
         upstream=upstream, principal=principal, model_name=model_name, source=source, tags=tags, description=None
     )
     number = str(version.get("version", ""))
