@@ -49,6 +49,18 @@ def test_list_shows_prefixes_never_keys(platform: LivePlatform) -> None:
     assert owner in result.stdout and key not in result.stdout and key[:8] in result.stdout
 
 
+def test_key_ids_stay_whole_in_a_narrow_terminal(platform: LivePlatform) -> None:
+    owner = platform.unique_owner("cli-narrow")
+    key_id = str(_whoami(platform, platform.create_key(owner, "read"))["key_id"])
+    env = base_env(platform.data_dir, COLUMNS="80")
+    result = subprocess.run(
+        hokusai_command("keys", "list", "--offline", "--owner", owner),
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert key_id in result.stdout, result.stdout
+
+
 def test_revoke_and_rotate_through_the_cli(platform: LivePlatform) -> None:
     owner = platform.unique_owner("cli-rot")
     key = platform.create_key(owner, "read,write")

@@ -67,8 +67,10 @@ def _key_status(row: dict[str, Any]) -> str:
 
 def _print_keys(rows: Sequence[dict[str, Any]]) -> None:
     table = Table()
-    for column in ("id", "owner", "name", "scopes", "prefix", "status", "created", "expires", "last used"):
-        # Folding, never truncating: an id cut short in a narrow terminal cannot be pasted into `revoke`.
+    # The id is what `revoke` and `rotate` take: kept on one line, so it can be copied in a narrow terminal. The rest
+    # folds, never truncates.
+    table.add_column("id", no_wrap=True, min_width=max((len(row["id"]) for row in rows), default=2))
+    for column in ("owner", "name", "scopes", "prefix", "status", "created", "expires", "last used"):
         table.add_column(column, overflow="fold")
     for row in rows:
         dates = (str(row[field] or "-")[:10] for field in ("created_at", "expires_at", "last_used_at"))
