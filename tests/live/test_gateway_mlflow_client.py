@@ -11,6 +11,7 @@ import subprocess
 import textwrap
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -195,6 +196,27 @@ def test_a_bare_client_works_in_the_owners_default_experiment(platform: LivePlat
     assert summary["run_id"] not in searched_ids
     # MLflow's bare refusal is explained: who was refused, and what to do.
     assert refused.json()["message"].startswith(f"Permission denied: MLflow refused this to user '{intruder_owner}'.")
+
+
+def test_a_users_first_calls_at_once_share_one_default_experiment(platform: LivePlatform) -> None:
+    """A bare trace sends its start and its spans together; both must land in the one default experiment."""
+    owner = platform.unique_owner("burst-")
+    key = platform.create_key(owner, "read,write")
+
+    def create_run(_: int) -> str:
+        with platform.client(key) as client:
+            response = client.post(API + "/runs/create", json={"experiment_id": "0", "start_time": 1})
+        assert response.status_code == 200, response.text
+        return str(response.json()["run"]["info"]["experiment_id"])
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        experiment_ids = set(pool.map(create_run, range(6)))
+    assert len(experiment_ids) == 1
+    with platform.client(key) as client:
+        found = client.post(
+            API + "/experiments/search", json={"filter": f"name LIKE 'Default ({owner})%'", "max_results": 10}
+        )
+    assert [e["experiment_id"] for e in found.json()["experiments"]] == list(experiment_ids)
 
 
 def test_request_without_a_key_is_refused(platform: LivePlatform) -> None:

@@ -121,6 +121,7 @@ class Upstream:
         )
         self._accounts: dict[str, Account] = {}
         self._provision_lock = asyncio.Lock()
+        self._default_experiment_lock = asyncio.Lock()
 
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}(base_url={self.base_url!r}, mode={self.mode!r})"
@@ -206,10 +207,13 @@ class Upstream:
             return None
         if account.default_experiment_id is not None:
             return account.default_experiment_id
-        experiment_id = await self._create_default_experiment(principal)
-        account.default_experiment_id = experiment_id
-        await run_in_threadpool(self._save_account, account)
-        return experiment_id
+        # First calls can come at once (a bare trace sends its start and its spans together): they must share one
+        # experiment, not create one each and scatter the user's work.
+        async with self._default_experiment_lock:
+            if account.default_experiment_id is None:
+                account.default_experiment_id = await self._create_default_experiment(principal)
+                await run_in_threadpool(self._save_account, account)
+        return account.default_experiment_id
 
     async def existing_default_experiment_id(self, principal: Principal) -> str | None:
         """The owner's default experiment if one was made already: a read never creates it."""
