@@ -29,3 +29,14 @@ def test_embedded_mlflow_refuses_requests_without_credentials(platform: LivePlat
     response = httpx.post(platform.mlflow_url + "/api/2.0/mlflow/experiments/search", json={"max_results": 1})
     assert response.status_code == 401
     assert httpx.get(platform.mlflow_url + "/version").status_code == 401
+
+
+def test_a_bare_mount_redirects_to_the_mlflow_ui(platform: LivePlatform) -> None:
+    with platform.client() as client:
+        bare = client.get("/api/mlflow")
+        alias = client.post("/mlflow", params={"x": "1"})
+    assert (bare.status_code, bare.headers["location"]) == (307, "/api/mlflow/")
+    assert (alias.status_code, alias.headers["location"]) == (307, "/mlflow/?x=1")
+    with platform.client(platform.admin_key, follow_redirects=True) as client:
+        ui = client.get("/api/mlflow")
+    assert ui.status_code == 200 and "<html" in ui.text.lower(), ui.text[:200]

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
+from starlette.responses import RedirectResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hokusai import __version__
@@ -53,7 +54,8 @@ class HokusaiApp:
 
     Proxied requests are the hot path; routing them here skips FastAPI's middleware stack and its router (which
     tried every API route before reaching the mount). The prefixes are the ones Starlette's `Mount` matched
-    (`/api/mlflow/...`, `/mlflow/...` on the decoded path); the bare `/api/mlflow` still gets FastAPI's redirect.
+    (`/api/mlflow/...`, `/mlflow/...` on the decoded path). A bare mount (`/api/mlflow`, what a browser is given) is
+    redirected to its trailing slash, where MLflow's web UI answers.
     """
 
     def __init__(self, api: FastAPI, gateway: MlflowGateway) -> None:
@@ -64,6 +66,9 @@ class HokusaiApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].startswith(self._prefixes):
             await self.gateway(scope, receive, send)
+        elif scope["type"] == "http" and scope["path"] in MOUNTS:
+            query = scope["query_string"].decode("latin-1")
+            await RedirectResponse(scope["path"] + "/" + (f"?{query}" if query else ""))(scope, receive, send)
         else:
             await self.api(scope, receive, send)
 
