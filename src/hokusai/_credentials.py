@@ -1,4 +1,4 @@
-"""Contains the lookup of the API key and URL (argument, environment, credentials file) and the file itself."""
+"""Contains the lookup of the API key and URL (argument, `setup()`, environment, credentials file) and the file."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ __all__ = [
     "lookup_api_key",
     "lookup_api_url",
     "read_credentials",
+    "remember_setup",
     "require_api_key",
     "resolve_api_url",
     "write_credentials",
@@ -31,11 +32,13 @@ API_URL_ENV = "HOKUSAI_API_URL"
 DEFAULT_API_URL = "http://localhost:8000"
 _SECTION = "default"
 KEY_PREFIX_LENGTH = 12  # "hk_live_" plus four characters, as the server displays keys
+# What `hokusai.setup()` was given: this process's own choice, so a later `ModelRegistry()` uses it too.
+_configured: dict[str, str] = {}
 
 
 @dataclass(frozen=True)
 class Setting:
-    """A resolved value and where it came from: ``argument``, ``env``, ``file`` or ``default``."""
+    """A resolved value and where it came from: ``argument``, ``setup()``, ``env``, ``file`` or ``default``."""
 
     value: str = field(repr=False)
     source: str
@@ -51,6 +54,19 @@ def _clean(value: str | None) -> str | None:
 def _from_argument(value: str | None) -> Setting | None:
     cleaned = _clean(value)
     return Setting(cleaned, "argument") if cleaned else None
+
+
+def remember_setup(*, api_key: str | None, api_url: str | None) -> None:
+    """Keep what ``hokusai.setup()`` was given for every later lookup in this process."""
+    for name, value in (("api_key", api_key), ("api_url", api_url)):
+        cleaned = _clean(value)
+        if cleaned:
+            _configured[name] = cleaned
+
+
+def _from_setup(name: str) -> Setting | None:
+    value = _configured.get(name)
+    return Setting(value, "setup()") if value else None
 
 
 def _from_env(name: str) -> Setting | None:
@@ -100,12 +116,13 @@ def lookup_api_key(api_key: str | None = None) -> Setting | None:
     """Find the API key, first match wins:
 
     1. the ``api_key`` argument;
-    2. the ``HOKUSAI_API_KEY`` environment variable;
-    3. ``api_key`` in the ``[default]`` section of ``$HOKUSAI_HOME/credentials`` (written by ``hokusai login``).
+    2. the key given to ``hokusai.setup()`` earlier in this process;
+    3. the ``HOKUSAI_API_KEY`` environment variable;
+    4. ``api_key`` in the ``[default]`` section of ``$HOKUSAI_HOME/credentials`` (written by ``hokusai login``).
 
     Empty values count as missing.
     """
-    return _from_argument(api_key) or _from_env(API_KEY_ENV) or _from_file("api_key")
+    return _from_argument(api_key) or _from_setup("api_key") or _from_env(API_KEY_ENV) or _from_file("api_key")
 
 
 def require_api_key(api_key: str | None = None) -> Setting:
@@ -119,8 +136,8 @@ def require_api_key(api_key: str | None = None) -> Setting:
 
 
 def lookup_api_url(api_url: str | None = None) -> Setting:
-    """Find the API URL: the argument, ``HOKUSAI_API_URL``, ``api_url`` in the credentials file, else localhost."""
-    found = _from_argument(api_url) or _from_env(API_URL_ENV) or _from_file("api_url")
+    """Find the API URL: the argument, ``setup()``'s, ``HOKUSAI_API_URL``, the credentials file's, else localhost."""
+    found = _from_argument(api_url) or _from_setup("api_url") or _from_env(API_URL_ENV) or _from_file("api_url")
     found = found or Setting(DEFAULT_API_URL, "default")
     parts = urlsplit(found.value)
     if parts.scheme not in ("http", "https") or not parts.netloc:

@@ -19,7 +19,14 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from hokusai._client import WHOAMI_PATH, BearerAuth, HokusaiClient, json_body
-from hokusai._credentials import Setting, key_prefix, lookup_api_key, lookup_api_url, require_api_key
+from hokusai._credentials import (
+    Setting,
+    key_prefix,
+    lookup_api_key,
+    lookup_api_url,
+    remember_setup,
+    require_api_key,
+)
 from hokusai._flags import Mode, current_mode
 from hokusai._local import local_tracking_uri
 from hokusai._outbox import read_entries
@@ -82,8 +89,13 @@ class _Plan:
 def setup(
     api_key: str | None = None, *, api_url: str | None = None, tracking_uri: str | None = None, validate: bool = False
 ) -> MlflowAuthConfig:
-    """Configure this process for Hokusai; call it once before using MLflow. See :func:`setup_mlflow_auth`."""
-    return setup_mlflow_auth(validate, api_key=api_key, api_url=api_url, tracking_uri=tracking_uri)
+    """Configure this process for Hokusai; call it once before using MLflow. See :func:`setup_mlflow_auth`.
+
+    The key and URL given here are also what a later ``ModelRegistry()`` without arguments uses.
+    """
+    config = setup_mlflow_auth(validate, api_key=api_key, api_url=api_url, tracking_uri=tracking_uri)
+    remember_setup(api_key=api_key, api_url=api_url)
+    return config
 
 
 def setup_mlflow_auth(

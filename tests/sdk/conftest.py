@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from hokusai import _client, config
+from hokusai import _client, _credentials, config
 
 _ENV_PREFIXES = ("HOKUSAI_", "MLFLOW_TRACKING_")
 
@@ -31,6 +31,7 @@ def hokusai_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
     monkeypatch.setenv("HOKUSAI_HOME", str(tmp_path / "hokusai"))
     monkeypatch.setenv("COLUMNS", "200")  # rich tables: no truncated cells in assertions
     monkeypatch.setattr(config, "_OWN_ENV", {})
+    monkeypatch.setattr(_credentials, "_configured", {})
     yield tmp_path / "hokusai"
     # The code under test writes MLflow variables straight into os.environ (that is its job):
     # drop them before monkeypatch restores the originals, so no test sees another's.

@@ -8,7 +8,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from hokusai._credentials import write_credentials
+from hokusai import ModelRegistry
+from hokusai._credentials import lookup_api_key, write_credentials
 from hokusai._outbox import append_entry, new_entry
 from hokusai.config import get_mlflow_auth_status, setup, setup_mlflow_auth
 from hokusai.errors import HokusaiAuthError, HokusaiConfigurationError, HokusaiPermissionError
@@ -17,6 +18,19 @@ from .conftest import KEY, FakeAPI, error
 
 API = "http://api.test"
 WHOAMI = {"owner": "ada", "key_id": "k1", "key_prefix": KEY[:12], "scopes": ["read", "write"], "expires_at": None}
+
+
+def test_a_registry_made_after_setup_uses_its_key_and_url() -> None:
+    setup(api_key=KEY, api_url=API)
+    api = FakeAPI(httpx.Response(200, json=WHOAMI))
+    with ModelRegistry(transport=api.transport) as registry:
+        assert registry.whoami()["owner"] == "ada"
+    assert str(api.requests[0].url) == f"{API}/api/v1/auth/whoami"
+    assert api.requests[0].headers["Authorization"] == f"Bearer {KEY}"
+    # An explicit argument still wins, and the environment comes after what setup() was given.
+    os.environ["HOKUSAI_API_KEY"] = "hk_live_" + "e" * 40
+    assert lookup_api_key().source == "setup()"
+    assert lookup_api_key("hk_live_" + "a" * 40).source == "argument"
 
 
 def _mlflow_file(home: Path, text: str) -> None:
