@@ -219,6 +219,23 @@ def test_a_users_first_calls_at_once_share_one_default_experiment(platform: Live
     assert [e["experiment_id"] for e in found.json()["experiments"]] == list(experiment_ids)
 
 
+def test_webhooks_are_refused_to_users_with_the_reason(platform: LivePlatform) -> None:
+    owner = platform.unique_owner("hook-")
+    key = platform.create_key(owner, "read,write")
+    hook = {
+        "name": "h",
+        "url": "https://example.invalid/hook",
+        "events": [{"entity": "model_version", "action": "created"}],
+    }
+    with platform.client(key) as client:
+        refused = client.post(API + "/webhooks", json=hook)
+    _assert_refused_by_mlflow(refused)
+    assert refused.json()["message"] == (
+        f"Permission denied: MLflow refused this to user '{owner}'. Model-registry webhooks are for MLflow admins: "
+        "use a Hokusai key with the 'admin' scope."
+    )
+
+
 def test_request_without_a_key_is_refused(platform: LivePlatform) -> None:
     with platform.client() as anonymous:
         response = anonymous.post(API + "/experiments/search", json={"max_results": 1})

@@ -40,3 +40,10 @@ def test_a_bare_mount_redirects_to_the_mlflow_ui(platform: LivePlatform) -> None
     with platform.client(platform.admin_key, follow_redirects=True) as client:
         ui = client.get("/api/mlflow")
     assert ui.status_code == 200 and "<html" in ui.text.lower(), ui.text[:200]
+
+
+def test_the_web_ui_is_not_offered_the_refused_ai_gateway(platform: LivePlatform) -> None:
+    with platform.client(platform.admin_key) as client:
+        info = client.get("/api/mlflow/ajax-api/3.0/mlflow/server-info")
+    assert info.status_code == 200, info.text
+    assert info.json()["features_enabled"] == {"gateway": False}

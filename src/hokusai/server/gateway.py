@@ -229,7 +229,7 @@ class MlflowGateway:
         except aiohttp.ClientError as exc:
             # Connection refused or dropped: MLflow is down or restarting; the supervisor brings it back.
             raise mlflow_unavailable() from exc
-        return await _relay(response, request.method, principal)
+        return await _relay(response, request.method, principal, routed.decoded)
 
 
 def _json_object(body: bytes) -> dict[str, Any] | None:
@@ -370,9 +370,9 @@ class _Buffered:
         await send({"type": "http.response.body", "body": self.body})
 
 
-async def _relay(response: aiohttp.ClientResponse, method: str, principal: Principal | None) -> ASGIApp:
+async def _relay(response: aiohttp.ClientResponse, method: str, principal: Principal | None, path: str) -> ASGIApp:
     if response.status >= 400 and method != "HEAD":
-        return await _relay_error(response, principal)
+        return await _relay_error(response, principal, path)
     length = response.content_length
     if method == "HEAD" or response.status in (204, 304) or (length is not None and length <= _BUFFERED_BODY_LIMIT):
         # Most MLflow answers are small JSON with a Content-Length. Reading them whole (bounded by the limit) and
@@ -416,15 +416,18 @@ async def _relay_body(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
 _MLFLOW_REFUSAL = "Permission denied"
 
 
-def _refusal_explained(owner: str) -> str:
+def _refusal_explained(owner: str, path: str) -> str:
+    refused = f"{_MLFLOW_REFUSAL}: MLflow refused this to user '{owner}'."
+    if "/webhooks" in path:
+        # MLflow's auth app lets only its admins manage model-registry webhooks (`sender_is_admin`).
+        return f"{refused} Model-registry webhooks are for MLflow admins: use a Hokusai key with the 'admin' scope."
     return (
-        f"{_MLFLOW_REFUSAL}: MLflow refused this to user '{owner}'. Experiments, runs, models and traces belong to "
-        "the user who created them, and others may not change them; ask the owner or an admin for access, or work "
-        "in an experiment of your own."
+        f"{refused} Experiments, runs, models and traces belong to the user who created them, and others may not "
+        "change them; ask the owner or an admin for access, or work in an experiment of your own."
     )
 
 
-async def _relay_error(response: aiohttp.ClientResponse, principal: Principal | None) -> Response:
+async def _relay_error(response: aiohttp.ClientResponse, principal: Principal | None, path: str) -> Response:
     """MLflow's errors, unchanged but marked `layer: mlflow`; plain-text ones wrapped in the JSON envelope.
 
     MLflow's auth app refuses with a bare "Permission denied" that names neither the user nor a way out; the stock
@@ -450,7 +453,7 @@ async def _relay_error(response: aiohttp.ClientResponse, principal: Principal | 
     elif len(body) <= _ERROR_BODY_LIMIT:
         text = body.decode("utf-8", errors="replace").strip()
         if response.status == 403 and text == _MLFLOW_REFUSAL and principal is not None:
-            text = _refusal_explained(principal.owner)
+            text = _refusal_explained(principal.owner, path)
         payload = {
             "error_code": error_code_for_status(response.status),
             "message": text or "MLflow refused.",

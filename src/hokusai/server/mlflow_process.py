@@ -114,6 +114,8 @@ class EmbeddedMlflow:
                 "HOKUSAI_MLFLOW_STORE_CACHE": str(self.home / "auth-cache.generation"),
                 # GenAI job runners cost ~1.3 GB idle and nothing in Hokusai uses them.
                 "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+                # The gateway refuses MLflow's AI gateway routes, so the web UI must not offer them (server-info).
+                "MLFLOW_ENABLE_AI_GATEWAY": "false",
                 "MLFLOW_DISABLE_TELEMETRY": "true",
                 "DO_NOT_TRACK": "true",
                 "MLFLOW_SERVER_CORS_ALLOWED_ORIGINS": ",".join(
