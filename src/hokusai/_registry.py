@@ -276,15 +276,11 @@ def _naming_token(token_id: str) -> Iterator[None]:
     except HokusaiConflictError as exc:
         if exc.error_code != TOKEN_ALREADY_CLAIMED:
             raise
-        raise HokusaiConflictError(
-            exc.user_message,
-            status=exc.status,
-            error_code=exc.error_code,
-            layer=exc.layer,
-            request_id=exc.request_id,
-            hint=f"token {token_id} is held by the model named above: use another token id, or register under "
-            "that model if it is yours",
-        ) from exc
+        hint = (
+            f"token {token_id} is held by the model named above: use another token id, or register under that model "
+            "if it is yours"
+        )
+        raise exc.with_hint(hint) from exc
 
 
 def _mock_mode_error() -> HokusaiConfigurationError:

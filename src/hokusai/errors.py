@@ -17,6 +17,8 @@ Each API error carries the HTTP ``status``, the server's ``error_code``, the ``l
 
 from __future__ import annotations
 
+from typing import Self
+
 __all__ = [
     "HokusaiAPIError",
     "HokusaiAuthError",
@@ -41,6 +43,15 @@ class HokusaiError(Exception):
 
     def _compose(self) -> str:
         return f"{self.user_message} (HINT: {self.hint})" if self.hint else self.user_message
+
+    def with_hint(self, hint: str) -> Self:
+        """This error, everything else kept, with another hint: for a caller that knows what to do better."""
+        # Not copy.copy: it rebuilds exceptions from their args, which the API errors' keyword-only fields defeat.
+        changed = type(self).__new__(type(self))
+        changed.__dict__.update(self.__dict__)
+        changed.hint = hint
+        changed.args = (changed._compose(),)
+        return changed
 
     def __repr__(self) -> str:
         class_name = self.__class__.__name__

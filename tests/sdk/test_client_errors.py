@@ -206,3 +206,16 @@ def test_per_request_auth_override() -> None:
     assert api.requests[0].headers["Authorization"].startswith("Basic ")
     assert str(api.requests[0].url) == "http://mlflow.test/api/2.0/x"
     assert "Authorization" not in api.requests[1].headers
+
+
+def test_with_hint_keeps_everything_but_the_hint() -> None:
+    original = HokusaiRateLimitError(
+        "Slow down.", retry_after=3.0, status=429, error_code="RATE_LIMITED", layer="mlflow", request_id="r-9", hint="x"
+    )
+    changed = original.with_hint("wait 3 s")
+    assert type(changed) is HokusaiRateLimitError
+    assert (changed.status, changed.error_code, changed.layer, changed.request_id, changed.retry_after) == (
+        429, "RATE_LIMITED", "mlflow", "r-9", 3.0,
+    )  # fmt: skip
+    assert str(changed) == "429 RATE_LIMITED from mlflow (Request ID: r-9): Slow down. (HINT: wait 3 s)"
+    assert str(original).endswith("(HINT: x)")

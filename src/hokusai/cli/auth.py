@@ -55,15 +55,8 @@ def login(
         try:
             identity = json_body(client.request("GET", WHOAMI_PATH))
         except HokusaiAuthError as exc:
-            raise HokusaiAuthError(
-                exc.user_message,
-                status=exc.status,
-                error_code=exc.error_code,
-                layer=exc.layer,
-                request_id=exc.request_id,
-                hint=f"nothing was saved; check that the key was copied whole and that {url} is the server that "
-                "issued it",
-            ) from exc
+            hint = f"nothing was saved; check that the key was copied whole and that {url} is the server that issued it"
+            raise exc.with_hint(hint) from exc
     write_credentials(api_key=secret, api_url=url)
     out = console()
     out.print(
