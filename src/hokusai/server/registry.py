@@ -265,49 +265,12 @@ async def create_model_version(
     tags: Mapping[str, str],
     description: str | None,
 ) -> dict[str, Any]:
-    """Create the registered model if needed, then the version.
+    """Create the registered model if needed, then the version in one call with every tag (never half-tagged).
 
     When MLflow refuses the version (a source it does not accept, say), a registered model created for it here is
     deleted again, so a failed registration leaves no empty model behind. The per-model lock keeps another
     registration in this process from adding a version to that model in between.
     """
-    async with _lock(_model_locks, model_name):
-        created_model = await ensure_registered_model(upstream=upstream, principal=principal, model_name=model_name)
-        try:
-            return await create_version(
-                upstream=upstream,
-                principal=principal,
-                model_name=model_name,
-                source=source,
-                tags=tags,
-                description=description,
-            )
-        except ApiError:
-            if created_model:
-                await _delete_empty_model(upstream=upstream, principal=principal, model_name=model_name)
-            raise
-
-
-async def _delete_empty_model(*, upstream: Upstream, principal: Principal, model_name: str) -> None:
-    try:
-        response = await send_as(upstream, principal, "DELETE", REGISTERED_MODELS_DELETE, body={"name": model_name})
-    except ApiError:
-        response = None
-    if response is None or response.status_code != 200:
-        # The registration's own error is what the caller needs; the leftover is only logged.
-        logger.warning("could not delete the empty registered model %r after a refused version", model_name)
-
-
-async def create_version(
-    *,
-    upstream: Upstream,
-    principal: Principal,
-    model_name: str,
-    source: Source,
-    tags: Mapping[str, str],
-    description: str | None,
-) -> dict[str, Any]:
-    """One `model-versions/create` call with every tag, so a version never exists half-tagged."""
     body: dict[str, Any] = {
         "name": model_name,
         "source": source.uri,
@@ -319,15 +282,32 @@ async def create_version(
         body["model_id"] = source.model_id
     if description is not None:
         body["description"] = description
-    payload = await call_as(
-        upstream,
-        principal,
-        "POST",
-        MODEL_VERSIONS_CREATE,
-        body=body,
-        action=f"create a version of model '{model_name}'",
-    )
+    async with _lock(_model_locks, model_name):
+        created_model = await ensure_registered_model(upstream=upstream, principal=principal, model_name=model_name)
+        try:
+            payload = await call_as(
+                upstream,
+                principal,
+                "POST",
+                MODEL_VERSIONS_CREATE,
+                body=body,
+                action=f"create a version of model '{model_name}'",
+            )
+        except ApiError:
+            if created_model:
+                await _delete_empty_model(upstream=upstream, principal=principal, model_name=model_name)
+            raise
     return dict(payload.get("model_version", {}))
+
+
+async def _delete_empty_model(*, upstream: Upstream, principal: Principal, model_name: str) -> None:
+    try:
+        response = await send_as(upstream, principal, "DELETE", REGISTERED_MODELS_DELETE, body={"name": model_name})
+    except ApiError:
+        response = None
+    if response is None or response.status_code != 200:
+        # The registration's own error is what the caller needs; the leftover is only logged.
+        logger.warning("could not delete the empty registered model %r after a refused version", model_name)
 
 
 async def _search_versions(
