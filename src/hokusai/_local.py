@@ -26,8 +26,10 @@ from hokusai.validation import (
     TAG_METADATA,
     TAG_METRIC,
     TAG_MODEL_TYPE,
+    TAG_REGISTERED_BY,
     TAG_RUN_ID,
     TAG_TOKEN_ID,
+    baseline_model_name,
     repeat_conflict,
     run_id_from_uri,
     tokenized_tags,
@@ -40,7 +42,6 @@ if TYPE_CHECKING:
 __all__ = ["LAYER_LOCAL", "LocalRegistry", "local_tracking_uri"]
 
 LAYER_LOCAL = "local"
-BASELINE_MODEL_PREFIX = "hokusai-baseline-"  # as the server names baselines
 _PAGE_SIZE = 1000
 
 
@@ -127,11 +128,16 @@ class LocalRegistry:
 
     def register_baseline(self, model_type: str, run_id: str, metadata_json: str | None) -> BaselineEntry:
         """Register a baseline like ``POST /api/v1/models/baseline``: model ``hokusai-baseline-<type>``."""
-        tags = {TAG_IS_BASELINE: "true", TAG_MODEL_TYPE: model_type, TAG_RUN_ID: run_id}
+        tags = {
+            TAG_IS_BASELINE: "true",
+            TAG_MODEL_TYPE: model_type,
+            TAG_RUN_ID: run_id,
+            TAG_REGISTERED_BY: getpass.getuser(),
+        }
         if metadata_json is not None:
             tags[TAG_METADATA] = metadata_json
         found = self._create_version(
-            BASELINE_MODEL_PREFIX + model_type,
+            baseline_model_name(model_type),
             source=f"runs:/{run_id}/model",
             run_id=run_id,
             tags=tags,

@@ -185,7 +185,11 @@ class ModelRegistry:
     def register_baseline_via_api(
         self, model_type: str, mlflow_run_id: str, metadata: Mapping[str, Any] | None = None
     ) -> BaselineEntry:
-        """Register the model logged in ``mlflow_run_id`` as the baseline for ``model_type``."""
+        """Register the model logged in ``mlflow_run_id`` as the baseline for ``model_type``.
+
+        It becomes the next version of ``hokusai-baseline-<model_type>``, a model every user adds baselines to and
+        only admins can change; its ``registered_by`` tag names you.
+        """
         model_type = validate_model_type(model_type)
         mlflow_run_id = validate_run_id(mlflow_run_id)
         metadata_json = validate_metadata(metadata)

@@ -29,9 +29,13 @@ TAG_IS_BASELINE = "is_baseline"
 TAG_MODEL_TYPE = "model_type"
 TAG_METRICS = "metrics"  # a baseline's run metrics, as one JSON object
 TAG_METADATA = "metadata"  # a baseline's metadata, as one JSON object (see validate_metadata)
+TAG_REGISTERED_BY = "registered_by"  # who registered a baseline: the platform owns the model it is a version of
 STATUS_REGISTERED = "registered"
 METADATA_FIELDS = ("eval_spec", "scorer_ref", "primary_metric", "benchmark_spec_id")
 METADATA_TAG_PREFIX = "hokusai."
+# Baselines of one model type are versions of one registered model that the platform owns, so every user can add
+# to it and none can change another's; users may not create models under this prefix themselves.
+BASELINE_MODEL_PREFIX = "hokusai-baseline-"
 RESERVED_TAGS = frozenset({TAG_TOKEN_ID, TAG_METRIC, TAG_BASELINE, TAG_STATUS, TAG_RUN_ID})
 
 _TOKEN_ID_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?")
@@ -113,6 +117,11 @@ def validate_model_type(model_type: object) -> str:
             "model_type", "must be 1-64 lower-case letters, digits, '_' or '-', starting with a letter or digit"
         )
     return model_type
+
+
+def baseline_model_name(model_type: str) -> str:
+    """The registered model that holds the baselines of `model_type` (validate it first)."""
+    return BASELINE_MODEL_PREFIX + model_type
 
 
 def validate_model_uri(model_uri: object) -> str:

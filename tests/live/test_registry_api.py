@@ -29,6 +29,7 @@ from tests.support.sdk_live import User, new_user
 
 ACCURACY = 0.875
 TOKENIZED = "/api/v1/models/tokenized"
+BASELINE = "/api/v1/models/baseline"
 MLFLOW = "/api/mlflow/api/2.0/mlflow"
 PAGE_MODELS = 105
 RACERS = 6
@@ -255,11 +256,11 @@ def test_model_names_with_quotes_and_unicode_survive_mlflow_filters(as_alice: ht
     assert (latest.json()["model_name"], latest.json()["version"]) == (name, "1")
 
 
-def test_baseline_registration(as_alice: httpx.Client, run: LoggedRun) -> None:
+def test_baseline_registration(as_alice: httpx.Client, alice: User, run: LoggedRun) -> None:
     model_type = unique("clf").lower()
 
     response = as_alice.post(
-        "/api/v1/models/baseline",
+        BASELINE,
         json={"model_type": model_type, "mlflow_run_id": run.run_id, "metadata": {"dataset": "d1", "rows": 4}},
     )
 
@@ -272,11 +273,62 @@ def test_baseline_registration(as_alice: httpx.Client, run: LoggedRun) -> None:
         "is_baseline": "true",
         "model_type": model_type,
         "mlflow_run_id": run.run_id,
+        "registered_by": alice.owner,
         "metrics": json.dumps({"accuracy": ACCURACY}, separators=(",", ":")),
         "metadata": json.dumps({"dataset": "d1", "rows": 4}, separators=(",", ":"), sort_keys=True),
     }
-    bad = as_alice.post("/api/v1/models/baseline", json={"model_type": "Bad Type", "mlflow_run_id": run.run_id})
+    bad = as_alice.post(BASELINE, json={"model_type": "Bad Type", "mlflow_run_id": run.run_id})
     assert "model_type" in assert_error(bad, 400, "INVALID_PARAMETER_VALUE")
+
+
+def test_every_user_adds_baselines_of_a_type_and_none_can_remove_anothers(
+    as_alice: httpx.Client, as_bob: httpx.Client, as_admin: httpx.Client, bob: User, run: LoggedRun
+) -> None:
+    model_type = unique("shared").lower()
+    name = f"hokusai-baseline-{model_type}"
+    request = {"model_type": model_type, "mlflow_run_id": run.run_id}
+
+    alices = as_alice.post(BASELINE, json=request)
+    bobs = as_bob.post(BASELINE, json=request)  # 403 from MLflow while the first registrant owned the model
+
+    assert (alices.status_code, bobs.status_code) == (201, 201), bobs.text
+    assert (alices.json()["version"], bobs.json()["version"]) == ("1", "2")
+    assert bobs.json()["tags"]["registered_by"] == bob.owner
+    version_1 = {"name": name, "version": "1"}
+    assert as_bob.get(f"{MLFLOW}/model-versions/get", params=version_1).status_code == 200
+    for client, call, payload in [
+        (as_bob, "model-versions/delete", version_1),
+        (as_alice, "model-versions/delete", {"name": name, "version": "2"}),
+        (as_alice, "registered-models/delete", {"name": name}),
+    ]:
+        assert_error(client.request("DELETE", f"{MLFLOW}/{call}", json=payload), 403, "PERMISSION_DENIED", "mlflow")
+    assert as_admin.request("DELETE", f"{MLFLOW}/model-versions/delete", json=version_1).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("call", "field"), [("registered-models/create", "name"), ("registered-models/rename", "new_name")]
+)
+@pytest.mark.parametrize("prefix", ["hokusai-baseline-", "Hokusai-Baseline-", " hokusai-baseline-"])
+def test_users_cannot_name_a_model_as_a_baseline(
+    as_bob: httpx.Client, as_admin: httpx.Client, call: str, field: str, prefix: str
+) -> None:
+    squatted = prefix + unique("squat")
+    own = unique("own")
+    assert as_bob.post(f"{MLFLOW}/registered-models/create", json={"name": own}).status_code == 200
+
+    refused = as_bob.post(f"{MLFLOW}/{call}", json={"name": own, field: squatted})
+
+    assert "reserved for Hokusai's baselines" in assert_error(refused, 403, "PERMISSION_DENIED")
+    assert as_admin.get(f"{MLFLOW}/registered-models/get", params={"name": squatted}).status_code == 404
+    assert as_admin.get(f"{MLFLOW}/registered-models/get", params={"name": own}).status_code == 200
+
+
+def test_admins_may_name_a_model_as_a_baseline(as_admin: httpx.Client) -> None:
+    name = unique("hokusai-baseline-admin")
+
+    created = as_admin.post(f"{MLFLOW}/registered-models/create", json={"name": name})
+
+    assert created.status_code == 200, created.text
 
 
 # --- bad input ---------------------------------------------------------------------------------------------------

@@ -166,6 +166,7 @@ def test_baseline(registry: ModelRegistry) -> None:
     assert entry.model_uri == "models:/hokusai-baseline-classification/1"
     assert entry.tags["metadata"] == '{"dataset":"v1"}'
     assert entry.tags["is_baseline"] == "true"
+    assert entry.tags["registered_by"] == registry.whoami()["owner"]
 
 
 def test_whoami_is_the_local_user(registry: ModelRegistry) -> None:

@@ -34,6 +34,7 @@ from hokusai.server.errors import (
 from hokusai.server.keys import Principal
 from hokusai.server.paths import Access, PathRejected, RoutedPath, route_path
 from hokusai.server.read_batching import ReadBatching
+from hokusai.validation import BASELINE_MODEL_PREFIX
 
 if TYPE_CHECKING:
     from hokusai.server.state import AppState
@@ -80,6 +81,15 @@ _BUFFERED_BODY_LIMIT = 64 * 1024
 # to MLflow. The stock client sends ~10 small headers; a browser on the UI, cookies included, stays far below these.
 MAX_REQUEST_HEADERS = 100
 MAX_REQUEST_HEADER_BYTES = 32 * 1024
+# Calls that give a registered model its name, and the field that holds it (REST paths and the web UI's twins).
+_MODEL_NAMING_CALLS = {
+    **dict.fromkeys(
+        ("/api/2.0/mlflow/registered-models/create", "/ajax-api/2.0/mlflow/registered-models/create"), "name"
+    ),
+    **dict.fromkeys(
+        ("/api/2.0/mlflow/registered-models/rename", "/ajax-api/2.0/mlflow/registered-models/rename"), "new_name"
+    ),
+}
 
 
 class MlflowGateway:
@@ -149,6 +159,8 @@ class MlflowGateway:
                 return await self._rewrite_create(request, path, principal)
             if path in SEARCH_CALLS and not principal.is_admin:
                 return await self._widen_search(request, path, principal)
+            if path in _MODEL_NAMING_CALLS and not principal.is_admin:
+                return await _without_reserved_name(request, _MODEL_NAMING_CALLS[path])
         if _declared_length(request) <= _BUFFERED_BODY_LIMIT:
             # Small bodies (most MLflow calls) are read whole and sent with the head in one write, which costs
             # aiohttp less than a streamed payload; anything larger or chunked streams through untouched.
@@ -230,6 +242,26 @@ class MlflowGateway:
             # Connection refused or dropped: MLflow is down or restarting; the supervisor brings it back.
             raise mlflow_unavailable() from exc
         return await _relay(response, request.method, principal, routed.decoded)
+
+
+async def _without_reserved_name(request: Request, field: str) -> bytes:
+    """The body of a model-naming call, unless it names a model under the baselines' reserved prefix.
+
+    Baseline models belong to the platform (see `registry.register_baseline`); a user who created one first would
+    own every later baseline of its type, and could delete them.
+    """
+    body = await _read_limited(request, _REWRITTEN_BODY_LIMIT)
+    payload = _json_object(body)
+    name = payload.get(field) if payload is not None else None
+    if isinstance(name, str) and name.strip().lower().startswith(BASELINE_MODEL_PREFIX):
+        raise ApiError(
+            403,
+            f"Registered model names starting with '{BASELINE_MODEL_PREFIX}' are reserved for Hokusai's baselines. "
+            "Register a baseline with POST /api/v1/models/baseline (the SDK's register_baseline_via_api), or "
+            "choose another name.",
+            error_code="PERMISSION_DENIED",
+        )
+    return body
 
 
 def _json_object(body: bytes) -> dict[str, Any] | None:

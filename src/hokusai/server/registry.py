@@ -41,7 +41,7 @@ from hokusai.server.mlflow_rest import (
 )
 from hokusai.server.models import Token, utcnow
 from hokusai.server.schemas import BaselineInfo, TokenizedModelInfo, TokenizedModelList
-from hokusai.server.upstream import Upstream, UpstreamError
+from hokusai.server.upstream import PLATFORM, Upstream, UpstreamError
 from hokusai.validation import (
     REGISTRATION_CONFLICT,
     TAG_BASELINE,
@@ -50,10 +50,12 @@ from hokusai.validation import (
     TAG_METRIC,
     TAG_METRICS,
     TAG_MODEL_TYPE,
+    TAG_REGISTERED_BY,
     TAG_RUN_ID,
     TAG_TOKEN_ID,
     TAG_VALUE_MAX_LENGTH,
     baseline_mismatch,
+    baseline_model_name,
     normalize_token_id,
     repeat_conflict,
     run_id_from_uri,
@@ -83,7 +85,6 @@ MODEL_VERSIONS_SEARCH = "/api/2.0/mlflow/model-versions/search"
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
-BASELINE_MODEL_PREFIX = "hokusai-baseline-"
 LATEST = "latest"
 # MLflow is reached with GET for searches; the filter travels in the URL, which its server caps (h11: 16 KiB).
 _MAX_FILTER_LENGTH = 8000
@@ -693,21 +694,32 @@ async def register_baseline(
     artifact_path: str,
     metadata: Mapping[str, Any] | None,
 ) -> BaselineInfo:
-    """Register a run's model as a baseline version of `hokusai-baseline-<model_type>`, as the caller."""
+    """Register a run's model as a baseline version of `hokusai-baseline-<model_type>`.
+
+    The run is read as the caller, so MLflow decides whether they may use it. The version is added as the platform:
+    a model type's baselines are one registered model shared by every user, and if its first registrant owned it,
+    everyone else's baselines would be refused. No user can change or delete another's baseline; admins can.
+    """
     principal = caller.principal
     model_type = validate_model_type(model_type)
     run_id = validate_run_id(run_id)
     model_uri = validate_model_uri(f"runs:/{run_id}/{artifact_path.strip('/')}")
     metadata_json = validate_metadata(metadata)
-    model_name = BASELINE_MODEL_PREFIX + model_type
+    model_name = baseline_model_name(model_type)
     await ensure_account(upstream=upstream, principal=principal)
     run = await fetch_run(upstream=upstream, principal=principal, run_id=run_id)
     source = await resolve_source(upstream=upstream, principal=principal, model_uri=model_uri, run=run)
-    tags = {TAG_IS_BASELINE: "true", TAG_MODEL_TYPE: model_type, TAG_RUN_ID: run_id, **metrics_tags(run.metrics)}
+    tags = {
+        TAG_IS_BASELINE: "true",
+        TAG_MODEL_TYPE: model_type,
+        TAG_RUN_ID: run_id,
+        TAG_REGISTERED_BY: principal.owner,
+        **metrics_tags(run.metrics),
+    }
     if metadata_json is not None:
         tags[TAG_METADATA] = metadata_json
     version = await create_model_version(
-        upstream=upstream, principal=principal, model_name=model_name, source=source, tags=tags, description=None
+        upstream=upstream, principal=PLATFORM, model_name=model_name, source=source, tags=tags, description=None
     )
     number = str(version.get("version", ""))
     await audit_event(audit, caller, "model.register_baseline", "ok", f"{model_name}/{number}", {"source": source.uri})

@@ -23,6 +23,11 @@ from hokusai.server.settings import Settings
 logger = logging.getLogger(__name__)
 
 MLFLOW_ADMIN_USERNAME = "admin"
+# The platform itself, for what no single user owns (the shared baseline models): MLflow's admin, acting through
+# the same identity path as a key would. It never comes from a request.
+PLATFORM = Principal(
+    key_id="platform", owner=MLFLOW_ADMIN_USERNAME, scopes=frozenset({"admin"}), prefix="", expires_at=None
+)
 USERS_CREATE = "/api/2.0/mlflow/users/create"
 USERS_UPDATE_ADMIN = "/api/2.0/mlflow/users/update-admin"
 EXPERIMENTS_CREATE = "/api/2.0/mlflow/experiments/create"
@@ -155,11 +160,6 @@ class Upstream:
             return "Bearer " + self._signer.assertion_for(Identity(principal.owner, principal.is_admin))
         return self._service_authorization
 
-    def _admin_headers(self) -> dict[str, str]:
-        if self.mode == "assertion":
-            return {"authorization": "Bearer " + self._signer.assertion_for(Identity(MLFLOW_ADMIN_USERNAME, True))}
-        return {"authorization": self._service_authorization} if self._service_authorization else {}
-
     def headers_for(self, principal: Principal) -> dict[str, str]:
         authorization = self.authorization_for(principal)
         return {} if authorization is None else {"authorization": authorization}
@@ -192,7 +192,7 @@ class Upstream:
     async def _create_mlflow_user(self, username: str) -> None:
         # The password is never used (the user authenticates through assertions) and is thrown away.
         body = {"username": username, "password": secrets.token_urlsafe(24)}
-        response = await self.client.post(USERS_CREATE, json=body, headers=self._admin_headers())
+        response = await self.client.post(USERS_CREATE, json=body, headers=self.headers_for(PLATFORM))
         if response.status_code == 200:
             logger.info("provisioned MLflow user %s", username)
             return
@@ -250,7 +250,7 @@ class Upstream:
             await self._call("POST", PERMISSIONS_REVOKE, json={"username": previous_owner, **resource}, ok=(200, 404))
 
     async def _call(self, method: str, path: str, *, json: dict[str, object], ok: tuple[int, ...]) -> None:
-        response = await self.client.request(method, path, json=json, headers=self._admin_headers())
+        response = await self.client.request(method, path, json=json, headers=self.headers_for(PLATFORM))
         if response.status_code not in ok:
             raise UpstreamError(f"{method} {path} failed with {response.status_code}")
 
@@ -270,7 +270,7 @@ class Upstream:
             health = await self.client.get("/health", timeout=5.0)
             if health.status_code != 200:
                 return f"MLflow health check answered {health.status_code}"
-            version = await self.client.get("/version", headers=self._admin_headers(), timeout=5.0)
+            version = await self.client.get("/version", headers=self.headers_for(PLATFORM), timeout=5.0)
         except httpx.HTTPError:
             return "MLflow is not reachable"
         if version.status_code != 200:
