@@ -266,9 +266,11 @@ def _excerpt(response: httpx.Response) -> str:
 
 
 def _not_found_hint(message: str) -> str:
-    # The server's messages name what is missing: a run (registering from it) or a model version.
+    # The server's messages name what is missing: a run (registering from it), a token or a model version.
     if "run '" in message.lower():
         return "check the run id and the model's artifact path (the `name` given to log_model)"
+    if message.startswith("Token '"):
+        return "no model holds this token: check its spelling, or claim it by registering a model with it"
     return "check the model name and version; `hokusai models list` shows the models you can see"
 
 

@@ -1,4 +1,4 @@
-"""The `hokusai` CLI's SDK commands against the live platform: login, whoami, auth status, models register/list/show.
+"""The `hokusai` CLI's SDK commands against the live platform: login, whoami, auth status, models, tokens, audit.
 
 Each command runs in a fresh interpreter with a private HOME/HOKUSAI_HOME and only the Hokusai variables it needs.
 """
@@ -204,3 +204,66 @@ def test_models_register_refusals_are_one_line_with_the_fix(
         _error_lines(conflict.stderr)[0],
     ), conflict.stderr
     assert _error_lines(conflict.stderr)[1:] == [DEBUG_HINT]
+
+
+def test_models_baseline_registers_the_next_version_of_the_types_model(
+    platform: LivePlatform, carol: User, run: LoggedRun, tmp_path: Path
+) -> None:
+    env = minimal_env(tmp_path, HOKUSAI_API_KEY=carol.key, HOKUSAI_API_URL=platform.url)
+    model_type = unique("cli-type").lower()
+    name = f"hokusai-baseline-{model_type}"
+
+    first = hokusai_cli(env, "models", "baseline", "--type", model_type, "--run-id", run.run_id,
+                        "--metadata", "dataset=v1", "--metadata", "rows=4")  # fmt: skip
+    second = hokusai_cli(env, "models", "baseline", "--type", model_type, "--run-id", run.run_id)
+    malformed = hokusai_cli(env, "models", "baseline", "--type", model_type, "--run-id", run.run_id,
+                            "--metadata", "no-equals-sign")  # fmt: skip
+
+    assert (first.returncode, first.stdout.strip()) == (
+        0, f"Registered baseline {name} version 1 (models:/{name}/1).",
+    ), first.stderr  # fmt: skip
+    assert second.stdout.strip() == f"Registered baseline {name} version 2 (models:/{name}/2).", second.stderr
+    assert malformed.returncode == 2 and "expected KEY=VALUE" in malformed.stderr
+
+
+def test_tokens_show_transfer_release_and_the_audit_trail(
+    platform: LivePlatform, carol: User, run: LoggedRun, tmp_path: Path
+) -> None:
+    dave = new_user(platform, "cli-dave")
+    as_carol = minimal_env(tmp_path / "carol", HOKUSAI_API_KEY=carol.key, HOKUSAI_API_URL=platform.url)
+    as_admin = minimal_env(tmp_path / "admin", HOKUSAI_API_KEY=platform.admin_key, HOKUSAI_API_URL=platform.url)
+    model_name, token = unique("cli-tokens"), unique("cli-tr")
+    register = ["models", "register", "--model-uri", f"runs:/{run.run_id}/model", "--name", model_name,
+                "--token-id", token, "--metric", "accuracy", "--baseline", "0.93"]  # fmt: skip
+    assert hokusai_cli(as_carol, *register).returncode == 0
+    claimed = token.upper()
+
+    shown = hokusai_cli(as_carol, "tokens", "show", token.lower())
+    refused = hokusai_cli(as_carol, "tokens", "transfer", token, "--to", dave.owner)
+    moved = hokusai_cli(as_admin, "tokens", "transfer", token, "--to", dave.owner)
+    unconfirmed = hokusai_cli(as_admin, "tokens", "release", token, answer="n\n")
+    still_held = token_holder(platform, claimed)["owner"]
+    released = hokusai_cli(as_admin, "tokens", "release", token, "--yes")
+    gone = hokusai_cli(as_carol, "tokens", "show", token)
+    bad = hokusai_cli(as_carol, "tokens", "show", "bad/token")
+    trail = hokusai_cli(as_admin, "audit", "--action", "token.transfer", "--limit", "200")
+    not_admin = hokusai_cli(as_carol, "audit")
+
+    assert shown.returncode == 0, shown.stderr
+    assert {k: v for k, v in _table(shown.stdout).items() if k != "claimed"} == {
+        "model": model_name,
+        "owner": carol.owner,
+    }
+    assert refused.returncode == 1 and "lacks the 'admin' scope" in refused.stderr
+    assert moved.stdout.strip() == f"Token {claimed} now belongs to {dave.owner} (model {model_name}).", moved.stderr
+    assert (unconfirmed.returncode, unconfirmed.stderr.strip()) == (1, "Aborted.") and still_held == dave.owner
+    assert released.stdout.strip() == f"Released token {claimed}; it was held by model {model_name}.", released.stderr
+    assert gone.returncode == 1
+    assert _error_lines(gone.stderr)[0].endswith(
+        "(HINT: no model holds this token: check its spelling, or claim it by registering a model with it)"
+    )
+    assert bad.returncode == 1 and _error_lines(bad.stderr)[0].startswith("Invalid input: token_id: ")
+    assert trail.returncode == 0, trail.stderr
+    [row] = [line for line in trail.stdout.splitlines() if claimed in line]
+    assert re.split(r"\s*│\s*", row.strip(" │"))[1:5] == ["admin", "token.transfer", claimed, "ok"]
+    assert not_admin.returncode == 1 and "lacks the 'admin' scope" in not_admin.stderr

@@ -142,11 +142,16 @@ def run_script(
     return subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT)
 
 
-def hokusai_cli(env: dict[str, str], *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """The `hokusai` command in a fresh interpreter; wide columns so rich tables do not truncate cells."""
+def hokusai_cli(
+    env: dict[str, str], *args: str, cwd: Path | None = None, answer: str = ""
+) -> subprocess.CompletedProcess[str]:
+    """The `hokusai` command in a fresh interpreter; wide columns so rich tables do not truncate cells.
+
+    `answer` is all its standard input holds, so a question it asks never waits on the terminal of the test run.
+    """
     return subprocess.run(
-        hokusai_command(*args), env={**env, "COLUMNS": "250"}, cwd=cwd, capture_output=True, text=True,
-        timeout=SUBPROCESS_TIMEOUT,
+        hokusai_command(*args), env={**env, "COLUMNS": "250"}, cwd=cwd, input=answer, capture_output=True,
+        text=True, timeout=SUBPROCESS_TIMEOUT,
     )  # fmt: skip
 
 

@@ -11,6 +11,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from hokusai.cli._api import ApiUrlOption, call_api
+
 keys_app = typer.Typer(help="Create, list, revoke and rotate API keys.", no_args_is_help=True)
 console = Console()
 err_console = Console(stderr=True)
@@ -21,23 +23,7 @@ OfflineOption = Annotated[
         "--offline", help="Use the server's database directly, no API (HOKUSAI_DATA_DIR / HOKUSAI_DATABASE_URL)."
     ),
 ]
-ApiUrlOption = Annotated[
-    str | None,
-    typer.Option(help="API address (default HOKUSAI_API_URL, then the one saved by `hokusai login`, then localhost)."),
-]
-
-
-def _remote(method: str, path: str, api_url: str | None, **kwargs: Any) -> dict[str, Any]:
-    """Call the key routes of a running server with your key (the SDK's: argument, HOKUSAI_API_KEY, `login`).
-
-    Errors are the SDK's, so the CLI prints them like every other command: status, code, layer, request id, hint.
-    """
-    from hokusai._client import HokusaiClient, json_body
-    from hokusai._credentials import require_api_key, resolve_api_url
-
-    key = require_api_key().value
-    with HokusaiClient(key, api_url=resolve_api_url(api_url)) as client:
-        return dict(json_body(client.request(method, "/api/v1/keys" + path, **kwargs)))
+KEYS_PATH = "/api/v1/keys"
 
 
 @contextmanager
@@ -119,7 +105,7 @@ def create_key(
             row = {**_offline_row(issued.record), "key": issued.secret}
     else:
         body = {"name": name, "owner": owner, "scopes": scopes.split(","), "expires_in_days": expires_in_days}
-        row = _remote("POST", "", api_url, json=body)
+        row = call_api("POST", KEYS_PATH, api_url, json=body)
     _print_created(row, quiet)
 
 
@@ -140,7 +126,7 @@ def list_keys(
             rows = [_offline_row(record) for record in store.list(owner=owner)]
     else:
         params = {"owner": owner} if owner else ({"all": "true"} if every else {})
-        rows = _remote("GET", "", api_url, params=params)["keys"]
+        rows = call_api("GET", KEYS_PATH, api_url, params=params)["keys"]
     _print_keys(rows)
 
 
@@ -153,7 +139,7 @@ def revoke_key(key_id: str, offline: OfflineOption = False, api_url: ApiUrlOptio
                 err_console.print(f"No key with id {key_id}.")
                 raise typer.Exit(1)
     else:
-        _remote("DELETE", f"/{key_id}", api_url)
+        call_api("DELETE", f"{KEYS_PATH}/{key_id}", api_url)
     console.print(f"Revoked {key_id}.")
 
 
@@ -173,7 +159,7 @@ def rotate_key(
                 raise typer.Exit(1)
             row = {**_offline_row(issued.record), "key": issued.secret}
     else:
-        row = _remote("POST", f"/{key_id}/rotate", api_url)
+        row = call_api("POST", f"{KEYS_PATH}/{key_id}/rotate", api_url)
     _print_created(row, quiet)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from hokusai.cli import auth, keys, models, server, sync
+from hokusai.cli import audit, auth, keys, models, server, sync, tokens
 from hokusai.cli._errors import run_cli
 
 app = typer.Typer(
@@ -13,7 +13,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-for module in (server, keys, auth, models, sync):
+for module in (server, keys, auth, models, tokens, audit, sync):
     module.register(app)
 
 

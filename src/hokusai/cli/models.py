@@ -1,4 +1,4 @@
-"""Contains ``hokusai models register | list | show``."""
+"""Contains ``hokusai models register | baseline | list | show``."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def register_model(
     Example: `hokusai models register --model-uri runs:/abc123/model --name churn --token-id CHURN
     --metric accuracy --baseline 0.91 --tag team=growth`.
     """
-    tags = _parse_tags(tag or [])
+    tags = _parse_pairs(tag or [], "--tag")
     with ModelRegistry() as registry:
         model = registry.register_tokenized_model(model_uri, name, token_id, metric, baseline, tags=tags)
     out = console()
@@ -43,6 +43,24 @@ def register_model(
     out.print(f"{outcome} {model.model_name} version {model.version} for token {model.token_id} ({model.model_uri}).")
     for warning in model.warnings:
         console(stderr=True).print(f"Warning: {warning}", style="yellow")
+
+
+@models_app.command("baseline")
+def register_baseline(
+    model_type: Annotated[str, typer.Option("--type", help="The model type, e.g. classification.")],
+    run_id: Annotated[str, typer.Option("--run-id", help="The MLflow run whose model is the baseline.")],
+    metadata: Annotated[
+        list[str] | None, typer.Option("--metadata", help="A KEY=VALUE to record with it; repeat for more.")
+    ] = None,
+) -> None:
+    """Register a run's model as the next baseline of a model type (model `hokusai-baseline-<type>`).
+
+    Example: `hokusai models baseline --type classification --run-id abc123 --metadata dataset=v1`.
+    """
+    fields = _parse_pairs(metadata or [], "--metadata")
+    with ModelRegistry() as registry:
+        entry = registry.register_baseline_via_api(model_type, run_id, fields)
+    console().print(f"Registered baseline {entry.model_name} version {entry.version} ({entry.model_uri}).")
 
 
 @models_app.command("list")
@@ -92,11 +110,11 @@ def _rows(model: TokenizedModel) -> list[tuple[str, object]]:
     return rows + [(f"tag {key}", value) for key, value in sorted(model.tags.items())]
 
 
-def _parse_tags(values: list[str]) -> dict[str, str]:
-    tags: dict[str, str] = {}
+def _parse_pairs(values: list[str], option: str) -> dict[str, str]:
+    pairs: dict[str, str] = {}
     for value in values:
         key, separator, text = value.partition("=")
         if not separator or not key.strip():
-            raise typer.BadParameter(f"expected KEY=VALUE, got {value!r}", param_hint="--tag")
-        tags[key.strip()] = text
-    return tags
+            raise typer.BadParameter(f"expected KEY=VALUE, got {value!r}", param_hint=option)
+        pairs[key.strip()] = text
+    return pairs

@@ -454,8 +454,8 @@ def _refusal_explained(owner: str, path: str) -> str:
         # MLflow's auth app lets only its admins manage model-registry webhooks (`sender_is_admin`).
         return f"{refused} Model-registry webhooks are for MLflow admins: use a Hokusai key with the 'admin' scope."
     return (
-        f"{refused} Experiments, runs, models and traces belong to the user who created them, and others may not "
-        "change them; ask the owner or an admin for access, or work in an experiment of your own."
+        f"{refused} Experiments, runs, models, prompts and traces belong to the user who created them, and others may "
+        "not change them; ask the owner or an admin for access, or work in an experiment of your own."
     )
 
 

@@ -1,0 +1,27 @@
+"""Contains the CLI's one way to call the API with the user's key: the SDK's client, so errors print the same way."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+__all__ = ["ApiUrlOption", "call_api"]
+
+ApiUrlOption = Annotated[
+    str | None,
+    typer.Option(help="API address (default HOKUSAI_API_URL, then the one saved by `hokusai login`, then localhost)."),
+]
+
+
+def call_api(method: str, path: str, api_url: str | None, **kwargs: Any) -> dict[str, Any]:
+    """Call `path` of a running server with your key (the SDK's lookup: HOKUSAI_API_KEY, then `hokusai login`).
+
+    Errors are the SDK's, so the CLI prints them like every other command: status, code, layer, request id, hint.
+    """
+    from hokusai._client import HokusaiClient, json_body
+    from hokusai._credentials import require_api_key, resolve_api_url
+
+    key = require_api_key().value
+    with HokusaiClient(key, api_url=resolve_api_url(api_url)) as client:
+        return dict(json_body(client.request(method, path, **kwargs)))

@@ -1,0 +1,77 @@
+"""Contains ``hokusai tokens show | transfer | release``: who holds a token, and the admins' operations on it."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from hokusai.cli._api import ApiUrlOption, call_api
+from hokusai.cli._output import console, key_value_table
+from hokusai.validation import normalize_token_id, validate_owner
+
+__all__ = ["register", "tokens_app"]
+
+TOKENS_PATH = "/api/v1/tokens"
+TokenArgument = Annotated[str, typer.Argument(help="The token id (case-insensitive).")]
+
+tokens_app = typer.Typer(help="Look up tokens; admins transfer and release them.", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``tokens`` group to the root app."""
+    app.add_typer(tokens_app, name="tokens")
+
+
+def _token_path(token_id: str) -> str:
+    # Checked before it goes into the URL: the server would refuse a bad id too, but not before a path is built.
+    return f"{TOKENS_PATH}/{normalize_token_id(token_id)}"
+
+
+def _print_token(row: dict[str, Any]) -> None:
+    rows = [("model", row["model_name"]), ("owner", row["owner"]), ("claimed", row["created_at"])]
+    console().print(key_value_table(rows, title=f"Token {row['token_id']}"))
+
+
+@tokens_app.command("show")
+def show(token_id: TokenArgument, api_url: ApiUrlOption = None) -> None:
+    """Show the model that holds a token; its owner is shown to that owner and to admins.
+
+    Example: `hokusai tokens show CHURN`.
+    """
+    _print_token(call_api("GET", _token_path(token_id), api_url))
+
+
+@tokens_app.command("transfer")
+def transfer(
+    token_id: TokenArgument,
+    to: Annotated[str, typer.Option("--to", help="The account that receives the token.")],
+    model: Annotated[
+        str | None, typer.Option("--model", help="Move the token to this registered model as well.")
+    ] = None,
+    api_url: ApiUrlOption = None,
+) -> None:
+    """Admins: give a token to another account, which gets MANAGE on the token's registered model.
+
+    Example: `hokusai tokens transfer CHURN --to bob`.
+    """
+    body = {"new_owner": validate_owner(to), "model_name": model}
+    row = call_api("POST", _token_path(token_id) + "/transfer", api_url, json=body)
+    console().print(f"Token {row['token_id']} now belongs to {row['owner']} (model {row['model_name']}).")
+
+
+@tokens_app.command("release")
+def release(
+    token_id: TokenArgument,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    api_url: ApiUrlOption = None,
+) -> None:
+    """Admins: release a token so that anyone may claim it; registered versions keep their tags.
+
+    Example: `hokusai tokens release CHURN --yes`.
+    """
+    path = _token_path(token_id)
+    if not yes:
+        typer.confirm(f"Release token {normalize_token_id(token_id)}? Anyone may then claim it.", abort=True)
+    row = call_api("DELETE", path, api_url)
+    console().print(f"Released token {row['token_id']}; it was held by model {row['model_name']}.")
