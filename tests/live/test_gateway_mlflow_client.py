@@ -117,6 +117,35 @@ BARE_CLIENT = textwrap.dedent(
     """
 )
 
+# The prompt registry (prompts are registered models underneath): run by the owner, then by another user.
+PROMPTS = textwrap.dedent(
+    """
+    import json, sys
+    import mlflow
+
+    name, role = sys.argv[1], sys.argv[2]
+    out = {}
+
+    def attempt(label, call):
+        try:
+            out[label] = call()
+        except mlflow.exceptions.MlflowException as exc:
+            out[label] = {"error_code": exc.error_code, "message": exc.message}
+
+    if role == "owner":
+        mlflow.genai.register_prompt(name=name, template="Hello {{person}}", commit_message="first")
+        mlflow.genai.register_prompt(name=name, template="Hi {{person}}")
+        mlflow.genai.set_prompt_alias(name, alias="production", version=2)
+    attempt("v1", lambda: mlflow.genai.load_prompt("prompts:/" + name + "/1").format(person="Ada"))
+    attempt("production", lambda: mlflow.genai.load_prompt("prompts:/" + name + "@production").template)
+    attempt("searched", lambda: [p.name for p in mlflow.genai.search_prompts(filter_string="name = '" + name + "'")])
+    if role == "other":
+        attempt("new_version", lambda: mlflow.genai.register_prompt(name=name, template="pwned").version)
+        attempt("alias", lambda: mlflow.genai.set_prompt_alias(name, alias="production", version=1))
+    print("SUMMARY " + json.dumps(out), flush=True)
+    """
+)
+
 
 def _summary(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
     lines = [line for line in result.stdout.splitlines() if line.startswith(SUMMARY_MARK)]
@@ -196,6 +225,24 @@ def test_a_bare_client_works_in_the_owners_default_experiment(platform: LivePlat
     assert summary["run_id"] not in searched_ids
     # MLflow's bare refusal is explained: who was refused, and what to do.
     assert refused.json()["message"].startswith(f"Permission denied: MLflow refused this to user '{intruder_owner}'.")
+
+
+def test_prompts_work_and_only_their_owner_changes_them(platform: LivePlatform) -> None:
+    owner, other = platform.unique_owner("prompter-"), platform.unique_owner("reader-")
+    name = owner.replace("-", "") + "-greeting"
+
+    def run_as(user: str, role: str) -> dict[str, Any]:
+        env = platform.mlflow_env(platform.create_key(user, "read,write"))
+        code = PROMPTS.replace("sys.argv[1], sys.argv[2]", f"{name!r}, {role!r}")
+        return _summary(platform.run_python(code, env, timeout=CLIENT_TIMEOUT))
+
+    mine, theirs = run_as(owner, "owner"), run_as(other, "other")
+
+    for seen in (mine, theirs):
+        assert (seen["v1"], seen["production"], seen["searched"]) == ("Hello Ada", "Hi {{person}}", [name])
+    for attempt in ("new_version", "alias"):
+        assert theirs[attempt]["error_code"] == "PERMISSION_DENIED", theirs[attempt]
+        assert f"Permission denied: MLflow refused this to user '{other}'." in theirs[attempt]["message"]
 
 
 def test_a_users_first_calls_at_once_share_one_default_experiment(platform: LivePlatform) -> None:
