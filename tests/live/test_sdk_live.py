@@ -240,7 +240,7 @@ def test_a_repeat_and_a_retried_registration_create_no_second_version(
     assert [version["version"] for version in versions] == ["1"]
 
 
-def test_register_baseline_via_api(as_alice: ModelRegistry, run: LoggedRun) -> None:
+def test_register_baseline_via_api(as_alice: ModelRegistry, alice: User, run: LoggedRun) -> None:
     model_type = unique("sdk-clf")
 
     baseline = as_alice.register_baseline_via_api(
@@ -254,6 +254,7 @@ def test_register_baseline_via_api(as_alice: ModelRegistry, run: LoggedRun) -> N
         "is_baseline": "true",
         "model_type": model_type,
         "mlflow_run_id": run.run_id,
+        "registered_by": alice.owner,
         "metrics": json.dumps({"accuracy": ACCURACY}, separators=(",", ":")),
         "metadata": json.dumps({"key": "value", "rows": 4}, separators=(",", ":"), sort_keys=True),
     }
