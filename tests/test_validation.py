@@ -22,6 +22,7 @@ from hokusai.validation import (
     validate_metric_name,
     validate_model_name,
     validate_owner,
+    validate_tokenized_model_name,
     validate_user_tags,
 )
 
@@ -90,6 +91,14 @@ def test_runs_uris_give_their_run_id() -> None:
     assert run_id_from_uri("models:/m-123") is None
     with pytest.raises(HokusaiValidationError, match="model_uri"):
         run_id_from_uri("runs:/")
+
+
+def test_tokenized_models_stay_out_of_the_baselines_prefix() -> None:
+    assert validate_tokenized_model_name("my-baseline-model") == "my-baseline-model"
+    assert validate_model_name("hokusai-baseline-clf") == "hokusai-baseline-clf"  # looking one up stays possible
+    for reserved in ("hokusai-baseline-clf", "HOKUSAI-BASELINE-clf"):
+        with pytest.raises(HokusaiValidationError, match="reserved for baselines"):
+            validate_tokenized_model_name(reserved)
 
 
 def test_model_names_and_owners() -> None:

@@ -16,8 +16,8 @@ from hokusai.validation import (
     validate_description,
     validate_metadata_fields,
     validate_metric_name,
-    validate_model_name,
     validate_model_uri,
+    validate_tokenized_model_name,
     validate_user_tags,
 )
 
@@ -95,7 +95,7 @@ class RegistrationRequest:
         clean_metadata = validate_metadata_fields(metadata)
         return cls(
             model_uri=validate_model_uri(model_uri),
-            model_name=validate_model_name(model_name),
+            model_name=validate_tokenized_model_name(model_name),
             token_id=normalize_token_id(token_id),
             metric_name=validate_metric_name(metric_name),
             baseline_value=validate_baseline_value(baseline_value),

@@ -105,6 +105,23 @@ def validate_model_name(model_name: object) -> str:
     return model_name
 
 
+def is_baseline_model_name(name: str) -> bool:
+    """Whether `name` is under the baselines' reserved prefix; case and surrounding spaces do not get around it."""
+    return name.strip().lower().startswith(BASELINE_MODEL_PREFIX)
+
+
+def validate_tokenized_model_name(model_name: object) -> str:
+    """A name to register a tokenized model under: a valid model name outside the baselines' reserved prefix."""
+    model_name = validate_model_name(model_name)
+    if is_baseline_model_name(model_name):
+        raise HokusaiValidationError(
+            "model_name",
+            f"names starting with '{BASELINE_MODEL_PREFIX}' are reserved for baselines "
+            "(register them with register_baseline_via_api)",
+        )
+    return model_name
+
+
 def validate_run_id(run_id: object, field: str = "mlflow_run_id") -> str:
     if not isinstance(run_id, str) or _RUN_ID_RE.fullmatch(run_id) is None:
         raise HokusaiValidationError(field, "is not a valid MLflow run id")

@@ -351,6 +351,7 @@ def test_admins_may_name_a_model_as_a_baseline(as_admin: httpx.Client) -> None:
         ({"metric_name": "acc;uracy"}, "metric_name"),
         ({"model_name": " padded "}, "model_name"),
         ({"model_name": "ctrl\x07"}, "model_name"),
+        ({"model_name": "Hokusai-Baseline-mine"}, "model_name"),
         ({"mlflow_run_id": "../etc"}, "mlflow_run_id"),
         ({"model_uri": "runs:/abc/model"}, "model_uri"),
         ({"tags": {"hokusai_token_id": "X"}}, "tags"),

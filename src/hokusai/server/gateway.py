@@ -34,7 +34,7 @@ from hokusai.server.errors import (
 from hokusai.server.keys import Principal
 from hokusai.server.paths import Access, PathRejected, RoutedPath, route_path
 from hokusai.server.read_batching import ReadBatching
-from hokusai.validation import BASELINE_MODEL_PREFIX
+from hokusai.validation import BASELINE_MODEL_PREFIX, is_baseline_model_name
 
 if TYPE_CHECKING:
     from hokusai.server.state import AppState
@@ -253,7 +253,7 @@ async def _without_reserved_name(request: Request, field: str) -> bytes:
     body = await _read_limited(request, _REWRITTEN_BODY_LIMIT)
     payload = _json_object(body)
     name = payload.get(field) if payload is not None else None
-    if isinstance(name, str) and name.strip().lower().startswith(BASELINE_MODEL_PREFIX):
+    if isinstance(name, str) and is_baseline_model_name(name):
         raise ApiError(
             403,
             f"Registered model names starting with '{BASELINE_MODEL_PREFIX}' are reserved for Hokusai's baselines. "

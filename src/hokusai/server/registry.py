@@ -69,6 +69,7 @@ from hokusai.validation import (
     validate_model_type,
     validate_model_uri,
     validate_run_id,
+    validate_tokenized_model_name,
     validate_user_tags,
 )
 
@@ -533,7 +534,7 @@ class Registration:
         }
         return cls(
             model_uri=model_uri,
-            model_name=validate_model_name(model_name),
+            model_name=validate_tokenized_model_name(model_name),
             token_id=token,
             metric_name=metric,
             baseline_value=value,
