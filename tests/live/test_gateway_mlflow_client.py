@@ -266,6 +266,28 @@ def test_a_users_first_calls_at_once_share_one_default_experiment(platform: Live
     assert [e["experiment_id"] for e in found.json()["experiments"]] == list(experiment_ids)
 
 
+@pytest.mark.parametrize("prefix", ["/api/mlflow/api", "/api/mlflow/ajax-api"])
+def test_a_user_reads_their_own_identity_and_grants_as_the_web_ui_does(platform: LivePlatform, prefix: str) -> None:
+    owner = platform.unique_owner("self-")
+    key = platform.create_key(owner, "read")
+    with platform.client(platform.create_key(owner, "read,write")) as writer:
+        created = writer.post(API + "/experiments/create", json={"name": f"{owner}-own"})
+    with platform.client(key) as client:
+        current = client.get(prefix + "/2.0/mlflow/users/current")
+        grants = client.get(prefix + "/3.0/mlflow/users/current/permissions")
+        others = client.get(prefix + "/2.0/mlflow/users/permissions/list", params={"username": "admin"})
+
+    assert current.status_code == 200 and current.json()["user"]["username"] == owner, current.text
+    assert grants.status_code == 200, grants.text
+    experiment_id = created.json()["experiment_id"]
+    own_grants = grants.json()["permissions"]
+    assert [(grant["resource_type"], grant["resource_pattern"], grant["permission"]) for grant in own_grants] == [
+        ("experiment", experiment_id, "MANAGE")
+    ]
+    assert grants.json()["is_admin"] is False
+    assert others.status_code == 403  # anyone else's grants stay admin-only
+
+
 def test_webhooks_are_refused_to_users_with_the_reason(platform: LivePlatform) -> None:
     owner = platform.unique_owner("hook-")
     key = platform.create_key(owner, "read,write")

@@ -48,7 +48,8 @@ _API = r"/(?:ajax-)?api/(?:2\.0|3\.0)/mlflow"
 _REFUSED = re.compile(_API + r"/(?:gateway|gateway-proxy|assistant|mcp-servers|secrets|endpoints)(?:/.*)?|/gateway/.*")
 # User, role and permission administration in MLflow's auth app.
 _ADMIN = re.compile(_API + r"/(?:users|roles)(?:/.*)?|" + _API + r"/.*/permissions/.*")
-_SELF_SERVICE = re.compile(r"/(?:ajax-)?api/2\.0/mlflow/users/current")
+# The caller's own identity and grants (the web UI reads both); MLflow's auth app lets any user read their own.
+_SELF_SERVICE = re.compile(r"/(?:ajax-)?api/(?:2\.0/mlflow/users/current|3\.0/mlflow/users/current/permissions)")
 # Reads that MLflow's API sends as POST (the stock client POSTs get-latest-versions and batchGetInfos); every
 # other non-GET method needs the write scope.
 _POST_READS = re.compile(
