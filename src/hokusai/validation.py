@@ -169,6 +169,11 @@ def validate_description(description: object) -> str | None:
     return description
 
 
+def is_reserved_tag(key: str) -> bool:
+    """Whether a model-version tag is Hokusai's: set once at registration, never by users afterwards."""
+    return key in RESERVED_TAGS or key.startswith(METADATA_TAG_PREFIX)
+
+
 def validate_user_tags(tags: Mapping[str, object] | None) -> dict[str, str]:
     """User tags as strings; they may not overwrite the tags that make a model tokenized."""
     if tags is None:
@@ -179,7 +184,7 @@ def validate_user_tags(tags: Mapping[str, object] | None) -> dict[str, str]:
     for key, value in tags.items():
         if not isinstance(key, str) or not key.strip() or len(key) > TAG_KEY_MAX_LENGTH:
             raise HokusaiValidationError("tags", f"tag names must be non-empty strings of at most {TAG_KEY_MAX_LENGTH}")
-        if key in RESERVED_TAGS or key.startswith(METADATA_TAG_PREFIX):
+        if is_reserved_tag(key):
             raise HokusaiValidationError("tags", f"'{key}' is reserved for Hokusai and cannot be set directly")
         if value is None or isinstance(value, Mapping | list):
             raise HokusaiValidationError("tags", f"the value of '{key}' must be a string or a number")

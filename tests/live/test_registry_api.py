@@ -331,6 +331,41 @@ def test_admins_may_name_a_model_as_a_baseline(as_admin: httpx.Client) -> None:
     assert created.status_code == 200, created.text
 
 
+def test_a_registered_versions_hokusai_tags_cannot_be_rewritten_through_mlflow(
+    as_alice: httpx.Client, as_admin: httpx.Client, run: LoggedRun
+) -> None:
+    request = body(run)
+    assert as_alice.post(TOKENIZED, json=request).status_code == 201
+    version = {"name": request["model_name"], "version": "1"}
+    other_model = unique("untokenized")
+    assert as_alice.post(f"{MLFLOW}/registered-models/create", json={"name": other_model}).status_code == 200
+
+    attempts = [
+        as_alice.post(f"{MLFLOW}/model-versions/set-tag", json={**version, "key": "benchmark_value", "value": "0.99"}),
+        as_alice.post(f"{MLFLOW}/model-versions/set-tag", json={**version, "key": "hokusai.eval_spec", "value": "x"}),
+        as_alice.request("DELETE", f"{MLFLOW}/model-versions/delete-tag", json={**version, "key": "hokusai_token_id"}),
+        as_alice.post(
+            "/api/mlflow/ajax-api/2.0/mlflow/model-versions/create",
+            json={
+                "name": other_model,
+                "source": f"runs:/{run.run_id}/model",
+                "tags": [{"key": "team", "value": "a"}, {"key": "hokusai_token_id", "value": "SOMEONE-ELSES"}],
+            },
+        ),
+    ]
+    own_tag = as_alice.post(f"{MLFLOW}/model-versions/set-tag", json={**version, "key": "team", "value": "growth"})
+    by_admin = as_admin.post(f"{MLFLOW}/model-versions/set-tag", json={**version, "key": "hokusai.note", "value": "ok"})
+
+    refused_tags = ["benchmark_value", "hokusai.eval_spec", "hokusai_token_id", "hokusai_token_id"]
+    for refused, tag in zip(attempts, refused_tags, strict=True):
+        assert f"Tag '{tag}' belongs to Hokusai" in assert_error(refused, 403, "PERMISSION_DENIED")
+    assert (own_tag.status_code, by_admin.status_code) == (200, 200), own_tag.text + by_admin.text
+    registered = as_alice.get(f"{TOKENIZED}/{request['model_name']}/versions/1").json()
+    assert (registered["baseline_value"], registered["token_id"]) == (ACCURACY, str(request["token_id"]).upper())
+    versions = as_alice.post(f"{MLFLOW}/model-versions/search", json={"filter": f"name = '{other_model}'"})
+    assert versions.json().get("model_versions", []) == []
+
+
 # --- bad input ---------------------------------------------------------------------------------------------------
 
 

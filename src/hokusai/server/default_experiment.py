@@ -13,15 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from hokusai.server.paths import rest_and_ajax
+
 DEFAULT_EXPERIMENT_ID = "0"
 OTLP_TRACES = "/v1/traces"
 # Spans exported over OTLP name their experiment in a header; the body is protobuf and is never touched.
 OTLP_EXPERIMENT_HEADER = "x-mlflow-experiment-id"
-
-
-def _routes(path: str) -> tuple[str, str]:
-    """The REST path and the web UI's `ajax-api` twin."""
-    return "/api" + path, "/ajax-api" + path
 
 
 @dataclass(frozen=True)
@@ -66,20 +63,20 @@ def _is_default(value: object) -> bool:
     return isinstance(value, str | int) and not isinstance(value, bool) and str(value) == DEFAULT_EXPERIMENT_ID
 
 
-RUN_CREATE = _routes("/2.0/mlflow/runs/create")
+RUN_CREATE = rest_and_ajax("/2.0/mlflow/runs/create")
 _EXPERIMENT_ID = ExperimentField(("experiment_id",))
 # MLflow's own client always names an experiment; a run or logged model sent without one is treated as experiment 0.
 _EXPERIMENT_ID_OR_ABSENT = ExperimentField(("experiment_id",), absent_means_default=True)
 CREATION_CALLS: dict[str, ExperimentField] = {
     **dict.fromkeys(RUN_CREATE, _EXPERIMENT_ID_OR_ABSENT),
-    **dict.fromkeys(_routes("/2.0/mlflow/logged-models"), _EXPERIMENT_ID_OR_ABSENT),
-    **dict.fromkeys(_routes("/2.0/mlflow/traces"), _EXPERIMENT_ID),
+    **dict.fromkeys(rest_and_ajax("/2.0/mlflow/logged-models"), _EXPERIMENT_ID_OR_ABSENT),
+    **dict.fromkeys(rest_and_ajax("/2.0/mlflow/traces"), _EXPERIMENT_ID),
     **dict.fromkeys(
-        _routes("/3.0/mlflow/traces"),
+        rest_and_ajax("/3.0/mlflow/traces"),
         ExperimentField(("trace", "trace_info", "trace_location", "mlflow_experiment", "experiment_id")),
     ),
-    **dict.fromkeys(_routes("/3.0/mlflow/datasets/create"), ExperimentField(("experiment_ids",), many=True)),
-    **dict.fromkeys(_routes("/3.0/mlflow/scorers/register"), _EXPERIMENT_ID),
+    **dict.fromkeys(rest_and_ajax("/3.0/mlflow/datasets/create"), ExperimentField(("experiment_ids",), many=True)),
+    **dict.fromkeys(rest_and_ajax("/3.0/mlflow/scorers/register"), _EXPERIMENT_ID),
 }
 
 

@@ -6,7 +6,7 @@ import asyncio
 import json
 import logging
 import sys
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
@@ -32,9 +32,9 @@ from hokusai.server.errors import (
     mlflow_unavailable,
 )
 from hokusai.server.keys import Principal
-from hokusai.server.paths import Access, PathRejected, RoutedPath, route_path
+from hokusai.server.paths import Access, PathRejected, RoutedPath, rest_and_ajax, route_path
 from hokusai.server.read_batching import ReadBatching
-from hokusai.validation import BASELINE_MODEL_PREFIX, is_baseline_model_name
+from hokusai.validation import BASELINE_MODEL_PREFIX, is_baseline_model_name, is_reserved_tag
 
 if TYPE_CHECKING:
     from hokusai.server.state import AppState
@@ -81,14 +81,29 @@ _BUFFERED_BODY_LIMIT = 64 * 1024
 # to MLflow. The stock client sends ~10 small headers; a browser on the UI, cookies included, stays far below these.
 MAX_REQUEST_HEADERS = 100
 MAX_REQUEST_HEADER_BYTES = 32 * 1024
-# Calls that give a registered model its name, and the field that holds it (REST paths and the web UI's twins).
+
+
+# Calls that give a registered model its name, and the field that holds it.
 _MODEL_NAMING_CALLS = {
-    **dict.fromkeys(
-        ("/api/2.0/mlflow/registered-models/create", "/ajax-api/2.0/mlflow/registered-models/create"), "name"
-    ),
-    **dict.fromkeys(
-        ("/api/2.0/mlflow/registered-models/rename", "/ajax-api/2.0/mlflow/registered-models/rename"), "new_name"
-    ),
+    **dict.fromkeys(rest_and_ajax("/2.0/mlflow/registered-models/create"), "name"),
+    **dict.fromkeys(rest_and_ajax("/2.0/mlflow/registered-models/rename"), "new_name"),
+}
+
+
+def _tag_key(payload: dict[str, Any]) -> list[object]:
+    return [payload.get("key")]
+
+
+def _version_tag_keys(payload: dict[str, Any]) -> list[object]:
+    tags = payload.get("tags")
+    return [tag.get("key") for tag in tags if isinstance(tag, dict)] if isinstance(tags, list) else []
+
+
+# Calls that set or remove a model version's tags, and the tag names each carries.
+_VERSION_TAG_CALLS: dict[str, Callable[[dict[str, Any]], list[object]]] = {
+    **dict.fromkeys(rest_and_ajax("/2.0/mlflow/model-versions/set-tag"), _tag_key),
+    **dict.fromkeys(rest_and_ajax("/2.0/mlflow/model-versions/delete-tag"), _tag_key),
+    **dict.fromkeys(rest_and_ajax("/2.0/mlflow/model-versions/create"), _version_tag_keys),
 }
 
 
@@ -161,6 +176,8 @@ class MlflowGateway:
                 return await self._widen_search(request, path, principal)
             if path in _MODEL_NAMING_CALLS and not principal.is_admin:
                 return await _without_reserved_name(request, _MODEL_NAMING_CALLS[path])
+        if principal is not None and not principal.is_admin and path in _VERSION_TAG_CALLS:
+            return await _without_reserved_tags(request, _VERSION_TAG_CALLS[path])
         if _declared_length(request) <= _BUFFERED_BODY_LIMIT:
             # Small bodies (most MLflow calls) are read whole and sent with the head in one write, which costs
             # aiohttp less than a streamed payload; anything larger or chunked streams through untouched.
@@ -259,6 +276,28 @@ async def _without_reserved_name(request: Request, field: str) -> bytes:
             f"Registered model names starting with '{BASELINE_MODEL_PREFIX}' are reserved for Hokusai's baselines. "
             "Register a baseline with POST /api/v1/models/baseline (the SDK's register_baseline_via_api), or "
             "choose another name.",
+            error_code="PERMISSION_DENIED",
+        )
+    return body
+
+
+async def _without_reserved_tags(request: Request, tag_keys: Callable[[dict[str, Any]], list[object]]) -> bytes:
+    """The body of a version-tag call, unless it sets or removes one of the tags Hokusai registered.
+
+    A tokenized version's token, metric and baseline are fixed when it is registered; the owner holds MANAGE on the
+    model, so without this check MLflow would let them rewrite the baseline, or claim another token, in one call.
+    """
+    body = await _read_limited(request, _REWRITTEN_BODY_LIMIT)
+    payload = _json_object(body)
+    reserved = (
+        sorted({key for key in tag_keys(payload) if isinstance(key, str) and is_reserved_tag(key)}) if payload else []
+    )
+    if reserved:
+        raise ApiError(
+            403,
+            f"Tag '{reserved[0]}' belongs to Hokusai: it is set when a model is registered through "
+            "POST /api/v1/models/tokenized, and a registered version's token, metric and baseline never change. "
+            "Register a new version to change them.",
             error_code="PERMISSION_DENIED",
         )
     return body

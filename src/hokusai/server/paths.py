@@ -105,6 +105,11 @@ _CACHED_PATHS = 4096
 _CACHED_PATH_LENGTH = 256
 
 
+def rest_and_ajax(path: str) -> tuple[str, str]:
+    """A REST path (`path` under `/api`) and the web UI's `/ajax-api` twin, which MLflow serves alike."""
+    return "/api" + path, "/ajax-api" + path
+
+
 def route_path(raw: str, method: str) -> RoutedPath:
     """Check a request path (relative to the gateway mount) and classify what it needs."""
     if len(raw) <= _CACHED_PATH_LENGTH:
