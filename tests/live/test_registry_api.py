@@ -527,6 +527,11 @@ def test_admins_transfer_and_release_tokens(
     assert as_alice.post(TOKENIZED, json=request).status_code == 201
     token_path = f"/api/v1/tokens/{request['token_id']}"
     assert_error(as_bob.post(f"{token_path}/transfer", json={"new_owner": bob.owner}), 403, "PERMISSION_DENIED")
+    nobody = as_admin.post(f"{token_path}/transfer", json={"new_owner": unique("nobody")})
+    no_model = as_admin.post(f"{token_path}/transfer", json={"new_owner": bob.owner, "model_name": unique("none")})
+    assert "an account exists once a key is created for it" in assert_error(nobody, 404, "RESOURCE_DOES_NOT_EXIST")
+    assert "to move the token to" in assert_error(no_model, 404, "RESOURCE_DOES_NOT_EXIST", layer="mlflow")
+    assert as_admin.get(token_path).json()["owner"] == alice.owner  # a typo moved nothing
 
     moved = as_admin.post(f"{token_path}/transfer", json={"new_owner": bob.owner})
 
@@ -553,7 +558,10 @@ def test_admins_transfer_and_release_tokens(
 
 
 def _gateway_register(client: httpx.Client, name: str, tags: dict[str, str], run: LoggedRun) -> None:
-    """A registered model and version made with MLflow's own API through the gateway (faster than our checks)."""
+    """A registered model and version made with MLflow's own API through the gateway (faster than our checks).
+
+    Only an admin key may: the gateway refuses Hokusai's tags to everyone else.
+    """
     assert client.post(f"{MLFLOW}/registered-models/create", json={"name": name}).status_code == 200
     version = {"name": name, "source": f"models:/{run.model_id}", "model_id": run.model_id, "run_id": run.run_id}
     version["tags"] = [{"key": key, "value": value} for key, value in tags.items()]
@@ -572,15 +580,17 @@ def _all_pages(client: httpx.Client, **params: object) -> list[list[dict[str, ob
             return pages
 
 
-def test_lookups_page_across_more_than_100_models(as_alice: httpx.Client, run: LoggedRun) -> None:
+def test_lookups_page_across_more_than_100_models(
+    as_alice: httpx.Client, as_admin: httpx.Client, run: LoggedRun
+) -> None:
     token_id = unique("PAGE").upper()
     prefix = unique("paged")
     names = [f"{prefix}-{index:03d}" for index in range(PAGE_MODELS)]
     tags = {"hokusai_token_id": token_id, "benchmark_metric": "accuracy", "benchmark_value": "0.875"}
     with ThreadPoolExecutor(4) as pool:
-        list(pool.map(lambda name: _gateway_register(as_alice, name, tags, run), names))
+        list(pool.map(lambda name: _gateway_register(as_admin, name, tags, run), names))
     # A version carrying the token but not the benchmark tags is not a tokenized model, and is skipped.
-    _gateway_register(as_alice, f"{prefix}-untagged", {"hokusai_token_id": token_id}, run)
+    _gateway_register(as_admin, f"{prefix}-untagged", {"hokusai_token_id": token_id}, run)
 
     default_pages = _all_pages(as_alice, token_id=token_id)
     small_pages = _all_pages(as_alice, token_id=token_id, max_results=40)

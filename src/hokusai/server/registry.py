@@ -39,7 +39,7 @@ from hokusai.server.mlflow_rest import (
     mlflow_message,
     send_as,
 )
-from hokusai.server.models import Token, utcnow
+from hokusai.server.models import ApiKey, Token, utcnow
 from hokusai.server.schemas import BaselineInfo, TokenizedModelInfo, TokenizedModelList
 from hokusai.server.upstream import PLATFORM, Upstream, UpstreamError
 from hokusai.validation import (
@@ -80,6 +80,7 @@ ARTIFACTS_LIST = "/api/2.0/mlflow/artifacts/list"
 LOGGED_MODELS_SEARCH = "/api/2.0/mlflow/logged-models/search"
 REGISTERED_MODELS_CREATE = "/api/2.0/mlflow/registered-models/create"
 REGISTERED_MODELS_DELETE = "/api/2.0/mlflow/registered-models/delete"
+REGISTERED_MODELS_GET = "/api/2.0/mlflow/registered-models/get"
 MODEL_VERSIONS_CREATE = "/api/2.0/mlflow/model-versions/create"
 MODEL_VERSIONS_GET = "/api/2.0/mlflow/model-versions/get"
 MODEL_VERSIONS_SEARCH = "/api/2.0/mlflow/model-versions/search"
@@ -479,6 +480,11 @@ def transfer_token(
         return token, previous_owner
 
 
+def account_exists(database: Database, *, owner: str) -> bool:
+    with database.session() as session:
+        return session.scalar(select(ApiKey.id).where(ApiKey.owner == owner).limit(1)) is not None
+
+
 def owner_model_names(database: Database, *, owner: str) -> list[str]:
     with database.session() as session:
         return sorted(set(session.scalars(select(Token.model_name).where(Token.owner == owner))))
@@ -827,7 +833,27 @@ async def transfer(
     new_owner: str,
     model_name: str | None,
 ) -> Token:
-    """Give a token (and MANAGE on its registered model in MLflow) to another owner."""
+    """Give a token (and MANAGE on its registered model in MLflow) to another owner.
+
+    The new owner must be an account (one a key was ever created for) and a new model must exist in MLflow: a typo
+    would otherwise hand the token, and the real owner's rights on the model, to nobody.
+    """
+    if not await run_in_threadpool(account_exists, database, owner=new_owner):
+        raise ApiError(
+            404,
+            f"No account '{new_owner}': an account exists once a key is created for it "
+            f"(hokusai keys create --owner {new_owner}).",
+            error_code="RESOURCE_DOES_NOT_EXIST",
+        )
+    if model_name is not None:
+        await call_as(
+            upstream,
+            caller.principal,
+            "GET",
+            REGISTERED_MODELS_GET,
+            params={"name": model_name},
+            action=f"find registered model '{model_name}' to move the token to",
+        )
     moved = await run_in_threadpool(
         transfer_token, database, token_id=token_id, new_owner=new_owner, model_name=model_name
     )
