@@ -269,6 +269,8 @@ def _not_found_hint(message: str) -> str:
     # The server's messages name what is missing: a run (registering from it), a token or a model version.
     if "run '" in message.lower():
         return "check the run id and the model's artifact path (the `name` given to log_model)"
+    if message.startswith("No API key with id"):
+        return "`hokusai keys list` shows the ids of your keys (`--all` every account's, for admins)"
     if message.startswith("Token '"):
         return "no model holds this token: check its spelling, or claim it by registering a model with it"
     return "check the model name and version; `hokusai models list` shows the models you can see"

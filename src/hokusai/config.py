@@ -167,7 +167,7 @@ def get_mlflow_auth_status(
         "key_prefix": config.key_prefix,
         "reachable": False,
         "key_accepted": False,
-        "mlflow_accepted": False,
+        "mlflow_accepted": None,  # None: not asked (no key the API accepted, or MLflow is not over HTTP)
         "owner": None,
         "scopes": [],
         "expires_at": None,
@@ -340,6 +340,7 @@ def _check_mlflow(client: HokusaiClient, plan: _Plan, status: dict[str, Any]) ->
         status["problems"].append(
             _problem(f"MLflow at {config.tracking_uri} refused {sent}: {exc.user_message}", _mlflow_fix(plan, exc))
         )
+        status["mlflow_accepted"] = False
         return
     status["mlflow_accepted"] = True
 

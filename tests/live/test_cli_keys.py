@@ -83,6 +83,15 @@ def test_revoke_and_rotate_through_the_cli(platform: LivePlatform) -> None:
     assert status == 401
 
 
+def test_an_unknown_key_id_points_to_keys_list(platform: LivePlatform) -> None:
+    result = _hokusai(platform, "keys", "revoke", "key_nosuch", key=platform.admin_key)
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[0].endswith(
+        "No API key with id 'key_nosuch'. (HINT: `hokusai keys list` shows the ids of your keys (`--all` every "
+        "account's, for admins))"
+    ), result.stderr
+
+
 def test_remote_without_a_key_or_with_a_user_key_fails_clearly(platform: LivePlatform) -> None:
     no_key = _hokusai(platform, "keys", "list")
     assert no_key.returncode == 1 and "No Hokusai API key provided" in no_key.stderr

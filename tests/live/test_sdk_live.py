@@ -156,7 +156,7 @@ def test_setup_validation_rejects_an_unknown_key_with_the_exact_message(platform
     assert str(error) == (
         f"401 UNAUTHENTICATED from hokusai-api (Request ID: {error.request_id}): {UNKNOWN_KEY_MESSAGE} {AUTH_HINT}"
     )
-    assert (status["reachable"], status["key_accepted"], status["mlflow_accepted"]) == (True, False, False)
+    assert (status["reachable"], status["key_accepted"], status["mlflow_accepted"]) == (True, False, None)
     assert status["problems"] == [
         {
             "problem": f"The API rejected the key {UNKNOWN_KEY[:12]}…: {UNKNOWN_KEY_MESSAGE}",

@@ -220,6 +220,7 @@ def test_status_without_a_key() -> None:
     status = get_mlflow_auth_status(api_url=API, transport=api.transport)
     assert "Authorization" not in api.requests[0].headers
     assert status["reachable"] is True
+    assert status["mlflow_accepted"] is None  # never asked: "no" would blame a credential nobody checked
     assert status["problems"] == [
         {"problem": "No Hokusai API key found", "fix": "run `hokusai login` or set HOKUSAI_API_KEY"}
     ]

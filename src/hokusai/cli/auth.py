@@ -138,7 +138,7 @@ def _status_rows(report: dict[str, Any]) -> list[tuple[str, object]]:
         ("expires", report["expires_at"]),
         ("mlflow tracking uri", f"{report['tracking_uri']} ({report['tracking_uri_source']})"),
         ("mlflow credential", credential),
-        ("mlflow accepted", checked(report["mlflow_accepted"])),
+        ("mlflow accepted", "not checked" if report["mlflow_accepted"] is None else checked(report["mlflow_accepted"])),
         ("outbox", f"{report['outbox_pending']} pending"),
     ]
 
