@@ -297,6 +297,8 @@ def _hint(status: int, error_code: str, layer: str, message: str, retry_after: f
                 "another model holds the token (named in the message): use another token id, or register under "
                 "that model if it is yours"
             )
+        if error_code == "INVALID_STATE":
+            return "a revoked key stays revoked: create a new one with `hokusai keys create`"
         if error_code == REGISTRATION_CONFLICT:
             return "repeat the original metric and baseline, or register a new version from a new run"
         return "the resource changed or already exists; reload it and retry"

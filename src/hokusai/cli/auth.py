@@ -72,7 +72,7 @@ def login(
 
 
 def logout() -> None:
-    """Delete the saved credentials file."""
+    """Delete the saved credentials file. Example: `hokusai logout`."""
     out = console()
     if delete_credentials():
         out.print(f"Logged out: removed {credentials_path()}.")
@@ -83,7 +83,7 @@ def logout() -> None:
 
 
 def whoami() -> None:
-    """Show who the current API key belongs to."""
+    """Show who the current API key belongs to. Example: `HOKUSAI_API_KEY=hk_live_… hokusai whoami`."""
     found = lookup_api_key()
     if found is None:
         console(stderr=True).print("Not logged in. Run `hokusai login` first.")

@@ -87,7 +87,10 @@ def create_key(
     offline: OfflineOption = False,
     api_url: ApiUrlOption = None,
 ) -> None:
-    """Create a key; the full key is printed once."""
+    """Create a key; the full key is printed once.
+
+    Example: `hokusai keys create --owner alice --scopes read,write --expires-in-days 90`.
+    """
     from hokusai.errors import HokusaiValidationError
     from hokusai.validation import validate_owner
 
@@ -116,7 +119,10 @@ def list_keys(
     offline: OfflineOption = False,
     api_url: ApiUrlOption = None,
 ) -> None:
-    """List keys (never the keys themselves: only their prefixes)."""
+    """List keys (never the keys themselves: only their prefixes).
+
+    Example: `hokusai keys list --all` (admins) or `hokusai keys list` (your own).
+    """
     if owner is not None and every:
         err_console.print("Error: --owner and --all are alternatives; pass one.")
         raise typer.Exit(2)
@@ -132,7 +138,10 @@ def list_keys(
 
 @keys_app.command("revoke")
 def revoke_key(key_id: str, offline: OfflineOption = False, api_url: ApiUrlOption = None) -> None:
-    """Revoke a key by id."""
+    """Revoke a key by id (the `id` column of `hokusai keys list`).
+
+    Example: `hokusai keys revoke key_0123456789abcdef`.
+    """
     if offline:
         with _offline_store() as store:
             if store.revoke(key_id) is None:
@@ -150,7 +159,10 @@ def rotate_key(
     offline: OfflineOption = False,
     api_url: ApiUrlOption = None,
 ) -> None:
-    """Replace a key: a new key with the same owner and scopes; the old one is revoked."""
+    """Replace a key: a new key with the same owner and scopes; the old one is revoked.
+
+    Example: `hokusai keys rotate key_0123456789abcdef --quiet > new-key.txt`.
+    """
     if offline:
         with _offline_store() as store:
             issued = store.rotate(key_id)

@@ -32,8 +32,11 @@ def register_model(
 ) -> None:
     """Register a model version tied to a token and a benchmark baseline.
 
-    Example: `hokusai models register --model-uri runs:/abc123/model --name churn --token-id CHURN
-    --metric accuracy --baseline 0.91 --tag team=growth`.
+    Example:
+
+    \b
+    hokusai models register --model-uri runs:/abc123/model --name churn --token-id CHURN \\
+        --metric accuracy --baseline 0.91 --tag team=growth
     """
     tags = _parse_pairs(tag or [], "--tag")
     with ModelRegistry() as registry:

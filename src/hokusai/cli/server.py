@@ -14,7 +14,10 @@ def run_server(
     port: Annotated[int | None, typer.Option(help="Port of the API (HOKUSAI_PORT).")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Where data and secrets live (HOKUSAI_DATA_DIR).")] = None,
 ) -> None:
-    """Start the Hokusai API and its embedded MLflow (Ctrl-C stops both)."""
+    """Start the Hokusai API and its embedded MLflow (Ctrl-C stops both).
+
+    Example: `HOKUSAI_PORT=8080 hokusai server` (settings: .env.example).
+    """
     from hokusai.server.mlflow_process import MlflowStartError
     from hokusai.server.runner import PortInUseError, serve
     from hokusai.server.settings import Settings

@@ -102,6 +102,10 @@ async def rotate_key(key_id: str, request: Request, state: StateDep, principal: 
     await run_in_threadpool(_owned_key, state, principal, key_id)
     issued = await run_in_threadpool(state.keys.rotate, key_id)
     if issued is None:
-        raise ApiError(409, f"Key '{key_id}' is already revoked and cannot be rotated.", error_code="INVALID_STATE")
+        raise ApiError(
+            409,
+            f"Key '{key_id}' is already revoked and cannot be rotated: create a new key instead.",
+            error_code="INVALID_STATE",
+        )
     await run_in_threadpool(_audit, state, request, principal, "key.rotate", key_id)
     return _created(issued)
