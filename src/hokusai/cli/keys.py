@@ -51,19 +51,35 @@ def _key_status(row: dict[str, Any]) -> str:
     return "revoked" if row["revoked_at"] else "active"
 
 
+# Every column, and the ones that still fit an 80-column terminal; the full table needs about 124 columns.
+_COLUMNS = ("owner", "name", "scopes", "prefix", "status", "created", "expires", "last used")
+_NARROW_COLUMNS = ("owner", "scopes", "status", "last used")
+_FULL_TABLE_WIDTH = 124
+
+
 def _print_keys(rows: Sequence[dict[str, Any]]) -> None:
+    columns = _COLUMNS if console.width >= _FULL_TABLE_WIDTH else _NARROW_COLUMNS
     table = Table()
     # The id is what `revoke` and `rotate` take: kept on one line, so it can be copied in a narrow terminal. The rest
     # folds, never truncates.
     table.add_column("id", no_wrap=True, min_width=max((len(row["id"]) for row in rows), default=2))
-    for column in ("owner", "name", "scopes", "prefix", "status", "created", "expires", "last used"):
+    for column in columns:
         table.add_column(column, overflow="fold")
     for row in rows:
-        dates = (str(row[field] or "-")[:10] for field in ("created_at", "expires_at", "last_used_at"))
-        table.add_row(
-            row["id"], row["owner"], row["name"], ",".join(row["scopes"]), row["prefix"] + "…", _key_status(row), *dates
-        )
+        cells = {
+            "owner": row["owner"],
+            "name": row["name"],
+            "scopes": ",".join(row["scopes"]),
+            "prefix": row["prefix"] + "…",
+            "status": _key_status(row),
+            "created": str(row["created_at"] or "-")[:10],
+            "expires": str(row["expires_at"] or "-")[:10],
+            "last used": str(row["last_used_at"] or "-")[:10],
+        }
+        table.add_row(row["id"], *(cells[column] for column in columns))
     console.print(table)
+    if columns is _NARROW_COLUMNS:
+        console.print(f"(name, prefix, created and expires need a terminal at least {_FULL_TABLE_WIDTH} columns wide)")
 
 
 def _print_created(row: dict[str, Any], quiet: bool) -> None:
