@@ -15,6 +15,7 @@ __all__ = ["register"]
 
 AUDIT_PATH = "/api/v1/audit"
 _MAX_PAGE = 1000  # the API's largest page
+_REQUEST_ID_WIDTH = 120  # terminal columns from which the request id is shown as well
 
 
 def register(app: typer.Typer) -> None:
@@ -40,13 +41,18 @@ def audit(
     if not events:
         console().print("No audit events match.")
         return
-    table = Table("at", "actor", "action", "target", "outcome", "request id")
+    out = console()
+    # Folded, never cut: an id or a target is only useful whole. The request id joins when the terminal is wide.
+    columns = ["at", "actor", "action", "target", "outcome"] + (
+        ["request id"] if out.width >= _REQUEST_ID_WIDTH else []
+    )
+    table = Table()
+    for column in columns:
+        table.add_column(column, overflow="fold", no_wrap=column == "at")
     for event in events:
-        table.add_row(
-            event["at"][:19], event["actor"], event["action"], event["target"] or "-", event["outcome"],
-            event["request_id"] or "-",
-        )  # fmt: skip
-    console().print(table)
+        cells = [event["at"][:19], event["actor"], event["action"], event["target"] or "-", event["outcome"]]
+        table.add_row(*cells, event["request_id"] or "-")
+    out.print(table)
 
 
 def _fetch(params: dict[str, Any], limit: int, api_url: str | None) -> list[dict[str, Any]]:

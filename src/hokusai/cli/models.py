@@ -77,7 +77,9 @@ def list_models(
     if not models:
         out.print("No tokenized models found.")
         return
-    table = Table("Model", "Version", "Token", "Metric", "Baseline", "Source")
+    table = Table()
+    for column in ("Model", "Version", "Token", "Metric", "Baseline", "Source"):
+        table.add_column(column, overflow="fold")  # a name or a token id is only useful whole
     for model in models:
         table.add_row(
             model.model_name,
