@@ -31,7 +31,7 @@ ACCURACY = 0.875
 TOKENIZED = "/api/v1/models/tokenized"
 BASELINE = "/api/v1/models/baseline"
 MLFLOW = "/api/mlflow/api/2.0/mlflow"
-PAGE_MODELS = 105
+PAGE_VERSIONS = 105
 RACERS = 6
 
 _LOG_RUN = f"""
@@ -549,6 +549,8 @@ def test_admins_transfer_and_release_tokens(
     assert released.status_code == 200 and released.json()["owner"] == bob.owner
     assert_error(as_admin.delete(token_path), 404, "RESOURCE_DOES_NOT_EXIST")
     assert as_bob.get(token_path).status_code == 404
+    # Released, the token lists nothing, though its versions keep their tags.
+    assert as_bob.get(TOKENIZED, params={"token_id": request["token_id"]}).json()["models"] == []
     events = as_admin.get("/api/v1/audit", params={"actor": "admin", "max_results": 1000}).json()["events"]
     actions = {event["action"] for event in events if event["target"] == str(request["token_id"]).upper()}
     assert {"token.transfer", "token.release"} <= actions
@@ -557,15 +559,14 @@ def test_admins_transfer_and_release_tokens(
 # --- lookups -------------------------------------------------------------------------------------------------------
 
 
-def _gateway_register(client: httpx.Client, name: str, tags: dict[str, str], run: LoggedRun) -> None:
-    """A registered model and version made with MLflow's own API through the gateway (faster than our checks).
+def _admin_version(admin: httpx.Client, name: str, tags: dict[str, str], run: LoggedRun) -> None:
+    """A model version made with MLflow's own API through the gateway (faster than our checks).
 
-    Only an admin key may: the gateway refuses Hokusai's tags to everyone else.
+    Only an admin key may write Hokusai's tags there; the gateway refuses them to everyone else.
     """
-    assert client.post(f"{MLFLOW}/registered-models/create", json={"name": name}).status_code == 200
     version = {"name": name, "source": f"models:/{run.model_id}", "model_id": run.model_id, "run_id": run.run_id}
     version["tags"] = [{"key": key, "value": value} for key, value in tags.items()]
-    response = client.post(f"{MLFLOW}/model-versions/create", json=version)
+    response = admin.post(f"{MLFLOW}/model-versions/create", json=version)
     assert response.status_code == 200, response.text
 
 
@@ -580,29 +581,34 @@ def _all_pages(client: httpx.Client, **params: object) -> list[list[dict[str, ob
             return pages
 
 
-def test_lookups_page_across_more_than_100_models(
+def test_lookups_page_across_more_than_100_versions_of_the_model_holding_the_token(
     as_alice: httpx.Client, as_admin: httpx.Client, run: LoggedRun
 ) -> None:
-    token_id = unique("PAGE").upper()
-    prefix = unique("paged")
-    names = [f"{prefix}-{index:03d}" for index in range(PAGE_MODELS)]
+    request = body(run)
+    assert as_alice.post(TOKENIZED, json=request).status_code == 201
+    model_name, token_id = str(request["model_name"]), str(request["token_id"]).upper()
     tags = {"hokusai_token_id": token_id, "benchmark_metric": "accuracy", "benchmark_value": "0.875"}
-    with ThreadPoolExecutor(4) as pool:
-        list(pool.map(lambda name: _gateway_register(as_admin, name, tags, run), names))
+    for _ in range(PAGE_VERSIONS - 1):
+        _admin_version(as_admin, model_name, tags, run)
     # A version carrying the token but not the benchmark tags is not a tokenized model, and is skipped.
-    _gateway_register(as_admin, f"{prefix}-untagged", {"hokusai_token_id": token_id}, run)
+    _admin_version(as_admin, model_name, {"hokusai_token_id": token_id}, run)
+    # Another model tagged with the token does not hold it: the token registry, not a tag, decides.
+    stray = unique("stray")
+    assert as_admin.post(f"{MLFLOW}/registered-models/create", json={"name": stray}).status_code == 200
+    _admin_version(as_admin, stray, tags, run)
 
     default_pages = _all_pages(as_alice, token_id=token_id)
     small_pages = _all_pages(as_alice, token_id=token_id, max_results=40)
 
-    assert [len(page) for page in default_pages] == [100, PAGE_MODELS - 100]
-    assert [len(page) for page in small_pages] == [40, 40, PAGE_MODELS - 80]
+    assert [len(page) for page in default_pages] == [100, PAGE_VERSIONS - 100]
+    assert [len(page) for page in small_pages] == [40, 40, PAGE_VERSIONS - 80]
     for pages in (default_pages, small_pages):
-        assert [model["model_name"] for page in pages for model in page] == names
+        listed = [(model["model_name"], model["version"]) for page in pages for model in page]
+        assert listed == [(model_name, str(number)) for number in range(1, PAGE_VERSIONS + 1)]
     everything = as_alice.get(TOKENIZED, params={"max_results": 1000}).json()["models"]
-    listed = {model["model_name"] for model in everything}
-    assert set(names) <= listed and f"{prefix}-untagged" not in listed
-    assert not any(name.startswith("hokusai-baseline-") for name in listed)
+    names = {model["model_name"] for model in everything}
+    assert model_name in names and stray not in names
+    assert not any(name.startswith("hokusai-baseline-") for name in names)
 
 
 def test_owner_filter_and_version_lookup(

@@ -9,7 +9,14 @@ import pytest
 
 from hokusai.server.db import Database
 from hokusai.server.errors import ApiError
-from hokusai.server.registry import TokenClaim, claim_token, get_token, release_token, transfer_token
+from hokusai.server.registry import (
+    TokenClaim,
+    claim_token,
+    get_token,
+    models_holding_tokens,
+    release_token,
+    transfer_token,
+)
 
 RACERS = 8
 
@@ -87,3 +94,16 @@ def test_transfer_moves_owner_and_model(database: Database) -> None:
     assert stored is not None and (stored.owner, stored.model_name) == ("bob", "m2")
     assert stored.updated_at >= stored.created_at
     assert transfer_token(database, token_id="NOPE", new_owner="bob") is None
+
+
+def test_models_holding_tokens_by_token_owner_or_both(database: Database) -> None:
+    claim_token(database, token_id="A", model_name="m-a", owner="alice")
+    claim_token(database, token_id="B", model_name="m-b", owner="alice")
+    claim_token(database, token_id="C", model_name="m-c", owner="bob")
+
+    assert models_holding_tokens(database, token_ids=["A", "C", "NONE"]) == {"A": "m-a", "C": "m-c"}
+    assert models_holding_tokens(database, owner="alice") == {"A": "m-a", "B": "m-b"}
+    assert models_holding_tokens(database, token_ids=["C"], owner="alice") == {}
+    assert models_holding_tokens(database, token_ids=set()) == {}
+    release_token(database, token_id="A")
+    assert models_holding_tokens(database, token_ids={"A", "B"}) == {"B": "m-b"}

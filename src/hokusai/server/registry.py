@@ -14,7 +14,7 @@ import logging
 import math
 import re
 import weakref
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -485,9 +485,17 @@ def account_exists(database: Database, *, owner: str) -> bool:
         return session.scalar(select(ApiKey.id).where(ApiKey.owner == owner).limit(1)) is not None
 
 
-def owner_model_names(database: Database, *, owner: str) -> list[str]:
+def models_holding_tokens(
+    database: Database, *, token_ids: Collection[str] | None = None, owner: str | None = None
+) -> dict[str, str]:
+    """Token id -> the registered model holding it, for these tokens and/or this owner's (all tokens if neither)."""
+    query = select(Token.token_id, Token.model_name)
+    if token_ids is not None:
+        query = query.where(Token.token_id.in_(token_ids))
+    if owner is not None:
+        query = query.where(Token.owner == owner)
     with database.session() as session:
-        return sorted(set(session.scalars(select(Token.model_name).where(Token.owner == owner))))
+        return {token_id: model_name for token_id, model_name in session.execute(query)}
 
 
 # --- registration ----------------------------------------------------------------------------------------------------
@@ -753,13 +761,22 @@ async def list_tokenized_models(
     page_token: str | None,
     max_results: int,
 ) -> TokenizedModelList:
-    """Tokenized versions the caller may read, in (name, version) order, paged by MLflow's own page token."""
+    """Tokenized versions the caller may read, in (name, version) order, paged by MLflow's own page token.
+
+    A version counts only while its model holds the token its tag names, as the token registry records it: a tag
+    alone (written before the gateway guarded Hokusai's tags, or by an admin) claims nothing, and after a release or
+    a transfer to another model the old versions are no longer the token's. A page may therefore hold fewer versions
+    than asked for; its page token still leads on.
+    """
     clauses = [f"tags.{TAG_TOKEN_ID} = {filter_equals(token_id)}" if token_id else f"tags.{TAG_TOKEN_ID} LIKE '%'"]
-    if owner is not None:
-        names = await run_in_threadpool(owner_model_names, database, owner=owner)
-        if not names:
+    held: dict[str, str] | None = None
+    if token_id is not None or owner is not None:
+        held = await run_in_threadpool(
+            models_holding_tokens, database, token_ids=[token_id] if token_id else None, owner=owner
+        )
+        if not held:
             return TokenizedModelList(models=[], next_page_token=None)
-        clauses.append(f"name IN {filter_in(names)}")
+        clauses.append(f"name IN {filter_in(sorted(set(held.values())))}")
     filter_string = " AND ".join(clauses)
     if len(filter_string) > _MAX_FILTER_LENGTH:
         raise ApiError(
@@ -775,7 +792,10 @@ async def list_tokenized_models(
         max_results=max_results,
         page_token=page_token,
     )
-    models = [info for info in map(tokenized_info, versions) if info is not None]
+    found = [info for info in map(tokenized_info, versions) if info is not None]
+    if held is None:
+        held = await run_in_threadpool(models_holding_tokens, database, token_ids={info.token_id for info in found})
+    models = [info for info in found if held.get(info.token_id) == info.model_name]
     return TokenizedModelList(models=models, next_page_token=next_page_token)
 
 

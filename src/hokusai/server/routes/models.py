@@ -83,7 +83,10 @@ async def read_tokenized_models(
     page_token: Annotated[str | None, Query(max_length=PAGE_TOKEN_MAX_LENGTH)] = None,
     max_results: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
 ) -> TokenizedModelList:
-    """List tokenized model versions you may read, by token and/or token owner, in pages."""
+    """List tokenized model versions you may read, by token and/or token owner, in pages.
+
+    A version is listed while its model holds the token it is tagged with; a page may hold fewer than `max_results`.
+    """
     return await registry.list_tokenized_models(
         database=state.database,
         upstream=state.upstream,
