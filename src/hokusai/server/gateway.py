@@ -83,11 +83,47 @@ MAX_REQUEST_HEADERS = 100
 MAX_REQUEST_HEADER_BYTES = 32 * 1024
 
 
-# Calls that give a registered model its name, and the field that holds it.
-_MODEL_NAMING_CALLS = {
-    **dict.fromkeys(rest_and_ajax("/2.0/mlflow/registered-models/create"), "name"),
-    **dict.fromkeys(rest_and_ajax("/2.0/mlflow/registered-models/rename"), "new_name"),
-}
+_Refusal = Callable[[dict[str, Any]], str | None]
+
+
+def _baseline_name_refused(field: str) -> _Refusal:
+    """Refuse naming a registered model under the baselines' prefix, held in `field`.
+
+    Baseline models belong to the platform (see `registry.register_baseline`); a user who created one first would
+    own every later baseline of its type, and could delete them.
+    """
+
+    def refusal(payload: dict[str, Any]) -> str | None:
+        name = payload.get(field)
+        if not (isinstance(name, str) and is_baseline_model_name(name)):
+            return None
+        return (
+            f"Registered model names starting with '{BASELINE_MODEL_PREFIX}' are reserved for Hokusai's baselines. "
+            "Register a baseline with POST /api/v1/models/baseline (the SDK's register_baseline_via_api), or "
+            "choose another name."
+        )
+
+    return refusal
+
+
+def _hokusai_tags_refused(tag_keys: Callable[[dict[str, Any]], list[object]]) -> _Refusal:
+    """Refuse setting or removing the version tags Hokusai writes at registration, named by `tag_keys`.
+
+    A tokenized version's token, metric and baseline are fixed when it is registered; the owner holds MANAGE on the
+    model, so MLflow alone would let them rewrite the baseline, or tag a version with another user's token.
+    """
+
+    def refusal(payload: dict[str, Any]) -> str | None:
+        reserved = sorted({key for key in tag_keys(payload) if isinstance(key, str) and is_reserved_tag(key)})
+        if not reserved:
+            return None
+        return (
+            f"Tag '{reserved[0]}' belongs to Hokusai: it is set when a model is registered through "
+            "POST /api/v1/models/tokenized, and a registered version's token, metric and baseline never change. "
+            "Register a new version to change them."
+        )
+
+    return refusal
 
 
 def _tag_key(payload: dict[str, Any]) -> list[object]:
@@ -99,11 +135,13 @@ def _version_tag_keys(payload: dict[str, Any]) -> list[object]:
     return [tag.get("key") for tag in tags if isinstance(tag, dict)] if isinstance(tags, list) else []
 
 
-# Calls that set or remove a model version's tags, and the tag names each carries.
-_VERSION_TAG_CALLS: dict[str, Callable[[dict[str, Any]], list[object]]] = {
-    **dict.fromkeys(rest_and_ajax("/2.0/mlflow/model-versions/set-tag"), _tag_key),
-    **dict.fromkeys(rest_and_ajax("/2.0/mlflow/model-versions/delete-tag"), _tag_key),
-    **dict.fromkeys(rest_and_ajax("/2.0/mlflow/model-versions/create"), _version_tag_keys),
+# Calls whose body a non-admin may not send as it is when its check finds a reason (a 403; MLflow never sees it).
+_GUARDED_CALLS: dict[str, _Refusal] = {
+    **dict.fromkeys(rest_and_ajax("/2.0/mlflow/registered-models/create"), _baseline_name_refused("name")),
+    **dict.fromkeys(rest_and_ajax("/2.0/mlflow/registered-models/rename"), _baseline_name_refused("new_name")),
+    **dict.fromkeys(rest_and_ajax("/2.0/mlflow/model-versions/set-tag"), _hokusai_tags_refused(_tag_key)),
+    **dict.fromkeys(rest_and_ajax("/2.0/mlflow/model-versions/delete-tag"), _hokusai_tags_refused(_tag_key)),
+    **dict.fromkeys(rest_and_ajax("/2.0/mlflow/model-versions/create"), _hokusai_tags_refused(_version_tag_keys)),
 }
 
 
@@ -174,10 +212,8 @@ class MlflowGateway:
                 return await self._rewrite_create(request, path, principal)
             if path in SEARCH_CALLS and not principal.is_admin:
                 return await self._widen_search(request, path, principal)
-            if path in _MODEL_NAMING_CALLS and not principal.is_admin:
-                return await _without_reserved_name(request, _MODEL_NAMING_CALLS[path])
-        if principal is not None and not principal.is_admin and path in _VERSION_TAG_CALLS:
-            return await _without_reserved_tags(request, _VERSION_TAG_CALLS[path])
+        if principal is not None and not principal.is_admin and path in _GUARDED_CALLS:
+            return await _guarded_body(request, _GUARDED_CALLS[path])
         if _declared_length(request) <= _BUFFERED_BODY_LIMIT:
             # Small bodies (most MLflow calls) are read whole and sent with the head in one write, which costs
             # aiohttp less than a streamed payload; anything larger or chunked streams through untouched.
@@ -261,45 +297,13 @@ class MlflowGateway:
         return await _relay(response, request.method, principal, routed.decoded)
 
 
-async def _without_reserved_name(request: Request, field: str) -> bytes:
-    """The body of a model-naming call, unless it names a model under the baselines' reserved prefix.
-
-    Baseline models belong to the platform (see `registry.register_baseline`); a user who created one first would
-    own every later baseline of its type, and could delete them.
-    """
+async def _guarded_body(request: Request, refusal: _Refusal) -> bytes:
+    """The body of a guarded call (see `_GUARDED_CALLS`), unless its check refuses it."""
     body = await _read_limited(request, _REWRITTEN_BODY_LIMIT)
     payload = _json_object(body)
-    name = payload.get(field) if payload is not None else None
-    if isinstance(name, str) and is_baseline_model_name(name):
-        raise ApiError(
-            403,
-            f"Registered model names starting with '{BASELINE_MODEL_PREFIX}' are reserved for Hokusai's baselines. "
-            "Register a baseline with POST /api/v1/models/baseline (the SDK's register_baseline_via_api), or "
-            "choose another name.",
-            error_code="PERMISSION_DENIED",
-        )
-    return body
-
-
-async def _without_reserved_tags(request: Request, tag_keys: Callable[[dict[str, Any]], list[object]]) -> bytes:
-    """The body of a version-tag call, unless it sets or removes one of the tags Hokusai registered.
-
-    A tokenized version's token, metric and baseline are fixed when it is registered; the owner holds MANAGE on the
-    model, so without this check MLflow would let them rewrite the baseline, or claim another token, in one call.
-    """
-    body = await _read_limited(request, _REWRITTEN_BODY_LIMIT)
-    payload = _json_object(body)
-    reserved = (
-        sorted({key for key in tag_keys(payload) if isinstance(key, str) and is_reserved_tag(key)}) if payload else []
-    )
-    if reserved:
-        raise ApiError(
-            403,
-            f"Tag '{reserved[0]}' belongs to Hokusai: it is set when a model is registered through "
-            "POST /api/v1/models/tokenized, and a registered version's token, metric and baseline never change. "
-            "Register a new version to change them.",
-            error_code="PERMISSION_DENIED",
-        )
+    reason = refusal(payload) if payload is not None else None
+    if reason is not None:
+        raise ApiError(403, reason, error_code="PERMISSION_DENIED")
     return body
 
 
