@@ -28,7 +28,7 @@ from hokusai.errors import HokusaiValidationError
 from hokusai.server.audit import AuditLog
 from hokusai.server.db import Database
 from hokusai.server.errors import LAYER_MLFLOW, RETRY_AFTER_SECONDS, ApiError, mlflow_unavailable
-from hokusai.server.keys import Principal
+from hokusai.server.keys import KeyStore, Principal
 from hokusai.server.mlflow_rest import (
     call_as,
     checked_page_token,
@@ -39,7 +39,7 @@ from hokusai.server.mlflow_rest import (
     mlflow_message,
     send_as,
 )
-from hokusai.server.models import ApiKey, Token, utcnow
+from hokusai.server.models import Token, utcnow
 from hokusai.server.schemas import BaselineInfo, TokenizedModelInfo, TokenizedModelList
 from hokusai.server.upstream import PLATFORM, Upstream, UpstreamError
 from hokusai.validation import (
@@ -480,11 +480,6 @@ def transfer_token(
         return token, previous_owner
 
 
-def account_exists(database: Database, *, owner: str) -> bool:
-    with database.session() as session:
-        return session.scalar(select(ApiKey.id).where(ApiKey.owner == owner).limit(1)) is not None
-
-
 def models_holding_tokens(
     database: Database, *, token_ids: Collection[str] | None = None, owner: str | None = None
 ) -> dict[str, str]:
@@ -846,6 +841,7 @@ async def _latest_tokenized(*, upstream: Upstream, principal: Principal, model_n
 async def transfer(
     *,
     database: Database,
+    keys: KeyStore,
     upstream: Upstream,
     audit: AuditLog,
     caller: Caller,
@@ -858,7 +854,7 @@ async def transfer(
     The new owner must be an account (one a key was ever created for) and a new model must exist in MLflow: a typo
     would otherwise hand the token, and the real owner's rights on the model, to nobody.
     """
-    if not await run_in_threadpool(account_exists, database, owner=new_owner):
+    if not await run_in_threadpool(keys.list, owner=new_owner):
         raise ApiError(
             404,
             f"No account '{new_owner}': an account exists once a key is created for it "

@@ -36,6 +36,7 @@ async def transfer_token(
     """Admins: give a token (and MANAGE on its registered model) to another owner, optionally another model."""
     token = await registry.transfer(
         database=state.database,
+        keys=state.keys,
         upstream=state.upstream,
         audit=state.audit,
         caller=Caller.of(request, principal),
