@@ -556,6 +556,59 @@ def test_admins_transfer_and_release_tokens(
     assert {"token.transfer", "token.release"} <= actions
 
 
+_RENAME = """
+import mlflow
+client = mlflow.MlflowClient()
+client.rename_registered_model({old!r}, {new!r})
+print(client.get_registered_model({new!r}).latest_versions[0].tags["hokusai_token_id"])
+"""
+_DELETE = "import mlflow; mlflow.MlflowClient().delete_registered_model({name!r})"
+
+
+def test_a_token_follows_its_models_rename_and_its_owner_takes_it_on_once_the_model_is_gone(
+    platform: LivePlatform,
+    as_alice: httpx.Client,
+    as_bob: httpx.Client,
+    as_admin: httpx.Client,
+    alice: User,
+    run: LoggedRun,
+) -> None:
+    request = body(run)
+    assert as_alice.post(TOKENIZED, json=request).status_code == 201
+    token_id, renamed = str(request["token_id"]).upper(), unique("renamed")
+    token_path = f"/api/v1/tokens/{token_id}"
+    listed_before = as_alice.get(TOKENIZED, params={"token_id": token_id}).json()["models"]
+
+    done = platform.run_python(_RENAME.format(old=request["model_name"], new=renamed), platform.mlflow_env(alice.key))
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split()[-1] == token_id
+    assert as_alice.get(token_path).json()["model_name"] == renamed
+    listed = as_alice.get(TOKENIZED, params={"token_id": token_id}).json()["models"]
+    assert [(info["model_name"], info["version"]) for info in listed] == [(renamed, "1")]
+    assert [(info["model_name"], info["version"]) for info in listed_before] == [(request["model_name"], "1")]
+    repeat = as_alice.post(TOKENIZED, json={**request, "model_name": renamed})
+    assert (repeat.status_code, repeat.json()["version"]) == (200, "1"), repeat.text
+    # While a version carries the token, nobody (its owner included) takes it to another model.
+    elsewhere = as_alice.post(TOKENIZED, json={**request, "model_name": unique("other")})
+    assert f"claimed by model '{renamed}'" in assert_error(elsewhere, 409, "TOKEN_ALREADY_CLAIMED")
+
+    deleted = platform.run_python(_DELETE.format(name=renamed), platform.mlflow_env(alice.key))
+    assert deleted.returncode == 0, deleted.stderr[-3000:]
+
+    # The model is gone; the claim stays alice's: bob still cannot have the token, alice takes it to a new model.
+    by_bob = as_bob.post(TOKENIZED, json={**request, "model_name": unique("bobs")})
+    assert f"claimed by model '{renamed}'" in assert_error(by_bob, 409, "TOKEN_ALREADY_CLAIMED")
+    successor = unique("successor")
+    moved = as_alice.post(TOKENIZED, json={**request, "model_name": successor})
+    assert (moved.status_code, moved.json()["model_name"], moved.json()["version"]) == (201, successor, "1")
+    holder = as_alice.get(token_path).json()
+    assert (holder["model_name"], holder["owner"]) == (successor, alice.owner)
+    events = as_admin.get("/api/v1/audit", params={"actor": alice.owner, "max_results": 1000}).json()["events"]
+    trail = [(event["action"], event["outcome"]) for event in events if event["target"] == token_id]
+    assert ("token.model_renamed", "ok") in trail and ("token.claim", "moved") in trail
+
+
 # --- lookups -------------------------------------------------------------------------------------------------------
 
 

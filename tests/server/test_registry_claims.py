@@ -11,9 +11,12 @@ from hokusai.server.db import Database
 from hokusai.server.errors import ApiError
 from hokusai.server.registry import (
     TokenClaim,
+    TokenHeld,
     claim_token,
+    follow_model_rename,
     get_token,
     models_holding_tokens,
+    move_claim,
     release_token,
     transfer_token,
 )
@@ -65,9 +68,10 @@ def test_a_repeat_claim_is_idempotent_and_another_model_conflicts(database: Data
 
     assert first.created and not again.created
     assert again.token.created_at == first.token.created_at
-    with pytest.raises(ApiError) as conflict:
+    with pytest.raises(TokenHeld) as conflict:
         claim_token(database, token_id="TOK-1", model_name="m2", owner="alice")
     assert conflict.value.message.startswith("Token 'TOK-1' is already claimed by model 'm1'.")
+    assert (conflict.value.holder.owner, conflict.value.holder.model_name) == ("alice", "m1")
 
 
 def test_release_only_removes_the_expected_claim(database: Database) -> None:
@@ -107,3 +111,24 @@ def test_models_holding_tokens_by_token_owner_or_both(database: Database) -> Non
     assert models_holding_tokens(database, token_ids=set()) == {}
     release_token(database, token_id="A")
     assert models_holding_tokens(database, token_ids={"A", "B"}) == {"B": "m-b"}
+
+
+def test_a_rename_moves_every_claim_on_the_model_and_no_other(database: Database) -> None:
+    claim_token(database, token_id="R1", model_name="old", owner="alice")
+    claim_token(database, token_id="R2", model_name="old", owner="alice")
+    claim_token(database, token_id="R3", model_name="older", owner="alice")
+
+    assert follow_model_rename(database, old_name="old", new_name="new") == ["R1", "R2"]
+    assert models_holding_tokens(database, owner="alice") == {"R1": "new", "R2": "new", "R3": "older"}
+    assert follow_model_rename(database, old_name="gone", new_name="new") == []
+
+
+def test_a_claim_moves_only_from_the_model_and_owner_expected(database: Database) -> None:
+    claim_token(database, token_id="MV", model_name="m1", owner="alice")
+
+    assert move_claim(database, token_id="MV", owner="bob", from_model="m1", to_model="m2") is None
+    assert move_claim(database, token_id="MV", owner="alice", from_model="m0", to_model="m2") is None
+    assert move_claim(database, token_id="NONE", owner="alice", from_model="m1", to_model="m2") is None
+    moved = move_claim(database, token_id="MV", owner="alice", from_model="m1", to_model="m2")
+    assert moved is not None and (moved.owner, moved.model_name) == ("alice", "m2")
+    assert models_holding_tokens(database, token_ids=["MV"]) == {"MV": "m2"}

@@ -10,7 +10,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -34,6 +36,7 @@ from hokusai.server.errors import (
 from hokusai.server.keys import Principal
 from hokusai.server.paths import Access, PathRejected, RoutedPath, rest_and_ajax, route_path
 from hokusai.server.read_batching import ReadBatching
+from hokusai.server.registry import Caller, audit_event, follow_model_rename
 from hokusai.validation import BASELINE_MODEL_PREFIX, is_baseline_model_name, is_reserved_tag
 
 if TYPE_CHECKING:
@@ -143,6 +146,8 @@ _GUARDED_CALLS: dict[str, _Refusal] = {
     **dict.fromkeys(rest_and_ajax("/2.0/mlflow/model-versions/delete-tag"), _hokusai_tags_refused(_tag_key)),
     **dict.fromkeys(rest_and_ajax("/2.0/mlflow/model-versions/create"), _hokusai_tags_refused(_version_tag_keys)),
 }
+# A registered model renamed through the gateway takes its token claims along (see `_follow_rename`).
+_RENAME_CALLS = frozenset(rest_and_ajax("/2.0/mlflow/registered-models/rename"))
 
 
 class MlflowGateway:
@@ -214,6 +219,8 @@ class MlflowGateway:
                 return await self._widen_search(request, path, principal)
         if principal is not None and not principal.is_admin and path in _GUARDED_CALLS:
             return await _guarded_body(request, _GUARDED_CALLS[path])
+        if path in _RENAME_CALLS:
+            return await _read_limited(request, _REWRITTEN_BODY_LIMIT)
         if _declared_length(request) <= _BUFFERED_BODY_LIMIT:
             # Small bodies (most MLflow calls) are read whole and sent with the head in one write, which costs
             # aiohttp less than a streamed payload; anything larger or chunked streams through untouched.
@@ -294,7 +301,29 @@ class MlflowGateway:
         except aiohttp.ClientError as exc:
             # Connection refused or dropped: MLflow is down or restarting; the supervisor brings it back.
             raise mlflow_unavailable() from exc
+        if routed.decoded in _RENAME_CALLS and response.status == 200 and principal is not None:
+            await self._follow_rename(request, principal, body)
         return await _relay(response, request.method, principal, routed.decoded)
+
+    async def _follow_rename(self, request: Request, principal: Principal, body: bytes | StreamedBody | None) -> None:
+        """Point the renamed model's token claims at its new name, so its tokens stay its own.
+
+        MLflow has renamed the model by now; a claim left on the old name would hold nothing, and the owner would
+        need an admin to get the token back (see docs/architecture.md, "Tokens follow their model").
+        """
+        payload = _json_object(body) if isinstance(body, bytes) else None
+        old_name, new_name = (payload or {}).get("name"), (payload or {}).get("new_name")
+        if not (isinstance(old_name, str) and isinstance(new_name, str)):
+            return
+        state = self._state
+        try:
+            moved = await run_in_threadpool(follow_model_rename, state.database, old_name=old_name, new_name=new_name)
+            caller, detail = Caller.of(request, principal), {"from": old_name, "to": new_name}
+            for token_id in moved:
+                await audit_event(state.audit, caller, "token.model_renamed", "ok", token_id, detail)
+        except SQLAlchemyError:
+            # MLflow's answer stands (the model is renamed); the owner can still take the token to the new name.
+            logger.exception("the token claims of renamed model %r could not follow it", old_name)
 
 
 async def _guarded_body(request: Request, refusal: _Refusal) -> bytes:

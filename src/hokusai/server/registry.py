@@ -335,11 +335,16 @@ async def _search_versions(
     return list(payload.get("model_versions", [])), payload.get("next_page_token") or None
 
 
+def _versions_carrying(model_name: str, token_id: str) -> str:
+    """The search filter for the versions of `model_name` tagged with `token_id`."""
+    return f"name IN {filter_in([model_name])} AND tags.{TAG_TOKEN_ID} = {filter_equals(token_id)}"
+
+
 async def find_existing_version(
     *, upstream: Upstream, principal: Principal, model_name: str, token_id: str, source: str
 ) -> dict[str, Any] | None:
     """The version of `model_name` already registered for `token_id` from `source`, if any (the idempotency key)."""
-    filter_string = f"name IN {filter_in([model_name])} AND tags.{TAG_TOKEN_ID} = {filter_equals(token_id)}"
+    filter_string = _versions_carrying(model_name, token_id)
     page_token = None
     while True:
         versions, page_token = await _search_versions(
@@ -416,18 +421,22 @@ class TokenClaim:
     created: bool  # False: the caller already held the token for this model
 
 
-def token_conflict(token_id: str, model_name: str) -> ApiError:
-    # Names the holding model, never its owner: accounts are not disclosed to other users.
-    return ApiError(
-        409,
-        f"Token '{token_id}' is already claimed by model '{model_name}'. A token belongs to one model: choose "
-        "another token id, or ask an admin to transfer this one.",
-        error_code="TOKEN_ALREADY_CLAIMED",
-    )
+class TokenHeld(ApiError):
+    """409: another model holds the token; `holder` is its claim, for the caller's own stale-claim check."""
+
+    def __init__(self, holder: Token) -> None:
+        # Names the holding model, never its owner: accounts are not disclosed to other users.
+        super().__init__(
+            409,
+            f"Token '{holder.token_id}' is already claimed by model '{holder.model_name}'. A token belongs to one "
+            "model: choose another token id, or ask an admin to transfer this one.",
+            error_code="TOKEN_ALREADY_CLAIMED",
+        )
+        self.holder = holder
 
 
 def claim_token(database: Database, *, token_id: str, model_name: str, owner: str) -> TokenClaim:
-    """Claim `token_id` for `owner`'s `model_name`, or confirm they hold it; 409 when anyone else does."""
+    """Claim `token_id` for `owner`'s `model_name`, or confirm they hold it; `TokenHeld` when another model does."""
     for _ in range(_CLAIM_ATTEMPTS):
         now = utcnow()
         token = Token(token_id=token_id, model_name=model_name, owner=owner, created_at=now, updated_at=now)
@@ -442,7 +451,7 @@ def claim_token(database: Database, *, token_id: str, model_name: str, owner: st
             continue  # released between our insert and our read: try the insert again
         if holder.owner == owner and holder.model_name == model_name:
             return TokenClaim(token=holder, created=False)
-        raise token_conflict(token_id, holder.model_name)
+        raise TokenHeld(holder)
     raise ApiError(503, "The token registry is busy; retry.", headers={"Retry-After": RETRY_AFTER_SECONDS})
 
 
@@ -478,6 +487,27 @@ def transfer_token(
         token.model_name = model_name or token.model_name
         token.updated_at = utcnow()
         return token, previous_owner
+
+
+def move_claim(database: Database, *, token_id: str, owner: str, from_model: str, to_model: str) -> Token | None:
+    """Point `owner`'s claim from `from_model` to `to_model`; `None` when the claim is no longer that one."""
+    with database.session() as session:
+        token = session.get(Token, token_id, with_for_update=True)
+        if token is None or (token.owner, token.model_name) != (owner, from_model):
+            return None
+        token.model_name = to_model
+        token.updated_at = utcnow()
+        return token
+
+
+def follow_model_rename(database: Database, *, old_name: str, new_name: str) -> list[str]:
+    """Point every claim on registered model `old_name` at `new_name`; the ids of the tokens that moved."""
+    with database.session() as session:
+        tokens = session.scalars(select(Token).where(Token.model_name == old_name).with_for_update()).all()
+        for token in tokens:
+            token.model_name = new_name
+            token.updated_at = utcnow()
+        return sorted(token.token_id for token in tokens)
 
 
 def models_holding_tokens(
@@ -601,7 +631,9 @@ async def register_tokenized_model(
             strict=registration.strict,
         )
     source = await resolve_source(upstream=upstream, principal=principal, model_uri=registration.model_uri, run=run)
-    claim = await _claim_audited(database=database, audit=audit, caller=caller, registration=registration)
+    claim = await _claim_audited(
+        database=database, upstream=upstream, audit=audit, caller=caller, registration=registration
+    )
     registered = False
     try:
         async with _lock(_version_locks, registration.token_id):
@@ -626,7 +658,7 @@ def _lock(locks: weakref.WeakValueDictionary[str, asyncio.Lock], name: str) -> a
 
 
 async def _claim_audited(
-    *, database: Database, audit: AuditLog, caller: Caller, registration: Registration
+    *, database: Database, upstream: Upstream, audit: AuditLog, caller: Caller, registration: Registration
 ) -> TokenClaim:
     detail = {"model_name": registration.model_name}
     try:
@@ -637,13 +669,49 @@ async def _claim_audited(
             model_name=registration.model_name,
             owner=caller.principal.owner,
         )
-    except ApiError as exc:
-        if exc.error_code == "TOKEN_ALREADY_CLAIMED":
+    except TokenHeld as held:
+        moved = await _move_stale_claim(
+            database=database, upstream=upstream, caller=caller, registration=registration, holder=held.holder
+        )
+        if moved is None:
             await audit_event(audit, caller, "token.claim", "conflict", registration.token_id, detail)
-        raise
+            raise
+        detail["from_model_name"] = held.holder.model_name
+        await audit_event(audit, caller, "token.claim", "moved", registration.token_id, detail)
+        return TokenClaim(token=moved, created=False)
     if claim.created:
         await audit_event(audit, caller, "token.claim", "ok", registration.token_id, detail)
     return claim
+
+
+async def _move_stale_claim(
+    *, database: Database, upstream: Upstream, caller: Caller, registration: Registration, holder: Token
+) -> Token | None:
+    """The caller's own claim, moved to the model being registered when the model holding it has let it go.
+
+    A claim outlives its model in MLflow: the model may have been deleted, or renamed where the gateway could not
+    follow (straight on MLflow). With no version of that model left carrying the token, the claim holds nothing,
+    and its owner may take the token to another model without an admin. Other users' claims never move here.
+    """
+    if holder.owner != caller.principal.owner:
+        return None
+    async with _lock(_version_locks, registration.token_id):
+        carriers, _ = await _search_versions(
+            upstream=upstream,
+            principal=caller.principal,
+            filter_string=_versions_carrying(holder.model_name, registration.token_id),
+            max_results=1,
+        )
+        if carriers:
+            return None
+        return await run_in_threadpool(
+            move_claim,
+            database,
+            token_id=registration.token_id,
+            owner=caller.principal.owner,
+            from_model=holder.model_name,
+            to_model=registration.model_name,
+        )
 
 
 async def _roll_back_claim(*, database: Database, audit: AuditLog, caller: Caller, registration: Registration) -> None:
