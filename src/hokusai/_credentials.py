@@ -130,7 +130,7 @@ def require_api_key(api_key: str | None = None) -> Setting:
     if found is None:
         raise HokusaiConfigurationError(
             "No Hokusai API key provided.",
-            hint=f"run `hokusai login`, set {API_KEY_ENV}, or pass api_key=...",
+            hint=f"run `hokusai login` or set {API_KEY_ENV}; in Python, `setup(api_key=...)` also works",
         )
     return found
 

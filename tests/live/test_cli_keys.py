@@ -98,7 +98,7 @@ def test_an_unknown_key_id_points_to_keys_list(platform: LivePlatform) -> None:
 def test_remote_without_a_key_or_with_a_user_key_fails_clearly(platform: LivePlatform) -> None:
     no_key = _hokusai(platform, "keys", "list")
     assert no_key.returncode == 1 and "No Hokusai API key provided" in no_key.stderr
-    assert "run `hokusai login`, set HOKUSAI_API_KEY" in no_key.stderr
+    assert "run `hokusai login` or set HOKUSAI_API_KEY" in no_key.stderr
     user = platform.create_key(platform.unique_owner("cli-user"), "read")
     refused = _hokusai(platform, "keys", "create", "--owner", "someone-else", key=user)
     assert refused.returncode == 1

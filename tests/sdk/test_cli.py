@@ -233,6 +233,19 @@ def test_models_list_and_show(api: FakeAPI, monkeypatch: pytest.MonkeyPatch) -> 
     assert api.requests[2].url.path == "/api/v1/models/tokenized/churn/versions/latest"
 
 
+def test_api_url_option_overrides_the_environment(api: FakeAPI, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOKUSAI_API_KEY", KEY)
+    other = "http://other.test:9000"
+    answer(api, httpx.Response(200, json={"models": [], "next_page_token": None}), httpx.Response(200, json=WHOAMI))
+
+    listed = run(["models", "list", "--api-url", other])
+    whoami = run(["whoami", "--api-url", other])
+
+    assert (listed.exit_code, whoami.exit_code) == (0, 0), listed.stderr + whoami.stderr
+    assert [str(request.url.copy_with(path="/", query=None)) for request in api.requests] == [other + "/"] * 2
+    assert ["api", other] in [line.split() for line in whoami.stdout.splitlines()]
+
+
 def test_models_show_not_found(api: FakeAPI, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HOKUSAI_API_KEY", KEY)
     answer(api, error(404, "RESOURCE_DOES_NOT_EXIST", "Model 'nope' not found."))

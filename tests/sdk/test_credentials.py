@@ -80,7 +80,8 @@ def test_no_key_anywhere_fails_with_a_hint() -> None:
     with pytest.raises(HokusaiConfigurationError) as caught:
         require_api_key()
     assert str(caught.value) == (
-        "No Hokusai API key provided. (HINT: run `hokusai login`, set HOKUSAI_API_KEY, or pass api_key=...)"
+        "No Hokusai API key provided. "
+        "(HINT: run `hokusai login` or set HOKUSAI_API_KEY; in Python, `setup(api_key=...)` also works)"
     )
 
 

@@ -18,6 +18,7 @@ from hokusai._credentials import (
     write_credentials,
 )
 from hokusai._paths import credentials_path
+from hokusai.cli._api import ApiUrlOption
 from hokusai.cli._output import console, key_value_table
 from hokusai.config import get_mlflow_auth_status
 from hokusai.errors import HokusaiAuthError, HokusaiConfigurationError
@@ -82,13 +83,13 @@ def logout() -> None:
         console(stderr=True).print(f"Warning: {API_KEY_ENV} is still set in this environment.", style="yellow")
 
 
-def whoami() -> None:
+def whoami(api_url: ApiUrlOption = None) -> None:
     """Show who the current API key belongs to. Example: `HOKUSAI_API_KEY=hk_live_… hokusai whoami`."""
     found = lookup_api_key()
     if found is None:
         console(stderr=True).print("Not logged in. Run `hokusai login` first.")
         raise typer.Exit(1)
-    url = resolve_api_url()
+    url = resolve_api_url(api_url)
     with HokusaiClient(found.value, api_url=url) as client:
         identity = json_body(client.request("GET", WHOAMI_PATH))
     rows = [
@@ -102,12 +103,12 @@ def whoami() -> None:
 
 
 @auth_app.command("status")
-def status() -> None:
+def status(api_url: ApiUrlOption = None) -> None:
     """Show the API and MLflow settings, where each comes from, whether they work, and what to fix.
 
     Exits 1 when there is a problem to fix. Example: `hokusai auth status`.
     """
-    report = get_mlflow_auth_status()
+    report = get_mlflow_auth_status(api_url=api_url)
     out = console()
     out.print(key_value_table(_status_rows(report), title="Hokusai authentication"))
     problems = report["problems"]

@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from hokusai._registry import ModelRegistry
+from hokusai.cli._api import ApiUrlOption
 from hokusai.cli._output import console, key_value_table
 from hokusai.models import TokenizedModel
 
@@ -29,6 +30,7 @@ def register_model(
     metric: Annotated[str, typer.Option("--metric", help="The benchmark metric, e.g. accuracy.")],
     baseline: Annotated[float, typer.Option("--baseline", help="The baseline value of the metric.")],
     tag: Annotated[list[str] | None, typer.Option("--tag", help="A KEY=VALUE tag; repeat for more.")] = None,
+    api_url: ApiUrlOption = None,
 ) -> None:
     """Register a model version tied to a token and a benchmark baseline.
 
@@ -39,7 +41,7 @@ def register_model(
         --metric accuracy --baseline 0.91 --tag team=growth
     """
     tags = _parse_pairs(tag or [], "--tag")
-    with ModelRegistry() as registry:
+    with ModelRegistry(api_url=api_url) as registry:
         model = registry.register_tokenized_model(model_uri, name, token_id, metric, baseline, tags=tags)
     out = console()
     outcome = "Registered" if model.created else "Already registered:"
@@ -55,13 +57,14 @@ def register_baseline(
     metadata: Annotated[
         list[str] | None, typer.Option("--metadata", help="A KEY=VALUE to record with it; repeat for more.")
     ] = None,
+    api_url: ApiUrlOption = None,
 ) -> None:
     """Register a run's model as the next baseline of a model type (model `hokusai-baseline-<type>`).
 
     Example: `hokusai models baseline --type classification --run-id abc123 --metadata dataset=v1`.
     """
     fields = _parse_pairs(metadata or [], "--metadata")
-    with ModelRegistry() as registry:
+    with ModelRegistry(api_url=api_url) as registry:
         entry = registry.register_baseline_via_api(model_type, run_id, fields)
     console().print(f"Registered baseline {entry.model_name} version {entry.version} ({entry.model_uri}).")
 
@@ -69,9 +72,10 @@ def register_baseline(
 @models_app.command("list")
 def list_models(
     token_id: Annotated[str | None, typer.Option("--token-id", help="Only the models of this token.")] = None,
+    api_url: ApiUrlOption = None,
 ) -> None:
     """List the tokenized model versions you can see. Example: `hokusai models list --token-id CHURN`."""
-    with ModelRegistry() as registry:
+    with ModelRegistry(api_url=api_url) as registry:
         models = registry.list_tokenized_models(token_id)
     out = console()
     if not models:
@@ -96,9 +100,10 @@ def list_models(
 def show(
     name: Annotated[str, typer.Argument(help="The registered model name.")],
     version: Annotated[str | None, typer.Argument(help="The version; the latest when omitted.")] = None,
+    api_url: ApiUrlOption = None,
 ) -> None:
     """Show one tokenized model version. Example: `hokusai models show churn 3`."""
-    with ModelRegistry() as registry:
+    with ModelRegistry(api_url=api_url) as registry:
         model = registry.get_tokenized_model(name, version)
     console().print(key_value_table(_rows(model), title=f"{model.model_name} version {model.version}"))
 
