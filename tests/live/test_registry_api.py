@@ -242,6 +242,24 @@ def test_metric_mismatch_warns_and_strict_mode_refuses(as_alice: httpx.Client, r
     assert close_enough.status_code == 201 and close_enough.json()["warnings"] == []
 
 
+def test_a_logged_model_uri_is_checked_against_the_run_it_was_logged_in(as_alice: httpx.Client, run: LoggedRun) -> None:
+    """`models:/<model id>`, what `log_model` returns as `model_uri`, gets what a `runs:/` source gets."""
+    request = {k: v for k, v in body(run, baseline_value=0.5).items() if k != "mlflow_run_id"}
+    request["model_uri"] = f"models:/{run.model_id}"
+
+    lenient = as_alice.post(TOKENIZED, json=request)
+    strict = as_alice.post(TOKENIZED, json={**request, "model_name": unique("strict"), "strict": True})
+    unknown = as_alice.post(TOKENIZED, json={**request, "model_uri": "models:/m-0123456789abcdef0123456789abcdef"})
+
+    assert lenient.status_code == 201, lenient.text
+    registered = lenient.json()
+    assert (registered["run_id"], registered["tags"]["mlflow_run_id"]) == (run.run_id, run.run_id)
+    assert registered["source"] == request["model_uri"]
+    assert registered["warnings"] == [f"metric 'accuracy' of run '{run.run_id}' is {ACCURACY}, not the baseline 0.5"]
+    assert "strict mode" in assert_error(strict, 400, "INVALID_PARAMETER_VALUE")
+    assert unknown.status_code == 404 and unknown.json()["layer"] == "mlflow", unknown.text
+
+
 def test_model_names_with_quotes_and_unicode_survive_mlflow_filters(as_alice: httpx.Client, run: LoggedRun) -> None:
     name = unique("it's a \"quoted\" \\ módel ') OR name LIKE ('%")
     request = body(run, model_name=name)

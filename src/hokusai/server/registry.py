@@ -15,8 +15,9 @@ import math
 import re
 import weakref
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from sqlalchemy import select
@@ -78,6 +79,7 @@ logger = logging.getLogger(__name__)
 RUNS_GET = "/api/2.0/mlflow/runs/get"
 ARTIFACTS_LIST = "/api/2.0/mlflow/artifacts/list"
 LOGGED_MODELS_SEARCH = "/api/2.0/mlflow/logged-models/search"
+LOGGED_MODELS_GET = "/api/2.0/mlflow/logged-models/{model_id}"
 REGISTERED_MODELS_CREATE = "/api/2.0/mlflow/registered-models/create"
 REGISTERED_MODELS_DELETE = "/api/2.0/mlflow/registered-models/delete"
 REGISTERED_MODELS_GET = "/api/2.0/mlflow/registered-models/get"
@@ -176,11 +178,31 @@ async def resolve_source(*, upstream: Upstream, principal: Principal, model_uri:
     an MLmodel file at that path in the run's artifacts gives the run's artifact location; otherwise the run's
     logged model of that name gives `models:/<model id>`. Other URIs go to MLflow as given.
     """
-    if run is not None:
+    if run is not None and run_id_from_uri(model_uri) is not None:
         artifact_path = model_uri.split("/", 2)[2].strip("/") if model_uri.count("/") >= 2 else ""
         return await _run_model_source(upstream=upstream, principal=principal, run=run, artifact_path=artifact_path)
     logged = _LOGGED_MODEL_URI.fullmatch(model_uri)
-    return Source(uri=model_uri, run_id=None, model_id=logged["model_id"] if logged else None)
+    return Source(uri=model_uri, run_id=run.run_id if run else None, model_id=logged["model_id"] if logged else None)
+
+
+async def source_run_id(*, upstream: Upstream, principal: Principal, model_uri: str) -> str | None:
+    """The run a source comes from: a `runs:/` URI's own, or the run a `models:/<model id>` was logged in.
+
+    `mlflow.register_model` reads a logged model's run the same way; with it, such a registration gets the run's
+    metric checked against the baseline and the `mlflow_run_id` tag, as a `runs:/` one does. Other URIs have none.
+    """
+    run_id = run_id_from_uri(model_uri)
+    logged = _LOGGED_MODEL_URI.fullmatch(model_uri)
+    if run_id is not None or logged is None:
+        return run_id
+    payload = await call_as(
+        upstream,
+        principal,
+        "GET",
+        LOGGED_MODELS_GET.format(model_id=quote(logged["model_id"], safe="")),
+        action=f"read logged model '{logged['model_id']}'",
+    )
+    return payload.get("model", {}).get("info", {}).get("source_run_id") or None
 
 
 async def _run_model_source(*, upstream: Upstream, principal: Principal, run: RunFacts, artifact_path: str) -> Source:
@@ -582,10 +604,6 @@ class Registration:
             strict=strict,
         )
 
-    @property
-    def run_id(self) -> str | None:
-        return run_id_from_uri(self.model_uri)
-
 
 @dataclass(frozen=True)
 class Caller:
@@ -622,8 +640,11 @@ async def register_tokenized_model(
     await ensure_account(upstream=upstream, principal=principal)
     run = None
     warnings: list[str] = []
-    if registration.run_id is not None:
-        run = await fetch_run(upstream=upstream, principal=principal, run_id=registration.run_id)
+    run_id = await source_run_id(upstream=upstream, principal=principal, model_uri=registration.model_uri)
+    if run_id is not None:
+        run = await fetch_run(upstream=upstream, principal=principal, run_id=run_id)
+        if TAG_RUN_ID not in registration.tags:
+            registration = replace(registration, tags={**registration.tags, TAG_RUN_ID: run_id})
         warnings = metric_warnings(
             run=run,
             metric_name=registration.metric_name,

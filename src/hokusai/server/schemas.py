@@ -157,7 +157,11 @@ class TokenizedModelCreate(BaseModel):
     scorer_ref: StrictStr | None = Field(default=None, json_schema_extra=_METADATA)
     primary_metric: StrictStr | None = Field(default=None, json_schema_extra=_METADATA)
     benchmark_spec_id: StrictStr | None = Field(default=None, json_schema_extra=_METADATA)
-    strict: StrictBool = Field(default=False, description="Refuse (400) when the run's metric is missing or differs")
+    strict: StrictBool = Field(
+        default=False,
+        description="Refuse (400) when the source's run (of a `runs:/` or `models:/<id>` source) lacks the metric "
+        "or has another value; without it that is a warning",
+    )
 
 
 class TokenizedModelInfo(BaseModel):
