@@ -602,6 +602,14 @@ def test_a_token_follows_its_models_rename_and_its_owner_takes_it_on_once_the_mo
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.split()[-1] == token_id
     assert as_alice.get(token_path).json()["model_name"] == renamed
+    # The web UI's route, and an admin's rename (whose body the gateway otherwise never reads), are followed too.
+    for client, new_name in ((as_alice, unique("by-ui")), (as_admin, unique("by-admin"))):
+        moved_by = client.post(
+            "/api/mlflow/ajax-api/2.0/mlflow/registered-models/rename", json={"name": renamed, "new_name": new_name}
+        )
+        assert moved_by.status_code == 200, moved_by.text
+        renamed = new_name
+        assert as_alice.get(token_path).json()["model_name"] == renamed
     listed = as_alice.get(TOKENIZED, params={"token_id": token_id}).json()["models"]
     assert [(info["model_name"], info["version"]) for info in listed] == [(renamed, "1")]
     assert [(info["model_name"], info["version"]) for info in listed_before] == [(request["model_name"], "1")]
