@@ -135,3 +135,27 @@ def test_remote_commands_use_the_key_saved_by_login(platform: LivePlatform, tmp_
 def test_bad_scopes_are_a_usage_error(platform: LivePlatform) -> None:
     result = _hokusai(platform, "keys", "create", "--scopes", "root", "--offline")
     assert result.returncode == 2 and "scopes" in result.stderr
+
+
+def test_offline_refuses_a_directory_without_platform_data_unless_it_is_named(tmp_path: Path) -> None:
+    """Run elsewhere, `--offline` would peg a key to a new, empty database that no server reads."""
+    env = {k: v for k, v in base_env(tmp_path).items() if k != "HOKUSAI_DATA_DIR"}
+    stray = tmp_path / "elsewhere"
+    stray.mkdir()
+
+    refused = subprocess.run(
+        hokusai_command("keys", "create", "--offline", "--owner", "dave"),
+        env=env, cwd=stray, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    named = subprocess.run(
+        hokusai_command("keys", "create", "--offline", "--owner", "dave", "--quiet"),
+        env={**env, "HOKUSAI_DATA_DIR": str(tmp_path / "new-platform")}, cwd=stray,
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+    assert refused.returncode == 1
+    assert f"No Hokusai platform here: {stray / '.hokusai'} holds no platform data." in refused.stderr
+    assert "set HOKUSAI_DATA_DIR" in refused.stderr
+    assert not (stray / ".hokusai").exists() and KEY_LINE.search(refused.stdout + refused.stderr) is None
+    assert named.returncode == 0, named.stderr
+    assert KEY_LINE.fullmatch(named.stdout.strip()) and (tmp_path / "new-platform" / "secrets.json").exists()

@@ -34,11 +34,33 @@ def _offline_store() -> Iterator[Any]:
     from hokusai.server.settings import Settings
 
     settings = Settings()
+    _refuse_a_stray_data_dir(settings)
     database = Database(settings.resolved_database_url)
     try:
         yield KeyStore(database, load_or_create_secrets(settings).key_pepper)
     finally:
         database.close()
+
+
+def _refuse_a_stray_data_dir(settings: Any) -> None:
+    """Refuse to work on platform data that is not there, unless its place was named on purpose.
+
+    Run from another directory, the default `./.hokusai` is a new, empty one: the key made there would be peppered
+    with a fresh secret in a database no server reads, and look fine until it is used. Naming the directory
+    (HOKUSAI_DATA_DIR) or the database (HOKUSAI_DATABASE_URL) is how a new platform is prepared before its first
+    start.
+    """
+    from hokusai.errors import HokusaiConfigurationError
+    from hokusai.server.secrets import SECRETS_FILE
+
+    named = {"data_dir", "database_url", "key_pepper"} & settings.model_fields_set
+    if named or (settings.resolved_data_dir / SECRETS_FILE).exists():
+        return
+    raise HokusaiConfigurationError(
+        f"No Hokusai platform here: {settings.resolved_data_dir} holds no platform data.",
+        hint="run this in the directory where `hokusai server` (make run) keeps its .hokusai, or set HOKUSAI_DATA_DIR "
+        "to the server's data directory",
+    )
 
 
 def _offline_row(record: Any) -> dict[str, Any]:

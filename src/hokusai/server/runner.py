@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
+import shutil
 import signal
 import socket
 import sys
+from pathlib import Path
 
 import uvicorn
 
@@ -79,6 +82,15 @@ def bootstrap_admin_key(settings: Settings, platform_secrets: PlatformSecrets) -
         database.close()
 
 
+def _hokusai_command() -> str:
+    """How to call this installation's `hokusai` from here: `make run` does not put its virtualenv on PATH."""
+    installed = Path(sys.executable).parent / "hokusai"
+    found = shutil.which("hokusai")
+    if not installed.exists() or (found is not None and Path(found).resolve() == installed.resolve()):
+        return "hokusai"
+    return os.path.relpath(installed) if installed.is_relative_to(Path.cwd()) else str(installed)
+
+
 def first_start_banner(settings: Settings, key: str) -> str:
     api = settings.resolved_public_url
     return "\n".join(
@@ -91,7 +103,7 @@ def first_start_banner(settings: Settings, key: str) -> str:
             f"  export MLFLOW_TRACKING_URI={api}/api/mlflow",
             f"  export MLFLOW_TRACKING_TOKEN={key}",
             "",
-            "Create keys for your users with: hokusai keys create --owner NAME --scopes read,write",
+            f"Create keys for your users with: {_hokusai_command()} keys create --owner NAME --scopes read,write",
             "",
         ]
     )
