@@ -103,6 +103,9 @@ def test_no_key_material_in_logs_of_a_full_run(fresh: LivePlatform) -> None:
         assert not KEY_PATTERN.search(text), f"key material in the {name}"
         for key in keys:
             assert key not in text and key[8:] not in text, f"a key appears in the {name}"
+    # Control-plane calls (user provisioning, readiness) are not logged with their URLs and filters either.
+    assert "provisioned MLflow user logcheck" in logs["server stderr"]
+    assert "HTTP Request:" not in logs["server stderr"]
     # stdout holds only the first-start banner, with the first admin key and no other.
     assert set(KEY_PATTERN.findall(fresh.stdout_path.read_text())) == {admin}
 

@@ -46,6 +46,9 @@ class PortInUseError(RuntimeError):
 
 def configure_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), stream=sys.stderr, format=LOG_FORMAT)
+    # httpx logs every control-plane call at INFO with its full URL: MLflow's internal address, and search filters
+    # that carry model names and run ids, which the access log leaves out on purpose. Its warnings still show.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 def ensure_port_free(host: str, port: int) -> None:
