@@ -106,8 +106,10 @@ def test_rest_lifecycle_create_list_rotate_revoke(platform: LivePlatform) -> Non
         assert user.post(f"/api/v1/keys/{first['id']}/rotate").status_code == 409
         assert user.delete(f"/api/v1/keys/{second['id']}").status_code == 200
     with platform.client(first["key"]) as old, platform.client(second["key"]) as revoked:
-        assert "revoked" in old.get("/api/v1/auth/whoami").json()["message"]
-        assert revoked.get("/api/v1/auth/whoami").status_code == 401
+        rotated_away, revoked_outright = old.get("/api/v1/auth/whoami"), revoked.get("/api/v1/auth/whoami")
+    assert (rotated_away.status_code, revoked_outright.status_code) == (401, 401)
+    assert "revoked when it was rotated: use the key that replaced it" in rotated_away.json()["message"]
+    assert revoked_outright.json()["message"] == "This API key was revoked. Ask an admin for a new key."
 
 
 def test_users_manage_only_their_own_keys(platform: LivePlatform) -> None:

@@ -57,7 +57,7 @@ pytestmark = pytest.mark.live
 _ENV_PREFIXES = ("HOKUSAI_", "MLFLOW_TRACKING_")
 AUTH_HINT = "(HINT: check HOKUSAI_API_KEY or run `hokusai login`)"
 UNKNOWN_KEY_MESSAGE = "This API key is not known to this server. Check HOKUSAI_API_KEY / MLFLOW_TRACKING_TOKEN."
-REVOKED_KEY_MESSAGE = "This API key was revoked. Use its replacement, or ask an admin for a new key."
+REVOKED_KEY_MESSAGE = "This API key was revoked. Ask an admin for a new key."
 UNKNOWN_KEY = "hk_live_" + "Z" * 40
 
 

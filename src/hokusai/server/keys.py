@@ -40,6 +40,7 @@ class KeyRejected(Exception):
 REASON_MALFORMED = "malformed"
 REASON_UNKNOWN = "unknown"
 REASON_REVOKED = "revoked"
+REASON_ROTATED = "rotated"
 REASON_EXPIRED = "expired"
 
 
@@ -176,7 +177,8 @@ class KeyStore:
         if record is None or not hmac.compare_digest(record.key_hash, digest):
             entry = _CacheEntry(None, REASON_UNKNOWN, time.monotonic())
         elif record.revoked_at is not None:
-            entry = _CacheEntry(None, REASON_REVOKED, time.monotonic())
+            reason = REASON_ROTATED if record.replaced_by else REASON_REVOKED
+            entry = _CacheEntry(None, reason, time.monotonic())
         else:
             entry = _CacheEntry(principal_of(record), None, time.monotonic())
         with self._lock:

@@ -17,6 +17,7 @@ from hokusai.server.keys import (
     REASON_EXPIRED,
     REASON_MALFORMED,
     REASON_REVOKED,
+    REASON_ROTATED,
     KeyRejected,
     KeyStore,
     Principal,
@@ -32,7 +33,8 @@ _REJECTION_MESSAGES = {
         "The API key is malformed: Hokusai keys are `hk_live_` followed by at least 32 letters and digits. "
         "Check that it was copied whole, without quotes or spaces."
     ),
-    REASON_REVOKED: "This API key was revoked. Use its replacement, or ask an admin for a new key.",
+    REASON_REVOKED: "This API key was revoked. Ask an admin for a new key.",
+    REASON_ROTATED: "This API key was revoked when it was rotated: use the key that replaced it (shown once).",
     REASON_EXPIRED: "This API key has expired. Ask an admin to rotate it or issue a new key.",
 }
 _NO_QUERY = QueryParams()
