@@ -57,7 +57,8 @@ LAYER_UNKNOWN = "unknown"  # the body was not the Hokusai envelope: a proxy, a l
 _RETRY_STATUSES = frozenset({408, 502, 503, 504})
 _IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 _BODY_EXCERPT_LENGTH = 500
-_SCOPE_RE = re.compile(r"\b(read|write|admin)\b")
+# How the API names a scope a key lacks ("lacks the 'write' scope"); its other refusals say what to do themselves.
+_MISSING_SCOPE_RE = re.compile(r"the '(read|write|admin)' scope")
 _ERROR_CLASSES: dict[int, type[HokusaiAPIError]] = {
     401: HokusaiAuthError,
     403: HokusaiPermissionError,
@@ -265,8 +266,10 @@ def _excerpt(response: httpx.Response) -> str:
     return repr(text[:_BODY_EXCERPT_LENGTH]) if text else "(empty body)"
 
 
-def _not_found_hint(message: str) -> str:
+def _not_found_hint(message: str) -> str | None:
     # The server's messages name what is missing: a run (registering from it), a token or a model version.
+    if message.startswith("No account '"):
+        return None  # a transfer's target: the message says how an account comes to exist
     if "run '" in message.lower():
         return "check the run id and the model's artifact path (the `name` given to log_model)"
     if message.startswith("No API key with id"):
@@ -276,15 +279,16 @@ def _not_found_hint(message: str) -> str:
     return "check the model name and version; `hokusai models list` shows the models you can see"
 
 
-def _hint(status: int, error_code: str, layer: str, message: str, retry_after: float | None) -> str:
+def _hint(status: int, error_code: str, layer: str, message: str, retry_after: float | None) -> str | None:
     if status == 401:
         return "check HOKUSAI_API_KEY or run `hokusai login`"
     if status == 403:
         if layer == LAYER_MLFLOW:
             return _MLFLOW_403_HINT
-        scope = _SCOPE_RE.search(message)
-        needed = f"the '{scope[1]}' scope" if scope else "the scope this action needs"
-        return f"this key lacks {needed}; ask an admin for a key with that scope"
+        scope = _MISSING_SCOPE_RE.search(message)
+        if scope is None:
+            return None
+        return f"this key lacks the '{scope[1]}' scope; ask an admin for a key with that scope"
     if status == 404:
         if error_code in ("ENDPOINT_NOT_FOUND", "HTTP_404"):
             return "check HOKUSAI_API_URL: it must be the API root (e.g. http://localhost:8000), not a sub-path"

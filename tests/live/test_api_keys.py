@@ -124,6 +124,7 @@ def test_users_manage_only_their_own_keys(platform: LivePlatform) -> None:
         assert client.post("/api/v1/keys", json={"owner": bob_owner}).status_code == 403
         escalation = client.post("/api/v1/keys", json={"scopes": ["admin"]})
         assert escalation.status_code == 403 and escalation.json()["error_code"] == "PERMISSION_DENIED"
+        assert "yours holds read,write: ask for those (`--scopes read,write`" in escalation.json()["message"]
         own = client.post("/api/v1/keys", json={"scopes": ["read"], "name": "read-only"})
         assert own.status_code == 201
 

@@ -64,6 +64,19 @@ def test_403_from_the_api_names_the_missing_scope() -> None:
     assert exc.hint == "this key lacks the 'write' scope; ask an admin for a key with that scope"
 
 
+def test_403_from_the_api_without_a_missing_scope_adds_no_scope_hint() -> None:
+    message = "Registered model names starting with 'hokusai-baseline-' are reserved for Hokusai's baselines."
+    exc = _fail(error(403, "PERMISSION_DENIED", message))
+    assert type(exc) is HokusaiPermissionError
+    assert exc.hint is None and str(exc) == f"403 PERMISSION_DENIED from hokusai-api: {message}"
+
+
+def test_404_for_an_unknown_account_does_not_point_at_models() -> None:
+    message = "No account 'nobody': an account exists once a key is created for it."
+    exc = _fail(error(404, "RESOURCE_DOES_NOT_EXIST", message))
+    assert exc.hint is None
+
+
 def test_403_from_mlflow_explains_ownership() -> None:
     exc = _fail(error(403, "PERMISSION_DENIED", "Permission denied", layer="mlflow"))
     assert type(exc) is HokusaiPermissionError

@@ -63,9 +63,11 @@ async def create_key(body: KeyCreate, request: Request, state: StateDep, princip
     if owner != principal.owner and not principal.is_admin:
         await state.require_scope(request, principal, "admin")
     if not principal.is_admin and not all(principal.has_scope(scope) for scope in scopes):
+        held = ",".join(sorted(principal.scopes))
         raise ApiError(
             403,
-            "A key can only be given scopes its creator holds; ask an admin for wider scopes.",
+            f"A key can only be given scopes its creator holds, and yours holds {held}: ask for those "
+            f"(`--scopes {held}` in `hokusai keys create`), or ask an admin for a key with wider scopes.",
             error_code="PERMISSION_DENIED",
         )
     issued = await run_in_threadpool(
