@@ -59,10 +59,11 @@ class HokusaiError(Exception):
 
 
 class HokusaiValidationError(HokusaiError, ValueError):
-    """An argument broke a rule of :mod:`hokusai.validation`; ``field`` names it."""
+    """An argument broke a rule of :mod:`hokusai.validation`; ``field`` names it and ``problem`` says what is wrong."""
 
     def __init__(self, field: str, message: str) -> None:
         self.field = field
+        self.problem = message
         super().__init__(f"{field}: {message}")
 
 

@@ -117,7 +117,7 @@ def validate_tokenized_model_name(model_name: object) -> str:
         raise HokusaiValidationError(
             "model_name",
             f"names starting with '{BASELINE_MODEL_PREFIX}' are reserved for baselines "
-            "(register them with register_baseline_via_api)",
+            "(register them with `hokusai models baseline` or the SDK's register_baseline_via_api)",
         )
     return model_name
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import NoReturn
 
 import typer
@@ -21,7 +22,7 @@ from hokusai.errors import (
     HokusaiValidationError,
 )
 
-__all__ = ["CLI_ERROR_MAPPINGS", "DEBUG_HINT", "format_error", "run_cli"]
+__all__ = ["CLI_ERROR_MAPPINGS", "DEBUG_HINT", "format_error", "options_for_fields", "run_cli"]
 
 DEBUG_HINT = "Set HOKUSAI_DEBUG=1 for the full traceback."
 
@@ -45,6 +46,22 @@ def format_error(exc: HokusaiError) -> str:
     """The one line the CLI prints for ``exc``: a label, the message and its hint."""
     label = next(label for cls, label in CLI_ERROR_MAPPINGS.items() if isinstance(exc, cls))
     return f"{label}: {exc}"
+
+
+@contextmanager
+def options_for_fields(options: Mapping[str, str]) -> Iterator[None]:
+    """Report a broken input rule against what the user typed (`--baseline`), not the SDK argument (`baseline_value`).
+
+    `options` maps the SDK's field names to the command's option or argument; the error becomes click's usage error
+    (exit code 2), as for any other bad option value.
+    """
+    try:
+        yield
+    except HokusaiValidationError as exc:
+        option = options.get(exc.field)
+        if option is None:
+            raise
+        raise typer.BadParameter(exc.problem, param_hint=f"'{option}'") from exc
 
 
 def run_cli(app: typer.Typer, args: Sequence[str] | None = None) -> None:

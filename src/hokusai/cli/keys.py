@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hokusai.cli._api import ApiUrlOption, call_api
+from hokusai.cli._errors import options_for_fields
 
 keys_app = typer.Typer(help="Create, list, revoke and rotate API keys.", no_args_is_help=True)
 console = Console()
@@ -120,7 +121,7 @@ def create_key(
     owner: Annotated[str | None, typer.Option(help="Account the key belongs to (admins; default: yourself).")] = None,
     scopes: Annotated[str, typer.Option(help="Comma-separated: read, write, admin.")] = "read,write",
     name: Annotated[str, typer.Option(help="A label for the key.")] = "default",
-    expires_in_days: Annotated[int | None, typer.Option(help="Expire after this many days.")] = None,
+    expires_in_days: Annotated[int | None, typer.Option(min=1, help="Expire after this many days.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print the key alone, for scripts.")] = False,
     offline: OfflineOption = False,
     api_url: ApiUrlOption = None,
@@ -129,23 +130,25 @@ def create_key(
 
     Example: `hokusai keys create --owner alice --scopes read,write --expires-in-days 90`.
     """
-    from hokusai.errors import HokusaiValidationError
+    from hokusai.server.keys import expiry_from_days, parse_scopes, serialize_scopes
     from hokusai.validation import validate_owner
 
+    try:
+        parsed = parse_scopes(scopes)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="'--scopes'") from exc
     if offline:
-        from hokusai.server.keys import expiry_from_days, parse_scopes
-
-        try:
-            parsed = parse_scopes(scopes)
+        with options_for_fields({"owner": "--owner"}):
             account = validate_owner(owner or os.environ.get("HOKUSAI_ADMIN_OWNER", "admin"))
-        except (ValueError, HokusaiValidationError) as exc:
-            err_console.print(f"Error: {exc}")
-            raise typer.Exit(2) from exc
         with _offline_store() as store:
             issued = store.create(owner=account, name=name, scopes=parsed, expires_at=expiry_from_days(expires_in_days))
             row = {**_offline_row(issued.record), "key": issued.secret}
     else:
-        body = {"name": name, "owner": owner, "scopes": scopes.split(","), "expires_in_days": expires_in_days}
+        if owner is not None:
+            with options_for_fields({"owner": "--owner"}):
+                validate_owner(owner)
+        scope_list = serialize_scopes(parsed).split(",")
+        body = {"name": name, "owner": owner, "scopes": scope_list, "expires_in_days": expires_in_days}
         row = call_api("POST", KEYS_PATH, api_url, json=body)
     _print_created(row, quiet)
 

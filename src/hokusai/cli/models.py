@@ -9,12 +9,26 @@ from rich.table import Table
 
 from hokusai._registry import ModelRegistry
 from hokusai.cli._api import ApiUrlOption
+from hokusai.cli._errors import options_for_fields
 from hokusai.cli._output import console, key_value_table
 from hokusai.models import TokenizedModel
 
 __all__ = ["models_app", "register"]
 
 models_app = typer.Typer(help="Register and inspect tokenized models.", no_args_is_help=True)
+
+# The SDK names what it checks by its own arguments; errors name the option the user typed instead.
+_OPTIONS = {
+    "model_uri": "--model-uri",
+    "model_name": "--name",
+    "token_id": "--token-id",
+    "metric_name": "--metric",
+    "baseline_value": "--baseline",
+    "tags": "--tag",
+    "model_type": "--type",
+    "mlflow_run_id": "--run-id",
+    "metadata": "--metadata",
+}
 
 
 def register(app: typer.Typer) -> None:
@@ -41,7 +55,7 @@ def register_model(
         --metric accuracy --baseline 0.91 --tag team=growth
     """
     tags = _parse_pairs(tag or [], "--tag")
-    with ModelRegistry(api_url=api_url) as registry:
+    with options_for_fields(_OPTIONS), ModelRegistry(api_url=api_url) as registry:
         model = registry.register_tokenized_model(model_uri, name, token_id, metric, baseline, tags=tags)
     out = console()
     outcome = "Registered" if model.created else "Already registered:"
@@ -64,7 +78,7 @@ def register_baseline(
     Example: `hokusai models baseline --type classification --run-id abc123 --metadata dataset=v1`.
     """
     fields = _parse_pairs(metadata or [], "--metadata")
-    with ModelRegistry(api_url=api_url) as registry:
+    with options_for_fields(_OPTIONS), ModelRegistry(api_url=api_url) as registry:
         entry = registry.register_baseline_via_api(model_type, run_id, fields)
     console().print(f"Registered baseline {entry.model_name} version {entry.version} ({entry.model_uri}).")
 
@@ -75,7 +89,7 @@ def list_models(
     api_url: ApiUrlOption = None,
 ) -> None:
     """List the tokenized model versions you can see. Example: `hokusai models list --token-id CHURN`."""
-    with ModelRegistry(api_url=api_url) as registry:
+    with options_for_fields(_OPTIONS), ModelRegistry(api_url=api_url) as registry:
         models = registry.list_tokenized_models(token_id)
     out = console()
     if not models:
@@ -103,7 +117,7 @@ def show(
     api_url: ApiUrlOption = None,
 ) -> None:
     """Show one tokenized model version. Example: `hokusai models show churn 3`."""
-    with ModelRegistry(api_url=api_url) as registry:
+    with options_for_fields({"model_name": "NAME", "version": "VERSION"}), ModelRegistry(api_url=api_url) as registry:
         model = registry.get_tokenized_model(name, version)
     console().print(key_value_table(_rows(model), title=f"{model.model_name} version {model.version}"))
 

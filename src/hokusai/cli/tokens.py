@@ -7,6 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from hokusai.cli._api import ApiUrlOption, call_api
+from hokusai.cli._errors import options_for_fields
 from hokusai.cli._output import console, key_value_table
 from hokusai.validation import normalize_token_id, validate_owner
 
@@ -25,7 +26,8 @@ def register(app: typer.Typer) -> None:
 
 def _token_path(token_id: str) -> str:
     # Checked before it goes into the URL: the server would refuse a bad id too, but not before a path is built.
-    return f"{TOKENS_PATH}/{normalize_token_id(token_id)}"
+    with options_for_fields({"token_id": "TOKEN_ID"}):
+        return f"{TOKENS_PATH}/{normalize_token_id(token_id)}"
 
 
 def _print_token(row: dict[str, Any]) -> None:
@@ -53,9 +55,11 @@ def transfer(
 ) -> None:
     """Admins: give a token to another account, which gets MANAGE on the token's registered model.
 
+    The previous owner's MANAGE on that model is withdrawn (they keep what every user may do, READ by default).
     Example: `hokusai tokens transfer CHURN --to bob`.
     """
-    body = {"new_owner": validate_owner(to), "model_name": model}
+    with options_for_fields({"owner": "--to"}):
+        body = {"new_owner": validate_owner(to), "model_name": model}
     row = call_api("POST", _token_path(token_id) + "/transfer", api_url, json=body)
     console().print(f"Token {row['token_id']} now belongs to {row['owner']} (model {row['model_name']}).")
 

@@ -88,7 +88,7 @@ def parse_scopes(scopes: str | Iterable[str]) -> frozenset[str]:
     clean = frozenset(item.strip().lower() for item in items if item.strip())
     unknown = clean - set(SCOPES)
     if not clean or unknown:
-        raise ValueError(f"scopes must be a non-empty subset of {', '.join(SCOPES)}; got {sorted(clean)}")
+        raise ValueError(f"must be one or more of {', '.join(SCOPES)}, comma-separated; got {sorted(clean)}")
     return clean
 
 
