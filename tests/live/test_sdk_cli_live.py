@@ -145,6 +145,8 @@ def test_models_register_list_and_show(platform: LivePlatform, carol: User, run:
     first = hokusai_cli(env, *register)
     again = hokusai_cli(env, *register)
     listed = hokusai_cli(env, "models", "list", "--token-id", token)
+    mine = hokusai_cli(env, "models", "list", "--owner", carol.owner)
+    nobodys = hokusai_cli(env, "models", "list", "--owner", unique("nobody"))
     latest = hokusai_cli(env, "models", "show", model_name)
     numbered = hokusai_cli(env, "models", "show", model_name, "1")
     missing = hokusai_cli(env, "models", "show", model_name, "7")
@@ -157,6 +159,8 @@ def test_models_register_list_and_show(platform: LivePlatform, carol: User, run:
     assert re.split(r"\s*│\s*", row.strip(" │")) == [
         model_name, "1", token.upper(), "accuracy", "0.93", f"models:/{run.model_id}",
     ]  # fmt: skip
+    assert mine.returncode == 0 and model_name in mine.stdout, mine.stderr
+    assert (nobodys.returncode, nobodys.stdout) == (0, "No tokenized models found.\n"), nobodys.stderr
     assert latest.returncode == 0 and latest.stdout == numbered.stdout, latest.stderr + numbered.stderr
     assert latest.stdout.splitlines()[0].strip() == f"{model_name} version 1"
     shown = _table(latest.stdout)

@@ -86,11 +86,14 @@ def register_baseline(
 @models_app.command("list")
 def list_models(
     token_id: Annotated[str | None, typer.Option("--token-id", help="Only the models of this token.")] = None,
+    owner: Annotated[
+        str | None, typer.Option("--owner", help="Only the models holding this account's tokens (e.g. your own).")
+    ] = None,
     api_url: ApiUrlOption = None,
 ) -> None:
-    """List the tokenized model versions you can see. Example: `hokusai models list --token-id CHURN`."""
-    with options_for_fields(_OPTIONS), ModelRegistry(api_url=api_url) as registry:
-        models = registry.list_tokenized_models(token_id)
+    """List the tokenized model versions you can see. Example: `hokusai models list --owner alice`."""
+    with options_for_fields(_OPTIONS | {"owner": "--owner"}), ModelRegistry(api_url=api_url) as registry:
+        models = registry.list_tokenized_models(token_id, owner=owner)
     out = console()
     if not models:
         out.print("No tokenized models found.")
