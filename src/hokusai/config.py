@@ -10,6 +10,7 @@ too; MLflow sends Basic whenever a username and a password exist, and the token 
 from __future__ import annotations
 
 import configparser
+import hmac
 import logging
 import os
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ import httpx
 
 from hokusai._client import WHOAMI_PATH, BearerAuth, HokusaiClient, json_body
 from hokusai._credentials import (
+    API_KEY_ENV,
     Setting,
     key_prefix,
     lookup_api_key,
@@ -30,8 +32,9 @@ from hokusai._credentials import (
 from hokusai._flags import Mode, current_mode
 from hokusai._local import local_tracking_uri
 from hokusai._outbox import read_entries
-from hokusai._paths import mlflow_credentials_path
+from hokusai._paths import credentials_path, mlflow_credentials_path
 from hokusai.errors import HokusaiAPIError, HokusaiAuthError, HokusaiConnectionError, HokusaiError
+from hokusai.validation import KEY_PREFIX
 
 __all__ = ["MlflowAuthConfig", "get_mlflow_auth_status", "setup", "setup_mlflow_auth"]
 
@@ -151,7 +154,8 @@ def get_mlflow_auth_status(
     tracking_uri: str | None = None,
     transport: httpx.BaseTransport | None = None,
 ) -> dict[str, Any]:
-    """Everything ``hokusai auth status`` shows: settings, their sources, whether they work, and what to fix.
+    """Everything ``hokusai auth status`` shows: settings, their sources, whether they work, what to fix
+    (``problems``) and what to know (``notes``, e.g. that only code calling ``setup()`` gives MLflow the key).
 
     Read-only: it changes no environment variable. In mock mode it makes no network call.
     """
@@ -172,7 +176,8 @@ def get_mlflow_auth_status(
         "scopes": [],
         "expires_at": None,
         "outbox_pending": len(read_entries()),
-        "problems": [],
+        "problems": [],  # what to fix; `hokusai auth status` exits 1 when there is any
+        "notes": [],  # true and worth knowing, but nothing is broken for code that uses the SDK
     }
     problems: list[dict[str, str]] = status["problems"]
     if status["outbox_pending"]:
@@ -189,6 +194,8 @@ def get_mlflow_auth_status(
         # MLflow is only worth asking once the API accepted the key: otherwise it would repeat the same refusal.
         if status["key_accepted"] and _is_http(plan.tracking_uri):
             _check_mlflow(client, plan, status)
+    _check_same_key(plan, status)
+    _check_stock_mlflow(plan, status)
     if config.mode == "optional" and not status["reachable"]:
         status["mode"] = "optional-fallback-active"
     if not _same_origin(config.tracking_uri, plan.api_url):
@@ -353,13 +360,106 @@ def _mlflow_fix(plan: _Plan, exc: HokusaiError) -> str:
     """
     key = plan.api_key.value if plan.api_key else None
     source = plan.credential.source
-    if isinstance(exc, HokusaiAuthError) and source and plan.credential.secret != key:
+    if isinstance(exc, HokusaiAuthError) and source and not _same_secret(plan.credential.secret, key):
         return f"MLflow sends the credential from {source}, not your Hokusai key: put the key there, or remove it"
     return str(exc.hint)
 
 
+def _check_same_key(plan: _Plan, status: dict[str, Any]) -> None:
+    """Report an MLflow credential of the user's own that is not the SDK's key.
+
+    The server accepts any valid key on either path, so both work, but MLflow then acts as another owner than the
+    SDK: runs logged through MLflow belong to that owner, and the SDK may be refused when it registers them.
+    """
+    credential, key = plan.credential, plan.api_key
+    if key is None or credential.secret is None or _same_secret(credential.secret, key.value):
+        return
+    # A refusal was already reported with its own fix; a credential for another host is none of Hokusai's business.
+    if status["mlflow_accepted"] is False or not _same_origin(plan.tracking_uri, plan.api_url):
+        return
+    if credential.kind == "bearer":
+        fix = f"set {TOKEN_ENV} to the same key, or unset it so hokusai.setup() sets it"
+    else:
+        fix = (
+            f"make the password in {credential.source} the same key, or remove the username and password there "
+            f"so hokusai.setup() sets {TOKEN_ENV}"
+        )
+    status["problems"].append(
+        _problem(
+            f"MLflow calls act as a different key ({_describe_secret(credential.secret)}, from {credential.source}) "
+            f"than the SDK (prefix {plan.config.key_prefix}…, from {_key_source(key.source)})",
+            fix,
+        )
+    )
+
+
+def _check_stock_mlflow(plan: _Plan, status: dict[str, Any]) -> None:
+    """Say when MLflow gets the key only from ``hokusai.setup()``, which a plain ``mlflow`` process never calls.
+
+    The rest of the status describes a process that called ``setup()``. The stock MLflow client elsewhere (a script
+    that never imports hokusai, the ``mlflow`` CLI) reads only its own environment variables, and no Hokusai setting.
+    """
+    key = plan.api_key
+    if key is None or TOKEN_ENV not in plan.env or _same_secret((os.environ.get(TOKEN_ENV) or "").strip(), key.value):
+        return  # MLflow sends the user's own credential, or this process's environment already holds the key
+    where = _key_source(key.source)
+    where = where[:1].upper() + where[1:]  # it starts the sentence
+    token = f"{TOKEN_ENV}=<your key, prefix {plan.config.key_prefix}…>"
+    if plan.config.tracking_uri_source == "env":
+        # The user pointed every MLflow client at Hokusai but gave it no credential: each is refused (401) now.
+        status["problems"].append(
+            _problem(
+                f"{where} is used only by code that calls hokusai.setup() or ModelRegistry(): the stock MLflow "
+                f"client in other processes sends no credential to {plan.config.tracking_uri} and is refused",
+                f"export {token}",
+            )
+        )
+        return
+    # Without MLFLOW_TRACKING_URI the stock client logs locally and is refused nothing, and code that uses the SDK
+    # works: failing the status here would fail every SDK-only user.
+    status["notes"].append(
+        _note(
+            f"{where} and the tracking URI above are used only by code that calls hokusai.setup() or "
+            "ModelRegistry(): the stock MLflow client in other processes (plain scripts, the `mlflow` CLI) "
+            "logs to a local store, not to Hokusai",
+            f"to use it there: export {TRACKING_URI_ENV}={plan.config.tracking_uri} {token}",
+        )
+    )
+
+
+def _key_source(source: str) -> str:
+    """Where the SDK's key came from, in words; a ``Setting.source`` alone ("file") does not say which file."""
+    return {
+        "file": f"the key saved in {credentials_path()}",
+        "env": API_KEY_ENV,
+        "argument": "the key passed as an argument",
+        "setup()": "the key given to hokusai.setup()",
+    }.get(source, f"the key from {source}")
+
+
+def _same_secret(first: str | None, second: str | None) -> bool:
+    """Compare two secrets in constant time, so the comparison leaks nothing about either through timing."""
+    if first is None or second is None:
+        return False
+    return hmac.compare_digest(first.encode(), second.encode())
+
+
+def _describe_secret(secret: str) -> str:
+    """A secret MLflow sends, as it may be shown: a Hokusai key by its prefix, anything else not at all.
+
+    The start of any other password may be most of it.
+    """
+    if secret.startswith(KEY_PREFIX):
+        return f"prefix {key_prefix(secret)}…"
+    return "not a Hokusai key"
+
+
 def _problem(problem: str, fix: str) -> dict[str, str]:
     return {"problem": problem, "fix": fix}
+
+
+def _note(note: str, fix: str) -> dict[str, str]:
+    return {"note": note, "fix": fix}
 
 
 def _is_http(uri: str) -> bool:

@@ -10,6 +10,7 @@ from typing import Any
 
 from hokusai.errors import HokusaiValidationError
 
+KEY_PREFIX = "hk_live_"  # how every Hokusai API key starts
 TOKEN_ID_MAX_LENGTH = 64
 METRIC_NAME_MAX_LENGTH = 250  # MLflow's limit for metric keys
 MODEL_NAME_MAX_LENGTH = 256

@@ -431,6 +431,8 @@ def test_malformed_json_and_bad_queries_are_400(as_alice: httpx.Client, as_admin
 
     for response in (broken, paging, too_many, version, since):
         assert_error(response, 400, "INVALID_PARAMETER_VALUE")
+    expected = "The request body is not valid JSON: Expecting property name enclosed in double quotes (at character 1)."
+    assert broken.json()["message"] == expected
 
 
 def test_missing_run_or_model_path_is_404(as_alice: httpx.Client, as_admin: httpx.Client, run: LoggedRun) -> None:

@@ -101,7 +101,9 @@ def test_whoami_and_auth_status_use_the_saved_login(platform: LivePlatform, caro
         "api": platform.url,
     }
     assert status.returncode == 0, status.stdout + status.stderr
-    assert status.stdout.rstrip().endswith("No problems found.")
+    # The saved key reaches MLflow only through hokusai.setup(): a note, since the stock client logs locally here.
+    assert status.stdout.rstrip().endswith("No problems found, but read the note above.")
+    assert "the stock MLflow client in other processes" in _words(status.stdout)
     report = _table(status.stdout)
     assert report == report | {
         "mode": "remote",
@@ -116,6 +118,19 @@ def test_whoami_and_auth_status_use_the_saved_login(platform: LivePlatform, caro
         "mlflow accepted": "yes",
         "outbox": "0 pending",
     }
+    # Pointing the stock client at Hokusai without a credential is refused, and the status says so and how to fix it.
+    exported = {**env, "MLFLOW_TRACKING_URI": platform.tracking_uri}
+    refused = platform.run_python("import mlflow; mlflow.search_experiments()", exported)
+    flagged = hokusai_cli(exported, "auth", "status")
+    assert refused.returncode != 0 and "UNAUTHENTICATED" in refused.stderr
+    assert flagged.returncode == 1 and f"export MLFLOW_TRACKING_TOKEN=<your key, prefix {carol.key[:12]}…>" in _words(
+        flagged.stdout
+    )
+
+
+def _words(output: str) -> str:
+    """Rich table output with its borders and line breaks taken out, for phrases that a narrow table wraps."""
+    return " ".join(output.replace("│", " ").split())
 
 
 def test_auth_status_with_a_wrong_key_exits_1_and_prints_the_fix(platform: LivePlatform, tmp_path: Path) -> None:

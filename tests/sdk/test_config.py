@@ -1,16 +1,20 @@
 from __future__ import annotations
 
 import base64
+import hmac
 import logging
 import os
+import secrets
+import string
 from pathlib import Path
 
 import httpx
 import pytest
 
-from hokusai import ModelRegistry
+from hokusai import ModelRegistry, config
 from hokusai._credentials import lookup_api_key, write_credentials
 from hokusai._outbox import append_entry, new_entry
+from hokusai._paths import credentials_path
 from hokusai.config import get_mlflow_auth_status, setup, setup_mlflow_auth
 from hokusai.errors import HokusaiAuthError, HokusaiConfigurationError, HokusaiPermissionError
 
@@ -18,6 +22,8 @@ from .conftest import KEY, FakeAPI, error
 
 API = "http://api.test"
 WHOAMI = {"owner": "ada", "key_id": "k1", "key_prefix": KEY[:12], "scopes": ["read", "write"], "expires_at": None}
+# Someone else's key, made like KEY: no key-shaped literal.
+OTHER_KEY = "hk_live_" + "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(40))
 
 
 def test_a_registry_made_after_setup_uses_its_key_and_url() -> None:
@@ -184,6 +190,16 @@ def test_status_of_a_working_setup() -> None:
         "expires_at": "2030-01-01T00:00:00Z",
         "outbox_pending": 0,
         "problems": [],
+        # The key reaches MLflow through setup() only; a stock MLflow process elsewhere logs locally.
+        "notes": [
+            {
+                "note": f"The key saved in {credentials_path()} and the tracking URI above are used only by code that "
+                "calls hokusai.setup() or ModelRegistry(): the stock MLflow client in other processes (plain "
+                "scripts, the `mlflow` CLI) logs to a local store, not to Hokusai",
+                "fix": "to use it there: export MLFLOW_TRACKING_URI=http://api.test/api/mlflow "
+                f"MLFLOW_TRACKING_TOKEN=<your key, prefix {KEY[:12]}…>",
+            }
+        ],
     }
     assert "MLFLOW_TRACKING_URI" not in os.environ  # read-only
 
@@ -275,3 +291,127 @@ def test_status_in_mock_mode_makes_no_request(monkeypatch: pytest.MonkeyPatch, n
     assert status["mode"] == "mock"
     assert status["problems"] == []
     assert api.requests == []
+
+
+def _accepting_api() -> FakeAPI:
+    """The API accepts the SDK's key (whoami), then MLflow accepts whatever it is sent."""
+    return FakeAPI(httpx.Response(200, json=WHOAMI), httpx.Response(200, json={}))
+
+
+def test_a_tracking_uri_in_env_without_a_token_is_a_problem(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The stock MLflow client goes to Hokusai with no credential (401), although setup() would supply the key.
+    write_credentials(api_key=KEY, api_url=API)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://api.test/api/mlflow")
+    status = get_mlflow_auth_status(transport=_accepting_api().transport)
+    assert status["mlflow_accepted"] is True  # with setup()'s token, which a plain process does not have
+    assert status["notes"] == []
+    assert status["problems"] == [
+        {
+            "problem": f"The key saved in {credentials_path()} is used only by code that calls hokusai.setup() or "
+            "ModelRegistry(): the stock MLflow client in other processes sends no credential to "
+            "http://api.test/api/mlflow and is refused",
+            "fix": f"export MLFLOW_TRACKING_TOKEN=<your key, prefix {KEY[:12]}…>",
+        }
+    ]
+    assert KEY not in repr(status)
+
+
+def test_the_key_in_hokusai_api_key_alone_is_named_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOKUSAI_API_KEY", KEY)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://api.test/api/mlflow")
+    status = get_mlflow_auth_status(api_url=API, transport=_accepting_api().transport)
+    assert [problem["problem"][:60] for problem in status["problems"]] == [
+        "HOKUSAI_API_KEY is used only by code that calls hokusai.setu"
+    ]
+
+
+def test_exported_mlflow_settings_with_the_same_key_are_clean(monkeypatch: pytest.MonkeyPatch) -> None:
+    # What `make run` tells a user to paste: every MLflow client has the key, and it is the SDK's.
+    monkeypatch.setenv("HOKUSAI_API_KEY", KEY)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://api.test/api/mlflow")
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", KEY + "\n")  # a pasted newline is still the same key
+    status = get_mlflow_auth_status(api_url=API, transport=_accepting_api().transport)
+    assert (status["problems"], status["notes"]) == ([], [])
+
+
+def test_no_note_after_setup_in_this_process() -> None:
+    # setup() put the key into this process's environment, which its child processes inherit too.
+    setup(KEY, api_url=API)
+    status = get_mlflow_auth_status(transport=_accepting_api().transport)
+    assert (status["credential_source"], status["problems"], status["notes"]) == (
+        "the Hokusai key (setup())",
+        [],
+        [],
+    )
+
+
+def test_an_mlflow_token_of_another_key_is_a_problem(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOKUSAI_API_KEY", KEY)
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", OTHER_KEY)
+    api = _accepting_api()
+    status = get_mlflow_auth_status(api_url=API, transport=api.transport)
+    assert api.requests[1].headers["Authorization"] == f"Bearer {OTHER_KEY}"
+    assert status["mlflow_accepted"] is True  # both keys work: only the comparison finds it
+    assert status["notes"] == []
+    assert status["problems"] == [
+        {
+            "problem": f"MLflow calls act as a different key (prefix {OTHER_KEY[:12]}…, from MLFLOW_TRACKING_TOKEN) "
+            f"than the SDK (prefix {KEY[:12]}…, from HOKUSAI_API_KEY)",
+            "fix": "set MLFLOW_TRACKING_TOKEN to the same key, or unset it so hokusai.setup() sets it",
+        }
+    ]
+    assert KEY not in repr(status) and OTHER_KEY not in repr(status)
+
+
+def test_a_basic_password_of_another_key_is_a_problem(monkeypatch: pytest.MonkeyPatch) -> None:
+    write_credentials(api_key=KEY, api_url=API)
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "bob")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", OTHER_KEY)
+    status = get_mlflow_auth_status(transport=_accepting_api().transport)
+    assert status["problems"] == [
+        {
+            "problem": f"MLflow calls act as a different key (prefix {OTHER_KEY[:12]}…, from "
+            f"MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD) than the SDK (prefix {KEY[:12]}…, from the key "
+            f"saved in {credentials_path()})",
+            "fix": "make the password in MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD the same key, or remove "
+            "the username and password there so hokusai.setup() sets MLFLOW_TRACKING_TOKEN",
+        }
+    ]
+
+
+def test_a_different_secret_that_is_no_key_is_not_shown(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The API is down, so MLflow is not asked; the mismatch is still known. Of a non-key, not even a prefix is shown.
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "correct-horse-battery")
+    api = FakeAPI(httpx.ConnectError("refused"))
+    status = get_mlflow_auth_status(api_key=KEY, api_url=API, transport=api.transport)
+    assert status["mlflow_accepted"] is None
+    assert status["problems"][1]["problem"] == (
+        "MLflow calls act as a different key (not a Hokusai key, from MLFLOW_TRACKING_TOKEN) than the SDK "
+        f"(prefix {KEY[:12]}…, from the key passed as an argument)"
+    )
+    assert "correct" not in repr(status)
+
+
+def test_a_token_for_another_mlflow_host_is_not_compared(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "https://other-mlflow.test")
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "that-servers-token")
+    status = get_mlflow_auth_status(api_key=KEY, api_url=API, transport=_accepting_api().transport)
+    assert [problem["problem"].split(",")[0] for problem in status["problems"]] == [
+        "MLflow logs to https://other-mlflow.test"
+    ]
+    assert status["notes"] == []
+
+
+def test_keys_are_compared_in_constant_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    compared: list[tuple[bytes, bytes]] = []
+    real = hmac.compare_digest
+
+    def spy(first: bytes, second: bytes) -> bool:
+        compared.append((first, second))
+        return real(first, second)
+
+    monkeypatch.setattr(config.hmac, "compare_digest", spy)
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", OTHER_KEY)
+    status = get_mlflow_auth_status(api_key=KEY, api_url=API, transport=_accepting_api().transport)
+    assert (OTHER_KEY.encode(), KEY.encode()) in compared
+    assert len(status["problems"]) == 1

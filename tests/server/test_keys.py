@@ -17,6 +17,7 @@ from hokusai.server.keys import (
     REASON_EXPIRED,
     REASON_MALFORMED,
     REASON_REVOKED,
+    REASON_ROTATED,
     REASON_UNKNOWN,
     KeyRejected,
     KeyStore,
@@ -75,7 +76,7 @@ def test_rotate_issues_a_replacement_and_revokes_the_old_key(store: KeyStore) ->
     assert new is not None and new.secret != old.secret
     assert store.verify(new.secret).owner == "bob"
     assert new.record.scopes == old.record.scopes and new.record.expires_at == old.record.expires_at
-    assert _reason(store, old.secret) == REASON_REVOKED
+    assert _reason(store, old.secret) == REASON_ROTATED  # its 401 points to the replacement
     assert store.get(old.record.id).replaced_by == new.record.id  # type: ignore[union-attr]
     assert store.rotate(old.record.id) is None
 
@@ -148,7 +149,7 @@ def test_listing_is_per_owner(store: KeyStore) -> None:
 
 @pytest.mark.parametrize("scopes", ["", "read,root", "ADMIN,superuser"])
 def test_unknown_scopes_are_rejected(scopes: str) -> None:
-    with pytest.raises(ValueError, match="scopes"):
+    with pytest.raises(ValueError, match="must be one or more of read, write, admin"):
         parse_scopes(scopes)
 
 

@@ -127,7 +127,7 @@ def test_registration_needs_exactly_one_source() -> None:
     with pytest.raises(HokusaiValidationError, match="exactly one"):
         Registration.build(model_uri="runs:/abc/model", mlflow_run_id="abc", **fields)  # type: ignore[arg-type]
     built = Registration.build(model_uri=None, mlflow_run_id="abc", **fields)  # type: ignore[arg-type]
-    assert (built.model_uri, built.run_id, built.token_id) == ("runs:/abc/model", "abc", "T")
+    assert (built.model_uri, built.tags["mlflow_run_id"], built.token_id) == ("runs:/abc/model", "abc", "T")
 
 
 @pytest.mark.parametrize(

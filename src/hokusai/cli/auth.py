@@ -106,20 +106,30 @@ def whoami(api_url: ApiUrlOption = None) -> None:
 def status(api_url: ApiUrlOption = None) -> None:
     """Show the API and MLflow settings, where each comes from, whether they work, and what to fix.
 
-    Exits 1 when there is a problem to fix. Example: `hokusai auth status`.
+    Exits 1 when there is a problem to fix; notes (e.g. that only code calling `hokusai.setup()` gets the key) do
+    not change the exit code. Example: `hokusai auth status`.
     """
     report = get_mlflow_auth_status(api_url=api_url)
     out = console()
     out.print(key_value_table(_status_rows(report), title="Hokusai authentication"))
-    problems = report["problems"]
-    if not problems:
+    notes, problems = report["notes"], report["problems"]
+    if notes:
+        out.print(_findings_table(notes, "note", title="Notes", style="bold yellow"))
+    if problems:
+        out.print(_findings_table(problems, "problem", title="Problems", style="bold red"))
+        raise typer.Exit(1)
+    if notes:
+        # "No problems found." alone would read as "all is well" right under something the user must know.
+        out.print(f"No problems found, but read the {'notes' if len(notes) > 1 else 'note'} above.", style="yellow")
+    else:
         out.print("No problems found.", style="green")
-        return
-    table = Table("Problem", "Fix", title="Problems", title_style="bold red")
-    for problem in problems:
-        table.add_row(problem["problem"], problem["fix"])
-    out.print(table)
-    raise typer.Exit(1)
+
+
+def _findings_table(findings: list[dict[str, str]], field: str, *, title: str, style: str) -> Table:
+    table = Table(field.capitalize(), "Fix", title=title, title_style=style)
+    for finding in findings:
+        table.add_row(finding[field], finding["fix"])
+    return table
 
 
 def _status_rows(report: dict[str, Any]) -> list[tuple[str, object]]:

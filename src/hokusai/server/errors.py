@@ -93,6 +93,10 @@ def error_response(
 def _describe_validation_error(exc: RequestValidationError) -> str:
     parts = []
     for error in exc.errors()[:5]:
+        if error.get("type") == "json_invalid":
+            # Pydantic places a JSON syntax error at ("body", <character offset>), which reads like a field name.
+            reason = error.get("ctx", {}).get("error", "not JSON")
+            return f"The request body is not valid JSON: {reason} (at character {error['loc'][-1]})."
         location = ".".join(str(item) for item in error.get("loc", ()) if item != "body")
         parts.append(f"{location or 'body'}: {error.get('msg', 'invalid')}")
     return "Invalid request: " + "; ".join(parts)

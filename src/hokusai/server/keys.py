@@ -16,8 +16,8 @@ from sqlalchemy import func, select, update
 
 from hokusai.server.db import Database
 from hokusai.server.models import ApiKey, utcnow
+from hokusai.validation import KEY_PREFIX
 
-KEY_PREFIX = "hk_live_"
 KEY_RANDOM_LENGTH = 40
 KEY_MAX_LENGTH = 128
 DISPLAY_PREFIX_LENGTH = len(KEY_PREFIX) + 4
