@@ -274,17 +274,23 @@ def test_models_list_and_show(api: FakeAPI, monkeypatch: pytest.MonkeyPatch) -> 
     answer(
         api,
         httpx.Response(200, json={"models": [MODEL], "next_page_token": None}),
+        httpx.Response(200, json={"models": [MODEL], "next_page_token": None}),
         httpx.Response(200, json={"models": [], "next_page_token": None}),
         httpx.Response(200, json=MODEL),
     )
+    monkeypatch.setenv("COLUMNS", "120")
     listed = run(["models", "list", "--token-id", "churn"])
+    monkeypatch.setenv("COLUMNS", "80")
+    narrow = run(["models", "list", "--token-id", "churn"])
     assert listed.exit_code == 0
     assert "│ churn │ 1       │ CHURN │ accuracy │ 0.91     │ s3://bucket/churn │" in listed.stdout
+    assert "│ churn │ 1       │ CHURN │ accuracy │ 0.91     │" in narrow.stdout and "s3://" not in narrow.stdout
+    assert narrow.stdout.splitlines()[-1] == "Sources: `hokusai models show NAME VERSION`, or widen the terminal."
     assert run(["models", "list"]).stdout == "No tokenized models found.\n"
     shown = run(["models", "show", "churn"])
     assert shown.exit_code == 0
     assert "churn version 1" in shown.stdout and "tag team   growth" in shown.stdout
-    assert api.requests[2].url.path == "/api/v1/models/tokenized/churn/versions/latest"
+    assert api.requests[3].url.path == "/api/v1/models/tokenized/churn/versions/latest"
 
 
 def test_api_url_option_overrides_the_environment(api: FakeAPI, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -17,6 +17,7 @@ __all__ = ["models_app", "register"]
 
 models_app = typer.Typer(help="Register and inspect tokenized models.", no_args_is_help=True)
 
+_SOURCE_COLUMN_WIDTH = 120  # terminal columns from which `models list` shows each version's source
 # The SDK names what it checks by its own arguments; errors name the option the user typed instead.
 _OPTIONS = {
     "model_uri": "--model-uri",
@@ -98,19 +99,17 @@ def list_models(
     if not models:
         out.print("No tokenized models found.")
         return
+    # A source (`models:/m-<32 hex>`, a storage path) is long: beside it an 80-column table folds names mid-word.
+    with_source = out.width >= _SOURCE_COLUMN_WIDTH
     table = Table()
-    for column in ("Model", "Version", "Token", "Metric", "Baseline", "Source"):
+    for column in ("Model", "Version", "Token", "Metric", "Baseline", *(["Source"] if with_source else [])):
         table.add_column(column, overflow="fold")  # a name or a token id is only useful whole
     for model in models:
-        table.add_row(
-            model.model_name,
-            model.version,
-            model.token_id,
-            model.metric_name,
-            f"{model.baseline_value:g}",
-            model.source,
-        )
+        cells = [model.model_name, model.version, model.token_id, model.metric_name, f"{model.baseline_value:g}"]
+        table.add_row(*cells, *([model.source] if with_source else []))
     out.print(table)
+    if not with_source:
+        out.print("Sources: `hokusai models show NAME VERSION`, or widen the terminal.")
 
 
 @models_app.command("show")
