@@ -127,6 +127,10 @@ def test_users_manage_only_their_own_keys(platform: LivePlatform) -> None:
         assert "yours holds read,write: ask for those (`--scopes read,write`" in escalation.json()["message"]
         own = client.post("/api/v1/keys", json={"scopes": ["read"], "name": "read-only"})
         assert own.status_code == 201
+    with platform.client(platform.admin_key) as admin:
+        twin = admin.post("/api/v1/keys", json={"owner": bob_owner.upper(), "scopes": ["read"]})
+    assert (twin.status_code, twin.json()["error_code"]) == (400, "INVALID_PARAMETER_VALUE"), twin.text
+    assert twin.json()["message"].startswith(f"owner: '{bob_owner.upper()}' differs from the existing account")
 
 
 def test_expired_key_gets_401_saying_so(platform: LivePlatform) -> None:

@@ -11,6 +11,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
+from hokusai.errors import HokusaiValidationError
 from hokusai.server.db import Database
 from hokusai.server.keys import (
     KEY_PREFIX,
@@ -79,6 +80,17 @@ def test_rotate_issues_a_replacement_and_revokes_the_old_key(store: KeyStore) ->
     assert _reason(store, old.secret) == REASON_ROTATED  # its 401 points to the replacement
     assert store.get(old.record.id).replaced_by == new.record.id  # type: ignore[union-attr]
     assert store.rotate(old.record.id) is None
+
+
+def test_an_owner_differing_from_an_account_only_in_case_is_refused(store: KeyStore) -> None:
+    store.create(owner="alice", name="first", scopes=parse_scopes("read"))
+
+    with pytest.raises(HokusaiValidationError) as twin:
+        store.create(owner="Alice", name="twin", scopes=parse_scopes("read"))
+
+    assert twin.value.field == "owner" and "Use 'alice'" in twin.value.problem
+    assert [record.owner for record in store.list()] == ["alice"]  # nothing stored
+    assert store.create(owner="alice", name="second", scopes=parse_scopes("read")).record.owner == "alice"
 
 
 def test_expired_keys_are_refused(store: KeyStore) -> None:

@@ -140,7 +140,7 @@ def create_key(
     if offline:
         with options_for_fields({"owner": "--owner"}):
             account = validate_owner(owner or os.environ.get("HOKUSAI_ADMIN_OWNER", "admin"))
-        with _offline_store() as store:
+        with _offline_store() as store, options_for_fields({"owner": "--owner"}):
             issued = store.create(owner=account, name=name, scopes=parsed, expires_at=expiry_from_days(expires_in_days))
             row = {**_offline_row(issued.record), "key": issued.secret}
     else:

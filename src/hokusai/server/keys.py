@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
 
+from hokusai.errors import HokusaiValidationError
 from hokusai.server.db import Database
 from hokusai.server.models import ApiKey, utcnow
 from hokusai.validation import KEY_PREFIX
@@ -229,8 +231,22 @@ class KeyStore:
             expires_at=expires_at,
         )
         with self._database.session() as session:
+            self._refuse_a_case_twin(session, owner)
             session.add(record)
         return IssuedKey(record=record, secret=secret)
+
+    @staticmethod
+    def _refuse_a_case_twin(session: Session, owner: str) -> None:
+        """Refuse `owner` when an account differs from it only in case: MLflow would hold two unrelated users."""
+        twin = session.scalar(
+            select(ApiKey.owner).where(func.lower(ApiKey.owner) == owner.lower(), ApiKey.owner != owner).limit(1)
+        )
+        if twin is not None:
+            raise HokusaiValidationError(
+                "owner",
+                f"'{owner}' differs from the existing account '{twin}' only in case; account names are MLflow "
+                f"usernames, where case counts, so '{owner}' would be a second, unrelated user. Use '{twin}'.",
+            )
 
     def get(self, key_id: str) -> ApiKey | None:
         with self._database.session() as session:
