@@ -49,6 +49,10 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 logger = logging.getLogger(__name__)
 
 
+# How a result registered through the local fallback (HOKUSAI_OPTIONAL_MLFLOW) starts its first warning.
+LOCAL_ONLY_NOTE = "registered in the local store only"
+
+
 class ModelRegistry:
     """Register tokenized models with the Hokusai API (or, in mock mode, a local MLflow store).
 
@@ -228,7 +232,7 @@ class ModelRegistry:
     def _register_offline(
         self, request: RegistrationRequest, idempotency_key: str, exc: HokusaiConnectionError | HokusaiAPIError
     ) -> TokenizedModel:
-        note = f"registered in the local store only, because the API failed ({exc.user_message}); run `hokusai sync`"
+        note = f"{LOCAL_ONLY_NOTE}, because the API failed ({exc.user_message}); run `hokusai sync`"
         if not self._warned_fallback:
             self._warned_fallback = True
             message = f"Hokusai API unavailable; HOKUSAI_OPTIONAL_MLFLOW=true, so registering locally: {exc}"

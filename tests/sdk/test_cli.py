@@ -245,6 +245,27 @@ def test_models_register(api: FakeAPI, monkeypatch: pytest.MonkeyPatch) -> None:
     assert json.loads(api.requests[0].content)["tags"] == {"team": "growth", "note": "a=b"}
 
 
+@pytest.mark.usefixtures("mock_store")
+def test_models_register_reports_a_local_fallback_once_and_plainly(
+    api: FakeAPI, monkeypatch: pytest.MonkeyPatch, recwarn: pytest.WarningsRecorder
+) -> None:
+    monkeypatch.setenv("HOKUSAI_API_KEY", KEY)
+    monkeypatch.setenv("HOKUSAI_OPTIONAL_MLFLOW", "true")
+    answer(api, *[httpx.ConnectError("refused")] * 6)
+    args = ["models", "register", "--model-uri", "s3://bucket/churn", "--name", "churn", "--token-id", "churn"]
+
+    outcome = run([*args, "--metric", "accuracy", "--baseline", "0.91"])
+
+    assert outcome.exit_code == 0, outcome.stderr
+    assert " ".join(outcome.stdout.split()) == (
+        "Registered locally only (not on the platform yet): churn version 1 for token CHURN (models:/churn/1)."
+    )
+    stderr = " ".join(outcome.stderr.split())
+    assert stderr.startswith("Warning: registered in the local store only, because the API failed")
+    assert stderr.count("refused") == 1 and "RuntimeWarning" not in stderr  # no log line, no Python warning
+    assert not [warning for warning in recwarn if issubclass(warning.category, RuntimeWarning)]
+
+
 def test_models_register_bad_tag_is_a_usage_error() -> None:
     args = ["models", "register", "--model-uri", "s3://b/m", "--name", "n", "--token-id", "T", "--metric", "m"]
     outcome = run([*args, "--baseline", "1", "--tag", "oops"])

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from hokusai._registry import ModelRegistry
+from hokusai._registry import LOCAL_ONLY_NOTE, ModelRegistry
 from hokusai.cli._api import ApiUrlOption
 from hokusai.cli._errors import options_for_fields
 from hokusai.cli._output import console, key_value_table
@@ -56,10 +60,13 @@ def register_model(
         --metric accuracy --baseline 0.91 --tag team=growth
     """
     tags = _parse_pairs(tag or [], "--tag")
-    with options_for_fields(_OPTIONS), ModelRegistry(api_url=api_url) as registry:
+    with options_for_fields(_OPTIONS), ModelRegistry(api_url=api_url) as registry, _fallback_told_once():
         model = registry.register_tokenized_model(model_uri, name, token_id, metric, baseline, tags=tags)
     out = console()
-    outcome = "Registered" if model.created else "Already registered:"
+    if model.warnings and model.warnings[0].startswith(LOCAL_ONLY_NOTE):
+        outcome = "Registered locally only (not on the platform yet):"
+    else:
+        outcome = "Registered" if model.created else "Already registered:"
     out.print(f"{outcome} {model.model_name} version {model.version} for token {model.token_id} ({model.model_uri}).")
     for warning in model.warnings:
         console(stderr=True).print(f"Warning: {warning}", style="yellow")
@@ -122,6 +129,23 @@ def show(
     with options_for_fields({"model_name": "NAME", "version": "VERSION"}), ModelRegistry(api_url=api_url) as registry:
         model = registry.get_tokenized_model(name, version)
     console().print(key_value_table(_rows(model), title=f"{model.model_name} version {model.version}"))
+
+
+@contextmanager
+def _fallback_told_once() -> Iterator[None]:
+    """Quiet the SDK's own reports of a local fallback while registering: the command reports it once itself.
+
+    A Python caller gets the fallback as a log line and as a RuntimeWarning, the command from the result's warnings.
+    """
+    sdk_logger = logging.getLogger("hokusai")
+    level = sdk_logger.level
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            sdk_logger.setLevel(logging.ERROR)
+            yield
+    finally:
+        sdk_logger.setLevel(level)
 
 
 def _rows(model: TokenizedModel) -> list[tuple[str, object]]:
