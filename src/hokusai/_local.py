@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 
 from hokusai._client import TOKEN_ALREADY_CLAIMED, api_error
 from hokusai._paths import local_store_dir
-from hokusai.errors import HokusaiValidationError
 from hokusai.models import BaselineEntry, RegistrationRequest, TokenizedModel
 from hokusai.validation import (
     REGISTRATION_CONFLICT,
@@ -29,7 +28,9 @@ from hokusai.validation import (
     TAG_REGISTERED_BY,
     TAG_RUN_ID,
     TAG_TOKEN_ID,
+    baseline_check,
     baseline_model_name,
+    logged_model_id_from_uri,
     repeat_conflict,
     run_id_from_uri,
     tokenized_tags,
@@ -69,7 +70,7 @@ class LocalRegistry:
 
     def register_tokenized_model(self, request: RegistrationRequest, *, notes: tuple[str, ...] = ()) -> TokenizedModel:
         """Register like ``POST /api/v1/models/tokenized``; ``notes`` are prepended to the result's warnings."""
-        run_id = run_id_from_uri(request.model_uri)
+        run_id = self._source_run_id(request.model_uri)
         holder = self._claims.claim(request.token_id, request.model_name, owner=getpass.getuser())
         if holder != request.model_name:
             raise api_error(
@@ -208,31 +209,43 @@ class LocalRegistry:
                 if not page_token:
                     return found
 
+    def _source_run_id(self, model_uri: str) -> str | None:
+        """The source's run, as the server finds it: named by `runs:/`, or the run a local logged model came from."""
+        run_id = run_id_from_uri(model_uri)
+        model_id = logged_model_id_from_uri(model_uri)
+        if run_id is not None or model_id is None:
+            return run_id
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.get_logged_model(model_id).source_run_id or None
+        except MlflowException:
+            return None  # not in this store: MLflow's own error follows when the version is created
+
     def _run_warnings(self, request: RegistrationRequest, run_id: str | None) -> list[str]:
         """The server's run checks, as far as a local store can make them.
 
         A run missing from this store is only a warning (an error with ``strict``): registrations made while the
         API was down usually point at a run on the platform. The server always answers 404 for a missing run.
         """
-        if run_id is None:
-            return []
-        from mlflow.exceptions import MlflowException
+        metrics: dict[str, float] = {}
+        if run_id is not None:
+            from mlflow.exceptions import MlflowException
 
-        with _translated():
-            try:
-                run = self.client.get_run(run_id)
-            except MlflowException as exc:
-                if exc.error_code != "RESOURCE_DOES_NOT_EXIST" or request.strict:
-                    raise
-                return [f"run '{run_id}' is not in the local MLflow store ({self.tracking_uri})"]
-        if request.metric_name in run.data.metrics:
-            return []
-        # Worded as the server words it (hokusai.server.registry.metric_warnings).
-        metric, baseline = request.metric_name, request.baseline_value
-        problem = f"run '{run_id}' has no metric '{metric}' to confirm the baseline {baseline!r}"
-        if request.strict:
-            raise HokusaiValidationError("baseline_value", problem + " (strict mode)")
-        return [problem]
+            with _translated():
+                try:
+                    metrics = dict(self.client.get_run(run_id).data.metrics)
+                except MlflowException as exc:
+                    if exc.error_code != "RESOURCE_DOES_NOT_EXIST" or request.strict:
+                        raise
+                    return [f"run '{run_id}' is not in the local MLflow store ({self.tracking_uri})"]
+        return baseline_check(
+            run_id=run_id,
+            metrics=metrics,
+            metric_name=request.metric_name,
+            baseline_value=request.baseline_value,
+            strict=request.strict,
+        )
 
     def __repr__(self) -> str:
         class_name = self.__class__.__name__

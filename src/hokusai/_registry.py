@@ -156,6 +156,13 @@ class ModelRegistry:
         except (HokusaiConnectionError, HokusaiAPIError) as exc:
             if not self._may_fall_back(exc):
                 raise
+            if request.model_uri.startswith("models:"):
+                # MLflow resolves such a source through the platform's MLflow, which is down too: the local store
+                # would wait minutes for it and fail anyway.
+                raise exc.with_hint(
+                    "a models:/ source lives in the platform's MLflow, so it cannot be registered locally while the "
+                    "API is down: retry once it is back, or register from runs:/<run id>/<path>"
+                ) from None
             return self._register_offline(request, idempotency_key, exc)
 
     def get_tokenized_model(self, model_name: str, version: str | int | None = None) -> TokenizedModel:

@@ -43,6 +43,7 @@ _TOKEN_ID_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?")
 _METRIC_NAME_RE = re.compile(r"[A-Za-z0-9_\-. :/]+")  # the characters MLflow accepts in metric keys
 _RUN_ID_RE = re.compile(r"[a-zA-Z0-9][\w\-]{0,255}")  # MLflow's own run id pattern
 _MODEL_TYPE_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+_LOGGED_MODEL_URI_RE = re.compile(r"models:/(?P<model_id>[^/@]+)")  # a registered version has a /version or @alias
 _RUNS_URI_RE = re.compile(r"runs:/(?P<run_id>[^/]+)(?:/(?P<path>.*))?")
 _CONTROL_CHARS_RE = re.compile(r"[\x00-\x1f\x7f]")
 # The same rules as JSON Schema patterns, so the API's OpenAPI document states exactly what it enforces.
@@ -152,6 +153,12 @@ def validate_model_uri(model_uri: object) -> str:
     return model_uri
 
 
+def logged_model_id_from_uri(model_uri: str) -> str | None:
+    """The logged model id of a ``models:/<model id>`` URI (MLflow 3's ``log_model`` result); ``None`` otherwise."""
+    match = _LOGGED_MODEL_URI_RE.fullmatch(model_uri)
+    return match["model_id"] if match else None
+
+
 def run_id_from_uri(model_uri: str) -> str | None:
     """The run id of a ``runs:/<run id>/<path>`` URI; ``None`` for any other scheme."""
     if not model_uri.startswith("runs:"):
@@ -238,6 +245,27 @@ def baseline_mismatch(
     if math.isclose(value, baseline_value, rel_tol=METRIC_REL_TOLERANCE, abs_tol=METRIC_ABS_TOLERANCE):
         return None
     return f"metric '{metric_name}' of run '{run_id}' is {value!r}, not the baseline {baseline_value!r}"
+
+
+def baseline_check(
+    *, run_id: str | None, metrics: Mapping[str, float], metric_name: str, baseline_value: float, strict: bool
+) -> list[str]:
+    """The check every registration makes: `[]` when the source's run confirms the baseline, else a warning.
+
+    With `strict` the warning is a `HokusaiValidationError` instead, and a source without a run (an `s3://` path, a
+    version whose run is unknown) is refused too: nothing confirms its baseline.
+    """
+    if run_id is None:
+        problem = f"the source has no run, so no logged metric confirms the baseline {baseline_value!r}"
+    else:
+        problem = baseline_mismatch(
+            run_id=run_id, metrics=metrics, metric_name=metric_name, baseline_value=baseline_value
+        )
+    if problem is None:
+        return []
+    if strict:
+        raise HokusaiValidationError("baseline_value", problem + " (strict mode)")
+    return [problem]
 
 
 REGISTRATION_CONFLICT = "REGISTRATION_CONFLICT"

@@ -260,6 +260,34 @@ def test_a_logged_model_uri_is_checked_against_the_run_it_was_logged_in(as_alice
     assert unknown.status_code == 404 and unknown.json()["layer"] == "mlflow", unknown.text
 
 
+def test_registered_version_sources_are_checked_and_a_source_without_a_run_is_not_confirmed(
+    as_alice: httpx.Client, run: LoggedRun
+) -> None:
+    first = as_alice.post(TOKENIZED, json=body(run))
+    assert first.status_code == 201, first.text
+    name = first.json()["model_name"]
+    alias = as_alice.post(f"{MLFLOW}/registered-models/alias", json={"name": name, "alias": "champion", "version": "1"})
+    assert alias.status_code == 200, alias.text
+    mismatch = f"metric 'accuracy' of run '{run.run_id}' is {ACCURACY}, not the baseline 0.5"
+
+    for uri in (f"models:/{name}/1", f"models:/{name}@champion", f"models:/{name}/latest"):
+        request = {k: v for k, v in body(run, baseline_value=0.5).items() if k != "mlflow_run_id"} | {"model_uri": uri}
+        registered = as_alice.post(TOKENIZED, json=request)
+        assert registered.status_code == 201, registered.text
+        assert registered.json()["warnings"] == [mismatch], uri
+        assert registered.json()["tags"]["mlflow_run_id"] == run.run_id, uri
+        assert "strict mode" in assert_error(as_alice.post(TOKENIZED, json=request | {"strict": True}), 400,
+                                             "INVALID_PARAMETER_VALUE")  # fmt: skip
+
+    no_run = {k: v for k, v in body(run).items() if k != "mlflow_run_id"} | {"model_uri": "s3://bucket/model"}
+    unchecked = as_alice.post(TOKENIZED, json=no_run)
+    refused = as_alice.post(TOKENIZED, json=no_run | {"model_name": unique("strict"), "strict": True})
+    assert unchecked.status_code == 201, unchecked.text
+    no_check = f"the source has no run, so no logged metric confirms the baseline {ACCURACY}"
+    assert unchecked.json()["warnings"] == [no_check]
+    assert "the source has no run" in assert_error(refused, 400, "INVALID_PARAMETER_VALUE")
+
+
 def test_model_names_with_quotes_and_unicode_survive_mlflow_filters(as_alice: httpx.Client, run: LoggedRun) -> None:
     name = unique("it's a \"quoted\" \\ módel ') OR name LIKE ('%")
     request = body(run, model_name=name)

@@ -44,7 +44,7 @@ def test_register_creates_a_tagged_version(registry: ModelRegistry) -> None:
         "models:/churn/1",
         "s3://bucket/churn",
         None,
-        (),
+        ("the source has no run, so no logged metric confirms the baseline 0.91",),  # as the server words it
     )
     assert model.tags == {
         TAG_TOKEN_ID: "CHURN",
@@ -98,12 +98,15 @@ def test_a_run_missing_from_the_store_is_a_warning_or_with_strict_not_found(regi
         _register(registry, model_uri=f"runs:/{RUN_ID}/other", strict=True)
 
 
-def test_a_run_with_the_metric_gives_no_warning(registry: ModelRegistry) -> None:
+def test_the_runs_metric_is_checked_against_the_baseline_as_the_server_does(registry: ModelRegistry) -> None:
     client = registry.local.client
     run = client.create_run(client.create_experiment("e"))
-    client.log_metric(run.info.run_id, "accuracy", 0.9)
+    client.log_metric(run.info.run_id, "accuracy", 0.91)
     model = _register(registry, model_uri=f"runs:/{run.info.run_id}/model")
     assert model.warnings == ()
+    assert _register(registry, model_uri=f"runs:/{run.info.run_id}/m1", baseline_value=0.5).warnings == (
+        f"metric 'accuracy' of run '{run.info.run_id}' is 0.91, not the baseline 0.5",
+    )
     assert _register(registry, model_uri=f"runs:/{run.info.run_id}/m2", metric_name="f1").warnings == (
         f"run '{run.info.run_id}' has no metric 'f1' to confirm the baseline 0.91",
     )
@@ -111,6 +114,22 @@ def test_a_run_with_the_metric_gives_no_warning(registry: ModelRegistry) -> None
         _register(registry, model_uri=f"runs:/{run.info.run_id}/m3", metric_name="f1", strict=True)
     assert caught.value.field == "baseline_value"
     assert str(caught.value).endswith("to confirm the baseline 0.91 (strict mode)")
+
+
+def test_a_logged_model_source_is_checked_against_its_run(registry: ModelRegistry) -> None:
+    client = registry.local.client
+    experiment_id = client.create_experiment("logged")
+    run = client.create_run(experiment_id)
+    client.log_metric(run.info.run_id, "accuracy", 0.91)
+    logged = client.create_logged_model(experiment_id, name="model", source_run_id=run.info.run_id)
+
+    model = _register(registry, model_uri=f"models:/{logged.model_id}", baseline_value=0.5)
+
+    assert model.run_id == run.info.run_id
+    assert model.warnings == (f"metric 'accuracy' of run '{run.info.run_id}' is 0.91, not the baseline 0.5",)
+    strict = {"token_id": "other", "model_name": "other", "baseline_value": 0.5, "strict": True}
+    with pytest.raises(HokusaiValidationError, match="strict mode"):
+        _register(registry, model_uri=f"models:/{logged.model_id}", **strict)
 
 
 def test_get_latest_and_specific_versions(registry: ModelRegistry) -> None:

@@ -13,8 +13,15 @@ from mlflow.utils.search_utils import SearchModelVersionUtils
 
 from hokusai.errors import HokusaiValidationError
 from hokusai.server.mlflow_rest import checked_page_token, filter_equals, filter_in, mlflow_error
-from hokusai.server.registry import Registration, RunFacts, metric_warnings, metrics_tags, tokenized_info
-from hokusai.validation import TAG_BASELINE, TAG_METRIC, TAG_METRICS, TAG_TOKEN_ID, TAG_VALUE_MAX_LENGTH
+from hokusai.server.registry import Registration, RunFacts, metrics_tags, tokenized_info
+from hokusai.validation import (
+    TAG_BASELINE,
+    TAG_METRIC,
+    TAG_METRICS,
+    TAG_TOKEN_ID,
+    TAG_VALUE_MAX_LENGTH,
+    baseline_check,
+)
 
 
 @settings(max_examples=300, deadline=None, database=None)
@@ -49,25 +56,36 @@ def _run(metrics: dict[str, float]) -> RunFacts:
     return RunFacts(run_id="r1", experiment_id="1", artifact_uri="a", metrics=metrics, model_steps={})
 
 
+def _check(run: RunFacts | None, baseline: float, *, strict: bool) -> list[str]:
+    return baseline_check(
+        run_id=run.run_id if run else None,
+        metrics=run.metrics if run else {},
+        metric_name="accuracy",
+        baseline_value=baseline,
+        strict=strict,
+    )
+
+
 @pytest.mark.parametrize(
     ("recorded", "claimed"),
     [(0.875, 0.875), (0.875, 0.875 * (1 + 5e-7)), (0.0, 5e-10), (1e6, 1e6 + 0.5)],
 )
 def test_metric_within_tolerance_gives_no_warning(recorded: float, claimed: float) -> None:
-    run = _run({"accuracy": recorded})
-
-    assert metric_warnings(run=run, metric_name="accuracy", baseline_value=claimed, strict=True) == []
+    assert _check(_run({"accuracy": recorded}), claimed, strict=True) == []
 
 
-@pytest.mark.parametrize(("metrics", "fragment"), [({"accuracy": 0.9}, "is 0.9, not"), ({}, "has no metric")])
-def test_metric_mismatch_warns_or_fails_when_strict(metrics: dict[str, float], fragment: str) -> None:
-    run = _run(metrics)
+@pytest.mark.parametrize(
+    ("metrics", "fragment"),
+    [({"accuracy": 0.9}, "is 0.9, not"), ({}, "has no metric"), (None, "the source has no run")],
+)
+def test_metric_mismatch_or_no_run_warns_or_fails_when_strict(metrics: dict[str, float] | None, fragment: str) -> None:
+    run = _run(metrics) if metrics is not None else None
 
-    warnings = metric_warnings(run=run, metric_name="accuracy", baseline_value=0.8, strict=False)
+    warnings = _check(run, 0.8, strict=False)
 
     assert len(warnings) == 1 and fragment in warnings[0]
     with pytest.raises(HokusaiValidationError, match="strict mode"):
-        metric_warnings(run=run, metric_name="accuracy", baseline_value=0.8, strict=True)
+        _check(run, 0.8, strict=True)
 
 
 def test_metrics_tag_is_json_and_bounded() -> None:

@@ -55,8 +55,9 @@ from hokusai.validation import (
     TAG_RUN_ID,
     TAG_TOKEN_ID,
     TAG_VALUE_MAX_LENGTH,
-    baseline_mismatch,
+    baseline_check,
     baseline_model_name,
+    logged_model_id_from_uri,
     normalize_token_id,
     repeat_conflict,
     run_id_from_uri,
@@ -83,6 +84,7 @@ LOGGED_MODELS_GET = "/api/2.0/mlflow/logged-models/{model_id}"
 REGISTERED_MODELS_CREATE = "/api/2.0/mlflow/registered-models/create"
 REGISTERED_MODELS_DELETE = "/api/2.0/mlflow/registered-models/delete"
 REGISTERED_MODELS_GET = "/api/2.0/mlflow/registered-models/get"
+REGISTERED_MODELS_ALIAS = "/api/2.0/mlflow/registered-models/alias"
 MODEL_VERSIONS_CREATE = "/api/2.0/mlflow/model-versions/create"
 MODEL_VERSIONS_GET = "/api/2.0/mlflow/model-versions/get"
 MODEL_VERSIONS_SEARCH = "/api/2.0/mlflow/model-versions/search"
@@ -96,7 +98,8 @@ _SEARCH_PAGE_SIZE = 1000
 _MLMODEL = "MLmodel"
 _ORDER = ["name ASC", "version_number ASC"]
 _CLAIM_ATTEMPTS = 3
-_LOGGED_MODEL_URI = re.compile(r"models:/(?P<model_id>[^/@]+)")
+_REGISTERED_VERSION_URI = re.compile(r"models:/(?P<name>[^@]+)/(?P<version>[1-9][0-9]{0,17}|latest)")
+_ALIAS_URI = re.compile(r"models:/(?P<name>[^/@]+)@(?P<alias>[^/@]+)")
 _VERSION_NUMBER = re.compile(r"[1-9][0-9]{0,17}")
 # One lock per token while a request looks for its version and creates it: a client that retries a slow POST
 # (the SDK does, with the same Idempotency-Key) then finds the first request's version instead of adding a twin.
@@ -181,28 +184,66 @@ async def resolve_source(*, upstream: Upstream, principal: Principal, model_uri:
     if run is not None and run_id_from_uri(model_uri) is not None:
         artifact_path = model_uri.split("/", 2)[2].strip("/") if model_uri.count("/") >= 2 else ""
         return await _run_model_source(upstream=upstream, principal=principal, run=run, artifact_path=artifact_path)
-    logged = _LOGGED_MODEL_URI.fullmatch(model_uri)
-    return Source(uri=model_uri, run_id=run.run_id if run else None, model_id=logged["model_id"] if logged else None)
+    return Source(uri=model_uri, run_id=run.run_id if run else None, model_id=logged_model_id_from_uri(model_uri))
 
 
 async def source_run_id(*, upstream: Upstream, principal: Principal, model_uri: str) -> str | None:
-    """The run a source comes from: a `runs:/` URI's own, or the run a `models:/<model id>` was logged in.
+    """The run a source comes from, read as the caller; `None` for a source without one (an `s3://` path).
 
-    `mlflow.register_model` reads a logged model's run the same way; with it, such a registration gets the run's
-    metric checked against the baseline and the `mlflow_run_id` tag, as a `runs:/` one does. Other URIs have none.
+    A `runs:/` URI names it; a `models:/<model id>` was logged in it (as `mlflow.register_model` reads it); a
+    registered version (`models:/<name>/<version>`, `/latest`, `@<alias>`) records it. With it, every kind of
+    source gets the same baseline check and `mlflow_run_id` tag.
     """
     run_id = run_id_from_uri(model_uri)
-    logged = _LOGGED_MODEL_URI.fullmatch(model_uri)
-    if run_id is not None or logged is None:
+    if run_id is not None:
         return run_id
+    if (model_id := logged_model_id_from_uri(model_uri)) is not None:
+        payload = await call_as(
+            upstream,
+            principal,
+            "GET",
+            LOGGED_MODELS_GET.format(model_id=quote(model_id, safe="")),
+            action=f"read logged model '{model_id}'",
+        )
+        return payload.get("model", {}).get("info", {}).get("source_run_id") or None
+    version = await _registered_version(upstream=upstream, principal=principal, model_uri=model_uri)
+    return (version or {}).get("run_id") or None
+
+
+async def _registered_version(*, upstream: Upstream, principal: Principal, model_uri: str) -> dict[str, Any] | None:
+    """The model version a `models:/<name>/<version>`, `models:/<name>/latest` or `models:/<name>@<alias>` names."""
+    if (by_alias := _ALIAS_URI.fullmatch(model_uri)) is not None:
+        name, alias = by_alias["name"], by_alias["alias"]
+        payload = await call_as(
+            upstream,
+            principal,
+            "GET",
+            REGISTERED_MODELS_ALIAS,
+            params={"name": name, "alias": alias},
+            action=f"read alias '{alias}' of model '{name}'",
+        )
+        return payload.get("model_version")
+    if (by_version := _REGISTERED_VERSION_URI.fullmatch(model_uri)) is None:
+        return None
+    name, number = by_version["name"], by_version["version"]
+    if number == LATEST:
+        versions, _ = await _search_versions(
+            upstream=upstream,
+            principal=principal,
+            filter_string=f"name IN {filter_in([name])}",
+            max_results=1,
+            order_by=["version_number DESC"],
+        )
+        return versions[0] if versions else None
     payload = await call_as(
         upstream,
         principal,
         "GET",
-        LOGGED_MODELS_GET.format(model_id=quote(logged["model_id"], safe="")),
-        action=f"read logged model '{logged['model_id']}'",
+        MODEL_VERSIONS_GET,
+        params={"name": name, "version": number},
+        action=f"read version {number} of model '{name}'",
     )
-    return payload.get("model", {}).get("info", {}).get("source_run_id") or None
+    return payload.get("model_version")
 
 
 async def _run_model_source(*, upstream: Upstream, principal: Principal, run: RunFacts, artifact_path: str) -> Source:
@@ -254,18 +295,6 @@ async def _logged_models_named(*, upstream: Upstream, principal: Principal, run:
         if not page.get("next_page_token"):
             return model_ids
         body["page_token"] = page["next_page_token"]
-
-
-def metric_warnings(*, run: RunFacts, metric_name: str, baseline_value: float, strict: bool) -> list[str]:
-    """Compare the run's metric with the claimed baseline: a warning, or a 400 when `strict`."""
-    problem = baseline_mismatch(
-        run_id=run.run_id, metrics=run.metrics, metric_name=metric_name, baseline_value=baseline_value
-    )
-    if problem is None:
-        return []
-    if strict:
-        raise HokusaiValidationError("baseline_value", problem + " (strict mode)")
-    return [problem]
 
 
 async def ensure_registered_model(*, upstream: Upstream, principal: Principal, model_name: str) -> bool:
@@ -639,18 +668,18 @@ async def register_tokenized_model(
     principal = caller.principal
     await ensure_account(upstream=upstream, principal=principal)
     run = None
-    warnings: list[str] = []
     run_id = await source_run_id(upstream=upstream, principal=principal, model_uri=registration.model_uri)
     if run_id is not None:
         run = await fetch_run(upstream=upstream, principal=principal, run_id=run_id)
         if TAG_RUN_ID not in registration.tags:
             registration = replace(registration, tags={**registration.tags, TAG_RUN_ID: run_id})
-        warnings = metric_warnings(
-            run=run,
-            metric_name=registration.metric_name,
-            baseline_value=registration.baseline_value,
-            strict=registration.strict,
-        )
+    warnings = baseline_check(
+        run_id=run_id,
+        metrics=run.metrics if run else {},
+        metric_name=registration.metric_name,
+        baseline_value=registration.baseline_value,
+        strict=registration.strict,
+    )
     source = await resolve_source(upstream=upstream, principal=principal, model_uri=registration.model_uri, run=run)
     claim = await _claim_audited(
         database=database, upstream=upstream, audit=audit, caller=caller, registration=registration
