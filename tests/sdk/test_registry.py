@@ -238,6 +238,18 @@ def test_optional_mode_registers_locally_and_queues_when_the_api_is_down(
 
 
 @pytest.mark.usefixtures("mock_store")
+def test_optional_mode_refuses_a_models_source_at_once_instead_of_falling_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOKUSAI_OPTIONAL_MLFLOW", "true")
+    refused = httpx.ConnectError("refused")
+
+    with pytest.raises(HokusaiConnectionError) as caught:
+        _register(_registry(FakeAPI(refused, refused, refused)), model_uri="models:/m-0123456789abcdef")
+
+    assert caught.value.hint is not None and "cannot be registered locally while the API is down" in caught.value.hint
+    assert read_entries() == []  # nothing queued: the local store could not have made the version
+
+
+@pytest.mark.usefixtures("mock_store")
 def test_optional_mode_falls_back_on_5xx(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HOKUSAI_OPTIONAL_MLFLOW", "true")
     api = FakeAPI(error(500, "INTERNAL_ERROR", "boom"))
