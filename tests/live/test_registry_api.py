@@ -578,6 +578,8 @@ def test_admins_transfer_and_release_tokens(
     nobody = as_admin.post(f"{token_path}/transfer", json={"new_owner": unique("nobody")})
     no_model = as_admin.post(f"{token_path}/transfer", json={"new_owner": bob.owner, "model_name": unique("none")})
     assert "an account exists once a key is created for it" in assert_error(nobody, 404, "RESOURCE_DOES_NOT_EXIST")
+    twin = as_admin.post(f"{token_path}/transfer", json={"new_owner": bob.owner.upper()})
+    assert f"did you mean '{bob.owner}'?" in assert_error(twin, 404, "RESOURCE_DOES_NOT_EXIST")
     assert "to move the token to" in assert_error(no_model, 404, "RESOURCE_DOES_NOT_EXIST", layer="mlflow")
     assert as_admin.get(token_path).json()["owner"] == alice.owner  # a typo moved nothing
 

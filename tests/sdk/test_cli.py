@@ -176,6 +176,19 @@ def test_auth_status_ok_exits_0(api: FakeAPI, monkeypatch: pytest.MonkeyPatch) -
     assert outcome.stdout.rstrip().endswith("No problems found, but read the note above.")
 
 
+def test_auth_status_folds_a_fix_at_80_columns_and_never_cuts_it(api: FakeAPI, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    write_credentials(api_key=KEY, api_url=API)
+    answer(api, httpx.Response(200, json=WHOAMI), httpx.Response(200, json={}))
+
+    outcome = run(["auth", "status"])
+
+    assert outcome.exit_code == 0
+    # The only ellipses are the ones after a key's displayed prefix: nothing in the table was cut.
+    assert outcome.stdout.count("…") == outcome.stdout.count(f"{KEY[:12]}…")
+    assert f"{API}/api/mlflow" in "".join(line.strip(" │") for line in outcome.stdout.splitlines())
+
+
 def test_auth_status_with_mlflow_exported_finds_no_problems(api: FakeAPI, monkeypatch: pytest.MonkeyPatch) -> None:
     write_credentials(api_key=KEY, api_url=API)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"{API}/api/mlflow")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -62,3 +65,26 @@ def test_identity_mode_follows_the_mlflow_settings(monkeypatch: pytest.MonkeyPat
 def test_secrets_never_show_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HOKUSAI_KEY_PEPPER", "pepper-value-123")
     assert "pepper-value-123" not in repr(Settings())
+
+
+def test_levels_and_permissions_read_in_any_case(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOKUSAI_LOG_LEVEL", "INFO")
+    monkeypatch.setenv("HOKUSAI_MLFLOW_DEFAULT_PERMISSION", "no_permissions")
+
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+
+    assert (settings.log_level, settings.mlflow_default_permission) == ("info", "NO_PERMISSIONS")
+
+
+def test_a_bad_setting_is_named_by_its_variable_and_its_value_is_not_shown(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOKUSAI_")}
+    env |= {"HOKUSAI_PORT": "99999", "HOKUSAI_LOG_LEVEL": "loud-secret-ish"}
+
+    result = subprocess.run(
+        [sys.executable, "-m", "hokusai", "server"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+
+    assert result.returncode == 2
+    assert result.stderr.startswith("Invalid configuration: HOKUSAI_PORT: Input should be less than or equal to 65535")
+    assert "HOKUSAI_LOG_LEVEL: Input should be 'debug', 'info', 'warning' or 'error'" in result.stderr
+    assert "loud-secret-ish" not in result.stderr and "pydantic.dev" not in result.stderr

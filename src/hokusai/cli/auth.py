@@ -126,7 +126,9 @@ def status(api_url: ApiUrlOption = None) -> None:
 
 
 def _findings_table(findings: list[dict[str, str]], field: str, *, title: str, style: str) -> Table:
-    table = Table(field.capitalize(), "Fix", title=title, title_style=style)
+    table = Table(title=title, title_style=style)
+    for header in (field.capitalize(), "Fix"):
+        table.add_column(header, overflow="fold")  # a fix is copied as is: folded, never cut with an ellipsis
     for finding in findings:
         table.add_row(finding[field], finding["fix"])
     return table

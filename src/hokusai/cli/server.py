@@ -26,13 +26,23 @@ def run_server(
     try:
         settings = Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        typer.echo(f"Invalid configuration: {exc}", err=True)
+        typer.echo(f"Invalid configuration: {_problems(exc)}", err=True)
         raise typer.Exit(2) from exc
     try:
         serve(settings)
     except (PortInUseError, MlflowStartError) as exc:
         typer.echo(f"Error: {exc}", err=True)
         raise typer.Exit(1) from exc
+
+
+def _problems(exc: ValidationError) -> str:
+    """Each broken setting by the variable the operator sets; never the value, which may be a secret."""
+    problems = []
+    for error in exc.errors():
+        fields = [str(part) for part in error["loc"]]
+        name = f"HOKUSAI_{'_'.join(fields).upper()}" if fields else "settings"
+        problems.append(f"{name}: {error['msg'].removeprefix('Value error, ')}")
+    return "; ".join(problems)
 
 
 def register(app: typer.Typer) -> None:

@@ -235,12 +235,20 @@ class KeyStore:
             session.add(record)
         return IssuedKey(record=record, secret=secret)
 
+    def case_twin(self, owner: str) -> str | None:
+        """The existing account whose name differs from `owner` only in case, if there is one."""
+        with self._database.session() as session:
+            return self._case_twin(session, owner)
+
     @staticmethod
-    def _refuse_a_case_twin(session: Session, owner: str) -> None:
+    def _case_twin(session: Session, owner: str) -> str | None:
+        query = select(ApiKey.owner).where(func.lower(ApiKey.owner) == owner.lower(), ApiKey.owner != owner)
+        return session.scalar(query.limit(1))
+
+    @classmethod
+    def _refuse_a_case_twin(cls, session: Session, owner: str) -> None:
         """Refuse `owner` when an account differs from it only in case: MLflow would hold two unrelated users."""
-        twin = session.scalar(
-            select(ApiKey.owner).where(func.lower(ApiKey.owner) == owner.lower(), ApiKey.owner != owner).limit(1)
-        )
+        twin = cls._case_twin(session, owner)
         if twin is not None:
             raise HokusaiValidationError(
                 "owner",

@@ -973,12 +973,13 @@ async def transfer(
     would otherwise hand the token, and the real owner's rights on the model, to nobody.
     """
     if not await run_in_threadpool(keys.list, owner=new_owner):
-        raise ApiError(
-            404,
-            f"No account '{new_owner}': an account exists once a key is created for it "
-            f"(hokusai keys create --owner {new_owner}).",
-            error_code="RESOURCE_DOES_NOT_EXIST",
+        twin = await run_in_threadpool(keys.case_twin, new_owner)
+        remedy = (
+            f"did you mean '{twin}'? Account names are case-sensitive."
+            if twin
+            else f"an account exists once a key is created for it (hokusai keys create --owner {new_owner})."
         )
+        raise ApiError(404, f"No account '{new_owner}': {remedy}", error_code="RESOURCE_DOES_NOT_EXIST")
     if model_name is not None:
         await call_as(
             upstream,

@@ -6,7 +6,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MlflowPermission = Literal["READ", "USE", "EDIT", "MANAGE", "NO_PERMISSIONS"]
@@ -51,6 +51,17 @@ class Settings(BaseSettings):
     upstream_write_timeout_seconds: float = Field(default=600.0, gt=0)
     upstream_max_connections: int = Field(default=100, ge=1)
     upstream_keepalive_seconds: float = Field(default=4.0, ge=0)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_case(cls, value: object) -> object:
+        # LOG_LEVEL=INFO is how most tools spell it.
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("mlflow_default_permission", mode="before")
+    @classmethod
+    def _upper_case(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _check_external_credentials(self) -> Settings:
