@@ -92,7 +92,7 @@ KNOWN_DIFFERENCES: dict[str, str] = {
     "run-create-form-body": _AUTH_FORM_BODY,
     "exp-get-by-name-unknown": (
         "MLflow auth app: its permission check looks the experiment up by name first and raises its own 404, "
-        "whose message does not quote the name (_get_permission_from_experiment_name); same status and code."
+        "whose message names it without quotes (_get_permission_from_experiment_name); same status and code."
     ),
     "metric-history-unknown-run": (
         "Plain MLflow answers an unknown run's metric history with an empty list (200) without looking the run up; "
