@@ -337,6 +337,14 @@ def build_steps() -> list[Step]:
         Step("run-create-form-body", "POST", api + "/runs/create", json={"experiment_id": "{exp}"}, content_type=FORM),
         Step("run-create-no-experiment", "POST", api + "/runs/create", json={"start_time": TS}),
         Step("run-create-unknown-experiment", "POST", api + "/runs/create", json={"experiment_id": UNKNOWN_EXPERIMENT}),
+        # Parameters of the wrong JSON type: MLflow's auth app read them before the handler's 400, and failed (500).
+        Step("run-create-object-experiment", "POST", api + "/runs/create", json={"experiment_id": {"a": 1}}),
+        Step(
+            "exp-update-list-experiment",
+            "POST",
+            api + "/experiments/update",
+            json={"experiment_id": ["{exp}"], "new_name": "{p}-never"},
+        ),
         Step(
             "run-create-bad-start-time",
             "POST",
@@ -706,6 +714,7 @@ def build_steps() -> list[Step]:
             api + "/registered-models/rename",
             json={"name": model, "new_name": "{p}-model-renamed"},
         ),
+        Step("rm-rename-list-name", "POST", api + "/registered-models/rename", json={"name": [model], "new_name": "x"}),
         Step(
             "rm-rename-back",
             "POST",

@@ -6,8 +6,9 @@ request. It accepts the gateway's short-lived assertion (`Authorization: Bearer 
 JSON shape the MLflow client understands. The shared secret is read once from the file (mode 0600) named by
 `HOKUSAI_ASSERTION_SECRET_FILE`, set by the Hokusai server when it starts MLflow.
 
-Importing the package also adjusts four things in MLflow's auth app, one module each: refusals of missing resources
-become MLflow's own 404 and unscoped dataset calls a 400 saying what is missing (`refusals`), the auth store's
+Importing the package also adjusts five things in MLflow's auth app, one module each: refusals of missing resources
+become MLflow's own 404 and unscoped dataset calls a 400 saying what is missing (`refusals`), a parameter of the
+wrong JSON type gets MLflow's own 400 rather than a 500 (`param_types`), the auth store's
 per-request reads are cached (`store_cache`), and so is the experiment each run belongs to (`run_cache`); and the
 caller is an MLflow admin only when their key is an admin key (`admin_claim`). All replace MLflow internals by
 name: recheck them when the MLflow pin changes.
@@ -26,6 +27,7 @@ from flask import Response, g, request
 from werkzeug.datastructures import Authorization
 
 from hokusai.mlflow_auth.admin_claim import asserted_identity, install_admin_claim
+from hokusai.mlflow_auth.param_types import install_param_type_check
 from hokusai.mlflow_auth.refusals import install_clearer_refusals
 from hokusai.mlflow_auth.run_cache import install_run_cache
 from hokusai.mlflow_auth.store_cache import STORE_CACHE_ENV, install_store_cache
@@ -85,6 +87,7 @@ def _install_into_mlflow() -> None:
     if mlflow_auth_app is None:
         return
     install_clearer_refusals(mlflow_auth_app)
+    install_param_type_check(mlflow_auth_app)
     # The caches are for the MLflow the Hokusai server embeds, which names the counter its workers share.
     generation_file = os.environ.get(STORE_CACHE_ENV)
     if generation_file:
