@@ -303,7 +303,7 @@ class MlflowGateway:
             raise mlflow_unavailable() from exc
         if routed.decoded in _RENAME_CALLS and response.status == 200 and principal is not None:
             await self._follow_rename(request, principal, body)
-        return await _relay(response, request.method, principal, routed.decoded)
+        return await _relay(response, request.method, principal, routed)
 
     async def _follow_rename(self, request: Request, principal: Principal, body: bytes | StreamedBody | None) -> None:
         """Point the renamed model's token claims at its new name, so its tokens stay its own.
@@ -474,9 +474,11 @@ class _Buffered:
         await send({"type": "http.response.body", "body": self.body})
 
 
-async def _relay(response: aiohttp.ClientResponse, method: str, principal: Principal | None, path: str) -> ASGIApp:
+async def _relay(
+    response: aiohttp.ClientResponse, method: str, principal: Principal | None, routed: RoutedPath
+) -> ASGIApp:
     if response.status >= 400 and method != "HEAD":
-        return await _relay_error(response, principal, path)
+        return await _relay_error(response, principal, routed)
     length = response.content_length
     if method == "HEAD" or response.status in (204, 304) or (length is not None and length <= _BUFFERED_BODY_LIMIT):
         # Most MLflow answers are small JSON with a Content-Length. Reading them whole (bounded by the limit) and
@@ -520,18 +522,22 @@ async def _relay_body(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
 _MLFLOW_REFUSAL = "Permission denied"
 
 
-def _refusal_explained(owner: str, path: str) -> str:
+def _refusal_explained(owner: str, routed: RoutedPath) -> str:
     refused = f"{_MLFLOW_REFUSAL}: MLflow refused this to user '{owner}'."
-    if "/webhooks" in path:
+    if "/webhooks" in routed.decoded:
         # MLflow's auth app lets only its admins manage model-registry webhooks (`sender_is_admin`).
         return f"{refused} Model-registry webhooks are for MLflow admins: use a Hokusai key with the 'admin' scope."
+    owned = f"{refused} Experiments, runs, models, prompts and traces belong to the user who created them"
+    if routed.access is Access.READ:
+        # Refused reads happen only where the default permission is below READ (HOKUSAI_MLFLOW_DEFAULT_PERMISSION).
+        return f"{owned}, and on this platform others may not read them; ask the owner or an admin for access."
     return (
-        f"{refused} Experiments, runs, models, prompts and traces belong to the user who created them, and others may "
-        "not change them; ask the owner or an admin for access, or work in an experiment of your own."
+        f"{owned}, and others may not change them; ask the owner or an admin for access, or work in an experiment "
+        "of your own."
     )
 
 
-async def _relay_error(response: aiohttp.ClientResponse, principal: Principal | None, path: str) -> Response:
+async def _relay_error(response: aiohttp.ClientResponse, principal: Principal | None, routed: RoutedPath) -> Response:
     """MLflow's errors, unchanged but marked `layer: mlflow`; plain-text ones wrapped in the JSON envelope.
 
     MLflow's auth app refuses with a bare "Permission denied" that names neither the user nor a way out; the stock
@@ -557,7 +563,7 @@ async def _relay_error(response: aiohttp.ClientResponse, principal: Principal | 
     elif len(body) <= _ERROR_BODY_LIMIT:
         text = body.decode("utf-8", errors="replace").strip()
         if response.status == 403 and text == _MLFLOW_REFUSAL and principal is not None:
-            text = _refusal_explained(principal.owner, path)
+            text = _refusal_explained(principal.owner, routed)
         payload = {
             "error_code": error_code_for_status(response.status),
             "message": text or "MLflow refused.",
