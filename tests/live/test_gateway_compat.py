@@ -115,6 +115,10 @@ KNOWN_DIFFERENCES: dict[str, str] = {
         "experiments to authorise the delete and refuses, reported as MLflow's own 404 (hokusai.mlflow_auth)."
     ),
     "artifact-get-root": "Follows from artifact-put-root: the file was never written, so reading it is a 404.",
+    "trace-artifact-get-unknown": (
+        "MLflow auth app: refuses a trace it cannot find (403); hokusai.mlflow_auth reports it as the tracking "
+        "store's 404 \"Trace with ID '...' not found.\", worded unlike the handler's; same status and code."
+    ),
 }
 
 
@@ -755,6 +759,7 @@ def build_steps() -> list[Step]:
         ),
         Step("logged-model-get", "GET", api + "/logged-models/{lm}", observe=lambda j: j["model"]["info"]["name"]),
         Step("logged-model-get-unknown", "GET", api + "/logged-models/" + UNKNOWN_LOGGED_MODEL),
+        Step("logged-model-get-malformed-id", "GET", api + "/logged-models/m-nope"),
         Step(
             "logged-model-search",
             "POST",
@@ -827,6 +832,12 @@ def build_steps() -> list[Step]:
             observe=lambda j: j["trace"]["trace_info"]["trace_location"]["mlflow_experiment"]["experiment_id"] == "0",
         ),
         Step("trace-get-unknown", "GET", api3 + "/traces/" + UNKNOWN_TRACE),
+        Step(
+            "trace-artifact-get-unknown",  # what the web UI fetches to show a trace
+            "GET",
+            "/ajax-api/2.0/mlflow/get-trace-artifact",
+            params={"request_id": UNKNOWN_TRACE},
+        ),
         Step(
             "trace-search",
             "POST",

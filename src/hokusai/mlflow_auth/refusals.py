@@ -26,7 +26,8 @@ from typing import Any
 from flask import Response, request
 from werkzeug.exceptions import HTTPException
 
-_LOGGED_MODEL_ID = re.compile(r"/mlflow/logged-models/(m-[0-9a-f]+)")
+# MLflow's ids are `m-<hex>`, but any `m-…` segment is looked up: MLflow answers a malformed one with its own 404.
+_LOGGED_MODEL_ID = re.compile(r"/mlflow/logged-models/(m-[^/]+)")
 _EXPERIMENT_SCOPED_DATASET_CALLS = ("/mlflow/datasets/create", "/mlflow/datasets/search")
 
 logger = logging.getLogger(__name__)
@@ -59,7 +60,8 @@ def _resource_lookups(params: dict[str, Any]) -> list[Callable[[], object]]:
     if model is not None:
         lookups.append(functools.partial(tracking.get_logged_model, model.group(1)))
     trace_id = params.get("trace_id") or params.get("request_id")
-    if "/traces/" in request.path and isinstance(trace_id, str) and trace_id:
+    trace_call = "/traces/" in request.path or request.path.endswith("/get-trace-artifact")  # the web UI's fetch
+    if trace_call and isinstance(trace_id, str) and trace_id:
         lookups.append(functools.partial(tracking.get_trace_info, trace_id))
     if isinstance(params.get("dataset_id"), str) and params["dataset_id"]:
         lookups.append(functools.partial(tracking.get_dataset, params["dataset_id"]))
