@@ -11,8 +11,10 @@ from hokusai.validation import (
     RESERVED_TAGS,
     TAG_BASELINE,
     TAG_METRIC,
+    ModelsUri,
     baseline_mismatch,
     normalize_token_id,
+    parse_models_uri,
     repeat_conflict,
     run_id_from_uri,
     tokenized_tags,
@@ -144,3 +146,28 @@ def test_a_repeat_is_idempotent_only_with_the_stored_metric_and_baseline() -> No
     )
     unreadable = {TAG_METRIC: "accuracy", TAG_BASELINE: "n/a"}
     assert repeat_conflict(version_label="v", registered=unreadable, metric_name="accuracy", baseline_value=0.91)
+
+
+@pytest.mark.parametrize(
+    ("uri", "expected"),
+    [
+        ("models:/m-0123abcd", ModelsUri(model_id="m-0123abcd")),
+        ("models:/churn/3", ModelsUri(name="churn", version="3")),
+        ("models:/churn/03", ModelsUri(name="churn", version="03")),
+        ("models:/churn/latest", ModelsUri(name="churn")),
+        ("models:/churn/Latest", ModelsUri(name="churn")),
+        ("models:/churn/Production", ModelsUri(name="churn", stage="Production")),
+        ("models:/churn@champion", ModelsUri(name="churn", alias="champion")),
+        ("models:/a@b@champ", ModelsUri(name="a@b", alias="champ")),
+        ("models:/a@b/3", ModelsUri(name="a@b", version="3")),
+        ("models:/what?/3", ModelsUri(model_id="what")),  # MLflow reads "?/3" as a query
+        ("models:/team/m/3", None),
+        ("models:/", None),
+        ("models:/churn/", None),
+        ("models:/churn@", None),
+        ("runs:/abc/model", None),
+        ("s3://bucket/model", None),
+    ],
+)
+def test_models_uris_are_read_by_mlflows_rules(uri: str, expected: ModelsUri | None) -> None:
+    assert parse_models_uri(uri) == expected

@@ -30,7 +30,7 @@ from hokusai.validation import (
     TAG_TOKEN_ID,
     baseline_check,
     baseline_model_name,
-    logged_model_id_from_uri,
+    parse_models_uri,
     repeat_conflict,
     run_id_from_uri,
     tokenized_tags,
@@ -212,13 +212,13 @@ class LocalRegistry:
     def _source_run_id(self, model_uri: str) -> str | None:
         """The source's run, as the server finds it: named by `runs:/`, or the run a local logged model came from."""
         run_id = run_id_from_uri(model_uri)
-        model_id = logged_model_id_from_uri(model_uri)
-        if run_id is not None or model_id is None:
+        parsed = parse_models_uri(model_uri)
+        if run_id is not None or parsed is None or parsed.model_id is None:
             return run_id
         from mlflow.exceptions import MlflowException
 
         try:
-            return self.client.get_logged_model(model_id).source_run_id or None
+            return self.client.get_logged_model(parsed.model_id).source_run_id or None
         except MlflowException:
             return None  # not in this store: MLflow's own error follows when the version is created
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
+import urllib.parse
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from hokusai.errors import HokusaiValidationError
@@ -43,7 +45,6 @@ _TOKEN_ID_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?")
 _METRIC_NAME_RE = re.compile(r"[A-Za-z0-9_\-. :/]+")  # the characters MLflow accepts in metric keys
 _RUN_ID_RE = re.compile(r"[a-zA-Z0-9][\w\-]{0,255}")  # MLflow's own run id pattern
 _MODEL_TYPE_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
-_LOGGED_MODEL_URI_RE = re.compile(r"models:/(?P<model_id>[^/@]+)")  # a registered version has a /version or @alias
 _RUNS_URI_RE = re.compile(r"runs:/(?P<run_id>[^/]+)(?:/(?P<path>.*))?")
 _CONTROL_CHARS_RE = re.compile(r"[\x00-\x1f\x7f]")
 # The same rules as JSON Schema patterns, so the API's OpenAPI document states exactly what it enforces.
@@ -153,10 +154,40 @@ def validate_model_uri(model_uri: object) -> str:
     return model_uri
 
 
-def logged_model_id_from_uri(model_uri: str) -> str | None:
-    """The logged model id of a ``models:/<model id>`` URI (MLflow 3's ``log_model`` result); ``None`` otherwise."""
-    match = _LOGGED_MODEL_URI_RE.fullmatch(model_uri)
-    return match["model_id"] if match else None
+@dataclass(frozen=True)
+class ModelsUri:
+    """A ``models:/`` URI as MLflow reads it: a logged model, or a registered model's version, alias, stage or latest.
+
+    ``model_id`` is set for ``models:/<model id>`` (what MLflow 3's ``log_model`` returns); otherwise ``name`` and
+    at most one of ``version``, ``alias`` and ``stage`` (none of them: the latest version).
+    """
+
+    model_id: str | None = None
+    name: str | None = None
+    version: str | None = None
+    alias: str | None = None
+    stage: str | None = None
+
+
+def parse_models_uri(model_uri: str) -> ModelsUri | None:
+    """``model_uri`` read by MLflow's own rules (``_parse_model_uri``); ``None`` when MLflow would not accept it."""
+    parsed = urllib.parse.urlparse(model_uri, allow_fragments=False)
+    if parsed.scheme != "models" or not parsed.path.startswith("/") or len(parsed.path) <= 1:
+        return None
+    parts = parsed.path.lstrip("/").split("/")
+    if len(parts) > 2 or not parts[0].strip():
+        return None
+    if len(parts) == 2:
+        name, suffix = parts
+        if not suffix.strip():
+            return None
+        if suffix.isdigit():
+            return ModelsUri(name=name, version=suffix)
+        return ModelsUri(name=name) if suffix.lower() == "latest" else ModelsUri(name=name, stage=suffix)
+    if "@" in parts[0]:
+        name, _, alias = parts[0].rpartition("@")
+        return ModelsUri(name=name, alias=alias) if name and alias.strip() else None
+    return ModelsUri(model_id=parts[0])
 
 
 def run_id_from_uri(model_uri: str) -> str | None:
@@ -248,15 +279,18 @@ def baseline_mismatch(
 
 
 def baseline_check(
-    *, run_id: str | None, metrics: Mapping[str, float], metric_name: str, baseline_value: float, strict: bool
+    *, run_id: str | None, metrics: Mapping[str, float] | None, metric_name: str, baseline_value: float, strict: bool
 ) -> list[str]:
     """The check every registration makes: `[]` when the source's run confirms the baseline, else a warning.
 
-    With `strict` the warning is a `HokusaiValidationError` instead, and a source without a run (an `s3://` path, a
-    version whose run is unknown) is refused too: nothing confirms its baseline.
+    `metrics` is `None` when the run could not be read. With `strict` the warning is a `HokusaiValidationError`
+    instead, so a source without a readable run (an `s3://` path, a version whose run is unknown or private) is
+    refused too: nothing confirms its baseline.
     """
     if run_id is None:
         problem = f"the source has no run, so no logged metric confirms the baseline {baseline_value!r}"
+    elif metrics is None:
+        problem = f"run '{run_id}' of the source could not be read, so no logged metric confirms the baseline"
     else:
         problem = baseline_mismatch(
             run_id=run_id, metrics=metrics, metric_name=metric_name, baseline_value=baseline_value
@@ -309,6 +343,23 @@ def tokenized_tags(*, token_id: str, metric_name: str, baseline_value: float, ru
 
 _OWNER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 OWNER_PATTERN = f"^{_OWNER_RE.pattern}$"
+
+
+SCOPES = ("read", "write", "admin")  # in rank order: admin implies write, and write implies read
+
+
+def parse_scopes(scopes: str | Iterable[str]) -> frozenset[str]:
+    """A key's scopes from `read,write` or a list; `ValueError` for none or an unknown one."""
+    items = scopes.split(",") if isinstance(scopes, str) else list(scopes)
+    clean = frozenset(item.strip().lower() for item in items if item.strip())
+    unknown = clean - set(SCOPES)
+    if not clean or unknown:
+        raise ValueError(f"must be one or more of {', '.join(SCOPES)}, comma-separated; got {sorted(clean)}")
+    return clean
+
+
+def serialize_scopes(scopes: frozenset[str]) -> str:
+    return ",".join(scope for scope in SCOPES if scope in scopes)
 
 
 def validate_owner(owner: object) -> str:

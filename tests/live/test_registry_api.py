@@ -273,9 +273,12 @@ def test_registered_version_sources_are_checked_and_a_source_without_a_run_is_no
     for uri in (f"models:/{name}/1", f"models:/{name}@champion", f"models:/{name}/latest"):
         request = {k: v for k, v in body(run, baseline_value=0.5).items() if k != "mlflow_run_id"} | {"model_uri": uri}
         registered = as_alice.post(TOKENIZED, json=request)
+        again = as_alice.post(TOKENIZED, json=request)  # an alias or `latest` is pinned, so a repeat finds it
         assert registered.status_code == 201, registered.text
         assert registered.json()["warnings"] == [mismatch], uri
         assert registered.json()["tags"]["mlflow_run_id"] == run.run_id, uri
+        assert registered.json()["source"] == f"models:/{name}/1", uri
+        assert (again.status_code, again.json()["created"], again.json()["version"]) == (200, False, "1"), again.text
         assert "strict mode" in assert_error(as_alice.post(TOKENIZED, json=request | {"strict": True}), 400,
                                              "INVALID_PARAMETER_VALUE")  # fmt: skip
 

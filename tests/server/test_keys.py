@@ -24,9 +24,9 @@ from hokusai.server.keys import (
     KeyStore,
     generate_key,
     looks_like_key,
-    parse_scopes,
 )
 from hokusai.server.models import ApiKey, utcnow
+from hokusai.validation import parse_scopes
 
 PEPPER = b"test-pepper"
 
@@ -91,6 +91,19 @@ def test_an_owner_differing_from_an_account_only_in_case_is_refused(store: KeySt
     assert twin.value.field == "owner" and "Use 'alice'" in twin.value.problem
     assert [record.owner for record in store.list()] == ["alice"]  # nothing stored
     assert store.create(owner="alice", name="second", scopes=parse_scopes("read")).record.owner == "alice"
+
+
+def test_twins_made_before_the_rule_keep_rotating_and_adding_keys(store: KeyStore, database: Database) -> None:
+    first = store.create(owner="bob", name="first", scopes=parse_scopes("read"))
+    with database.session() as session:  # an account from before the rule, written behind the store's back
+        twin = ApiKey(id="key_legacytwin0000", key_hash="0" * 64, prefix="hk_live_xxxx", name="old", owner="Bob",
+                      scopes="read", created_at=utcnow())  # fmt: skip
+        session.add(twin)
+
+    rotated = store.rotate(first.record.id)
+
+    assert rotated is not None and rotated.record.owner == "bob"
+    assert store.create(owner="Bob", name="more", scopes=parse_scopes("read")).record.owner == "Bob"
 
 
 def test_expired_keys_are_refused(store: KeyStore) -> None:

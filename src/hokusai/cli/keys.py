@@ -130,8 +130,8 @@ def create_key(
 
     Example: `hokusai keys create --owner alice --scopes read,write --expires-in-days 90`.
     """
-    from hokusai.server.keys import expiry_from_days, parse_scopes, serialize_scopes
-    from hokusai.validation import validate_owner
+    # Only --offline needs the server's modules (and the [server] extra): the SDK alone can create keys remotely.
+    from hokusai.validation import parse_scopes, serialize_scopes, validate_owner
 
     try:
         parsed = parse_scopes(scopes)
@@ -140,6 +140,8 @@ def create_key(
     if offline:
         with options_for_fields({"owner": "--owner"}):
             account = validate_owner(owner or os.environ.get("HOKUSAI_ADMIN_OWNER", "admin"))
+        from hokusai.server.keys import expiry_from_days
+
         with _offline_store() as store, options_for_fields({"owner": "--owner"}):
             issued = store.create(owner=account, name=name, scopes=parsed, expires_at=expiry_from_days(expires_in_days))
             row = {**_offline_row(issued.record), "key": issued.secret}

@@ -8,7 +8,6 @@ import secrets
 import string
 import threading
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -18,12 +17,11 @@ from sqlalchemy.orm import Session
 from hokusai.errors import HokusaiValidationError
 from hokusai.server.db import Database
 from hokusai.server.models import ApiKey, utcnow
-from hokusai.validation import KEY_PREFIX
+from hokusai.validation import KEY_PREFIX, SCOPES, serialize_scopes
 
 KEY_RANDOM_LENGTH = 40
 KEY_MAX_LENGTH = 128
 DISPLAY_PREFIX_LENGTH = len(KEY_PREFIX) + 4
-SCOPES = ("read", "write", "admin")
 _BASE62 = string.ascii_letters + string.digits
 _KEY_SHAPE = re.compile(rf"{KEY_PREFIX}[A-Za-z0-9]{{32,{KEY_MAX_LENGTH - len(KEY_PREFIX)}}}")
 _CACHE_MAX_ENTRIES = 100_000
@@ -83,19 +81,6 @@ def generate_key() -> str:
 def looks_like_key(candidate: str) -> bool:
     """A cheap shape check, so garbage never reaches the database."""
     return len(candidate) <= KEY_MAX_LENGTH and _KEY_SHAPE.fullmatch(candidate) is not None
-
-
-def parse_scopes(scopes: str | Iterable[str]) -> frozenset[str]:
-    items = scopes.split(",") if isinstance(scopes, str) else list(scopes)
-    clean = frozenset(item.strip().lower() for item in items if item.strip())
-    unknown = clean - set(SCOPES)
-    if not clean or unknown:
-        raise ValueError(f"must be one or more of {', '.join(SCOPES)}, comma-separated; got {sorted(clean)}")
-    return clean
-
-
-def serialize_scopes(scopes: frozenset[str]) -> str:
-    return ",".join(scope for scope in SCOPES if scope in scopes)
 
 
 def principal_of(record: ApiKey) -> Principal:
@@ -247,7 +232,12 @@ class KeyStore:
 
     @classmethod
     def _refuse_a_case_twin(cls, session: Session, owner: str) -> None:
-        """Refuse `owner` when an account differs from it only in case: MLflow would hold two unrelated users."""
+        """Refuse a new `owner` when an account differs from it only in case: MLflow would hold two unrelated users.
+
+        An existing account is never refused (twins made before this rule keep rotating and adding keys).
+        """
+        if session.scalar(select(ApiKey.id).where(ApiKey.owner == owner).limit(1)) is not None:
+            return
         twin = cls._case_twin(session, owner)
         if twin is not None:
             raise HokusaiValidationError(

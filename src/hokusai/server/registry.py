@@ -55,10 +55,11 @@ from hokusai.validation import (
     TAG_RUN_ID,
     TAG_TOKEN_ID,
     TAG_VALUE_MAX_LENGTH,
+    ModelsUri,
     baseline_check,
     baseline_model_name,
-    logged_model_id_from_uri,
     normalize_token_id,
+    parse_models_uri,
     repeat_conflict,
     run_id_from_uri,
     tokenized_tags,
@@ -98,8 +99,6 @@ _SEARCH_PAGE_SIZE = 1000
 _MLMODEL = "MLmodel"
 _ORDER = ["name ASC", "version_number ASC"]
 _CLAIM_ATTEMPTS = 3
-_REGISTERED_VERSION_URI = re.compile(r"models:/(?P<name>[^@]+)/(?P<version>[1-9][0-9]{0,17}|latest)")
-_ALIAS_URI = re.compile(r"models:/(?P<name>[^/@]+)@(?P<alias>[^/@]+)")
 _VERSION_NUMBER = re.compile(r"[1-9][0-9]{0,17}")
 # One lock per token while a request looks for its version and creates it: a client that retries a slow POST
 # (the SDK does, with the same Idempotency-Key) then finds the first request's version instead of adding a twin.
@@ -184,49 +183,65 @@ async def resolve_source(*, upstream: Upstream, principal: Principal, model_uri:
     if run is not None and run_id_from_uri(model_uri) is not None:
         artifact_path = model_uri.split("/", 2)[2].strip("/") if model_uri.count("/") >= 2 else ""
         return await _run_model_source(upstream=upstream, principal=principal, run=run, artifact_path=artifact_path)
-    return Source(uri=model_uri, run_id=run.run_id if run else None, model_id=logged_model_id_from_uri(model_uri))
+    parsed = parse_models_uri(model_uri)
+    return Source(uri=model_uri, run_id=run.run_id if run else None, model_id=parsed.model_id if parsed else None)
 
 
-async def source_run_id(*, upstream: Upstream, principal: Principal, model_uri: str) -> str | None:
-    """The run a source comes from, read as the caller; `None` for a source without one (an `s3://` path).
+@dataclass(frozen=True)
+class LocatedSource:
+    """Where a registration's source comes from: the URI as MLflow will store it, and the run behind it."""
+
+    uri: str
+    run_id: str | None
+    derived: bool  # the run was read from a logged model or a version, not named by a `runs:/` URI
+
+
+async def locate_source(*, upstream: Upstream, principal: Principal, model_uri: str) -> LocatedSource:
+    """The source's run, read as the caller; `run_id` is `None` for a source without one (an `s3://` path).
 
     A `runs:/` URI names it; a `models:/<model id>` was logged in it (as `mlflow.register_model` reads it); a
     registered version (`models:/<name>/<version>`, `/latest`, `@<alias>`) records it. With it, every kind of
-    source gets the same baseline check and `mlflow_run_id` tag.
+    source gets the same baseline check and `mlflow_run_id` tag. An alias or `latest` is pinned to the version it
+    names now, as MLflow stores it, so that a repeat finds the version it made.
     """
     run_id = run_id_from_uri(model_uri)
-    if run_id is not None:
-        return run_id
-    if (model_id := logged_model_id_from_uri(model_uri)) is not None:
+    parsed = parse_models_uri(model_uri)
+    if run_id is not None or parsed is None:
+        return LocatedSource(uri=model_uri, run_id=run_id, derived=False)
+    if parsed.model_id is not None:
         payload = await call_as(
             upstream,
             principal,
             "GET",
-            LOGGED_MODELS_GET.format(model_id=quote(model_id, safe="")),
-            action=f"read logged model '{model_id}'",
+            LOGGED_MODELS_GET.format(model_id=quote(parsed.model_id, safe="")),
+            action=f"read logged model '{parsed.model_id}'",
         )
-        return payload.get("model", {}).get("info", {}).get("source_run_id") or None
-    version = await _registered_version(upstream=upstream, principal=principal, model_uri=model_uri)
-    return (version or {}).get("run_id") or None
+        run_id = payload.get("model", {}).get("info", {}).get("source_run_id") or None
+        return LocatedSource(uri=model_uri, run_id=run_id, derived=True)
+    version = await _registered_version(upstream=upstream, principal=principal, parsed=parsed)
+    if version is None:
+        return LocatedSource(uri=model_uri, run_id=None, derived=True)
+    pinned = parsed.alias is not None or parsed.version is None
+    uri = f"models:/{parsed.name}/{version.get('version')}" if pinned else model_uri
+    return LocatedSource(uri=uri, run_id=version.get("run_id") or None, derived=True)
 
 
-async def _registered_version(*, upstream: Upstream, principal: Principal, model_uri: str) -> dict[str, Any] | None:
-    """The model version a `models:/<name>/<version>`, `models:/<name>/latest` or `models:/<name>@<alias>` names."""
-    if (by_alias := _ALIAS_URI.fullmatch(model_uri)) is not None:
-        name, alias = by_alias["name"], by_alias["alias"]
+async def _registered_version(*, upstream: Upstream, principal: Principal, parsed: ModelsUri) -> dict[str, Any] | None:
+    """The model version a registered-model URI names; `None` for a stage (MLflow's deprecated stages)."""
+    name = str(parsed.name)
+    if parsed.alias is not None:
         payload = await call_as(
             upstream,
             principal,
             "GET",
             REGISTERED_MODELS_ALIAS,
-            params={"name": name, "alias": alias},
-            action=f"read alias '{alias}' of model '{name}'",
+            params={"name": name, "alias": parsed.alias},
+            action=f"read alias '{parsed.alias}' of model '{name}'",
         )
         return payload.get("model_version")
-    if (by_version := _REGISTERED_VERSION_URI.fullmatch(model_uri)) is None:
+    if parsed.stage is not None:
         return None
-    name, number = by_version["name"], by_version["version"]
-    if number == LATEST:
+    if parsed.version is None:
         versions, _ = await _search_versions(
             upstream=upstream,
             principal=principal,
@@ -240,8 +255,8 @@ async def _registered_version(*, upstream: Upstream, principal: Principal, model
         principal,
         "GET",
         MODEL_VERSIONS_GET,
-        params={"name": name, "version": number},
-        action=f"read version {number} of model '{name}'",
+        params={"name": name, "version": parsed.version},
+        action=f"read version {parsed.version} of model '{name}'",
     )
     return payload.get("model_version")
 
@@ -661,39 +676,51 @@ async def audit_event(
     )
 
 
+async def _readable_run(*, upstream: Upstream, principal: Principal, located: LocatedSource) -> RunFacts | None:
+    """The source's run; `None` when the caller may not read a run they did not name (a version's, a model's)."""
+    try:
+        return await fetch_run(upstream=upstream, principal=principal, run_id=str(located.run_id))
+    except ApiError as exc:
+        if not located.derived or exc.status not in (403, 404):
+            raise
+        return None
+
+
 async def register_tokenized_model(
     *, database: Database, upstream: Upstream, audit: AuditLog, caller: Caller, registration: Registration
 ) -> TokenizedModelInfo:
     """Claim the token, then create the version in MLflow as the caller; a repeat returns the existing version."""
     principal = caller.principal
     await ensure_account(upstream=upstream, principal=principal)
+    located = await locate_source(upstream=upstream, principal=principal, model_uri=registration.model_uri)
     run = None
-    run_id = await source_run_id(upstream=upstream, principal=principal, model_uri=registration.model_uri)
-    if run_id is not None:
-        run = await fetch_run(upstream=upstream, principal=principal, run_id=run_id)
+    if located.run_id is not None:
+        run = await _readable_run(upstream=upstream, principal=principal, located=located)
         if TAG_RUN_ID not in registration.tags:
-            registration = replace(registration, tags={**registration.tags, TAG_RUN_ID: run_id})
+            registration = replace(registration, tags={**registration.tags, TAG_RUN_ID: located.run_id})
     warnings = baseline_check(
-        run_id=run_id,
-        metrics=run.metrics if run else {},
+        run_id=located.run_id,
+        metrics=run.metrics if run else None,
         metric_name=registration.metric_name,
         baseline_value=registration.baseline_value,
         strict=registration.strict,
     )
-    source = await resolve_source(upstream=upstream, principal=principal, model_uri=registration.model_uri, run=run)
-    claim = await _claim_audited(
-        database=database, upstream=upstream, audit=audit, caller=caller, registration=registration
-    )
-    registered = False
-    try:
-        async with _lock(_version_locks, registration.token_id):
+    source = await resolve_source(upstream=upstream, principal=principal, model_uri=located.uri, run=run)
+    # One lock per token from the claim to the version: a claim is never moved (see `_move_stale_claim`) while
+    # another request of its owner is still creating the version that will carry it.
+    async with _lock(_version_locks, registration.token_id):
+        claim = await _claim_audited(
+            database=database, upstream=upstream, audit=audit, caller=caller, registration=registration
+        )
+        registered = False
+        try:
             info = await _existing_or_new_version(
                 upstream=upstream, principal=principal, registration=registration, source=source, warnings=warnings
             )
-        registered = True
-    finally:
-        if claim.created and not registered:
-            await _roll_back_claim(database=database, audit=audit, caller=caller, registration=registration)
+            registered = True
+        finally:
+            if claim.created and not registered:
+                await _roll_back_claim(database=database, audit=audit, caller=caller, registration=registration)
     if info.created:
         detail = {"version": info.version, "source": info.source, "token_id": info.token_id}
         await audit_event(audit, caller, "model.register", "ok", f"{info.model_name}/{info.version}", detail)
@@ -745,23 +772,23 @@ async def _move_stale_claim(
     """
     if holder.owner != caller.principal.owner:
         return None
-    async with _lock(_version_locks, registration.token_id):
-        carriers, _ = await _search_versions(
-            upstream=upstream,
-            principal=caller.principal,
-            filter_string=_versions_carrying(holder.model_name, registration.token_id),
-            max_results=1,
-        )
-        if carriers:
-            return None
-        return await run_in_threadpool(
-            move_claim,
-            database,
-            token_id=registration.token_id,
-            owner=caller.principal.owner,
-            from_model=holder.model_name,
-            to_model=registration.model_name,
-        )
+    # The caller holds the token's lock (see `register_tokenized_model`), so no version is being made meanwhile.
+    carriers, _ = await _search_versions(
+        upstream=upstream,
+        principal=caller.principal,
+        filter_string=_versions_carrying(holder.model_name, registration.token_id),
+        max_results=1,
+    )
+    if carriers:
+        return None
+    return await run_in_threadpool(
+        move_claim,
+        database,
+        token_id=registration.token_id,
+        owner=caller.principal.owner,
+        from_model=holder.model_name,
+        to_model=registration.model_name,
+    )
 
 
 async def _roll_back_claim(*, database: Database, audit: AuditLog, caller: Caller, registration: Registration) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from hokusai.server.deps import PrincipalDep
-from hokusai.server.keys import SCOPES
 from hokusai.server.schemas import WhoAmI
+from hokusai.validation import SCOPES
 
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
 

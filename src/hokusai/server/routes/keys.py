@@ -10,12 +10,12 @@ from starlette.concurrency import run_in_threadpool
 from hokusai.errors import HokusaiValidationError
 from hokusai.server.deps import PrincipalDep, StateDep
 from hokusai.server.errors import ApiError
-from hokusai.server.keys import IssuedKey, Principal, expiry_from_days, parse_scopes, principal_of
+from hokusai.server.keys import IssuedKey, Principal, expiry_from_days, principal_of
 from hokusai.server.models import ApiKey
 from hokusai.server.schemas import KeyCreate, KeyCreated, KeyInfo, KeyList
 from hokusai.server.state import AppState
 from hokusai.server.upstream import UpstreamError
-from hokusai.validation import validate_owner
+from hokusai.validation import parse_scopes, validate_owner
 
 router = APIRouter(prefix="/api/v1/keys", tags=["keys"])
 logger = logging.getLogger(__name__)
