@@ -2,11 +2,15 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import secrets
 import stat
 import string
+import subprocess
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
@@ -406,3 +410,19 @@ def test_usage_errors_exit_2() -> None:
 
 def test_format_error_uses_the_first_matching_label() -> None:
     assert _errors.format_error(HokusaiError("plain")) == "Error: plain"
+
+
+def test_keys_create_needs_no_server_packages(tmp_path: Path) -> None:
+    """An SDK-only install (no `[server]` extra, so no SQLAlchemy) creates keys through the API."""
+    script = (
+        "import sys; sys.modules['sqlalchemy'] = None\n"  # importing it now fails, as where it is not installed
+        "from hokusai.cli.main import main\n"
+        "sys.argv = ['hokusai', 'keys', 'create', '--scopes', 'read', '--api-url', 'http://127.0.0.1:9']\n"
+        "main()\n"
+    )
+    env = {**os.environ, "HOKUSAI_API_KEY": KEY, "HOKUSAI_HOME": str(tmp_path)}
+
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+
+    assert result.returncode == 1 and result.stderr.startswith("Cannot reach the server: Could not connect"), result
+    assert "ModuleNotFoundError" not in result.stderr

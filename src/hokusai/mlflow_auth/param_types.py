@@ -28,6 +28,7 @@ def wrong_type(param: str, value: object) -> Exception | None:
 
 
 def install_param_type_check(mlflow_auth_app: Any) -> None:
+    """Wrap the auth app's parameter reader so that an object or a list is MLflow's 400; idempotent."""
     original = mlflow_auth_app._get_request_param
     if getattr(original, "_hokusai_checked", False):
         return
