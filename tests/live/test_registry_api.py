@@ -670,6 +670,22 @@ def test_a_token_follows_its_models_rename_and_its_owner_takes_it_on_once_the_mo
     assert ("token.model_renamed", "ok") in trail and ("token.claim", "moved") in trail
 
 
+def test_a_rename_leaves_a_claim_of_a_deleted_namesake_where_it_is(
+    as_alice: httpx.Client, as_bob: httpx.Client, run: LoggedRun
+) -> None:
+    """Bob's new model took the name of alice's deleted one: renaming it must not carry alice's token along."""
+    request = body(run)
+    assert as_alice.post(TOKENIZED, json=request).status_code == 201
+    name, token_path = request["model_name"], f"/api/v1/tokens/{request['token_id']}"
+    assert as_alice.request("DELETE", f"{MLFLOW}/registered-models/delete", json={"name": name}).status_code == 200
+    assert as_bob.post(f"{MLFLOW}/registered-models/create", json={"name": name}).status_code == 200
+
+    renamed = as_bob.post(f"{MLFLOW}/registered-models/rename", json={"name": name, "new_name": unique("bobs")})
+
+    assert renamed.status_code == 200, renamed.text
+    assert as_alice.get(token_path).json()["model_name"] == name
+
+
 # --- lookups -------------------------------------------------------------------------------------------------------
 
 

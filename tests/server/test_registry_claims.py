@@ -18,6 +18,7 @@ from hokusai.server.registry import (
     models_holding_tokens,
     move_claim,
     release_token,
+    tokens_claiming_model,
     transfer_token,
 )
 
@@ -113,14 +114,14 @@ def test_models_holding_tokens_by_token_owner_or_both(database: Database) -> Non
     assert models_holding_tokens(database, token_ids={"A", "B"}) == {"B": "m-b"}
 
 
-def test_a_rename_moves_every_claim_on_the_model_and_no_other(database: Database) -> None:
-    claim_token(database, token_id="R1", model_name="old", owner="alice")
-    claim_token(database, token_id="R2", model_name="old", owner="alice")
-    claim_token(database, token_id="R3", model_name="older", owner="alice")
+def test_a_rename_moves_the_claims_named_on_the_model_and_no_other(database: Database) -> None:
+    for token_id, model_name in (("R1", "old"), ("R2", "old"), ("R3", "old"), ("R4", "older")):
+        claim_token(database, token_id=token_id, model_name=model_name, owner="alice")
 
-    assert follow_model_rename(database, old_name="old", new_name="new") == ["R1", "R2"]
-    assert models_holding_tokens(database, owner="alice") == {"R1": "new", "R2": "new", "R3": "older"}
-    assert follow_model_rename(database, old_name="gone", new_name="new") == []
+    assert tokens_claiming_model(database, model_name="old") == ["R1", "R2", "R3"]
+    assert follow_model_rename(database, old_name="old", new_name="new", token_ids=["R1", "R2", "R4"]) == ["R1", "R2"]
+    assert models_holding_tokens(database, owner="alice") == {"R1": "new", "R2": "new", "R3": "old", "R4": "older"}
+    assert follow_model_rename(database, old_name="gone", new_name="new", token_ids=["R1"]) == []
 
 
 def test_a_claim_moves_only_from_the_model_and_owner_expected(database: Database) -> None:

@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
+import httpx
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.background import BackgroundTask
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -36,7 +36,7 @@ from hokusai.server.errors import (
 from hokusai.server.keys import Principal
 from hokusai.server.paths import Access, PathRejected, RoutedPath, rest_and_ajax, route_path
 from hokusai.server.read_batching import ReadBatching
-from hokusai.server.registry import Caller, audit_event, follow_model_rename
+from hokusai.server.registry import Caller, audit_event, follow_rename
 from hokusai.validation import BASELINE_MODEL_PREFIX, is_baseline_model_name, is_reserved_tag
 
 if TYPE_CHECKING:
@@ -317,11 +317,17 @@ class MlflowGateway:
             return
         state = self._state
         try:
-            moved = await run_in_threadpool(follow_model_rename, state.database, old_name=old_name, new_name=new_name)
+            moved = await follow_rename(
+                database=state.database,
+                upstream=state.upstream,
+                principal=principal,
+                old_name=old_name,
+                new_name=new_name,
+            )
             caller, detail = Caller.of(request, principal), {"from": old_name, "to": new_name}
             for token_id in moved:
                 await audit_event(state.audit, caller, "token.model_renamed", "ok", token_id, detail)
-        except SQLAlchemyError:
+        except (SQLAlchemyError, ApiError, httpx.HTTPError):
             # MLflow's answer stands (the model is renamed); the owner can still take the token to the new name.
             logger.exception("the token claims of renamed model %r could not follow it", old_name)
 

@@ -566,14 +566,45 @@ def move_claim(database: Database, *, token_id: str, owner: str, from_model: str
         return token
 
 
-def follow_model_rename(database: Database, *, old_name: str, new_name: str) -> list[str]:
-    """Point every claim on registered model `old_name` at `new_name`; the ids of the tokens that moved."""
+def follow_model_rename(database: Database, *, old_name: str, new_name: str, token_ids: Collection[str]) -> list[str]:
+    """Point these tokens' claims on registered model `old_name` at `new_name`; the ids of the tokens that moved."""
     with database.session() as session:
-        tokens = session.scalars(select(Token).where(Token.model_name == old_name).with_for_update()).all()
+        query = select(Token).where(Token.model_name == old_name, Token.token_id.in_(token_ids)).with_for_update()
+        tokens = session.scalars(query).all()
         for token in tokens:
             token.model_name = new_name
             token.updated_at = utcnow()
         return sorted(token.token_id for token in tokens)
+
+
+def tokens_claiming_model(database: Database, *, model_name: str) -> list[str]:
+    with database.session() as session:
+        return sorted(session.scalars(select(Token.token_id).where(Token.model_name == model_name)))
+
+
+async def follow_rename(
+    *, database: Database, upstream: Upstream, principal: Principal, old_name: str, new_name: str
+) -> list[str]:
+    """Move the claims of a model MLflow has just renamed; the ids of the tokens that moved.
+
+    Only the claims a version of the renamed model carries move: a claim left on the old name by a deleted model of
+    that name (see `_move_stale_claim`) is not this model's, and following it would point a stranger's token at it.
+    """
+    carried = []
+    for token_id in await run_in_threadpool(tokens_claiming_model, database, model_name=old_name):
+        versions, _ = await _search_versions(
+            upstream=upstream,
+            principal=principal,
+            filter_string=_versions_carrying(new_name, token_id),
+            max_results=1,
+        )
+        if versions:
+            carried.append(token_id)
+    if not carried:
+        return []
+    return await run_in_threadpool(
+        follow_model_rename, database, old_name=old_name, new_name=new_name, token_ids=carried
+    )
 
 
 def models_holding_tokens(
