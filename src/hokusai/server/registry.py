@@ -230,18 +230,12 @@ async def _registered_version(*, upstream: Upstream, principal: Principal, parse
     """The model version a registered-model URI names; `None` for a stage (MLflow's deprecated stages)."""
     name = str(parsed.name)
     if parsed.alias is not None:
-        payload = await call_as(
-            upstream,
-            principal,
-            "GET",
-            REGISTERED_MODELS_ALIAS,
-            params={"name": name, "alias": parsed.alias},
-            action=f"read alias '{parsed.alias}' of model '{name}'",
-        )
-        return payload.get("model_version")
-    if parsed.stage is not None:
+        path, params, action = REGISTERED_MODELS_ALIAS, {"alias": parsed.alias}, f"read alias '{parsed.alias}'"
+    elif parsed.version is not None:
+        path, params, action = MODEL_VERSIONS_GET, {"version": parsed.version}, f"read version {parsed.version}"
+    elif parsed.stage is not None:
         return None
-    if parsed.version is None:
+    else:  # the latest version
         versions, _ = await _search_versions(
             upstream=upstream,
             principal=principal,
@@ -251,12 +245,7 @@ async def _registered_version(*, upstream: Upstream, principal: Principal, parse
         )
         return versions[0] if versions else None
     payload = await call_as(
-        upstream,
-        principal,
-        "GET",
-        MODEL_VERSIONS_GET,
-        params={"name": name, "version": parsed.version},
-        action=f"read version {parsed.version} of model '{name}'",
+        upstream, principal, "GET", path, params={"name": name, **params}, action=f"{action} of model '{name}'"
     )
     return payload.get("model_version")
 
