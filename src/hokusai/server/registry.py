@@ -235,15 +235,9 @@ async def _registered_version(*, upstream: Upstream, principal: Principal, parse
         path, params, action = MODEL_VERSIONS_GET, {"version": parsed.version}, f"read version {parsed.version}"
     elif parsed.stage is not None:
         return None
-    else:  # the latest version
-        versions, _ = await _search_versions(
-            upstream=upstream,
-            principal=principal,
-            filter_string=f"name IN {filter_in([name])}",
-            max_results=1,
-            order_by=["version_number DESC"],
-        )
-        return versions[0] if versions else None
+    else:
+        latest = f"name IN {filter_in([name])}"
+        return await _latest_version(upstream=upstream, principal=principal, filter_string=latest)
     payload = await call_as(
         upstream, principal, "GET", path, params={"name": name, **params}, action=f"{action} of model '{name}'"
     )
@@ -990,10 +984,16 @@ async def get_tokenized_model(
 
 
 async def _latest_tokenized(*, upstream: Upstream, principal: Principal, model_name: str) -> dict[str, Any] | None:
+    filter_string = f"name IN {filter_in([model_name])} AND tags.{TAG_TOKEN_ID} LIKE '%'"
+    return await _latest_version(upstream=upstream, principal=principal, filter_string=filter_string)
+
+
+async def _latest_version(*, upstream: Upstream, principal: Principal, filter_string: str) -> dict[str, Any] | None:
+    """The highest-numbered version that `filter_string` finds, if any."""
     versions, _ = await _search_versions(
         upstream=upstream,
         principal=principal,
-        filter_string=f"name IN {filter_in([model_name])} AND tags.{TAG_TOKEN_ID} LIKE '%'",
+        filter_string=filter_string,
         max_results=1,
         order_by=["version_number DESC"],
     )
