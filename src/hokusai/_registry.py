@@ -120,9 +120,10 @@ class ModelRegistry:
 
         Input is checked locally first with the server's own rules. Registering the same token, model, source,
         metric and baseline again returns the existing version (``created`` is ``False``). A token belongs to one
-        model only. When the source has a run (``runs:/<run id>/<path>``, or ``models:/<model id>`` logged in a
-        run), the run's ``metric_name`` is compared with ``baseline_value``: a difference or a missing metric is a
-        warning (``warnings``), or a ``HokusaiValidationError`` with ``strict=True``.
+        model only. The source's run (``runs:/<run id>/<path>``; the run a ``models:/<model id>`` was logged in; the
+        run of a ``models:/<name>/<version>``, ``/latest`` or ``@<alias>``) is read and its ``metric_name`` compared
+        with ``baseline_value``: a difference, a missing metric or a source without a readable run is a warning
+        (``warnings``), or a ``HokusaiValidationError`` with ``strict=True``.
 
         Raises:
             HokusaiValidationError: an argument breaks a rule (``field`` names it).

@@ -137,21 +137,21 @@ def create_key(
         parsed = parse_scopes(scopes)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="'--scopes'") from exc
-    if offline:
-        with options_for_fields({"owner": "--owner"}):
-            account = validate_owner(owner or os.environ.get("HOKUSAI_ADMIN_OWNER", "admin"))
-        from hokusai.server.keys import expiry_from_days
+    with options_for_fields({"owner": "--owner"}):
+        if offline:
+            from hokusai.server.keys import expiry_from_days
 
-        with _offline_store() as store, options_for_fields({"owner": "--owner"}):
-            issued = store.create(owner=account, name=name, scopes=parsed, expires_at=expiry_from_days(expires_in_days))
-            row = {**_offline_row(issued.record), "key": issued.secret}
-    else:
-        if owner is not None:
-            with options_for_fields({"owner": "--owner"}):
-                validate_owner(owner)
-        scope_list = serialize_scopes(parsed).split(",")
-        body = {"name": name, "owner": owner, "scopes": scope_list, "expires_in_days": expires_in_days}
-        row = call_api("POST", KEYS_PATH, api_url, json=body)
+            account = validate_owner(owner or os.environ.get("HOKUSAI_ADMIN_OWNER", "admin"))
+            with _offline_store() as store:
+                expires_at = expiry_from_days(expires_in_days)
+                issued = store.create(owner=account, name=name, scopes=parsed, expires_at=expires_at)
+                row = {**_offline_row(issued.record), "key": issued.secret}
+        else:
+            if owner is not None:
+                validate_owner(owner)  # here rather than by the server: the error names the option
+            scope_list = serialize_scopes(parsed).split(",")
+            body = {"name": name, "owner": owner, "scopes": scope_list, "expires_in_days": expires_in_days}
+            row = call_api("POST", KEYS_PATH, api_url, json=body)
     _print_created(row, quiet)
 
 
