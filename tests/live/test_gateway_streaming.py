@@ -1,10 +1,10 @@
 """Artifact bodies and their headers through the gateway, checked against the embedded MLflow's own answers.
 
-Downloads above 64 KiB stream, with the read batching of `hokusai.server.read_batching`; sizes on both sides of
-its boundaries must arrive whole, and the pooled MLflow connection must serve the next request. (A wrong low-water
-mark only delays an answer until MLflow closes the idle connection; `tests/server/test_read_batching.py` checks the
-marks themselves.) Range, ETag, Content-Type and Content-Disposition must be MLflow's own: each request goes to
-MLflow directly (as its admin) and through the gateway, and the two answers are compared.
+Answers up to 64 KiB are read whole, larger ones stream through aiohttp's read buffer, which stops reading MLflow
+at twice its size until the client catches up; sizes on both sides of those boundaries must arrive whole, and the
+pooled MLflow connection must serve the next request. Range, ETag, Content-Type and Content-Disposition must be
+MLflow's own: each request goes to MLflow directly (as its admin) and through the gateway, and the two answers are
+compared.
 """
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from hokusai.server.read_batching import BATCH_BYTES
-from hokusai.server.upstream import MLFLOW_ADMIN_USERNAME
+from hokusai.server.upstream import MLFLOW_ADMIN_USERNAME, READ_BUFFER_BYTES
 from tests.support.platform import LivePlatform
 
 pytestmark = pytest.mark.live
@@ -26,7 +25,18 @@ pytestmark = pytest.mark.live
 API = "/api/mlflow/api/2.0/mlflow"
 ARTIFACTS = "/api/2.0/mlflow-artifacts/artifacts"
 KIB = 1024
-SIZES = [0, 1, 64 * KIB, 64 * KIB + 1, BATCH_BYTES - 1, BATCH_BYTES, BATCH_BYTES + 1, 3 * BATCH_BYTES + 12_345]
+PAUSED_AT = 2 * READ_BUFFER_BYTES
+SIZES = [
+    0,
+    1,
+    64 * KIB,
+    64 * KIB + 1,
+    READ_BUFFER_BYTES + 1,
+    PAUSED_AT - 1,
+    PAUSED_AT,
+    PAUSED_AT + 1,
+    3 * PAUSED_AT + 12_345,
+]
 COMPARED_HEADERS = (
     "content-type",
     "content-disposition",
@@ -89,7 +99,7 @@ def test_a_download_arrives_whole_and_the_connection_answers_next(
         {},
         {"Range": "bytes=100-199"},
         {"Range": "bytes=-10"},
-        {"Range": f"bytes={3 * BATCH_BYTES}-"},
+        {"Range": f"bytes={3 * PAUSED_AT}-"},
         {"Range": "bytes=0-0,5-9"},
         {"Range": "bytes=99999999-"},
     ],
@@ -100,7 +110,7 @@ def test_ranges_and_content_headers_are_mlflows_own(
 ) -> None:
     client, prefix = user
     path = f"{prefix}/ranged model.bin"  # a space: Content-Disposition must quote it as MLflow does
-    body = os.urandom(3 * BATCH_BYTES + 777)
+    body = os.urandom(3 * PAUSED_AT + 777)
     assert client.put("/api/mlflow" + path, content=body).status_code == 200
 
     direct = mlflow_admin.get(path, headers=request_headers)
@@ -151,7 +161,7 @@ def test_a_conditional_get_with_the_etag_is_answered_as_mlflow_answers_it(
         assert proxied.headers.get("etag") == direct.headers.get("etag") == etag
 
 
-@pytest.mark.parametrize("size", [10, 3 * BATCH_BYTES])
+@pytest.mark.parametrize("size", [10, 3 * PAUSED_AT])
 def test_single_valued_headers_arrive_once(user: tuple[httpx.Client, str], size: int) -> None:
     # uvicorn writes its own Date ahead of the app's headers, so a relayed Date from MLflow would make two.
     client, prefix = user

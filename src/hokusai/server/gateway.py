@@ -35,7 +35,6 @@ from hokusai.server.errors import (
 )
 from hokusai.server.keys import Principal
 from hokusai.server.paths import Access, PathRejected, RoutedPath, rest_and_ajax, route_path
-from hokusai.server.read_batching import ReadBatching
 from hokusai.server.registry import Caller, audit_event, follow_rename
 from hokusai.validation import BASELINE_MODEL_PREFIX, is_baseline_model_name, is_reserved_tag
 
@@ -510,18 +509,11 @@ async def _relay(
 async def _relay_body(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
     # Released here as well as in the background task: when the client disconnects mid-download Starlette skips the
     # background task, and an unreleased response would keep its pooled upstream connection forever. Releasing a
-    # response whose body was not read to the end closes its connection instead of pooling it; one read to the end
-    # is pooled, so its read batching is undone first, whichever way the relay ends.
-    batching = ReadBatching(response)
+    # response whose body was not read to the end closes its connection instead of pooling it.
     try:
-        while True:
-            batching.before_read()
-            chunk = await response.content.readany()
-            if not chunk:
-                break
+        while chunk := await response.content.readany():
             yield chunk
     finally:
-        batching.reset()
         response.release()
 
 

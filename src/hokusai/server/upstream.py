@@ -60,7 +60,11 @@ def build_client(base_url: str, settings: Settings) -> httpx.AsyncClient:
 _NO_AUTO_HEADERS = ("User-Agent", "Accept-Encoding", "Content-Type")
 # h11 (the previous client) accepted response header lines up to 64 KiB; aiohttp's default is 8 KiB.
 _MAX_RESPONSE_HEADER_LINE = 64 * 1024
-_READ_BUFFER = 256 * 1024
+# What aiohttp reads from MLflow at a time; it stops reading a connection at twice this. Read eagerly, not in batches:
+# MLflow's WSGI bridge hands each 8 KiB block from a thread to its event loop, and it spends up to 70% more CPU per
+# byte once its socket backs up. A reader that drains it at once made 500 MB downloads faster than direct (1.32x-1.44x
+# of direct MB/s) where a 1 MiB `SO_RCVLOWAT` batch, at half the gateway's CPU, made them slower (0.80x).
+READ_BUFFER_BYTES = 512 * 1024
 
 
 def build_session(settings: Settings) -> aiohttp.ClientSession:
@@ -95,8 +99,7 @@ def build_session(settings: Settings) -> aiohttp.ClientSession:
         trust_env=False,
         max_line_size=_MAX_RESPONSE_HEADER_LINE,
         max_field_size=_MAX_RESPONSE_HEADER_LINE,
-        # Fewer, larger chunks on big downloads; aiohttp pauses reading MLflow at twice this per connection.
-        read_bufsize=_READ_BUFFER,
+        read_bufsize=READ_BUFFER_BYTES,
     )
 
 
