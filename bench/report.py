@@ -213,6 +213,7 @@ def _artifact_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
                 "met": _judge(value, "min", ARTIFACT_RATIO),
             }
         )
+    rows.extend(_round_spread_rows(result, size))
     for direction, key in (("PUT", "upload_rss_growth_mb"), ("GET", "download_rss_growth_mb")):
         rows.append(
             {
@@ -252,6 +253,31 @@ def _artifact_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def _round_spread_rows(result: dict[str, Any], size: str) -> list[dict[str, Any]]:
+    """The lowest and highest per-round ratio: single large transfers vary far more than their median shows."""
+    a, b = result["baseline"], result["candidate"]
+    rows = []
+    for direction, key in (("PUT", "upload_mb_s"), ("GET", "download_mb_s")):
+        ratios = [
+            ratio(measured[b][key], measured[a][key])
+            for measured in result["rounds"]
+            if key in measured[a] and key in measured[b]
+        ]
+        for label, pick in (("lowest", min), ("highest", max)):
+            rows.append(
+                {
+                    "workload": f"{size} {direction}",
+                    "metric": f"MB/s, {label} round",
+                    "a": None,
+                    "b": None,
+                    "ratio": pick(ratios) if ratios else None,
+                    "target": "",
+                    "met": None,
+                }
+            )
+    return rows
+
+
 def checks_for(results: dict[str, Any]) -> list[dict[str, Any]]:
     checks = []
     for phase, result in results.items():
@@ -280,7 +306,8 @@ def render(meta: dict[str, Any], results: dict[str, Any], checks: list[dict[str,
     header = ("workload", "metric", "A", "B", "ratio", "target", "")
     for phase, result in results.items():
         rows = rows_for(phase, result)
-        lines += ["", f"== {phase}: {TITLES[phase]} ({result.get('seconds', 0):.0f} s)"]
+        rounds = f", {len(result['rounds'])} rounds" if isinstance(result.get("rounds"), list) else ""
+        lines += ["", f"== {phase}: {TITLES[phase]} ({result.get('seconds', 0):.0f} s{rounds})"]
         if "baseline" in result:
             lines.append(f"   A = {result['baseline']}, B = {result['candidate']}")
             lines += [f"   [{reference}] = {REFERENCES[reference]}" for reference in result.get("references", [])]
