@@ -110,6 +110,19 @@ def test_rest_lifecycle_create_list_rotate_revoke(platform: LivePlatform) -> Non
     assert (rotated_away.status_code, revoked_outright.status_code) == (401, 401)
     assert "revoked when it was rotated: use the key that replaced it" in rotated_away.json()["message"]
     assert revoked_outright.json()["message"] == "This API key was revoked. Ask an admin for a new key."
+    with platform.client(platform.admin_key) as admin:
+        again = admin.delete(f"/api/v1/keys/{second['id']}")
+        trail = admin.get("/api/v1/audit", params={"action": "key.revoke", "max_results": 100})
+    assert (again.status_code, again.json()["error_code"], again.json()["layer"]) == (
+        409,
+        "INVALID_STATE",
+        "hokusai-api",
+    )
+    assert again.json()["message"].startswith(f"Key '{second['id']}' was already revoked at ")
+    assert again.json()["message"].endswith(" UTC; nothing changed.")
+    assert trail.status_code == 200, trail.text
+    # The refused repeat leaves no second entry (the events are newest first; this test's are among the latest).
+    assert [event["target"] for event in trail.json()["events"]].count(second["id"]) == 1
 
 
 def test_users_manage_only_their_own_keys(platform: LivePlatform) -> None:

@@ -85,6 +85,15 @@ def test_revoke_and_rotate_through_the_cli(platform: LivePlatform) -> None:
         time.sleep(0.25)
     assert status == 401
 
+    # Revoking a dead key says so, offline and online, instead of claiming to have revoked it.
+    again_offline = _hokusai(platform, "keys", "revoke", new_id, "--offline")
+    assert again_offline.returncode == 1
+    assert f"Key '{new_id}' was already revoked at " in again_offline.stderr, again_offline.stderr
+    rotated_away = _hokusai(platform, "keys", "revoke", key_id, key=platform.admin_key)
+    assert rotated_away.returncode == 1
+    assert f"Key '{key_id}' was already revoked at " in rotated_away.stderr, rotated_away.stderr
+    assert "Revoked" not in rotated_away.stdout + again_offline.stdout
+
 
 def test_an_unknown_key_id_points_to_keys_list(platform: LivePlatform) -> None:
     result = _hokusai(platform, "keys", "revoke", "key_nosuch", key=platform.admin_key)

@@ -286,5 +286,10 @@ class KeyStore:
         return issued
 
 
+def already_revoked(key_id: str, revoked_at: datetime) -> str:
+    """What revoking a revoked key says, online and offline alike."""
+    return f"Key '{key_id}' was already revoked at {revoked_at:%Y-%m-%d %H:%M:%S} UTC; nothing changed."
+
+
 def expiry_from_days(days: int | None) -> datetime | None:
     return None if days is None else utcnow() + timedelta(days=days)
