@@ -20,6 +20,7 @@ from hokusai.server.keys import (
     REASON_REVOKED,
     REASON_ROTATED,
     REASON_UNKNOWN,
+    KeyAlreadyRevoked,
     KeyRejected,
     KeyStore,
     generate_key,
@@ -69,6 +70,11 @@ def test_lifecycle_create_verify_revoke(store: KeyStore) -> None:
     store.revoke(issued.record.id)
     assert store.verify_cached(issued.secret) is None  # revocation drops the cache entry at once
     assert _reason(store, issued.secret) == REASON_REVOKED
+    revoked_at = store.get(issued.record.id).revoked_at  # type: ignore[union-attr]
+    with pytest.raises(KeyAlreadyRevoked, match=r"was already revoked at .* UTC; nothing changed"):
+        store.revoke(issued.record.id)
+    assert store.get(issued.record.id).revoked_at == revoked_at  # type: ignore[union-attr]
+    assert store.revoke("key_nosuch") is None
 
 
 def test_rotate_issues_a_replacement_and_revokes_the_old_key(store: KeyStore) -> None:

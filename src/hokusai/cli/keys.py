@@ -186,17 +186,17 @@ def revoke_key(key_id: str, offline: OfflineOption = False, api_url: ApiUrlOptio
     Example: `hokusai keys revoke key_0123456789abcdef`.
     """
     if offline:
-        from hokusai.server.keys import already_revoked
+        from hokusai.server.keys import KeyAlreadyRevoked
 
         with _offline_store() as store:
-            record = store.get(key_id)
-            if record is None:
+            try:
+                revoked = store.revoke(key_id)
+            except KeyAlreadyRevoked as exc:
+                err_console.print(str(exc))
+                raise typer.Exit(1) from exc
+            if revoked is None:
                 err_console.print(f"No key with id {key_id}.")
                 raise typer.Exit(1)
-            if record.revoked_at is not None:
-                err_console.print(already_revoked(key_id, record.revoked_at))
-                raise typer.Exit(1)
-            store.revoke(key_id)
     else:
         call_api("DELETE", f"{KEYS_PATH}/{key_id}", api_url)
     console.print(f"Revoked {key_id}.")

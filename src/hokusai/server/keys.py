@@ -37,6 +37,14 @@ class KeyRejected(Exception):
         super().__init__(reason)
 
 
+class KeyAlreadyRevoked(Exception):
+    """Revoking a key that is revoked already: said, not repeated, so the caller learns the key was already dead."""
+
+    def __init__(self, key_id: str, revoked_at: datetime) -> None:
+        super().__init__(f"Key '{key_id}' was already revoked at {revoked_at:%Y-%m-%d %H:%M:%S} UTC; nothing changed.")
+        self.revoked_at = revoked_at
+
+
 REASON_MALFORMED = "malformed"
 REASON_UNKNOWN = "unknown"
 REASON_REVOKED = "revoked"
@@ -262,10 +270,14 @@ class KeyStore:
             return session.scalar(select(func.count()).select_from(ApiKey)) or 0
 
     def revoke(self, key_id: str) -> ApiKey | None:
+        """Revoke the key; `None` when there is none, `KeyAlreadyRevoked` (nothing changes) when it is revoked."""
         with self._database.session() as session:
             record = session.get(ApiKey, key_id)
-            if record is not None and record.revoked_at is None:
-                record.revoked_at = utcnow()
+            if record is None:
+                return None
+            if record.revoked_at is not None:
+                raise KeyAlreadyRevoked(key_id, record.revoked_at)
+            record.revoked_at = utcnow()
         self._forget(key_id)
         return record
 
@@ -284,11 +296,6 @@ class KeyStore:
             record.replaced_by = issued.record.id
         self._forget(key_id)
         return issued
-
-
-def already_revoked(key_id: str, revoked_at: datetime) -> str:
-    """What revoking a revoked key says, online and offline alike."""
-    return f"Key '{key_id}' was already revoked at {revoked_at:%Y-%m-%d %H:%M:%S} UTC; nothing changed."
 
 
 def expiry_from_days(days: int | None) -> datetime | None:

@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from hokusai.errors import HokusaiValidationError
 from hokusai.server.deps import PrincipalDep, StateDep
 from hokusai.server.errors import ApiError
-from hokusai.server.keys import IssuedKey, Principal, already_revoked, expiry_from_days, principal_of
+from hokusai.server.keys import IssuedKey, KeyAlreadyRevoked, Principal, expiry_from_days, principal_of
 from hokusai.server.models import ApiKey
 from hokusai.server.schemas import KeyCreate, KeyCreated, KeyInfo, KeyList
 from hokusai.server.state import AppState
@@ -91,12 +91,11 @@ async def read_keys(state: StateDep, principal: PrincipalDep, owner: str | None 
 @router.delete("/{key_id}", response_model=KeyInfo)
 async def revoke_key(key_id: str, request: Request, state: StateDep, principal: PrincipalDep) -> KeyInfo:
     """Revoke a key at once (other server processes notice within the key cache TTL)."""
-    existing = await run_in_threadpool(_owned_key, state, principal, key_id)
-    if existing.revoked_at is not None:
-        # Said, not silently repeated: a second "revoked" would hide that the key was already dead (and by whom
-        # is in the audit log, which gets no second entry).
-        raise ApiError(409, already_revoked(key_id, existing.revoked_at), error_code="INVALID_STATE")
-    record = await run_in_threadpool(state.keys.revoke, key_id)
+    await run_in_threadpool(_owned_key, state, principal, key_id)
+    try:
+        record = await run_in_threadpool(state.keys.revoke, key_id)
+    except KeyAlreadyRevoked as exc:
+        raise ApiError(409, str(exc), error_code="INVALID_STATE") from exc
     assert record is not None
     await run_in_threadpool(_audit, state, request, principal, "key.revoke", key_id)
     return KeyInfo.of(record)
