@@ -11,7 +11,8 @@ normalisations, applied to every step:
 
 - `layer` in the gateway's error JSON is ignored (the gateway marks which layer refused);
 - a plain-text MLflow error arrives through the gateway wrapped as `{"error_code": <from the status>, "message":
-  <the text>}`; the plain side is read the same way before comparing.
+  <the text>}` (an HTML page's title and paragraphs, without markup); the plain side is read the same way before
+  comparing.
 
 Every remaining difference is listed, with its reason, in `KNOWN_DIFFERENCES`; any other difference fails the test,
 and so does a listed difference that no longer occurs.
@@ -35,7 +36,7 @@ from typing import Any
 import httpx
 import pytest
 
-from hokusai.server.errors import error_code_for_status
+from hokusai.server.errors import error_code_for_status, readable_error_text
 from tests.support.platform import LivePlatform, free_port
 
 pytestmark = pytest.mark.live
@@ -1009,11 +1010,12 @@ def _outcome(step: Step, response: httpx.Response, ctx: dict[str, str]) -> Outco
                 _normalise(str(payload.get("message", "")), ctx),
                 layer=payload.get("layer"),
             )
-        # A plain-text (or HTML) MLflow error; the gateway wraps it as JSON with the code the status implies.
+        # A plain-text (or HTML) MLflow error; the gateway wraps its text as JSON with the code the status implies.
+        text = readable_error_text(response.content, response.headers.get("content-type"))
         return Outcome(
             response.status_code,
             error_code_for_status(response.status_code),
-            _normalise(response.text.strip() or "MLflow refused.", ctx),
+            _normalise(text or "MLflow refused.", ctx),
         )
     keys = tuple(sorted(payload)) if isinstance(payload, dict) else None
     observed = None
@@ -1186,3 +1188,13 @@ def test_gateway_permission_checks_never_turn_client_errors_into_403(
     not_upstream = {step for step in converted if not KNOWN_DIFFERENCES.get(step, "").startswith("MLflow auth app")}
     assert not not_upstream, f"400/404 turned into 403 by the gateway: {sorted(not_upstream)}"
     assert all(gateway.outcomes[step].layer == "mlflow" for step in converted), converted
+
+
+def test_mlflow_html_error_pages_arrive_as_plain_text(transcripts: tuple[Transcript, Transcript]) -> None:
+    """MLflow answers an unknown endpoint with Werkzeug's HTML page; the client must not print its markup."""
+    _plain, gateway = transcripts
+    outcome = gateway.outcomes["unknown-endpoint"]
+    assert (outcome.status, outcome.error_code, outcome.layer) == (404, "ENDPOINT_NOT_FOUND", "mlflow")
+    assert outcome.message is not None
+    assert outcome.message.startswith("404 Not Found: The requested URL was not found on the server.")
+    assert "<" not in outcome.message

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from html.parser import HTMLParser
 from http import HTTPStatus
 
 from fastapi import FastAPI, Request
@@ -66,6 +67,56 @@ class ApiError(Exception):
     def __repr__(self) -> str:
         class_name = self.__class__.__name__
         return f"{class_name}(status={self.status}, error_code={self.error_code!r}, message={self.message!r})"
+
+
+class _HtmlPageText(HTMLParser):
+    """The words of an HTML error page: its title, its paragraphs, and all of its text for a page with neither."""
+
+    _COUNTED = ("title", "p", "script", "style")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.title: list[str] = []
+        self.paragraphs: list[str] = []
+        self.everything: list[str] = []
+        self._open = dict.fromkeys(self._COUNTED, 0)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in self._open:
+            self._open[tag] += 1
+
+    def handle_endtag(self, tag: str) -> None:
+        if self._open.get(tag):
+            self._open[tag] -= 1
+
+    def handle_data(self, data: str) -> None:
+        words = " ".join(data.split())
+        if not words or self._open["script"] or self._open["style"]:
+            return
+        self.everything.append(words)
+        if self._open["title"]:
+            self.title.append(words)
+        elif self._open["p"]:
+            self.paragraphs.append(words)
+
+
+def readable_error_text(body: bytes, content_type: str | None) -> str:
+    """A non-JSON error body as one line of text; an HTML page becomes "<title>: <paragraphs>".
+
+    MLflow's Flask side answers unknown endpoints and methods with Werkzeug's HTML page; relayed as it is, the markup
+    would end up in the message the MLflow client prints.
+    """
+    text = body.decode("utf-8", errors="replace").strip()
+    if not (content_type or "").lower().startswith("text/html"):
+        return text
+    page = _HtmlPageText()
+    page.feed(text)
+    page.close()
+    title = " ".join(page.title)
+    paragraphs = " ".join(page.paragraphs)
+    if title and paragraphs:
+        return f"{title}: {paragraphs}"
+    return title or paragraphs or " ".join(page.everything)
 
 
 def mlflow_unavailable() -> ApiError:

@@ -32,6 +32,7 @@ from hokusai.server.errors import (
     error_code_for_status,
     error_response,
     mlflow_unavailable,
+    readable_error_text,
 )
 from hokusai.server.keys import Principal
 from hokusai.server.paths import Access, PathRejected, RoutedPath, rest_and_ajax, route_path
@@ -559,7 +560,7 @@ async def _relay_error(response: aiohttp.ClientResponse, principal: Principal | 
     if isinstance(payload, dict):
         payload.setdefault("layer", LAYER_MLFLOW)
     elif len(body) <= _ERROR_BODY_LIMIT:
-        text = body.decode("utf-8", errors="replace").strip()
+        text = readable_error_text(body, response.headers.get("content-type"))
         if response.status == 403 and text == _MLFLOW_REFUSAL and principal is not None:
             text = _refusal_explained(principal.owner, routed)
         payload = {

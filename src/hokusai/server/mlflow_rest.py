@@ -14,7 +14,13 @@ from typing import Any
 import httpx
 
 from hokusai.errors import HokusaiValidationError
-from hokusai.server.errors import LAYER_MLFLOW, ApiError, error_code_for_status, mlflow_unavailable
+from hokusai.server.errors import (
+    LAYER_MLFLOW,
+    ApiError,
+    error_code_for_status,
+    mlflow_unavailable,
+    readable_error_text,
+)
 from hokusai.server.keys import Principal
 from hokusai.server.upstream import Upstream, UpstreamError
 
@@ -66,7 +72,7 @@ def mlflow_message(response: httpx.Response) -> tuple[str | None, str]:
     try:
         payload = response.json()
     except ValueError:
-        return None, response.text[:_MESSAGE_LIMIT].strip()
+        return None, readable_error_text(response.content, response.headers.get("content-type"))[:_MESSAGE_LIMIT]
     if not isinstance(payload, dict):
         return None, ""
     return payload.get("error_code"), str(payload.get("message", ""))[:_MESSAGE_LIMIT]

@@ -62,8 +62,8 @@ _NO_AUTO_HEADERS = ("User-Agent", "Accept-Encoding", "Content-Type")
 _MAX_RESPONSE_HEADER_LINE = 64 * 1024
 # What aiohttp reads from MLflow at a time; it stops reading a connection at twice this. Read eagerly, not in batches:
 # MLflow's download route (Starlette's FileResponse) hands each 64 KiB block from a worker thread to its event loop,
-# and it spends up to 70% more CPU per byte once its socket backs up. A reader that drains it at once made 500 MB downloads faster than direct (1.32x-1.44x
-# of direct MB/s) where a 1 MiB `SO_RCVLOWAT` batch, at half the gateway's CPU, made them slower (0.80x).
+# and it spends up to 70% more CPU per byte once its socket backs up. A 1 MiB `SO_RCVLOWAT` batch halved the
+# gateway's CPU and held 500 MB downloads at 0.80x of direct; eager reads gave 0.78x-1.45x (docs/architecture.md).
 READ_BUFFER_BYTES = 512 * 1024
 
 
