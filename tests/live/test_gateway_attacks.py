@@ -153,40 +153,41 @@ def _basic(username: str, password: str) -> Callable[[Keys], str]:
 
 
 _NOT_FOUND = "ENDPOINT_NOT_FOUND"
+_INVALID = "INVALID_PARAMETER_VALUE"
 _DENIED = "PERMISSION_DENIED"
 _UNAUTH = "UNAUTHENTICATED"
 
 ATTACKS: list[Attack] = [
     # --- traversal and encoding tricks: the path must not escape its family ------------------------------------
-    Attack("dotdot", _get(A2 + "/{m}/../../2.0/mlflow/users/list"), 404, error_code=_NOT_FOUND),
-    Attack("dotdot-encoded-lower", _get(A2 + "/{m}/%2e%2e/users/list"), 404, error_code=_NOT_FOUND),
-    Attack("dotdot-encoded-upper", _get(A2 + "/{m}/%2E%2E/%2E%2E/2.0/mlflow/users/list"), 404, error_code=_NOT_FOUND),
-    Attack("dotdot-half-encoded", _get(A2 + "/{m}/.%2e/users/list"), 404, error_code=_NOT_FOUND),
-    Attack("dotdot-encoded-slash", _get(A2 + "/experiments/{m}..%2f..%2fusers%2flist"), 404, error_code=_NOT_FOUND),
-    Attack("encoded-slash", _get(A2 + "/experiments%2f{m}%2f..%2f..%2fusers%2flist"), 404, error_code=_NOT_FOUND),
-    Attack("encoded-backslash", _get(A2 + "/experiments/{m}%5c..%5c..%5cusers%5clist"), 404, error_code=_NOT_FOUND),
-    Attack("raw-backslash", _get(A2 + "/experiments/{m}\\..\\..\\users/list"), 404, error_code=_NOT_FOUND),
-    Attack("double-slash", _get(A2 + "//{m}/users/list"), 404, error_code=_NOT_FOUND),
-    Attack("double-slash-after-mount", _get("/api/mlflow//api/2.0/mlflow/{m}/users/list"), 404, error_code=_NOT_FOUND),
-    Attack("single-dot-segment", _get(A2 + "/./{m}/users/list"), 404, error_code=_NOT_FOUND),
-    Attack("nul-encoded", _get(A2 + "/experiments/search%00{m}"), 404, error_code=_NOT_FOUND),
-    Attack("control-char-encoded", _get(A2 + "/experiments/search%0d%0a{m}"), 404, error_code=_NOT_FOUND),
-    Attack("overlong-utf8-dot", _get(A2 + "/{m}/%c0%ae%c0%ae/users/list"), 404, error_code=_NOT_FOUND),
-    Attack("overlong-utf8-slash", _get(A2 + "/{m}%c0%af..%c0%afusers/list"), 404, error_code=_NOT_FOUND),
-    Attack("double-encoded-dotdot", _get(A2 + "/{m}/%252e%252e/users/list"), 404, error_code=_NOT_FOUND),
-    Attack("double-encoded-slash", _get(A2 + "/experiments/{m}%252f..%252fusers"), 404, error_code=_NOT_FOUND),
-    Attack("invalid-percent-escape", _get(A2 + "/experiments/{m}%zz"), 404, error_code=_NOT_FOUND),
+    Attack("dotdot", _get(A2 + "/{m}/../../2.0/mlflow/users/list"), 400, error_code=_INVALID),
+    Attack("dotdot-encoded-lower", _get(A2 + "/{m}/%2e%2e/users/list"), 400, error_code=_INVALID),
+    Attack("dotdot-encoded-upper", _get(A2 + "/{m}/%2E%2E/%2E%2E/2.0/mlflow/users/list"), 400, error_code=_INVALID),
+    Attack("dotdot-half-encoded", _get(A2 + "/{m}/.%2e/users/list"), 400, error_code=_INVALID),
+    Attack("dotdot-encoded-slash", _get(A2 + "/experiments/{m}..%2f..%2fusers%2flist"), 400, error_code=_INVALID),
+    Attack("encoded-slash", _get(A2 + "/experiments%2f{m}%2f..%2f..%2fusers%2flist"), 400, error_code=_INVALID),
+    Attack("encoded-backslash", _get(A2 + "/experiments/{m}%5c..%5c..%5cusers%5clist"), 400, error_code=_INVALID),
+    Attack("raw-backslash", _get(A2 + "/experiments/{m}\\..\\..\\users/list"), 400, error_code=_INVALID),
+    Attack("double-slash", _get(A2 + "//{m}/users/list"), 400, error_code=_INVALID),
+    Attack("double-slash-after-mount", _get("/api/mlflow//api/2.0/mlflow/{m}/users/list"), 400, error_code=_INVALID),
+    Attack("single-dot-segment", _get(A2 + "/./{m}/users/list"), 400, error_code=_INVALID),
+    Attack("nul-encoded", _get(A2 + "/experiments/search%00{m}"), 400, error_code=_INVALID),
+    Attack("control-char-encoded", _get(A2 + "/experiments/search%0d%0a{m}"), 400, error_code=_INVALID),
+    Attack("overlong-utf8-dot", _get(A2 + "/{m}/%c0%ae%c0%ae/users/list"), 400, error_code=_INVALID),
+    Attack("overlong-utf8-slash", _get(A2 + "/{m}%c0%af..%c0%afusers/list"), 400, error_code=_INVALID),
+    Attack("double-encoded-dotdot", _get(A2 + "/{m}/%252e%252e/users/list"), 400, error_code=_INVALID),
+    Attack("double-encoded-slash", _get(A2 + "/experiments/{m}%252f..%252fusers"), 400, error_code=_INVALID),
+    Attack("invalid-percent-escape", _get(A2 + "/experiments/{m}%zz"), 400, error_code=_INVALID),
     Attack(
         "artifact-traversal",
         _get("/api/mlflow/api/2.0/mlflow-artifacts/artifacts/{m}/%2e%2e/%2e%2e/%2e%2e/etc/passwd"),
-        404,
-        error_code=_NOT_FOUND,
+        400,
+        error_code=_INVALID,
     ),
     Attack(
         "static-files-traversal-no-key",
         _get("/api/mlflow/static-files/{m}/..%2f..%2f..%2fbasic_auth.ini", key=""),
-        404,
-        error_code=_NOT_FOUND,
+        400,
+        error_code=_INVALID,
     ),
     # --- absolute-form targets and malformed HTTP ------------------------------------------------------------
     Attack(

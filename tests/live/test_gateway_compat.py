@@ -47,6 +47,8 @@ UNKNOWN_RUN = "0" * 32
 UNKNOWN_LOGGED_MODEL = "m-" + "0" * 32
 UNKNOWN_TRACE = "tr-" + "0" * 32
 UNKNOWN_DATASET = "d-" + "0" * 32
+UNKNOWN_ISSUE = "iss-" + "0" * 32
+UNKNOWN_JOB = "0" * 32
 FORM = "application/x-www-form-urlencoded"
 PLAIN_START_TIMEOUT = 120.0
 REQUEST_TIMEOUT = 60.0
@@ -107,6 +109,11 @@ KNOWN_DIFFERENCES: dict[str, str] = {
     "artifact-put-root": _AUTH_ARTIFACT_ROOT,
     "dataset-create-no-experiment": _AUTH_UNSCOPED_DATASETS,
     "dataset-search-no-experiment": _AUTH_UNSCOPED_DATASETS,
+    "issue-search-no-experiment": (
+        "MLflow auth app: issues are authorised by their experiment, so a search without experiment_id is refused "
+        "(a plain MLflow answers an empty page); hokusai.mlflow_auth turns its bare 403 into a 400 that says what "
+        "to add."
+    ),
     "dataset-create-unknown-experiment": (
         "Plain MLflow links the new dataset to an experiment that does not exist; the auth app needs UPDATE on it "
         "and refuses, reported as the 404 'No Experiment with id=... exists' (hokusai.mlflow_auth)."
@@ -761,6 +768,8 @@ def build_steps() -> list[Step]:
         Step("logged-model-get", "GET", api + "/logged-models/{lm}", observe=lambda j: j["model"]["info"]["name"]),
         Step("logged-model-get-unknown", "GET", api + "/logged-models/" + UNKNOWN_LOGGED_MODEL),
         Step("logged-model-get-malformed-id", "GET", api + "/logged-models/m-nope"),
+        Step("logged-model-get-foreign-id", "GET", api + "/logged-models/not-a-model-id"),
+        Step("logged-model-artifacts-foreign-id", "GET", api + "/logged-models/not-a-model-id/artifacts/directories"),
         Step(
             "logged-model-search",
             "POST",
@@ -867,6 +876,10 @@ def build_steps() -> list[Step]:
             json={"trace_ids": [UNKNOWN_TRACE]},
             observe=lambda j: len(j.get("trace_infos", [])),
         ),
+        Step("trace-batch-get-infos-no-ids", "POST", api3 + "/traces/batchGetInfos", json={}),
+        Step("trace-search-v3-no-locations", "POST", api3 + "/traces/search", json={}),
+        Step("trace-search-v2-no-experiments", "GET", api + "/traces"),
+        Step("trace-metrics-no-experiments", "POST", api3 + "/traces/metrics", json={}),
         Step(
             "trace-batch-get-infos",
             "POST",
@@ -942,6 +955,11 @@ def build_steps() -> list[Step]:
         Step("dataset-search-no-experiment", "POST", api3 + "/datasets/search", json={}),
         Step("dataset-delete", "DELETE", api3 + "/datasets/{ds}"),
         Step("dataset-delete-unknown", "DELETE", api3 + "/datasets/" + UNKNOWN_DATASET),
+        # issues and jobs (MLflow 3.17's GenAI issue tracking and background jobs)
+        Step("issue-get-unknown", "GET", api3 + "/issues/" + UNKNOWN_ISSUE),
+        Step("issue-search", "POST", api3 + "/issues/search", json={"experiment_id": "{exp}"}),
+        Step("issue-search-no-experiment", "POST", api3 + "/issues/search", json={}),
+        Step("job-get-unknown", "GET", "/ajax-api/3.0/mlflow/jobs/" + UNKNOWN_JOB),
         # GraphQL (the web UI's read path)
         Step(
             "graphql-get-experiment",

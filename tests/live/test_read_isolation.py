@@ -60,7 +60,7 @@ def test_other_users_experiments_are_hidden_and_a_refused_read_says_why(isolated
     assert name not in bob_view["names"] and name in alice_view["names"]
     assert alice_view["refusal"] is None
     assert f"MLflow refused this to user '{bob.owner}'" in bob_view["refusal"]
-    assert "on this platform others may not read them" in bob_view["refusal"]
+    assert "this one is not open to other users" in bob_view["refusal"]
 
 
 def test_a_version_readable_without_its_run_registers_with_a_warning_not_a_refusal(isolated: LivePlatform) -> None:

@@ -5,8 +5,10 @@ logged model, trace or evaluation dataset that does not exist: with no grant on 
 permission applies, and missing runs, logged models, traces and datasets are denied on purpose so that answers are
 no oracle for which ids exist. It also fails closed (403) on a path or method no route serves. A plain MLflow
 answers all of these with 404 (or 405), and so should we: "permission denied" for a mistyped run id sends users
-after the wrong fault. Likewise it refuses to create or search evaluation datasets without an experiment id, since
-it authorises datasets by their experiments; a plain MLflow serves both, so the caller is told what to add (400).
+after the wrong fault. Likewise it refuses to create or search evaluation datasets (and to search issues) without an
+experiment id, since it authorises them by their experiments; a plain MLflow serves those calls, so the caller is
+told what to add (400). And where its permission check needs a parameter the handler requires (the trace searches'
+experiments or locations, a batch's trace ids) and finds none, the caller gets the handler's own 400 naming it.
 
 The answer changes only when MLflow has already decided to refuse, and only from a refusal to another refusal:
 nothing is ever allowed that MLflow denies. Existence is revealed only when every user may read everything anyway
@@ -19,16 +21,34 @@ from __future__ import annotations
 
 import functools
 import logging
-import re
 from collections.abc import Callable
 from typing import Any
 
 from flask import Response, request
 from werkzeug.exceptions import HTTPException
 
-# MLflow's ids are `m-<hex>`, but any `m-…` segment is looked up: MLflow answers a malformed one with its own 404.
-_LOGGED_MODEL_ID = re.compile(r"/mlflow/logged-models/(m-[^/]+)")
-_EXPERIMENT_SCOPED_DATASET_CALLS = ("/mlflow/datasets/create", "/mlflow/datasets/search")
+# Calls MLflow's auth app authorises by an experiment named in the body, and which a plain MLflow serves without one.
+_DATASETS_UNSCOPED = (
+    "Evaluation datasets are authorised by their experiments: name at least one in `experiment_ids` (in a JSON body "
+    "with Content-Type: application/json, or as query parameters)."
+)
+_EXPERIMENT_SCOPED_CALLS = {
+    "/mlflow/datasets/create": ("experiment_ids", _DATASETS_UNSCOPED),
+    "/mlflow/datasets/search": ("experiment_ids", _DATASETS_UNSCOPED),
+    "/mlflow/issues/search": (
+        "experiment_id",
+        "Issues are authorised by their experiment: name it in `experiment_id` (in a JSON body with Content-Type: "
+        "application/json).",
+    ),
+}
+# Request messages whose permission check reads a parameter the handler requires, by the handler's name for it.
+_REQUIRED_BY_CHECK = {
+    "SearchTraces": "experiment_ids",
+    "SearchTracesV3": "locations",
+    "QueryTraceMetrics": "experiment_ids",
+    "BatchGetTraces": "trace_ids",
+    "BatchGetTraceInfos": "trace_ids",
+}
 
 logger = logging.getLogger(__name__)
 
@@ -56,9 +76,16 @@ def _resource_lookups(params: dict[str, Any]) -> list[Callable[[], object]]:
     run_id = params.get("run_id") or params.get("run_uuid")
     if isinstance(run_id, str) and run_id:
         lookups.append(functools.partial(tracking.get_run, run_id))
-    model = _LOGGED_MODEL_ID.search(request.path)
-    if model is not None:
-        lookups.append(functools.partial(tracking.get_logged_model, model.group(1)))
+    # Ids in the path, as MLflow's routes name them: every logged-model, issue and job route has its own.
+    in_path = request.view_args or {}
+    if "/mlflow/logged-models/" in request.path and isinstance(in_path.get("model_id"), str):
+        lookups.append(functools.partial(tracking.get_logged_model, in_path["model_id"]))
+    if "/mlflow/issues/" in request.path and isinstance(in_path.get("issue_id"), str):
+        lookups.append(functools.partial(tracking.get_issue, in_path["issue_id"]))
+    if "/mlflow/jobs/" in request.path and isinstance(in_path.get("job_id"), str):
+        from mlflow.server.jobs import get_job
+
+        lookups.append(functools.partial(get_job, in_path["job_id"]))
     trace_id = params.get("trace_id") or params.get("request_id")
     trace_call = "/traces/" in request.path or request.path.endswith("/get-trace-artifact")  # the web UI's fetch
     if trace_call and isinstance(trace_id, str) and trace_id:
@@ -74,18 +101,50 @@ def _experiment_ids(params: dict[str, Any]) -> list[str]:
     return [experiment_id for experiment_id in ids if isinstance(experiment_id, str) and experiment_id]
 
 
-def _unscoped_dataset_call(params: dict[str, Any]) -> Response | None:
+def _bad_request(message: str) -> Response:
     from mlflow.exceptions import MlflowException
     from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
-    if not request.path.endswith(_EXPERIMENT_SCOPED_DATASET_CALLS) or _experiment_ids(params):
-        return None
-    exc = MlflowException(
-        "Evaluation datasets are authorised by their experiments: name at least one in `experiment_ids` "
-        "(in a JSON body with Content-Type: application/json, or as query parameters).",
-        INVALID_PARAMETER_VALUE,
-    )
+    exc = MlflowException(message, INVALID_PARAMETER_VALUE)
     return Response(exc.serialize_as_json(), status=exc.get_http_status_code(), mimetype="application/json")
+
+
+def _unscoped_call(params: dict[str, Any]) -> Response | None:
+    scoped = next((call for suffix, call in _EXPERIMENT_SCOPED_CALLS.items() if request.path.endswith(suffix)), None)
+    if scoped is None:
+        return None
+    field, message = scoped
+    named = params.get(field)
+    if any(isinstance(value, str) and value for value in (named if isinstance(named, list) else [named])):
+        return None
+    return _bad_request(message)
+
+
+@functools.cache
+def _required_by_check() -> dict[tuple[str, str], str]:
+    """(path, method) -> the parameter, for every route of the request messages in `_REQUIRED_BY_CHECK`."""
+    from mlflow.server.handlers import get_endpoints
+
+    def required_parameter(request_class: type) -> str | None:
+        return _REQUIRED_BY_CHECK.get(request_class.__name__)
+
+    return {
+        (path, method): parameter
+        for path, parameter, methods in get_endpoints(required_parameter)
+        if isinstance(parameter, str)
+        for method in methods
+    }
+
+
+def _missing_required_parameter(params: dict[str, Any]) -> Response | None:
+    parameter = _required_by_check().get((request.path, request.method))
+    if parameter is None or params.get(parameter) not in (None, ""):
+        return None
+    # The words of MLflow's handlers (`_validate_param_against_schema`), so the answer matches a plain MLflow's.
+    return _bad_request(
+        f"Missing value for required parameter '{parameter}'. See the API docs for more information about request "
+        "parameters."
+    )
 
 
 def _clearer_refusal() -> Response | None:
@@ -98,9 +157,9 @@ def _clearer_refusal() -> Response | None:
     if isinstance(routing, HTTPException):
         return routing.get_response()  # no such route or method: MLflow's own 404 / 405 page, as without auth
     params = _request_params()
-    unscoped = _unscoped_dataset_call(params)
-    if unscoped is not None:
-        return unscoped
+    answer = _unscoped_call(params) or _missing_required_parameter(params)
+    if answer is not None:
+        return answer
     if not get_permission(mlflow_auth_app.auth_config.default_permission).can_read:
         return None
     for lookup in _resource_lookups(params):

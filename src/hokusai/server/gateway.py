@@ -35,7 +35,7 @@ from hokusai.server.errors import (
     readable_error_text,
 )
 from hokusai.server.keys import Principal
-from hokusai.server.paths import Access, PathRejected, RoutedPath, rest_and_ajax, route_path
+from hokusai.server.paths import Access, PathInvalid, PathRejected, RoutedPath, rest_and_ajax, route_path
 from hokusai.server.registry import Caller, audit_event, follow_rename
 from hokusai.validation import BASELINE_MODEL_PREFIX, is_baseline_model_name, is_reserved_tag
 
@@ -188,6 +188,8 @@ class MlflowGateway:
         raw_path = _mount_relative(request.scope.get("raw_path", b"").decode("latin-1"))
         try:
             routed = route_path(raw_path, request.method)
+        except PathInvalid as exc:
+            raise ApiError(400, f"{exc}; nothing was sent to MLflow.", error_code="INVALID_PARAMETER_VALUE") from exc
         except PathRejected as exc:
             raise ApiError(
                 404, f"No such MLflow endpoint through the gateway ({exc}).", error_code="ENDPOINT_NOT_FOUND"
@@ -526,10 +528,11 @@ def _refusal_explained(owner: str, routed: RoutedPath) -> str:
     if "/webhooks" in routed.decoded:
         # MLflow's auth app lets only its admins manage model-registry webhooks (`sender_is_admin`).
         return f"{refused} Model-registry webhooks are for MLflow admins: use a Hokusai key with the 'admin' scope."
-    owned = f"{refused} Experiments, runs, models, prompts and traces belong to the user who created them"
+    owned = f"{refused} Experiments, runs, models, prompts, traces and jobs belong to the user who created them"
     if routed.access is Access.READ:
-        # Refused reads happen only where the default permission is below READ (HOKUSAI_MLFLOW_DEFAULT_PERMISSION).
-        return f"{owned}, and on this platform others may not read them; ask the owner or an admin for access."
+        # Under the default permission READ only owner-only resources (jobs) are refused to readers; below it
+        # (HOKUSAI_MLFLOW_DEFAULT_PERMISSION) everything of others is. The wording holds for both.
+        return f"{owned}, and this one is not open to other users; ask its owner or an admin for access."
     return (
         f"{owned}, and others may not change them; ask the owner or an admin for access, or work in an experiment "
         "of your own."

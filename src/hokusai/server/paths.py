@@ -25,7 +25,19 @@ class RoutedPath:
 
 
 class PathRejected(Exception):
-    """The path is malformed, escapes its family, or names no forwarded endpoint."""
+    """The path names no endpoint the gateway forwards."""
+
+
+class PathInvalid(PathRejected):
+    """The path is malformed or could escape its family once MLflow decodes it; the message says which."""
+
+
+_MALFORMED = "The request path is malformed (a control character, a backslash, an empty segment or an invalid %-escape)"
+_ESCAPES = (
+    "The request path has a '.' or '..' segment, or a segment that decodes to one, to a '/' or '\\' (such as %2F "
+    "or %5C) or to a control character: MLflow decodes paths repeatedly and would read it as a different path. A "
+    "file or artifact name must not contain '/', '\\' or such an escape"
+)
 
 
 # The families an MLflow 3.17 client and its web UI use (mlflow-facts.md section 6); nothing else is forwarded.
@@ -86,15 +98,15 @@ def _escapes(value: str) -> bool:
 
 def _decode_segments(raw: str) -> str:
     if not raw.startswith("/") or _FORBIDDEN_CHARS.search(raw) or "//" in raw or _BAD_ESCAPE.search(raw):
-        raise PathRejected("malformed path")
+        raise PathInvalid(_MALFORMED)
     segments = raw.split("/")[1:]
     decoded = []
     for index, segment in enumerate(segments):
         value = unquote(segment, errors="strict")
         if _escapes(value):
-            raise PathRejected("path escapes its family")
+            raise PathInvalid(_ESCAPES)
         if not value and index != len(segments) - 1:
-            raise PathRejected("malformed path")
+            raise PathInvalid(_MALFORMED)
         decoded.append(value)
     return "/" + "/".join(decoded)
 
@@ -121,7 +133,7 @@ def _route_path(raw: str, method: str) -> RoutedPath:
     try:
         decoded = _decode_segments(raw)
     except UnicodeDecodeError as exc:
-        raise PathRejected("malformed path") from exc
+        raise PathInvalid(_MALFORMED) from exc
     if _FAMILIES.fullmatch(decoded) is None:
         raise PathRejected("not an MLflow endpoint")
     return RoutedPath(raw=raw, decoded=decoded, access=_access_for(decoded, method))
