@@ -77,6 +77,13 @@ def test_messages_say_what_is_wrong_and_what_to_do(platform: LivePlatform) -> No
     assert "could not be read" in message({"Authorization": "Token abc"})
 
 
+def test_401_offers_bearer_and_basic_each_on_its_own_line(platform: LivePlatform) -> None:
+    for path in ("/api/v1/keys", "/api/mlflow/"):  # the API, and the MLflow UI a browser opens
+        response = httpx.get(platform.url + path)
+        assert response.status_code == 401
+        assert response.headers.get_list("www-authenticate") == ["Bearer", 'Basic realm="hokusai"']
+
+
 def test_key_in_query_string_is_refused_even_when_valid(platform: LivePlatform, user_key: str) -> None:
     response = httpx.get(platform.url + "/api/v1/auth/whoami", params={"api_key": user_key})
     assert response.status_code == 401

@@ -25,11 +25,8 @@ MALFORMED_AUTH_MESSAGE = (
 )
 
 
-CHALLENGE = {"WWW-Authenticate": 'Bearer, Basic realm="hokusai"'}
-
-
 def _unauthenticated(message: str) -> ApiError:
-    return ApiError(401, message, error_code="UNAUTHENTICATED", headers=CHALLENGE)
+    return ApiError(401, message, error_code="UNAUTHENTICATED")
 
 
 def _basic_password(encoded: str) -> str:

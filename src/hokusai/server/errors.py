@@ -38,6 +38,7 @@ _CODE_FOR_STATUS = {
 
 
 RETRY_AFTER_SECONDS = "2"
+_CHALLENGES = [(b"www-authenticate", b"Bearer"), (b"www-authenticate", b'Basic realm="hokusai"')]
 INTERNAL_ERROR_MESSAGE = "Internal error in the Hokusai API; the request id identifies it in the server log."
 
 
@@ -138,7 +139,12 @@ def error_response(
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
     body = {"error_code": error_code or error_code_for_status(status), "message": message, "layer": layer}
-    return JSONResponse(body, status_code=status, headers=headers)
+    response = JSONResponse(body, status_code=status, headers=headers)
+    if status == 401:
+        # One challenge per header line: browsers read only the first challenge of a line, and Basic is the one
+        # that makes them ask for a login (any username, the key as the password) to open MLflow's web UI.
+        response.raw_headers.extend(_CHALLENGES)
+    return response
 
 
 def _describe_validation_error(exc: RequestValidationError) -> str:

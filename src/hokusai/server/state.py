@@ -10,7 +10,7 @@ from starlette.datastructures import QueryParams
 from starlette.requests import Request
 
 from hokusai.server.audit import AuditLog
-from hokusai.server.credentials import CHALLENGE, key_from_request
+from hokusai.server.credentials import key_from_request
 from hokusai.server.db import Database
 from hokusai.server.errors import ApiError
 from hokusai.server.keys import (
@@ -63,7 +63,6 @@ class AppState:
                 401,
                 _REJECTION_MESSAGES.get(exc.reason, _UNKNOWN_MESSAGE),
                 error_code="UNAUTHENTICATED",
-                headers=CHALLENGE,
             ) from exc
         return principal
 
