@@ -530,8 +530,8 @@ def _refusal_explained(owner: str, routed: RoutedPath) -> str:
         return f"{refused} Model-registry webhooks are for MLflow admins: use a Hokusai key with the 'admin' scope."
     owned = f"{refused} Experiments, runs, models, prompts, traces and jobs belong to the user who created them"
     if routed.access is Access.READ:
-        # Under the default permission READ only owner-only resources (jobs) are refused to readers; below it
-        # (HOKUSAI_MLFLOW_DEFAULT_PERMISSION) everything of others is. The wording holds for both.
+        # Under the default permission READ, MLflow still keeps some things to their owner (jobs, for one); below it
+        # (HOKUSAI_MLFLOW_DEFAULT_PERMISSION) it keeps everything. The wording holds for both.
         return f"{owned}, and this one is not open to other users; ask its owner or an admin for access."
     return (
         f"{owned}, and others may not change them; ask the owner or an admin for access, or work in an experiment "
