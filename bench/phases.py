@@ -122,21 +122,33 @@ def _summarise(per_round: list[dict[str, Any]], names: list[str], warm_errors: d
 
 
 def compare_transfers(
-    direct: Target, gateway: Target, fixtures: Callable[[Target], Fixture], size: int, rounds: int
+    direct: Target,
+    gateway: Target,
+    fixtures: Callable[[Target], Fixture],
+    size: int,
+    rounds: int,
+    references: tuple[Target, ...] = (),
 ) -> dict[str, Any]:
-    """Large upload + download, direct and through the gateway, interleaved; the gateway's RSS growth."""
+    """Large upload + download, direct, through the gateway and through each reference; the gateway's RSS growth.
+
+    The order turns by one place each round, so no target always follows the same one (the page cache, MLflow's
+    idle threads and the pooled connections are left as the one before left them).
+    """
+    targets = (direct, gateway, *references)
     per_round: list[dict[str, dict[str, Any]]] = []
-    for target in (direct, gateway):
+    for target in targets:
         fixtures(target)
     for round_index in range(rounds):
         measured = {}
-        for target in (direct, gateway):
+        turn = round_index % len(targets)
+        for target in targets[turn:] + targets[:turn]:
             result: dict[str, Any] = transfer(target, fixtures(target), size, f"large-{target.name}.bin")
             measured[target.name] = result
             rss = ""
-            if "upload_rss_growth_mb" in result:
+            if target is gateway:
                 rss = (
-                    f"  RSS +{fmt(result['upload_rss_growth_mb'], 1)} / +{fmt(result['download_rss_growth_mb'], 1)} MB"
+                    f"  RSS +{fmt(result.get('upload_rss_growth_mb', math.nan), 1)} / "
+                    f"+{fmt(result.get('download_rss_growth_mb', math.nan), 1)} MB"
                 )
             log(
                 f"  [artifacts] round {round_index + 1} {target.name:10} "
@@ -160,24 +172,31 @@ def compare_transfers(
             "errors": sum(r[target.name]["errors"] for r in per_round),
             "error_samples": [s for r in per_round for s in r[target.name]["error_samples"]][:5],
         }
-        for target in (direct, gateway)
+        for target in targets
     }
     summary[gateway.name]["upload_rss_growth_mb"] = med(gateway, "upload_rss_growth_mb")
     summary[gateway.name]["download_rss_growth_mb"] = med(gateway, "download_rss_growth_mb")
-    for direction in ("upload", "download"):
-        per_gb = [
-            r[gateway.name].get(f"{direction}_cpu_s", {}).get("gateway", math.nan) / (size / 1e9) for r in per_round
-        ]
-        summary[gateway.name][f"{direction}_gateway_cpu_s_per_gb"] = median(per_gb)
+    for middle in (gateway, *references):  # the process in the middle is charged as "gateway" (bench/run.py)
+        for direction in ("upload", "download"):
+            per_gb = [
+                r[middle.name].get(f"{direction}_cpu_s", {}).get("gateway", math.nan) / (size / 1e9) for r in per_round
+            ]
+            summary[middle.name][f"{direction}_gateway_cpu_s_per_gb"] = median(per_gb)
     summary[gateway.name]["max_rss_growth_mb"] = max((g for g in growth if not math.isnan(g)), default=math.nan)
+
+    def ratios(target: Target) -> dict[str, float]:
+        return {
+            direction: ratio(summary[target.name][f"{direction}_mb_s"], summary[direct.name][f"{direction}_mb_s"])
+            for direction in ("upload", "download")
+        }
+
     return {
         "baseline": direct.name,
         "candidate": gateway.name,
+        "references": [target.name for target in references],
         "bytes": size,
         "rounds": per_round,
         "summary": summary,
-        "ratios": {
-            "upload": ratio(summary[gateway.name]["upload_mb_s"], summary[direct.name]["upload_mb_s"]),
-            "download": ratio(summary[gateway.name]["download_mb_s"], summary[direct.name]["download_mb_s"]),
-        },
+        "ratios": ratios(gateway),
+        "reference_ratios": {target.name: ratios(target) for target in references},
     }

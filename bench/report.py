@@ -18,13 +18,14 @@ RSS_LIMIT_MB = 30.0
 
 REFERENCES = {
     "floor": "reference, no target: the same uvicorn + aiohttp hop with none of Hokusai's work (bench/floor_proxy.py)",
+    "relay": "reference, no target: a byte-for-byte TCP relay, no HTTP at all (bench/tcp_relay.py)",
 }
 TITLES = {
     "gateway": "gateway cost: B = hokusai server (identity mode none) -> the same plain MLflow; A = that MLflow direct",
     "identity": "identity mode: B = hokusai server + embedded basic-auth MLflow (user key); A = plain MLflow direct",
     "basic-auth": "stock basic-auth MLflow, defaults (B, non-admin Basic) vs hokusai identity mode (A); "
     "ratio = how many times Hokusai is faster",
-    "artifacts": "large artifact: B = gateway (none mode), A = plain MLflow direct",
+    "artifacts": "large artifact: B = gateway (none mode) -> the same plain MLflow; A = that MLflow direct",
     "keys": "KeyStore verification, one thread, SQLite in a temp dir",
 }
 
@@ -204,7 +205,7 @@ def _artifact_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
         value = result["ratios"][direction]
         rows.append(
             {
-                "workload": f"{size} {'PUT' if direction == 'upload' else 'GET'}",
+                "workload": f"{size} {_VERB[direction]}",
                 "metric": "MB/s",
                 "a": sa[key],
                 "b": sb[key],
@@ -213,7 +214,7 @@ def _artifact_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
                 "met": _judge(value, "min", ARTIFACT_RATIO),
             }
         )
-    rows.extend(_round_spread_rows(result, size))
+    rows.extend(_round_spread_rows(result, b, size))
     for direction, key in (("PUT", "upload_rss_growth_mb"), ("GET", "download_rss_growth_mb")):
         rows.append(
             {
@@ -226,18 +227,7 @@ def _artifact_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
                 "met": None,
             }
         )
-    for direction, key in (("PUT", "upload_gateway_cpu_s_per_gb"), ("GET", "download_gateway_cpu_s_per_gb")):
-        rows.append(
-            {
-                "workload": f"{size} {direction}",
-                "metric": "gateway CPU s per GB",
-                "a": None,
-                "b": sb[key],
-                "ratio": None,
-                "target": "",
-                "met": None,
-            }
-        )
+    rows.extend(_transfer_cpu_rows(sb, size, ""))
     rows.append(
         {
             "workload": f"{size} PUT+GET",
@@ -250,24 +240,66 @@ def _artifact_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
         }
     )
     rows.extend(_error_rows(f"{size}", sa, sb))
+    for reference in result.get("references", []):
+        rows.extend(_transfer_reference_rows(result, reference, size))
     return rows
 
 
-def _round_spread_rows(result: dict[str, Any], size: str) -> list[dict[str, Any]]:
+_VERB = {"upload": "PUT", "download": "GET"}
+
+
+def _transfer_reference_rows(result: dict[str, Any], reference: str, size: str) -> list[dict[str, Any]]:
+    """A reference's MB/s against A, its spread over rounds and its CPU, like B's above it (no target)."""
+    sa, summary = result["summary"][result["baseline"]], result["summary"][reference]
+    rows = [
+        {
+            "workload": f"{size} {_VERB[direction]}",
+            "metric": f"MB/s [{reference}]",
+            "a": sa[f"{direction}_mb_s"],
+            "b": summary[f"{direction}_mb_s"],
+            "ratio": result["reference_ratios"][reference][direction],
+            "target": "",
+            "met": None,
+        }
+        for direction in ("upload", "download")
+    ]
+    rows.extend(_round_spread_rows(result, reference, size))
+    rows.extend(_transfer_cpu_rows(summary, size, f" [{reference}]"))
+    rows.extend(_error_rows(f"{size} [{reference}]", sa, summary))
+    return rows
+
+
+def _transfer_cpu_rows(summary: dict[str, Any], size: str, suffix: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "workload": f"{size} {_VERB[direction]}",
+            "metric": f"CPU s per GB (process in the middle){suffix}",
+            "a": None,
+            "b": summary[f"{direction}_gateway_cpu_s_per_gb"],
+            "ratio": None,
+            "target": "",
+            "met": None,
+        }
+        for direction in ("upload", "download")
+    ]
+
+
+def _round_spread_rows(result: dict[str, Any], candidate: str, size: str) -> list[dict[str, Any]]:
     """The lowest and highest per-round ratio: single large transfers vary far more than their median shows."""
-    a, b = result["baseline"], result["candidate"]
+    a = result["baseline"]
+    suffix = "" if candidate == result["candidate"] else f" [{candidate}]"
     rows = []
     for direction, key in (("PUT", "upload_mb_s"), ("GET", "download_mb_s")):
         ratios = [
-            ratio(measured[b][key], measured[a][key])
+            ratio(measured[candidate][key], measured[a][key])
             for measured in result["rounds"]
-            if key in measured[a] and key in measured[b]
+            if key in measured[a] and key in measured[candidate]
         ]
         for label, pick in (("lowest", min), ("highest", max)):
             rows.append(
                 {
                     "workload": f"{size} {direction}",
-                    "metric": f"MB/s, {label} round",
+                    "metric": f"MB/s, {label} round{suffix}",
                     "a": None,
                     "b": None,
                     "ratio": pick(ratios) if ratios else None,
@@ -295,18 +327,26 @@ def _cell(value: Any, digits: int = 2) -> str:
     return fmt(float(value), digits)
 
 
+def _rounds_text(result: dict[str, Any]) -> str:
+    if isinstance(result.get("rounds"), list):
+        return f", {len(result['rounds'])} rounds"
+    if "plan" in result:
+        return f", {result['plan']['rounds']} rounds"
+    return ""
+
+
 def render(meta: dict[str, Any], results: dict[str, Any], checks: list[dict[str, Any]]) -> str:
     lines = [
         "",
         f"Hokusai benchmarks  {meta['started']}  commit {meta['commit']}  mlflow {meta['mlflow']}  "
         f"{meta['cpus']} CPUs  load {meta['loadavg_start'][0]:.2f}->{meta['loadavg_end'][0]:.2f}  "
-        f"{'quick' if meta['quick'] else 'full'} run, medians of {meta['rounds']} interleaved rounds, "
+        f"{'quick' if meta['quick'] else 'full'} run, medians of interleaved rounds, "
         f"{meta['seconds']:.0f} s",
     ]
     header = ("workload", "metric", "A", "B", "ratio", "target", "")
     for phase, result in results.items():
         rows = rows_for(phase, result)
-        rounds = f", {len(result['rounds'])} rounds" if isinstance(result.get("rounds"), list) else ""
+        rounds = _rounds_text(result)
         lines += ["", f"== {phase}: {TITLES[phase]} ({result.get('seconds', 0):.0f} s{rounds})"]
         if "baseline" in result:
             lines.append(f"   A = {result['baseline']}, B = {result['candidate']}")

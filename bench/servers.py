@@ -238,6 +238,16 @@ def start_floor_proxy(workdir: Path, mlflow_url: str) -> Server:
     return _start(Server("floor", port, process, log_path, ready_paths=("/api/mlflow/health",)))
 
 
+def start_tcp_relay(workdir: Path, mlflow: Server) -> Server:
+    """The benchmark's transfer floor (bench/tcp_relay.py): a TCP relay in front of `mlflow`, same paths."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    command = [sys.executable, "-m", "bench.tcp_relay", str(port), str(mlflow.port)]
+    repo = Path(__file__).resolve().parent.parent
+    process, log_path = _spawn("relay", command, clean_env(PYTHONPATH=str(repo)), workdir)
+    return _start(Server("relay", port, process, log_path))
+
+
 def start_basic_auth(workdir: Path) -> Server:
     """Stock `mlflow server --app-name basic-auth` with its default settings (4 workers, job execution on).
 
