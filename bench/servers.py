@@ -1,4 +1,5 @@
-"""Starting and stopping the servers under test: plain MLflow, `hokusai server` (both modes), stock basic-auth MLflow.
+"""Starting and stopping the servers under test: plain MLflow, `hokusai server` (both modes), stock basic-auth MLflow,
+and the two references measured beside the gateway (the floor proxy and the TCP relay).
 
 Every server binds to 127.0.0.1 on a free port, runs in a session (process group) of its own, logs to a file in
 its work dir, and is stopped with SIGTERM to its group, then SIGKILL, then a by-pid sweep of any descendant that
