@@ -15,6 +15,7 @@ BASIC_AUTH_SPEEDUP = 10.0
 KEYS_TARGET_PER_S = 50_000
 ARTIFACT_RATIO = 0.85
 RSS_LIMIT_MB = 30.0
+_VERB = {"upload": "PUT", "download": "GET"}
 
 REFERENCES = {
     "floor": "reference, no target: the same uvicorn + aiohttp hop with none of Hokusai's work (bench/floor_proxy.py)",
@@ -243,9 +244,6 @@ def _artifact_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
     for reference in result.get("references", []):
         rows.extend(_transfer_reference_rows(result, reference, size))
     return rows
-
-
-_VERB = {"upload": "PUT", "download": "GET"}
 
 
 def _transfer_reference_rows(result: dict[str, Any], reference: str, size: str) -> list[dict[str, Any]]:
