@@ -29,7 +29,7 @@ from bench.floor_proxy import FloorProxy, read_body
 from bench.servers import ServerStartError, create_key_offline, free_port
 from bench.stats import median
 from bench.workloads import ARTIFACT_SMALL_BYTES
-from hokusai.server.runner import LOG_FORMAT
+from hokusai.server.runner import configure_logging
 
 PATH = "/api/mlflow/api/2.0/mlflow-artifacts/artifacts/1/0123456789abcdef0123456789abcdef/artifacts/small.bin"
 PAYLOAD = b"p" * ARTIFACT_SMALL_BYTES
@@ -172,9 +172,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     stub, upstream = _start_stub()
     try:
-        with tempfile.TemporaryDirectory(prefix="hokusai-bench-app-cpu-") as tmp:
+        with (
+            tempfile.TemporaryDirectory(prefix="hokusai-bench-app-cpu-") as tmp,
+            (Path(tmp) / "server.log").open("w") as log_file,
+        ):
             # Written line by line to a file, as `hokusai server` writes it to its stream: part of the cost.
-            logging.basicConfig(level=logging.INFO, filename=Path(tmp) / "server.log", format=LOG_FORMAT)
+            configure_logging("info", stream=log_file)
             (Path(tmp) / "data").mkdir()
             # uvloop, as uvicorn runs `hokusai server` (uvicorn[standard]).
             results = uvloop.run(measure(upstream, Path(tmp) / "data", args.rounds, args.pairs))
