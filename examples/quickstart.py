@@ -7,7 +7,8 @@ Usage::
 Against the platform, set HOKUSAI_API_KEY and HOKUSAI_API_URL (or run `hokusai login`); MLflow then logs
 through the Hokusai API with the same key. Without a server, set HOKUSAI_MOCK_MODE=true: runs and models go
 to a local SQLite store under $HOKUSAI_HOME/mock (run artifacts to ./mlruns, MLflow's default).
-Running it twice with the same name and token registers a new version of the same model.
+Running it twice with the same name and token registers a new version of the same model. Model names and token
+ids are platform-wide: a second user passes names of their own.
 """
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ def main(argv: list[str]) -> None:
 
     # Points MLflow at the platform (or at the local store in mock mode) before the first MLflow call.
     hokusai.setup()
-    # A named experiment: on the platform the shared Default experiment is not writable by ordinary users.
-    mlflow.set_experiment("quickstart")
+    # No experiment is named: on the platform a bare run lands in the caller's own "Default (<owner>)" experiment.
+    # A named one is found by its name, whoever created it, and only its creator may write to it, so a fixed name
+    # here would work for the first user and refuse everyone after.
 
     features, labels = make_classification(n_samples=200, n_features=8, random_state=0)
     x_train, x_test, y_train, y_test = train_test_split(features, labels, random_state=0)

@@ -112,6 +112,7 @@ def test_remote_without_a_key_or_with_a_user_key_fails_clearly(platform: LivePla
     refused = _hokusai(platform, "keys", "create", "--owner", "someone-else", key=user)
     assert refused.returncode == 1
     assert refused.stderr.startswith("Permission denied: 403 PERMISSION_DENIED from hokusai-api (Request ID: req_")
+    assert "needed to create a key for another owner ('someone-else'). Leave the owner out" in refused.stderr
 
 
 def test_a_user_lists_their_own_keys_and_only_admins_list_everyones(platform: LivePlatform) -> None:

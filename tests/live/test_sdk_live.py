@@ -445,8 +445,10 @@ def test_a_401_or_403_never_falls_back_to_the_local_store(
 # --- the quickstart and the design note, in fresh interpreters ------------------------------------------------------
 
 
-def test_quickstart_runs_against_the_live_platform(platform: LivePlatform, alice: User, tmp_path: Path) -> None:
-    user = new_user(platform, "sdk-quick")  # the quickstart's experiment name is fixed: one user per platform
+@pytest.mark.parametrize("user_name", ["sdk-quick", "sdk-quick-second"])
+def test_quickstart_runs_against_the_live_platform(platform: LivePlatform, user_name: str, tmp_path: Path) -> None:
+    # Each user runs it on the same platform: nothing in it may belong to whoever ran it first.
+    user = new_user(platform, user_name)
     model_name, token = unique("sdk-quickstart"), unique("sdk-qs")
     env = minimal_env(tmp_path / "q", HOKUSAI_API_KEY=user.key, HOKUSAI_API_URL=platform.url)
 

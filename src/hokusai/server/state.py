@@ -66,7 +66,14 @@ class AppState:
             ) from exc
         return principal
 
-    async def require_scope(self, request: Request, principal: Principal, scope: str) -> None:
+    async def require_scope(
+        self, request: Request, principal: Principal, scope: str, *, purpose: str = "", advice: str = ""
+    ) -> None:
+        """A 403 (recorded in the audit log) unless the key holds `scope`.
+
+        The message says what the scope was needed for (`purpose`, by default the method and path) and what to do
+        (`advice`, by default asking an admin for a key with the scope).
+        """
         if principal.has_scope(scope):
             return
         await run_in_threadpool(
@@ -79,11 +86,10 @@ class AppState:
             detail={"required_scope": scope},
             request_id=getattr(request.state, "request_id", None),
         )
+        purpose = purpose or f"for {request.method} {request.url.path}"
+        advice = advice or f"Ask an admin for a key with the '{scope}' scope."
         raise ApiError(
-            403,
-            f"This key lacks the '{scope}' scope needed for {request.method} {request.url.path}. "
-            f"Ask an admin for a key with the '{scope}' scope.",
-            error_code="PERMISSION_DENIED",
+            403, f"This key lacks the '{scope}' scope needed {purpose}. {advice}", error_code="PERMISSION_DENIED"
         )
 
     async def aclose(self) -> None:

@@ -61,7 +61,14 @@ async def create_key(body: KeyCreate, request: Request, state: StateDep, princip
         raise HokusaiValidationError("scopes", str(exc)) from exc
     owner = validate_owner(body.owner) if body.owner is not None else principal.owner
     if owner != principal.owner and not principal.is_admin:
-        await state.require_scope(request, principal, "admin")
+        await state.require_scope(
+            request,
+            principal,
+            "admin",
+            purpose=f"to create a key for another owner ('{owner}')",
+            advice="Leave the owner out (`--owner` in `hokusai keys create`) to create a key for yourself, or ask "
+            "an admin to create this one.",
+        )
     if not principal.is_admin and not all(principal.has_scope(scope) for scope in scopes):
         held = ",".join(sorted(principal.scopes))
         raise ApiError(
