@@ -322,6 +322,12 @@ ATTACKS: list[Attack] = [
         error_code=_UNAUTH,
     ),
     Attack(
+        "key-in-query-public-path",  # /health needs no key, but MLflow's access log would keep this one
+        lambda m, k: http_request("GET", f"/api/mlflow/health?api_key={k.writer}&m={m}", []),
+        401,
+        error_code=_UNAUTH,
+    ),
+    Attack(
         "key-in-query-any-name",
         lambda m, k: http_request("GET", f"{A2}/experiments/search?token={k.writer}&m={m}", []),
         401,

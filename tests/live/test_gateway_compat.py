@@ -12,7 +12,9 @@ normalisations, applied to every step:
 - `layer` in the gateway's error JSON is ignored (the gateway marks which layer refused);
 - a plain-text MLflow error arrives through the gateway wrapped as `{"error_code": <from the status>, "message":
   <the text>}` (an HTML page's title and paragraphs, without markup); the plain side is read the same way before
-  comparing.
+  comparing;
+- a FastAPI-style `{"detail": ...}` error (MLflow's artifact and OTLP routes) arrives with `error_code` (from the
+  status) and `message` (the detail) added; the plain side is read the same way.
 
 Every remaining difference is listed, with its reason, in `KNOWN_DIFFERENCES`; any other difference fails the test,
 and so does a listed difference that no longer occurs.
@@ -568,6 +570,8 @@ def build_steps() -> list[Step]:
         Step("artifact-get-permissions-folder", "GET", run_art + "/permissions/notes.txt", observe=lambda text: text),
         Step("artifact-get-percent-name", "GET", run_art + "/100%25.txt", observe=lambda text: text),
         Step("artifact-get-missing", "GET", run_art + "/missing.txt"),
+        Step("artifact-get-directory", "GET", run_art + "/data"),
+        Step("artifact-put-no-filename", "PUT", run_art + "/data/", content=b"no file name"),
         Step(
             "artifact-list-run",
             "GET",
@@ -1021,6 +1025,11 @@ def _outcome(step: Step, response: httpx.Response, ctx: dict[str, str]) -> Outco
     except ValueError:
         payload = None
     if response.status_code >= 400:
+        if isinstance(payload, dict) and set(payload) == {"detail"}:
+            # FastAPI's form, from MLflow's artifact and OTLP routes; the gateway adds the envelope's fields to it.
+            detail = payload["detail"]
+            payload = {"message": detail if isinstance(detail, str) and detail else json.dumps(detail)}
+            payload["error_code"] = error_code_for_status(response.status_code)
         if isinstance(payload, dict) and ("error_code" in payload or "message" in payload):
             return Outcome(
                 response.status_code,

@@ -119,12 +119,18 @@ def test_mlflow_killed_mid_upload_then_recovers(
         assert _is_unavailable(response), (response.status_code, response.text)
         assert int(response.headers["retry-after"]) > 0
 
-    # 3. While MLflow is down, requests get the same 503 JSON (and the readiness probe says why).
+    # 3. While MLflow is down, requests get the same 503 JSON (and the readiness probe says why). A key made now is
+    # still issued (its MLflow account is set up on first use); that first use, a bare run that also needs the new
+    # user's default experiment, is the same 503.
     down = client.get(API + "/experiments/get", params={"experiment_id": experiment})
     ready_while_down = httpx.get(platform.url + "/ready", timeout=10.0)
+    newcomer = platform.create_key(platform.unique_owner("faults-new-"), "read,write")
+    with platform.client(newcomer) as fresh:
+        first_use = fresh.post(API + "/runs/create", json={})
     assert _is_unavailable(down), (down.status_code, down.text)
     assert int(down.headers["retry-after"]) > 0
     assert ready_while_down.status_code == 503
+    assert _is_unavailable(first_use), (first_use.status_code, first_use.text)
 
     # 4. The supervisor restarts MLflow; the gateway picks it up by itself.
     deadline = time.monotonic() + RECOVERY_TIMEOUT
@@ -148,6 +154,9 @@ def test_mlflow_killed_mid_upload_then_recovers(
     logged = client.post(API + "/runs/log-metric", json={"run_id": run, "key": "after", "value": 1.0, "timestamp": 1})
     assert logged.status_code == 200, logged.text
     client.close()
+    with platform.client(newcomer) as fresh:
+        bare_run = fresh.post(API + "/runs/create", json={})
+    assert bare_run.status_code == 200, bare_run.text
 
 
 @contextlib.contextmanager

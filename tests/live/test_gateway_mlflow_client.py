@@ -7,6 +7,7 @@ test asserts on; REST checks use httpx against the gateway with the user's key.
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import textwrap
 import time
@@ -564,3 +565,93 @@ def test_mlflow_admin_power_follows_the_key_not_the_owner(
     }
     assert current.status_code == 200, current.text
     assert current.json()["user"]["is_admin"] is False
+
+
+def test_an_admin_key_made_after_the_owners_first_request_acts_as_an_mlflow_admin(
+    platform: LivePlatform, owner_resources: dict[str, str]
+) -> None:
+    """The gateway remembers owners it has provisioned; an admin key that arrives later must still be promoted."""
+    owner = platform.unique_owner("late-admin-")
+    plain_key = platform.create_key(owner, "read,write")
+    experiment = owner_resources["experiment"]
+    tag = {"experiment_id": experiment, "key": "tagged-by", "value": owner}
+    with platform.client(plain_key) as client:
+        as_user = client.post(API + "/experiments/set-experiment-tag", json=tag)
+    admin_key = platform.create_key(owner, "read,write,admin")
+    with platform.client(admin_key) as client:
+        as_admin = client.post(API + "/experiments/set-experiment-tag", json=tag)
+        listed = client.get(API + "/users/list")
+
+    assert as_user.status_code == 403, as_user.text
+    assert as_admin.status_code == 200, as_admin.text
+    assert listed.status_code == 200, listed.text
+
+
+def test_mlflows_fastapi_errors_carry_the_envelope(platform: LivePlatform, owner_resources: dict[str, str]) -> None:
+    """MLflow's artifact routes answer FastAPI's `{"detail": ...}`; the gateway adds `error_code` and `message`."""
+    run_artifacts = f"{ARTIFACTS}/{owner_resources['experiment']}/{owner_resources['run']}/artifacts"
+    with platform.client(owner_resources["key"]) as client:
+        directory = client.get(run_artifacts + "/model")
+        unnamed = client.put(run_artifacts + "/model/", content=b"no file name")
+
+    assert directory.status_code == 400 and unnamed.status_code == 400
+    answer = directory.json()
+    assert answer["message"] == answer["detail"]  # FastAPI's field stays for clients that read it
+    assert answer["message"].startswith("Artifact path refers to a directory, not a file: ")
+    assert (answer["error_code"], answer["layer"]) == ("BAD_REQUEST", "mlflow")
+    assert unnamed.json()["message"] == "Artifact path must include a filename (cannot end with '/')."
+    assert (unnamed.json()["error_code"], unnamed.json()["layer"]) == ("BAD_REQUEST", "mlflow")
+
+
+def test_an_upload_mlflow_refuses_before_reading_it_closes_the_connection(
+    platform: LivePlatform, owner_resources: dict[str, str]
+) -> None:
+    """User B's 64 MiB upload into user A's run: MLflow's 403 comes after 1 MiB, and nobody sends the rest.
+
+    The client sends only the first MiB and then reads. The connection must close after the answer: a server that
+    instead waited for the rest of the body (to keep the connection alive) fails the test through the socket timeout.
+    """
+    intruder = platform.create_key(platform.unique_owner("early-refusal-"), "read,write")
+    path = f"{ARTIFACTS}/{owner_resources['experiment']}/{owner_resources['run']}/artifacts/big.bin"
+    head = (
+        f"PUT {path} HTTP/1.1\r\nHost: 127.0.0.1:{platform.port}\r\nAuthorization: Bearer {intruder}\r\n"
+        f"Content-Length: {64 * 1024 * 1024}\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", platform.port), timeout=30.0) as sock:
+        sock.sendall(head.encode() + b"b" * (1024 * 1024))
+        received = bytearray()
+        while chunk := sock.recv(65536):  # ends only when the server closes the connection
+            received.extend(chunk)
+
+    raw_head, _, body = bytes(received).partition(b"\r\n\r\n")
+    status_line, *header_lines = raw_head.decode("latin-1").split("\r\n")
+    headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in header_lines)}
+    assert status_line.split()[1] == "403", received[:500]
+    assert headers["connection"] == "close"
+    assert json.loads(body)["layer"] == "mlflow"
+
+
+def test_a_client_hanging_up_mid_upload_is_logged_as_such_not_as_mlflow_down(
+    platform: LivePlatform, owner_resources: dict[str, str]
+) -> None:
+    """aiohttp wraps the end of a streamed body in a connection error; that is the client's doing, not MLflow's."""
+    name = f"hang-up-{uuid.uuid4().hex}.bin"
+    path = f"{ARTIFACTS}/{owner_resources['experiment']}/{owner_resources['run']}/artifacts/{name}"
+    head = (
+        f"PUT {path} HTTP/1.1\r\nHost: 127.0.0.1:{platform.port}\r\n"
+        f"Authorization: Bearer {owner_resources['key']}\r\nContent-Length: {8 * 1024 * 1024}\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", platform.port), timeout=30.0) as sock:
+        sock.sendall(head.encode() + b"h" * (1024 * 1024))
+
+    def access_lines() -> list[str]:  # written once the request is over
+        return [line for line in platform.stderr_path.read_text().splitlines() if f" PUT {path} " in line]
+
+    deadline = time.monotonic() + 30.0  # a bound against hanging, not a timing assertion
+    while not access_lines() and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+    [access_line] = access_lines()
+    assert "hokusai.access" in access_line
+    assert f" PUT {path} 0 " in access_line  # no answer was sent: nobody was there to read it
+    assert f"request body ended early (client gone or stalled): PUT {path}" in platform.stderr_path.read_text()

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import select
 
 from hokusai.errors import HokusaiValidationError
+from hokusai.server import keys as keys_module
 from hokusai.server.db import Database
 from hokusai.server.keys import (
     KEY_PREFIX,
@@ -75,6 +76,24 @@ def test_lifecycle_create_verify_revoke(store: KeyStore) -> None:
         store.revoke(issued.record.id)
     assert store.get(issued.record.id).revoked_at == revoked_at  # type: ignore[union-attr]
     assert store.revoke("key_nosuch") is None
+
+
+def test_a_lookup_that_raced_a_revocation_is_not_cached(store: KeyStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A verification read the key before the revocation committed; it must not cache what it read."""
+    issued = store.create(owner="rita", name="ci", scopes=parse_scopes("read"))
+    principal_of = keys_module.principal_of
+
+    def revoked_meanwhile(record: ApiKey) -> object:
+        monkeypatch.setattr(keys_module, "principal_of", principal_of)  # only this once
+        store.revoke(issued.record.id)  # commits and clears the cache between the read and the insert
+        return principal_of(record)
+
+    monkeypatch.setattr(keys_module, "principal_of", revoked_meanwhile)
+    raced = store.verify(issued.secret)
+
+    assert raced.key_id == issued.record.id  # the request that raced it went through, as it began first
+    assert store.verify_cached(issued.secret) is None
+    assert _reason(store, issued.secret) == REASON_REVOKED
 
 
 def test_rotate_issues_a_replacement_and_revokes_the_old_key(store: KeyStore) -> None:

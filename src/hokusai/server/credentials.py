@@ -40,13 +40,18 @@ def _basic_password(encoded: str) -> str:
     return password
 
 
-def key_from_request(headers: Headers, query: QueryParams) -> str:
-    """The presented key (not yet verified); raises a 401 `ApiError` when none can be read."""
+def refuse_key_in_query(query: QueryParams) -> None:
+    """A 401 `ApiError` when the query string carries a key, whether or not the endpoint needs one."""
     if any(name.lower() in QUERY_KEY_NAMES or KEY_PREFIX in value for name, value in query.multi_items()):
         raise _unauthenticated(
             "API keys are not accepted in the URL (they would be written to logs). "
             "Remove the key from the query string and send it as `Authorization: Bearer <key>`."
         )
+
+
+def key_from_request(headers: Headers, query: QueryParams) -> str:
+    """The presented key (not yet verified); raises a 401 `ApiError` when none can be read."""
+    refuse_key_in_query(query)
     authorization = headers.get("authorization")
     if authorization is not None:
         if len(authorization) > _MAX_HEADER_LENGTH:

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hokusai.errors import HokusaiValidationError
+from hokusai.server.loglines import printable
 
 LAYER_API = "hokusai-api"
 LAYER_MLFLOW = "mlflow"
@@ -184,7 +185,7 @@ async def _handle_http_exception(_request: Request, exc: Exception) -> JSONRespo
 
 async def _handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
     # Logged with the request id only: the exception text may quote user input, never a key (keys are not kept).
-    logger.exception("unhandled error on %s %s", request.method, request.url.path)
+    logger.exception("unhandled error on %s %s", request.method, printable(request.url.path))
     return error_response(500, INTERNAL_ERROR_MESSAGE)
 
 

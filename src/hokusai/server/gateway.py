@@ -14,9 +14,10 @@ import httpx
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.background import BackgroundTask
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import StreamingResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from hokusai.server.credentials import refuse_key_in_query
 from hokusai.server.default_experiment import (
     CREATION_CALLS,
     DEFAULT_EXPERIMENT_ID,
@@ -35,6 +36,8 @@ from hokusai.server.errors import (
     readable_error_text,
 )
 from hokusai.server.keys import Principal
+from hokusai.server.loglines import printable
+from hokusai.server.mlflow_rest import provisioning_errors
 from hokusai.server.paths import Access, PathInvalid, PathRejected, RoutedPath, rest_and_ajax, route_path
 from hokusai.server.registry import Caller, audit_event, follow_rename
 from hokusai.validation import BASELINE_MODEL_PREFIX, is_baseline_model_name, is_reserved_tag
@@ -175,11 +178,13 @@ class MlflowGateway:
         except ClientDisconnect:
             # The client hung up (or stalled: see middleware.body_timeout) before its body was read: nobody to
             # answer, and nothing went to MLflow.
-            logger.info("request body ended early (client gone or stalled): %s %s", scope["method"], scope["path"])
+            logger.info(
+                "request body ended early (client gone or stalled): %s %s", scope["method"], printable(scope["path"])
+            )
             return
         except Exception:
             # The gateway runs outside FastAPI (see main.HokusaiApp), so its catch-all handler is repeated here.
-            logger.exception("unhandled error on %s %s", scope["method"], scope["path"])
+            logger.exception("unhandled error on %s %s", scope["method"], printable(scope["path"]))
             response = error_response(500, INTERNAL_ERROR_MESSAGE)
         await response(scope, receive, send)
 
@@ -204,8 +209,13 @@ class MlflowGateway:
         if routed.access is not Access.PUBLIC:
             principal = await self._state.authenticate(request)
             await self._state.require_scope(request, principal, routed.access.value)
-        body = await self._request_body(request, routed.decoded, principal)
-        return await self._forward(request, routed, principal, body)
+        elif request.scope["query_string"]:
+            # MLflow's own access log writes the whole URL, so a key there would reach its log file.
+            refuse_key_in_query(request.query_params)
+        # The caller's MLflow account and default experiment are set up on the way (control-plane calls).
+        with provisioning_errors(principal):
+            body = await self._request_body(request, routed.decoded, principal)
+            return await self._forward(request, routed, principal, body)
 
     async def _request_body(
         self, request: Request, path: str, principal: Principal | None
@@ -301,11 +311,15 @@ class MlflowGateway:
         except TimeoutError as exc:  # aiohttp's read timeouts subclass it
             raise ApiError(504, "MLflow did not answer in time.", error_code="DEADLINE_EXCEEDED") from exc
         except aiohttp.ClientError as exc:
+            if isinstance(exc.__cause__, ClientDisconnect):
+                # aiohttp wraps whatever ends a streamed body; here the client hung up (or stalled) mid-upload.
+                raise ClientDisconnect from exc
             # Connection refused or dropped: MLflow is down or restarting; the supervisor brings it back.
             raise mlflow_unavailable() from exc
         if routed.decoded in _RENAME_CALLS and response.status == 200 and principal is not None:
             await self._follow_rename(request, principal, body)
-        return await _relay(response, request.method, principal, routed)
+        body_unread = isinstance(body, StreamedBody) and not request.scope.get("hokusai.body_read")
+        return await _relay(response, request.method, principal, routed, body_unread=body_unread)
 
     async def _follow_rename(self, request: Request, principal: Principal, body: bytes | StreamedBody | None) -> None:
         """Point the renamed model's token claims at its new name, so its tokens stay its own.
@@ -372,7 +386,8 @@ def _mount_relative(raw_path: str) -> str:
 
 
 def _upstream_headers(request: Request, identity: dict[str, str]) -> list[tuple[str, str]]:
-    connection_tokens = {token.strip().lower() for token in request.headers.get("connection", "").split(",")}
+    named = ",".join(request.headers.getlist("connection"))  # every Connection header, should one be repeated
+    connection_tokens = {token.strip().lower() for token in named.split(",")}
     headers = []
     for raw_name, raw_value in request.scope["headers"]:
         name = raw_name.decode("latin-1")
@@ -483,36 +498,51 @@ class _Buffered:
 
 
 async def _relay(
-    response: aiohttp.ClientResponse, method: str, principal: Principal | None, routed: RoutedPath
+    response: aiohttp.ClientResponse,
+    method: str,
+    principal: Principal | None,
+    routed: RoutedPath,
+    *,
+    body_unread: bool,
 ) -> ASGIApp:
+    """MLflow's answer for the client; `body_unread` when MLflow answered before taking the whole request body."""
     if response.status >= 400 and method != "HEAD":
-        return await _relay_error(response, principal, routed)
+        return await _relay_error(response, principal, routed, body_unread=body_unread)
     length = response.content_length
     if method == "HEAD" or response.status in (204, 304) or (length is not None and length <= _BUFFERED_BODY_LIMIT):
         # Most MLflow answers are small JSON with a Content-Length. Reading them whole (bounded by the limit) and
         # sending one body message costs far less than a StreamingResponse, which under uvicorn's ASGI spec 2.3
         # starts a task group and a disconnect listener per response. MLflow's headers, Content-Length included,
         # are relayed as they are; the bytes are the raw ones (no decompression).
-        try:
-            body = await response.read()
-        except TimeoutError as exc:
-            raise ApiError(504, "MLflow did not answer in time.", error_code="DEADLINE_EXCEEDED") from exc
-        except aiohttp.ClientError as exc:  # MLflow dropped the connection mid-answer
-            raise mlflow_unavailable() from exc
-        finally:
-            response.release()
-        return _Buffered(response.status, _response_headers(response), body)
+        return _Buffered(response.status, _response_headers(response), await _read_whole(response))
+    return _streamed(response, _response_headers(response))
+
+
+async def _read_whole(response: aiohttp.ClientResponse) -> bytes:
+    """The body of an answer known to be small; MLflow failing mid-answer is a 504 or a 503, as before it answered."""
+    try:
+        return await response.read()
+    except TimeoutError as exc:
+        raise ApiError(504, "MLflow did not answer in time.", error_code="DEADLINE_EXCEEDED") from exc
+    except aiohttp.ClientError as exc:  # MLflow dropped the connection mid-answer
+        raise mlflow_unavailable() from exc
+    finally:
+        response.release()
+
+
+def _streamed(response: aiohttp.ClientResponse, headers: list[tuple[bytes, bytes]]) -> StreamingResponse:
     relay = StreamingResponse(
         _relay_body(response), status_code=response.status, background=BackgroundTask(response.release)
     )
-    relay.raw_headers = _response_headers(response)
+    relay.raw_headers = headers
     return relay
 
 
 async def _relay_body(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
-    # Released here as well as in the background task: when the client disconnects mid-download Starlette skips the
-    # background task, and an unreleased response would keep its pooled upstream connection forever. Releasing a
-    # response whose body was not read to the end closes its connection instead of pooling it.
+    # Released here as well as in the background task: on a server speaking ASGI spec 2.4, Starlette skips the
+    # background task when the client disconnects mid-download (uvicorn 0.54 speaks 2.3, where it still runs), and
+    # an unreleased response would keep its pooled upstream connection forever. Releasing a response whose body was
+    # not read to the end closes its connection instead of pooling it.
     try:
         while chunk := await response.content.readany():
             yield chunk
@@ -539,30 +569,30 @@ def _refusal_explained(owner: str, routed: RoutedPath) -> str:
     )
 
 
-async def _relay_error(response: aiohttp.ClientResponse, principal: Principal | None, routed: RoutedPath) -> Response:
+async def _relay_error(
+    response: aiohttp.ClientResponse, principal: Principal | None, routed: RoutedPath, *, body_unread: bool
+) -> ASGIApp:
     """MLflow's errors, unchanged but marked `layer: mlflow`; plain-text ones wrapped in the JSON envelope.
 
     MLflow's auth app refuses with a bare "Permission denied" that names neither the user nor a way out; the stock
-    client shows only that. The wrapped message says which user MLflow refused and what to do.
+    client shows only that. The wrapped message says which user MLflow refused and what to do. An error that came
+    before MLflow took the whole upload closes the connection, as the gateway's own refusals do: otherwise uvicorn
+    would read the rest of a multi-GB body for nothing before the next request.
     """
+    headers = _response_headers(response)
+    if body_unread:
+        headers.append((b"connection", b"close"))
+    length = response.content_length
+    if length is None or length > _ERROR_BODY_LIMIT:
+        return _streamed(response, headers)  # too large (or of unknown size) to rewrite: relayed as it is
+    body = await _read_whole(response)
     try:
-        body = await response.read()
-    finally:
-        response.release()
-    headers = {
-        name.decode("latin-1"): value.decode("latin-1")
-        for name, value in _response_headers(response)
-        if name not in (b"content-length", b"content-encoding", b"content-type")
-    }
-    payload: object = None
-    if len(body) <= _ERROR_BODY_LIMIT:
-        try:
-            payload = json.loads(body)
-        except ValueError:
-            payload = None
+        payload: object = json.loads(body)
+    except ValueError:
+        payload = None
     if isinstance(payload, dict):
-        payload.setdefault("layer", LAYER_MLFLOW)
-    elif len(body) <= _ERROR_BODY_LIMIT:
+        _complete_envelope(payload, response.status)
+    else:
         text = readable_error_text(body, response.headers.get("content-type"))
         if response.status == 403 and text == _MLFLOW_REFUSAL and principal is not None:
             text = _refusal_explained(principal.owner, routed)
@@ -571,8 +601,21 @@ async def _relay_error(response: aiohttp.ClientResponse, principal: Principal | 
             "message": text or "MLflow refused.",
             "layer": LAYER_MLFLOW,
         }
-    else:
-        return Response(
-            body, status_code=response.status, headers=headers, media_type=response.headers.get("content-type")
-        )
-    return Response(json.dumps(payload), status_code=response.status, headers=headers, media_type="application/json")
+    rewritten = (b"content-length", b"content-encoding", b"content-type")
+    kept = [(name, value) for name, value in headers if name not in rewritten]
+    encoded = json.dumps(payload).encode()
+    kept += [(b"content-type", b"application/json"), (b"content-length", str(len(encoded)).encode())]
+    return _Buffered(response.status, kept, encoded)
+
+
+def _complete_envelope(payload: dict[str, Any], status: int) -> None:
+    """MLflow's JSON error, marked `layer: mlflow`, with `error_code` and `message` where it has none.
+
+    MLflow's Flask handlers answer with both; its FastAPI routes (proxied artifacts, OTLP) answer FastAPI's
+    `{"detail": ...}`, which is kept beside them.
+    """
+    payload.setdefault("layer", LAYER_MLFLOW)
+    payload.setdefault("error_code", error_code_for_status(status))
+    if "message" not in payload:
+        detail = payload.get("detail")
+        payload["message"] = detail if isinstance(detail, str) and detail else json.dumps(detail)

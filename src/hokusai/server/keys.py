@@ -127,6 +127,8 @@ class KeyStore:
         self._cache: dict[str, _CacheEntry] = {}
         self._last_used: dict[str, float] = {}
         self._lock = threading.Lock()
+        # Bumped by every revocation: a lookup that read the database before one must not cache what it read.
+        self._revocations = 0
 
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}(database={self._database!r}, cache_ttl={self._cache_ttl})"
@@ -166,6 +168,7 @@ class KeyStore:
         return entry.principal
 
     def _load(self, digest: str) -> _CacheEntry:
+        revocations_before = self._revocations
         with self._database.session() as session:
             record = session.scalar(select(ApiKey).where(ApiKey.key_hash == digest))
         # The stored hash matched by an index; compare again in constant time so timing reveals nothing.
@@ -177,6 +180,8 @@ class KeyStore:
         else:
             entry = _CacheEntry(principal_of(record), None, time.monotonic())
         with self._lock:
+            if self._revocations != revocations_before:
+                return entry  # this request raced a revocation; the next one reads the database again
             if len(self._cache) >= _CACHE_MAX_ENTRIES:
                 self._cache.clear()
             self._cache[digest] = entry
@@ -196,6 +201,7 @@ class KeyStore:
 
     def _forget(self, key_id: str) -> None:
         with self._lock:
+            self._revocations += 1
             self._cache = {
                 digest: entry
                 for digest, entry in self._cache.items()

@@ -8,7 +8,8 @@ import json
 import logging
 import re
 import string
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -151,15 +152,22 @@ async def call_as(
     return payload
 
 
-async def ensure_account(*, upstream: Upstream, principal: Principal) -> None:
-    """Provision the caller in MLflow before acting as them there."""
+@contextmanager
+def provisioning_errors(principal: Principal | None) -> Iterator[None]:
+    """Setting up the caller's MLflow account or default experiment failed: a 503 or 502, never a 500."""
     try:
-        await upstream.ensure_account(principal)
+        yield
     except httpx.TransportError as exc:
         raise mlflow_unavailable() from exc
     except UpstreamError as exc:
-        logger.warning("could not provision %s in MLflow: %s", principal.owner, exc)
+        logger.warning("could not set up %s in MLflow: %s", principal.owner if principal else "a caller", exc)
         raise ApiError(502, "MLflow refused to set up your account; retry, or tell an admin.") from exc
+
+
+async def ensure_account(*, upstream: Upstream, principal: Principal) -> None:
+    """Provision the caller in MLflow before acting as them there."""
+    with provisioning_errors(principal):
+        await upstream.ensure_account(principal)
 
 
 def checked_page_token(page_token: str) -> str:

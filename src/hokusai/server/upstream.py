@@ -128,6 +128,10 @@ class Upstream:
             else None
         )
         self._accounts: dict[str, Account] = {}
+        # Owners made MLflow admins by this process. Separate from `_accounts`: an owner's admin key may come long
+        # after their first request, and must still make them an admin (`hokusai.mlflow_auth.admin_claim` keeps
+        # that power to their admin keys).
+        self._admins: set[str] = set()
         self._provision_lock = asyncio.Lock()
         self._default_experiment_lock = asyncio.Lock()
 
@@ -170,26 +174,31 @@ class Upstream:
     # --- provisioning ---------------------------------------------------------------------------------------
 
     async def ensure_account(self, principal: Principal) -> Account | None:
-        """Make sure MLflow knows the owner (assertion mode only); cheap after the first call per process."""
+        """Make sure MLflow knows the owner, as an admin for an admin key (assertion mode only).
+
+        Cheap after the first call per owner (and the first admin key's call) in this process.
+        """
         if self.mode != "assertion":
             return None
-        account = self._accounts.get(principal.owner)
-        if account is not None:
+        owner = principal.owner
+        account = self._accounts.get(owner)
+        if account is not None and (owner in self._admins or not principal.is_admin):
             return account
         async with self._provision_lock:
-            account = self._accounts.get(principal.owner) or await self._provision(principal)
-            self._accounts[principal.owner] = account
+            account = self._accounts.get(owner)
+            if account is None:
+                account = await self._provision(owner)
+                self._accounts[owner] = account
+            if principal.is_admin and owner not in self._admins:
+                await self._call("PATCH", USERS_UPDATE_ADMIN, json={"username": owner, "is_admin": True}, ok=(200,))
+                self._admins.add(owner)
         return account
 
-    async def _provision(self, principal: Principal) -> Account:
-        stored = await run_in_threadpool(self._load_account, principal.owner)
-        await self._create_mlflow_user(principal.owner)
-        if principal.is_admin:
-            await self._call(
-                "PATCH", USERS_UPDATE_ADMIN, json={"username": principal.owner, "is_admin": True}, ok=(200,)
-            )
+    async def _provision(self, owner: str) -> Account:
+        stored = await run_in_threadpool(self._load_account, owner)
+        await self._create_mlflow_user(owner)
         if stored is None:
-            stored = await run_in_threadpool(self._save_account, Account(owner=principal.owner))
+            stored = await run_in_threadpool(self._save_account, Account(owner=owner))
         return stored
 
     async def _create_mlflow_user(self, username: str) -> None:

@@ -14,6 +14,7 @@ import logging
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hokusai.server.errors import error_response
+from hokusai.server.loglines import printable
 
 logger = logging.getLogger(__name__)
 _DISCONNECT: Message = {"type": "http.disconnect"}
@@ -65,7 +66,10 @@ class ClientBodyTimeoutMiddleware:
                 raise
             # An app that does not expect a client to vanish mid-body; the 408 still goes out.
             logger.info(
-                "%s %s ended with %s after its body stalled", scope["method"], scope["path"], type(exc).__name__
+                "%s %s ended with %s after its body stalled",
+                scope["method"],
+                printable(scope["path"]),
+                type(exc).__name__,
             )
         if stalled and not response_started:
             await self._answer_stalled(scope, receive, send)

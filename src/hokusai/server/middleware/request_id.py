@@ -10,6 +10,8 @@ import time
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from hokusai.server.loglines import printable
+
 access_logger = logging.getLogger("hokusai.access")
 _CLIENT_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
@@ -42,7 +44,7 @@ class RequestIdMiddleware:
                 "%s %s %s %d %.1fms",
                 request_id,
                 scope["method"],
-                scope["path"],
+                printable(scope["path"]),
                 status,
                 (time.perf_counter() - started) * 1000,
             )

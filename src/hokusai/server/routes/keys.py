@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import httpx
 from fastapi import APIRouter, Request, status
 from starlette.concurrency import run_in_threadpool
 
@@ -37,7 +38,7 @@ async def _provision(state: AppState, issued: IssuedKey) -> None:
     """Create the owner in MLflow now rather than on their first request; retried lazily if MLflow is down."""
     try:
         await state.upstream.ensure_account(principal_of(issued.record))
-    except (UpstreamError, OSError) as exc:
+    except (UpstreamError, httpx.HTTPError) as exc:
         logger.warning("could not provision %s in MLflow yet (%s); will retry on first use", issued.record.owner, exc)
 
 
