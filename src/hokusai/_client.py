@@ -55,7 +55,11 @@ LAYER_UNKNOWN = "unknown"  # the body was not the Hokusai envelope: a proxy, a l
 
 # 408: the API gave up on a request body that stopped arriving; nothing was stored, so sending it again is safe.
 _RETRY_STATUSES = frozenset({408, 502, 503, 504})
-_IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+# Requests that may be sent again after they might have reached the server. DELETE is not among them: a revoked key
+# or a released token answers its repeat with 409 or 404, which would report a success as a failure.
+_IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT"})
+# Failures that prove the request never reached the server: sending it again is safe whatever it does.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 _BODY_EXCERPT_LENGTH = 500
 # How the API names a scope a key lacks ("lacks the 'write' scope"); its other refusals say what to do themselves.
 _MISSING_SCOPE_RE = re.compile(r"the '(read|write|admin)' scope")
@@ -107,8 +111,9 @@ class HokusaiClient:
             ``None`` sends no credential.
         api_url: the API root; relative request URLs are joined to it, absolute ones are used as given.
         timeout: an :class:`httpx.Timeout`; on by default (:data:`DEFAULT_TIMEOUT`).
-        max_retries: extra attempts after a connection error or a 408/502/503/504, for idempotent requests and
-            for POSTs that carry an ``Idempotency-Key`` header.
+        max_retries: extra attempts after a failure to connect (any request: it never reached the server), and
+            after any other connection error or a 408/502/503/504 for GET, HEAD, OPTIONS and PUT and for POSTs that
+            carry an ``Idempotency-Key`` header.
         transport: an httpx transport, e.g. ``httpx.MockTransport`` in tests.
     """
 
@@ -148,14 +153,15 @@ class HokusaiClient:
         return response
 
     def _send(self, request: httpx.Request, auth: RequestAuth) -> httpx.Response:
-        # A POST may only be replayed when the server can recognise the replay by its idempotency key.
+        # A POST is replayed only when its caller marked it with an idempotency key, stating that the server answers a
+        # repeat as the original (registrations: it finds the version an identical earlier request created).
         retryable = request.method in _IDEMPOTENT_METHODS or IDEMPOTENCY_HEADER in request.headers
         attempt = 0
         while True:
             try:
                 response = self._http.send(request, auth=auth)
             except httpx.TransportError as exc:
-                if not retryable or attempt >= self.max_retries:
+                if not (retryable or isinstance(exc, _NOT_SENT)) or attempt >= self.max_retries:
                     raise _connection_error(request, exc) from exc
                 delay: float | None = _backoff(attempt)
                 logger.debug("%s %s failed (%s); retrying", request.method, request.url, exc.__class__.__name__)

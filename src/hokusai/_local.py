@@ -19,6 +19,7 @@ from hokusai._client import TOKEN_ALREADY_CLAIMED, api_error
 from hokusai._paths import local_store_dir
 from hokusai.models import BaselineEntry, RegistrationRequest, TokenizedModel
 from hokusai.validation import (
+    LATEST_VERSION,
     REGISTRATION_CONFLICT,
     TAG_BASELINE,
     TAG_IS_BASELINE,
@@ -34,6 +35,7 @@ from hokusai.validation import (
     repeat_conflict,
     run_id_from_uri,
     tokenized_tags,
+    validate_version,
 )
 
 if TYPE_CHECKING:
@@ -71,7 +73,7 @@ class LocalRegistry:
     def register_tokenized_model(self, request: RegistrationRequest, *, notes: tuple[str, ...] = ()) -> TokenizedModel:
         """Register like ``POST /api/v1/models/tokenized``; ``notes`` are prepended to the result's warnings."""
         run_id = self._source_run_id(request.model_uri)
-        holder = self._claims.claim(request.token_id, request.model_name, owner=getpass.getuser())
+        holder, claimed_now = self._claims.claim(request.token_id, request.model_name, owner=getpass.getuser())
         if holder != request.model_name:
             raise api_error(
                 f"Token {request.token_id} is already claimed by model '{holder}'.",
@@ -79,7 +81,18 @@ class LocalRegistry:
                 error_code=TOKEN_ALREADY_CLAIMED,
                 layer=LAYER_LOCAL,
             )
-        # A claim whose version creation then fails only blocks other models; the same model can retry.
+        try:
+            return self._register_claimed(request, run_id, notes)
+        except Exception:
+            if claimed_now:
+                # As on the server: a registration that fails leaves the token free (a typo in a model name or a
+                # strict check must not hold it for good).
+                self._claims.release(request.token_id, request.model_name)
+            raise
+
+    def _register_claimed(
+        self, request: RegistrationRequest, run_id: str | None, notes: tuple[str, ...]
+    ) -> TokenizedModel:
         existing = self._find_version(request)
         if existing is not None:
             conflict = repeat_conflict(
@@ -108,12 +121,27 @@ class LocalRegistry:
         return _tokenized(version, created=True, warnings=notes + tuple(warnings))
 
     def get_tokenized_model(self, model_name: str, version: str | None = None) -> TokenizedModel:
-        with _translated():
-            number = version if version is not None else self._latest_version(model_name)
-            found = self.client.get_model_version(model_name, number)
-        if TAG_TOKEN_ID not in found.tags:
+        """One version, as ``GET /api/v1/models/tokenized/<name>/versions/<version>`` answers it.
+
+        No version, or ``latest``, is the newest version that carries a token.
+        """
+        number = validate_version(version)
+        if number is None:
+            found = max(
+                (
+                    found
+                    for found in self._search_versions(_model_filter(model_name))
+                    if found.name == model_name and TAG_TOKEN_ID in found.tags
+                ),
+                key=lambda found: int(found.version),
+                default=None,
+            )
+        else:
+            with _translated():
+                found = self.client.get_model_version(model_name, number)
+        if found is None or TAG_TOKEN_ID not in found.tags:
             raise api_error(
-                f"Version {number} of model '{model_name}' is not a tokenized model.",
+                f"Model '{model_name}' has no tokenized version '{version or LATEST_VERSION}'.",
                 status=404,
                 error_code="RESOURCE_DOES_NOT_EXIST",
                 layer=LAYER_LOCAL,
@@ -186,18 +214,6 @@ class LocalRegistry:
                 return found
         return None
 
-    def _latest_version(self, model_name: str) -> str:
-        # Stages are unused here, so the registered model's latest versions all sit in stage "None".
-        latest = self.client.get_registered_model(model_name).latest_versions or []
-        if not latest:
-            raise api_error(
-                f"Model '{model_name}' has no versions.",
-                status=404,
-                error_code="RESOURCE_DOES_NOT_EXIST",
-                layer=LAYER_LOCAL,
-            )
-        return str(max(int(found.version) for found in latest))
-
     def _search_versions(self, filter_string: str) -> list[ModelVersion]:
         found: list[ModelVersion] = []
         page_token = None
@@ -267,15 +283,19 @@ class _TokenClaims:
             )
             yield connection
 
-    def claim(self, token_id: str, model_name: str, *, owner: str) -> str:
-        """Claim the token for the model unless it is taken; return the model that holds it now."""
+    def claim(self, token_id: str, model_name: str, *, owner: str) -> tuple[str, bool]:
+        """Claim the token for the model unless it is taken: the model holding it now, and whether this claimed it."""
         with self._connect() as connection:
-            connection.execute(
+            inserted = connection.execute(
                 "INSERT OR IGNORE INTO tokens (token_id, model_name, owner, created_at) VALUES (?, ?, ?, ?)",
                 (token_id, model_name, owner, datetime.now(UTC).isoformat()),
-            )
+            ).rowcount
             (holder,) = connection.execute("SELECT model_name FROM tokens WHERE token_id = ?", (token_id,)).fetchone()
-        return str(holder)
+        return str(holder), inserted == 1
+
+    def release(self, token_id: str, model_name: str) -> None:
+        with self._connect() as connection:
+            connection.execute("DELETE FROM tokens WHERE token_id = ? AND model_name = ?", (token_id, model_name))
 
     def rows(self, *, token_id: str | None, owner: str | None) -> list[tuple[str, str]]:
         with self._connect() as connection:
@@ -285,6 +305,11 @@ class _TokenClaims:
                 (token_id, token_id, owner, owner),
             )
             return [(str(token), str(model)) for token, model in cursor.fetchall()]
+
+
+def _model_filter(model_name: str) -> str:
+    # MLflow's filter strings have no escapes; a name holding a quote is matched in Python instead.
+    return "" if "'" in model_name else f"name = '{model_name}'"
 
 
 def _token_filter(token_id: str) -> str:

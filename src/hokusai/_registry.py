@@ -150,7 +150,9 @@ class ModelRegistry:
         if self._client is None:
             with _naming_token(request.token_id):
                 return self.local.register_tokenized_model(request)
-        # One key for every attempt, including retries and a later `hokusai sync`, so the server sees one request.
+        # One key for every attempt, including retries and a later `hokusai sync`: it names the outbox entry and marks
+        # the POST as one the client may send again. The server recognises a repeat by what it registers (the same
+        # model, token and source answer with the version the first attempt created), not by the key.
         idempotency_key = str(uuid.uuid4())
         try:
             return self.send_registration(request.as_json(), idempotency_key)

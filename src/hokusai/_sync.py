@@ -1,7 +1,7 @@
 """Contains ``sync_outbox``: push registrations made offline to the API, idempotently.
 
-Each outbox entry is replayed with the ``Idempotency-Key`` of its first attempt, so an entry the server did
-receive back then is answered ``200`` (already present) instead of being registered twice.
+Each outbox entry is replayed as it was first sent. The server recognises a registration it already has (the
+same model, token and source) and answers ``200`` (already present) instead of registering it twice.
 
 A registration made offline may point at a run the server cannot see: while the API was down, MLflow runs
 were often logged to the local store too, and ``runs:/<local run id>/model`` does not exist on the platform.

@@ -47,11 +47,14 @@ _RUN_ID_RE = re.compile(r"[a-zA-Z0-9][\w\-]{0,255}")  # MLflow's own run id patt
 _MODEL_TYPE_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 _RUNS_URI_RE = re.compile(r"runs:/(?P<run_id>[^/]+)(?:/(?P<path>.*))?")
 _CONTROL_CHARS_RE = re.compile(r"[\x00-\x1f\x7f]")
+_VERSION_NUMBER_RE = re.compile(r"[1-9][0-9]{0,17}")
+LATEST_VERSION = "latest"
 # The same rules as JSON Schema patterns, so the API's OpenAPI document states exactly what it enforces.
 TOKEN_ID_PATTERN = f"^{_TOKEN_ID_RE.pattern}$"
 METRIC_NAME_PATTERN = f"^{_METRIC_NAME_RE.pattern}$"
 RUN_ID_PATTERN = f"^{_RUN_ID_RE.pattern}$"
 MODEL_TYPE_PATTERN = f"^{_MODEL_TYPE_RE.pattern}$"
+VERSION_PATTERN = f"^(?:{_VERSION_NUMBER_RE.pattern}|{LATEST_VERSION})$"
 
 
 def normalize_token_id(token_id: object) -> str:
@@ -106,6 +109,18 @@ def validate_model_name(model_name: object) -> str:
     if _CONTROL_CHARS_RE.search(model_name):
         raise HokusaiValidationError("model_name", "must not contain control characters")
     return model_name
+
+
+def validate_version(version: str | None) -> str | None:
+    """A tokenized model's version as a caller names it: the number, or `None` for `latest` (any case) or none.
+
+    `latest` is the newest version that carries a token, not merely the newest version of the model.
+    """
+    if version is None or version.lower() == LATEST_VERSION:
+        return None
+    if _VERSION_NUMBER_RE.fullmatch(version) is None:
+        raise HokusaiValidationError("version", "must be a positive version number or 'latest'")
+    return version
 
 
 def is_baseline_model_name(name: str) -> bool:

@@ -173,3 +173,22 @@ def test_expired_key_gets_401_saying_so(platform: LivePlatform) -> None:
         response = httpx.get(platform.url + "/api/v1/auth/whoami", headers={"Authorization": f"Bearer {key}"})
     assert response.status_code == 401
     assert "expired" in response.json()["message"]
+
+
+def test_a_key_cannot_outlive_the_non_admin_key_that_creates_it(platform: LivePlatform) -> None:
+    """A key given for a week must not be able to create one that never expires."""
+    weekly = platform.create_key(platform.unique_owner("weekly"), "read,write", expires_in_days=7)
+    with platform.client(weekly) as client:
+        limit = client.get("/api/v1/keys").json()["keys"][0]["expires_at"]
+        unbounded = client.post("/api/v1/keys", json={"name": "no expiry asked"})
+        longer = client.post("/api/v1/keys", json={"name": "a month", "expires_in_days": 30})
+        shorter = client.post("/api/v1/keys", json={"name": "three days", "expires_in_days": 3})
+
+    assert unbounded.status_code == 201 and unbounded.json()["expires_at"] == limit
+    assert (longer.status_code, longer.json()["error_code"]) == (403, "PERMISSION_DENIED")
+    assert longer.json()["message"].startswith("A key cannot outlive the key that creates it, and yours expires at ")
+    assert "ask for at most 6 days (`--expires-in-days 6`), or ask an admin" in longer.json()["message"]
+    assert shorter.status_code == 201 and shorter.json()["expires_at"] < limit
+    with platform.client(platform.admin_key) as admin:
+        forever = admin.post("/api/v1/keys", json={"owner": platform.unique_owner("admin-made"), "scopes": ["read"]})
+    assert forever.status_code == 201 and forever.json()["expires_at"] is None  # admins are not bound

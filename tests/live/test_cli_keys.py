@@ -49,6 +49,18 @@ def test_list_shows_prefixes_never_keys(platform: LivePlatform) -> None:
     assert owner in result.stdout and key not in result.stdout and key[:8] in result.stdout
 
 
+def test_key_names_print_as_typed_never_as_markup(platform: LivePlatform) -> None:
+    owner = platform.unique_owner("cli-markup")
+    name = "ci [/deploy] [red]x[/red]"  # rich markup, and an unbalanced closing tag that made rich raise
+    created = _hokusai(platform, "keys", "create", "--owner", owner, "--name", name, key=platform.admin_key)
+    listed = _hokusai(platform, "keys", "list", "--owner", owner, key=platform.admin_key)
+    assert created.returncode == 0, created.stderr
+    assert created.stdout.startswith("Created key key_")
+    assert f" for {owner} with scopes read,write." in created.stdout
+    assert listed.returncode == 0, listed.stderr
+    assert name in listed.stdout
+
+
 def test_key_ids_stay_whole_in_a_narrow_terminal(platform: LivePlatform) -> None:
     owner = platform.unique_owner("cli-narrow")
     key_id = str(_whoami(platform, platform.create_key(owner, "read"))["key_id"])

@@ -14,7 +14,7 @@ from hokusai.errors import (
     HokusaiRateLimitError,
 )
 
-from .conftest import KEY, FakeAPI, error
+from .conftest import KEY, Answer, FakeAPI, error
 
 
 def _client(api: FakeAPI) -> HokusaiClient:
@@ -181,6 +181,24 @@ def test_post_without_idempotency_key_is_not_retried(sleeps: list[float]) -> Non
     with _client(api) as client, pytest.raises(HokusaiAPIError):
         client.request("POST", "/x", json={})
     assert len(api.requests) == 1 and sleeps == []
+
+
+def test_any_request_that_never_reached_the_server_is_retried(sleeps: list[float]) -> None:
+    api = FakeAPI(httpx.ConnectError("refused"), httpx.ConnectTimeout("slow connect"), httpx.Response(200, json={}))
+    with _client(api) as client:
+        assert client.request("DELETE", "/api/v1/keys/key_1").status_code == 200
+    assert len(api.requests) == 3 and len(sleeps) == 2
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [httpx.ReadTimeout("no answer"), httpx.RemoteProtocolError("dropped"), error(503, "TEMPORARILY_UNAVAILABLE", "x")],
+)
+def test_a_delete_that_may_have_arrived_is_not_sent_again(sleeps: list[float], failure: Answer) -> None:
+    # Revoking a key or releasing a token twice answers 409 or 404: a retry would report a success as a failure.
+    with _client(FakeAPI(failure)) as client, pytest.raises((HokusaiConnectionError, HokusaiAPIError)):
+        client.request("DELETE", "/api/v1/keys/key_1")
+    assert sleeps == []
 
 
 def test_post_with_idempotency_key_is_retried_with_the_same_key(sleeps: list[float]) -> None:

@@ -152,8 +152,35 @@ def test_get_missing_models(registry: ModelRegistry) -> None:
 def test_a_plain_model_version_is_not_a_tokenized_model(registry: ModelRegistry) -> None:
     registry.local.client.create_registered_model("plain")
     registry.local.client.create_model_version("plain", source="s3://x")
-    with pytest.raises(HokusaiNotFoundError, match="Version 1 of model 'plain' is not a tokenized model"):
+    with pytest.raises(HokusaiNotFoundError, match="Model 'plain' has no tokenized version 'latest'"):
         registry.get_tokenized_model("plain")
+    with pytest.raises(HokusaiNotFoundError, match="Model 'plain' has no tokenized version '1'"):
+        registry.get_tokenized_model("plain", 1)
+
+
+def test_latest_is_the_newest_tokenized_version_as_on_the_server(registry: ModelRegistry) -> None:
+    _register(registry)
+    registry.local.client.create_model_version("churn", source="s3://bucket/plain")  # version 2, no token
+
+    assert registry.get_tokenized_model("churn").version == "1"
+    assert registry.get_tokenized_model("churn", "latest").version == "1"
+    assert registry.get_tokenized_model("churn", "LATEST").version == "1"
+    with pytest.raises(HokusaiValidationError, match="must be a positive version number or 'latest'"):
+        registry.get_tokenized_model("churn", "newest")
+
+
+def test_a_failed_registration_leaves_its_token_free(registry: ModelRegistry) -> None:
+    """As on the server: a strict check that fails must not keep the token for the mistyped model."""
+    client = registry.local.client
+    run = client.create_run(client.create_experiment("typo"))
+    source = f"runs:/{run.info.run_id}/model"  # the run has no accuracy metric
+    with pytest.raises(HokusaiValidationError, match="strict mode"):
+        _register(registry, model_uri=source, model_name="churn-typo", strict=True)
+
+    registered = _register(registry, model_uri=source, model_name="churn")
+
+    assert (registered.model_name, registered.token_id) == ("churn", "CHURN")
+    assert [model.model_name for model in registry.list_tokenized_models("churn")] == ["churn"]
 
 
 def test_list_by_token_and_owner(registry: ModelRegistry) -> None:

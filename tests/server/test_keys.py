@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
@@ -105,6 +107,23 @@ def test_rotate_issues_a_replacement_and_revokes_the_old_key(store: KeyStore) ->
     assert _reason(store, old.secret) == REASON_ROTATED  # its 401 points to the replacement
     assert store.get(old.record.id).replaced_by == new.record.id  # type: ignore[union-attr]
     assert store.rotate(old.record.id) is None
+
+
+def test_two_rotations_at_once_issue_one_replacement(store: KeyStore) -> None:
+    for attempt in range(5):
+        issued = store.create(owner="rosa", name=f"r{attempt}", scopes=parse_scopes("read"))
+        start = threading.Barrier(2)
+
+        def rotate(key_id: str = issued.record.id, start: threading.Barrier = start) -> object:
+            start.wait()
+            return store.rotate(key_id)
+
+        with ThreadPoolExecutor(2) as pool:
+            results = list(pool.map(lambda _: rotate(), range(2)))
+
+        replacements = [result for result in results if result is not None]
+        assert len(replacements) == 1, results
+        assert store.get(issued.record.id).replaced_by == replacements[0].record.id  # type: ignore[union-attr]
 
 
 def test_an_owner_differing_from_an_account_only_in_case_is_refused(store: KeyStore) -> None:

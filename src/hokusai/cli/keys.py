@@ -6,17 +6,17 @@ import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import typer
-from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from hokusai.cli._api import ApiUrlOption, call_api
 from hokusai.cli._errors import options_for_fields
+from hokusai.cli._output import console
 
 keys_app = typer.Typer(help="Create, list, revoke and rotate API keys.", no_args_is_help=True)
-console = Console()
-err_console = Console(stderr=True)
 
 OfflineOption = Annotated[
     bool,
@@ -81,7 +81,8 @@ _FULL_TABLE_WIDTH = 124
 
 
 def _print_keys(rows: Sequence[dict[str, Any]]) -> None:
-    columns = _COLUMNS if console.width >= _FULL_TABLE_WIDTH else _NARROW_COLUMNS
+    out = console()  # names and owners are user text: never read as markup
+    columns = _COLUMNS if out.width >= _FULL_TABLE_WIDTH else _NARROW_COLUMNS
     table = Table()
     # The id is what `revoke` and `rotate` take: kept on one line, so it can be copied in a narrow terminal. The rest
     # folds, never truncates.
@@ -100,19 +101,23 @@ def _print_keys(rows: Sequence[dict[str, Any]]) -> None:
             "last used": str(row["last_used_at"] or "-")[:10],
         }
         table.add_row(row["id"], *(cells[column] for column in columns))
-    console.print(table)
+    out.print(table)
     if columns is _NARROW_COLUMNS:
-        console.print(f"(name, prefix, created and expires need a terminal at least {_FULL_TABLE_WIDTH} columns wide)")
+        out.print(f"(name, prefix, created and expires need a terminal at least {_FULL_TABLE_WIDTH} columns wide)")
 
 
 def _print_created(row: dict[str, Any], quiet: bool) -> None:
     if quiet:
         typer.echo(row["key"])
         return
-    console.print(
-        f"Created key [bold]{row['id']}[/] for [bold]{row['owner']}[/] with scopes {','.join(row['scopes'])}."
+    out = console()
+    scopes = ",".join(row["scopes"])
+    out.print(
+        Text.assemble("Created key ", (row["id"], "bold"), " for ", (row["owner"], "bold"), f" with scopes {scopes}.")
     )
-    console.print("The key is shown once; store it now:")
+    if row.get("expires_at"):
+        out.print(f"It expires on {str(row['expires_at'])[:10]}.")
+    out.print("The key is shown once; store it now:")
     typer.echo(row["key"])
 
 
@@ -167,7 +172,7 @@ def list_keys(
     Example: `hokusai keys list --all` (admins) or `hokusai keys list` (your own).
     """
     if owner is not None and every:
-        err_console.print("Error: --owner and --all are alternatives; pass one.")
+        console(stderr=True).print("Error: --owner and --all are alternatives; pass one.")
         raise typer.Exit(2)
     if offline:
         # The database has no "you": without --owner, offline lists every key.
@@ -192,14 +197,14 @@ def revoke_key(key_id: str, offline: OfflineOption = False, api_url: ApiUrlOptio
             try:
                 revoked = store.revoke(key_id)
             except KeyAlreadyRevoked as exc:
-                err_console.print(str(exc))
+                console(stderr=True).print(str(exc))
                 raise typer.Exit(1) from exc
             if revoked is None:
-                err_console.print(f"No key with id {key_id}.")
+                console(stderr=True).print(f"No key with id {key_id}.")
                 raise typer.Exit(1)
     else:
-        call_api("DELETE", f"{KEYS_PATH}/{key_id}", api_url)
-    console.print(f"Revoked {key_id}.")
+        call_api("DELETE", f"{KEYS_PATH}/{quote(key_id, safe='')}", api_url)
+    console().print(f"Revoked {key_id}.")
 
 
 @keys_app.command("rotate")
@@ -217,11 +222,11 @@ def rotate_key(
         with _offline_store() as store:
             issued = store.rotate(key_id)
             if issued is None:
-                err_console.print(f"No active key with id {key_id}.")
+                console(stderr=True).print(f"No active key with id {key_id}.")
                 raise typer.Exit(1)
             row = {**_offline_row(issued.record), "key": issued.secret}
     else:
-        row = call_api("POST", f"{KEYS_PATH}/{key_id}/rotate", api_url)
+        row = call_api("POST", f"{KEYS_PATH}/{quote(key_id, safe='')}/rotate", api_url)
     _print_created(row, quiet)
 
 

@@ -218,6 +218,13 @@ class KeyStore:
         scopes: frozenset[str],
         expires_at: datetime | None = None,
     ) -> IssuedKey:
+        issued = self._new_key(owner=owner, name=name, scopes=serialize_scopes(scopes), expires_at=expires_at)
+        with self._database.session() as session:
+            self._refuse_a_case_twin(session, owner)
+            session.add(issued.record)
+        return issued
+
+    def _new_key(self, *, owner: str, name: str, scopes: str, expires_at: datetime | None) -> IssuedKey:
         secret = generate_key()
         record = ApiKey(
             id="key_" + secrets.token_hex(8),
@@ -225,13 +232,10 @@ class KeyStore:
             prefix=secret[:DISPLAY_PREFIX_LENGTH],
             name=name,
             owner=owner,
-            scopes=serialize_scopes(scopes),
+            scopes=scopes,
             created_at=utcnow(),
             expires_at=expires_at,
         )
-        with self._database.session() as session:
-            self._refuse_a_case_twin(session, owner)
-            session.add(record)
         return IssuedKey(record=record, secret=secret)
 
     def case_twin(self, owner: str) -> str | None:
@@ -288,20 +292,32 @@ class KeyStore:
         return record
 
     def rotate(self, key_id: str) -> IssuedKey | None:
-        """Issue a key with the same owner, name, scopes and remaining lifetime, and revoke the old one."""
-        old = self.get(key_id)
-        if old is None or old.revoked_at is not None:
+        """Issue a key with the same owner, name, scopes and remaining lifetime, and revoke the old one.
+
+        One transaction that starts by revoking the old key, only if no one has yet: of two rotations at once, one
+        issues the replacement and the other finds nothing to rotate (`None`), never a second working key.
+        """
+        try:
+            with self._database.session() as session:
+                revoked = session.execute(
+                    update(ApiKey).where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None)).values(revoked_at=utcnow())
+                )
+                if revoked.rowcount != 1:
+                    raise _NothingToRotate
+                old = session.get(ApiKey, key_id)
+                assert old is not None
+                issued = self._new_key(owner=old.owner, name=old.name, scopes=old.scopes, expires_at=old.expires_at)
+                session.add(issued.record)
+                session.flush()  # the replacement exists before the old key names it
+                old.replaced_by = issued.record.id
+        except _NothingToRotate:
             return None
-        issued = self.create(
-            owner=old.owner, name=old.name, scopes=frozenset(old.scopes.split(",")), expires_at=old.expires_at
-        )
-        with self._database.session() as session:
-            record = session.get(ApiKey, key_id)
-            assert record is not None
-            record.revoked_at = utcnow()
-            record.replaced_by = issued.record.id
         self._forget(key_id)
         return issued
+
+
+class _NothingToRotate(Exception):
+    """The key is missing or already revoked; raised to roll the rotation's transaction back."""
 
 
 def expiry_from_days(days: int | None) -> datetime | None:

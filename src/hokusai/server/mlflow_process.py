@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
+import functools
 import logging
 import os
 import signal
@@ -28,14 +28,30 @@ _RESTART_BACKOFF_SECONDS = (1.0, 2.0, 5.0, 10.0)
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
+# Loaded here, in the parent: the child of a threaded process may do next to nothing between fork and exec (finding
+# libc by name would even start `ldconfig`).
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+# A child that crashes sooner than this after it was ready is restarted with a growing delay.
+_STABLE_SECONDS = 60.0
+
+
+def _die_with_parent(parent_pid: int) -> None:
     """Runs in the child before exec: on Linux, SIGTERM it when `hokusai server` dies, even by SIGKILL.
 
-    The kernel ties this to the spawning thread; both spawners (main thread, watcher) live as long as the server.
+    The kernel ties this to the spawning thread; both spawners (main thread, watcher) live as long as the server. A
+    parent that died before the call would never send the signal, so the child then ends at once.
     """
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if _LIBC is not None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent_pid:
+            os._exit(1)
+
+
+def _ini_value(value: str) -> str:
+    """`value` as MLflow's auth config (a `configparser` with interpolation) reads it back: `%` doubled."""
+    if "\n" in value or "\r" in value:
+        raise ValueError("a value in MLflow's auth config cannot span lines")
+    return value.replace("%", "%%")
 
 
 class MlflowStartError(RuntimeError):
@@ -53,6 +69,8 @@ class EmbeddedMlflow:
         self.log_path = self.home / "mlflow.log"
         self._process: subprocess.Popen[bytes] | None = None
         self._stopping = threading.Event()
+        # Held while a child is spawned or stopped, so that `stop` never misses one the watcher is starting.
+        self._lifecycle = threading.Lock()
         self._watcher: threading.Thread | None = None
         self.restarts = 0
 
@@ -77,9 +95,9 @@ class EmbeddedMlflow:
                 [
                     "[mlflow]",
                     f"default_permission = {self._settings.mlflow_default_permission}",
-                    f"database_uri = sqlite:///{self.home / 'basic_auth.db'}",
+                    f"database_uri = {_ini_value('sqlite:///' + str(self.home / 'basic_auth.db'))}",
                     f"admin_username = {MLFLOW_ADMIN_USERNAME}",
-                    f"admin_password = {self._secrets.mlflow_admin_password}",
+                    f"admin_password = {_ini_value(self._secrets.mlflow_admin_password)}",
                     f"authorization_function = {AUTH_FUNCTION}",
                     "grant_default_workspace_access = false",
                     # Operators' Basic logins are checked with scrypt (~70 ms); cache the successes for a minute.
@@ -145,7 +163,7 @@ class EmbeddedMlflow:
             stdin=subprocess.DEVNULL,
             start_new_session=True,
             cwd=self.home,
-            preexec_fn=_die_with_parent,
+            preexec_fn=functools.partial(_die_with_parent, os.getpid()),
         )
         log.close()
         logger.info("started embedded MLflow (pid %s) on 127.0.0.1:%s", self._process.pid, self.port)
@@ -170,26 +188,43 @@ class EmbeddedMlflow:
             return "(no MLflow log)"
 
     def _watch(self, config_path: Path, secret_path: Path) -> None:
+        """Restart MLflow whenever it exits, for as long as the server runs, whatever goes wrong on the way."""
         attempt = 0
         while not self._stopping.is_set():
             assert self._process is not None
+            watched_since = time.monotonic()
             code = self._process.wait()
             if self._stopping.is_set():
                 return
+            if time.monotonic() - watched_since >= _STABLE_SECONDS:
+                attempt = 0
             delay = _RESTART_BACKOFF_SECONDS[min(attempt, len(_RESTART_BACKOFF_SECONDS) - 1)]
+            attempt += 1
             logger.error("embedded MLflow exited unexpectedly (code %s); restarting in %.0f s", code, delay)
             self._kill_group(signal.SIGKILL)  # workers orphaned by the crash would keep the port
             if self._stopping.wait(delay):
                 return
-            self._spawn(config_path, secret_path)
-            try:
-                self.wait_ready(self._settings.mlflow_startup_timeout_seconds)
-                self.restarts += 1
-                attempt = 0
-                logger.info("embedded MLflow is back (restart %d)", self.restarts)
-            except MlflowStartError:
-                attempt += 1
-                logger.exception("embedded MLflow failed to restart")
+            self._restart(config_path, secret_path)
+
+    def _restart(self, config_path: Path, secret_path: Path) -> None:
+        try:
+            with self._lifecycle:
+                if self._stopping.is_set():
+                    return
+                self._spawn(config_path, secret_path)
+            self.wait_ready(self._settings.mlflow_startup_timeout_seconds)
+        except MlflowStartError:
+            if self._stopping.is_set():
+                return  # stopped while it was starting
+            logger.exception("embedded MLflow failed to restart")
+            self._kill_group(signal.SIGKILL)  # one that never answered is ended, so the watcher's wait returns
+        except Exception:
+            # Out of file descriptors or memory, say: the old (exited) process stays watched, so the watcher tries
+            # again after its backoff instead of leaving the API without MLflow for good.
+            logger.exception("embedded MLflow could not be started")
+        else:
+            self.restarts += 1
+            logger.info("embedded MLflow is back (restart %d)", self.restarts)
 
     def _kill_group(self, sig: signal.Signals) -> None:
         if self._process is None:
@@ -198,7 +233,13 @@ class EmbeddedMlflow:
             os.killpg(self._process.pid, sig)
 
     def stop(self) -> None:
-        self._stopping.set()
+        with self._lifecycle:
+            self._stopping.set()
+        self._stop_process()
+        if self._watcher is not None:
+            self._watcher.join(_STOP_GRACE_SECONDS)
+
+    def _stop_process(self) -> None:
         if self._process is None or self._process.poll() is not None:
             self._kill_group(signal.SIGKILL)
             return

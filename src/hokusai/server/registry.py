@@ -12,7 +12,6 @@ import asyncio
 import json
 import logging
 import math
-import re
 import weakref
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
@@ -74,6 +73,7 @@ from hokusai.validation import (
     validate_run_id,
     validate_tokenized_model_name,
     validate_user_tags,
+    validate_version,
 )
 
 logger = logging.getLogger(__name__)
@@ -92,21 +92,19 @@ MODEL_VERSIONS_SEARCH = "/api/2.0/mlflow/model-versions/search"
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
-LATEST = "latest"
 # MLflow is reached with GET for searches; the filter travels in the URL, which its server caps (h11: 16 KiB).
 _MAX_FILTER_LENGTH = 8000
 _SEARCH_PAGE_SIZE = 1000
 _MLMODEL = "MLmodel"
 _ORDER = ["name ASC", "version_number ASC"]
 _CLAIM_ATTEMPTS = 3
-_VERSION_NUMBER = re.compile(r"[1-9][0-9]{0,17}")
 # One lock per token while a request looks for its version and creates it: a client that retries a slow POST
-# (the SDK does, with the same Idempotency-Key) then finds the first request's version instead of adding a twin.
-# The server is one process; the locks vanish with the last request holding them.
+# (the SDK does) then finds the first request's version instead of adding a twin. The repeat is recognised by its
+# model, token and source; the SDK's Idempotency-Key header is not read. The locks hold within one API process
+# and vanish with the last request holding them (docs/architecture.md, "Registering a tokenized model").
 _version_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 # One lock per registered model while it may be created and get its version (see create_model_version).
 _model_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
-VERSION_PATTERN = f"^(?:{_VERSION_NUMBER.pattern}|{LATEST})$"
 
 
 @dataclass(frozen=True)
@@ -959,11 +957,10 @@ async def get_tokenized_model(
     """One tokenized version; `version` may be a number or `latest` (the newest tokenized version)."""
     model_name = validate_model_name(model_name)
     await ensure_account(upstream=upstream, principal=principal)
-    if version.lower() == LATEST:
+    number = validate_version(version)
+    if number is None:
         found = await _latest_tokenized(upstream=upstream, principal=principal, model_name=model_name)
     else:
-        if _VERSION_NUMBER.fullmatch(version) is None:
-            raise HokusaiValidationError("version", "must be a positive version number or 'latest'")
         payload = await call_as(
             upstream,
             principal,
@@ -1036,23 +1033,32 @@ async def transfer(
             params={"name": model_name},
             action=f"find registered model '{model_name}' to move the token to",
         )
+    current = await run_in_threadpool(get_token, database, token_id=token_id)
+    if current is None:
+        raise token_not_found(token_id)
+    # MLflow's grants move first and the record after: a failure in between leaves the record (and so the previous
+    # owner) as it was, and the retry the error asks for hands the model over again, idempotently. The other order
+    # would have the retry read the new owner as the previous one and leave the old owner's MANAGE in place.
+    try:
+        await upstream.hand_over_registered_model(
+            model_name or current.model_name, new_owner=new_owner, previous_owner=current.owner
+        )
+    except httpx.TransportError as exc:
+        raise mlflow_unavailable() from exc
+    except UpstreamError as exc:
+        logger.warning("token %s stays with %s: MLflow grants failed: %s", token_id, current.owner, exc)
+        raise ApiError(
+            502,
+            f"MLflow refused to hand model '{model_name or current.model_name}' to '{new_owner}', so token "
+            f"'{token_id}' still belongs to '{current.owner}'; retry.",
+            layer=LAYER_MLFLOW,
+        ) from exc
     moved = await run_in_threadpool(
         transfer_token, database, token_id=token_id, new_owner=new_owner, model_name=model_name
     )
     if moved is None:
         raise token_not_found(token_id)
     token, previous_owner = moved
-    try:
-        await upstream.hand_over_registered_model(token.model_name, new_owner=new_owner, previous_owner=previous_owner)
-    except httpx.TransportError as exc:
-        raise mlflow_unavailable() from exc
-    except UpstreamError as exc:
-        logger.warning("token %s moved to %s, but MLflow grants failed: %s", token_id, new_owner, exc)
-        raise ApiError(
-            502,
-            f"Token '{token_id}' now belongs to '{new_owner}', but MLflow refused to grant them the model; retry.",
-            layer=LAYER_MLFLOW,
-        ) from exc
     detail = {"from": previous_owner, "to": new_owner, "model_name": token.model_name}
     await audit_event(audit, caller, "token.transfer", "ok", token_id, detail)
     return token

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -34,11 +35,19 @@ def ensure_private_dir(path: Path) -> Path:
 
 
 def write_secret_file(path: Path, content: str) -> None:
-    """Create or replace `path` with owner-only permissions from the first byte on."""
+    """Create or replace `path` with owner-only permissions from the first byte on, durably.
+
+    The temporary file is always new (a leftover one, or a link planted in its place, is removed, not reused with
+    its old mode), and reaches the disk before it replaces `path`: a crash must not lose the key pepper.
+    """
     tmp = path.with_suffix(path.suffix + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(content)
+        handle.flush()
+        os.fsync(handle.fileno())
     os.replace(tmp, path)
 
 

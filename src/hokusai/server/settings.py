@@ -58,6 +58,20 @@ class Settings(BaseSettings):
         # LOG_LEVEL=INFO is how most tools spell it.
         return value.strip().lower() if isinstance(value, str) else value
 
+    @field_validator("assertion_secret", mode="before")
+    @classmethod
+    def _without_surrounding_whitespace(cls, value: object) -> object:
+        # A secret pasted into `.env` or mounted from a file often ends in a newline. The MLflow side reads the secret
+        # file stripped, so an unstripped one here would fail every signature check.
+        return value.strip() if isinstance(value, str) else value
+
+    @field_validator("mlflow_admin_password", mode="before")
+    @classmethod
+    def _on_one_line(cls, value: object) -> object:
+        if isinstance(value, str) and ("\n" in value or "\r" in value):
+            raise ValueError("must be on one line (it is written to MLflow's auth config file)")
+        return value
+
     @field_validator("mlflow_default_permission", mode="before")
     @classmethod
     def _upper_case(cls, value: object) -> object:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
 import httpx
 from fastapi import APIRouter, Request, status
@@ -12,7 +13,7 @@ from hokusai.errors import HokusaiValidationError
 from hokusai.server.deps import PrincipalDep, StateDep
 from hokusai.server.errors import ApiError
 from hokusai.server.keys import IssuedKey, KeyAlreadyRevoked, Principal, expiry_from_days, principal_of
-from hokusai.server.models import ApiKey
+from hokusai.server.models import ApiKey, utcnow
 from hokusai.server.schemas import KeyCreate, KeyCreated, KeyInfo, KeyList
 from hokusai.server.state import AppState
 from hokusai.server.upstream import UpstreamError
@@ -53,6 +54,25 @@ def _audit(state: AppState, request: Request, principal: Principal, action: str,
     )
 
 
+def _within_lifetime_of(limit: datetime, requested: datetime | None) -> datetime:
+    """A non-admin's new key expires no later than the key that creates it, and with it when no expiry is asked for.
+
+    Otherwise a key given for a week could create one that never expires.
+    """
+    if requested is None:
+        return limit
+    if requested <= limit:
+        return requested
+    days_left = (limit - utcnow()).days
+    ask = f"ask for at most {days_left} days (`--expires-in-days {days_left}`), or ask" if days_left else "ask"
+    raise ApiError(
+        403,
+        f"A key cannot outlive the key that creates it, and yours expires at {limit:%Y-%m-%d %H:%M} UTC: {ask} an "
+        "admin for a longer-lived key.",
+        error_code="PERMISSION_DENIED",
+    )
+
+
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=KeyCreated)
 async def create_key(body: KeyCreate, request: Request, state: StateDep, principal: PrincipalDep) -> KeyCreated:
     """Create a key. The full key is in the response once; only its keyed hash is stored."""
@@ -78,8 +98,11 @@ async def create_key(body: KeyCreate, request: Request, state: StateDep, princip
             f"(`--scopes {held}` in `hokusai keys create`), or ask an admin for a key with wider scopes.",
             error_code="PERMISSION_DENIED",
         )
+    expires_at = expiry_from_days(body.expires_in_days)
+    if not principal.is_admin and principal.expires_at is not None:
+        expires_at = _within_lifetime_of(principal.expires_at, expires_at)
     issued = await run_in_threadpool(
-        state.keys.create, owner=owner, name=body.name, scopes=scopes, expires_at=expiry_from_days(body.expires_in_days)
+        state.keys.create, owner=owner, name=body.name, scopes=scopes, expires_at=expires_at
     )
     await _provision(state, issued)
     await run_in_threadpool(_audit, state, request, principal, "key.create", issued.record.id)

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Path, Query, Request, Response, status
 
 from hokusai.server import registry
 from hokusai.server.deps import ReaderDep, StateDep, WriterDep
-from hokusai.server.registry import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, VERSION_PATTERN, Caller, Registration
+from hokusai.server.registry import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Caller, Registration
 from hokusai.server.schemas import (
     OWNER_RULES,
     TOKEN_ID_RULES,
@@ -19,7 +19,7 @@ from hokusai.server.schemas import (
     TokenizedModelList,
     error_responses,
 )
-from hokusai.validation import METADATA_FIELDS, normalize_token_id, validate_owner
+from hokusai.validation import METADATA_FIELDS, VERSION_PATTERN, normalize_token_id, validate_owner
 
 router = APIRouter(prefix="/api/v1/models", tags=["models"])
 

@@ -1,0 +1,127 @@
+"""The embedded MLflow's configuration files and its supervisor, without starting MLflow."""
+
+from __future__ import annotations
+
+import configparser
+import os
+import stat
+import threading
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from hokusai.server import mlflow_process
+from hokusai.server.mlflow_process import EmbeddedMlflow
+from hokusai.server.secrets import load_or_create_secrets, write_secret_file
+from hokusai.server.settings import Settings
+
+
+def _embedded(tmp_path: Path, **settings: object) -> EmbeddedMlflow:
+    configured = Settings(_env_file=None, data_dir=tmp_path / "data", **settings)  # type: ignore[arg-type]
+    return EmbeddedMlflow(configured, load_or_create_secrets(configured), port=5999)
+
+
+def test_a_percent_sign_reaches_mlflow_as_written(tmp_path: Path) -> None:
+    # MLflow reads its auth config with configparser's interpolation, where a bare % fails to start the server.
+    embedded = _embedded(tmp_path / "100%", mlflow_admin_password="s3cr%t")
+    config_path, _ = embedded._write_config()
+
+    config = configparser.ConfigParser()
+    config.read(config_path)
+
+    assert config["mlflow"]["admin_password"] == "s3cr%t"
+    assert config["mlflow"]["database_uri"] == f"sqlite:///{embedded.home / 'basic_auth.db'}"
+    assert "100%" in config["mlflow"]["database_uri"]
+
+
+def test_an_admin_password_on_two_lines_is_refused() -> None:
+    with pytest.raises(ValidationError, match="must be on one line"):
+        Settings(_env_file=None, mlflow_admin_password="first\nauthorization_function = evil:f")
+
+
+def test_the_assertion_secret_loses_surrounding_whitespace() -> None:
+    # The MLflow side reads the secret file stripped; a trailing newline from a mounted secret must not differ.
+    assert Settings(_env_file=None, assertion_secret="abc\n").assertion_secret.get_secret_value() == "abc"  # type: ignore[union-attr]
+
+
+def test_secret_files_are_new_and_private_whatever_was_left_behind(tmp_path: Path) -> None:
+    target = tmp_path / "secret"
+    leftover = tmp_path / "secret.tmp"
+    leftover.write_text("old")
+    leftover.chmod(0o644)
+    write_secret_file(target, "one")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.write_text("untouched")
+    (tmp_path / "secret.tmp").symlink_to(elsewhere)
+    write_secret_file(target, "two")
+
+    assert target.read_text() == "two"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert elsewhere.read_text() == "untouched"  # a planted link is removed, never written through
+    assert not (tmp_path / "secret.tmp").exists()
+
+
+class _FakeProcess:
+    """A child that has exited (`exited=True`) or runs until `end()`."""
+
+    def __init__(self, *, exited: bool) -> None:
+        self.pid = -1
+        self._done = threading.Event()
+        if exited:
+            self._done.set()
+
+    def wait(self, timeout: float | None = None) -> int:
+        self._done.wait(timeout)
+        return 1
+
+    def poll(self) -> int | None:
+        return 1 if self._done.is_set() else None
+
+    def end(self) -> None:
+        self._done.set()
+
+
+def test_the_supervisor_outlives_a_failed_spawn(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A restart that cannot even start a process (out of file descriptors, say) is tried again after the backoff."""
+    monkeypatch.setattr(mlflow_process, "_RESTART_BACKOFF_SECONDS", (0.01,))
+    embedded = _embedded(tmp_path)
+    embedded._process = _FakeProcess(exited=True)  # type: ignore[assignment]
+    running = _FakeProcess(exited=False)
+    spawns: list[str] = []
+
+    def spawn(_config: Path, _secret: Path) -> None:
+        if not spawns:
+            spawns.append("failed")
+            raise OSError(24, "Too many open files")
+        spawns.append("started")
+        embedded._process = running  # type: ignore[assignment]
+
+    monkeypatch.setattr(embedded, "_spawn", spawn)
+    monkeypatch.setattr(embedded, "wait_ready", lambda _timeout: None)
+    monkeypatch.setattr(embedded, "_kill_group", lambda _signal: None)  # no real process group to signal
+    watcher = threading.Thread(target=embedded._watch, args=(tmp_path, tmp_path), daemon=True)
+    watcher.start()
+    deadline = threading.Event()
+    for _ in range(200):  # a bound against hanging, not a timing assertion
+        if embedded.restarts:
+            break
+        deadline.wait(0.05)
+    embedded._stopping.set()
+    running.end()
+    watcher.join(10)
+
+    assert spawns == ["failed", "started"]
+    assert embedded.restarts == 1
+    assert not watcher.is_alive()
+
+
+@pytest.mark.skipif(mlflow_process._LIBC is None, reason="parent-death signals are Linux only")
+def test_the_child_ends_at_once_if_its_parent_is_already_gone() -> None:
+    # In a forked child, as before exec: told a parent pid that is not its parent, it exits with 1.
+    child = os.fork()
+    if child == 0:
+        mlflow_process._die_with_parent(os.getppid() + 1)
+        os._exit(0)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 1

@@ -1,0 +1,67 @@
+"""Moving a token to another owner when MLflow refuses the hand-over halfway: the retry must finish the job."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from sqlalchemy import select
+
+from hokusai.server.audit import AuditLog
+from hokusai.server.db import Database
+from hokusai.server.errors import ApiError
+from hokusai.server.keys import KeyStore, Principal
+from hokusai.server.models import AuditEvent
+from hokusai.server.registry import Caller, claim_token, get_token, transfer
+from hokusai.server.upstream import UpstreamError
+from hokusai.validation import parse_scopes
+
+ADMIN = Principal(key_id="key_admin", owner="admin", scopes=parse_scopes("admin"), prefix="hk_live_a", expires_at=None)
+
+
+class _FlakyMlflow:
+    """Refuses the first hand-over (as MLflow might, halfway through its grants), then accepts."""
+
+    def __init__(self) -> None:
+        self.hand_overs: list[tuple[str, str, str]] = []
+
+    async def hand_over_registered_model(self, model_name: str, *, new_owner: str, previous_owner: str) -> None:
+        self.hand_overs.append((model_name, new_owner, previous_owner))
+        if len(self.hand_overs) == 1:
+            raise UpstreamError("POST permissions/revoke failed with 500")
+
+
+def test_a_retried_transfer_still_withdraws_the_first_owners_rights(database: Database) -> None:
+    keys = KeyStore(database, b"pepper")
+    keys.create(owner="bob", name="b", scopes=parse_scopes("read,write"))
+    claim_token(database, token_id="CHURN", model_name="churn", owner="alice")
+    mlflow, audit, caller = _FlakyMlflow(), AuditLog(database), Caller(principal=ADMIN, request_id=None)
+
+    def move() -> object:
+        return asyncio.run(
+            transfer(
+                database=database,
+                keys=keys,
+                upstream=mlflow,  # type: ignore[arg-type]
+                audit=audit,
+                caller=caller,
+                token_id="CHURN",
+                new_owner="bob",
+                model_name=None,
+            )
+        )
+
+    with pytest.raises(ApiError) as refused:
+        move()
+    held_after_refusal = get_token(database, token_id="CHURN")
+    moved = move()
+
+    assert refused.value.status == 502
+    assert "token 'CHURN' still belongs to 'alice'; retry" in refused.value.message
+    assert held_after_refusal is not None and held_after_refusal.owner == "alice"
+    assert mlflow.hand_overs == [("churn", "bob", "alice"), ("churn", "bob", "alice")]  # alice's grant is withdrawn
+    assert moved.owner == "bob"  # type: ignore[attr-defined]
+    with database.session() as session:
+        trail = [(event.action, event.detail) for event in session.scalars(select(AuditEvent))]
+    assert [action for action, _ in trail] == ["token.transfer"]
+    assert '"from": "alice"' in trail[0][1] and '"to": "bob"' in trail[0][1]
