@@ -618,4 +618,7 @@ def _complete_envelope(payload: dict[str, Any], status: int) -> None:
     payload.setdefault("error_code", error_code_for_status(status))
     if "message" not in payload:
         detail = payload.get("detail")
-        payload["message"] = detail if isinstance(detail, str) and detail else json.dumps(detail)
+        if isinstance(detail, str) and detail:
+            payload["message"] = detail
+        else:  # FastAPI's validation errors list their problems; anything else is said as it came
+            payload["message"] = json.dumps(detail) if detail is not None else "MLflow refused."
