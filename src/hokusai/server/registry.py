@@ -8,11 +8,9 @@ write, and the caller becomes MANAGE on a registered model they create.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import math
-import weakref
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -29,6 +27,7 @@ from hokusai.server.audit import AuditLog
 from hokusai.server.db import Database
 from hokusai.server.errors import LAYER_MLFLOW, RETRY_AFTER_SECONDS, ApiError, mlflow_unavailable
 from hokusai.server.keys import KeyStore, Principal
+from hokusai.server.locks import local_lock, shared_lock
 from hokusai.server.mlflow_rest import (
     call_as,
     checked_page_token,
@@ -98,13 +97,13 @@ _SEARCH_PAGE_SIZE = 1000
 _MLMODEL = "MLmodel"
 _ORDER = ["name ASC", "version_number ASC"]
 _CLAIM_ATTEMPTS = 3
-# One lock per token while a request looks for its version and creates it: a client that retries a slow POST
-# (the SDK does) then finds the first request's version instead of adding a twin. The repeat is recognised by its
-# model, token and source; the SDK's Idempotency-Key header is not read. The locks hold within one API process
-# and vanish with the last request holding them (docs/architecture.md, "Registering a tokenized model").
-_version_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
-# One lock per registered model while it may be created and get its version (see create_model_version).
-_model_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+# One lock per token while a request looks for its version and creates it (`locks.shared_lock`, across API
+# processes on PostgreSQL): a client that retries a slow POST (the SDK does) then finds the first request's version
+# instead of adding a twin. The repeat is recognised by its model, token and source; the SDK's Idempotency-Key
+# header is not read. And one lock per registered model while it may be created and get its version (see
+# `create_model_version`).
+_TOKEN_LOCK = "registry.token:"
+_MODEL_LOCK = "registry.model:"
 
 
 @dataclass(frozen=True)
@@ -332,7 +331,7 @@ async def create_model_version(
         body["model_id"] = source.model_id
     if description is not None:
         body["description"] = description
-    async with _lock(_model_locks, model_name):
+    async with local_lock(_MODEL_LOCK + model_name):
         created_model = await ensure_registered_model(upstream=upstream, principal=principal, model_name=model_name)
         try:
             payload = await call_as(
@@ -720,7 +719,7 @@ async def register_tokenized_model(
     source = await resolve_source(upstream=upstream, principal=principal, model_uri=located.uri, run=run)
     # One lock per token from the claim to the version: a claim is never moved (see `_move_stale_claim`) while
     # another request of its owner is still creating the version that will carry it.
-    async with _lock(_version_locks, registration.token_id):
+    async with shared_lock(database, _TOKEN_LOCK + registration.token_id):
         claim = await _claim_audited(
             database=database, upstream=upstream, audit=audit, caller=caller, registration=registration
         )
@@ -737,13 +736,6 @@ async def register_tokenized_model(
         detail = {"version": info.version, "source": info.source, "token_id": info.token_id}
         await audit_event(audit, caller, "model.register", "ok", f"{info.model_name}/{info.version}", detail)
     return info
-
-
-def _lock(locks: weakref.WeakValueDictionary[str, asyncio.Lock], name: str) -> asyncio.Lock:
-    lock = locks.get(name)
-    if lock is None:
-        lock = locks[name] = asyncio.Lock()
-    return lock
 
 
 async def _claim_audited(
