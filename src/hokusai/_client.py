@@ -71,8 +71,8 @@ _ERROR_CLASSES: dict[int, type[HokusaiAPIError]] = {
 }
 CONNECTION_HINT = "is the Hokusai API running? `hokusai server` / check HOKUSAI_API_URL"
 _MLFLOW_403_HINT = (
-    "MLflow refused this resource: it belongs to another user; "
-    "use your own experiment/model or ask its owner for access"
+    "MLflow refused this resource: it belongs to another user, or (where the message says so) may not exist; "
+    "check its name or id, use your own experiment/model, or ask its owner for access"
 )
 
 RequestAuth: TypeAlias = "httpx.Auth | UseClientDefault | None"

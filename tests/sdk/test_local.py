@@ -213,6 +213,8 @@ def test_baseline(registry: ModelRegistry) -> None:
     assert entry.tags["metadata"] == '{"dataset":"v1"}'
     assert entry.tags["is_baseline"] == "true"
     assert entry.tags["registered_by"] == registry.whoami()["owner"]
+    without = registry.register_baseline_via_api("classification", RUN_ID, {})
+    assert "metadata" not in without.tags  # as over the API, which sends no metadata for an empty mapping
 
 
 def test_whoami_is_the_local_user(registry: ModelRegistry) -> None:
