@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 
 from hokusai.server import locks
 from hokusai.server.db import Database
+from hokusai.server.errors import ApiError
 
 
 def test_holders_of_one_name_take_turns_in_this_process(database: Database) -> None:
@@ -33,11 +35,8 @@ def test_another_process_cannot_take_a_held_name_on_postgresql(database: Databas
     key = locks.advisory_key("registry.token:CHURN")
 
     def others_try() -> bool:
-        with other_process.engine.connect() as connection:
-            acquired = locks._try_advisory_lock(connection, key)
-            if acquired:
-                locks._advisory_unlock(connection, key)
-            return acquired
+        with other_process.lock_engine.connect() as connection:  # closing it releases what it took
+            return locks.try_advisory_lock(connection, key)
 
     async def scenario() -> tuple[bool, bool]:
         async with locks.shared_lock(database, "registry.token:CHURN"):
@@ -49,3 +48,32 @@ def test_another_process_cannot_take_a_held_name_on_postgresql(database: Databas
     finally:
         other_process.close()
     assert (while_held, after) == (False, True)
+
+
+def test_a_waiter_that_cannot_have_the_lock_in_time_is_told_to_retry(database: Database, database_url: str) -> None:
+    """Held by another process on PostgreSQL (a session of its own), by another request here on SQLite."""
+    name = "registry.token:BUSY"
+    holder = Database(database_url)
+
+    async def scenario() -> ApiError:
+        async with contextlib.AsyncExitStack() as stack:
+            if database.engine.dialect.name == "postgresql":
+                connection = stack.enter_context(holder.lock_engine.connect())
+                assert locks.try_advisory_lock(connection, locks.advisory_key(name))
+            else:
+                await stack.enter_async_context(locks.shared_lock(database, name))
+            with pytest.raises(ApiError) as refused:
+                async with locks.shared_lock(database, name, wait_seconds=0.3):
+                    pytest.fail("the lock was held elsewhere")
+            return refused.value
+
+    try:
+        refused = asyncio.run(scenario())
+    finally:
+        holder.close()
+    assert (refused.status, refused.error_code, refused.headers) == (
+        503,
+        "TEMPORARILY_UNAVAILABLE",
+        {"Retry-After": "2"},
+    )
+    assert refused.message == "Another request on 'BUSY' is still running; retry shortly."

@@ -65,3 +65,46 @@ def test_a_retried_transfer_still_withdraws_the_first_owners_rights(database: Da
         trail = [(event.action, event.detail) for event in session.scalars(select(AuditEvent))]
     assert [action for action, _ in trail] == ["token.transfer"]
     assert '"from": "alice"' in trail[0][1] and '"to": "bob"' in trail[0][1]
+
+
+class _SlowMlflow:
+    """Accepts every hand-over, yielding mid-way as a real one would while it waits on MLflow."""
+
+    def __init__(self) -> None:
+        self.hand_overs: list[tuple[str, str, str]] = []
+
+    async def hand_over_registered_model(self, model_name: str, *, new_owner: str, previous_owner: str) -> None:
+        await asyncio.sleep(0.01)
+        self.hand_overs.append((model_name, new_owner, previous_owner))
+
+
+def test_two_transfers_at_once_each_withdraw_the_owner_before_them(database: Database) -> None:
+    keys = KeyStore(database, b"pepper")
+    for owner in ("bob", "carol"):
+        keys.create(owner=owner, name=owner, scopes=parse_scopes("read,write"))
+    claim_token(database, token_id="CHURN", model_name="churn", owner="alice")
+    mlflow, audit, caller = _SlowMlflow(), AuditLog(database), Caller(principal=ADMIN, request_id=None)
+
+    async def both() -> None:
+        await asyncio.gather(
+            *(
+                transfer(
+                    database=database,
+                    keys=keys,
+                    upstream=mlflow,  # type: ignore[arg-type]
+                    audit=audit,
+                    caller=caller,
+                    token_id="CHURN",
+                    new_owner=new_owner,
+                    model_name=None,
+                )
+                for new_owner in ("bob", "carol")
+            )
+        )
+
+    asyncio.run(both())
+
+    # One after the other: the second hand-over withdraws the first new owner, so one owner holds MANAGE at the end.
+    assert mlflow.hand_overs == [("churn", "bob", "alice"), ("churn", "carol", "bob")]
+    held = get_token(database, token_id="CHURN")
+    assert held is not None and held.owner == "carol"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
 
 MIGRATIONS = "hokusai.server:migrations"
 
@@ -57,8 +59,15 @@ class Database:
         with self._sessions() as session, session.begin():
             yield session
 
+    @cached_property
+    def lock_engine(self) -> Engine:
+        """Connections outside the pool, for session-level locks (`locks.py`): closing one ends its session."""
+        return create_engine(self.url, poolclass=NullPool)
+
     def close(self) -> None:
         self.engine.dispose()
+        if "lock_engine" in self.__dict__:
+            self.lock_engine.dispose()
 
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}(dialect={self.engine.dialect.name!r})"

@@ -621,4 +621,4 @@ def _complete_envelope(payload: dict[str, Any], status: int) -> None:
         if isinstance(detail, str) and detail:
             payload["message"] = detail
         else:  # FastAPI's validation errors list their problems; anything else is said as it came
-            payload["message"] = json.dumps(detail) if detail is not None else "MLflow refused."
+            payload["message"] = json.dumps(detail) if detail not in (None, "") else "MLflow refused."

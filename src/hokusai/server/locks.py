@@ -3,12 +3,16 @@
 A retried registration must find the version its first attempt created rather than add a twin, which needs the
 two requests to take turns even when they reach different API processes. SQLite deployments run one process per
 database file; on PostgreSQL a session-level advisory lock, keyed by the name, makes the other processes wait.
+The lock lives on a connection of its own, outside the pool, and is released by closing it: PostgreSQL drops a
+session's advisory locks when the session ends, so a cancelled or failed request can never leave one behind.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import logging
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,8 +21,13 @@ from sqlalchemy import Connection, text
 from starlette.concurrency import run_in_threadpool
 
 from hokusai.server.db import Database
+from hokusai.server.errors import RETRY_AFTER_SECONDS, ApiError
+
+logger = logging.getLogger(__name__)
 
 _POLL_SECONDS = 0.1
+# Longer than a registration takes (a few MLflow calls); a waiter past it is told to retry rather than kept.
+WAIT_SECONDS = 120.0
 _local_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
 
@@ -31,24 +40,45 @@ def local_lock(name: str) -> asyncio.Lock:
 
 
 @asynccontextmanager
-async def shared_lock(database: Database, name: str) -> AsyncIterator[None]:
-    """Hold `name` against every request of this process and, on PostgreSQL, of every API process."""
-    async with local_lock(name):
+async def shared_lock(database: Database, name: str, *, wait_seconds: float = WAIT_SECONDS) -> AsyncIterator[None]:
+    """Hold `name` against every request of this process and, on PostgreSQL, of every API process.
+
+    A 503 (retry) when it cannot be had within `wait_seconds`.
+    """
+    lock = local_lock(name)
+    try:
+        async with asyncio.timeout(wait_seconds):
+            await lock.acquire()
+    except TimeoutError:
+        raise _busy(name) from None
+    try:
         if database.engine.dialect.name != "postgresql":
             yield
             return
-        key = advisory_key(name)
-        connection = await run_in_threadpool(database.engine.connect)
-        try:
-            # Polled, not awaited in a worker thread: waiters must not use up the thread pool.
-            while not await run_in_threadpool(_try_advisory_lock, connection, key):
-                await asyncio.sleep(_POLL_SECONDS)
-            try:
-                yield
-            finally:
-                await run_in_threadpool(_advisory_unlock, connection, key)
-        finally:
-            await run_in_threadpool(connection.close)
+        async with _advisory_lock(database, name, wait_seconds):
+            yield
+    finally:
+        lock.release()
+
+
+@asynccontextmanager
+async def _advisory_lock(database: Database, name: str, wait_seconds: float) -> AsyncIterator[None]:
+    key = advisory_key(name)
+    connection = await run_in_threadpool(database.lock_engine.connect)
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_seconds
+        # Polled, not awaited in a worker thread: waiters must not use up the thread pool.
+        while not await run_in_threadpool(try_advisory_lock, connection, key):
+            if loop.time() >= deadline:
+                raise _busy(name)
+            await asyncio.sleep(_POLL_SECONDS)
+        yield
+    finally:
+        # Closing ends the session, and the lock with it; closing in the event loop thread keeps a cancelled
+        # request from skipping it.
+        with contextlib.suppress(Exception):
+            connection.close()
 
 
 def advisory_key(name: str) -> int:
@@ -56,18 +86,17 @@ def advisory_key(name: str) -> int:
     return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
 
 
-def _try_advisory_lock(connection: Connection, key: int) -> bool:
+def try_advisory_lock(connection: Connection, key: int) -> bool:
     acquired = connection.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": key}).scalar_one()
     connection.commit()  # no transaction stays open while the lock is held
     return bool(acquired)
 
 
-def _advisory_unlock(connection: Connection, key: int) -> None:
-    try:
-        connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
-        connection.commit()
-    except Exception:
-        # A session-level lock lives as long as its database session: a connection that cannot unlock is thrown
-        # away rather than pooled, which ends the session and the lock with it.
-        connection.invalidate()
-        raise
+def _busy(name: str) -> ApiError:
+    what = name.split(":", 1)[-1]
+    return ApiError(
+        503,
+        f"Another request on '{what}' is still running; retry shortly.",
+        error_code="TEMPORARILY_UNAVAILABLE",
+        headers={"Retry-After": RETRY_AFTER_SECONDS},
+    )

@@ -27,7 +27,7 @@ from hokusai.server.audit import AuditLog
 from hokusai.server.db import Database
 from hokusai.server.errors import LAYER_MLFLOW, RETRY_AFTER_SECONDS, ApiError, mlflow_unavailable
 from hokusai.server.keys import KeyStore, Principal
-from hokusai.server.locks import local_lock, shared_lock
+from hokusai.server.locks import shared_lock
 from hokusai.server.mlflow_rest import (
     call_as,
     checked_page_token,
@@ -307,6 +307,7 @@ async def ensure_registered_model(*, upstream: Upstream, principal: Principal, m
 
 async def create_model_version(
     *,
+    database: Database,
     upstream: Upstream,
     principal: Principal,
     model_name: str,
@@ -331,7 +332,7 @@ async def create_model_version(
         body["model_id"] = source.model_id
     if description is not None:
         body["description"] = description
-    async with local_lock(_MODEL_LOCK + model_name):
+    async with shared_lock(database, _MODEL_LOCK + model_name):
         created_model = await ensure_registered_model(upstream=upstream, principal=principal, model_name=model_name)
         try:
             payload = await call_as(
@@ -726,7 +727,12 @@ async def register_tokenized_model(
         registered = False
         try:
             info = await _existing_or_new_version(
-                upstream=upstream, principal=principal, registration=registration, source=source, warnings=warnings
+                database=database,
+                upstream=upstream,
+                principal=principal,
+                registration=registration,
+                source=source,
+                warnings=warnings,
             )
             registered = True
         finally:
@@ -809,7 +815,13 @@ async def _roll_back_claim(*, database: Database, audit: AuditLog, caller: Calle
 
 
 async def _existing_or_new_version(
-    *, upstream: Upstream, principal: Principal, registration: Registration, source: Source, warnings: list[str]
+    *,
+    database: Database,
+    upstream: Upstream,
+    principal: Principal,
+    registration: Registration,
+    source: Source,
+    warnings: list[str],
 ) -> TokenizedModelInfo:
     existing = await find_existing_version(
         upstream=upstream,
@@ -830,6 +842,7 @@ async def _existing_or_new_version(
     version = existing
     if version is None:
         version = await create_model_version(
+            database=database,
             upstream=upstream,
             principal=principal,
             model_name=registration.model_name,
@@ -845,6 +858,7 @@ async def _existing_or_new_version(
 
 async def register_baseline(
     *,
+    database: Database,
     upstream: Upstream,
     audit: AuditLog,
     caller: Caller,
@@ -878,7 +892,13 @@ async def register_baseline(
     if metadata_json is not None:
         tags[TAG_METADATA] = metadata_json
     version = await create_model_version(
-        upstream=upstream, principal=PLATFORM, model_name=model_name, source=source, tags=tags, description=None
+        database=database,
+        upstream=upstream,
+        principal=PLATFORM,
+        model_name=model_name,
+        source=source,
+        tags=tags,
+        description=None,
     )
     number = str(version.get("version", ""))
     await audit_event(audit, caller, "model.register_baseline", "ok", f"{model_name}/{number}", {"source": source.uri})
@@ -1025,6 +1045,30 @@ async def transfer(
             params={"name": model_name},
             action=f"find registered model '{model_name}' to move the token to",
         )
+    # Under the token's lock, as registrations are: two transfers at once would each withdraw the same previous
+    # owner's grant and leave the other new owner's in place.
+    async with shared_lock(database, _TOKEN_LOCK + token_id):
+        return await _transfer_locked(
+            database=database,
+            upstream=upstream,
+            audit=audit,
+            caller=caller,
+            token_id=token_id,
+            new_owner=new_owner,
+            model_name=model_name,
+        )
+
+
+async def _transfer_locked(
+    *,
+    database: Database,
+    upstream: Upstream,
+    audit: AuditLog,
+    caller: Caller,
+    token_id: str,
+    new_owner: str,
+    model_name: str | None,
+) -> Token:
     current = await run_in_threadpool(get_token, database, token_id=token_id)
     if current is None:
         raise token_not_found(token_id)

@@ -49,6 +49,11 @@ def write_secret_file(path: Path, content: str) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)  # the rename itself, or a first file could vanish in a crash
+    finally:
+        os.close(directory)
 
 
 def load_or_create_secrets(settings: Settings) -> PlatformSecrets:

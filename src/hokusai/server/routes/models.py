@@ -123,6 +123,7 @@ async def create_baseline(
 ) -> BaselineInfo:
     """Register a run's model as a baseline version of `hokusai-baseline-<model_type>`."""
     return await registry.register_baseline(
+        database=state.database,
         upstream=state.upstream,
         audit=state.audit,
         caller=Caller.of(request, principal),
