@@ -144,9 +144,9 @@ def test_users_manage_only_their_own_keys(platform: LivePlatform) -> None:
         for_bob = client.post("/api/v1/keys", json={"owner": bob_owner})
         assert (for_bob.status_code, for_bob.json()["error_code"]) == (403, "PERMISSION_DENIED")
         assert for_bob.json()["message"] == (
-            f"This key lacks the 'admin' scope needed to create a key for another owner ('{bob_owner}'). Leave the "
-            "owner out (`--owner` in `hokusai keys create`) to create a key for yourself, or ask an admin to create "
-            "this one."
+            f"This key lacks the 'admin' scope needed to create a key for another owner ('{bob_owner}'). Run "
+            "`hokusai keys create` without `--owner` (or send no owner) to create a key for yourself, or ask an admin "
+            "to create this one."
         )
         escalation = client.post("/api/v1/keys", json={"scopes": ["admin"]})
         assert escalation.status_code == 403 and escalation.json()["error_code"] == "PERMISSION_DENIED"

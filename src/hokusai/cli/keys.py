@@ -113,7 +113,13 @@ def _print_created(row: dict[str, Any], quiet: bool) -> None:
     out = console()
     scopes = ",".join(row["scopes"])
     out.print(
-        Text.assemble("Created key ", (row["id"], "bold"), " for ", (row["owner"], "bold"), f" with scopes {scopes}.")
+        Text.assemble(
+            "Created key ",
+            (row["id"], "bold"),
+            f" ({row['name']}) for ",
+            (row["owner"], "bold"),
+            f" with scopes {scopes}.",
+        )
     )
     if row.get("expires_at"):
         out.print(f"It expires on {str(row['expires_at'])[:10]}.")
@@ -167,7 +173,7 @@ def list_keys(
     offline: OfflineOption = False,
     api_url: ApiUrlOption = None,
 ) -> None:
-    """List keys (never the keys themselves: only their prefixes).
+    """List keys (never the keys themselves: only their prefixes); `last used` is written every 30 s.
 
     Example: `hokusai keys list --all` (admins) or `hokusai keys list` (your own).
     """

@@ -87,8 +87,8 @@ async def create_key(body: KeyCreate, request: Request, state: StateDep, princip
             principal,
             "admin",
             purpose=f"to create a key for another owner ('{owner}')",
-            advice="Leave the owner out (`--owner` in `hokusai keys create`) to create a key for yourself, or ask "
-            "an admin to create this one.",
+            advice="Run `hokusai keys create` without `--owner` (or send no owner) to create a key for yourself, or "
+            "ask an admin to create this one.",
         )
     if not principal.is_admin and not all(principal.has_scope(scope) for scope in scopes):
         held = ",".join(sorted(principal.scopes))
