@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from tests.support.platform import LivePlatform
+from tests.support.raw_http import raw_request
 
 pytestmark = pytest.mark.live
 
@@ -608,8 +609,8 @@ def test_an_upload_mlflow_refuses_before_reading_it_closes_the_connection(
 ) -> None:
     """User B's 64 MiB upload into user A's run: MLflow's 403 comes after 1 MiB, and nobody sends the rest.
 
-    The client sends only the first MiB and then reads. The connection must close after the answer: a server that
-    instead waited for the rest of the body (to keep the connection alive) fails the test through the socket timeout.
+    The client sends only the first MiB and then reads. The answer must close the connection: a server keeping it
+    alive would wait for the rest of the body before it could read the next request.
     """
     intruder = platform.create_key(platform.unique_owner("early-refusal-"), "read,write")
     path = f"{ARTIFACTS}/{owner_resources['experiment']}/{owner_resources['run']}/artifacts/big.bin"
@@ -617,18 +618,11 @@ def test_an_upload_mlflow_refuses_before_reading_it_closes_the_connection(
         f"PUT {path} HTTP/1.1\r\nHost: 127.0.0.1:{platform.port}\r\nAuthorization: Bearer {intruder}\r\n"
         f"Content-Length: {64 * 1024 * 1024}\r\n\r\n"
     )
-    with socket.create_connection(("127.0.0.1", platform.port), timeout=30.0) as sock:
-        sock.sendall(head.encode() + b"b" * (1024 * 1024))
-        received = bytearray()
-        while chunk := sock.recv(65536):  # ends only when the server closes the connection
-            received.extend(chunk)
+    answer = raw_request(platform.port, head.encode() + b"b" * (1024 * 1024), timeout=30.0)
 
-    raw_head, _, body = bytes(received).partition(b"\r\n\r\n")
-    status_line, *header_lines = raw_head.decode("latin-1").split("\r\n")
-    headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in header_lines)}
-    assert status_line.split()[1] == "403", received[:500]
-    assert headers["connection"] == "close"
-    assert json.loads(body)["layer"] == "mlflow"
+    assert answer.status == 403, answer.body[:500]
+    assert answer.headers["connection"] == "close"
+    assert answer.json()["layer"] == "mlflow"  # type: ignore[index]
 
 
 def test_a_client_hanging_up_mid_upload_is_logged_as_such_not_as_mlflow_down(

@@ -31,11 +31,18 @@ class _FlakyMlflow:
             raise UpstreamError("POST permissions/revoke failed with 500")
 
 
-def test_a_retried_transfer_still_withdraws_the_first_owners_rights(database: Database) -> None:
+def _alices_token_and_accounts(database: Database, *owners: str) -> tuple[KeyStore, AuditLog, Caller]:
+    """Token CHURN held by alice's model `churn`, accounts for `owners`, and an admin to move it."""
     keys = KeyStore(database, b"pepper")
-    keys.create(owner="bob", name="b", scopes=parse_scopes("read,write"))
+    for owner in owners:
+        keys.create(owner=owner, name=owner, scopes=parse_scopes("read,write"))
     claim_token(database, token_id="CHURN", model_name="churn", owner="alice")
-    mlflow, audit, caller = _FlakyMlflow(), AuditLog(database), Caller(principal=ADMIN, request_id=None)
+    return keys, AuditLog(database), Caller(principal=ADMIN, request_id=None)
+
+
+def test_a_retried_transfer_still_withdraws_the_first_owners_rights(database: Database) -> None:
+    keys, audit, caller = _alices_token_and_accounts(database, "bob")
+    mlflow = _FlakyMlflow()
 
     def move() -> object:
         return asyncio.run(
@@ -79,11 +86,8 @@ class _SlowMlflow:
 
 
 def test_two_transfers_at_once_each_withdraw_the_owner_before_them(database: Database) -> None:
-    keys = KeyStore(database, b"pepper")
-    for owner in ("bob", "carol"):
-        keys.create(owner=owner, name=owner, scopes=parse_scopes("read,write"))
-    claim_token(database, token_id="CHURN", model_name="churn", owner="alice")
-    mlflow, audit, caller = _SlowMlflow(), AuditLog(database), Caller(principal=ADMIN, request_id=None)
+    keys, audit, caller = _alices_token_and_accounts(database, "bob", "carol")
+    mlflow = _SlowMlflow()
 
     async def both() -> None:
         await asyncio.gather(
