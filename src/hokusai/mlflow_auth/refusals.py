@@ -63,6 +63,22 @@ def _request_params() -> dict[str, Any]:
     return params
 
 
+def _params_as_checked() -> dict[str, Any]:
+    """The parameters MLflow's permission checks read (`_get_request_param`): the query of a GET, the JSON body of a
+    POST or PATCH, the body (if JSON) or else the query of a DELETE; path parameters in every case.
+
+    The resources looked up must be the ones MLflow refused: a POST naming `?experiment_id=` in its query was not
+    refused for that experiment, and must not be answered as if it were.
+    """
+    if request.method in ("POST", "PATCH") or (request.method == "DELETE" and request.is_json):
+        body = request.get_json(silent=True)
+        params: dict[str, Any] = dict(body) if isinstance(body, dict) else {}
+    else:
+        params = dict(request.args.items())
+    params.update(request.view_args or {})
+    return params
+
+
 def _resource_lookups(params: dict[str, Any]) -> list[Callable[[], object]]:
     """Fetches of every resource the request names, in the order MLflow's handlers look them up."""
     from mlflow.server.handlers import _get_model_registry_store, _get_tracking_store
@@ -162,7 +178,7 @@ def _clearer_refusal() -> Response | None:
         return answer
     if not get_permission(mlflow_auth_app.auth_config.default_permission).can_read:
         return None
-    for lookup in _resource_lookups(params):
+    for lookup in _resource_lookups(_params_as_checked()):
         try:
             lookup()
         except MlflowException as exc:
