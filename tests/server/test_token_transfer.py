@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -11,7 +13,7 @@ from hokusai.server.audit import AuditLog
 from hokusai.server.db import Database
 from hokusai.server.errors import ApiError
 from hokusai.server.keys import KeyStore, Principal
-from hokusai.server.models import AuditEvent
+from hokusai.server.models import AuditEvent, Token
 from hokusai.server.registry import Caller, claim_token, get_token, transfer
 from hokusai.server.upstream import UpstreamError
 from hokusai.validation import parse_scopes
@@ -31,43 +33,45 @@ class _FlakyMlflow:
             raise UpstreamError("POST permissions/revoke failed with 500")
 
 
-def _alices_token_and_accounts(database: Database, *owners: str) -> tuple[KeyStore, AuditLog, Caller]:
-    """Token CHURN held by alice's model `churn`, accounts for `owners`, and an admin to move it."""
+def _transfers_of_alices_token(
+    database: Database, mlflow: object, *owners: str
+) -> Callable[[str], Coroutine[Any, Any, Token]]:
+    """Token CHURN held by alice's model `churn`, accounts for `owners`; returns an admin's transfer to one of them."""
     keys = KeyStore(database, b"pepper")
     for owner in owners:
         keys.create(owner=owner, name=owner, scopes=parse_scopes("read,write"))
     claim_token(database, token_id="CHURN", model_name="churn", owner="alice")
-    return keys, AuditLog(database), Caller(principal=ADMIN, request_id=None)
+    audit, caller = AuditLog(database), Caller(principal=ADMIN, request_id=None)
+
+    def transfer_to(new_owner: str) -> Coroutine[Any, Any, Token]:
+        return transfer(
+            database=database,
+            keys=keys,
+            upstream=mlflow,  # type: ignore[arg-type]
+            audit=audit,
+            caller=caller,
+            token_id="CHURN",
+            new_owner=new_owner,
+            model_name=None,
+        )
+
+    return transfer_to
 
 
 def test_a_retried_transfer_still_withdraws_the_first_owners_rights(database: Database) -> None:
-    keys, audit, caller = _alices_token_and_accounts(database, "bob")
     mlflow = _FlakyMlflow()
-
-    def move() -> object:
-        return asyncio.run(
-            transfer(
-                database=database,
-                keys=keys,
-                upstream=mlflow,  # type: ignore[arg-type]
-                audit=audit,
-                caller=caller,
-                token_id="CHURN",
-                new_owner="bob",
-                model_name=None,
-            )
-        )
+    transfer_to = _transfers_of_alices_token(database, mlflow, "bob")
 
     with pytest.raises(ApiError) as refused:
-        move()
+        asyncio.run(transfer_to("bob"))
     held_after_refusal = get_token(database, token_id="CHURN")
-    moved = move()
+    moved = asyncio.run(transfer_to("bob"))
 
     assert refused.value.status == 502
     assert "token 'CHURN' still belongs to 'alice'; retry" in refused.value.message
     assert held_after_refusal is not None and held_after_refusal.owner == "alice"
     assert mlflow.hand_overs == [("churn", "bob", "alice"), ("churn", "bob", "alice")]  # alice's grant is withdrawn
-    assert moved.owner == "bob"  # type: ignore[attr-defined]
+    assert moved.owner == "bob"
     with database.session() as session:
         trail = [(event.action, event.detail) for event in session.scalars(select(AuditEvent))]
     assert [action for action, _ in trail] == ["token.transfer"]
@@ -86,25 +90,11 @@ class _SlowMlflow:
 
 
 def test_two_transfers_at_once_each_withdraw_the_owner_before_them(database: Database) -> None:
-    keys, audit, caller = _alices_token_and_accounts(database, "bob", "carol")
     mlflow = _SlowMlflow()
+    transfer_to = _transfers_of_alices_token(database, mlflow, "bob", "carol")
 
     async def both() -> None:
-        await asyncio.gather(
-            *(
-                transfer(
-                    database=database,
-                    keys=keys,
-                    upstream=mlflow,  # type: ignore[arg-type]
-                    audit=audit,
-                    caller=caller,
-                    token_id="CHURN",
-                    new_owner=new_owner,
-                    model_name=None,
-                )
-                for new_owner in ("bob", "carol")
-            )
-        )
+        await asyncio.gather(transfer_to("bob"), transfer_to("carol"))
 
     asyncio.run(both())
 
