@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -93,7 +94,10 @@ def mlflow_store_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     directory = tmp_path_factory.mktemp("mlflow-template")
     uri = f"sqlite:///{directory / 'mlflow.db'}"
-    MlflowClient(tracking_uri=uri, registry_uri=uri).search_registered_models()
+    # MLflow gives the Default experiment the artifact root ./mlruns of the directory the store is created in, and
+    # every copy keeps it: created from the checkout, the tests' runs would write artifacts into the checkout.
+    with contextlib.chdir(directory):
+        MlflowClient(tracking_uri=uri, registry_uri=uri).search_registered_models()
     return directory / "mlflow.db"
 
 

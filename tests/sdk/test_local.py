@@ -239,3 +239,6 @@ def test_quickstart_runs_in_mock_mode_twice(
     assert lines[0] == "Registered qs-model version 1 for token QS-TOKEN"
     assert "Registered qs-model version 2 for token QS-TOKEN" in lines
     assert not any("warning" in line for line in lines)  # the run and its metric are in the local store
+    # The runs' artifacts stay in the test's directories, never in the checkout the suite runs from.
+    artifacts = Path(ModelRegistry().local.client.get_experiment("0").artifact_location.removeprefix("file://"))
+    assert not artifacts.is_relative_to(EXAMPLE.parents[1]), artifacts
