@@ -117,6 +117,7 @@ def rows_for(phase: str, result: dict[str, Any]) -> list[dict[str, Any]]:
             }
         )
         rows += _cpu_rows(title, sa, sb)
+        rows.append(_client_cpu_row(title, sa, sb, concurrency))
         rows.extend(_error_rows(title, sa, sb))
         rows += _reference_rows(title, result, data)
     return rows
@@ -195,6 +196,20 @@ def _cpu_rows(title: str, sa: dict[str, Any], sb: dict[str, Any]) -> list[dict[s
             }
         )
     return rows
+
+
+def _client_cpu_row(title: str, sa: dict[str, Any], sb: dict[str, Any], concurrency: int) -> dict[str, Any]:
+    """The load generator's own CPU per operation at full concurrency: it competes with the servers for the cores."""
+    a, b = sa["cpu_ms_per_op_c8"].get("client"), sb["cpu_ms_per_op_c8"].get("client")
+    return {
+        "workload": title,
+        "metric": f"CPU ms/op c={concurrency} (bench client)",
+        "a": a,
+        "b": b,
+        "ratio": None if a is None or b is None else ratio(b, a),
+        "target": "",
+        "met": None,
+    }
 
 
 def _artifact_rows(result: dict[str, Any]) -> list[dict[str, Any]]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import threading
 import time
 import uuid
@@ -55,8 +56,12 @@ class Fixture:
 
 
 def cpu_seconds(target: Target) -> dict[str, float]:
-    """User + system CPU seconds used so far by each labelled server process (and its descendants if asked)."""
-    totals: dict[str, float] = {}
+    """User + system CPU seconds used so far by each labelled server process (and its descendants if asked).
+
+    Also this process's own, as `client`: the load generator runs on the same cores as the servers it measures.
+    """
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    totals: dict[str, float] = {"client": own.ru_utime + own.ru_stime}
     for label, pid, recursive in target.cpu:
         try:
             root = psutil.Process(pid)
