@@ -333,6 +333,12 @@ ATTACKS: list[Attack] = [
         401,
         error_code=_UNAUTH,
     ),
+    Attack(
+        "key-as-query-name-public-path",  # no value at all: the key is the parameter's name
+        lambda m, k: http_request("GET", f"/api/mlflow/health?{k.writer}&m={m}", []),
+        401,
+        error_code=_UNAUTH,
+    ),
     # --- paths outside the forwarded families ------------------------------------------------------------------
     Attack("outside-admin", _get("/api/mlflow/admin/{m}"), 404, error_code=_NOT_FOUND),
     Attack("outside-preview", _get("/api/mlflow/api/2.0/preview/mlflow/{m}/experiments/search"), 404),

@@ -39,7 +39,7 @@ import httpx
 import pytest
 
 from hokusai.server.errors import error_code_for_status, readable_error_text
-from tests.support.platform import LivePlatform, free_port
+from tests.support.platform import LivePlatform, free_port, start_platform
 
 pytestmark = pytest.mark.live
 
@@ -1145,7 +1145,19 @@ def _stop_group(process: subprocess.Popen[bytes]) -> None:
 
 
 @pytest.fixture(scope="module")
-def transcripts(plain_mlflow: str, platform: LivePlatform) -> tuple[Transcript, Transcript]:
+def fresh_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LivePlatform]:
+    """A platform of this module's own: the transcripts are compared id for id, and both servers must number their
+    experiments and models alike (the session platform may hold other tests' already)."""
+    live = start_platform(tmp_path_factory.mktemp("compat") / "data")
+    try:
+        yield live
+    finally:
+        live.stop()
+
+
+@pytest.fixture(scope="module")
+def transcripts(plain_mlflow: str, fresh_platform: LivePlatform) -> tuple[Transcript, Transcript]:
+    platform = fresh_platform
     steps = build_steps()
     owner = platform.unique_owner("compat")
     key = platform.create_key(owner, "read,write")

@@ -403,3 +403,25 @@ def test_an_idle_keep_alive_connection_outlives_the_header_timeout(own_platform:
         assert connection.sock is socket_before  # the same connection answered, not a reconnect
     finally:
         connection.close()
+
+
+def test_a_request_head_that_keeps_growing_gets_a_431_and_the_connection_closes(own_platform: LivePlatform) -> None:
+    """One unfinished header value, sent in pieces as fast as the socket takes them: cut off, and nobody else waits."""
+    received = bytearray()
+    with socket.create_connection(("127.0.0.1", own_platform.port), timeout=SAFETY_BOUND_SECONDS) as sock:
+        sock.sendall(b"GET /api/mlflow/health HTTP/1.1\r\nHost: x\r\nX-Big: ")
+        with contextlib.suppress(ConnectionError):  # the server may close while a piece is still on its way
+            for _ in range(1024):  # 64 MiB at most: far past any head limit, and the loop always ends
+                sock.sendall(b"a" * 65536)
+                if select.select([sock], [], [], 0)[0]:  # answered: stop, so little is left unread to reset on
+                    break
+        with contextlib.suppress(ConnectionError):
+            while chunk := sock.recv(65536):
+                received.extend(chunk)
+        with httpx.Client(base_url=own_platform.url, timeout=SAFETY_BOUND_SECONDS) as client:
+            assert client.get("/health").status_code == 200  # the server is still answering
+
+    status, headers, body = _parse_answer(bytes(received))
+    assert status == 431, body
+    assert (body["error_code"], body["layer"]) == ("BAD_REQUEST", "hokusai-api"), body
+    assert headers["connection"] == "close"

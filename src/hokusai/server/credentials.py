@@ -11,7 +11,7 @@ from hokusai.server.errors import ApiError
 from hokusai.server.keys import KEY_MAX_LENGTH, KEY_PREFIX
 
 # Keys in URLs end up in access logs, proxies and browser history, so they are refused outright: under a
-# credential-like parameter name, or under any name when the value carries a Hokusai key. Bare `key` and `token`
+# credential-like parameter name, or anywhere a Hokusai key shows up in a name or a value. Bare `key` and `token`
 # are not credential names here: MLflow itself uses `?key=` (DELETE .../traces/<id>/tags?key=<tag>).
 QUERY_KEY_NAMES = frozenset({"api_key", "apikey", "api-key", "x-api-key", "access_token"})
 _MAX_HEADER_LENGTH = KEY_MAX_LENGTH * 2 + 64
@@ -42,7 +42,10 @@ def _basic_password(encoded: str) -> str:
 
 def refuse_key_in_query(query: QueryParams) -> None:
     """A 401 `ApiError` when the query string carries a key, whether or not the endpoint needs one."""
-    if any(name.lower() in QUERY_KEY_NAMES or KEY_PREFIX in value for name, value in query.multi_items()):
+    if any(
+        name.lower() in QUERY_KEY_NAMES or KEY_PREFIX in value or KEY_PREFIX in name  # `?hk_live_…` has no value
+        for name, value in query.multi_items()
+    ):
         raise _unauthenticated(
             "API keys are not accepted in the URL (they would be written to logs). "
             "Remove the key from the query string and send it as `Authorization: Bearer <key>`."

@@ -63,12 +63,14 @@ def _is_default(value: object) -> bool:
     return isinstance(value, str | int) and not isinstance(value, bool) and str(value) == DEFAULT_EXPERIMENT_ID
 
 
-RUN_CREATE = rest_and_ajax("/2.0/mlflow/runs/create")
+# Calls that create a run: each carries the `user_id` MLflow records (see `gateway.MlflowGateway._rewrite_create`).
+RUN_CREATE = (*rest_and_ajax("/2.0/mlflow/runs/create"), *rest_and_ajax("/2.0/mlflow/runs/create-promptlab-run"))
 _EXPERIMENT_ID = ExperimentField(("experiment_id",))
 # MLflow's own client always names an experiment; a run or logged model sent without one is treated as experiment 0.
 _EXPERIMENT_ID_OR_ABSENT = ExperimentField(("experiment_id",), absent_means_default=True)
 CREATION_CALLS: dict[str, ExperimentField] = {
-    **dict.fromkeys(RUN_CREATE, _EXPERIMENT_ID_OR_ABSENT),
+    **dict.fromkeys(rest_and_ajax("/2.0/mlflow/runs/create"), _EXPERIMENT_ID_OR_ABSENT),
+    **dict.fromkeys(rest_and_ajax("/2.0/mlflow/runs/create-promptlab-run"), _EXPERIMENT_ID),
     **dict.fromkeys(rest_and_ajax("/2.0/mlflow/logged-models"), _EXPERIMENT_ID_OR_ABSENT),
     **dict.fromkeys(rest_and_ajax("/2.0/mlflow/traces"), _EXPERIMENT_ID),
     **dict.fromkeys(

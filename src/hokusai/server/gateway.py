@@ -81,6 +81,7 @@ _STRIPPED_REQUEST = _HOP_BY_HOP | {
 _STRIPPED_RESPONSE = frozenset(name.encode() for name in _HOP_BY_HOP | {"set-cookie", "www-authenticate", "date"})
 _VIA = (b"via", b"1.1 hokusai")
 _REWRITTEN_BODY_LIMIT = 1024 * 1024
+MLFLOW_USER_TAG = "mlflow.user"
 _ERROR_BODY_LIMIT = 64 * 1024
 _BUFFERED_BODY_LIMIT = 64 * 1024
 # uvicorn's h11 limit only applies while a head is incomplete, so a 64 KB header arriving in one read was relayed
@@ -252,7 +253,7 @@ class MlflowGateway:
             return body
         changed = False
         if path in RUN_CREATE:
-            payload["user_id"] = principal.owner
+            _stamp_owner(payload, principal.owner)
             changed = True
         field = CREATION_CALLS[path]
         if not principal.is_admin and field.names_default(payload):
@@ -348,6 +349,19 @@ class MlflowGateway:
             logger.exception("the token claims of renamed model %r could not follow it", old_name)
 
 
+def _stamp_owner(payload: dict[str, Any], owner: str) -> None:
+    """Record `owner` as the creator of a new run, as `user_id` and in the `mlflow.user` tag the client sent.
+
+    MLflow keeps whatever a client claims in both (the stock client sends the local OS user), and its web UI shows
+    the tag as the run's user.
+    """
+    payload["user_id"] = owner
+    tags = payload.get("tags")
+    for tag in tags if isinstance(tags, list) else []:
+        if isinstance(tag, dict) and tag.get("key") == MLFLOW_USER_TAG:
+            tag["value"] = owner
+
+
 async def _guarded_body(request: Request, refusal: _Refusal) -> bytes:
     """The body of a guarded call (see `_GUARDED_CALLS`), unless its check refuses it."""
     body = await _read_limited(request, _REWRITTEN_BODY_LIMIT)
@@ -359,9 +373,16 @@ async def _guarded_body(request: Request, refusal: _Refusal) -> bytes:
 
 
 def _json_object(body: bytes) -> dict[str, Any] | None:
-    """The body as a JSON object; None when it is not one, and MLflow answers it exactly as without the gateway."""
+    """The body as MLflow's handlers read it; None when that is not a JSON object, and MLflow answers it as without
+    the gateway.
+
+    MLflow decodes a body that is a JSON string once more (`_get_normalized_request_json`, for legacy clients that
+    double-encode): `"{\"name\": …}"` is an object to MLflow, so the checks and rewrites here must read it as one.
+    """
     try:
         payload = json.loads(body)
+        if isinstance(payload, str):
+            payload = json.loads(payload)
     except ValueError:
         return None
     return payload if isinstance(payload, dict) else None

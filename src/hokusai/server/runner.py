@@ -15,10 +15,10 @@ from typing import TextIO
 import uvicorn
 
 from hokusai.server.db import Database
-from hokusai.server.header_timeout import header_timeout_protocol
 from hokusai.server.keys import KeyStore
 from hokusai.server.main import create_app
 from hokusai.server.mlflow_process import EmbeddedMlflow
+from hokusai.server.request_head import request_head_protocol
 from hokusai.server.secrets import PlatformSecrets, load_or_create_secrets
 from hokusai.server.settings import Settings
 
@@ -149,7 +149,7 @@ def serve(settings: Settings) -> None:
             log_level=settings.log_level,
             timeout_keep_alive=75,
             server_header=False,
-            http=header_timeout_protocol(settings.client_header_timeout_seconds),
+            http=request_head_protocol(settings.client_header_timeout_seconds),
         )
         logger.info("Hokusai API listening on http://%s:%s (MLflow clients: /api/mlflow)", settings.host, settings.port)
         uvicorn.Server(config).run()

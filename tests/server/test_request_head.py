@@ -16,7 +16,7 @@ import uvicorn
 from starlette.types import Receive, Scope, Send
 from uvicorn.server import ServerState
 
-from hokusai.server.header_timeout import HeaderTimeoutProtocol
+from hokusai.server.request_head import MAX_HEAD_BYTES, RequestHeadProtocol
 
 DEADLINE = 0.2
 
@@ -58,10 +58,10 @@ class SlowApp:
         await send({"type": "http.response.body", "body": b"ok"})
 
 
-def _connect(app: SlowApp) -> tuple[HeaderTimeoutProtocol, RecordingTransport]:
+def _connect(app: SlowApp) -> tuple[RequestHeadProtocol, RecordingTransport]:
     config = uvicorn.Config(app, lifespan="off", log_config=None)
     config.load()
-    protocol = HeaderTimeoutProtocol(
+    protocol = RequestHeadProtocol(
         config=config, server_state=ServerState(), app_state={}, header_timeout_seconds=DEADLINE
     )
     transport = RecordingTransport()
@@ -137,5 +137,56 @@ def test_a_pipelined_head_waits_for_the_answer_before_it_and_then_gets_its_own_d
         else:
             assert _answers(transport) == [200, 408]
             assert transport.closed
+
+    asyncio.run(scenario())
+
+
+class BodyCountingApp:
+    """Reads the whole body and answers 200 with its length."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        size, more = 0, True
+        while more:
+            message = await receive()
+            size += len(message.get("body", b""))
+            more = message.get("more_body", False)
+        body = str(size).encode()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % len(body))]})
+        await send({"type": "http.response.body", "body": body})
+
+
+def test_a_head_that_keeps_growing_gets_a_431_envelope_and_the_connection_closes() -> None:
+    async def scenario() -> None:
+        protocol, transport = _connect(SlowApp())
+        protocol.data_received(b"GET /api/mlflow/health HTTP/1.1\r\nHost: x\r\nX-Big: ")
+        pieces = 0
+        while not transport.closed:
+            protocol.data_received(b"a" * 8192)
+            pieces += 1
+            assert pieces <= MAX_HEAD_BYTES // 8192 + 2, "the head was never cut off"
+        head, _, body = bytes(transport.written).partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 431 ")
+        assert b"connection: close" in head.lower()
+        envelope = json.loads(body)
+        assert (envelope["error_code"], envelope["layer"]) == ("BAD_REQUEST", "hokusai-api")
+        assert "64 KiB" in envelope["message"]
+
+    asyncio.run(scenario())
+
+
+def test_a_large_head_that_ends_in_time_and_the_body_after_it_are_not_counted_against_the_limit() -> None:
+    async def scenario() -> None:
+        protocol, transport = _connect(BodyCountingApp())  # type: ignore[arg-type]
+        body_size = 4 * MAX_HEAD_BYTES
+        head = b"PUT /x HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\nX-Pad: " % body_size
+        protocol.data_received(head)
+        for _ in range(MAX_HEAD_BYTES // 2 // 8192):  # a head of half the limit, in pieces
+            protocol.data_received(b"a" * 8192)
+        protocol.data_received(b"\r\n\r\n" + b"b" * (body_size // 2))  # the head ends, half the body in the same read
+        protocol.data_received(b"b" * (body_size // 2))
+        await asyncio.sleep(0.05)
+        assert _answers(transport) == [200]
+        assert bytes(transport.written).endswith(str(body_size).encode())
+        assert not transport.closed
 
     asyncio.run(scenario())

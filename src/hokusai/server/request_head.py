@@ -1,8 +1,10 @@
-"""Ends connections whose request head does not arrive in time: a 408 (or a silent close), like nginx's
-`client_header_timeout`.
+"""Bounds on the request head, before any app sees it: how long it may take (a 408, or a silent close, like nginx's
+`client_header_timeout`) and how large it may grow (a 431).
 
 uvicorn bounds the idle time between requests (its keep-alive timeout) but not a head that trickles in a byte at a
-time, nor a new connection that never sends one: a slowloris client could hold sockets for as long as it liked. The
+time, nor a new connection that never sends one: a slowloris client could hold sockets for as long as it liked. Nor
+does it bound a head's size: httptools collects an unfinished header value by concatenation, so one that keeps
+growing costs memory and quadratic CPU until it ends, and stalls every other request of the process meanwhile. The
 body is bounded separately (`middleware.body_timeout`), once the head is complete and the app has the request.
 """
 
@@ -16,15 +18,21 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from hokusai.server.errors import error_response
 
+# Twice what the gateway accepts in a complete head (`gateway.MAX_REQUEST_HEADER_BYTES`), which answers the usual
+# oversized head with a more precise message; this one only stops a head that would otherwise grow without end.
+MAX_HEAD_BYTES = 64 * 1024
 
-class HeaderTimeoutProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with a deadline from connect (or from a request's first byte) to its full head."""
+
+class RequestHeadProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a deadline from connect (or from a request's first byte) to its full head,
+    and a cap on the bytes an unfinished head may take."""
 
     def __init__(self, *args: Any, header_timeout_seconds: float, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.header_timeout_seconds = header_timeout_seconds
         self._head_deadline: asyncio.TimerHandle | None = None
         self._head_started = False
+        self._head_bytes = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -34,6 +42,21 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
         self._cancel_head_deadline()
         super().connection_lost(exc)
 
+    def data_received(self, data: bytes) -> None:
+        head_pending = self._head_started
+        super().data_received(data)
+        if not self._head_started or self.transport.is_closing():
+            self._head_bytes = 0
+            return
+        # Counted only when the head was already unfinished before this read: the read that starts a head may also
+        # end the previous request's body, so the count runs at most one read behind the head's true size.
+        if head_pending:
+            self._head_bytes += len(data)
+        if self._head_bytes > MAX_HEAD_BYTES:
+            self._cancel_head_deadline()
+            self.transport.write(self._head_too_large_answer())
+            self.transport.close()
+
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._head_started = True
@@ -42,6 +65,7 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._head_started = False
+        self._head_bytes = 0
         self._cancel_head_deadline()
         super().on_headers_complete()
 
@@ -69,17 +93,30 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
         self.transport.close()
 
     def _timeout_answer(self) -> bytes:
-        response = error_response(
+        return _closing_answer(
             408,
+            "Request Timeout",
             f"The request head did not arrive within {self.header_timeout_seconds:g} s; the connection was closed. "
             "Send the request again.",
-            error_code="DEADLINE_EXCEEDED",
-            headers={"Connection": "close"},
+            "DEADLINE_EXCEEDED",
         )
-        head = b"".join(name + b": " + value + b"\r\n" for name, value in response.raw_headers)
-        return b"HTTP/1.1 408 Request Timeout\r\n" + head + b"\r\n" + bytes(response.body)
+
+    def _head_too_large_answer(self) -> bytes:
+        return _closing_answer(
+            431,
+            "Request Header Fields Too Large",
+            f"The request head passed {MAX_HEAD_BYTES // 1024} KiB before it ended; the connection was closed.",
+            "BAD_REQUEST",
+        )
 
 
-def header_timeout_protocol(header_timeout_seconds: float) -> partial[HeaderTimeoutProtocol]:
+def _closing_answer(status: int, reason: str, message: str, error_code: str) -> bytes:
+    """A whole HTTP answer in the JSON error envelope, for a connection no app has a request from."""
+    response = error_response(status, message, error_code=error_code, headers={"Connection": "close"})
+    head = b"".join(name + b": " + value + b"\r\n" for name, value in response.raw_headers)
+    return f"HTTP/1.1 {status} {reason}\r\n".encode() + head + b"\r\n" + bytes(response.body)
+
+
+def request_head_protocol(header_timeout_seconds: float) -> partial[RequestHeadProtocol]:
     """What `uvicorn.Config(http=...)` instantiates per connection, with the deadline bound in."""
-    return partial(HeaderTimeoutProtocol, header_timeout_seconds=header_timeout_seconds)
+    return partial(RequestHeadProtocol, header_timeout_seconds=header_timeout_seconds)

@@ -1,0 +1,76 @@
+"""A new run is recorded as its authenticated owner's, whatever the client claims (architecture.md, "`run.user_id`").
+
+MLflow keeps any `user_id` and `mlflow.user` tag a client sends; the stock client sends the local OS user. Both run
+creation calls go through the gateway's rewrite: the plain one and the web UI's prompt-lab one.
+"""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+from tests.support.platform import LivePlatform
+from tests.support.sdk_live import User, new_user, unique
+
+pytestmark = pytest.mark.live
+
+MLFLOW = "/api/mlflow/api/2.0/mlflow"
+PROMPTLAB = "/api/mlflow/ajax-api/2.0/mlflow/runs/create-promptlab-run"
+
+
+@pytest.fixture(scope="module")
+def alice(platform: LivePlatform) -> User:
+    return new_user(platform, "alice")
+
+
+@pytest.fixture(scope="module")
+def experiment_id(platform: LivePlatform, alice: User) -> str:
+    with platform.client(alice.key) as as_alice:
+        created = as_alice.post(f"{MLFLOW}/experiments/create", json={"name": unique("attribution")})
+    assert created.status_code == 200, created.text
+    return str(created.json()["experiment_id"])
+
+
+def _recorded_user(client: httpx.Client, run_id: str) -> tuple[str, str | None]:
+    run = client.get(f"{MLFLOW}/runs/get", params={"run_id": run_id}).json()["run"]
+    tags = {tag["key"]: tag["value"] for tag in run["data"].get("tags", [])}
+    return run["info"]["user_id"], tags.get("mlflow.user")
+
+
+@pytest.mark.parametrize("double_encoded", [False, True], ids=["json", "json-in-a-json-string"])
+def test_a_run_claimed_for_someone_else_is_recorded_as_its_creators(
+    platform: LivePlatform, alice: User, experiment_id: str, double_encoded: bool
+) -> None:
+    claim = {
+        "experiment_id": experiment_id,
+        "user_id": "bob",
+        "tags": [{"key": "mlflow.user", "value": "bob"}, {"key": "team", "value": "growth"}],
+    }
+    content = json.dumps(json.dumps(claim)) if double_encoded else json.dumps(claim)
+    with platform.client(alice.key) as as_alice:
+        created = as_alice.post(f"{MLFLOW}/runs/create", content=content, headers={"Content-Type": "application/json"})
+        assert created.status_code == 200, created.text
+        run_id = created.json()["run"]["info"]["run_id"]
+
+        assert _recorded_user(as_alice, run_id) == (alice.owner, alice.owner)
+        tags = as_alice.get(f"{MLFLOW}/runs/get", params={"run_id": run_id}).json()["run"]["data"]["tags"]
+        assert {"key": "team", "value": "growth"} in tags  # other tags go through untouched
+
+
+def test_a_prompt_lab_run_is_recorded_as_its_creators(platform: LivePlatform, alice: User, experiment_id: str) -> None:
+    claim = {
+        "experiment_id": experiment_id,
+        "user_id": "bob",
+        "prompt_template": "Say {{ word }}",
+        "prompt_parameters": [{"key": "word", "value": "hello"}],
+        "model_route": "route",
+        "model_input": "Say hello",
+        "mlflow_version": "3.17.2",
+    }
+    with platform.client(alice.key) as as_alice:
+        created = as_alice.post(PROMPTLAB, json=claim)
+        assert created.status_code == 200, created.text
+
+        assert _recorded_user(as_alice, created.json()["run"]["info"]["run_id"])[0] == alice.owner
