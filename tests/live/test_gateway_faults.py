@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 
 from tests.support.platform import LivePlatform, start_platform
@@ -37,6 +38,8 @@ STALLED_UPLOAD_CHUNK = b"s" * (1024 * 1024)
 STALLED_UPLOAD_MAX_CHUNKS = 512  # far more than the socket buffers between the client and a frozen MLflow hold
 CLIENT_BODY_TIMEOUT_SECONDS = 6  # above the slow client's 4.5 s pause, which must not be cut off
 CLIENT_HEADER_TIMEOUT_SECONDS = 4
+CLIENT_SEND_TIMEOUT_SECONDS = 3
+STALLED_DOWNLOAD_BYTES = 64 * 1024 * 1024  # far more than the socket buffers between a stalled reader and MLflow
 TRICKLE_INTERVAL = 0.5
 
 
@@ -49,6 +52,7 @@ def own_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LivePlatf
         HOKUSAI_UPSTREAM_WRITE_TIMEOUT_SECONDS=str(UPSTREAM_TIMEOUT_SECONDS),
         HOKUSAI_CLIENT_BODY_TIMEOUT_SECONDS=str(CLIENT_BODY_TIMEOUT_SECONDS),
         HOKUSAI_CLIENT_HEADER_TIMEOUT_SECONDS=str(CLIENT_HEADER_TIMEOUT_SECONDS),
+        HOKUSAI_CLIENT_SEND_TIMEOUT_SECONDS=str(CLIENT_SEND_TIMEOUT_SECONDS),
     )
     try:
         yield live
@@ -425,3 +429,45 @@ def test_a_request_head_that_keeps_growing_gets_a_431_and_the_connection_closes(
     assert status == 431, body
     assert (body["error_code"], body["layer"]) == ("BAD_REQUEST", "hokusai-api"), body
     assert headers["connection"] == "close"
+
+
+def _connections_to_mlflow(platform: LivePlatform) -> int:
+    gateway = psutil.Process(platform.process.pid)
+    return sum(
+        1
+        for connection in gateway.net_connections(kind="tcp")
+        if connection.raddr
+        and connection.raddr.port == platform.mlflow_port
+        and connection.status == psutil.CONN_ESTABLISHED
+    )
+
+
+def test_a_client_that_stops_reading_a_download_is_cut_off_and_frees_its_mlflow_connection(
+    own_platform: LivePlatform,
+) -> None:
+    """A download nobody reads must not hold one of the gateway's pooled MLflow connections for ever."""
+    client, experiment, run = _user_run(own_platform, "stalled-reader-")
+    path = f"{ARTIFACTS}/{experiment}/{run}/artifacts/big.bin"
+    assert client.put(path, content=b"d" * STALLED_DOWNLOAD_BYTES).status_code == 200
+    key = client.headers["authorization"].removeprefix("Bearer ")
+    request = f"GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\r\n".encode()
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: a small window
+        sock.settimeout(SAFETY_BOUND_SECONDS)
+        sock.connect(("127.0.0.1", own_platform.port))
+        sock.sendall(request)
+        time.sleep(1.0)  # the download starts, fills every buffer on its way, and stalls
+        assert _connections_to_mlflow(own_platform) >= 1
+        # Idle pooled connections close after 4 s on their own; the stalled one only if the gateway cuts it off.
+        deadline = time.monotonic() + CLIENT_SEND_TIMEOUT_SECONDS + 4 + SAFETY_BOUND_SECONDS
+        while _connections_to_mlflow(own_platform) and time.monotonic() < deadline:
+            time.sleep(0.25)
+        assert _connections_to_mlflow(own_platform) == 0, "the stalled download still holds an MLflow connection"
+        received = 0
+        with contextlib.suppress(ConnectionError):
+            while chunk := sock.recv(1024 * 1024):  # what was buffered, then the end: the server closed
+                received += len(chunk)
+    assert received < STALLED_DOWNLOAD_BYTES
+    assert "client took nothing of the answer" in own_platform.stderr_path.read_text()
+    assert client.get(API + "/runs/get", params={"run_id": run}).status_code == 200

@@ -15,7 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.background import BackgroundTask
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import StreamingResponse
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hokusai.server.credentials import refuse_key_in_query
 from hokusai.server.default_experiment import (
@@ -187,7 +187,16 @@ class MlflowGateway:
             # The gateway runs outside FastAPI (see main.HokusaiApp), so its catch-all handler is repeated here.
             logger.exception("unhandled error on %s %s", scope["method"], printable(scope["path"]))
             response = error_response(500, INTERNAL_ERROR_MESSAGE)
-        await response(scope, receive, send)
+        try:
+            await response(scope, receive, send)
+        except ClientStalled:
+            # uvicorn closes the connection, since the answer is incomplete; the MLflow connection was released.
+            logger.warning(
+                "client took nothing of the answer for %g s; connection closed: %s %s",
+                self._state.settings.client_send_timeout_seconds,
+                scope["method"],
+                printable(scope["path"]),
+            )
 
     async def _handle(self, request: Request) -> ASGIApp:
         _check_header_size(request.scope["headers"])
@@ -320,7 +329,10 @@ class MlflowGateway:
         if routed.decoded in _RENAME_CALLS and response.status == 200 and principal is not None:
             await self._follow_rename(request, principal, body)
         body_unread = isinstance(body, StreamedBody) and not request.scope.get("hokusai.body_read")
-        return await _relay(response, request.method, principal, routed, body_unread=body_unread)
+        relay = await _relay(response, request.method, principal, routed, body_unread=body_unread)
+        if isinstance(relay, StreamingResponse):
+            return _SendDeadline(relay, self._state.settings.client_send_timeout_seconds, release=response.release)
+        return relay
 
     async def _follow_rename(self, request: Request, principal: Principal, body: bytes | StreamedBody | None) -> None:
         """Point the renamed model's token claims at its new name, so its tokens stay its own.
@@ -501,6 +513,37 @@ def _response_headers(response: aiohttp.ClientResponse) -> list[tuple[bytes, byt
             headers.append((lowered, value))
     headers.append(_VIA)
     return headers
+
+
+class ClientStalled(Exception):
+    """The client took nothing of a streamed answer within the send timeout."""
+
+
+class _SendDeadline:
+    """A streamed answer whose every piece must be taken by the client within `timeout` seconds.
+
+    uvicorn waits as long as it takes for a client's socket to drain, and meanwhile the answer holds one of the pooled
+    MLflow connections: a few clients that open downloads and never read would take them all, and every other caller
+    would get a 503. Time between pieces spent waiting for MLflow is not counted (that is the read timeout's job).
+    """
+
+    def __init__(self, app: ASGIApp, timeout: float, *, release: Callable[[], None]) -> None:
+        self._app = app
+        self._timeout = timeout
+        self._release = release
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def send_within_deadline(message: Message) -> None:
+            try:
+                await asyncio.wait_for(send(message), self._timeout)
+            except TimeoutError as exc:
+                raise ClientStalled from exc
+
+        try:
+            await self._app(scope, receive, send_within_deadline)
+        except ClientStalled:
+            self._release()  # at once, not when the abandoned body iterator is collected: closes the MLflow connection
+            raise
 
 
 class _Buffered:
