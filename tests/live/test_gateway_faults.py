@@ -39,6 +39,7 @@ STALLED_UPLOAD_MAX_CHUNKS = 512  # far more than the socket buffers between the 
 CLIENT_BODY_TIMEOUT_SECONDS = 6  # above the slow client's 4.5 s pause, which must not be cut off
 CLIENT_HEADER_TIMEOUT_SECONDS = 4
 CLIENT_SEND_TIMEOUT_SECONDS = 3
+CONNECTIONS_PER_USER = 4
 STALLED_DOWNLOAD_BYTES = 64 * 1024 * 1024  # far more than the socket buffers between a stalled reader and MLflow
 TRICKLE_INTERVAL = 0.5
 
@@ -53,6 +54,7 @@ def own_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LivePlatf
         HOKUSAI_CLIENT_BODY_TIMEOUT_SECONDS=str(CLIENT_BODY_TIMEOUT_SECONDS),
         HOKUSAI_CLIENT_HEADER_TIMEOUT_SECONDS=str(CLIENT_HEADER_TIMEOUT_SECONDS),
         HOKUSAI_CLIENT_SEND_TIMEOUT_SECONDS=str(CLIENT_SEND_TIMEOUT_SECONDS),
+        HOKUSAI_UPSTREAM_MAX_CONNECTIONS_PER_USER=str(CONNECTIONS_PER_USER),
     )
     try:
         yield live
@@ -431,6 +433,17 @@ def test_a_request_head_that_keeps_growing_gets_a_431_and_the_connection_closes(
     assert headers["connection"] == "close"
 
 
+@contextlib.contextmanager
+def _stalled_reader(platform: LivePlatform, request: bytes) -> Iterator[socket.socket]:
+    """A connection that sends `request` and reads nothing of the answer until the caller does."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: a small window
+        sock.settimeout(SAFETY_BOUND_SECONDS)
+        sock.connect(("127.0.0.1", platform.port))
+        sock.sendall(request)
+        yield sock
+
+
 def _connections_to_mlflow(platform: LivePlatform) -> int:
     gateway = psutil.Process(platform.process.pid)
     return sum(
@@ -452,11 +465,7 @@ def test_a_client_that_stops_reading_a_download_is_cut_off_and_frees_its_mlflow_
     key = client.headers["authorization"].removeprefix("Bearer ")
     request = f"GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\r\n".encode()
 
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: a small window
-        sock.settimeout(SAFETY_BOUND_SECONDS)
-        sock.connect(("127.0.0.1", own_platform.port))
-        sock.sendall(request)
+    with _stalled_reader(own_platform, request) as sock:
         time.sleep(1.0)  # the download starts, fills every buffer on its way, and stalls
         assert _connections_to_mlflow(own_platform) >= 1
         # Idle pooled connections close after 4 s on their own; the stalled one only if the gateway cuts it off.
@@ -471,3 +480,30 @@ def test_a_client_that_stops_reading_a_download_is_cut_off_and_frees_its_mlflow_
     assert received < STALLED_DOWNLOAD_BYTES
     assert "client took nothing of the answer" in own_platform.stderr_path.read_text()
     assert client.get(API + "/runs/get", params={"run_id": run}).status_code == 200
+
+
+def test_one_user_cannot_take_every_mlflow_connection(own_platform: LivePlatform) -> None:
+    """Past their share of in-flight requests a user gets a 429; other users are served, and so is the user later."""
+    client, experiment, run = _user_run(own_platform, "greedy-")
+    other, _, _ = _user_run(own_platform, "bystander-")
+    path = f"{ARTIFACTS}/{experiment}/{run}/artifacts/big.bin"
+    assert client.put(path, content=b"d" * STALLED_DOWNLOAD_BYTES).status_code == 200
+    key = client.headers["authorization"].removeprefix("Bearer ")
+    request = f"GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\r\n".encode()
+
+    with contextlib.ExitStack() as stalled:
+        for _ in range(CONNECTIONS_PER_USER):
+            stalled.enter_context(_stalled_reader(own_platform, request))
+        time.sleep(1.0)  # well within the send timeout: all of them hold their MLflow connections
+        refused = client.get(API + "/runs/get", params={"run_id": run})
+        served = other.post(API + "/experiments/search", json={"max_results": 1})
+
+    assert refused.status_code == 429, refused.text
+    assert (refused.json()["error_code"], refused.json()["layer"]) == ("REQUEST_LIMIT_EXCEEDED", "hokusai-api")
+    assert refused.headers["retry-after"] == "1"
+    assert served.status_code == 200, served.text
+    deadline = time.monotonic() + CLIENT_SEND_TIMEOUT_SECONDS + SAFETY_BOUND_SECONDS
+    while (later := client.get(API + "/runs/get", params={"run_id": run})).status_code == 429:
+        assert time.monotonic() < deadline, "the user's share never came back after the stalled downloads ended"
+        time.sleep(0.25)
+    assert later.status_code == 200, later.text

@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import sys
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -159,10 +160,17 @@ class MlflowGateway:
 
     def __init__(self, state: AppState) -> None:
         self._state = state
+        self._in_flight: Counter[str] = Counter()  # per owner: requests admitted and not yet answered in full
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
+        try:
+            await self._serve(scope, receive, send)
+        finally:
+            self._leave(scope)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
         try:
             response = await self._handle(request)
@@ -219,6 +227,7 @@ class MlflowGateway:
         if routed.access is not Access.PUBLIC:
             principal = await self._state.authenticate(request)
             await self._state.require_scope(request, principal, routed.access.value)
+            self._admit(request.scope, principal)
         elif request.scope["query_string"]:
             # MLflow's own access log writes the whole URL, so a key there would reach its log file.
             refuse_key_in_query(request.query_params)
@@ -226,6 +235,31 @@ class MlflowGateway:
         with provisioning_errors(principal):
             body = await self._request_body(request, routed.decoded, principal)
             return await self._forward(request, routed, principal, body)
+
+    def _admit(self, scope: Scope, principal: Principal) -> None:
+        """Count the request against its owner's share of the MLflow connections, or refuse it with a 429.
+
+        The pool is shared: without a share per user, one client holding many uploads or downloads open would leave
+        every other user with 503s. The count is released once the answer has gone out in full (`_leave`).
+        """
+        owner, limit = principal.owner, self._state.settings.upstream_max_connections_per_user
+        if self._in_flight[owner] >= limit:
+            raise ApiError(
+                429,
+                f"User '{owner}' already has {limit} MLflow requests in progress through the gateway, the most one "
+                "user may have at once (HOKUSAI_UPSTREAM_MAX_CONNECTIONS_PER_USER). Retry once some have finished.",
+                headers={"Retry-After": "1"},
+            )
+        self._in_flight[owner] += 1
+        scope["hokusai.admitted"] = owner
+
+    def _leave(self, scope: Scope) -> None:
+        owner = scope.pop("hokusai.admitted", None)
+        if owner is None:
+            return
+        self._in_flight[owner] -= 1
+        if not self._in_flight[owner]:
+            del self._in_flight[owner]  # the counter holds only owners with requests in progress
 
     async def _request_body(
         self, request: Request, path: str, principal: Principal | None
