@@ -268,6 +268,27 @@ def test_a_users_first_calls_at_once_share_one_default_experiment(platform: Live
     assert [e["experiment_id"] for e in found.json()["experiments"]] == list(experiment_ids)
 
 
+def test_another_user_cannot_take_the_names_of_someones_default_experiment(platform: LivePlatform) -> None:
+    """Names are shared: another user may take `Default (<owner>)` and its obvious variants before the first run."""
+    owner = platform.unique_owner("squatted-")
+    key = platform.create_key(owner, "read,write")
+    with platform.client(platform.create_key(platform.unique_owner("squatter-"), "read,write")) as squatter:
+        for name in [f"Default ({owner})", *(f"Default ({owner}) {number}" for number in range(2, 10))]:
+            assert squatter.post(API + "/experiments/create", json={"name": name}).status_code == 200
+
+    with platform.client(key) as client:
+        created = client.post(API + "/runs/create", json={"experiment_id": "0", "start_time": 1})
+        assert created.status_code == 200, created.text
+        experiment_id = created.json()["run"]["info"]["experiment_id"]
+        experiment = client.get(API + "/experiments/get", params={"experiment_id": experiment_id}).json()
+        grants = client.get("/api/mlflow/api/3.0/mlflow/users/current/permissions").json()["permissions"]
+
+    assert experiment["experiment"]["name"].startswith(f"Default ({owner}) ")
+    assert ("experiment", experiment_id, "MANAGE") in [
+        (grant["resource_type"], grant["resource_pattern"], grant["permission"]) for grant in grants
+    ]
+
+
 @pytest.mark.parametrize("prefix", ["/api/mlflow/api", "/api/mlflow/ajax-api"])
 def test_a_user_reads_their_own_identity_and_grants_as_the_web_ui_does(platform: LivePlatform, prefix: str) -> None:
     owner = platform.unique_owner("self-")

@@ -33,6 +33,7 @@ USERS_UPDATE_ADMIN = "/api/2.0/mlflow/users/update-admin"
 EXPERIMENTS_CREATE = "/api/2.0/mlflow/experiments/create"
 PERMISSIONS_GRANT = "/api/3.0/mlflow/users/permissions/grant"
 PERMISSIONS_REVOKE = "/api/3.0/mlflow/users/permissions/revoke"
+_DEFAULT_EXPERIMENT_ATTEMPTS = 5
 
 
 class UpstreamError(Exception):
@@ -234,12 +235,14 @@ class Upstream:
 
     async def _create_default_experiment(self, principal: Principal) -> str:
         headers = self.headers_for(principal)
-        for attempt in range(5):
-            name = f"Default ({principal.owner})" + (f" {attempt + 1}" if attempt else "")
+        for attempt in range(_DEFAULT_EXPERIMENT_ATTEMPTS):
+            # A name taken by someone else is skipped, never adopted: adopting it would hand them our runs. The next
+            # ones carry a random suffix: numbered ones could all be taken in advance by another user, and the owner
+            # would be locked out of bare runs for good.
+            name = f"Default ({principal.owner})" + (f" {secrets.token_hex(4)}" if attempt else "")
             response = await self.client.post(EXPERIMENTS_CREATE, json={"name": name}, headers=headers)
             if response.status_code == 200:
                 return str(response.json()["experiment_id"])
-            # A name taken by someone else is skipped, never adopted: adopting it would hand them our runs.
             if "RESOURCE_ALREADY_EXISTS" not in response.text:
                 break
         raise UpstreamError(f"creating the default experiment of {principal.owner!r} failed")
