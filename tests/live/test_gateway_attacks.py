@@ -339,6 +339,13 @@ ATTACKS: list[Attack] = [
         401,
         error_code=_UNAUTH,
     ),
+    # --- writing outside the artifact store --------------------------------------------------------------------
+    Attack(
+        "experiment-artifacts-on-server-disk",
+        _get(A2 + "/experiments/create", method="POST", body=b'{"name": "x", "artifact_location": "/tmp/anywhere"}'),
+        403,
+        error_code=_DENIED,
+    ),
     # --- paths outside the forwarded families ------------------------------------------------------------------
     Attack("outside-admin", _get("/api/mlflow/admin/{m}"), 404, error_code=_NOT_FOUND),
     Attack("outside-preview", _get("/api/mlflow/api/2.0/preview/mlflow/{m}/experiments/search"), 404),

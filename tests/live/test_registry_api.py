@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from urllib.parse import quote
 
 import httpx
@@ -374,6 +375,17 @@ def test_users_cannot_name_a_model_as_a_baseline(
     assert "reserved for Hokusai's baselines" in assert_error(refused, 403, "PERMISSION_DENIED")
     assert as_admin.get(f"{MLFLOW}/registered-models/get", params={"name": squatted}).status_code == 404
     assert as_admin.get(f"{MLFLOW}/registered-models/get", params={"name": own}).status_code == 200
+
+
+def test_admins_may_choose_where_an_experiments_artifacts_go(as_admin: httpx.Client, tmp_path: Path) -> None:
+    location = (tmp_path / "artifacts").as_uri()
+    created = as_admin.post(
+        f"{MLFLOW}/experiments/create", json={"name": unique("placed"), "artifact_location": location}
+    )
+
+    assert created.status_code == 200, created.text
+    experiment = as_admin.get(f"{MLFLOW}/experiments/get", params={"experiment_id": created.json()["experiment_id"]})
+    assert experiment.json()["experiment"]["artifact_location"] == location
 
 
 def test_admins_may_name_a_model_as_a_baseline(as_admin: httpx.Client) -> None:

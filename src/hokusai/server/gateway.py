@@ -134,6 +134,22 @@ def _hokusai_tags_refused(tag_keys: Callable[[dict[str, Any]], list[object]]) ->
     return refusal
 
 
+def _artifact_location_refused(payload: dict[str, Any]) -> str | None:
+    """Refuse choosing where a new experiment's artifacts go.
+
+    MLflow writes a run's uploads under its experiment's `artifact_location`, on the server's own disk when that is a
+    plain path: any directory MLflow's OS user can reach. The platform keeps every experiment under its artifact
+    store instead.
+    """
+    if payload.get("artifact_location") in (None, ""):
+        return None
+    return (
+        "Only admins may set an experiment's artifact_location: MLflow would store the experiment's artifacts "
+        "wherever it points, on the server's own disk too. Leave it out and the platform stores them with everyone "
+        "else's, or ask an admin to create the experiment."
+    )
+
+
 def _tag_key(payload: dict[str, Any]) -> list[object]:
     return [payload.get("key")]
 
@@ -145,6 +161,7 @@ def _version_tag_keys(payload: dict[str, Any]) -> list[object]:
 
 # Calls whose body a non-admin may not send as it is when its check finds a reason (a 403; MLflow never sees it).
 _GUARDED_CALLS: dict[str, _Refusal] = {
+    **dict.fromkeys(rest_and_ajax("/2.0/mlflow/experiments/create"), _artifact_location_refused),
     **dict.fromkeys(rest_and_ajax("/2.0/mlflow/registered-models/create"), _baseline_name_refused("name")),
     **dict.fromkeys(rest_and_ajax("/2.0/mlflow/registered-models/rename"), _baseline_name_refused("new_name")),
     **dict.fromkeys(rest_and_ajax("/2.0/mlflow/model-versions/set-tag"), _hokusai_tags_refused(_tag_key)),
