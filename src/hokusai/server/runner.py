@@ -105,6 +105,8 @@ def _hokusai_command() -> str:
 
 
 def first_start_banner(settings: Settings, key: str) -> str:
+    # The admin key is not offered for MLflow work: as an MLflow admin, its bare runs would land in the shared
+    # experiment 0 and MLflow's permissions would not apply to it.
     api = settings.resolved_public_url
     return "\n".join(
         [
@@ -113,10 +115,12 @@ def first_start_banner(settings: Settings, key: str) -> str:
             "",
             f"  export HOKUSAI_API_KEY={key}",
             f"  export HOKUSAI_API_URL={api}",
-            f"  export MLFLOW_TRACKING_URI={api}/api/mlflow",
-            f"  export MLFLOW_TRACKING_TOKEN={key}",
             "",
             f"Create keys for your users with: {_hokusai_command()} keys create --owner NAME --scopes read,write",
+            "Use one of those for your own MLflow work, not the admin key (it acts as MLflow's admin):",
+            "",
+            f"  export MLFLOW_TRACKING_URI={api}/api/mlflow",
+            "  export MLFLOW_TRACKING_TOKEN=<a user's key>",
             "",
         ]
     )
