@@ -586,7 +586,8 @@ class _SendDeadline:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         async def send_within_deadline(message: Message) -> None:
             try:
-                await asyncio.wait_for(send(message), self._timeout)
+                async with asyncio.timeout(self._timeout):  # no task per piece, unlike wait_for
+                    await send(message)
             except TimeoutError as exc:
                 raise ClientStalled from exc
 
