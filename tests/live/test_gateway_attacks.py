@@ -346,6 +346,12 @@ ATTACKS: list[Attack] = [
         403,
         error_code=_DENIED,
     ),
+    Attack(
+        "experiment-artifacts-on-server-disk-json-name",  # MLflow's parser takes the field's JSON name as well
+        _get(A2 + "/experiments/create", method="POST", body=b'{"name": "x", "artifactLocation": "/tmp/anywhere"}'),
+        403,
+        error_code=_DENIED,
+    ),
     # --- paths outside the forwarded families ------------------------------------------------------------------
     Attack("outside-admin", _get("/api/mlflow/admin/{m}"), 404, error_code=_NOT_FOUND),
     Attack("outside-preview", _get("/api/mlflow/api/2.0/preview/mlflow/{m}/experiments/search"), 404),

@@ -190,3 +190,17 @@ def test_a_large_head_that_ends_in_time_and_the_body_after_it_are_not_counted_ag
         assert not transport.closed
 
     asyncio.run(scenario())
+
+
+def test_a_read_that_ends_a_head_and_carries_its_body_and_the_next_head_is_not_counted() -> None:
+    async def scenario() -> None:
+        protocol, transport = _connect(BodyCountingApp())  # type: ignore[arg-type]
+        body_size = 2 * MAX_HEAD_BYTES
+        protocol.data_received(b"PUT /x HTTP/1.1\r\nHost: x\r\nContent-Len")
+        protocol.data_received(b"gth: %d\r\n\r\n" % body_size + b"b" * body_size + b"GET /y HTTP/1.1\r\nHo")
+        protocol.data_received(b"st: x\r\n\r\n")
+        await asyncio.sleep(0.05)
+        assert _answers(transport) == [200, 200]
+        assert not transport.closed
+
+    asyncio.run(scenario())

@@ -141,7 +141,8 @@ def _artifact_location_refused(payload: dict[str, Any]) -> str | None:
     plain path: any directory MLflow's OS user can reach. The platform keeps every experiment under its artifact
     store instead.
     """
-    if payload.get("artifact_location") in (None, ""):
+    # MLflow's parser takes a field under its JSON name too: `artifactLocation` sets the same field.
+    if all(payload.get(field) in (None, "") for field in ("artifact_location", "artifactLocation")):
         return None
     return (
         "Only admins may set an experiment's artifact_location: MLflow would store the experiment's artifacts "
@@ -265,8 +266,7 @@ class MlflowGateway:
                 429,
                 f"User '{owner}' already has {limit} MLflow requests in progress through the gateway, the most one "
                 "user may have at once (HOKUSAI_UPSTREAM_MAX_CONNECTIONS_PER_USER). Retry once some have finished.",
-                headers={"Retry-After": "1"},
-            )
+            )  # no Retry-After: the MLflow client would wait exactly that, instead of its own backoff (up to ~4 min)
         self._in_flight[owner] += 1
         scope["hokusai.admitted"] = owner
 

@@ -33,6 +33,7 @@ class RequestHeadProtocol(HttpToolsProtocol):
         self._head_deadline: asyncio.TimerHandle | None = None
         self._head_started = False
         self._head_bytes = 0
+        self._head_completed = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -44,17 +45,20 @@ class RequestHeadProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         head_pending = self._head_started
+        self._head_completed = False
         super().data_received(data)
         if not self._head_started or self.transport.is_closing():
             self._head_bytes = 0
             return
-        # Counted only when the head was already unfinished before this read: the read that starts a head may also
-        # end the previous request's body, so the count runs at most one read behind the head's true size.
-        if head_pending:
+        # Counted only when this read neither started nor ended a head: such a read may also carry a body before or
+        # after it (pipelining), so the count runs at most one read behind the unfinished head's true size.
+        if head_pending and not self._head_completed:
             self._head_bytes += len(data)
         if self._head_bytes > MAX_HEAD_BYTES:
             self._cancel_head_deadline()
-            self.transport.write(self._head_too_large_answer())
+            if self.cycle is None or self.cycle.response_complete:
+                # Never into the middle of an answer still going out to a pipelining client: closing says enough.
+                self.transport.write(self._head_too_large_answer())
             self.transport.close()
 
     def on_message_begin(self) -> None:
@@ -65,6 +69,7 @@ class RequestHeadProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._head_started = False
+        self._head_completed = True
         self._head_bytes = 0
         self._cancel_head_deadline()
         super().on_headers_complete()
