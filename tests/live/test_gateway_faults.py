@@ -446,6 +446,14 @@ def _stalled_reader(platform: LivePlatform, request: bytes) -> Iterator[socket.s
         yield sock
 
 
+def _large_download_request(client: httpx.Client, experiment: str, run: str) -> bytes:
+    """Uploads a large artifact to the run and returns the raw GET request for it, with the client's key."""
+    path = f"{ARTIFACTS}/{experiment}/{run}/artifacts/big.bin"
+    assert client.put(path, content=b"d" * STALLED_DOWNLOAD_BYTES).status_code == 200
+    key = client.headers["authorization"].removeprefix("Bearer ")
+    return f"GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\r\n".encode()
+
+
 def _connections_to_mlflow(platform: LivePlatform) -> int:
     gateway = psutil.Process(platform.process.pid)
     return sum(
@@ -462,10 +470,7 @@ def test_a_client_that_stops_reading_a_download_is_cut_off_and_frees_its_mlflow_
 ) -> None:
     """A download nobody reads must not hold one of the gateway's pooled MLflow connections for ever."""
     client, experiment, run = _user_run(own_platform, "stalled-reader-")
-    path = f"{ARTIFACTS}/{experiment}/{run}/artifacts/big.bin"
-    assert client.put(path, content=b"d" * STALLED_DOWNLOAD_BYTES).status_code == 200
-    key = client.headers["authorization"].removeprefix("Bearer ")
-    request = f"GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\r\n".encode()
+    request = _large_download_request(client, experiment, run)
 
     with _stalled_reader(own_platform, request) as sock:
         time.sleep(1.0)  # the download starts, fills every buffer on its way, and stalls
@@ -488,10 +493,7 @@ def test_one_user_cannot_take_every_mlflow_connection(own_platform: LivePlatform
     """Past their share of in-flight requests a user gets a 429; other users are served, and so is the user later."""
     client, experiment, run = _user_run(own_platform, "greedy-")
     other, _, _ = _user_run(own_platform, "bystander-")
-    path = f"{ARTIFACTS}/{experiment}/{run}/artifacts/big.bin"
-    assert client.put(path, content=b"d" * STALLED_DOWNLOAD_BYTES).status_code == 200
-    key = client.headers["authorization"].removeprefix("Bearer ")
-    request = f"GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\r\n".encode()
+    request = _large_download_request(client, experiment, run)
 
     with contextlib.ExitStack() as stalled:
         for _ in range(CONNECTIONS_PER_USER):

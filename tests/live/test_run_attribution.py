@@ -33,10 +33,10 @@ def experiment_id(platform: LivePlatform, alice: User) -> str:
     return str(created.json()["experiment_id"])
 
 
-def _recorded_user(client: httpx.Client, run_id: str) -> tuple[str, str | None]:
+def _recorded(client: httpx.Client, run_id: str) -> tuple[str, dict[str, str]]:
+    """The run's `user_id` and its tags, as MLflow stored them."""
     run = client.get(f"{MLFLOW}/runs/get", params={"run_id": run_id}).json()["run"]
-    tags = {tag["key"]: tag["value"] for tag in run["data"].get("tags", [])}
-    return run["info"]["user_id"], tags.get("mlflow.user")
+    return run["info"]["user_id"], {tag["key"]: tag["value"] for tag in run["data"].get("tags", [])}
 
 
 @pytest.mark.parametrize("double_encoded", [False, True], ids=["json", "json-in-a-json-string"])
@@ -54,9 +54,10 @@ def test_a_run_claimed_for_someone_else_is_recorded_as_its_creators(
         assert created.status_code == 200, created.text
         run_id = created.json()["run"]["info"]["run_id"]
 
-        assert _recorded_user(as_alice, run_id) == (alice.owner, alice.owner)
-        tags = as_alice.get(f"{MLFLOW}/runs/get", params={"run_id": run_id}).json()["run"]["data"]["tags"]
-        assert {"key": "team", "value": "growth"} in tags  # other tags go through untouched
+        user_id, tags = _recorded(as_alice, run_id)
+
+    assert (user_id, tags["mlflow.user"]) == (alice.owner, alice.owner)
+    assert tags["team"] == "growth"  # other tags go through untouched
 
 
 def test_a_prompt_lab_run_is_recorded_as_its_creators(platform: LivePlatform, alice: User, experiment_id: str) -> None:
@@ -73,4 +74,6 @@ def test_a_prompt_lab_run_is_recorded_as_its_creators(platform: LivePlatform, al
         created = as_alice.post(PROMPTLAB, json=claim)
         assert created.status_code == 200, created.text
 
-        assert _recorded_user(as_alice, created.json()["run"]["info"]["run_id"])[0] == alice.owner
+        user_id, _tags = _recorded(as_alice, created.json()["run"]["info"]["run_id"])
+
+    assert user_id == alice.owner
