@@ -172,3 +172,44 @@ def test_single_valued_headers_arrive_once(user: tuple[httpx.Client, str], size:
         assert response.status_code == 200
         for name in ("date", "content-type", "content-length", "via"):
             assert len(response.headers.get_list(name)) == 1, (name, response.headers.get_list(name))
+
+
+@pytest.mark.parametrize("size", [10, 3 * PAUSED_AT + 777])
+def test_head_answers_with_the_headers_of_a_get(
+    user: tuple[httpx.Client, str], mlflow_admin: httpx.Client, size: int
+) -> None:
+    # MLflow's auth app has no rule for HEAD and refuses it; the gateway asks MLflow for a GET instead and sends
+    # only the head of that answer. (A plain MLflow serves HEAD from its Flask app, whose ETag differs from the one
+    # its GET sends; the gateway's HEAD carries the GET's, which a later conditional GET can use.)
+    client, prefix = user
+    path = f"{prefix}/head-{size}.bin"
+    assert client.put("/api/mlflow" + path, content=os.urandom(size)).status_code == 200
+
+    direct = mlflow_admin.get(path)
+    proxied = client.head("/api/mlflow" + path)
+
+    assert (proxied.status_code, mlflow_admin.head(path).status_code) == (200, 200)
+    assert proxied.content == b""
+    assert proxied.headers["content-length"] == str(size)
+    for name in COMPARED_HEADERS:
+        assert proxied.headers.get(name) == direct.headers.get(name), name
+    # The connection the HEAD used answers the next request.
+    assert client.get(API + "/experiments/search", params={"max_results": 1}).status_code == 200
+
+
+def test_head_on_a_rest_call_or_a_missing_artifact_has_the_head_of_the_get(
+    user: tuple[httpx.Client, str], mlflow_admin: httpx.Client
+) -> None:
+    # A plain MLflow answers HEAD on its REST calls with a 400 (its handlers read only a GET's query parameters, so
+    # a HEAD's look "missing"); the gateway gives the GET's status and headers there too.
+    client, prefix = user
+    experiment_id = prefix.split("/")[-3]
+    for path in (f"/api/2.0/mlflow/experiments/get?experiment_id={experiment_id}", f"{prefix}/never-written.bin"):
+        direct = mlflow_admin.get(path)
+        proxied = client.head("/api/mlflow" + path)
+        assert (proxied.status_code, proxied.content) == (direct.status_code, b""), path
+        assert proxied.headers["content-type"] == direct.headers["content-type"].replace(
+            "text/plain",
+            "application/json",  # MLflow's plain-text errors arrive in the JSON envelope
+        ), path
+    assert client.head(f"/api/mlflow{prefix}/never-written.bin").status_code == 404

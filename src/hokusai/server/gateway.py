@@ -361,8 +361,11 @@ class MlflowGateway:
             headers = [(k, v) for k, v in headers if k not in ("content-length", "transfer-encoding")]
             headers.append(("content-length", str(len(body))))
         url = upstream.url_for(routed.raw, request.scope.get("query_string", b""))
+        # MLflow's auth app has no rule for HEAD and refuses it on every route, while a plain MLflow answers HEAD as
+        # a GET without the body: MLflow is asked for the GET, and `_relay` sends on only its head.
+        method = "GET" if request.method == "HEAD" else request.method
         try:
-            sending = upstream.session.request(request.method, url, headers=headers, data=body, allow_redirects=False)
+            sending = upstream.session.request(method, url, headers=headers, data=body, allow_redirects=False)
             if isinstance(body, StreamedBody):
                 response = await body.within_write_timeout(sending, self._state.settings.upstream_write_timeout_seconds)
             else:
@@ -621,11 +624,18 @@ async def _relay(
     *,
     body_unread: bool,
 ) -> ASGIApp:
-    """MLflow's answer for the client; `body_unread` when MLflow answered before taking the whole request body."""
-    if response.status >= 400 and method != "HEAD":
+    """MLflow's answer for the client; `body_unread` when MLflow answered before taking the whole request body.
+
+    For a HEAD, MLflow's answer to the GET: uvicorn sends its head only, and a body too large to read whole is
+    left unread (releasing the response closes that MLflow connection rather than download a model for nothing).
+    """
+    if response.status >= 400:
         return await _relay_error(response, principal, routed, body_unread=body_unread)
     length = response.content_length
-    if method == "HEAD" or response.status in (204, 304) or (length is not None and length <= _BUFFERED_BODY_LIMIT):
+    if method == "HEAD" and (length is None or length > _BUFFERED_BODY_LIMIT):
+        response.release()
+        return _Buffered(response.status, _response_headers(response), b"")
+    if response.status in (204, 304) or (length is not None and length <= _BUFFERED_BODY_LIMIT):
         # Most MLflow answers are small JSON with a Content-Length. Reading them whole (bounded by the limit) and
         # sending one body message costs far less than a StreamingResponse, which under uvicorn's ASGI spec 2.3
         # starts a task group and a disconnect listener per response. MLflow's headers, Content-Length included,
