@@ -338,6 +338,34 @@ def test_request_without_a_key_is_refused(platform: LivePlatform) -> None:
     assert response.headers.get_list("www-authenticate") == ["Bearer", 'Basic realm="hokusai"']
 
 
+STALE_BASIC_CREDENTIALS = textwrap.dedent(
+    """
+    import json
+    import mlflow
+
+    try:
+        mlflow.search_experiments(max_results=1)
+        print("SUMMARY " + json.dumps({"error": None}), flush=True)
+    except mlflow.exceptions.MlflowException as exc:
+        print("SUMMARY " + json.dumps({"error": str(exc)}), flush=True)
+    """
+)
+
+
+def test_a_stale_mlflow_password_beside_a_valid_token_is_named_as_the_problem(platform: LivePlatform) -> None:
+    # The stock client sends USERNAME/PASSWORD rather than the token when both are set: the answer must say so.
+    env = platform.mlflow_env(platform.create_key(platform.unique_owner("stale-"), "read"))
+    env.update(MLFLOW_TRACKING_USERNAME="alice", MLFLOW_TRACKING_PASSWORD="old-mlflow-password")
+    error = _summary(platform.run_python(STALE_BASIC_CREDENTIALS, env, timeout=CLIENT_TIMEOUT))["error"]
+    assert error is not None
+    assert "The HTTP Basic password is not a Hokusai key" in error
+    assert "MLFLOW_TRACKING_PASSWORD" in error
+    assert "old-mlflow-password" not in error
+
+    del env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"]
+    assert _summary(platform.run_python(STALE_BASIC_CREDENTIALS, env, timeout=CLIENT_TIMEOUT))["error"] is None
+
+
 def test_revoked_key_is_refused_within_the_cache_ttl(platform: LivePlatform) -> None:
     with platform.client(platform.admin_key) as admin:
         created = admin.post("/api/v1/keys", json={"owner": platform.unique_owner("revoked-"), "scopes": ["read"]})

@@ -24,6 +24,19 @@ MALFORMED_AUTH_MESSAGE = (
     "The Authorization header could not be read. Use `Bearer <key>` or HTTP Basic with the key as the password."
 )
 
+# The MLflow client sends MLFLOW_TRACKING_USERNAME/PASSWORD in preference to MLFLOW_TRACKING_TOKEN, so a password
+# left over from an earlier MLflow setup hides a correct token; "malformed key" alone would not say which one is read.
+NOT_A_KEY_AS_BASIC_PASSWORD_MESSAGE = (
+    "The HTTP Basic password is not a Hokusai key (keys start with `hk_live_`). The MLflow client sends "
+    "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD instead of MLFLOW_TRACKING_TOKEN when they are set: "
+    "unset them, or set MLFLOW_TRACKING_PASSWORD to your Hokusai key."
+)
+
+
+def sent_as_basic(headers: Headers) -> bool:
+    """Whether the key was read from an HTTP Basic password."""
+    return headers.get("authorization", "").strip()[:6].lower() == "basic "
+
 
 def _unauthenticated(message: str) -> ApiError:
     return ApiError(401, message, error_code="UNAUTHENTICATED")

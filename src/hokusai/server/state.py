@@ -6,11 +6,11 @@ import logging
 from dataclasses import dataclass
 
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import QueryParams
+from starlette.datastructures import Headers, QueryParams
 from starlette.requests import Request
 
 from hokusai.server.audit import AuditLog
-from hokusai.server.credentials import key_from_request
+from hokusai.server.credentials import NOT_A_KEY_AS_BASIC_PASSWORD_MESSAGE, key_from_request, sent_as_basic
 from hokusai.server.db import Database
 from hokusai.server.errors import ApiError
 from hokusai.server.keys import (
@@ -41,6 +41,12 @@ _NO_QUERY = QueryParams()
 _UNKNOWN_MESSAGE = "This API key is not known to this server. Check HOKUSAI_API_KEY / MLFLOW_TRACKING_TOKEN."
 
 
+def _rejection_message(reason: str, headers: Headers) -> str:
+    if reason == REASON_MALFORMED and sent_as_basic(headers):
+        return NOT_A_KEY_AS_BASIC_PASSWORD_MESSAGE
+    return _REJECTION_MESSAGES.get(reason, _UNKNOWN_MESSAGE)
+
+
 @dataclass
 class AppState:
     settings: Settings
@@ -61,7 +67,7 @@ class AppState:
         except KeyRejected as exc:
             raise ApiError(
                 401,
-                _REJECTION_MESSAGES.get(exc.reason, _UNKNOWN_MESSAGE),
+                _rejection_message(exc.reason, request.headers),
                 error_code="UNAUTHENTICATED",
             ) from exc
         return principal
