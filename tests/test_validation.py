@@ -23,6 +23,7 @@ from hokusai.validation import (
     validate_metadata_fields,
     validate_metric_name,
     validate_model_name,
+    validate_model_uri,
     validate_owner,
     validate_tokenized_model_name,
     validate_user_tags,
@@ -57,15 +58,34 @@ def test_bools_nan_infinity_and_strings_are_not_baselines(bad: object) -> None:
         validate_baseline_value(bad)
 
 
-@pytest.mark.parametrize("name", ["accuracy", "usage:reply_rate", "f1 score", "eval/auc", "mse.val"])
+@pytest.mark.parametrize("name", ["accuracy", "usage:reply_rate", "f1 score", "eval/auc", "mse.val", "précision"])
 def test_metric_names_follow_mlflow(name: str) -> None:
     assert validate_metric_name(name) == name
 
 
-@pytest.mark.parametrize("bad", ["", " ", " accuracy", "acc\n", "ü", "a" * 251, "a;b"], ids=repr)
+@pytest.mark.parametrize(
+    "bad", ["", " ", " accuracy", "acc\n", "a" * 251, "a;b", "../x", "/lead", "a//b", "a/", "a/./b", "."], ids=repr
+)
 def test_bad_metric_names(bad: str) -> None:
     with pytest.raises(HokusaiValidationError, match="metric_name"):
         validate_metric_name(bad)
+
+
+@pytest.mark.parametrize("bad", ["../k", "/k", "k/", "a;b"], ids=repr)
+def test_tag_names_follow_mlflows_rules(bad: str) -> None:
+    with pytest.raises(HokusaiValidationError, match="tags"):
+        validate_user_tags({bad: "v"})
+
+
+def test_model_uris_fit_mlflows_source_column() -> None:
+    assert validate_model_uri("s3://bucket/" + "a" * 488) == "s3://bucket/" + "a" * 488
+    with pytest.raises(HokusaiValidationError, match="model_uri: must be at most 500"):
+        validate_model_uri("models:/" + "a" * 70_000 + "/1")
+
+
+def test_a_baseline_beyond_float_range_says_so() -> None:
+    with pytest.raises(HokusaiValidationError, match="too large for a 64-bit float"):
+        validate_baseline_value(10**400)
 
 
 def test_user_tags_cannot_overwrite_reserved_ones() -> None:
@@ -101,6 +121,10 @@ def test_tokenized_models_stay_out_of_the_baselines_prefix() -> None:
     for reserved in ("hokusai-baseline-clf", "HOKUSAI-BASELINE-clf"):
         with pytest.raises(HokusaiValidationError, match="reserved for baselines"):
             validate_tokenized_model_name(reserved)
+    # MLflow refuses to create these; an existing model may still be looked up by any name.
+    for refused in ("team/model", "team:model", "..", "..model"):
+        with pytest.raises(HokusaiValidationError, match="as MLflow requires"):
+            validate_tokenized_model_name(refused)
 
 
 def test_model_names_and_owners() -> None:

@@ -20,6 +20,7 @@ from hokusai.errors import (
     HokusaiAuthError,
     HokusaiConflictError,
     HokusaiConnectionError,
+    HokusaiInvalidRequestError,
     HokusaiNotFoundError,
     HokusaiPermissionError,
     HokusaiRateLimitError,
@@ -70,6 +71,10 @@ _ERROR_CLASSES: dict[int, type[HokusaiAPIError]] = {
     409: HokusaiConflictError,
 }
 CONNECTION_HINT = "is the Hokusai API running? `hokusai server` / check HOKUSAI_API_URL"
+SLOW_ANSWER_HINT = (
+    "the API is up but slow to answer, most likely waiting on its MLflow: retry shortly; if it persists, its "
+    "/ready endpoint says whether MLflow is answering"
+)
 _MLFLOW_403_HINT = (
     "MLflow refused this resource: it belongs to another user, or (where the message says so) may not exist; "
     "check its name or id, use your own experiment/model, or ask its owner for access"
@@ -221,7 +226,7 @@ def _raise_for_status(response: httpx.Response) -> None:
     """
     if response.status_code < 400:
         return
-    error_code, message, layer = _read_envelope(response)
+    error_code, message, layer, field = _read_envelope(response)
     raise api_error(
         message,
         status=response.status_code,
@@ -229,6 +234,7 @@ def _raise_for_status(response: httpx.Response) -> None:
         layer=layer,
         request_id=response.headers.get(REQUEST_ID_HEADER),
         retry_after=_retry_after(response),
+        field=field,
     )
 
 
@@ -240,8 +246,12 @@ def api_error(
     layer: str,
     request_id: str | None = None,
     retry_after: float | None = None,
+    field: str | None = None,
 ) -> HokusaiAPIError:
-    """The typed error for a status, with a hint naming the fix; the local backend uses it too."""
+    """The typed error for a status, with a hint naming the fix; the local backend uses it too.
+
+    ``field`` is the input field a 400 names (the server's envelope carries it for its own validation errors).
+    """
     common: dict[str, Any] = {
         "status": status,
         "error_code": error_code,
@@ -251,19 +261,28 @@ def api_error(
     }
     if status == 429:
         return HokusaiRateLimitError(message, retry_after=retry_after, **common)
+    if status == 400:
+        return HokusaiInvalidRequestError(message, field=field, **common)
     return _ERROR_CLASSES.get(status, HokusaiAPIError)(message, **common)
 
 
-def _read_envelope(response: httpx.Response) -> tuple[str, str, str]:
+def _read_envelope(response: httpx.Response) -> tuple[str, str, str, str | None]:
+    """The envelope's error code, message, layer and (for input errors) field."""
     fallback_code = f"HTTP_{response.status_code}"
     try:
         body = response.json()
     except ValueError:
         body = None
     if isinstance(body, dict) and isinstance(body.get("message"), str):
-        return str(body.get("error_code") or fallback_code), body["message"], str(body.get("layer") or LAYER_UNKNOWN)
+        field = body.get("field")
+        return (
+            str(body.get("error_code") or fallback_code),
+            body["message"],
+            str(body.get("layer") or LAYER_UNKNOWN),
+            field if isinstance(field, str) else None,
+        )
     message = f"{response.status_code} {response.reason_phrase} with a body that is not a Hokusai error: "
-    return fallback_code, message + _excerpt(response), LAYER_UNKNOWN
+    return fallback_code, message + _excerpt(response), LAYER_UNKNOWN, None
 
 
 def _excerpt(response: httpx.Response) -> str:
@@ -330,11 +349,14 @@ def _hint(status: int, error_code: str, layer: str, message: str, retry_after: f
 
 def _connection_error(request: httpx.Request, exc: httpx.TransportError) -> HokusaiConnectionError:
     where = request.url.host + (f":{request.url.port}" if request.url.port else "")
-    if isinstance(exc, httpx.TimeoutException):
-        what = f"{where} did not answer in time"
+    if isinstance(exc, httpx.ReadTimeout | httpx.WriteTimeout):
+        # Connected, so the API is up: what it waited on is most likely its MLflow.
+        what, hint = f"{where} accepted the request but did not answer in time", SLOW_ANSWER_HINT
+    elif isinstance(exc, httpx.TimeoutException):
+        what, hint = f"{where} did not answer in time", CONNECTION_HINT
     else:
-        what = f"Could not connect to {where}"
-    return HokusaiConnectionError(f"{what} ({exc.__class__.__name__}: {exc}).", hint=CONNECTION_HINT)
+        what, hint = f"Could not connect to {where}", CONNECTION_HINT
+    return HokusaiConnectionError(f"{what} ({exc.__class__.__name__}: {exc}).", hint=hint)
 
 
 def _backoff(attempt: int) -> float:

@@ -1,10 +1,11 @@
 """Every error the Hokusai SDK raises, in one place.
 
     HokusaiError
-    ├── HokusaiValidationError      bad input, caught before anything is sent (also a ValueError)
+    ├── HokusaiValidationError      bad input (also a ValueError): caught before anything is sent, or ...
     ├── HokusaiConfigurationError   missing or contradictory settings (no key, bad flag value)
     ├── HokusaiConnectionError      the API could not be reached or timed out (``should_retry``)
     └── HokusaiAPIError             the server answered with an error status
+        ├── HokusaiInvalidRequestError  400: ... refused by the server (also a HokusaiValidationError)
         ├── HokusaiAuthError        401: missing, unknown, expired or revoked key
         ├── HokusaiPermissionError  403: the key lacks a scope, or MLflow refused the resource
         ├── HokusaiNotFoundError    404
@@ -26,6 +27,7 @@ __all__ = [
     "HokusaiConflictError",
     "HokusaiConnectionError",
     "HokusaiError",
+    "HokusaiInvalidRequestError",
     "HokusaiNotFoundError",
     "HokusaiPermissionError",
     "HokusaiRateLimitError",
@@ -94,7 +96,8 @@ class HokusaiAPIError(HokusaiError):
         self.error_code = error_code
         self.layer = layer
         self.request_id = request_id
-        super().__init__(message, hint=hint)
+        # Named, not super(): in HokusaiInvalidRequestError the next class is HokusaiValidationError.
+        HokusaiError.__init__(self, message, hint=hint)
 
     def _compose(self) -> str:
         where = f"{self.status} {self.error_code} from {self.layer}"
@@ -108,6 +111,18 @@ class HokusaiAPIError(HokusaiError):
             f"{class_name}(message={self.user_message!r}, status={self.status}, "
             f"error_code={self.error_code!r}, layer={self.layer!r}, request_id={self.request_id!r})"
         )
+
+
+class HokusaiInvalidRequestError(HokusaiAPIError, HokusaiValidationError):
+    """400: the server refused the input, by a rule only it can check (``strict``'s baseline check against the run)
+    or one a local check did not cover. Also a :class:`HokusaiValidationError`, so that one ``except`` catches bad
+    input wherever it was found; ``field`` is the field the server named, or ``None``.
+    """
+
+    def __init__(self, message: str, *, field: str | None = None, **kwargs: object) -> None:
+        self.field = field  # type: ignore[assignment]
+        self.problem = message
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
 
 
 class HokusaiAuthError(HokusaiAPIError):

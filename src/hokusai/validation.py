@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import posixpath
 import re
 import urllib.parse
 from collections.abc import Iterable, Mapping
@@ -21,6 +22,7 @@ TAG_VALUE_MAX_LENGTH = 5000  # MLflow's model-registry tag value limit
 METADATA_FIELD_MAX_LENGTH = 500
 METADATA_JSON_MAX_LENGTH = 4000
 DESCRIPTION_MAX_LENGTH = 5000
+MODEL_URI_MAX_LENGTH = 500  # MLflow keeps a model version's source in a column of 500 characters
 
 # Tag names are kept compatible with the earlier implementation, so its consumers keep working.
 TAG_TOKEN_ID = "hokusai_token_id"
@@ -42,7 +44,8 @@ BASELINE_MODEL_PREFIX = "hokusai-baseline-"
 RESERVED_TAGS = frozenset({TAG_TOKEN_ID, TAG_METRIC, TAG_BASELINE, TAG_STATUS, TAG_RUN_ID})
 
 _TOKEN_ID_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?")
-_METRIC_NAME_RE = re.compile(r"[A-Za-z0-9_\-. :/]+")  # the characters MLflow accepts in metric keys
+# The characters MLflow accepts in metric and tag keys (`validate_param_and_metric_name`, on Linux and macOS).
+_METRIC_NAME_RE = re.compile(r"[/\w.\- :]+")
 _RUN_ID_RE = re.compile(r"[a-zA-Z0-9][\w\-]{0,255}")  # MLflow's own run id pattern
 _MODEL_TYPE_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 _RUNS_URI_RE = re.compile(r"runs:/(?P<run_id>[^/]+)(?:/(?P<path>.*))?")
@@ -79,11 +82,28 @@ def validate_metric_name(metric_name: object) -> str:
         raise HokusaiValidationError("metric_name", "must not start or end with whitespace")
     if len(metric_name) > METRIC_NAME_MAX_LENGTH:
         raise HokusaiValidationError("metric_name", f"must be at most {METRIC_NAME_MAX_LENGTH} characters")
-    if _METRIC_NAME_RE.fullmatch(metric_name) is None:
-        raise HokusaiValidationError(
-            "metric_name", "may contain only letters, digits, '_', '-', '.', ' ', ':' and '/' (as MLflow requires)"
-        )
+    _check_mlflow_key("metric_name", metric_name)
     return metric_name
+
+
+def _check_mlflow_key(field: str, name: str) -> None:
+    """MLflow's rules for a metric or tag key (`_validate_metric_name`, `_validate_tag_name`)."""
+    if _METRIC_NAME_RE.fullmatch(name) is None:
+        raise HokusaiValidationError(
+            field, "may contain only letters, digits, '_', '-', '.', ' ', ':' and '/' (as MLflow requires)"
+        )
+    if _resolves_elsewhere_as_path(name):
+        raise HokusaiValidationError(
+            field,
+            "must not start with '/' or '..', end with '/', or hold '//' or a '.' or '..' segment (MLflow may store "
+            "it as a file path, and refuses a name that would land on another)",
+        )
+
+
+def _resolves_elsewhere_as_path(name: str) -> bool:
+    # MLflow may store these names as files, and refuses one that would land on another name (`path_not_unique`).
+    normalized = posixpath.normpath(name)
+    return normalized != name or normalized == "." or normalized.startswith(("..", "/"))
 
 
 def validate_baseline_value(baseline_value: object) -> float:
@@ -92,8 +112,10 @@ def validate_baseline_value(baseline_value: object) -> float:
         raise HokusaiValidationError("baseline_value", "must be a number (not a bool or a string)")
     try:
         value = float(baseline_value)
-    except OverflowError:  # an int beyond float range, e.g. 10**400
-        value = math.inf
+    except OverflowError as exc:  # an int beyond float range, e.g. 10**400
+        raise HokusaiValidationError(
+            "baseline_value", "is too large for a 64-bit float (at most about 1.8e308)"
+        ) from exc
     if not math.isfinite(value):
         raise HokusaiValidationError("baseline_value", "must be finite (not NaN or infinity)")
     return value
@@ -131,6 +153,10 @@ def is_baseline_model_name(name: str) -> bool:
 def validate_tokenized_model_name(model_name: object) -> str:
     """A name to register a tokenized model under: a valid model name outside the baselines' reserved prefix."""
     model_name = validate_model_name(model_name)
+    if "/" in model_name or ":" in model_name:
+        raise HokusaiValidationError("model_name", "must not contain '/' or ':' (as MLflow requires)")
+    if _resolves_elsewhere_as_path(model_name):
+        raise HokusaiValidationError("model_name", "must not be '.', '..' or start with '..' (as MLflow requires)")
     if is_baseline_model_name(model_name):
         raise HokusaiValidationError(
             "model_name",
@@ -164,6 +190,8 @@ def validate_model_uri(model_uri: object) -> str:
         raise HokusaiValidationError("model_uri", "must be a non-empty string")
     if model_uri != model_uri.strip() or _CONTROL_CHARS_RE.search(model_uri):
         raise HokusaiValidationError("model_uri", "must not contain whitespace at the ends or control characters")
+    if len(model_uri) > MODEL_URI_MAX_LENGTH:
+        raise HokusaiValidationError("model_uri", f"must be at most {MODEL_URI_MAX_LENGTH} characters")
     if model_uri.startswith("runs:"):
         run_id_from_uri(model_uri)
     return model_uri
@@ -238,6 +266,7 @@ def validate_user_tags(tags: Mapping[str, object] | None) -> dict[str, str]:
     for key, value in tags.items():
         if not isinstance(key, str) or not key.strip() or len(key) > TAG_KEY_MAX_LENGTH:
             raise HokusaiValidationError("tags", f"tag names must be non-empty strings of at most {TAG_KEY_MAX_LENGTH}")
+        _check_mlflow_key("tags", key)
         if is_reserved_tag(key):
             raise HokusaiValidationError("tags", f"'{key}' is reserved for Hokusai and cannot be set directly")
         if value is None or isinstance(value, Mapping | list):

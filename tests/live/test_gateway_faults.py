@@ -51,6 +51,7 @@ def own_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LivePlatf
         HOKUSAI_KEY_CACHE_TTL_SECONDS="2",
         HOKUSAI_UPSTREAM_READ_TIMEOUT_SECONDS=str(UPSTREAM_TIMEOUT_SECONDS),
         HOKUSAI_UPSTREAM_WRITE_TIMEOUT_SECONDS=str(UPSTREAM_TIMEOUT_SECONDS),
+        HOKUSAI_UPSTREAM_CALL_TIMEOUT_SECONDS=str(UPSTREAM_TIMEOUT_SECONDS),
         HOKUSAI_CLIENT_BODY_TIMEOUT_SECONDS=str(CLIENT_BODY_TIMEOUT_SECONDS),
         HOKUSAI_CLIENT_HEADER_TIMEOUT_SECONDS=str(CLIENT_HEADER_TIMEOUT_SECONDS),
         HOKUSAI_CLIENT_SEND_TIMEOUT_SECONDS=str(CLIENT_SEND_TIMEOUT_SECONDS),
@@ -210,6 +211,22 @@ def test_mlflow_that_stops_answering_gets_a_504(
     assert UPSTREAM_TIMEOUT_SECONDS <= elapsed < UPSTREAM_TIMEOUT_SECONDS + SAFETY_BOUND_SECONDS
     # Thawed, MLflow answers again on a fresh upstream connection.
     assert client.get(API + "/experiments/get", params={"experiment_id": experiment}).status_code == 200
+
+
+def test_the_registry_answers_504_when_mlflow_stops_answering(
+    own_platform: LivePlatform, record_property: Callable[[str, object], None]
+) -> None:
+    # The API's own calls to MLflow have a timeout of their own (HOKUSAI_UPSTREAM_CALL_TIMEOUT_SECONDS), far below
+    # the gateway's, which is sized for multi-GB artifacts: otherwise the SDK times out first and blames the API.
+    client, _, run = _user_run(own_platform, "frozen-registry-")
+    with _frozen(own_platform):
+        started = time.monotonic()
+        response = client.get("/api/v1/models/tokenized")
+        elapsed = time.monotonic() - started
+    record_property("frozen_registry_answered_seconds", round(elapsed, 2))
+    assert _is_deadline(response), (response.status_code, response.text)
+    assert elapsed < UPSTREAM_TIMEOUT_SECONDS + SAFETY_BOUND_SECONDS
+    assert client.get(API + "/runs/get", params={"run_id": run}).status_code == 200
 
 
 def test_mlflow_that_stops_reading_an_upload_gets_a_504(

@@ -834,6 +834,17 @@ def registry_schema(platform: LivePlatform) -> schemathesis.BaseSchema:
     return schema.include(path_regex=r"^/api/v1/(models|tokens|audit)")
 
 
+def test_the_openapi_document_lists_the_errors_the_api_sends(platform: LivePlatform, as_alice: httpx.Client) -> None:
+    document = httpx.get(platform.url + "/openapi.json", timeout=30.0).json()
+    statuses = {status for path in document["paths"].values() for op in path.values() for status in op["responses"]}
+    # Validation errors are 400s in the envelope, never FastAPI's 422, so a generated client expects what it gets.
+    assert "422" not in statuses and "HTTPValidationError" not in document["components"]["schemas"]
+    assert "field" in document["components"]["schemas"]["ErrorBody"]["properties"]
+    refused = as_alice.get(TOKENIZED, params={"max_results": 0})
+    assert assert_error(refused, 400, "INVALID_PARAMETER_VALUE").startswith("Invalid request: query.max_results")
+    assert refused.json()["field"] == "max_results"
+
+
 def test_every_registry_route_is_fuzzed(registry_schema: schemathesis.BaseSchema) -> None:
     operations = [result.ok() for result in registry_schema.get_all_operations()]
 

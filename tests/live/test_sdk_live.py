@@ -22,8 +22,10 @@ from hokusai import (
     HokusaiAPIError,
     HokusaiAuthError,
     HokusaiConflictError,
+    HokusaiInvalidRequestError,
     HokusaiNotFoundError,
     HokusaiPermissionError,
+    HokusaiValidationError,
     ModelRegistry,
     TokenizedModel,
     _client,
@@ -220,6 +222,25 @@ def test_register_get_and_list_tokenized_models(as_alice: ModelRegistry, run: Lo
         "docs/troubleshooting.md lists the rules)"
     )
     assert (version_seven.value.status, version_seven.value.layer) == (404, "mlflow")
+    assert type(version_zero.value) is HokusaiInvalidRequestError and version_zero.value.field == "version"
+
+
+def test_strict_mode_refusal_is_the_validation_error_the_docstring_promises(
+    as_alice: ModelRegistry, run: LoggedRun
+) -> None:
+    # Only the server reads the run's metric; its 400 must be caught by the same `except` as a local check.
+    with pytest.raises(HokusaiValidationError) as refused:
+        as_alice.register_tokenized_model(
+            model_uri=f"runs:/{run.run_id}/model",
+            model_name=unique("sdk-strict"),
+            token_id=unique("sdk-strict"),
+            metric_name="accuracy",
+            baseline_value=0.5,
+            strict=True,
+        )
+    assert isinstance(refused.value, HokusaiAPIError)
+    assert (refused.value.status, refused.value.field) == (400, "baseline_value")
+    assert "strict mode" in refused.value.problem
 
 
 def test_a_repeat_and_a_retried_registration_create_no_second_version(

@@ -9,9 +9,11 @@ from hokusai.errors import (
     HokusaiAuthError,
     HokusaiConflictError,
     HokusaiConnectionError,
+    HokusaiInvalidRequestError,
     HokusaiNotFoundError,
     HokusaiPermissionError,
     HokusaiRateLimitError,
+    HokusaiValidationError,
 )
 
 from .conftest import KEY, Answer, FakeAPI, error
@@ -148,11 +150,20 @@ def test_connection_error_names_host_and_hint(sleeps: list[float]) -> None:
     assert 0.25 <= sleeps[0] <= 0.5 and 0.5 <= sleeps[1] <= 1.0  # exponential, with jitter
 
 
-def test_timeout_is_a_connection_error() -> None:
+def test_timeout_is_a_connection_error_whose_hint_says_where_it_waited() -> None:
     timeout = httpx.ReadTimeout("timed out")
     with _client(FakeAPI(timeout, timeout, timeout)) as client, pytest.raises(HokusaiConnectionError) as caught:
         client.request("GET", "/x")
-    assert caught.value.user_message == "api.test did not answer in time (ReadTimeout: timed out)."
+    assert caught.value.user_message == (
+        "api.test accepted the request but did not answer in time (ReadTimeout: timed out)."
+    )
+    assert caught.value.hint is not None and "waiting on its MLflow" in caught.value.hint
+
+    unreachable = httpx.ConnectTimeout("timed out")
+    with _client(FakeAPI(unreachable, unreachable, unreachable)) as client, pytest.raises(HokusaiConnectionError) as no:
+        client.request("GET", "/x")
+    assert no.value.user_message == "api.test did not answer in time (ConnectTimeout: timed out)."
+    assert no.value.hint is not None and no.value.hint.startswith("is the Hokusai API running?")
 
 
 def test_gateway_errors_are_retried_for_get(sleeps: list[float]) -> None:
@@ -250,3 +261,27 @@ def test_with_hint_keeps_everything_but_the_hint() -> None:
     )  # fmt: skip
     assert str(changed) == "429 RATE_LIMITED from mlflow (Request ID: r-9): Slow down. (HINT: wait 3 s)"
     assert str(original).endswith("(HINT: x)")
+
+
+def test_400_is_an_invalid_request_error_caught_as_a_validation_error_too() -> None:
+    answer = httpx.Response(
+        400,
+        json={
+            "error_code": "INVALID_PARAMETER_VALUE",
+            "message": "baseline_value: differs from the run (strict mode)",
+            "layer": "hokusai-api",
+            "field": "baseline_value",
+        },
+    )
+    exc = _fail(answer)
+    assert type(exc) is HokusaiInvalidRequestError
+    assert isinstance(exc, HokusaiValidationError) and isinstance(exc, ValueError)
+    assert (exc.status, exc.field, exc.problem) == (
+        400,
+        "baseline_value",
+        "baseline_value: differs from the run (strict mode)",
+    )
+    assert str(exc).startswith("400 INVALID_PARAMETER_VALUE from hokusai-api: baseline_value: differs")
+    assert exc.with_hint("other").field == "baseline_value"
+    # Without a field in the envelope the error still says what the server said.
+    assert _fail(error(400, "BAD_REQUEST", "Invalid request: limit: too large")).field is None

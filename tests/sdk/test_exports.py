@@ -17,6 +17,7 @@ EXPECTED = [
     "HokusaiConflictError",
     "HokusaiConnectionError",
     "HokusaiError",
+    "HokusaiInvalidRequestError",
     "HokusaiNotFoundError",
     "HokusaiPermissionError",
     "HokusaiRateLimitError",

@@ -88,3 +88,11 @@ def test_a_bad_setting_is_named_by_its_variable_and_its_value_is_not_shown(tmp_p
     assert result.stderr.startswith("Invalid configuration: HOKUSAI_PORT: Input should be less than or equal to 65535")
     assert "HOKUSAI_LOG_LEVEL: Input should be 'debug', 'info', 'warning' or 'error'" in result.stderr
     assert "loud-secret-ish" not in result.stderr and "pydantic.dev" not in result.stderr
+
+
+def test_the_apis_own_mlflow_calls_wait_the_call_timeout_not_the_artifact_one() -> None:
+    from hokusai.server.upstream import build_client
+
+    settings = Settings(_env_file=None, upstream_call_timeout_seconds=7, upstream_read_timeout_seconds=600)  # type: ignore[call-arg]
+    timeout = build_client("http://127.0.0.1:1", settings).timeout  # never used, so nothing to close
+    assert (timeout.read, timeout.write) == (7, 7)

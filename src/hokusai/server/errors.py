@@ -6,6 +6,7 @@ import logging
 from html.parser import HTMLParser
 from http import HTTPStatus
 
+import httpx
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -121,6 +122,16 @@ def readable_error_text(body: bytes, content_type: str | None) -> str:
     return title or paragraphs or " ".join(page.everything)
 
 
+def mlflow_timed_out() -> ApiError:
+    """MLflow took the request and did not answer within the timeout."""
+    return ApiError(504, "MLflow did not answer in time.", error_code="DEADLINE_EXCEEDED")
+
+
+def mlflow_call_failed(exc: httpx.TransportError) -> ApiError:
+    """One of the API's own calls to MLflow failed in transit: a 504 if MLflow was too slow, else a 503."""
+    return mlflow_timed_out() if isinstance(exc, httpx.ReadTimeout | httpx.WriteTimeout) else mlflow_unavailable()
+
+
 def mlflow_unavailable() -> ApiError:
     """MLflow is down, restarting or unreachable: a retryable 503 that names no internal address."""
     return ApiError(
@@ -138,8 +149,12 @@ def error_response(
     error_code: str | None = None,
     layer: str = LAYER_API,
     headers: dict[str, str] | None = None,
+    field: str | None = None,
 ) -> JSONResponse:
+    """The common envelope; `field` names the input field a 400 is about, when one is."""
     body = {"error_code": error_code or error_code_for_status(status), "message": message, "layer": layer}
+    if field is not None:
+        body["field"] = field
     response = JSONResponse(body, status_code=status, headers=headers)
     if status == 401:
         # One challenge per header line: browsers read only the first challenge of a line, and Basic is the one
@@ -148,16 +163,20 @@ def error_response(
     return response
 
 
-def _describe_validation_error(exc: RequestValidationError) -> str:
-    parts = []
+def _describe_validation_error(exc: RequestValidationError) -> tuple[str, str | None]:
+    """The message for pydantic's errors, and the field when there is exactly one."""
+    parts, fields = [], []
     for error in exc.errors()[:5]:
         if error.get("type") == "json_invalid":
             # Pydantic places a JSON syntax error at ("body", <character offset>), which reads like a field name.
             reason = error.get("ctx", {}).get("error", "not JSON")
-            return f"The request body is not valid JSON: {reason} (at character {error['loc'][-1]})."
-        location = ".".join(str(item) for item in error.get("loc", ()) if item != "body")
+            return f"The request body is not valid JSON: {reason} (at character {error['loc'][-1]}).", None
+        loc = error.get("loc", ())
+        location = ".".join(str(item) for item in loc if item != "body")
         parts.append(f"{location or 'body'}: {error.get('msg', 'invalid')}")
-    return "Invalid request: " + "; ".join(parts)
+        fields.append(".".join(str(item) for item in loc[1:]))  # without where it came from: body, query, path
+    field = fields[0] if len(set(fields)) == 1 and fields[0] else None
+    return "Invalid request: " + "; ".join(parts), field
 
 
 async def _handle_api_error(_request: Request, exc: Exception) -> JSONResponse:
@@ -167,12 +186,13 @@ async def _handle_api_error(_request: Request, exc: Exception) -> JSONResponse:
 
 async def _handle_hokusai_validation(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HokusaiValidationError)
-    return error_response(400, str(exc), error_code="INVALID_PARAMETER_VALUE")
+    return error_response(400, str(exc), error_code="INVALID_PARAMETER_VALUE", field=exc.field)
 
 
 async def _handle_request_validation(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    return error_response(400, _describe_validation_error(exc), error_code="INVALID_PARAMETER_VALUE")
+    message, field = _describe_validation_error(exc)
+    return error_response(400, message, error_code="INVALID_PARAMETER_VALUE", field=field)
 
 
 async def _handle_http_exception(_request: Request, exc: Exception) -> JSONResponse:

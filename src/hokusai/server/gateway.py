@@ -33,6 +33,7 @@ from hokusai.server.errors import (
     ApiError,
     error_code_for_status,
     error_response,
+    mlflow_timed_out,
     mlflow_unavailable,
     readable_error_text,
 )
@@ -373,7 +374,7 @@ class MlflowGateway:
         except aiohttp.ConnectionTimeoutError as exc:  # no pooled connection or no TCP connect in time
             raise mlflow_unavailable() from exc
         except TimeoutError as exc:  # aiohttp's read timeouts subclass it
-            raise ApiError(504, "MLflow did not answer in time.", error_code="DEADLINE_EXCEEDED") from exc
+            raise mlflow_timed_out() from exc
         except aiohttp.ClientError as exc:
             if isinstance(exc.__cause__, ClientDisconnect):
                 # aiohttp wraps whatever ends a streamed body; here the client hung up (or stalled) mid-upload.
@@ -649,7 +650,7 @@ async def _read_whole(response: aiohttp.ClientResponse) -> bytes:
     try:
         return await response.read()
     except TimeoutError as exc:
-        raise ApiError(504, "MLflow did not answer in time.", error_code="DEADLINE_EXCEEDED") from exc
+        raise mlflow_timed_out() from exc
     except aiohttp.ClientError as exc:  # MLflow dropped the connection mid-answer
         raise mlflow_unavailable() from exc
     finally:

@@ -7,6 +7,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
@@ -22,6 +23,7 @@ from hokusai.server.keys import KeyStore
 from hokusai.server.middleware.body_timeout import ClientBodyTimeoutMiddleware
 from hokusai.server.middleware.request_id import RequestIdMiddleware
 from hokusai.server.routes import audit, auth, health, keys, models, tokens
+from hokusai.server.schemas import without_fastapis_422
 from hokusai.server.secrets import load_or_create_secrets
 from hokusai.server.settings import Settings
 from hokusai.server.state import AppState
@@ -73,6 +75,18 @@ class HokusaiApp:
             await self.api(scope, receive, send)
 
 
+def _document_errors_as_sent(app: FastAPI) -> None:
+    """Build the OpenAPI document FastAPI's way (once, cached on the app), minus the 422 this API never sends."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = without_fastapis_422(build())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def create_app(settings: Settings, mlflow_url: str) -> ASGIApp:
     """The ASGI app; `mlflow_url` is the MLflow it fronts (the embedded child's address, or an external one)."""
     state = build_state(settings, mlflow_url)
@@ -100,6 +114,7 @@ def create_app(settings: Settings, mlflow_url: str) -> ASGIApp:
     )
     app.state.hokusai = state
     install_error_handlers(app)
+    _document_errors_as_sent(app)
     for router in (health.router, auth.router, keys.router, tokens.router, models.router, audit.router):
         app.include_router(router)
     # Every request, API or MLflow, gets its id, its access-log line and its body timeout here, outside the dispatch.

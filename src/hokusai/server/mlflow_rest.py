@@ -19,7 +19,7 @@ from hokusai.server.errors import (
     LAYER_MLFLOW,
     ApiError,
     error_code_for_status,
-    mlflow_unavailable,
+    mlflow_call_failed,
     readable_error_text,
 )
 from hokusai.server.keys import Principal
@@ -127,7 +127,7 @@ async def send_as(
             method, path, params=params, json=body, headers=upstream.headers_for(principal)
         )
     except httpx.TransportError as exc:
-        raise mlflow_unavailable() from exc
+        raise mlflow_call_failed(exc) from exc
 
 
 async def call_as(
@@ -158,7 +158,7 @@ def provisioning_errors(principal: Principal | None) -> Iterator[None]:
     try:
         yield
     except httpx.TransportError as exc:
-        raise mlflow_unavailable() from exc
+        raise mlflow_call_failed(exc) from exc
     except UpstreamError as exc:
         logger.warning("could not set up %s in MLflow: %s", principal.owner if principal else "a caller", exc)
         raise ApiError(502, "MLflow refused to set up your account; retry, or tell an admin.") from exc

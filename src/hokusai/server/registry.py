@@ -25,7 +25,7 @@ from starlette.requests import Request
 from hokusai.errors import HokusaiValidationError
 from hokusai.server.audit import AuditLog
 from hokusai.server.db import Database
-from hokusai.server.errors import LAYER_MLFLOW, RETRY_AFTER_SECONDS, ApiError, mlflow_unavailable
+from hokusai.server.errors import LAYER_MLFLOW, RETRY_AFTER_SECONDS, ApiError, mlflow_call_failed
 from hokusai.server.keys import KeyStore, Principal
 from hokusai.server.locks import shared_lock
 from hokusai.server.mlflow_rest import (
@@ -1080,7 +1080,7 @@ async def _transfer_locked(
             model_name or current.model_name, new_owner=new_owner, previous_owner=current.owner
         )
     except httpx.TransportError as exc:
-        raise mlflow_unavailable() from exc
+        raise mlflow_call_failed(exc) from exc
     except UpstreamError as exc:
         logger.warning("token %s stays with %s: MLflow grants failed: %s", token_id, current.owner, exc)
         raise ApiError(

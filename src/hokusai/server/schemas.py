@@ -82,6 +82,7 @@ class ErrorBody(BaseModel):
     error_code: str = Field(description="e.g. INVALID_PARAMETER_VALUE, PERMISSION_DENIED, TOKEN_ALREADY_CLAIMED")
     message: str
     layer: str = Field(description="Who refused: `hokusai-api` or `mlflow`")
+    field: str | None = Field(default=None, description="The input field a 400 is about, when there is one")
 
 
 _ERROR_DESCRIPTIONS = {
@@ -96,6 +97,7 @@ _ERROR_DESCRIPTIONS = {
     429: "MLflow is rate limiting requests",
     502: "MLflow answered with an unexpected error",
     503: "MLflow is unreachable; retry after `Retry-After` seconds",
+    504: "MLflow did not answer in time",
 }
 
 
@@ -108,6 +110,21 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
             entry["headers"] = {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "string"}}}
         responses[status] = entry
     return responses
+
+
+def without_fastapis_422(schema: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAPI document without the 422 FastAPI lists on every route with parameters.
+
+    This API never sends one: its validation errors are 400s in the envelope (`errors.install_error_handlers`),
+    and a client generated from the document would otherwise expect FastAPI's `HTTPValidationError`.
+    """
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            operation.get("responses", {}).pop("422", None)
+    components = schema.get("components", {}).get("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        components.pop(name, None)
+    return schema
 
 
 # --- tokenized models -----------------------------------------------------------------------------------------

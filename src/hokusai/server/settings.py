@@ -50,6 +50,7 @@ class Settings(BaseSettings):
     upstream_connect_timeout_seconds: float = Field(default=5.0, gt=0)
     upstream_read_timeout_seconds: float = Field(default=600.0, gt=0)
     upstream_write_timeout_seconds: float = Field(default=600.0, gt=0)
+    upstream_call_timeout_seconds: float = Field(default=20.0, gt=0)
     upstream_max_connections: int = Field(default=100, ge=1)
     upstream_max_connections_per_user: int = Field(default=32, ge=1)
     upstream_keepalive_seconds: float = Field(default=4.0, ge=0)

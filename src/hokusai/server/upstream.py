@@ -41,10 +41,11 @@ class UpstreamError(Exception):
 
 
 def build_client(base_url: str, settings: Settings) -> httpx.AsyncClient:
+    """The client of the API's own calls to MLflow: small JSON requests, so a hung MLflow is a 504 in seconds."""
     timeout = httpx.Timeout(
         connect=settings.upstream_connect_timeout_seconds,
-        read=settings.upstream_read_timeout_seconds,
-        write=settings.upstream_write_timeout_seconds,
+        read=settings.upstream_call_timeout_seconds,
+        write=settings.upstream_call_timeout_seconds,
         pool=settings.upstream_connect_timeout_seconds,
     )
     # Idle connections are dropped before uvicorn's 5 s keep-alive closes them under us.

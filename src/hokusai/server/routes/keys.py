@@ -14,12 +14,12 @@ from hokusai.server.deps import PrincipalDep, StateDep
 from hokusai.server.errors import ApiError
 from hokusai.server.keys import IssuedKey, KeyAlreadyRevoked, Principal, expiry_from_days, principal_of
 from hokusai.server.models import ApiKey, utcnow
-from hokusai.server.schemas import KeyCreate, KeyCreated, KeyInfo, KeyList
+from hokusai.server.schemas import KeyCreate, KeyCreated, KeyInfo, KeyList, error_responses
 from hokusai.server.state import AppState
 from hokusai.server.upstream import UpstreamError
 from hokusai.validation import parse_scopes, validate_owner
 
-router = APIRouter(prefix="/api/v1/keys", tags=["keys"])
+router = APIRouter(prefix="/api/v1/keys", tags=["keys"], responses=error_responses(404, 409))
 logger = logging.getLogger(__name__)
 
 

@@ -38,7 +38,7 @@ OwnerQuery = Annotated[str | None, Query(description="Tokens held by this accoun
     response_model=TokenizedModelInfo,
     responses={
         200: {"model": TokenizedModelInfo, "description": "Already registered from this source: the existing version"},
-        **error_responses(404, 409, 429, 502, 503),
+        **error_responses(404, 409, 429, 502, 503, 504),
     },
 )
 async def create_tokenized_model(
@@ -74,7 +74,7 @@ async def create_tokenized_model(
     return info
 
 
-@router.get("/tokenized", response_model=TokenizedModelList, responses=error_responses(429, 502, 503))
+@router.get("/tokenized", response_model=TokenizedModelList, responses=error_responses(429, 502, 503, 504))
 async def read_tokenized_models(
     state: StateDep,
     principal: ReaderDep,
@@ -101,7 +101,7 @@ async def read_tokenized_models(
 @router.get(
     "/tokenized/{model_name:path}/versions/{version}",
     response_model=TokenizedModelInfo,
-    responses=error_responses(404, 429, 502, 503),
+    responses=error_responses(404, 429, 502, 503, 504),
 )
 async def read_tokenized_model(
     model_name: str, version: Version, state: StateDep, principal: ReaderDep
@@ -116,7 +116,7 @@ async def read_tokenized_model(
     "/baseline",
     status_code=status.HTTP_201_CREATED,
     response_model=BaselineInfo,
-    responses=error_responses(404, 429, 502, 503),
+    responses=error_responses(404, 429, 502, 503, 504),
 )
 async def create_baseline(
     body: BaselineCreate, request: Request, state: StateDep, principal: WriterDep

@@ -29,7 +29,7 @@ async def read_token(token_id: TokenId, state: StateDep, principal: ReaderDep) -
     return TokenInfo.of(token, show_owner=principal.is_admin or token.owner == principal.owner)
 
 
-@router.post("/{token_id}/transfer", response_model=TokenInfo, responses=error_responses(404, 502, 503))
+@router.post("/{token_id}/transfer", response_model=TokenInfo, responses=error_responses(404, 502, 503, 504))
 async def transfer_token(
     token_id: TokenId, body: TokenTransfer, request: Request, state: StateDep, principal: AdminDep
 ) -> TokenInfo:
