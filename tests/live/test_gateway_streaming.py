@@ -213,3 +213,26 @@ def test_head_on_a_rest_call_or_a_missing_artifact_has_the_head_of_the_get(
             "application/json",  # MLflow's plain-text errors arrive in the JSON envelope
         ), path
     assert client.head(f"/api/mlflow{prefix}/never-written.bin").status_code == 404
+
+
+def test_a_hash_in_an_artifact_path_is_mlflows_400_not_a_refusal(
+    user: tuple[httpx.Client, str], mlflow_admin: httpx.Client
+) -> None:
+    client, prefix = user
+    experiment_id, run_id = prefix.split("/")[-3:-1]
+    for path, params in (
+        (f"{prefix}/a%23b.txt", None),
+        ("/api/2.0/mlflow-artifacts/artifacts", {"path": f"{experiment_id}/{run_id}/artifacts/dir#1"}),
+    ):
+        direct = mlflow_admin.get(path, params=params)
+        proxied = client.get("/api/mlflow" + path, params=params)
+        assert (proxied.status_code, direct.status_code) == (400, 400), proxied.text
+        assert proxied.json()["error_code"] == "INVALID_PARAMETER_VALUE"
+        assert proxied.json()["message"].startswith("Invalid path")
+
+
+def test_the_web_uis_job_search_is_forwarded(user: tuple[httpx.Client, str]) -> None:
+    client, _ = user
+    searched = client.post("/api/mlflow/ajax-api/3.0/jobs/search", json={})
+    assert searched.status_code == 200, searched.text
+    assert searched.json().get("jobs", []) == []

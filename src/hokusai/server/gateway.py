@@ -40,7 +40,15 @@ from hokusai.server.errors import (
 from hokusai.server.keys import Principal
 from hokusai.server.loglines import printable
 from hokusai.server.mlflow_rest import provisioning_errors
-from hokusai.server.paths import Access, PathInvalid, PathRejected, RoutedPath, rest_and_ajax, route_path
+from hokusai.server.paths import (
+    Access,
+    PathInvalid,
+    PathRejected,
+    RoutedPath,
+    check_artifact_query,
+    rest_and_ajax,
+    route_path,
+)
 from hokusai.server.registry import Caller, audit_event, follow_rename
 from hokusai.validation import BASELINE_MODEL_PREFIX, is_baseline_model_name, is_reserved_tag
 
@@ -230,6 +238,8 @@ class MlflowGateway:
         raw_path = _mount_relative(request.scope.get("raw_path", b"").decode("latin-1"))
         try:
             routed = route_path(raw_path, request.method)
+            if request.scope["query_string"]:
+                check_artifact_query(routed, request.query_params)
         except PathInvalid as exc:
             raise ApiError(400, f"{exc}; nothing was sent to MLflow.", error_code="INVALID_PARAMETER_VALUE") from exc
         except PathRejected as exc:

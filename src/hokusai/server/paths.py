@@ -8,6 +8,8 @@ from enum import Enum
 from functools import lru_cache
 from urllib.parse import unquote
 
+from starlette.datastructures import QueryParams
+
 
 class Access(Enum):
     PUBLIC = "public"
@@ -44,6 +46,7 @@ _ESCAPES = (
 _FAMILIES = re.compile(
     r"""/api/(?:2\.0|3\.0)/mlflow/.+
       | /ajax-api/(?:2\.0|3\.0)/mlflow/.+
+      | /ajax-api/3\.0/jobs/.*
       | /(?:ajax-)?api/2\.0/mlflow-artifacts/.+
       | /(?:model-versions/)?get-artifact
       | /graphql | /version | /health | /v1/traces
@@ -68,6 +71,7 @@ _POST_READS = re.compile(
     r"""/graphql
       | API/(?:experiments|runs|logged-models|traces|datasets|registered-models|model-versions|issues)/search
       | API/prompt-optimization/jobs/search
+      | /ajax-api/3\.0/jobs/search
       | API/experiments/search-datasets
       | API/traces/(?:batchGet|batchGetInfos|metrics|calculate-filter-correlation)
       | API/registered-models/get-latest-versions
@@ -76,6 +80,8 @@ _POST_READS = re.compile(
     re.VERBOSE,
 )
 _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_ARTIFACTS = re.compile(r"/(?:ajax-)?api/2\.0/mlflow-artifacts/")
+_HASH = "Invalid path: MLflow refuses an artifact path that contains '#'"
 _FORBIDDEN_CHARS = re.compile(r"[\x00-\x1f\x7f\\]")
 # A `%` that does not start a two-hex-digit escape is not a valid URI path (RFC 3986); it is refused, not forwarded.
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
@@ -136,7 +142,28 @@ def _route_path(raw: str, method: str) -> RoutedPath:
         raise PathInvalid(_MALFORMED) from exc
     if _FAMILIES.fullmatch(decoded) is None:
         raise PathRejected("not an MLflow endpoint")
+    if _ARTIFACTS.match(decoded) and _holds_hash(decoded):
+        raise PathInvalid(_HASH)
     return RoutedPath(raw=raw, decoded=decoded, access=_access_for(decoded, method))
+
+
+def check_artifact_query(routed: RoutedPath, query: QueryParams) -> None:
+    """The artifact listing names its folder in `?path=`: a '#' there is refused as in the path itself."""
+    if _ARTIFACTS.match(routed.decoded) and any(_holds_hash(value) for value in query.getlist("path")):
+        raise PathInvalid(_HASH)
+
+
+def _holds_hash(value: str) -> bool:
+    # MLflow's `validate_path_is_safe` refuses '#' after decoding as often as the value changes; a permission check
+    # comes first through the gateway, and its 403 would tell the owner of the run that the run is not theirs.
+    for _ in range(_DECODE_ROUNDS):
+        if "#" in value:
+            return True
+        decoded = unquote(value)
+        if decoded == value:
+            return False
+        value = decoded
+    return "#" in value
 
 
 _route_path_cached = lru_cache(maxsize=_CACHED_PATHS)(_route_path)
