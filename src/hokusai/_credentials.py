@@ -86,7 +86,7 @@ def read_credentials() -> dict[str, str]:
     parser = configparser.ConfigParser(interpolation=None)
     try:
         parser.read(path, encoding="utf-8")
-    except configparser.Error as exc:
+    except (configparser.Error, UnicodeDecodeError) as exc:  # not INI, or not text at all
         raise HokusaiConfigurationError(
             f"The credentials file {path} is not valid INI ({exc.__class__.__name__}).",
             hint="fix or delete it, then run `hokusai login`",

@@ -183,3 +183,16 @@ def test_offline_refuses_a_directory_without_platform_data_unless_it_is_named(tm
     assert not (stray / ".hokusai").exists() and KEY_LINE.search(refused.stdout + refused.stderr) is None
     assert named.returncode == 0, named.stderr
     assert KEY_LINE.fullmatch(named.stdout.strip()) and (tmp_path / "new-platform" / "secrets.json").exists()
+
+
+def test_a_value_only_the_server_refuses_is_a_usage_error_naming_the_option(platform: LivePlatform) -> None:
+    # The server's 400 names its field; the CLI reports it against the option typed, as click does (exit code 2).
+    cases = [
+        (("keys", "create", "--owner", "usage-bounds", "--expires-in-days", "99999999"), "--expires-in-days"),
+        (("keys", "create", "--owner", "usage-bounds", "--name", "n" * 5000), "--name"),
+        (("audit", "--actor", "bad actor!"), "--actor"),
+    ]
+    for args, option in cases:
+        result = _hokusai(platform, *args, key=platform.admin_key)
+        assert result.returncode == 2, (args[:3], result.returncode, result.stderr)
+        assert f"Invalid value for '{option}'" in result.stderr, result.stderr

@@ -105,9 +105,10 @@ def test_api_url_must_be_http() -> None:
         lookup_api_url("localhost:8000")
 
 
-def test_broken_file_names_itself() -> None:
+@pytest.mark.parametrize("content", [b"api_key = no section\n", b"\x00\xff garbage"], ids=["no section", "binary"])
+def test_broken_file_names_itself(content: bytes) -> None:
     credentials_path().parent.mkdir(parents=True)
-    credentials_path().write_text("api_key = no section\n")
+    credentials_path().write_bytes(content)
     with pytest.raises(HokusaiConfigurationError, match="is not valid INI"):
         lookup_api_key()
 

@@ -13,6 +13,7 @@ from rich.cells import cell_len
 from rich.table import Table
 
 from hokusai.cli._api import ApiUrlOption, call_api
+from hokusai.cli._errors import options_for_fields
 from hokusai.cli._output import console
 
 __all__ = ["register"]
@@ -50,7 +51,8 @@ def audit(
     """
     params: dict[str, Any] = {"actor": actor, "action": action}
     params.update({name: value.isoformat() for name, value in (("since", since), ("until", until)) if value})
-    events = _fetch(params, limit, api_url)
+    with options_for_fields({"actor": "--actor", "action": "--action", "since": "--since", "until": "--until"}):
+        events = _fetch(params, limit, api_url)
     if as_json:
         _print_json_lines(events)
         return

@@ -148,7 +148,9 @@ def create_key(
         parsed = parse_scopes(scopes)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="'--scopes'") from exc
-    with options_for_fields({"owner": "--owner"}):
+    with options_for_fields(
+        {"owner": "--owner", "name": "--name", "scopes": "--scopes", "expires_in_days": "--expires-in-days"}
+    ):
         if offline:
             from hokusai.server.keys import expiry_from_days
 
