@@ -229,6 +229,28 @@ def test_a_bare_client_works_in_the_owners_default_experiment(platform: LivePlat
     assert refused.json()["message"].startswith(f"Permission denied: MLflow refused this to user '{intruder_owner}'.")
 
 
+# Scorers with no experiment set: registered in the owner's default experiment, and found there again.
+BARE_SCORERS = textwrap.dedent(
+    """
+    import json, sys
+    from mlflow.genai.scorers import RelevanceToQuery, delete_scorer, get_scorer, list_scorers
+
+    name = sys.argv[1] if len(sys.argv) > 1 else "bare-scorer"
+    RelevanceToQuery(model="openai:/gpt-4o-mini").register(name=name)
+    out = {"listed": [scorer.name for scorer in list_scorers()], "got": get_scorer(name=name).name}
+    delete_scorer(name=name, version="all")
+    out["listed_after_delete"] = [scorer.name for scorer in list_scorers()]
+    print("SUMMARY " + json.dumps(out), flush=True)
+    """
+)
+
+
+def test_bare_scorers_are_listed_read_and_deleted_where_they_were_registered(platform: LivePlatform) -> None:
+    key = platform.create_key(platform.unique_owner("scorer-"), "read,write")
+    summary = _summary(platform.run_python(BARE_SCORERS, platform.mlflow_env(key), timeout=CLIENT_TIMEOUT))
+    assert summary == {"listed": ["bare-scorer"], "got": "bare-scorer", "listed_after_delete": []}
+
+
 def test_prompts_work_and_only_their_owner_changes_them(platform: LivePlatform) -> None:
     owner, other = platform.unique_owner("prompter-"), platform.unique_owner("reader-")
     name = owner.replace("-", "") + "-greeting"

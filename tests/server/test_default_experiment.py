@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from hokusai.server.default_experiment import CREATION_CALLS, SEARCH_CALLS
+from hokusai.server.default_experiment import CREATION_CALLS, SEARCH_CALLS, query_pointed_at
 
 RUN_CREATE = CREATION_CALLS["/api/2.0/mlflow/runs/create"]
 TRACE_START = CREATION_CALLS["/api/3.0/mlflow/traces"]
@@ -82,3 +82,10 @@ def test_a_trace_search_gains_a_location() -> None:
 def test_the_web_uis_searches_are_not_widened() -> None:
     assert "/ajax-api/2.0/mlflow/runs/search" not in SEARCH_CALLS
     assert "/ajax-api/2.0/mlflow/runs/create" in CREATION_CALLS
+
+
+def test_a_scorer_query_on_experiment_0_is_pointed_at_the_default_and_keeps_the_rest() -> None:
+    assert query_pointed_at(b"experiment_id=0&name=r%C3%A9l+1", "12") == b"experiment_id=12&name=r%C3%A9l+1"
+    assert query_pointed_at(b"name=a&experiment_id=0&version=2", "7") == b"name=a&experiment_id=7&version=2"
+    assert query_pointed_at(b"experiment_id=5&name=a", "7") is None
+    assert query_pointed_at(b"name=0", "7") is None

@@ -4,14 +4,15 @@ A client with no experiment set names experiment 0, which belongs to MLflow's ad
 logged models, traces, evaluation datasets or scorers there, so a bare `mlflow.start_run()` or `@mlflow.trace`
 would fail with 403. The gateway points each such creation at the caller's private `Default (<owner>)` experiment
 (`Upstream.default_experiment_id`), and widens a client's search of experiment 0 to that experiment too, so a bare
-`mlflow.search_runs()` or `mlflow.search_traces()` finds what the bare calls made. This module only knows the calls
-and their fields.
+`mlflow.search_runs()` or `mlflow.search_traces()` finds what the bare calls made; calls on one scorer of experiment 0
+go to that experiment instead, where a bare scorer was registered. This module only knows the calls and their fields.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 from hokusai.server.paths import rest_and_ajax
 
@@ -121,3 +122,22 @@ SEARCH_CALLS: dict[str, SearchScope] = {
     "/api/3.0/mlflow/traces/search": SearchScope("locations", locations=True),
     "/api/3.0/mlflow/datasets/search": SearchScope("experiment_ids"),
 }
+
+
+# Calls that name one experiment's scorers (`list_scorers`, `get_scorer`, `delete_scorer` ...): a bare scorer was
+# registered in `Default (<owner>)`, so the client's calls on experiment 0 are pointed there, in the query of the
+# GETs and in the JSON body of the DELETE. REST paths only, as for the searches.
+SCORER_CALLS = frozenset("/api/3.0/mlflow/scorers/" + call for call in ("list", "versions", "get", "delete"))
+SCORER_FIELD = _EXPERIMENT_ID  # where the DELETE's body names it
+
+
+def query_pointed_at(query_string: bytes, experiment_id: str) -> bytes | None:
+    """`query_string` with `experiment_id=0` replaced by `experiment_id`; `None` when it does not name experiment 0."""
+    # Latin-1 both ways keeps every byte as it came, whatever its encoding.
+    pairs = parse_qsl(query_string.decode("latin-1"), keep_blank_values=True, encoding="latin-1")
+    if not any(name == "experiment_id" and _is_default(value) for name, value in pairs):
+        return None
+    pointed = [
+        (name, experiment_id if name == "experiment_id" and _is_default(value) else value) for name, value in pairs
+    ]
+    return urlencode(pointed, encoding="latin-1").encode("latin-1")

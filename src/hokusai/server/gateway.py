@@ -25,7 +25,10 @@ from hokusai.server.default_experiment import (
     OTLP_EXPERIMENT_HEADER,
     OTLP_TRACES,
     RUN_CREATE,
+    SCORER_CALLS,
+    SCORER_FIELD,
     SEARCH_CALLS,
+    query_pointed_at,
 )
 from hokusai.server.errors import (
     INTERNAL_ERROR_MESSAGE,
@@ -301,6 +304,8 @@ class MlflowGateway:
                 return await self._rewrite_create(request, path, principal)
             if path in SEARCH_CALLS and not principal.is_admin:
                 return await self._widen_search(request, path, principal)
+        if principal is not None and not principal.is_admin and path in SCORER_CALLS:
+            return await self._scorer_body_to_default(request, principal)
         if principal is not None and not principal.is_admin and path in _GUARDED_CALLS:
             return await _guarded_body(request, _GUARDED_CALLS[path])
         if path in _RENAME_CALLS:
@@ -347,6 +352,25 @@ class MlflowGateway:
         scope.widen(payload, experiment_id)
         return json.dumps(payload).encode()
 
+    async def _scorer_body_to_default(self, request: Request, principal: Principal) -> bytes:
+        """`delete_scorer` of experiment 0 deletes the scorer the owner's bare `register()` put in their default."""
+        body = await _read_limited(request, _REWRITTEN_BODY_LIMIT)
+        payload = _json_object(body)
+        if payload is None or not SCORER_FIELD.names_default(payload):
+            return body
+        experiment_id = await self._state.upstream.existing_default_experiment_id(principal)
+        if experiment_id is None:
+            return body
+        SCORER_FIELD.point_at(payload, experiment_id)
+        return json.dumps(payload).encode()
+
+    async def _scorer_query_to_default(self, query_string: bytes, principal: Principal) -> bytes:
+        """`list_scorers` and `get_scorer` of experiment 0 read where the owner's bare scorers were registered."""
+        experiment_id = await self._state.upstream.existing_default_experiment_id(principal)
+        if experiment_id is None:
+            return query_string
+        return query_pointed_at(query_string, experiment_id) or query_string
+
     async def _otlp_to_default_experiment(
         self, headers: list[tuple[str, str]], principal: Principal
     ) -> list[tuple[str, str]]:
@@ -371,7 +395,10 @@ class MlflowGateway:
         if isinstance(body, bytes):
             headers = [(k, v) for k, v in headers if k not in ("content-length", "transfer-encoding")]
             headers.append(("content-length", str(len(body))))
-        url = upstream.url_for(routed.raw, request.scope.get("query_string", b""))
+        query_string = request.scope.get("query_string", b"")
+        if query_string and routed.decoded in SCORER_CALLS and principal is not None and not principal.is_admin:
+            query_string = await self._scorer_query_to_default(query_string, principal)
+        url = upstream.url_for(routed.raw, query_string)
         # MLflow's auth app has no rule for HEAD and refuses it on every route, while a plain MLflow answers HEAD as
         # a GET without the body: MLflow is asked for the GET, and `_relay` sends on only its head.
         method = "GET" if request.method == "HEAD" else request.method
