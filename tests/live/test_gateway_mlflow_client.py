@@ -251,6 +251,37 @@ def test_bare_scorers_are_listed_read_and_deleted_where_they_were_registered(pla
     assert summary == {"listed": ["bare-scorer"], "got": "bare-scorer", "listed_after_delete": []}
 
 
+# A prompt used with no experiment set: the client links it to its current experiment by a tag, in a thread.
+BARE_PROMPT = textwrap.dedent(
+    """
+    import json, threading, time
+    import mlflow
+
+    with mlflow.start_run() as run:
+        pass
+    mlflow.genai.register_prompt(name="bare-prompt", template="Hi {{name}}")
+    for thread in threading.enumerate():
+        if thread.name.startswith("link_prompt_to_experiment_thread"):
+            thread.join(30)
+    found = mlflow.genai.search_prompts(filter_string="experiment_id = '" + run.info.experiment_id + "'")
+    tags = mlflow.MlflowClient().get_prompt("bare-prompt").tags
+    print("SUMMARY " + json.dumps({
+        "experiment_id": run.info.experiment_id,
+        "found": [prompt.name for prompt in found],
+        "linked": tags.get("_mlflow_experiment_ids"),
+    }), flush=True)
+    """
+)
+
+
+def test_a_bare_prompt_is_linked_to_the_owners_default_experiment(platform: LivePlatform) -> None:
+    key = platform.create_key(platform.unique_owner("prompt-"), "read,write")
+    summary = _summary(platform.run_python(BARE_PROMPT, platform.mlflow_env(key), timeout=CLIENT_TIMEOUT))
+    assert summary["experiment_id"] != "0"
+    assert summary["linked"] == f",{summary['experiment_id']},"
+    assert summary["found"] == ["bare-prompt"]
+
+
 def test_prompts_work_and_only_their_owner_changes_them(platform: LivePlatform) -> None:
     owner, other = platform.unique_owner("prompter-"), platform.unique_owner("reader-")
     name = owner.replace("-", "") + "-greeting"

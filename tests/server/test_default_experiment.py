@@ -6,7 +6,13 @@ from typing import Any
 
 import pytest
 
-from hokusai.server.default_experiment import CREATION_CALLS, SEARCH_CALLS, query_pointed_at
+from hokusai.server.default_experiment import (
+    CREATION_CALLS,
+    SEARCH_CALLS,
+    link_prompt_to,
+    links_prompt_to_default,
+    query_pointed_at,
+)
 
 RUN_CREATE = CREATION_CALLS["/api/2.0/mlflow/runs/create"]
 TRACE_START = CREATION_CALLS["/api/3.0/mlflow/traces"]
@@ -89,3 +95,15 @@ def test_a_scorer_query_on_experiment_0_is_pointed_at_the_default_and_keeps_the_
     assert query_pointed_at(b"name=a&experiment_id=0&version=2", "7") == b"name=a&experiment_id=7&version=2"
     assert query_pointed_at(b"experiment_id=5&name=a", "7") is None
     assert query_pointed_at(b"name=0", "7") is None
+
+
+def test_a_prompts_link_to_experiment_0_becomes_one_to_the_default_once() -> None:
+    payload = {"name": "p", "key": "_mlflow_experiment_ids", "value": ",5,0,"}
+    assert links_prompt_to_default(payload)
+    link_prompt_to(payload, "12")
+    assert payload["value"] == ",5,12,"
+    already = {"name": "p", "key": "_mlflow_experiment_ids", "value": ",12,0,"}
+    link_prompt_to(already, "12")
+    assert already["value"] == ",12,"
+    assert not links_prompt_to_default({"key": "_mlflow_experiment_ids", "value": ",10,"})
+    assert not links_prompt_to_default({"key": "other", "value": ",0,"})

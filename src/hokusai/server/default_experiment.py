@@ -5,7 +5,8 @@ logged models, traces, evaluation datasets or scorers there, so a bare `mlflow.s
 would fail with 403. The gateway points each such creation at the caller's private `Default (<owner>)` experiment
 (`Upstream.default_experiment_id`), and widens a client's search of experiment 0 to that experiment too, so a bare
 `mlflow.search_runs()` or `mlflow.search_traces()` finds what the bare calls made; calls on one scorer of experiment 0
-go to that experiment instead, where a bare scorer was registered. This module only knows the calls and their fields.
+go to that experiment instead, where a bare scorer was registered; and a prompt a bare client uses is linked to that
+experiment rather than to 0. This module only knows the calls and their fields.
 """
 
 from __future__ import annotations
@@ -141,3 +142,28 @@ def query_pointed_at(query_string: bytes, experiment_id: str) -> bytes | None:
         (name, experiment_id if name == "experiment_id" and _is_default(value) else value) for name, value in pairs
     ]
     return urlencode(pointed, encoding="latin-1").encode("latin-1")
+
+
+# The client links a prompt it registers or loads to its current experiment by a tag on the prompt (`,1,7,`, see
+# `MlflowClient._link_prompt_to_experiment`); with no experiment set that is 0, the shared Default every user reads.
+PROMPT_LINK_CALLS = frozenset(rest_and_ajax("/2.0/mlflow/registered-models/set-tag"))
+PROMPT_EXPERIMENTS_TAG = "_mlflow_experiment_ids"
+
+
+def links_prompt_to_default(payload: dict[str, Any]) -> bool:
+    value = payload.get("value")
+    return (
+        payload.get("key") == PROMPT_EXPERIMENTS_TAG
+        and isinstance(value, str)
+        and DEFAULT_EXPERIMENT_ID in _listed_ids(value)
+    )
+
+
+def link_prompt_to(payload: dict[str, Any], experiment_id: str) -> None:
+    """Replace experiment 0 in the tag's list by `experiment_id`; call only when `links_prompt_to_default` is true."""
+    ids = [experiment_id if item == DEFAULT_EXPERIMENT_ID else item for item in _listed_ids(payload["value"])]
+    payload["value"] = "," + ",".join(dict.fromkeys(ids)) + ","
+
+
+def _listed_ids(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]

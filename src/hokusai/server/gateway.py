@@ -24,10 +24,13 @@ from hokusai.server.default_experiment import (
     DEFAULT_EXPERIMENT_ID,
     OTLP_EXPERIMENT_HEADER,
     OTLP_TRACES,
+    PROMPT_LINK_CALLS,
     RUN_CREATE,
     SCORER_CALLS,
     SCORER_FIELD,
     SEARCH_CALLS,
+    link_prompt_to,
+    links_prompt_to_default,
     query_pointed_at,
 )
 from hokusai.server.errors import (
@@ -306,6 +309,8 @@ class MlflowGateway:
                 return await self._widen_search(request, path, principal)
         if principal is not None and not principal.is_admin and path in SCORER_CALLS:
             return await self._scorer_body_to_default(request, principal)
+        if principal is not None and not principal.is_admin and path in PROMPT_LINK_CALLS:
+            return await self._prompt_link_to_default(request, principal)
         if principal is not None and not principal.is_admin and path in _GUARDED_CALLS:
             return await _guarded_body(request, _GUARDED_CALLS[path])
         if path in _RENAME_CALLS:
@@ -362,6 +367,18 @@ class MlflowGateway:
         if experiment_id is None:
             return body
         SCORER_FIELD.point_at(payload, experiment_id)
+        return json.dumps(payload).encode()
+
+    async def _prompt_link_to_default(self, request: Request, principal: Principal) -> bytes:
+        """A prompt a bare client registers or loads is linked to the owner's default experiment, not to 0."""
+        body = await _read_limited(request, _REWRITTEN_BODY_LIMIT)
+        payload = _json_object(body)
+        if payload is None or not links_prompt_to_default(payload):
+            return body
+        experiment_id = await self._state.upstream.default_experiment_id(principal)
+        if experiment_id is None:
+            return body
+        link_prompt_to(payload, experiment_id)
         return json.dumps(payload).encode()
 
     async def _scorer_query_to_default(self, query_string: bytes, principal: Principal) -> bytes:
