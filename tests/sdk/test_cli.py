@@ -98,11 +98,21 @@ def test_login_validates_then_saves_owner_only(api: FakeAPI) -> None:
     assert KEY not in outcome.stdout + outcome.stderr
 
 
-def test_login_prompts_without_echoing_the_key(api: FakeAPI) -> None:
+def test_login_prompts_on_a_terminal_without_echoing_the_key(api: FakeAPI, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("hokusai.cli.auth._stdin_is_terminal", lambda: True)
     answer(api, httpx.Response(200, json=WHOAMI))
     outcome = run(["login"], input=KEY + "\n")
     assert outcome.exit_code == 0
     assert outcome.stdout.startswith("Hokusai API key: \n")
+    assert KEY not in outcome.stdout + outcome.stderr
+    assert read_credentials()["api_key"] == KEY
+
+
+def test_login_reads_a_piped_key_without_a_prompt_or_a_warning(api: FakeAPI) -> None:
+    answer(api, httpx.Response(200, json=WHOAMI))
+    outcome = run(["login"], input=KEY + "\n")
+    assert outcome.exit_code == 0, outcome.stderr
+    assert "Hokusai API key:" not in outcome.stdout and "echo" not in outcome.stderr
     assert KEY not in outcome.stdout + outcome.stderr
     assert read_credentials()["api_key"] == KEY
 
@@ -242,6 +252,15 @@ def test_auth_status_with_problems_exits_1(api: FakeAPI) -> None:
     assert "No Hokusai API key found" in outcome.stdout
     assert "run `hokusai login` or set HOKUSAI_API_KEY" in outcome.stdout
     assert "Could not connect to api.test" in outcome.stdout
+
+
+def test_auth_status_does_not_judge_a_key_it_could_not_check(api: FakeAPI, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "1000")
+    write_credentials(api_key=KEY, api_url=API)
+    answer(api, *[httpx.ConnectError("refused")] * 6)
+    outcome = run(["auth", "status"])
+    assert "reachable            no" in outcome.stdout
+    assert "key accepted         not checked (API unreachable)" in outcome.stdout
 
 
 def test_auth_status_in_mock_mode(monkeypatch: pytest.MonkeyPatch, no_network: None) -> None:

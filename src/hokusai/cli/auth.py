@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from typing import Annotated, Any
 
 import typer
@@ -36,6 +37,17 @@ def register(app: typer.Typer) -> None:
     app.add_typer(auth_app, name="auth")
 
 
+def _stdin_is_terminal() -> bool:
+    return sys.stdin.isatty()
+
+
+def _read_key() -> str:
+    """The key, from a hidden prompt; from standard input when that is not a terminal (`… | hokusai login`)."""
+    if not _stdin_is_terminal():
+        return sys.stdin.readline()  # getpass would warn that the input may be echoed, and prompt on the terminal
+    return str(typer.prompt("Hokusai API key", hide_input=True))
+
+
 def login(
     key: Annotated[
         str | None,
@@ -47,7 +59,7 @@ def login(
 
     Examples: `hokusai login`, `hokusai login --api-url https://hokusai.example.com`.
     """
-    secret = (key if key is not None else typer.prompt("Hokusai API key", hide_input=True)).strip()
+    secret = (key if key is not None else _read_key()).strip()
     if not secret:
         raise HokusaiConfigurationError("No API key entered.", hint="paste the key issued by `hokusai keys create`")
     url = resolve_api_url(api_url)
@@ -145,7 +157,8 @@ def _status_rows(report: dict[str, Any]) -> list[tuple[str, object]]:
         ("api url", report["api_url"]),
         ("key", f"{report['key_prefix']}…" if report["key_prefix"] else None),
         ("reachable", checked(report["reachable"])),
-        ("key accepted", checked(report["key_accepted"])),
+        # A key is only judged by a server that answered.
+        ("key accepted", checked(report["key_accepted"]) if report["reachable"] else "not checked (API unreachable)"),
         ("owner", report["owner"]),
         ("scopes", ", ".join(report["scopes"]) or None),
         ("expires", report["expires_at"]),
