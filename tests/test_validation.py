@@ -95,6 +95,12 @@ def test_user_tags_cannot_overwrite_reserved_ones() -> None:
     assert validate_user_tags({"team": "vision", "epochs": 3}) == {"team": "vision", "epochs": "3"}
 
 
+@pytest.mark.parametrize("bad", [{"k": object()}, {"k": None}, {"k": [1]}, {f"k{i}": "v" for i in range(101)}])
+def test_tag_values_are_strings_numbers_or_bools_and_few(bad: dict[str, object]) -> None:
+    with pytest.raises(HokusaiValidationError, match="tags"):
+        validate_user_tags(bad)
+
+
 def test_metadata_fields_become_bounded_hokusai_tags() -> None:
     assert validate_metadata_fields({"eval_spec": " spec ", "scorer_ref": None}) == {"hokusai.eval_spec": "spec"}
     with pytest.raises(HokusaiValidationError, match="primary_metric"):

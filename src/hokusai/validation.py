@@ -22,6 +22,7 @@ TAG_VALUE_MAX_LENGTH = 5000  # MLflow's model-registry tag value limit
 METADATA_FIELD_MAX_LENGTH = 500
 METADATA_JSON_MAX_LENGTH = 4000
 DESCRIPTION_MAX_LENGTH = 5000
+MAX_USER_TAGS = 100  # each becomes a row MLflow writes and sends with every read of the version
 MODEL_URI_MAX_LENGTH = 500  # MLflow keeps a model version's source in a column of 500 characters
 
 # Tag names are kept compatible with the earlier implementation, so its consumers keep working.
@@ -262,6 +263,8 @@ def validate_user_tags(tags: Mapping[str, object] | None) -> dict[str, str]:
         return {}
     if not isinstance(tags, Mapping):
         raise HokusaiValidationError("tags", "must be a mapping of tag names to values")
+    if len(tags) > MAX_USER_TAGS:
+        raise HokusaiValidationError("tags", f"at most {MAX_USER_TAGS} tags may be set on one registration")
     clean: dict[str, str] = {}
     for key, value in tags.items():
         if not isinstance(key, str) or not key.strip() or len(key) > TAG_KEY_MAX_LENGTH:
@@ -269,8 +272,8 @@ def validate_user_tags(tags: Mapping[str, object] | None) -> dict[str, str]:
         _check_mlflow_key("tags", key)
         if is_reserved_tag(key):
             raise HokusaiValidationError("tags", f"'{key}' is reserved for Hokusai and cannot be set directly")
-        if value is None or isinstance(value, Mapping | list):
-            raise HokusaiValidationError("tags", f"the value of '{key}' must be a string or a number")
+        if not isinstance(value, str | int | float):  # bool is an int
+            raise HokusaiValidationError("tags", f"the value of '{key}' must be a string, a number or a bool")
         text = str(value)
         if len(text) > TAG_VALUE_MAX_LENGTH:
             raise HokusaiValidationError("tags", f"the value of '{key}' exceeds {TAG_VALUE_MAX_LENGTH} characters")

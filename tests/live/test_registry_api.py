@@ -845,6 +845,15 @@ def test_the_openapi_document_lists_the_errors_the_api_sends(platform: LivePlatf
     assert refused.json()["field"] == "max_results"
 
 
+def test_json_python_cannot_build_is_a_400_that_says_why(as_alice: httpx.Client) -> None:
+    headers = {"Content-Type": "application/json"}
+    for body in ("[" * 100_000 + "]" * 100_000, '{"baseline_value": 1' + "0" * 5000 + "}"):
+        refused = as_alice.post(TOKENIZED, content=body, headers=headers)
+        assert "nests too deeply, or holds a number with too many digits" in assert_error(
+            refused, 400, "INVALID_PARAMETER_VALUE"
+        )
+
+
 def test_every_registry_route_is_fuzzed(registry_schema: schemathesis.BaseSchema) -> None:
     operations = [result.ok() for result in registry_schema.get_all_operations()]
 

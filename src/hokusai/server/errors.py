@@ -195,11 +195,21 @@ async def _handle_request_validation(_request: Request, exc: Exception) -> JSONR
     return error_response(400, message, error_code="INVALID_PARAMETER_VALUE", field=field)
 
 
+_FASTAPI_UNPARSABLE_BODY = "There was an error parsing the body"
+_UNPARSABLE_BODY = (
+    "The request body could not be read as JSON: it nests too deeply, or holds a number with too many digits."
+)
+
+
 async def _handle_http_exception(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     message = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
     if exc.status_code == 404:
         message = "No such endpoint. The MLflow API lives under /api/mlflow, the Hokusai API under /api/v1."
+    if message == _FASTAPI_UNPARSABLE_BODY:
+        # Syntax errors come as pydantic's json_invalid (see `_describe_validation_error`); this is JSON Python
+        # refuses to build: nested deeper than its recursion limit, or an integer of more than 4300 digits.
+        return error_response(400, _UNPARSABLE_BODY, error_code="INVALID_PARAMETER_VALUE")
     return error_response(exc.status_code, message, headers=getattr(exc, "headers", None))
 
 
