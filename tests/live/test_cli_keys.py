@@ -196,3 +196,33 @@ def test_a_value_only_the_server_refuses_is_a_usage_error_naming_the_option(plat
         result = _hokusai(platform, *args, key=platform.admin_key)
         assert result.returncode == 2, (args[:3], result.returncode, result.stderr)
         assert f"Invalid value for '{option}'" in result.stderr, result.stderr
+
+
+def test_offline_key_changes_are_in_the_audit_log(platform: LivePlatform) -> None:
+    owner = platform.unique_owner("cli-audit")
+    created = _hokusai(platform, "keys", "create", "--owner", owner, "--quiet", "--offline")
+    assert created.returncode == 0, created.stderr
+    key_id = next(row["id"] for row in _admin_keys(platform, owner))
+    rotated = _hokusai(platform, "keys", "rotate", key_id, "--quiet", "--offline")
+    assert rotated.returncode == 0, rotated.stderr
+    new_id = next(row["id"] for row in _admin_keys(platform, owner) if row["id"] != key_id)
+    assert _hokusai(platform, "keys", "revoke", new_id, "--offline").returncode == 0
+
+    events = httpx.get(
+        platform.url + "/api/v1/audit",
+        params={"actor": "offline-cli", "max_results": 1000},
+        headers={"Authorization": f"Bearer {platform.admin_key}"},
+    ).json()["events"]
+    trail = [(event["action"], event["target"]) for event in events if event["target"] in (key_id, new_id)]
+    assert sorted(trail) == [("key.create", key_id), ("key.revoke", new_id), ("key.rotate", key_id)]
+    assert all("os_user" in event["detail"] for event in events)
+
+
+def _admin_keys(platform: LivePlatform, owner: str) -> list[dict[str, str]]:
+    listed = httpx.get(
+        platform.url + "/api/v1/keys",
+        params={"owner": owner},
+        headers={"Authorization": f"Bearer {platform.admin_key}"},
+    )
+    assert listed.status_code == 200, listed.text
+    return list(listed.json()["keys"])
