@@ -355,7 +355,7 @@ ATTACKS: list[Attack] = [
     # --- paths outside the forwarded families ------------------------------------------------------------------
     Attack("outside-admin", _get("/api/mlflow/admin/{m}"), 404, error_code=_NOT_FOUND),
     Attack("outside-preview", _get("/api/mlflow/api/2.0/preview/mlflow/{m}/experiments/search"), 404),
-    Attack("outside-jobs", _get("/api/mlflow/ajax-api/3.0/jobs/{m}/search"), 404, error_code=_NOT_FOUND),
+    Attack("outside-jobs-v2", _get("/api/mlflow/ajax-api/2.0/jobs/{m}/search"), 404, error_code=_NOT_FOUND),
     Attack("outside-signup", _get("/api/mlflow/signup"), 404, error_code=_NOT_FOUND),
     Attack("outside-metrics", _get("/api/mlflow/metrics"), 404, error_code=_NOT_FOUND),
     Attack("outside-api-1", _get("/api/mlflow/api/1.0/mlflow/{m}/users/list"), 404, error_code=_NOT_FOUND),
