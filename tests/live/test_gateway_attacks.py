@@ -356,6 +356,12 @@ ATTACKS: list[Attack] = [
     Attack("outside-admin", _get("/api/mlflow/admin/{m}"), 404, error_code=_NOT_FOUND),
     Attack("outside-preview", _get("/api/mlflow/api/2.0/preview/mlflow/{m}/experiments/search"), 404),
     Attack("outside-jobs-v2", _get("/api/mlflow/ajax-api/2.0/jobs/{m}/search"), 404, error_code=_NOT_FOUND),
+    Attack(  # a job's parameters (its username, experiment and trace ids) would run past MLflow's permissions
+        "job-submit",
+        _get("/api/mlflow/ajax-api/3.0/jobs/", method="POST", body=b'{"job_name": "{m}", "params": {}}'),
+        404,
+        error_code=_NOT_FOUND,
+    ),
     Attack("outside-signup", _get("/api/mlflow/signup"), 404, error_code=_NOT_FOUND),
     Attack("outside-metrics", _get("/api/mlflow/metrics"), 404, error_code=_NOT_FOUND),
     Attack("outside-api-1", _get("/api/mlflow/api/1.0/mlflow/{m}/users/list"), 404, error_code=_NOT_FOUND),

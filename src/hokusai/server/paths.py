@@ -42,11 +42,13 @@ _ESCAPES = (
 )
 
 
-# The families an MLflow 3.17 client and its web UI use (mlflow-facts.md section 6); nothing else is forwarded.
+# The families an MLflow 3.17 client and its web UI use (mlflow-facts.md section 6); nothing else is forwarded. Of the
+# UI's jobs, only search, get and cancel: a job's submission (`POST /ajax-api/3.0/jobs/`) takes its parameters (a
+# username, experiment and trace ids) from the client and runs them as MLflow, past its per-user permissions.
 _FAMILIES = re.compile(
     r"""/api/(?:2\.0|3\.0)/mlflow/.+
       | /ajax-api/(?:2\.0|3\.0)/mlflow/.+
-      | /ajax-api/3\.0/jobs/.*
+      | /ajax-api/3\.0/jobs/.+
       | /(?:ajax-)?api/2\.0/mlflow-artifacts/.+
       | /(?:model-versions/)?get-artifact
       | /graphql | /version | /health | /v1/traces

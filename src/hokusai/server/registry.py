@@ -343,11 +343,16 @@ async def create_model_version(
                 body=body,
                 action=f"create a version of model '{model_name}'",
             )
-        except ApiError:
-            if created_model:
+        except ApiError as exc:
+            if created_model and not outcome_unknown(exc):
                 await _delete_empty_model(upstream=upstream, principal=principal, model_name=model_name)
             raise
     return dict(payload.get("model_version", {}))
+
+
+def outcome_unknown(exc: ApiError) -> bool:
+    """MLflow took the request and did not answer in time: it may still have done it, so nothing is undone."""
+    return exc.status == 504
 
 
 async def _delete_empty_model(*, upstream: Upstream, principal: Principal, model_name: str) -> None:
@@ -724,7 +729,7 @@ async def register_tokenized_model(
         claim = await _claim_audited(
             database=database, upstream=upstream, audit=audit, caller=caller, registration=registration
         )
-        registered = False
+        registered = undecided = False
         try:
             info = await _existing_or_new_version(
                 database=database,
@@ -735,8 +740,13 @@ async def register_tokenized_model(
                 warnings=warnings,
             )
             registered = True
+        except ApiError as exc:
+            # The version may exist after all: the claim stays, so the retry finds the version as a repeat instead
+            # of leaving a version whose token anyone could claim.
+            undecided = outcome_unknown(exc)
+            raise
         finally:
-            if claim.created and not registered:
+            if claim.created and not registered and not undecided:
                 await _roll_back_claim(database=database, audit=audit, caller=caller, registration=registration)
     if info.created:
         detail = {"version": info.version, "source": info.source, "token_id": info.token_id}
