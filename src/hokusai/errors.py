@@ -63,6 +63,8 @@ class HokusaiError(Exception):
 class HokusaiValidationError(HokusaiError, ValueError):
     """An argument broke a rule of :mod:`hokusai.validation`; ``field`` names it and ``problem`` says what is wrong."""
 
+    field: str | None  # always set by a local check; a server's 400 may name none
+
     def __init__(self, field: str, message: str) -> None:
         self.field = field
         self.problem = message
@@ -120,9 +122,19 @@ class HokusaiInvalidRequestError(HokusaiAPIError, HokusaiValidationError):
     """
 
     def __init__(self, message: str, *, field: str | None = None, **kwargs: object) -> None:
-        self.field = field  # type: ignore[assignment]
-        self.problem = message
+        self.field = field
+        self.problem = _without_field_prefix(message, field)
         super().__init__(message, **kwargs)  # type: ignore[arg-type]
+
+
+def _without_field_prefix(message: str, field: str | None) -> str:
+    """What is wrong with the field: the server's message without the `[Invalid request: ]<field>: ` it starts with."""
+    if field is None:
+        return message
+    for prefix in (f"{field}: ", f"Invalid request: {field}: "):
+        if message.startswith(prefix):
+            return message[len(prefix) :]
+    return message
 
 
 class HokusaiAuthError(HokusaiAPIError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import posixpath
 import re
 import urllib.parse
@@ -42,6 +43,8 @@ METADATA_TAG_PREFIX = "hokusai."
 # Baselines of one model type are versions of one registered model that the platform owns, so every user can add
 # to it and none can change another's; users may not create models under this prefix themselves.
 BASELINE_MODEL_PREFIX = "hokusai-baseline-"
+# The audit log's actor for key changes made straight on the database (`hokusai keys --offline`); no account has it.
+OFFLINE_ACTOR = "offline-cli"
 RESERVED_TAGS = frozenset({TAG_TOKEN_ID, TAG_METRIC, TAG_BASELINE, TAG_STATUS, TAG_RUN_ID})
 
 _TOKEN_ID_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?")
@@ -272,7 +275,7 @@ def validate_user_tags(tags: Mapping[str, object] | None) -> dict[str, str]:
         _check_mlflow_key("tags", key)
         if is_reserved_tag(key):
             raise HokusaiValidationError("tags", f"'{key}' is reserved for Hokusai and cannot be set directly")
-        if not isinstance(value, str | int | float):  # bool is an int
+        if not isinstance(value, str | numbers.Number):  # bools and numpy's numbers are numbers
             raise HokusaiValidationError("tags", f"the value of '{key}' must be a string, a number or a bool")
         text = str(value)
         if len(text) > TAG_VALUE_MAX_LENGTH:
@@ -415,4 +418,6 @@ def validate_owner(owner: object) -> str:
         raise HokusaiValidationError(
             "owner", "must be 1-64 letters, digits, '.', '_', '@' or '-', starting with a letter or digit"
         )
+    if owner == OFFLINE_ACTOR:
+        raise HokusaiValidationError("owner", f"'{OFFLINE_ACTOR}' is the audit log's name for `--offline` changes")
     return owner

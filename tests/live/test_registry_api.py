@@ -845,11 +845,31 @@ def test_the_openapi_document_lists_the_errors_the_api_sends(platform: LivePlatf
     assert refused.json()["field"] == "max_results"
 
 
+def test_a_source_that_resolves_past_mlflows_500_characters_is_a_400_before_anything_is_claimed(
+    as_alice: httpx.Client, run: LoggedRun
+) -> None:
+    folder = "/".join(["d" * 49] * 9)  # 449 characters: the URI fits in 500, the run's artifact location plus it not
+    artifact = f"/api/mlflow/api/2.0/mlflow-artifacts/artifacts/{run.experiment_id}/{run.run_id}/artifacts/{folder}"
+    assert as_alice.put(artifact + "/MLmodel", content=b"flavors: {}\n").status_code == 200
+    request = body(run, mlflow_run_id=None, model_uri=f"runs:/{run.run_id}/{folder}")
+    assert len(str(request["model_uri"])) <= 500
+
+    refused = as_alice.post(TOKENIZED, json={k: v for k, v in request.items() if v is not None})
+
+    assert "characters; MLflow keeps at most 500" in assert_error(refused, 400, "INVALID_PARAMETER_VALUE")
+    assert refused.json()["field"] == "model_uri"
+    assert as_alice.get(f"/api/v1/tokens/{request['token_id']}").status_code == 404
+
+
 def test_json_python_cannot_build_is_a_400_that_says_why(as_alice: httpx.Client) -> None:
     headers = {"Content-Type": "application/json"}
-    for body in ("[" * 100_000 + "]" * 100_000, '{"baseline_value": 1' + "0" * 5000 + "}"):
+    for body in (
+        ("[" * 100_000 + "]" * 100_000).encode(),
+        ('{"baseline_value": 1' + "0" * 5000 + "}").encode(),
+        b'{"model_name": "\xff"}',
+    ):
         refused = as_alice.post(TOKENIZED, content=body, headers=headers)
-        assert "nests too deeply, or holds a number with too many digits" in assert_error(
+        assert "is not UTF-8, nests too deeply, or holds a number with too many digits" in assert_error(
             refused, 400, "INVALID_PARAMETER_VALUE"
         )
 

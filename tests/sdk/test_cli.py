@@ -112,7 +112,8 @@ def test_login_reads_a_piped_key_without_a_prompt_or_a_warning(api: FakeAPI) -> 
     answer(api, httpx.Response(200, json=WHOAMI))
     outcome = run(["login"], input=KEY + "\n")
     assert outcome.exit_code == 0, outcome.stderr
-    assert "Hokusai API key:" not in outcome.stdout and "echo" not in outcome.stderr
+    assert "Hokusai API key" not in outcome.stdout and "echo" not in outcome.stderr
+    assert outcome.stderr.startswith("Hokusai API key (read from standard input): ")
     assert KEY not in outcome.stdout + outcome.stderr
     assert read_credentials()["api_key"] == KEY
 
@@ -268,6 +269,7 @@ def test_auth_status_in_mock_mode(monkeypatch: pytest.MonkeyPatch, no_network: N
     outcome = run(["auth", "status"])
     assert outcome.exit_code == 0
     assert "reachable            not checked (mock mode)" in outcome.stdout
+    assert "key accepted         not checked (mock mode)" in outcome.stdout
 
 
 def test_models_register(api: FakeAPI, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -279,7 +279,7 @@ def test_400_is_an_invalid_request_error_caught_as_a_validation_error_too() -> N
     assert (exc.status, exc.field, exc.problem) == (
         400,
         "baseline_value",
-        "baseline_value: differs from the run (strict mode)",
+        "differs from the run (strict mode)",
     )
     assert str(exc).startswith("400 INVALID_PARAMETER_VALUE from hokusai-api: baseline_value: differs")
     assert exc.with_hint("other").field == "baseline_value"

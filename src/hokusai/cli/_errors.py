@@ -58,7 +58,7 @@ def options_for_fields(options: Mapping[str, str]) -> Iterator[None]:
     try:
         yield
     except HokusaiValidationError as exc:
-        option = options.get(exc.field)
+        option = options.get(exc.field) if exc.field is not None else None
         if option is None:
             raise
         raise typer.BadParameter(exc.problem, param_hint=f"'{option}'") from exc

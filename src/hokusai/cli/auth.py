@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
@@ -38,14 +39,19 @@ def register(app: typer.Typer) -> None:
 
 
 def _stdin_is_terminal() -> bool:
-    return sys.stdin.isatty()
+    return sys.stdin is not None and sys.stdin.isatty()
 
 
 def _read_key() -> str:
     """The key, from a hidden prompt; from standard input when that is not a terminal (`… | hokusai login`)."""
-    if not _stdin_is_terminal():
-        return sys.stdin.readline()  # getpass would warn that the input may be echoed, and prompt on the terminal
-    return str(typer.prompt("Hokusai API key", hide_input=True))
+    if _stdin_is_terminal():
+        return str(typer.prompt("Hokusai API key", hide_input=True))
+    if sys.stdin is None:
+        return ""  # no input at all: reported as no key entered
+    # getpass would warn that input may be echoed. Some terminals (mintty, IDE consoles) are not ttys: say what is
+    # awaited, on standard error so that standard output stays clean.
+    typer.echo("Hokusai API key (read from standard input): ", err=True, nl=False)
+    return sys.stdin.readline()
 
 
 def login(
@@ -157,8 +163,7 @@ def _status_rows(report: dict[str, Any]) -> list[tuple[str, object]]:
         ("api url", report["api_url"]),
         ("key", f"{report['key_prefix']}…" if report["key_prefix"] else None),
         ("reachable", checked(report["reachable"])),
-        # A key is only judged by a server that answered.
-        ("key accepted", checked(report["key_accepted"]) if report["reachable"] else "not checked (API unreachable)"),
+        ("key accepted", _key_verdict(report, checked)),
         ("owner", report["owner"]),
         ("scopes", ", ".join(report["scopes"]) or None),
         ("expires", report["expires_at"]),
@@ -167,6 +172,13 @@ def _status_rows(report: dict[str, Any]) -> list[tuple[str, object]]:
         ("mlflow accepted", "not checked" if report["mlflow_accepted"] is None else checked(report["mlflow_accepted"])),
         ("outbox", f"{report['outbox_pending']} pending"),
     ]
+
+
+def _key_verdict(report: dict[str, Any], checked: Callable[[object], str]) -> str:
+    # A key is judged only by a server that answered; mock mode asks none.
+    if report["mode"] == "mock" or report["reachable"]:
+        return checked(report["key_accepted"])
+    return "not checked (API unreachable)"
 
 
 def _scopes(identity: dict[str, Any]) -> str:

@@ -6,7 +6,7 @@ import getpass
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Annotated, Any, NamedTuple
+from typing import TYPE_CHECKING, Annotated, Any, NamedTuple
 from urllib.parse import quote
 
 import typer
@@ -16,6 +16,11 @@ from rich.text import Text
 from hokusai.cli._api import ApiUrlOption, call_api
 from hokusai.cli._errors import options_for_fields
 from hokusai.cli._output import console
+from hokusai.validation import OFFLINE_ACTOR
+
+if TYPE_CHECKING:  # the server's modules load only for --offline: the SDK alone can create keys remotely
+    from hokusai.server.audit import AuditLog
+    from hokusai.server.keys import KeyStore
 
 keys_app = typer.Typer(help="Create, list, revoke and rotate API keys.", no_args_is_help=True)
 
@@ -28,12 +33,21 @@ OfflineOption = Annotated[
 KEYS_PATH = "/api/v1/keys"
 
 
-# The audit log's actor for changes made straight on the database; the OS user who made them goes in the detail.
-OFFLINE_ACTOR = "offline-cli"
+class _Offline(NamedTuple):
+    keys: KeyStore
+    audit: AuditLog
+
+    def record(self, action: str, key_id: str) -> None:
+        """Record a key change made with --offline, as the API records its own (`key.create`, `key.revoke`, ...)."""
+        try:
+            os_user = getpass.getuser()
+        except (OSError, KeyError):  # no login name in some containers
+            os_user = "unknown"
+        self.audit.record(actor=OFFLINE_ACTOR, action=action, outcome="ok", target=key_id, detail={"os_user": os_user})
 
 
 @contextmanager
-def _offline_store() -> Iterator[Any]:
+def _offline_store() -> Iterator[_Offline]:
     from hokusai.server.audit import AuditLog
     from hokusai.server.db import Database
     from hokusai.server.keys import KeyStore
@@ -47,19 +61,6 @@ def _offline_store() -> Iterator[Any]:
         yield _Offline(KeyStore(database, load_or_create_secrets(settings).key_pepper), AuditLog(database))
     finally:
         database.close()
-
-
-class _Offline(NamedTuple):
-    keys: Any  # hokusai.server.keys.KeyStore: the server's modules load only for --offline
-    audit: Any  # hokusai.server.audit.AuditLog
-
-    def record(self, action: str, key_id: str) -> None:
-        """Record a key change made with --offline, as the API records its own (`key.create`, `key.revoke`, ...)."""
-        try:
-            os_user = getpass.getuser()
-        except (OSError, KeyError):  # no login name in some containers
-            os_user = "unknown"
-        self.audit.record(actor=OFFLINE_ACTOR, action=action, outcome="ok", target=key_id, detail={"os_user": os_user})
 
 
 def _refuse_a_stray_data_dir(settings: Any) -> None:
@@ -174,10 +175,10 @@ def create_key(
             from hokusai.server.keys import expiry_from_days
 
             account = validate_owner(owner or os.environ.get("HOKUSAI_ADMIN_OWNER", "admin"))
-            with _offline_store() as offline:
+            with _offline_store() as store:
                 expires_at = expiry_from_days(expires_in_days)
-                issued = offline.keys.create(owner=account, name=name, scopes=parsed, expires_at=expires_at)
-                offline.record("key.create", issued.record.id)
+                issued = store.keys.create(owner=account, name=name, scopes=parsed, expires_at=expires_at)
+                store.record("key.create", issued.record.id)
                 row = {**_offline_row(issued.record), "key": issued.secret}
         else:
             if owner is not None:
@@ -204,8 +205,8 @@ def list_keys(
         raise typer.Exit(2)
     if offline:
         # The database has no "you": without --owner, offline lists every key.
-        with _offline_store() as offline:
-            rows = [_offline_row(record) for record in offline.keys.list(owner=owner)]
+        with _offline_store() as store:
+            rows = [_offline_row(record) for record in store.keys.list(owner=owner)]
     else:
         params = {"owner": owner} if owner else ({"all": "true"} if every else {})
         rows = call_api("GET", KEYS_PATH, api_url, params=params)["keys"]
@@ -221,16 +222,16 @@ def revoke_key(key_id: str, offline: OfflineOption = False, api_url: ApiUrlOptio
     if offline:
         from hokusai.server.keys import KeyAlreadyRevoked
 
-        with _offline_store() as offline:
+        with _offline_store() as store:
             try:
-                revoked = offline.keys.revoke(key_id)
+                revoked = store.keys.revoke(key_id)
             except KeyAlreadyRevoked as exc:
                 console(stderr=True).print(str(exc))
                 raise typer.Exit(1) from exc
             if revoked is None:
                 console(stderr=True).print(f"No key with id {key_id}.")
                 raise typer.Exit(1)
-            offline.record("key.revoke", key_id)
+            store.record("key.revoke", key_id)
     else:
         call_api("DELETE", f"{KEYS_PATH}/{quote(key_id, safe='')}", api_url)
     console().print(f"Revoked {key_id}.")
@@ -248,12 +249,12 @@ def rotate_key(
     Example: `hokusai keys rotate key_0123456789abcdef --quiet > new-key.txt`.
     """
     if offline:
-        with _offline_store() as offline:
-            issued = offline.keys.rotate(key_id)
+        with _offline_store() as store:
+            issued = store.keys.rotate(key_id)
             if issued is None:
                 console(stderr=True).print(f"No active key with id {key_id}.")
                 raise typer.Exit(1)
-            offline.record("key.rotate", key_id)
+            store.record("key.rotate", key_id)
             row = {**_offline_row(issued.record), "key": issued.secret}
     else:
         row = call_api("POST", f"{KEYS_PATH}/{quote(key_id, safe='')}/rotate", api_url)

@@ -197,7 +197,8 @@ async def _handle_request_validation(_request: Request, exc: Exception) -> JSONR
 
 _FASTAPI_UNPARSABLE_BODY = "There was an error parsing the body"
 _UNPARSABLE_BODY = (
-    "The request body could not be read as JSON: it nests too deeply, or holds a number with too many digits."
+    "The request body could not be read as JSON: it is not UTF-8, nests too deeply, or holds a number with too many "
+    "digits."
 )
 
 
@@ -207,8 +208,8 @@ async def _handle_http_exception(_request: Request, exc: Exception) -> JSONRespo
     if exc.status_code == 404:
         message = "No such endpoint. The MLflow API lives under /api/mlflow, the Hokusai API under /api/v1."
     if message == _FASTAPI_UNPARSABLE_BODY:
-        # Syntax errors come as pydantic's json_invalid (see `_describe_validation_error`); this is JSON Python
-        # refuses to build: nested deeper than its recursion limit, or an integer of more than 4300 digits.
+        # Syntax errors come as pydantic's json_invalid (see `_describe_validation_error`); this is a body that is
+        # not UTF-8, or JSON Python refuses to build: nested past its recursion limit, an integer of 4300+ digits.
         return error_response(400, _UNPARSABLE_BODY, error_code="INVALID_PARAMETER_VALUE")
     return error_response(exc.status_code, message, headers=getattr(exc, "headers", None))
 

@@ -307,12 +307,12 @@ class MlflowGateway:
                 return await self._rewrite_create(request, path, principal)
             if path in SEARCH_CALLS and not principal.is_admin:
                 return await self._widen_search(request, path, principal)
+        if principal is not None and not principal.is_admin and path in _GUARDED_CALLS:
+            return await _guarded_body(request, _GUARDED_CALLS[path])  # first: no rewrite below may skip a guard
         if principal is not None and not principal.is_admin and path in SCORER_CALLS:
             return await self._scorer_body_to_default(request, principal)
         if principal is not None and not principal.is_admin and path in PROMPT_LINK_CALLS:
             return await self._prompt_link_to_default(request, principal)
-        if principal is not None and not principal.is_admin and path in _GUARDED_CALLS:
-            return await _guarded_body(request, _GUARDED_CALLS[path])
         if path in _RENAME_CALLS:
             return await _read_limited(request, _REWRITTEN_BODY_LIMIT)
         if _declared_length(request) <= _BUFFERED_BODY_LIMIT:

@@ -42,6 +42,7 @@ from hokusai.server.models import Token, utcnow
 from hokusai.server.schemas import BaselineInfo, TokenizedModelInfo, TokenizedModelList
 from hokusai.server.upstream import PLATFORM, Upstream, UpstreamError
 from hokusai.validation import (
+    MODEL_URI_MAX_LENGTH,
     REGISTRATION_CONFLICT,
     TAG_BASELINE,
     TAG_IS_BASELINE,
@@ -723,6 +724,13 @@ async def register_tokenized_model(
         strict=registration.strict,
     )
     source = await resolve_source(upstream=upstream, principal=principal, model_uri=located.uri, run=run)
+    if len(source.uri) > MODEL_URI_MAX_LENGTH:
+        # A run's path becomes the run's artifact location plus that path: longer than the URI that was checked.
+        raise HokusaiValidationError(
+            "model_uri",
+            f"resolves to the source '{source.uri[:80]}…' of {len(source.uri)} characters; MLflow keeps at most "
+            f"{MODEL_URI_MAX_LENGTH}",
+        )
     # One lock per token from the claim to the version: a claim is never moved (see `_move_stale_claim`) while
     # another request of its owner is still creating the version that will carry it.
     async with shared_lock(database, _TOKEN_LOCK + registration.token_id):
