@@ -14,7 +14,7 @@ from hokusai.server.audit_query import list_audit_events
 from hokusai.server.deps import AdminDep, StateDep
 from hokusai.server.registry import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from hokusai.server.schemas import OWNER_RULES, AuditEventList, error_responses
-from hokusai.validation import validate_owner
+from hokusai.validation import OFFLINE_ACTOR, validate_owner
 
 router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
 
@@ -26,7 +26,9 @@ ActionQuery = Annotated[
 
 
 def _actor(actor: str) -> str:
-    """Actors are account names: the owner rule applies, reported under this parameter's name."""
+    """Actors are account names (the owner rule applies, reported under this parameter's name), or `offline-cli`."""
+    if actor == OFFLINE_ACTOR:
+        return actor
     try:
         return validate_owner(actor)
     except HokusaiValidationError as exc:
