@@ -139,7 +139,7 @@ def test_model_names_and_owners() -> None:
         with pytest.raises(HokusaiValidationError):
             validate_model_name(bad)
     assert validate_owner("alice@example.com") == "alice@example.com"
-    for bad in ("", "-x", "a b", "x" * 65):
+    for bad in ("", "-x", "a b", "x" * 65, "offline-cli", "Offline-CLI"):  # the audit log's offline actor
         with pytest.raises(HokusaiValidationError):
             validate_owner(bad)
 

@@ -418,6 +418,6 @@ def validate_owner(owner: object) -> str:
         raise HokusaiValidationError(
             "owner", "must be 1-64 letters, digits, '.', '_', '@' or '-', starting with a letter or digit"
         )
-    if owner == OFFLINE_ACTOR:
+    if owner.lower() == OFFLINE_ACTOR:  # in any case: `Offline-CLI` would pass for it in the audit log
         raise HokusaiValidationError("owner", f"'{OFFLINE_ACTOR}' is the audit log's name for `--offline` changes")
     return owner

@@ -415,6 +415,11 @@ def test_a_stale_mlflow_password_beside_a_valid_token_is_named_as_the_problem(pl
     assert "MLFLOW_TRACKING_PASSWORD" in error
     assert "old-mlflow-password" not in error
 
+    # A stale password shaped like a key (an old or another platform's key) is named as the password too.
+    env["MLFLOW_TRACKING_PASSWORD"] = "hk_live_" + "A" * 40
+    error = _summary(platform.run_python(STALE_BASIC_CREDENTIALS, env, timeout=CLIENT_TIMEOUT))["error"]
+    assert error is not None and "The API key sent as the HTTP Basic password is not known" in error
+
     del env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"]
     assert _summary(platform.run_python(STALE_BASIC_CREDENTIALS, env, timeout=CLIENT_TIMEOUT))["error"] is None
 

@@ -13,6 +13,13 @@ def test_ready_needs_no_key(platform: LivePlatform) -> None:
     assert response.json() == {"status": "ready", "mlflow": "ok", "identity_mode": "assertion"}
 
 
+def test_probes_answer_head_as_load_balancers_send_it(platform: LivePlatform) -> None:
+    for path in ("/health", "/ready"):
+        probed = httpx.head(platform.url + path, timeout=30.0)
+        assert (probed.status_code, probed.content) == (200, b""), path
+        assert int(probed.headers["content-length"]) > 0  # the GET's, though no body is sent
+
+
 def test_keys_route_needs_a_valid_key(platform: LivePlatform) -> None:
     with platform.client(platform.admin_key) as client:
         assert client.get("/api/v1/keys").status_code == 200

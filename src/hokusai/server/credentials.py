@@ -32,6 +32,12 @@ NOT_A_KEY_AS_BASIC_PASSWORD_MESSAGE = (
     "unset them, or set MLFLOW_TRACKING_PASSWORD to your Hokusai key."
 )
 
+UNKNOWN_AS_BASIC_MESSAGE = (
+    "The API key sent as the HTTP Basic password is not known to this server. The MLflow client sends "
+    "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or ~/.mlflow/credentials) instead of "
+    "MLFLOW_TRACKING_TOKEN when they are set: check that password, or unset them."
+)
+
 
 def sent_as_basic(headers: Headers) -> bool:
     """Whether the key was read from an HTTP Basic password."""

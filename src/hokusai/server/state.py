@@ -10,7 +10,12 @@ from starlette.datastructures import Headers, QueryParams
 from starlette.requests import Request
 
 from hokusai.server.audit import AuditLog
-from hokusai.server.credentials import NOT_A_KEY_AS_BASIC_PASSWORD_MESSAGE, key_from_request, sent_as_basic
+from hokusai.server.credentials import (
+    NOT_A_KEY_AS_BASIC_PASSWORD_MESSAGE,
+    UNKNOWN_AS_BASIC_MESSAGE,
+    key_from_request,
+    sent_as_basic,
+)
 from hokusai.server.db import Database
 from hokusai.server.errors import ApiError
 from hokusai.server.keys import (
@@ -42,9 +47,13 @@ _UNKNOWN_MESSAGE = "This API key is not known to this server. Check HOKUSAI_API_
 
 
 def _rejection_message(reason: str, headers: Headers) -> str:
-    if reason == REASON_MALFORMED and sent_as_basic(headers):
+    message = _REJECTION_MESSAGES.get(reason)
+    if sent_as_basic(headers) and reason == REASON_MALFORMED:
+        # The MLflow client sends a Basic password in place of the token: the one to check is the password.
         return NOT_A_KEY_AS_BASIC_PASSWORD_MESSAGE
-    return _REJECTION_MESSAGES.get(reason, _UNKNOWN_MESSAGE)
+    if message is None:  # unknown
+        return UNKNOWN_AS_BASIC_MESSAGE if sent_as_basic(headers) else _UNKNOWN_MESSAGE
+    return message
 
 
 @dataclass

@@ -10,15 +10,19 @@ from hokusai.server.deps import StateDep
 from hokusai.server.errors import RETRY_AFTER_SECONDS, error_response
 
 router = APIRouter(tags=["health"])
+# Load balancers and uptime checks often probe with HEAD; FastAPI serves a route only for the methods it names.
+_PROBE_METHODS = ["GET", "HEAD"]
 
 
-@router.get("/health")
+@router.api_route("/health", methods=_PROBE_METHODS)
 async def read_health() -> dict[str, str]:
     """The API process is up."""
     return {"status": "ok", "version": __version__}
 
 
-@router.get("/ready", responses={503: {"description": "MLflow is unreachable or refuses the gateway"}})
+@router.api_route(
+    "/ready", methods=_PROBE_METHODS, responses={503: {"description": "MLflow is unreachable or refuses the gateway"}}
+)
 async def read_ready(state: StateDep) -> JSONResponse:
     """MLflow answers and accepts the gateway's credentials."""
     problem = await state.upstream.check_ready()
