@@ -83,7 +83,7 @@ _POST_READS = re.compile(
 )
 _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _ARTIFACTS = re.compile(r"/(?:ajax-)?api/2\.0/mlflow-artifacts/")
-_HASH = "Invalid path: MLflow refuses an artifact path that contains '#'"
+_HASH = "Invalid path: MLflow refuses an artifact path that contains '#', or an escape of it such as %23"
 _FORBIDDEN_CHARS = re.compile(r"[\x00-\x1f\x7f\\]")
 # A `%` that does not start a two-hex-digit escape is not a valid URI path (RFC 3986); it is refused, not forwarded.
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
