@@ -306,13 +306,20 @@ class MlflowGateway:
             if path in CREATION_CALLS:
                 return await self._rewrite_create(request, path, principal)
             if path in SEARCH_CALLS and not principal.is_admin:
-                return await self._widen_search(request, path, principal)
+                scope = SEARCH_CALLS[path]
+                return await self._body_pointed_at_default(
+                    request, principal, names_default=scope.names_default, point=scope.widen
+                )
         if principal is not None and not principal.is_admin and path in _GUARDED_CALLS:
             return await _guarded_body(request, _GUARDED_CALLS[path])  # first: no rewrite below may skip a guard
         if principal is not None and not principal.is_admin and path in SCORER_CALLS:
-            return await self._scorer_body_to_default(request, principal)
+            return await self._body_pointed_at_default(
+                request, principal, names_default=SCORER_FIELD.names_default, point=SCORER_FIELD.point_at
+            )
         if principal is not None and not principal.is_admin and path in PROMPT_LINK_CALLS:
-            return await self._prompt_link_to_default(request, principal)
+            return await self._body_pointed_at_default(
+                request, principal, names_default=links_prompt_to_default, point=link_prompt_to, create=True
+            )
         if path in _RENAME_CALLS:
             return await _read_limited(request, _REWRITTEN_BODY_LIMIT)
         if _declared_length(request) <= _BUFFERED_BODY_LIMIT:
@@ -344,41 +351,33 @@ class MlflowGateway:
                 changed = True
         return json.dumps(payload).encode() if changed else body
 
-    async def _widen_search(self, request: Request, path: str, principal: Principal) -> bytes:
-        """A search of experiment 0 also covers the owner's default experiment, where their bare calls went."""
-        body = await _read_limited(request, _REWRITTEN_BODY_LIMIT)
-        payload = _json_object(body)
-        scope = SEARCH_CALLS[path]
-        if payload is None or not scope.names_default(payload):
-            return body
-        experiment_id = await self._state.upstream.existing_default_experiment_id(principal)
-        if experiment_id is None:
-            return body
-        scope.widen(payload, experiment_id)
-        return json.dumps(payload).encode()
+    async def _body_pointed_at_default(
+        self,
+        request: Request,
+        principal: Principal,
+        *,
+        names_default: Callable[[dict[str, Any]], bool],
+        point: Callable[[dict[str, Any], str], None],
+        create: bool = False,
+    ) -> bytes:
+        """The body with experiment 0 pointed at the owner's default experiment by `point`, where `names_default`.
 
-    async def _scorer_body_to_default(self, request: Request, principal: Principal) -> bytes:
-        """`delete_scorer` of experiment 0 deletes the scorer the owner's bare `register()` put in their default."""
+        A search of 0 also covers the default experiment, where the owner's bare calls went; a scorer call on 0 acts
+        on the default; a prompt a bare client uses is linked to it. Only the prompt link creates the default
+        experiment (`create`): a read, or a scorer call, on one that does not exist yet has nothing to find there.
+        """
         body = await _read_limited(request, _REWRITTEN_BODY_LIMIT)
         payload = _json_object(body)
-        if payload is None or not SCORER_FIELD.names_default(payload):
+        if payload is None or not names_default(payload):
             return body
-        experiment_id = await self._state.upstream.existing_default_experiment_id(principal)
+        upstream = self._state.upstream
+        if create:
+            experiment_id = await upstream.default_experiment_id(principal)
+        else:
+            experiment_id = await upstream.existing_default_experiment_id(principal)
         if experiment_id is None:
             return body
-        SCORER_FIELD.point_at(payload, experiment_id)
-        return json.dumps(payload).encode()
-
-    async def _prompt_link_to_default(self, request: Request, principal: Principal) -> bytes:
-        """A prompt a bare client registers or loads is linked to the owner's default experiment, not to 0."""
-        body = await _read_limited(request, _REWRITTEN_BODY_LIMIT)
-        payload = _json_object(body)
-        if payload is None or not links_prompt_to_default(payload):
-            return body
-        experiment_id = await self._state.upstream.default_experiment_id(principal)
-        if experiment_id is None:
-            return body
-        link_prompt_to(payload, experiment_id)
+        point(payload, experiment_id)
         return json.dumps(payload).encode()
 
     async def _scorer_query_to_default(self, query_string: bytes, principal: Principal) -> bytes:
