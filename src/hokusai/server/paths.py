@@ -92,16 +92,25 @@ _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _DECODE_ROUNDS = 4
 
 
-def _escapes(value: str) -> bool:
+def _decodings(value: str) -> tuple[list[str], bool]:
+    """`value` and each decoding of it MLflow would make, and whether it stopped changing within the rounds."""
+    seen = [value]
     for _ in range(_DECODE_ROUNDS):
-        # Encoded separators and dot segments are how a path escapes its family; none is legitimate here.
-        if value in (".", "..") or "/" in value or _FORBIDDEN_CHARS.search(value):
-            return True
         decoded = unquote(value)
         if decoded == value:
-            return False
+            return seen, True
         value = decoded
-    return True  # still changing after several rounds: nested encoding, never produced by a real client
+        seen.append(value)
+    return seen, False
+
+
+def _escapes(value: str) -> bool:
+    seen, settled = _decodings(value)
+    # Still changing after several rounds is nested encoding, never produced by a real client. Encoded separators
+    # and dot segments are how a path escapes its family; none is legitimate here.
+    return not settled or any(
+        step in (".", "..") or "/" in step or _FORBIDDEN_CHARS.search(step) is not None for step in seen
+    )
 
 
 def _decode_segments(raw: str) -> str:
@@ -158,14 +167,7 @@ def check_artifact_query(routed: RoutedPath, query: QueryParams) -> None:
 def _holds_hash(value: str) -> bool:
     # MLflow's `validate_path_is_safe` refuses '#' after decoding as often as the value changes; a permission check
     # comes first through the gateway, and its 403 would tell the owner of the run that the run is not theirs.
-    for _ in range(_DECODE_ROUNDS):
-        if "#" in value:
-            return True
-        decoded = unquote(value)
-        if decoded == value:
-            return False
-        value = decoded
-    return "#" in value
+    return any("#" in step for step in _decodings(value)[0])
 
 
 _route_path_cached = lru_cache(maxsize=_CACHED_PATHS)(_route_path)

@@ -47,13 +47,13 @@ _UNKNOWN_MESSAGE = "This API key is not known to this server. Check HOKUSAI_API_
 
 
 def _rejection_message(reason: str, headers: Headers) -> str:
-    message = _REJECTION_MESSAGES.get(reason)
-    if sent_as_basic(headers) and reason == REASON_MALFORMED:
+    if sent_as_basic(headers):
         # The MLflow client sends a Basic password in place of the token: the one to check is the password.
-        return NOT_A_KEY_AS_BASIC_PASSWORD_MESSAGE
-    if message is None:  # unknown
-        return UNKNOWN_AS_BASIC_MESSAGE if sent_as_basic(headers) else _UNKNOWN_MESSAGE
-    return message
+        if reason == REASON_MALFORMED:
+            return NOT_A_KEY_AS_BASIC_PASSWORD_MESSAGE
+        if reason not in _REJECTION_MESSAGES:
+            return UNKNOWN_AS_BASIC_MESSAGE
+    return _REJECTION_MESSAGES.get(reason, _UNKNOWN_MESSAGE)
 
 
 @dataclass
