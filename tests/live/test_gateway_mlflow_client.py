@@ -551,6 +551,87 @@ def test_another_user_cannot_modify_owners_resources(platform: LivePlatform, own
     assert artifact.content == b"weights"
 
 
+def _otlp_export(trace_id: str) -> bytes:
+    """One OTLP/JSON span of the MLflow trace `trace_id` (`tr-` + the OTel trace id in hex)."""
+    span = {
+        "traceId": trace_id.removeprefix("tr-"),
+        "spanId": uuid.uuid4().hex[:16],
+        "name": "injected",
+        "startTimeUnixNano": "1700000000000000000",
+        "endTimeUnixNano": "1700000001000000000",
+    }
+    return json.dumps({"resourceSpans": [{"resource": {}, "scopeSpans": [{"spans": [span]}]}]}).encode()
+
+
+def _start_trace(client: httpx.Client, trace_id: str, experiment: str, **fields: object) -> httpx.Response:
+    location = {"type": "MLFLOW_EXPERIMENT", "mlflow_experiment": {"experiment_id": experiment}}
+    trace = {"trace_id": trace_id, "trace_location": location, "request_time": "2024-01-01T00:00:00Z", **fields}
+    return client.post(TRACES, json={"trace": {"trace_info": trace}})
+
+
+def test_another_users_run_or_trace_cannot_be_reached_by_a_second_spelling_or_a_reused_id(
+    platform: LivePlatform,
+) -> None:
+    """MLflow's auth app authorised these on the caller's own run or experiment while the handler wrote to the
+    owner's (a security review, 2026-11-27); `hokusai.mlflow_auth` refuses them before anything is written."""
+    owner_key = platform.create_key(platform.unique_owner("spelled-a-"), "read,write")
+    intruder_key = platform.create_key(platform.unique_owner("spelled-b-"), "read,write")
+    with platform.client(owner_key) as owner, platform.client(intruder_key) as intruder:
+        experiment = owner.post(API + "/experiments/create", json={"name": platform.unique_owner("spelled-")})
+        experiment_id = experiment.json()["experiment_id"]
+        run_id = owner.post(API + "/runs/create", json={"experiment_id": experiment_id}).json()["run"]["info"]["run_id"]
+        trace_id = "tr-" + uuid.uuid4().hex
+        assert _start_trace(owner, trace_id, experiment_id, state="OK").status_code == 200
+        own_run = intruder.post(API + "/runs/create", json={"experiment_id": "0"}).json()["run"]["info"]
+        before = {
+            "run": owner.get(API + "/runs/get", params={"run_id": run_id}).json(),
+            "trace": owner.get(f"{TRACES}/{trace_id}").json(),
+        }
+
+        spelled = {
+            path: intruder.post(API + path, json={"run_uuid": own_run["run_id"], "runId": run_id, **body})
+            for path, body in [
+                ("/runs/update", {"status": "KILLED", "run_name": "renamed"}),
+                ("/runs/set-tag", {"key": "k", "value": "v"}),
+                ("/runs/log-batch", {"metrics": [{"key": "m", "value": 1, "timestamp": 1, "step": 0}]}),
+                ("/runs/delete", {}),
+            ]
+        }
+        upload = intruder.post(
+            "/api/mlflow/ajax-api/2.0/mlflow/upload-artifact",
+            params={"run_id": own_run["run_id"], "run_uuid": run_id, "path": "planted.txt"},
+            content=b"not yours",
+        )
+        retraced = _start_trace(intruder, trace_id, own_run["experiment_id"], state="ERROR")
+        otlp = {"content-type": "application/json", "x-mlflow-experiment-id": own_run["experiment_id"]}
+        spans_into_trace = intruder.post("/api/mlflow/v1/traces", content=_otlp_export(trace_id), headers=otlp)
+        new_trace = "tr-" + uuid.uuid4().hex
+        linked_to_run = intruder.post(
+            "/api/mlflow/v1/traces", content=_otlp_export(new_trace), headers={**otlp, "x-mlflow-run-id": run_id}
+        )
+        own_spans = intruder.post("/api/mlflow/v1/traces", content=_otlp_export(new_trace), headers=otlp)
+        owner_resends = _start_trace(owner, trace_id, experiment_id, state="OK")
+        after = {
+            "run": owner.get(API + "/runs/get", params={"run_id": run_id}).json(),
+            "trace": owner.get(f"{TRACES}/{trace_id}").json(),
+        }
+        artifacts = owner.get(API + "/artifacts/list", params={"run_id": run_id}).json()
+
+    for path, response in spelled.items():
+        assert response.status_code == 400, (path, response.text)
+        assert response.json()["error_code"] == "INVALID_PARAMETER_VALUE"
+        assert response.json()["message"].startswith("Conflicting values for parameter 'run_id': "), path
+    assert (upload.status_code, upload.json()["error_code"]) == (400, "INVALID_PARAMETER_VALUE"), upload.text
+    assert (retraced.status_code, retraced.json()["layer"]) == (403, "mlflow"), retraced.text
+    assert (spans_into_trace.status_code, spans_into_trace.json()["layer"]) == (403, "mlflow")
+    assert (linked_to_run.status_code, linked_to_run.json()["layer"]) == (403, "mlflow")
+    # What MLflow's checks exist for still works: new traces of one's own, and the owner re-sending their trace.
+    assert own_spans.status_code == 200, own_spans.text
+    assert owner_resends.status_code == 200, owner_resends.text
+    assert after == before
+    assert artifacts.get("files", []) == []
+
+
 def test_read_only_key_can_search_but_not_write(platform: LivePlatform, owner_resources: dict[str, str]) -> None:
     reader = platform.create_key(platform.unique_owner("reader-"), "read")
     with platform.client(reader) as client:

@@ -1,13 +1,15 @@
-"""`hokusai.mlflow_auth.param_types`: the 400 MLflow's handlers give a parameter of the wrong JSON type."""
+"""`hokusai.mlflow_auth.params`: MLflow's 400 for a parameter of the wrong JSON type or named twice with two values."""
 
 from __future__ import annotations
 
 from types import SimpleNamespace
+from typing import Any
 
+import flask
 import pytest
 from mlflow.exceptions import MlflowException
 
-from hokusai.mlflow_auth.param_types import install_param_type_check, wrong_type
+from hokusai.mlflow_auth.params import camel_case, conflict, install_param_checks, spellings, wrong_type
 
 
 @pytest.mark.parametrize("value", ["1", 5, True, None])
@@ -26,12 +28,73 @@ def test_objects_and_lists_get_the_handlers_message() -> None:
     assert "of type 'list'" in str(wrong_type("name", ["x"]))
 
 
-def test_the_check_wraps_the_auth_apps_reader_once() -> None:
-    app = SimpleNamespace(_get_request_param=lambda param: {"name": ["x"], "experiment_id": "1"}[param])
+def test_the_json_names_are_protobufs() -> None:
+    assert [camel_case(field) for field in ("run_id", "filter_string1", "name")] == ["runId", "filterString1", "name"]
 
-    install_param_type_check(app)
-    install_param_type_check(app)
+
+def test_a_runs_id_has_four_spellings_in_a_body_and_two_in_a_query() -> None:
+    assert spellings("run_id", json_body=True) == ("run_id", "runId", "run_uuid", "runUuid")
+    assert spellings("run_uuid", json_body=False) == ("run_id", "run_uuid")
+    assert spellings("experiment_id", json_body=True) == ("experiment_id", "experimentId")
+    assert spellings("experiment_id", json_body=False) == ("experiment_id",)
+
+
+def test_spellings_conflict_only_when_they_name_two_values() -> None:
+    assert conflict("run_id", {"run_id": "a", "runId": "a", "run_uuid": ""}) is None
+    assert conflict("run_id", {"run_uuid": "a", "runId": None}) is None
+
+    error = conflict("run_id", {"run_uuid": "mine", "runId": "theirs"})
+
+    assert isinstance(error, MlflowException) and error.error_code == "INVALID_PARAMETER_VALUE"
+    assert error.message == (
+        "Conflicting values for parameter 'run_id': 'run_uuid', 'runId' name different resources. Send one of them."
+    )
+
+
+def _auth_app(args: dict[str, Any]) -> SimpleNamespace:
+    def get_request_param(param: str) -> Any:
+        if param not in args:
+            raise MlflowException(f"Missing value for required parameter '{param}'.")
+        return args[param]
+
+    return SimpleNamespace(_get_request_param=get_request_param, _run_id_or_uuid_param=lambda: "from-mlflow")
+
+
+def test_the_reader_refuses_what_the_handler_would_read_otherwise_and_is_installed_once() -> None:
+    args = {"run_uuid": "mine", "runId": "theirs", "name": ["x"], "experiment_id": "1"}
+    app = _auth_app(args)
+
+    install_param_checks(app, lambda: (args, True))
+    install_param_checks(app, lambda: (args, True))
 
     assert app._get_request_param("experiment_id") == "1"
+    with pytest.raises(MlflowException, match="Conflicting values for parameter 'run_id': 'runId', 'run_uuid'"):
+        app._get_request_param("run_uuid")
     with pytest.raises(MlflowException, match="parameter 'name'"):
         app._get_request_param("name")
+    with pytest.raises(MlflowException, match="Missing value"):
+        app._get_request_param("model_id")
+
+
+def test_a_query_reads_no_camel_case() -> None:
+    args = {"run_id": "mine", "runId": "theirs"}
+    app = _auth_app(args)
+    install_param_checks(app, lambda: (args, False))
+
+    assert app._get_request_param("run_id") == "mine"
+
+
+@pytest.mark.parametrize(
+    ("query", "refused"),
+    [("run_id=a&run_uuid=b", True), ("run_id=a&run_uuid=a", False), ("run_uuid=b", False), ("run_id=a", False)],
+)
+def test_an_artifact_query_naming_two_runs_is_refused(query: str, refused: bool) -> None:
+    app = _auth_app({})
+    install_param_checks(app, lambda: ({}, False))
+
+    with flask.Flask(__name__).test_request_context("/ajax-api/2.0/mlflow/upload-artifact?" + query):
+        if refused:
+            with pytest.raises(MlflowException, match="'run_id', 'run_uuid' name different resources"):
+                app._run_id_or_uuid_param()
+        else:
+            assert app._run_id_or_uuid_param() == "from-mlflow"

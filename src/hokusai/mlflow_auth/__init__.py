@@ -6,12 +6,13 @@ request. It accepts the gateway's short-lived assertion (`Authorization: Bearer 
 JSON shape the MLflow client understands. The shared secret is read once from the file (mode 0600) named by
 `HOKUSAI_ASSERTION_SECRET_FILE`, set by the Hokusai server when it starts MLflow.
 
-Importing the package also adjusts five things in MLflow's auth app, one module each: refusals of missing resources
-become MLflow's own 404 and unscoped dataset calls a 400 saying what is missing (`refusals`), a parameter of the
-wrong JSON type gets MLflow's own 400 rather than a 500 (`param_types`), the auth store's
-per-request reads are cached (`store_cache`), and so is the experiment each run belongs to (`run_cache`); and the
-caller is an MLflow admin only when their key is an admin key (`admin_claim`). All replace MLflow internals by
-name: recheck them when the MLflow pin changes.
+Importing the package also adjusts six things in MLflow's auth app, one module each: refusals of missing resources
+become MLflow's own 404 and unscoped dataset calls a 400 saying what is missing (`refusals`); a parameter of the
+wrong JSON type, or named twice with two values, gets MLflow's own 400 (`params`); a trace written again needs
+update permission where it already is (`trace_writes`); the auth store's per-request reads are cached
+(`store_cache`), and so is the experiment each run belongs to (`run_cache`); and the caller is an MLflow admin only
+when their key is an admin key (`admin_claim`). All replace MLflow internals by name: recheck them when the MLflow
+pin changes.
 """
 
 from __future__ import annotations
@@ -27,10 +28,11 @@ from flask import Response, g, request
 from werkzeug.datastructures import Authorization
 
 from hokusai.mlflow_auth.admin_claim import asserted_identity, install_admin_claim
-from hokusai.mlflow_auth.param_types import install_param_type_check
+from hokusai.mlflow_auth.params import install_param_checks
 from hokusai.mlflow_auth.refusals import install_clearer_refusals
 from hokusai.mlflow_auth.run_cache import install_run_cache
 from hokusai.mlflow_auth.store_cache import STORE_CACHE_ENV, install_store_cache
+from hokusai.mlflow_auth.trace_writes import install_trace_write_checks
 from hokusai.server.assertion import verify_assertion
 
 SECRET_FILE_ENV = "HOKUSAI_ASSERTION_SECRET_FILE"
@@ -87,7 +89,8 @@ def _install_into_mlflow() -> None:
     if mlflow_auth_app is None:
         return
     install_clearer_refusals(mlflow_auth_app)
-    install_param_type_check(mlflow_auth_app)
+    install_param_checks(mlflow_auth_app)
+    install_trace_write_checks(mlflow_auth_app)
     # The caches are for the MLflow the Hokusai server embeds, which names the counter its workers share.
     generation_file = os.environ.get(STORE_CACHE_ENV)
     if generation_file:

@@ -1,0 +1,129 @@
+"""A trace written again needs the right to update it where it is; part of `hokusai.mlflow_auth`.
+
+MLflow's auth app authorises `StartTraceV3` and an OTLP export (`/v1/traces`) as a *create* in the experiment the
+request names. Both take the trace id from the request, and MLflow's store merges a trace id it already holds: a
+`StartTraceV3` naming another user's trace moved it into the caller's experiment with the caller's state and tags,
+and an OTLP export added spans to it (found by a security review, 2026-11-27). The client re-sends its own traces
+(an assessment logged on an active trace, spans racing the trace's start), so a trace id that exists is not refused:
+the caller needs MLflow's update permission on that trace, as `traces/set-tag` asks. An OTLP export's
+`X-Mlflow-Run-Id` links the traces to that run, so it needs update on the run, as `runs/link-traces` does.
+
+The OTLP body is decoded the way MLflow's `export_traces` decodes it, with MLflow's own functions; a body that does
+not decode is left to that handler's 400.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.requests import Request
+
+_OtelValidator = Callable[[str, Request], Awaitable[bool]]
+
+
+def install_trace_write_checks(mlflow_auth_app: Any) -> None:
+    """Wrap the auth app's `StartTraceV3` validator and its OTLP validator factory; idempotent."""
+    if getattr(mlflow_auth_app._get_otel_validator, "_hokusai_checked", False):
+        return
+    _replace_start_trace_v3_validator(mlflow_auth_app)
+    factory = _otel_validator_factory(mlflow_auth_app)
+    factory._hokusai_checked = True  # type: ignore[attr-defined]
+    # `_find_fastapi_validator` looks the factory up by name on every request.
+    mlflow_auth_app._get_otel_validator = factory
+
+
+def _replace_start_trace_v3_validator(app: Any) -> None:
+    original = app.validate_can_start_trace_v3
+
+    def validate_can_start_trace_v3() -> bool:
+        from mlflow.protos.service_pb2 import StartTraceV3
+
+        if not original():
+            return False
+        trace_id = app._get_request_message(StartTraceV3()).trace.trace_info.trace_id
+        return not trace_id or _is_new_trace(app, trace_id) or app._authorize_trace(trace_id, "update")
+
+    routes = [key for key, validator in app.BEFORE_REQUEST_VALIDATORS.items() if validator is original]
+    if not routes:  # MLflow moved it: fail at start, not silently
+        raise RuntimeError("MLflow's auth app has no StartTraceV3 validator to wrap; recheck hokusai.mlflow_auth")
+    for key in routes:
+        app.BEFORE_REQUEST_VALIDATORS[key] = validate_can_start_trace_v3
+
+
+def _is_new_trace(app: Any, trace_id: str) -> bool:
+    return app._fetch_or_none(app._get_tracking_store().get_trace_info, trace_id) is None
+
+
+def _otel_validator_factory(app: Any) -> Callable[[str], _OtelValidator]:
+    original_factory = app._get_otel_validator
+
+    def get_otel_validator(path: str) -> _OtelValidator:
+        may_create = original_factory(path)
+
+        async def validator(username: str, request: Request) -> bool:
+            from mlflow.tracing.utils.otlp import MLFLOW_RUN_ID_HEADER
+
+            if not await may_create(username, request):
+                return False
+            trace_ids = exported_trace_ids(await request.body(), request.headers)
+            run_id = request.headers.get(MLFLOW_RUN_ID_HEADER)
+            return all(_may_update_trace(app, username, trace_id) for trace_id in trace_ids) and (
+                not run_id or _may_update_run(app, username, run_id)
+            )
+
+        return validator
+
+    return get_otel_validator
+
+
+def exported_trace_ids(body: bytes, headers: Any) -> set[str]:
+    """The MLflow trace ids an OTLP export writes to, decoded as `mlflow.server.otel_api.export_traces` does.
+
+    Empty when the body does not decode: the handler then answers 400 and writes nothing.
+    """
+    from google.protobuf.json_format import Parse
+    from mlflow.entities.span import Span
+    from mlflow.server.otel_api import _convert_otlp_json_ids_to_base64
+    from mlflow.tracing.utils.otlp import decompress_otlp_body
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    media_type = (headers.get("content-type") or "").split(";")[0].strip()
+    parsed = ExportTraceServiceRequest()
+    try:
+        if encoding := headers.get("content-encoding"):
+            body = decompress_otlp_body(body, encoding.lower())
+        if media_type == "application/json":
+            Parse(_convert_otlp_json_ids_to_base64(body), parsed, ignore_unknown_fields=True)
+        else:
+            parsed.ParseFromString(body)
+        return {
+            Span.from_otel_proto(span, resource=resource_spans.resource).trace_id
+            for resource_spans in parsed.resource_spans
+            for scope_spans in resource_spans.scope_spans
+            for span in scope_spans.spans
+        }
+    except Exception:  # the handler decodes the same way, so it fails too (400 or 422) and writes nothing
+        return set()
+
+
+def _may_update_trace(app: Any, username: str, trace_id: str) -> bool:
+    """MLflow's `_authorize_trace(trace_id, "update")`, for a known user outside a Flask request; a new id may be."""
+    trace = app._fetch_or_none(app._get_tracking_store().get_trace_info, trace_id)
+    if trace is None:
+        return True
+    experiment = (app.RESOURCE_TYPE_EXPERIMENT, trace.experiment_id)
+    return app.authorize(
+        username,
+        experiment,
+        [
+            app.Requirement(app.RESOURCE_TYPE_EXPERIMENT, trace.experiment_id, "read"),
+            app.Requirement(app.RESOURCE_TYPE_TRACE, "*", "update", fallback_if_no_grant=(experiment,)),
+        ],
+    )
+
+
+def _may_update_run(app: Any, username: str, run_id: str) -> bool:
+    """Update on the run the export links its traces to; an unknown run is left to the handler, which links none."""
+    resolved = app._run_requirement(run_id, "update")
+    return resolved is None or app.authorize(username, *resolved)
