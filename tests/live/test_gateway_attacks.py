@@ -308,6 +308,16 @@ ATTACKS: list[Attack] = [
         error_code=_NOT_FOUND,
     ),
     Attack("mcp-servers", _get(A3 + "/mcp-servers/{m}"), 403, error_code=_DENIED),
+    # MLflow writes and deletes its demo data as the server, in an experiment no user may change.
+    Attack("demo-generate", _get(AJAX + "/3.0/mlflow/demo/generate", method="POST", body=b"{}"), 403),
+    Attack("demo-delete", _get(AJAX + "/3.0/mlflow/demo/delete", method="POST", body=b"{}"), 403),
+    # JSON nested past Python's recursion limit: the gateway's own read of a run creation refuses it (was a 500).
+    Attack(
+        "deep-json-run-create",
+        _get(A2 + "/runs/create", method="POST", body=b"[" * 100_000 + b"]" * 100_000),
+        400,
+        error_code=_INVALID,
+    ),
     # --- a key in the URL is refused, whatever it is called ------------------------------------------------------
     Attack(
         "key-in-query-api-key",

@@ -115,6 +115,9 @@ BARE_CLIENT = textwrap.dedent(
         "dataset_experiment_ids": dataset.experiment_ids,
         "searched_run_ids": [r.info.run_id for r in mlflow.search_runs(output_format="list")],
         "searched_trace_ids": [t.info.trace_id for t in mlflow.search_traces(return_type="list")],
+        # The bare client's active experiment is 0: its trace deletions name it.
+        "deleted": mlflow.MlflowClient().delete_traces(experiment_id="0", trace_ids=[trace.info.trace_id]),
+        "searched_after_delete": [t.info.trace_id for t in mlflow.search_traces(return_type="list")],
     }), flush=True)
     """
 )
@@ -200,6 +203,7 @@ def test_a_bare_client_works_in_the_owners_default_experiment(platform: LivePlat
     # (Experiment 0 itself may hold runs an admin made, so membership is what is checked.)
     assert summary["run_id"] in summary["searched_run_ids"]
     assert summary["trace_id"] in summary["searched_trace_ids"]
+    assert summary["deleted"] == 1 and summary["trace_id"] not in summary["searched_after_delete"]
 
     intruder_owner = platform.unique_owner("intruder-")
     intruder = platform.create_key(intruder_owner, "read,write")

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hokusai.server.loglines import printable
-from hokusai.server.middleware.request_id import RequestIdMiddleware
+from hokusai.server.middleware.request_id import ACTOR_STATE, RequestIdMiddleware
 
 
 async def _ok(scope: Scope, receive: Receive, send: Send) -> None:
@@ -16,7 +16,12 @@ async def _ok(scope: Scope, receive: Receive, send: Send) -> None:
     await send({"type": "http.response.body", "body": b""})
 
 
-def _request(path: str) -> list[Message]:
+async def _ok_as_alice(scope: Scope, receive: Receive, send: Send) -> None:
+    scope["state"][ACTOR_STATE] = "alice/key_1"  # what the key check records
+    await _ok(scope, receive, send)
+
+
+def _request(path: str, app: ASGIApp = _ok) -> list[Message]:
     scope = {"type": "http", "method": "GET", "path": path, "headers": [], "query_string": b""}
     sent: list[Message] = []
 
@@ -26,7 +31,7 @@ def _request(path: str) -> list[Message]:
     async def send(message: Message) -> None:
         sent.append(message)
 
-    asyncio.run(RequestIdMiddleware(_ok)(scope, receive, send))
+    asyncio.run(RequestIdMiddleware(app)(scope, receive, send))
     return sent
 
 
@@ -39,7 +44,15 @@ def test_a_decoded_newline_in_the_path_cannot_forge_a_log_line(caplog: pytest.Lo
     line = record.getMessage()
     assert sent[0]["status"] == 200
     assert "\n" not in line
-    assert " GET /api/v1/x\\n2026-11-27 10:00:00,000 INFO hokusai.access: req_0 DELETE" in line
+    assert " - GET /api/v1/x\\n2026-11-27 10:00:00,000 INFO hokusai.access: req_0 DELETE" in line
+
+
+def test_the_line_names_the_keys_owner_and_id_once_the_key_is_checked(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("INFO", logger="hokusai.access"):
+        _request("/api/v1/auth/whoami", _ok_as_alice)
+
+    [record] = caplog.records
+    assert " alice/key_1 GET /api/v1/auth/whoami 200 " in record.getMessage()
 
 
 @pytest.mark.parametrize(

@@ -129,7 +129,11 @@ SEARCH_CALLS: dict[str, SearchScope] = {
 # registered in `Default (<owner>)`, so the client's calls on experiment 0 are pointed there, in the query of the
 # GETs and in the JSON body of the DELETE. REST paths only, as for the searches.
 SCORER_CALLS = frozenset("/api/3.0/mlflow/scorers/" + call for call in ("list", "versions", "get", "delete"))
-SCORER_FIELD = _EXPERIMENT_ID  # where the DELETE's body names it
+# The client's `delete_traces(experiment_id="0", ...)` (the active experiment of a bare client) means the traces its
+# bare calls made, which are in `Default (<owner>)`; a non-admin may delete nothing in experiment 0 itself.
+TRACE_DELETE_CALLS = frozenset(f"/api/{version}/mlflow/traces/delete-traces" for version in ("2.0", "3.0"))
+# Where the scorer DELETE's body and the trace deletions name their experiment.
+BODY_EXPERIMENT_FIELD = _EXPERIMENT_ID
 
 
 def query_pointed_at(query_string: bytes, experiment_id: str) -> bytes | None:

@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hokusai.server.credentials import refuse_key_in_query
 from hokusai.server.default_experiment import (
+    BODY_EXPERIMENT_FIELD,
     CREATION_CALLS,
     DEFAULT_EXPERIMENT_ID,
     OTLP_EXPERIMENT_HEADER,
@@ -27,8 +28,8 @@ from hokusai.server.default_experiment import (
     PROMPT_LINK_CALLS,
     RUN_CREATE,
     SCORER_CALLS,
-    SCORER_FIELD,
     SEARCH_CALLS,
+    TRACE_DELETE_CALLS,
     link_prompt_to,
     links_prompt_to_default,
     query_pointed_at,
@@ -255,7 +256,7 @@ class MlflowGateway:
         if routed.access is Access.REFUSED:
             raise ApiError(
                 403,
-                "This MLflow feature (AI gateway, assistant, MCP, secrets) is not offered by Hokusai.",
+                "This MLflow feature (AI gateway, assistant, MCP, secrets, demo data) is not offered by Hokusai.",
                 error_code="PERMISSION_DENIED",
             )
         principal = None
@@ -312,9 +313,10 @@ class MlflowGateway:
                 )
         if principal is not None and not principal.is_admin and path in _GUARDED_CALLS:
             return await _guarded_body(request, _GUARDED_CALLS[path])  # first: no rewrite below may skip a guard
-        if principal is not None and not principal.is_admin and path in SCORER_CALLS:
+        if principal is not None and not principal.is_admin and (path in SCORER_CALLS or path in TRACE_DELETE_CALLS):
+            field = BODY_EXPERIMENT_FIELD
             return await self._body_pointed_at_default(
-                request, principal, names_default=SCORER_FIELD.names_default, point=SCORER_FIELD.point_at
+                request, principal, names_default=field.names_default, point=field.point_at
             )
         if principal is not None and not principal.is_admin and path in PROMPT_LINK_CALLS:
             return await self._body_pointed_at_default(
@@ -362,9 +364,10 @@ class MlflowGateway:
     ) -> bytes:
         """The body with experiment 0 pointed at the owner's default experiment by `point`, where `names_default`.
 
-        A search of 0 also covers the default experiment, where the owner's bare calls went; a scorer call on 0 acts
-        on the default; a prompt a bare client uses is linked to it. Only the prompt link creates the default
-        experiment (`create`): a read, or a scorer call, on one that does not exist yet has nothing to find there.
+        A search of 0 also covers the default experiment, where the owner's bare calls went; a scorer call or a
+        trace deletion on 0 acts on the default; a prompt a bare client uses is linked to it. Only the prompt link
+        creates the default experiment (`create`): a read, a scorer call or a deletion has nothing to find in one that
+        does not exist yet.
         """
         body = await _read_limited(request, _REWRITTEN_BODY_LIMIT)
         payload = _json_object(body)
@@ -505,6 +508,8 @@ def _json_object(body: bytes) -> dict[str, Any] | None:
             payload = json.loads(payload)
     except ValueError:
         return None
+    except RecursionError:  # thousands of nested brackets: no MLflow call is shaped so, and MLflow's parser fails too
+        raise ApiError(400, _TOO_DEEP, error_code="INVALID_PARAMETER_VALUE") from None
     return payload if isinstance(payload, dict) else None
 
 
@@ -731,6 +736,7 @@ async def _relay_body(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
 
 
 _MLFLOW_REFUSAL = "Permission denied"
+_TOO_DEEP = "The request body nests JSON too deeply to be read; MLflow's calls take flat objects and lists."
 
 
 def _refusal_explained(owner: str, routed: RoutedPath) -> str:

@@ -57,12 +57,15 @@ _FAMILIES = re.compile(
     re.VERBOSE,
 )
 _PUBLIC = re.compile(r"/health|/static-files/.+|/favicon\.ico")
-# MLflow's AI gateway, assistant, MCP registry and secrets are not part of the Hokusai product surface.
+# MLflow's AI gateway, assistant, MCP registry and secrets are not part of the Hokusai product surface; nor is its demo
+# data, which MLflow writes and deletes as the server, past every user's permissions.
 # Every class below is anchored at the API prefix: an artifact path is free text chosen by the user, so an
 # unanchored `.*/mlflow/runs/search` or `.*/permissions/` would let `…/mpu/create/<run>/artifacts/mlflow/runs/search`
 # pass as a read (a read-only key starting an upload) and turn an artifact folder named `permissions` admin-only.
 _API = r"/(?:ajax-)?api/(?:2\.0|3\.0)/mlflow"
-_REFUSED = re.compile(_API + r"/(?:gateway|gateway-proxy|assistant|mcp-servers|secrets|endpoints)(?:/.*)?|/gateway/.*")
+_REFUSED = re.compile(
+    _API + r"/(?:gateway|gateway-proxy|assistant|mcp-servers|secrets|endpoints|demo)(?:/.*)?|/gateway/.*"
+)
 # User, role and permission administration in MLflow's auth app.
 _ADMIN = re.compile(_API + r"/(?:users|roles)(?:/.*)?|" + _API + r"/.*/permissions/.*")
 # The caller's own identity and grants (the web UI reads both); MLflow's auth app lets any user read their own.

@@ -27,6 +27,7 @@ from hokusai.server.keys import (
     KeyStore,
     Principal,
 )
+from hokusai.server.middleware.request_id import ACTOR_STATE
 from hokusai.server.secrets import PlatformSecrets
 from hokusai.server.settings import Settings
 from hokusai.server.upstream import Upstream
@@ -79,6 +80,8 @@ class AppState:
                 _rejection_message(exc.reason, request.headers),
                 error_code="UNAUTHENTICATED",
             ) from exc
+        # The access log names who made each call (see middleware.request_id).
+        request.scope.setdefault("state", {})[ACTOR_STATE] = f"{principal.owner}/{principal.key_id}"
         return principal
 
     async def require_scope(

@@ -1,4 +1,8 @@
-"""Gives every request an id (`X-Request-ID` on the response) and writes one access-log line without the query."""
+"""Gives every request an id (`X-Request-ID` on the response) and writes one access-log line without the query.
+
+The line names the caller as `owner/key_id` once their key is verified (`-` before that, or without a key), so that
+what a key did can be traced in the log as well as in MLflow.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from hokusai.server.loglines import printable
 
 access_logger = logging.getLogger("hokusai.access")
 _CLIENT_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+ACTOR_STATE = "actor"  # set in the request's state by the key check
 
 
 class RequestIdMiddleware:
@@ -41,8 +46,9 @@ class RequestIdMiddleware:
         finally:
             # The query string is left out on purpose: a misguided client may have put a key in it.
             access_logger.info(
-                "%s %s %s %d %.1fms",
+                "%s %s %s %s %d %.1fms",
                 request_id,
+                scope["state"].get(ACTOR_STATE, "-"),
                 scope["method"],
                 printable(scope["path"]),
                 status,
