@@ -636,6 +636,25 @@ def test_another_users_run_or_trace_cannot_be_reached_by_a_second_spelling_or_a_
     assert artifacts.get("files", []) == []
 
 
+def test_a_page_on_another_local_port_cannot_use_mlflow_with_the_users_credentials(platform: LivePlatform) -> None:
+    """MLflow checks a browser's Origin on writes; only the API's own pages (its UI) may write, on any host name."""
+    key = platform.create_key(platform.unique_owner("origin-"), "read,write")
+    name = {"name": platform.unique_owner("origin-exp-")}
+    with platform.client(key) as client:
+        elsewhere = client.post(API + "/experiments/create", json=name, headers={"Origin": "http://localhost:9"})
+        own_ui = client.post(API + "/experiments/create", json=name, headers={"Origin": platform.url})
+        by_name = f"http://localhost:{platform.port}"
+        read = client.get(API + "/experiments/get-by-name", params={"experiment_name": name["name"]})
+        own_ui_by_name = client.post(
+            API + "/experiments/set-experiment-tag",
+            json={"experiment_id": read.json()["experiment"]["experiment_id"], "key": "k", "value": "v"},
+            headers={"Origin": by_name},
+        )
+    assert elsewhere.status_code == 403 and "Cross-origin" in elsewhere.json()["message"], elsewhere.text
+    assert own_ui.status_code == 200, own_ui.text
+    assert own_ui_by_name.status_code == 200, own_ui_by_name.text
+
+
 def test_read_only_key_can_search_but_not_write(platform: LivePlatform, owner_resources: dict[str, str]) -> None:
     reader = platform.create_key(platform.unique_owner("reader-"), "read")
     with platform.client(reader) as client:

@@ -52,6 +52,11 @@ def test_secrets_are_private_files(fresh: LivePlatform) -> None:
                  fresh.data_dir / "mlflow" / "basic_auth.ini"):  # fmt: skip
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
     assert stat.S_IMODE(fresh.data_dir.stat().st_mode) == 0o700
+    # The databases (keys' hashes, MLflow's users), MLflow's log and every other file are private too.
+    written = [fresh.data_dir / "hokusai.db", fresh.data_dir / "mlflow" / "basic_auth.db", fresh.mlflow_log_path]
+    assert all(path.exists() for path in written), written
+    shared = [path for path in fresh.data_dir.rglob("*") if stat.S_IMODE(path.stat().st_mode) & 0o077]
+    assert shared == []
 
 
 def test_port_in_use_gives_one_clear_line(fresh: LivePlatform, tmp_path: Path) -> None:

@@ -125,3 +125,11 @@ def test_the_child_ends_at_once_if_its_parent_is_already_gone() -> None:
         os._exit(0)
     _, status = os.waitpid(child, 0)
     assert os.waitstatus_to_exitcode(status) == 1
+
+
+def test_browsers_may_write_only_from_the_apis_own_pages() -> None:
+    local = Settings(port=8000)
+    public = Settings(port=8000, public_url="https://hokusai.example.com/")
+
+    assert local.browser_origins == ("http://127.0.0.1:8000", "http://localhost:8000")
+    assert public.browser_origins == ("https://hokusai.example.com", "http://127.0.0.1:8000", "http://localhost:8000")

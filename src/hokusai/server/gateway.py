@@ -259,6 +259,7 @@ class MlflowGateway:
                 "This MLflow feature (AI gateway, assistant, MCP, secrets, demo data) is not offered by Hokusai.",
                 error_code="PERMISSION_DENIED",
             )
+        _refuse_foreign_page(request, self._state.settings.browser_origins)
         principal = None
         if routed.access is not Access.PUBLIC:
             principal = await self._state.authenticate(request)
@@ -493,6 +494,22 @@ async def _guarded_body(request: Request, refusal: _Refusal) -> bytes:
     if reason is not None:
         raise ApiError(403, reason, error_code="PERMISSION_DENIED")
     return body
+
+
+def _refuse_foreign_page(request: Request, allowed: tuple[str, ...]) -> None:
+    """A browser's write sent by a page other than the API's own: refused, whatever credentials the browser added.
+
+    Browsers send `Origin` on writes; the MLflow client and other programs send none, and reads are left to CORS.
+    """
+    origin = request.headers.get("origin")
+    if origin is None or origin in allowed or request.method in ("GET", "HEAD", "OPTIONS"):
+        return
+    raise ApiError(
+        403,
+        f"Cross-origin request blocked: a page at {origin} may not write to MLflow through this API. Use MLflow's "
+        f"web UI at {allowed[0]}/api/mlflow/ (or set HOKUSAI_PUBLIC_URL to the address browsers use).",
+        error_code="PERMISSION_DENIED",
+    )
 
 
 def _json_object(body: bytes) -> dict[str, Any] | None:

@@ -136,9 +136,8 @@ class EmbeddedMlflow:
                 "MLFLOW_ENABLE_AI_GATEWAY": "false",
                 "MLFLOW_DISABLE_TELEMETRY": "true",
                 "DO_NOT_TRACK": "true",
-                "MLFLOW_SERVER_CORS_ALLOWED_ORIGINS": ",".join(
-                    [self._settings.resolved_public_url, "http://localhost:*", "http://127.0.0.1:*"]
-                ),
+                # MLflow answers CORS with these; it lets pages on any localhost port write, which the gateway does not.
+                "MLFLOW_SERVER_CORS_ALLOWED_ORIGINS": ",".join(self._settings.browser_origins),
             }
         )
         return env

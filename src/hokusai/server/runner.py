@@ -24,6 +24,7 @@ from hokusai.server.settings import Settings
 
 logger = logging.getLogger("hokusai.server")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+PRIVATE_FILES_UMASK = 0o077
 
 
 class _StopRequested(Exception):
@@ -127,6 +128,9 @@ def first_start_banner(settings: Settings, key: str) -> str:
 
 
 def serve(settings: Settings) -> None:
+    # Everything the platform writes (its databases, MLflow's, the log, artifacts) is for the server's user alone,
+    # like its secrets; the MLflow child inherits this.
+    os.umask(PRIVATE_FILES_UMASK)
     configure_logging(settings.log_level)
     ensure_port_free(settings.host, settings.port)
     _install_stop_handlers()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -110,3 +111,15 @@ class Settings(BaseSettings):
     @property
     def resolved_public_url(self) -> str:
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @cached_property
+    def browser_origins(self) -> tuple[str, ...]:
+        """The pages a browser may write to MLflow from: the API's own (MLflow's web UI through it), by the public URL
+        or on this machine at the API's port.
+
+        MLflow itself lets a page on any `localhost` port write, so a page any local program serves could use a
+        browser's cached MLflow login (found by a security review, 2026-11-27); the gateway refuses those.
+        """
+        public = urlsplit(self.resolved_public_url)
+        local = (f"http://127.0.0.1:{self.port}", f"http://localhost:{self.port}")
+        return tuple(dict.fromkeys((f"{public.scheme}://{public.netloc}", *local)))
