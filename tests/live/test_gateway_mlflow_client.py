@@ -636,6 +636,69 @@ def test_another_users_run_or_trace_cannot_be_reached_by_a_second_spelling_or_a_
     assert artifacts.get("files", []) == []
 
 
+def test_another_users_model_assessment_or_experiment_cannot_be_reached_by_a_second_reading(
+    platform: LivePlatform,
+) -> None:
+    """The second review's cases: a DELETE's query against its unlabelled JSON body, an assessment id carried by a
+    re-sent trace, and a double-encoded body against the query: each authorised on one and acted on the other."""
+    owner_key = platform.create_key(platform.unique_owner("read2-a-"), "read,write")
+    intruder_key = platform.create_key(platform.unique_owner("read2-b-"), "read,write")
+    with platform.client(owner_key) as owner, platform.client(intruder_key) as intruder:
+        experiment_id = owner.post(API + "/experiments/create", json={"name": platform.unique_owner("read2-")}).json()[
+            "experiment_id"
+        ]
+        model = platform.unique_owner("read2-model-")
+        assert owner.post(API + "/registered-models/create", json={"name": model}).status_code == 200
+        trace_id = "tr-" + uuid.uuid4().hex
+        assert _start_trace(owner, trace_id, experiment_id, state="OK").status_code == 200
+        feedback = {
+            "trace_id": trace_id,
+            "assessment_name": "quality",
+            "source": {"source_type": "HUMAN", "source_id": "owner"},
+            "feedback": {"value": "good"},
+        }
+        logged = owner.post(f"{TRACES}/{trace_id}/assessments", json={"assessment": feedback})
+        assert logged.status_code == 200, logged.text
+        assessment_id = logged.json()["assessment"]["assessment_id"]
+
+        own_experiment = intruder.post(API + "/experiments/create", json={"name": platform.unique_owner("read2-")})
+        own_experiment_id = own_experiment.json()["experiment_id"]
+        own_model = platform.unique_owner("read2-own-")
+        assert intruder.post(API + "/registered-models/create", json={"name": own_model}).status_code == 200
+        own_trace = "tr-" + uuid.uuid4().hex
+        assert _start_trace(intruder, own_trace, own_experiment_id, state="OK").status_code == 200
+
+        deleted = intruder.request(
+            "DELETE",
+            API + "/registered-models/delete",
+            params={"name": own_model},
+            content=json.dumps({"name": model}),
+            headers={"Content-Type": "text/plain"},
+        )
+        taken = {**feedback, "trace_id": own_trace, "assessment_id": assessment_id, "feedback": {"value": "bad"}}
+        resent = _start_trace(intruder, own_trace, own_experiment_id, state="OK", assessments=[taken])
+        planted = intruder.post(
+            "/api/mlflow/api/3.0/mlflow/datasets/create",
+            params={"experiment_ids": own_experiment_id},
+            content=json.dumps(json.dumps({"name": "planted", "experiment_ids": [experiment_id]})),
+            headers={"Content-Type": "application/json"},
+        )
+        model_after = owner.get(API + "/registered-models/get", params={"name": model})
+        assessment_after = owner.get(f"{TRACES}/{trace_id}/assessments/{assessment_id}")
+        datasets = owner.post(
+            "/api/mlflow/api/3.0/mlflow/datasets/search", json={"experiment_ids": [experiment_id]}
+        ).json()
+
+    assert (deleted.status_code, deleted.json()["error_code"]) == (400, "INVALID_PARAMETER_VALUE"), deleted.text
+    assert "'name' in the query, 'name' in the body name different resources" in deleted.json()["message"]
+    assert (resent.status_code, resent.json()["layer"]) == (403, "mlflow"), resent.text
+    assert (planted.status_code, planted.json()["layer"]) == (403, "mlflow"), planted.text
+    assert model_after.status_code == 200
+    assert assessment_after.status_code == 200, assessment_after.text
+    assert assessment_after.json()["assessment"]["feedback"]["value"] == "good"
+    assert datasets.get("datasets", []) == []
+
+
 def test_a_page_on_another_local_port_cannot_use_mlflow_with_the_users_credentials(platform: LivePlatform) -> None:
     """MLflow checks a browser's Origin on writes; only the API's own pages (its UI) may write, on any host name."""
     key = platform.create_key(platform.unique_owner("origin-"), "read,write")

@@ -9,7 +9,14 @@ import flask
 import pytest
 from mlflow.exceptions import MlflowException
 
-from hokusai.mlflow_auth.params import camel_case, conflict, install_param_checks, spellings, wrong_type
+from hokusai.mlflow_auth.params import (
+    camel_case,
+    conflict,
+    install_param_checks,
+    read_double_encoded_body_as_handlers_do,
+    spellings,
+    wrong_type,
+)
 
 
 @pytest.mark.parametrize("value", ["1", 5, True, None])
@@ -40,14 +47,15 @@ def test_a_runs_id_has_four_spellings_in_a_body_and_two_in_a_query() -> None:
 
 
 def test_spellings_conflict_only_when_they_name_two_values() -> None:
-    assert conflict("run_id", {"run_id": "a", "runId": "a", "run_uuid": ""}) is None
-    assert conflict("run_id", {"run_uuid": "a", "runId": None}) is None
+    assert conflict("run_id", {"'run_id'": "a", "'runId'": "a", "'run_uuid'": ""}) is None
+    assert conflict("run_id", {"'run_uuid'": "a", "'runId'": None}) is None
 
-    error = conflict("run_id", {"run_uuid": "mine", "runId": "theirs"})
+    error = conflict("run_id", {"'run_uuid'": "mine", "'runId' in the body": "theirs"})
 
     assert isinstance(error, MlflowException) and error.error_code == "INVALID_PARAMETER_VALUE"
     assert error.message == (
-        "Conflicting values for parameter 'run_id': 'run_uuid', 'runId' name different resources. Send one of them."
+        "Conflicting values for parameter 'run_id': 'run_uuid', 'runId' in the body name different resources. Send one "
+        "of them."
     )
 
 
@@ -57,15 +65,19 @@ def _auth_app(args: dict[str, Any]) -> SimpleNamespace:
             raise MlflowException(f"Missing value for required parameter '{param}'.")
         return args[param]
 
-    return SimpleNamespace(_get_request_param=get_request_param, _run_id_or_uuid_param=lambda: "from-mlflow")
+    return SimpleNamespace(
+        _get_request_param=get_request_param,
+        _run_id_or_uuid_param=lambda: "from-mlflow",
+        _find_validator=lambda req: None,
+    )
 
 
 def test_the_reader_refuses_what_the_handler_would_read_otherwise_and_is_installed_once() -> None:
     args = {"run_uuid": "mine", "runId": "theirs", "name": ["x"], "experiment_id": "1"}
     app = _auth_app(args)
 
-    install_param_checks(app, lambda: (args, True))
-    install_param_checks(app, lambda: (args, True))
+    install_param_checks(app, lambda: {"": (args, True)})
+    install_param_checks(app, lambda: {"": (args, True)})
 
     assert app._get_request_param("experiment_id") == "1"
     with pytest.raises(MlflowException, match="Conflicting values for parameter 'run_id': 'runId', 'run_uuid'"):
@@ -79,9 +91,18 @@ def test_the_reader_refuses_what_the_handler_would_read_otherwise_and_is_install
 def test_a_query_reads_no_camel_case() -> None:
     args = {"run_id": "mine", "runId": "theirs"}
     app = _auth_app(args)
-    install_param_checks(app, lambda: (args, False))
+    install_param_checks(app, lambda: {"": (args, False)})
 
     assert app._get_request_param("run_id") == "mine"
+
+
+def test_a_delete_naming_one_model_in_its_query_and_another_in_its_body_is_refused() -> None:
+    query, body = {"name": "mine"}, {"name": "theirs"}
+    app = _auth_app(query)
+    install_param_checks(app, lambda: {" in the query": (query, False), " in the body": (body, True)})
+
+    with pytest.raises(MlflowException, match="'name' in the query, 'name' in the body name different resources"):
+        app._get_request_param("name")
 
 
 @pytest.mark.parametrize(
@@ -90,7 +111,7 @@ def test_a_query_reads_no_camel_case() -> None:
 )
 def test_an_artifact_query_naming_two_runs_is_refused(query: str, refused: bool) -> None:
     app = _auth_app({})
-    install_param_checks(app, lambda: ({}, False))
+    install_param_checks(app, lambda: {"": ({}, False)})
 
     with flask.Flask(__name__).test_request_context("/ajax-api/2.0/mlflow/upload-artifact?" + query):
         if refused:
@@ -98,3 +119,19 @@ def test_an_artifact_query_naming_two_runs_is_refused(query: str, refused: bool)
                 app._run_id_or_uuid_param()
         else:
             assert app._run_id_or_uuid_param() == "from-mlflow"
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "read_as"),
+    [
+        ('"{\\"experiment_ids\\": [\\"1\\"]}"', "application/json", {"experiment_ids": ["1"]}),
+        ('{"experiment_ids": ["1"]}', "application/json", {"experiment_ids": ["1"]}),
+        ('"not an object"', "application/json", "not an object"),
+        ('"{\\"a\\": 1}"', "text/plain", None),  # not JSON to the checks, and a POST of this type is the handler's 400
+    ],
+)
+def test_a_double_encoded_body_is_read_as_the_object_it_holds(body: str, content_type: str, read_as: object) -> None:
+    with flask.Flask(__name__).test_request_context("/", method="POST", data=body, content_type=content_type):
+        read_double_encoded_body_as_handlers_do()
+
+        assert flask.request.get_json(silent=True) == read_as

@@ -1,14 +1,19 @@
 """Request parameters read by MLflow's auth app as its handlers read them; part of `hokusai.mlflow_auth`.
 
 MLflow's auth app reads the parameters that name the resource to authorise (`_get_request_param`,
-`_run_id_or_uuid_param`) before the handler reads them again, and the two read differently:
+`_run_id_or_uuid_param`, and its own readers of the JSON body) before the handler reads them again, and the two read
+differently:
 - A handler parses a JSON body into its protobuf message, which also takes a field's camelCase JSON name (`runId`
   for `run_id`) and acts on `run_id or run_uuid`. The auth app reads the raw `run_id` key and falls back to
   `run_uuid` when the key is absent: `{"run_uuid": <own run>, "runId": <another user's run>}` was authorised on the
   first run and written to the second.
 - `upload-artifact` is authorised on the query's `run_id or run_uuid` and writes to `run_uuid`.
-(Both found by a security review, 2026-11-27.) So a request naming a parameter under two spellings with different
-values gets a 400, before anything is authorised; one spelling, or several with one value, is read as before.
+- A DELETE's handler reads its JSON body whatever its Content-Type; the auth app reads the query unless the body is
+  labelled JSON.
+- A handler decodes a body that is a JSON string once more (legacy clients); the auth app's checks do not.
+(Found by two security reviews, 2026-11-27.) So a request naming a parameter in two places or spellings with
+different values gets a 400 before anything is authorised, and a double-encoded body is decoded before any check
+reads it; one spelling, or several with one value, is read as before.
 
 Also, MLflow's handlers refuse `{"experiment_id": {"a": 1}}` or `{"name": ["x"]}` with 400 INVALID_PARAMETER_VALUE,
 while the auth app passes whatever JSON it finds to its store, which fails (a 500) before the handler can refuse.
@@ -54,7 +59,7 @@ def spellings(param: str, *, json_body: bool) -> tuple[str, ...]:
 
 
 def conflict(param: str, named: dict[str, object]) -> Exception | None:
-    """MLflow's 400 when the spellings in `named` (name -> value) give `param` two different values; else `None`.
+    """MLflow's 400 when the spellings in `named` (label -> value) give `param` two different values; else `None`.
 
     Empty values do not count: the handlers read `run_id or run_uuid`, and an empty id authorises nothing.
     """
@@ -65,30 +70,74 @@ def conflict(param: str, named: dict[str, object]) -> Exception | None:
     from mlflow.exceptions import MlflowException
     from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
-    names = ", ".join(f"'{name}'" for name in given)
+    names = ", ".join(given)
     return MlflowException(
         f"Conflicting values for parameter '{param}': {names} name different resources. Send one of them.",
         INVALID_PARAMETER_VALUE,
     )
 
 
-def _request_args() -> tuple[dict[str, Any], bool]:
-    """The parameters MLflow's `_get_request_param` reads, and whether they come from a JSON body (else the query)."""
+_Sources = dict[str, tuple[dict[str, Any], bool]]
+
+
+def _parameter_sources() -> _Sources:
+    """Where this request's parameters are read, by a label for messages, each with whether it is a JSON body.
+
+    MLflow's auth app reads a GET's query, a POST's or PATCH's JSON body, and a DELETE's body only when it is labelled
+    JSON (else its query); the handlers read the JSON body of anything but a GET whatever its label. So a DELETE whose
+    JSON body is sent as `text/plain` has two sources: `registered-models/delete?name=<own model>` with the body
+    `{"name": <another user's model>}` was authorised on the query and deleted the body's model (found by a second
+    security review, 2026-11-27).
+    """
     from flask import request
 
-    json_body = request.method in ("POST", "PATCH") or (request.method == "DELETE" and request.is_json)
-    source = request.get_json(silent=True) if json_body else request.args
-    args = source if isinstance(source, dict) else {}  # a MultiDict is a dict; MLflow reads its first values too
-    return {**args, **(request.view_args or {})}, json_body
+    view_args = request.view_args or {}
+    query = {**request.args, **view_args}  # a MultiDict's first values, as MLflow reads them
+    if request.method == "GET":
+        return {"": (query, False)}
+    if request.method in ("POST", "PATCH") or request.is_json:
+        body = request.get_json(silent=True)  # the auth app's read, cached: both sides see this object
+        return {"": ({**(body if isinstance(body, dict) else {}), **view_args}, True)}
+    handled = _decoded_again(request.get_json(force=True, silent=True, cache=False))
+    return {" in the query": (query, False), " in the body": ({**handled, **view_args}, True)}
 
 
-def _checked_reader(
-    original: Callable[[str], Any], request_args: Callable[[], tuple[dict[str, Any], bool]]
-) -> Callable[[str], Any]:
+def _decoded_again(body: object) -> dict[str, Any]:
+    """A parsed body as MLflow's handlers take it: a JSON string holding an object is that object (legacy clients)."""
+    if isinstance(body, str):
+        try:
+            body = json.loads(body)
+        except ValueError:
+            return {}
+    return body if isinstance(body, dict) else {}
+
+
+def read_double_encoded_body_as_handlers_do() -> None:
+    """Make a JSON body that is a JSON string holding an object read as that object by everyone, checks included.
+
+    MLflow's handlers decode such a body a second time; its auth app's checks do not, and some then read the query
+    for what they authorise instead: `datasets/create?experiment_ids=<own>` with the body
+    `"{\"experiment_ids\": [<another user's>]}"` was authorised on the query and created in the body's experiment
+    (second security review, 2026-11-27). Flask caches a parsed body for every later read; this caches the object.
+    """
+    from flask import request
+
+    if not request.is_json:  # what such clients send; a POST of another type gets the handler's 400 anyway
+        return
+    body = request.get_json(silent=True)
+    if isinstance(body, str) and (decoded := _decoded_again(body)):
+        request._cached_json = (decoded, decoded)
+
+
+def _checked_reader(original: Callable[[str], Any], sources: Callable[[], _Sources]) -> Callable[[str], Any]:
     def get_request_param(param: str) -> Any:
         value = original(param)  # MLflow's own 400 for a missing parameter, as before
-        args, json_body = request_args()
-        named = {name: args[name] for name in spellings(param, json_body=json_body) if name in args}
+        named = {
+            f"'{name}'{where}": args[name]
+            for where, (args, json_body) in sources().items()
+            for name in spellings(param, json_body=json_body)
+            if name in args
+        }
         # A run's id is `run_id` in the message whichever spelling MLflow's fallback to `run_uuid` was reading.
         named_as = "run_id" if param in _RUN_ID_QUERY_SPELLINGS else param
         error = conflict(named_as, named) or wrong_type(param, value)
@@ -99,18 +148,28 @@ def _checked_reader(
     return get_request_param
 
 
-def install_param_checks(
-    mlflow_auth_app: Any, request_args: Callable[[], tuple[dict[str, Any], bool]] = _request_args
-) -> None:
-    """Wrap the auth app's parameter readers: wrong types and conflicting spellings are MLflow's 400; idempotent."""
+def install_param_checks(mlflow_auth_app: Any, sources: Callable[[], _Sources] = _parameter_sources) -> None:
+    """Wrap the auth app's parameter readers: wrong types and conflicting spellings are MLflow's 400, and a
+    double-encoded body is decoded before any check reads it; idempotent."""
     original = mlflow_auth_app._get_request_param
     if getattr(original, "_hokusai_checked", False):
         return
-    get_request_param = _checked_reader(original, request_args)
+    get_request_param = _checked_reader(original, sources)
     get_request_param._hokusai_checked = True  # type: ignore[attr-defined]
-    # The auth app's validators look these functions up by name at call time, so replacing them covers every one.
+    # The auth app looks these functions up by name at call time, so replacing them covers every check.
     mlflow_auth_app._get_request_param = get_request_param
     mlflow_auth_app._run_id_or_uuid_param = _checked_run_query(mlflow_auth_app._run_id_or_uuid_param)
+    mlflow_auth_app._find_validator = _decoding_first(mlflow_auth_app._find_validator)
+
+
+def _decoding_first(find_validator: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """MLflow's validator lookup, which its `_before_request` calls just before the check, after decoding the body."""
+
+    def find_validator_for_decoded_body(req: Any) -> Any:
+        read_double_encoded_body_as_handlers_do()
+        return find_validator(req)
+
+    return find_validator_for_decoded_body
 
 
 def _checked_run_query(original: Callable[[], str]) -> Callable[[], str]:
@@ -119,7 +178,7 @@ def _checked_run_query(original: Callable[[], str]) -> Callable[[], str]:
     def run_id_or_uuid_param() -> str:
         from flask import request
 
-        error = conflict("run_id", {name: request.args.get(name) for name in _RUN_ID_QUERY_SPELLINGS})
+        error = conflict("run_id", {f"'{name}'": request.args.get(name) for name in _RUN_ID_QUERY_SPELLINGS})
         if error is not None:
             raise error
         return original()

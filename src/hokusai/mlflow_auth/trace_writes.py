@@ -5,8 +5,9 @@ request names. Both take the trace id from the request, and MLflow's store merge
 `StartTraceV3` naming another user's trace moved it into the caller's experiment with the caller's state and tags,
 and an OTLP export added spans to it (found by a security review, 2026-11-27). The client re-sends its own traces
 (an assessment logged on an active trace, spans racing the trace's start), so a trace id that exists is not refused:
-the caller needs MLflow's update permission on that trace, as `traces/set-tag` asks. An OTLP export's
-`X-Mlflow-Run-Id` links the traces to that run, so it needs update on the run, as `runs/link-traces` does.
+the caller needs MLflow's update permission on that trace, as `traces/set-tag` asks; and an assessment it carries
+may not be another trace's (the store merges those by id too). An OTLP export's `X-Mlflow-Run-Id` links the traces
+to that run, so it needs update on the run, as `runs/link-traces` does.
 
 The OTLP body is decoded the way MLflow's `export_traces` decodes it, with MLflow's own functions; a body that does
 not decode is left to that handler's 400.
@@ -41,8 +42,11 @@ def _replace_start_trace_v3_validator(app: Any) -> None:
 
         if not original():
             return False
-        trace_id = app._get_request_message(StartTraceV3()).trace.trace_info.trace_id
-        return not trace_id or _is_new_trace(app, trace_id) or app._authorize_trace(trace_id, "update")
+        info = app._get_request_message(StartTraceV3()).trace.trace_info
+        rewrites = bool(info.trace_id) and not _is_new_trace(app, info.trace_id)
+        if rewrites and not app._authorize_trace(info.trace_id, "update"):
+            return False
+        return _assessments_stay_on(app, info)
 
     routes = [key for key, validator in app.BEFORE_REQUEST_VALIDATORS.items() if validator is original]
     if not routes:  # MLflow moved it: fail at start, not silently
@@ -53,6 +57,24 @@ def _replace_start_trace_v3_validator(app: Any) -> None:
 
 def _is_new_trace(app: Any, trace_id: str) -> bool:
     return app._fetch_or_none(app._get_tracking_store().get_trace_info, trace_id) is None
+
+
+def _assessments_stay_on(app: Any, info: Any) -> bool:
+    """Whether every assessment id the trace names (its own, or one it overrides) is new or already this trace's.
+
+    MLflow's store merges a re-sent trace's assessments by their id, the table's primary key: a re-send of one's own
+    trace carrying another user's assessment id moved that assessment onto it, with the sender's value (found by a
+    second security review, 2026-11-27).
+    """
+    named = {assessment.assessment_id for assessment in info.assessments if assessment.assessment_id}
+    named |= {assessment.overrides for assessment in info.assessments if assessment.overrides}
+    if not named:
+        return True
+    from mlflow.store.tracking.dbmodels.models import SqlAssessments
+
+    with app._get_tracking_store().ManagedSessionMaker() as session:
+        held_by = session.query(SqlAssessments.trace_id).filter(SqlAssessments.assessment_id.in_(named)).all()
+    return all(trace_id == info.trace_id for (trace_id,) in held_by)
 
 
 def _otel_validator_factory(app: Any) -> Callable[[str], _OtelValidator]:
