@@ -878,6 +878,21 @@ def test_mlflows_fastapi_errors_carry_the_envelope(platform: LivePlatform, owner
     assert (unnamed.json()["error_code"], unnamed.json()["layer"]) == ("BAD_REQUEST", "mlflow")
 
 
+def test_a_body_nested_too_deep_for_any_parser_is_a_400_where_mlflow_reads_it(
+    platform: LivePlatform, owner_resources: dict[str, str]
+) -> None:
+    """The gateway reads few bodies; MLflow's checks read the rest, and its JSON parser gave up with a 500."""
+    deep = b"[" * 100_000 + b"]" * 100_000
+    with platform.client(owner_resources["key"]) as client:
+        answer = client.post(API + "/runs/log-metric", content=deep, headers={"Content-Type": "application/json"})
+
+    assert (answer.status_code, answer.json()["error_code"], answer.json()["layer"]) == (
+        400,
+        "INVALID_PARAMETER_VALUE",
+        "mlflow",
+    ), answer.text
+
+
 def test_an_upload_mlflow_refuses_before_reading_it_closes_the_connection(
     platform: LivePlatform, owner_resources: dict[str, str]
 ) -> None:

@@ -135,3 +135,12 @@ def test_a_double_encoded_body_is_read_as_the_object_it_holds(body: str, content
         read_double_encoded_body_as_handlers_do()
 
         assert flask.request.get_json(silent=True) == read_as
+
+
+def test_a_body_nested_past_the_parsers_depth_is_mlflows_400_not_a_500() -> None:
+    deep = "[" * 100_000 + "]" * 100_000
+    context = flask.Flask(__name__).test_request_context("/", method="POST", data=deep, content_type="application/json")
+    with context, pytest.raises(MlflowException, match="nests JSON too deeply") as refused:
+        read_double_encoded_body_as_handlers_do()
+
+    assert refused.value.error_code == "INVALID_PARAMETER_VALUE"

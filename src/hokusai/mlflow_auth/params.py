@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 _RUN_ID_SPELLINGS = ("run_id", "runId", "run_uuid", "runUuid")
+TOO_DEEP = "The request body nests JSON too deeply to be read; MLflow's calls take flat objects and lists."
 _RUN_ID_QUERY_SPELLINGS = ("run_id", "run_uuid")
 
 
@@ -124,7 +125,13 @@ def read_double_encoded_body_as_handlers_do() -> None:
 
     if not request.is_json:  # what such clients send; a POST of another type gets the handler's 400 anyway
         return
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:  # brackets nested thousands deep: Flask's parser gives up, and MLflow answered a 500
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+        raise MlflowException(TOO_DEEP, INVALID_PARAMETER_VALUE) from None
     if isinstance(body, str) and (decoded := _decoded_again(body)):
         request._cached_json = (decoded, decoded)
 

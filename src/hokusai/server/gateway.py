@@ -753,7 +753,7 @@ async def _relay_body(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
 
 
 _MLFLOW_REFUSAL = "Permission denied"
-_TOO_DEEP = "The request body nests JSON too deeply to be read; MLflow's calls take flat objects and lists."
+_TOO_DEEP = "The request body nests JSON too deeply to be read (MLflow's calls take flat objects); nothing was sent."
 
 
 def _refusal_explained(owner: str, routed: RoutedPath) -> str:
