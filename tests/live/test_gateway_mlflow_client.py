@@ -639,8 +639,9 @@ def test_another_users_run_or_trace_cannot_be_reached_by_a_second_spelling_or_a_
 def test_another_users_model_assessment_or_experiment_cannot_be_reached_by_a_second_reading(
     platform: LivePlatform,
 ) -> None:
-    """The second review's cases: a DELETE's query against its unlabelled JSON body, an assessment id carried by a
-    re-sent trace, and a double-encoded body against the query: each authorised on one and acted on the other."""
+    """The later reviews' cases: a DELETE's query against its unlabelled JSON body, an assessment id carried by a
+    re-sent trace, a double-encoded body against the query, a path against the body: each was authorised on one and
+    acted on the other."""
     owner_key = platform.create_key(platform.unique_owner("read2-a-"), "read,write")
     intruder_key = platform.create_key(platform.unique_owner("read2-b-"), "read,write")
     with platform.client(owner_key) as owner, platform.client(intruder_key) as intruder:
@@ -660,6 +661,8 @@ def test_another_users_model_assessment_or_experiment_cannot_be_reached_by_a_sec
         logged = owner.post(f"{TRACES}/{trace_id}/assessments", json={"assessment": feedback})
         assert logged.status_code == 200, logged.text
         assessment_id = logged.json()["assessment"]["assessment_id"]
+        logged_model = owner.post(API + "/logged-models", json={"experiment_id": experiment_id, "name": "lm"})
+        model_id = logged_model.json()["model"]["info"]["model_id"]
 
         own_experiment = intruder.post(API + "/experiments/create", json={"name": platform.unique_owner("read2-")})
         own_experiment_id = own_experiment.json()["experiment_id"]
@@ -667,6 +670,8 @@ def test_another_users_model_assessment_or_experiment_cannot_be_reached_by_a_sec
         assert intruder.post(API + "/registered-models/create", json={"name": own_model}).status_code == 200
         own_trace = "tr-" + uuid.uuid4().hex
         assert _start_trace(intruder, own_trace, own_experiment_id, state="OK").status_code == 200
+        own_logged = intruder.post(API + "/logged-models", json={"experiment_id": own_experiment_id, "name": "lm"})
+        own_model_id = own_logged.json()["model"]["info"]["model_id"]
 
         deleted = intruder.request(
             "DELETE",
@@ -683,7 +688,11 @@ def test_another_users_model_assessment_or_experiment_cannot_be_reached_by_a_sec
             content=json.dumps(json.dumps({"name": "planted", "experiment_ids": [experiment_id]})),
             headers={"Content-Type": "application/json"},
         )
+        finalized = intruder.patch(
+            f"{API}/logged-models/{own_model_id}", json={"model_id": model_id, "status": "LOGGED_MODEL_UPLOAD_FAILED"}
+        )
         model_after = owner.get(API + "/registered-models/get", params={"name": model})
+        logged_model_after = owner.get(f"{API}/logged-models/{model_id}")
         assessment_after = owner.get(f"{TRACES}/{trace_id}/assessments/{assessment_id}")
         datasets = owner.post(
             "/api/mlflow/api/3.0/mlflow/datasets/search", json={"experiment_ids": [experiment_id]}
@@ -693,6 +702,9 @@ def test_another_users_model_assessment_or_experiment_cannot_be_reached_by_a_sec
     assert "'name' in the query, 'name' in the body name different resources" in deleted.json()["message"]
     assert (resent.status_code, resent.json()["layer"]) == (403, "mlflow"), resent.text
     assert (planted.status_code, planted.json()["layer"]) == (403, "mlflow"), planted.text
+    assert (finalized.status_code, finalized.json()["error_code"]) == (400, "INVALID_PARAMETER_VALUE"), finalized.text
+    assert "'model_id' in the path, 'model_id' in the body name different resources" in finalized.json()["message"]
+    assert logged_model_after.json()["model"]["info"]["status"] == "LOGGED_MODEL_PENDING"
     assert model_after.status_code == 200
     assert assessment_after.status_code == 200, assessment_after.text
     assert assessment_after.json()["assessment"]["feedback"]["value"] == "good"

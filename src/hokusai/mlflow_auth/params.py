@@ -9,9 +9,9 @@ differently:
   first run and written to the second.
 - `upload-artifact` is authorised on the query's `run_id or run_uuid` and writes to `run_uuid`.
 - A DELETE's handler reads its JSON body whatever its Content-Type; the auth app reads the query unless the body is
-  labelled JSON.
+  labelled JSON. A path parameter overrides the body for the auth app, while some handlers take the body's.
 - A handler decodes a body that is a JSON string once more (legacy clients); the auth app's checks do not.
-(Found by two security reviews, 2026-11-27.) So a request naming a parameter in two places or spellings with
+(Found by three security reviews, 2026-11-27.) So a request naming a parameter in two places or spellings with
 different values gets a 400 before anything is authorised, and a double-encoded body is decoded before any check
 reads it; one spelling, or several with one value, is read as before.
 
@@ -85,22 +85,29 @@ def _parameter_sources() -> _Sources:
     """Where this request's parameters are read, by a label for messages, each with whether it is a JSON body.
 
     MLflow's auth app reads a GET's query, a POST's or PATCH's JSON body, and a DELETE's body only when it is labelled
-    JSON (else its query); the handlers read the JSON body of anything but a GET whatever its label. So a DELETE whose
-    JSON body is sent as `text/plain` has two sources: `registered-models/delete?name=<own model>` with the body
-    `{"name": <another user's model>}` was authorised on the query and deleted the body's model (found by a second
-    security review, 2026-11-27).
+    JSON (else its query), and lets the route's path parameters override all of them; the handlers read the JSON body
+    of anything but a GET whatever its label, and some read an id from the body where the route has it in the path.
+    `registered-models/delete?name=<own model>` with the body `{"name": <another user's model>}` sent as
+    `text/plain` was authorised on the query and deleted the body's model; `PATCH logged-models/<own model>` with
+    `{"model_id": <another user's model>}` was authorised on the path and finalized the body's (found by the second
+    and third security reviews, 2026-11-27). Each place is a source of its own, so that such a pair conflicts.
     """
     from flask import request
 
-    view_args = request.view_args or {}
-    query = {**request.args, **view_args}  # a MultiDict's first values, as MLflow reads them
+    places: dict[str, tuple[dict[str, Any], bool]] = {}
+    if request.view_args:
+        places["path"] = (dict(request.view_args), False)
     if request.method == "GET":
-        return {"": (query, False)}
-    if request.method in ("POST", "PATCH") or request.is_json:
-        body = request.get_json(silent=True)  # the auth app's read, cached: both sides see this object
-        return {"": ({**(body if isinstance(body, dict) else {}), **view_args}, True)}
-    handled = _decoded_again(request.get_json(force=True, silent=True, cache=False))
-    return {" in the query": (query, False), " in the body": ({**handled, **view_args}, True)}
+        places["query"] = ({**request.args}, False)  # a MultiDict's first values, as MLflow reads them
+    elif request.method in ("POST", "PATCH") or request.is_json:
+        body = request.get_json(silent=True)  # the auth app's read, cached: the handler reads this object too
+        places["body"] = (body if isinstance(body, dict) else {}, True)
+    else:
+        places["query"] = ({**request.args}, False)
+        places["body"] = (_decoded_again(request.get_json(force=True, silent=True, cache=False)), True)
+    if len(places) == 1:
+        return {"": next(iter(places.values()))}
+    return {f" in the {where}": source for where, source in places.items()}
 
 
 def _decoded_again(body: object) -> dict[str, Any]:
