@@ -28,8 +28,8 @@ from collections.abc import Callable
 from typing import Any
 
 _RUN_ID_SPELLINGS = ("run_id", "runId", "run_uuid", "runUuid")
-TOO_DEEP = "The request body nests JSON too deeply to be read; MLflow's calls take flat objects and lists."
 _RUN_ID_QUERY_SPELLINGS = ("run_id", "run_uuid")
+_TOO_DEEP = "The request body nests JSON too deeply to be read; MLflow's calls take flat objects and lists."
 
 
 def wrong_type(param: str, value: object) -> Exception | None:
@@ -104,7 +104,7 @@ def _parameter_sources() -> _Sources:
         places["body"] = (body if isinstance(body, dict) else {}, True)
     else:
         places["query"] = ({**request.args}, False)
-        places["body"] = (_decoded_again(request.get_json(force=True, silent=True, cache=False)), True)
+        places["body"] = (_decoded_again(_parsed_body(force=True)), True)
     if len(places) == 1:
         return {"": next(iter(places.values()))}
     return {f" in the {where}": source for where, source in places.items()}
@@ -127,20 +127,29 @@ def read_double_encoded_body_as_handlers_do() -> None:
     for what they authorise instead: `datasets/create?experiment_ids=<own>` with the body
     `"{\"experiment_ids\": [<another user's>]}"` was authorised on the query and created in the body's experiment
     (second security review, 2026-11-27). Flask caches a parsed body for every later read; this caches the object.
+    A body nested too deeply to parse is MLflow's 400 here, before any check or handler fails on it.
     """
     from flask import request
 
     if not request.is_json:  # what such clients send; a POST of another type gets the handler's 400 anyway
         return
+    body = _parsed_body(force=False)
+    if isinstance(body, str) and (decoded := _decoded_again(body)):
+        request._cached_json = (decoded, decoded)
+
+
+def _parsed_body(*, force: bool) -> object:
+    """The request's JSON body (`force`: whatever its Content-Type, uncached, as a DELETE's handler reads it), None if
+    it does not parse; MLflow's 400 if it nests too deeply to parse at all (Flask's parser fails, a 500 before)."""
+    from flask import request
+
     try:
-        body = request.get_json(silent=True)
-    except RecursionError:  # brackets nested thousands deep: Flask's parser gives up, and MLflow answered a 500
+        return request.get_json(force=True, silent=True, cache=False) if force else request.get_json(silent=True)
+    except RecursionError:
         from mlflow.exceptions import MlflowException
         from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
-        raise MlflowException(TOO_DEEP, INVALID_PARAMETER_VALUE) from None
-    if isinstance(body, str) and (decoded := _decoded_again(body)):
-        request._cached_json = (decoded, decoded)
+        raise MlflowException(_TOO_DEEP, INVALID_PARAMETER_VALUE) from None
 
 
 def _checked_reader(original: Callable[[str], Any], sources: Callable[[], _Sources]) -> Callable[[str], Any]:

@@ -315,9 +315,11 @@ class MlflowGateway:
         if principal is not None and not principal.is_admin and path in _GUARDED_CALLS:
             return await _guarded_body(request, _GUARDED_CALLS[path])  # first: no rewrite below may skip a guard
         if principal is not None and not principal.is_admin and (path in SCORER_CALLS or path in TRACE_DELETE_CALLS):
-            field = BODY_EXPERIMENT_FIELD
             return await self._body_pointed_at_default(
-                request, principal, names_default=field.names_default, point=field.point_at
+                request,
+                principal,
+                names_default=BODY_EXPERIMENT_FIELD.names_default,
+                point=BODY_EXPERIMENT_FIELD.point_at,
             )
         if principal is not None and not principal.is_admin and path in PROMPT_LINK_CALLS:
             return await self._body_pointed_at_default(
