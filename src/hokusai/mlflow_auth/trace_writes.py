@@ -43,8 +43,8 @@ def _replace_start_trace_v3_validator(app: Any) -> None:
         if not original():
             return False
         info = app._get_request_message(StartTraceV3()).trace.trace_info
-        rewrites = bool(info.trace_id) and not _is_new_trace(app, info.trace_id)
-        if rewrites and not app._authorize_trace(info.trace_id, "update"):
+        username = app.authenticate_request().username
+        if info.trace_id and not _may_update_trace(app, username, info.trace_id):
             return False
         return _assessments_stay_on(app, info)
 
@@ -53,10 +53,6 @@ def _replace_start_trace_v3_validator(app: Any) -> None:
         raise RuntimeError("MLflow's auth app has no StartTraceV3 validator to wrap; recheck hokusai.mlflow_auth")
     for key in routes:
         app.BEFORE_REQUEST_VALIDATORS[key] = validate_can_start_trace_v3
-
-
-def _is_new_trace(app: Any, trace_id: str) -> bool:
-    return app._fetch_or_none(app._get_tracking_store().get_trace_info, trace_id) is None
 
 
 def _assessments_stay_on(app: Any, info: Any) -> bool:
@@ -130,7 +126,8 @@ def exported_trace_ids(body: bytes, headers: Any) -> set[str]:
 
 
 def _may_update_trace(app: Any, username: str, trace_id: str) -> bool:
-    """MLflow's `_authorize_trace(trace_id, "update")`, for a known user outside a Flask request; a new id may be."""
+    """MLflow's `_authorize_trace(trace_id, "update")` for a named user (the OTLP route has no Flask request); a new
+    id may be written."""
     trace = app._fetch_or_none(app._get_tracking_store().get_trace_info, trace_id)
     if trace is None:
         return True

@@ -48,6 +48,7 @@ from hokusai.server.keys import Principal
 from hokusai.server.loglines import printable
 from hokusai.server.mlflow_rest import provisioning_errors
 from hokusai.server.paths import (
+    READ_METHODS,
     Access,
     PathInvalid,
     PathRejected,
@@ -504,7 +505,7 @@ def _refuse_foreign_page(request: Request, allowed: tuple[str, ...]) -> None:
     Browsers send `Origin` on writes; the MLflow client and other programs send none, and reads are left to CORS.
     """
     origin = request.headers.get("origin")
-    if origin is None or origin in allowed or request.method in ("GET", "HEAD", "OPTIONS"):
+    if origin is None or origin in allowed or request.method in READ_METHODS:
         return
     raise ApiError(
         403,

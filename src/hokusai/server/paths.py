@@ -84,7 +84,7 @@ _POST_READS = re.compile(
     """.replace("API", _API),
     re.VERBOSE,
 )
-_READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _ARTIFACTS = re.compile(r"/(?:ajax-)?api/2\.0/mlflow-artifacts/")
 _HASH = "Invalid path: MLflow refuses an artifact path that contains '#', or an escape of it such as %23"
 _FORBIDDEN_CHARS = re.compile(r"[\x00-\x1f\x7f\\]")
@@ -179,12 +179,12 @@ _route_path_cached = lru_cache(maxsize=_CACHED_PATHS)(_route_path)
 def _access_for(path: str, method: str) -> Access:
     if _REFUSED.fullmatch(path):
         return Access.REFUSED
-    if _PUBLIC.fullmatch(path) and method in _READ_METHODS:
+    if _PUBLIC.fullmatch(path) and method in READ_METHODS:
         return Access.PUBLIC
-    if _SELF_SERVICE.fullmatch(path) and method in _READ_METHODS:
+    if _SELF_SERVICE.fullmatch(path) and method in READ_METHODS:
         return Access.READ
     if _ADMIN.fullmatch(path):
         return Access.ADMIN
-    if method in _READ_METHODS or (method == "POST" and _POST_READS.fullmatch(path)):
+    if method in READ_METHODS or (method == "POST" and _POST_READS.fullmatch(path)):
         return Access.READ
     return Access.WRITE
