@@ -1,7 +1,9 @@
-"""The first-start banner tells a new user how to call `hokusai` from where they are."""
+"""The first-start banner tells a new user how to call `hokusai` from where they are, and where their admin key is."""
 
 from __future__ import annotations
 
+import io
+import stat
 import sys
 from pathlib import Path
 
@@ -37,3 +39,32 @@ def test_the_banner_says_hokusai_when_the_shell_finds_this_one(monkeypatch: pyte
     monkeypatch.setattr(runner.shutil, "which", lambda _name: str(INSTALLED))
 
     assert _banner_command(Settings(_env_file=None, data_dir=tmp_path)) == "hokusai"
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_terminal_is_shown_the_key_and_no_file_is_written(tmp_path: Path) -> None:
+    settings = Settings(_env_file=None, data_dir=tmp_path)
+    terminal = _Terminal()
+
+    runner.announce_first_admin_key(settings, "hk_live_KEY", terminal)
+
+    assert "  export HOKUSAI_API_KEY=hk_live_KEY\n" in terminal.getvalue()
+    assert not (tmp_path / runner.FIRST_ADMIN_KEY_FILE).exists()
+
+
+def test_output_that_may_be_a_log_names_a_private_file_holding_the_key(tmp_path: Path) -> None:
+    settings = Settings(_env_file=None, data_dir=tmp_path / "data dir")
+    (tmp_path / "data dir").mkdir()
+    log = io.StringIO()
+
+    runner.announce_first_admin_key(settings, "hk_live_KEY", log)
+
+    key_file = tmp_path / "data dir" / runner.FIRST_ADMIN_KEY_FILE
+    assert "hk_live_KEY" not in log.getvalue()
+    assert f"  export HOKUSAI_API_KEY=$(cat '{key_file}')\n" in log.getvalue()
+    assert key_file.read_text() == "hk_live_KEY\n"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -19,12 +20,13 @@ from hokusai.server.keys import KeyStore
 from hokusai.server.main import create_app
 from hokusai.server.mlflow_process import EmbeddedMlflow
 from hokusai.server.request_head import request_head_protocol
-from hokusai.server.secrets import PlatformSecrets, load_or_create_secrets
+from hokusai.server.secrets import PlatformSecrets, load_or_create_secrets, write_secret_file
 from hokusai.server.settings import Settings
 
 logger = logging.getLogger("hokusai.server")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 PRIVATE_FILES_UMASK = 0o077
+FIRST_ADMIN_KEY_FILE = "first-admin-key"
 
 
 class _StopRequested(Exception):
@@ -105,16 +107,26 @@ def _hokusai_command() -> str:
     return os.path.relpath(installed) if installed.is_relative_to(Path.cwd()) else str(installed)
 
 
-def first_start_banner(settings: Settings, key: str) -> str:
+def first_start_banner(settings: Settings, key: str | Path) -> str:
+    """The first-start message, with the admin key itself or with the private file that holds it."""
     # The admin key is not offered for MLflow work: as an MLflow admin, its bare runs would land in the shared
     # experiment 0 and MLflow's permissions would not apply to it.
     api = settings.resolved_public_url
+    if isinstance(key, Path):
+        where = [
+            f"Hokusai is set up. Its admin key is in {key} (readable by you alone), not in this output,",
+            "which may be kept as a log. Store the key, then delete that file:",
+        ]
+        value = f"$(cat {shlex.quote(str(key))})"
+    else:
+        where = ["Hokusai is set up. This admin key is shown once; store it now:"]
+        value = key
     return "\n".join(
         [
             "",
-            "Hokusai is set up. This admin key is shown once; store it now:",
+            *where,
             "",
-            f"  export HOKUSAI_API_KEY={key}",
+            f"  export HOKUSAI_API_KEY={value}",
             f"  export HOKUSAI_API_URL={api}",
             "",
             f"Create keys for your users with: {_hokusai_command()} keys create --owner NAME --scopes read,write",
@@ -125,6 +137,17 @@ def first_start_banner(settings: Settings, key: str) -> str:
             "",
         ]
     )
+
+
+def announce_first_admin_key(settings: Settings, key: str, out: TextIO) -> None:
+    """Show the first admin key on a terminal; anywhere else (a file, a pipe, a service's journal) output may be
+    kept as a log, so the key goes to a private file in the data dir and the output names that file."""
+    if out.isatty():
+        print(first_start_banner(settings, key), file=out, flush=True)
+        return
+    key_file = settings.resolved_data_dir / FIRST_ADMIN_KEY_FILE
+    write_secret_file(key_file, key + "\n")
+    print(first_start_banner(settings, key_file), file=out, flush=True)
 
 
 def serve(settings: Settings) -> None:
@@ -147,7 +170,7 @@ def serve(settings: Settings) -> None:
         app = create_app(settings, mlflow_url)
         first_key = bootstrap_admin_key(settings, platform_secrets)
         if first_key is not None:
-            print(first_start_banner(settings, first_key), flush=True)  # noqa: T201 - shown once, on purpose
+            announce_first_admin_key(settings, first_key, sys.stdout)
         config = uvicorn.Config(
             app,
             host=settings.host,
