@@ -640,8 +640,8 @@ def test_another_users_model_assessment_or_experiment_cannot_be_reached_by_a_sec
     platform: LivePlatform,
 ) -> None:
     """The later reviews' cases: a DELETE's query against its unlabelled JSON body, an assessment id carried by a
-    re-sent trace, a double-encoded body against the query, a path against the body: each was authorised on one and
-    acted on the other."""
+    re-sent trace, a double-encoded body against the query, a path against the body (labelled JSON or not): each was
+    authorised on one and acted on the other."""
     owner_key = platform.create_key(platform.unique_owner("read2-a-"), "read,write")
     intruder_key = platform.create_key(platform.unique_owner("read2-b-"), "read,write")
     with platform.client(owner_key) as owner, platform.client(intruder_key) as intruder:
@@ -691,6 +691,11 @@ def test_another_users_model_assessment_or_experiment_cannot_be_reached_by_a_sec
         finalized = intruder.patch(
             f"{API}/logged-models/{own_model_id}", json={"model_id": model_id, "status": "LOGGED_MODEL_UPLOAD_FAILED"}
         )
+        finalized_unlabelled = intruder.patch(
+            f"/api/mlflow/ajax-api/2.0/mlflow/logged-models/{own_model_id}",
+            content=json.dumps({"model_id": model_id, "status": "LOGGED_MODEL_READY"}),
+            headers={"Content-Type": "text/plain"},
+        )
         model_after = owner.get(API + "/registered-models/get", params={"name": model})
         logged_model_after = owner.get(f"{API}/logged-models/{model_id}")
         assessment_after = owner.get(f"{TRACES}/{trace_id}/assessments/{assessment_id}")
@@ -704,6 +709,10 @@ def test_another_users_model_assessment_or_experiment_cannot_be_reached_by_a_sec
     assert (planted.status_code, planted.json()["layer"]) == (403, "mlflow"), planted.text
     assert (finalized.status_code, finalized.json()["error_code"]) == (400, "INVALID_PARAMETER_VALUE"), finalized.text
     assert "'model_id' in the path, 'model_id' in the body name different resources" in finalized.json()["message"]
+    assert (finalized_unlabelled.status_code, finalized_unlabelled.json()["error_code"]) == (
+        400,
+        "INVALID_PARAMETER_VALUE",
+    ), finalized_unlabelled.text
     assert logged_model_after.json()["model"]["info"]["status"] == "LOGGED_MODEL_PENDING"
     assert model_after.status_code == 200
     assert assessment_after.status_code == 200, assessment_after.text

@@ -10,6 +10,7 @@ import pytest
 from mlflow.exceptions import MlflowException
 
 from hokusai.mlflow_auth.params import (
+    _parameter_sources,
     camel_case,
     conflict,
     install_param_checks,
@@ -103,6 +104,28 @@ def test_a_delete_naming_one_model_in_its_query_and_another_in_its_body_is_refus
 
     with pytest.raises(MlflowException, match="'name' in the query, 'name' in the body name different resources"):
         app._get_request_param("name")
+
+
+@pytest.mark.parametrize(
+    ("method", "content_type", "read"),
+    [
+        ("GET", "text/plain", {"path": "mine", "query": "q"}),
+        ("POST", "application/json", {"path": "mine", "body": "theirs"}),
+        ("POST", "text/plain", {"path": "mine", "body": None}),  # the handler refuses a POST of this type
+        ("PATCH", "application/json", {"path": "mine", "body": "theirs"}),
+        ("PATCH", "text/plain", {"path": "mine", "body": "theirs"}),  # the fourth review's finalize
+        ("DELETE", "application/json", {"path": "mine", "body": "theirs"}),
+        ("DELETE", "text/plain", {"path": "mine", "query": "q", "body": "theirs"}),
+    ],
+)
+def test_every_place_a_check_or_a_handler_reads_is_a_source(method: str, content_type: str, read: dict) -> None:
+    app = flask.Flask(__name__)
+    app.add_url_rule("/models/<model_id>", view_func=lambda model_id: model_id, methods=[method])
+    body = '{"model_id": "theirs"}'
+    with app.test_request_context("/models/mine?model_id=q", method=method, data=body, content_type=content_type):
+        sources = _parameter_sources()
+
+    assert {where.removeprefix(" in the "): args.get("model_id") for where, (args, _) in sources.items()} == read
 
 
 @pytest.mark.parametrize(

@@ -8,8 +8,9 @@ differently:
   `run_uuid` when the key is absent: `{"run_uuid": <own run>, "runId": <another user's run>}` was authorised on the
   first run and written to the second.
 - `upload-artifact` is authorised on the query's `run_id or run_uuid` and writes to `run_uuid`.
-- A DELETE's handler reads its JSON body whatever its Content-Type; the auth app reads the query unless the body is
-  labelled JSON. A path parameter overrides the body for the auth app, while some handlers take the body's.
+- A DELETE's or PATCH's handler reads its JSON body whatever its Content-Type; the auth app reads it only when it is
+  labelled JSON (a DELETE's query otherwise). A path parameter overrides the body for the auth app, while some
+  handlers take the body's.
 - A handler decodes a body that is a JSON string once more (legacy clients); the auth app's checks do not.
 (Found by three security reviews, 2026-11-27.) So a request naming a parameter in two places or spellings with
 different values gets a 400 before anything is authorised, and a double-encoded body is decoded before any check
@@ -84,13 +85,15 @@ _Sources = dict[str, tuple[dict[str, Any], bool]]
 def _parameter_sources() -> _Sources:
     """Where this request's parameters are read, by a label for messages, each with whether it is a JSON body.
 
-    MLflow's auth app reads a GET's query, a POST's or PATCH's JSON body, and a DELETE's body only when it is labelled
-    JSON (else its query), and lets the route's path parameters override all of them; the handlers read the JSON body
-    of anything but a GET whatever its label, and some read an id from the body where the route has it in the path.
-    `registered-models/delete?name=<own model>` with the body `{"name": <another user's model>}` sent as
-    `text/plain` was authorised on the query and deleted the body's model; `PATCH logged-models/<own model>` with
-    `{"model_id": <another user's model>}` was authorised on the path and finalized the body's (found by the second
-    and third security reviews, 2026-11-27). Each place is a source of its own, so that such a pair conflicts.
+    MLflow's auth app reads a GET's query, a POST's or PATCH's body only when it is labelled JSON, and a DELETE's
+    body only when it is labelled JSON (else its query), and lets the route's path parameters override all of them;
+    the handlers read the JSON body of a PATCH or DELETE whatever its label (a POST must be labelled JSON), and some
+    read an id from the body where the route has it in the path. `registered-models/delete?name=<own model>` with the
+    body `{"name": <another user's model>}` sent as `text/plain` was authorised on the query and deleted the body's
+    model; `PATCH logged-models/<own model>` with `{"model_id": <another user's model>}` was authorised on the path
+    and finalized the body's, as JSON and, once that was refused, as `text/plain` (found by the second, third and
+    fourth security reviews, 2026-11-27 and 2026-11-28). Each place is a source of its own, so that such a pair
+    conflicts.
     """
     from flask import request
 
@@ -99,11 +102,12 @@ def _parameter_sources() -> _Sources:
         places["path"] = (dict(request.view_args), False)
     if request.method == "GET":
         places["query"] = ({**request.args}, False)  # a MultiDict's first values, as MLflow reads them
-    elif request.method in ("POST", "PATCH") or request.is_json:
+    elif request.method == "POST" or request.is_json:  # a POST not labelled JSON is the handler's 400
         body = request.get_json(silent=True)  # the auth app's read, cached: the handler reads this object too
         places["body"] = (body if isinstance(body, dict) else {}, True)
     else:
-        places["query"] = ({**request.args}, False)
+        if request.method == "DELETE":
+            places["query"] = ({**request.args}, False)
         places["body"] = (_decoded_again(_parsed_body(force=True)), True)
     if len(places) == 1:
         return {"": next(iter(places.values()))}
