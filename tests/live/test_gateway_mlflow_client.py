@@ -899,6 +899,25 @@ def test_mlflows_fastapi_errors_carry_the_envelope(platform: LivePlatform, owner
     assert (unnamed.json()["error_code"], unnamed.json()["layer"]) == ("BAD_REQUEST", "mlflow")
 
 
+def test_asking_for_workspaces_this_mlflow_has_off_is_a_400_not_mlflows_500(
+    platform: LivePlatform, owner_resources: dict[str, str]
+) -> None:
+    """MLflow answers FEATURE_DISABLED with a 500, which clients retry as a server fault; nothing is written."""
+    workspace = {"X-MLflow-Workspace": "team"}
+    written = f"{ARTIFACTS}/{owner_resources['experiment']}/{owner_resources['run']}/artifacts/workspace.txt"
+    with platform.client(owner_resources["key"]) as client:
+        searched = client.post(API + "/experiments/search", json={"max_results": 1}, headers=workspace)
+        uploaded = client.put(written, content=b"x", headers=workspace)
+        after = client.get(written)
+
+    for answer in (searched, uploaded):
+        assert answer.status_code == 400, answer.text
+        assert answer.json()["error_code"] == "FEATURE_DISABLED"
+        assert answer.json()["message"] == "Workspace APIs are not available: workspaces are not enabled on this server"
+        assert answer.json()["layer"] == "mlflow"
+    assert after.status_code == 404
+
+
 def test_a_body_nested_too_deep_for_any_parser_is_a_400_where_mlflow_reads_it(
     platform: LivePlatform, owner_resources: dict[str, str]
 ) -> None:

@@ -756,6 +756,10 @@ async def _relay_body(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
 
 
 _MLFLOW_REFUSAL = "Permission denied"
+# MLflow's table of HTTP statuses has no entry for FEATURE_DISABLED, so it answers 500, which clients log as a server
+# fault and the stock client retries for minutes. It is the request that asks for a feature this MLflow has off (an
+# `X-MLflow-Workspace` header without `--enable-workspaces`): the caller's to change, as a 400 says.
+_CALLERS_ERRORS_MLFLOW_ANSWERS_AS_500 = frozenset({"FEATURE_DISABLED"})
 _TOO_DEEP = "The request body nests JSON too deeply to be read (MLflow's calls take flat objects); nothing was sent."
 
 
@@ -796,14 +800,17 @@ async def _relay_error(
         payload: object = json.loads(body)
     except ValueError:
         payload = None
+    status = response.status
     if isinstance(payload, dict):
-        _complete_envelope(payload, response.status)
+        _complete_envelope(payload, status)
+        if status == 500 and payload["error_code"] in _CALLERS_ERRORS_MLFLOW_ANSWERS_AS_500:
+            status = 400
     else:
         text = readable_error_text(body, response.headers.get("content-type"))
-        if response.status == 403 and text == _MLFLOW_REFUSAL and principal is not None:
+        if status == 403 and text == _MLFLOW_REFUSAL and principal is not None:
             text = _refusal_explained(principal.owner, routed)
         payload = {
-            "error_code": error_code_for_status(response.status),
+            "error_code": error_code_for_status(status),
             "message": text or "MLflow refused.",
             "layer": LAYER_MLFLOW,
         }
@@ -811,7 +818,7 @@ async def _relay_error(
     kept = [(name, value) for name, value in headers if name not in rewritten]
     encoded = json.dumps(payload).encode()
     kept += [(b"content-type", b"application/json"), (b"content-length", str(len(encoded)).encode())]
-    return _Buffered(response.status, kept, encoded)
+    return _Buffered(status, kept, encoded)
 
 
 def _complete_envelope(payload: dict[str, Any], status: int) -> None:
