@@ -7,8 +7,9 @@ no oracle for which ids exist. It also fails closed (403) on a path or method no
 answers all of these with 404 (or 405), and so should we: "permission denied" for a mistyped run id sends users
 after the wrong fault. Likewise it refuses to create or search evaluation datasets (and to search issues) without an
 experiment id, since it authorises them by their experiments; a plain MLflow serves those calls, so the caller is
-told what to add (400). And where its permission check needs a parameter the handler requires (the trace searches'
-experiments or locations, a batch's trace ids) and finds none, the caller gets the handler's own 400 naming it.
+told what to add (400). And where its permission check needs a parameter the handler requires (a new trace, the
+trace searches' experiments or locations, a batch's trace ids) and finds none, the caller gets the handler's own 400
+naming it.
 
 The answer changes only when MLflow has already decided to refuse, and only from a refusal to another refusal:
 nothing is ever allowed that MLflow denies. Existence is revealed only when every user may read everything anyway
@@ -43,6 +44,7 @@ _EXPERIMENT_SCOPED_CALLS = {
 }
 # Request messages whose permission check reads a parameter the handler requires, by the handler's name for it.
 _REQUIRED_BY_CHECK = {
+    "StartTraceV3": "trace",
     "SearchTraces": "experiment_ids",
     "SearchTracesV3": "locations",
     "QueryTraceMetrics": "experiment_ids",
