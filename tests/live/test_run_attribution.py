@@ -1,4 +1,5 @@
-"""A new run is recorded as its authenticated owner's, whatever the client claims (architecture.md, "`run.user_id`").
+"""New runs, logged models and datasets are recorded as their authenticated owner's, whatever the client claims
+(architecture.md, "`run.user_id`").
 
 MLflow keeps any `user_id` and `mlflow.user` tag a client sends; the stock client sends the local OS user. Both run
 creation calls go through the gateway's rewrite: the plain one and the web UI's prompt-lab one.
@@ -77,3 +78,42 @@ def test_a_prompt_lab_run_is_recorded_as_its_creators(platform: LivePlatform, al
         user_id, _tags = _recorded(as_alice, created.json()["run"]["info"]["run_id"])
 
     assert user_id == alice.owner
+
+
+DATASETS = "/api/mlflow/api/3.0/mlflow/datasets"
+
+
+def test_logged_models_and_datasets_made_by_the_stock_client_are_recorded_as_their_creators(
+    platform: LivePlatform, alice: User, experiment_id: str
+) -> None:
+    """The stock client tags both with the local OS user, which MLflow takes as their creator."""
+    script = f"""
+import json, mlflow
+from mlflow.genai.datasets import create_dataset
+model = mlflow.initialize_logged_model(name="attributed", experiment_id="{experiment_id}")
+dataset = create_dataset(name="{unique("attributed")}", experiment_id="{experiment_id}")
+print(json.dumps([model.tags.get("mlflow.user"), dataset.created_by, dataset.tags.get("mlflow.user")]))
+"""
+    env = {**platform.mlflow_env(alice.key), "USER": "mallory", "LOGNAME": "mallory"}
+    result = platform.run_python(script, env)
+    assert result.returncode == 0, result.stderr
+
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == [alice.owner] * 3
+
+
+@pytest.mark.parametrize("claimed", [{"mlflow.user": "bob", "team": "growth"}, None], ids=["claimed", "unsaid"])
+def test_a_dataset_is_recorded_as_its_creators_whatever_its_tags_say(
+    platform: LivePlatform, alice: User, experiment_id: str, claimed: dict[str, str] | None
+) -> None:
+    body: dict[str, object] = {"name": unique("dataset"), "experiment_ids": [experiment_id]}
+    if claimed is not None:
+        body["tags"] = json.dumps(claimed)
+    with platform.client(alice.key) as as_alice:
+        created = as_alice.post(f"{DATASETS}/create", json=body)
+        assert created.status_code == 200, created.text
+        dataset = as_alice.get(f"{DATASETS}/{created.json()['dataset']['dataset_id']}").json()["dataset"]
+
+    assert dataset["created_by"] == alice.owner
+    tags = json.loads(dataset["tags"])
+    assert tags["mlflow.user"] == alice.owner
+    assert tags.get("team") == (claimed or {}).get("team")  # other tags go through untouched

@@ -67,6 +67,9 @@ def _is_default(value: object) -> bool:
 
 # Calls that create a run: each carries the `user_id` MLflow records (see `gateway.MlflowGateway._rewrite_create`).
 RUN_CREATE = (*rest_and_ajax("/2.0/mlflow/runs/create"), *rest_and_ajax("/2.0/mlflow/runs/create-promptlab-run"))
+# Calls that create a logged model or an evaluation dataset: MLflow takes their creator from an `mlflow.user` tag.
+LOGGED_MODEL_CREATE = rest_and_ajax("/2.0/mlflow/logged-models")
+DATASET_CREATE = rest_and_ajax("/3.0/mlflow/datasets/create")
 _EXPERIMENT_ID = ExperimentField(("experiment_id",))
 # MLflow's own client always names an experiment; a run or logged model sent without one is treated as experiment 0.
 _EXPERIMENT_ID_OR_ABSENT = ExperimentField(("experiment_id",), absent_means_default=True)

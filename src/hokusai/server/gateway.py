@@ -22,7 +22,9 @@ from hokusai.server.credentials import refuse_key_in_query
 from hokusai.server.default_experiment import (
     BODY_EXPERIMENT_FIELD,
     CREATION_CALLS,
+    DATASET_CREATE,
     DEFAULT_EXPERIMENT_ID,
+    LOGGED_MODEL_CREATE,
     OTLP_EXPERIMENT_HEADER,
     OTLP_TRACES,
     PROMPT_LINK_CALLS,
@@ -335,9 +337,10 @@ class MlflowGateway:
         return StreamedBody(request)
 
     async def _rewrite_create(self, request: Request, path: str, principal: Principal) -> bytes:
-        """Stamp the authenticated owner on new runs, and send the Default experiment to the owner's own one.
+        """Stamp the authenticated owner on new runs, logged models and datasets, and send the Default experiment to
+        the owner's own one.
 
-        MLflow trusts whatever `user_id` a client claims; and a non-admin may not write to experiment 0, so a
+        MLflow trusts whatever creator a client claims; and a non-admin may not write to experiment 0, so a
         bare `mlflow.start_run()` or `@mlflow.trace` would fail (see `default_experiment`). A body that needs
         neither change goes out byte for byte.
         """
@@ -349,6 +352,10 @@ class MlflowGateway:
         if path in RUN_CREATE:
             _stamp_owner(payload, principal.owner)
             changed = True
+        elif path in LOGGED_MODEL_CREATE:
+            changed = _owner_in_tag_list(payload, principal.owner)
+        elif path in DATASET_CREATE:
+            changed = _owner_in_dataset_tags(payload, principal.owner)
         field = CREATION_CALLS[path]
         if not principal.is_admin and field.names_default(payload):
             experiment_id = await self._state.upstream.default_experiment_id(principal)
@@ -483,10 +490,40 @@ def _stamp_owner(payload: dict[str, Any], owner: str) -> None:
     the tag as the run's user.
     """
     payload["user_id"] = owner
+    _owner_in_tag_list(payload, owner)
+
+
+def _owner_in_tag_list(payload: dict[str, Any], owner: str) -> bool:
+    """`owner` as the value of the `mlflow.user` tag in the body's list of tags, where the client sent one (a run's,
+    a logged model's); whether that changed the body."""
+    changed = False
     tags = payload.get("tags")
     for tag in tags if isinstance(tags, list) else []:
-        if isinstance(tag, dict) and tag.get("key") == MLFLOW_USER_TAG:
+        if isinstance(tag, dict) and tag.get("key") == MLFLOW_USER_TAG and tag.get("value") != owner:
             tag["value"] = owner
+            changed = True
+    return changed
+
+
+def _owner_in_dataset_tags(payload: dict[str, Any], owner: str) -> bool:
+    """`owner` as a new dataset's `mlflow.user` tag, sent or not: MLflow records that tag as the dataset's
+    `created_by`. Its tags come as a JSON object in a string; one that is not is left for MLflow's handler to refuse.
+    Whether that changed the body."""
+    sent = payload.get("tags")
+    if sent in (None, ""):
+        tags: object = {}
+    elif isinstance(sent, str):
+        try:
+            tags = json.loads(sent)
+        except ValueError:
+            return False
+    else:
+        return False
+    if not isinstance(tags, dict) or tags.get(MLFLOW_USER_TAG) == owner:
+        return False
+    tags[MLFLOW_USER_TAG] = owner
+    payload["tags"] = json.dumps(tags)
+    return True
 
 
 async def _guarded_body(request: Request, refusal: _Refusal) -> bytes:
