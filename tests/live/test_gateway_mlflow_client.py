@@ -640,7 +640,7 @@ def test_another_users_model_assessment_or_experiment_cannot_be_reached_by_a_sec
     platform: LivePlatform,
 ) -> None:
     """The later reviews' cases: a DELETE's query against its unlabelled JSON body, an assessment id carried by a
-    re-sent trace, a double-encoded body against the query, a path against the body (labelled JSON or not): each was
+    re-sent trace or a new assessment, a double-encoded body against the query, a path against the body (labelled JSON or not): each was
     authorised on one and acted on the other."""
     owner_key = platform.create_key(platform.unique_owner("read2-a-"), "read,write")
     intruder_key = platform.create_key(platform.unique_owner("read2-b-"), "read,write")
@@ -682,6 +682,10 @@ def test_another_users_model_assessment_or_experiment_cannot_be_reached_by_a_sec
         )
         taken = {**feedback, "trace_id": own_trace, "assessment_id": assessment_id, "feedback": {"value": "bad"}}
         resent = _start_trace(intruder, own_trace, own_experiment_id, state="OK", assessments=[taken])
+        created_again = [
+            client.post(f"{TRACES}/{trace}/assessments", json={"assessment": {**taken, "trace_id": trace}})
+            for client, trace in ((intruder, own_trace), (owner, trace_id))
+        ]
         planted = intruder.post(
             "/api/mlflow/api/3.0/mlflow/datasets/create",
             params={"experiment_ids": own_experiment_id},
@@ -706,6 +710,9 @@ def test_another_users_model_assessment_or_experiment_cannot_be_reached_by_a_sec
     assert (deleted.status_code, deleted.json()["error_code"]) == (400, "INVALID_PARAMETER_VALUE"), deleted.text
     assert "'name' in the query, 'name' in the body name different resources" in deleted.json()["message"]
     assert (resent.status_code, resent.json()["layer"]) == (403, "mlflow"), resent.text
+    for answer in created_again:  # MLflow's store failed on the id with a 500; the owner's own retry too
+        assert (answer.status_code, answer.json()["error_code"]) == (400, "RESOURCE_ALREADY_EXISTS"), answer.text
+        assert answer.json()["message"] == f"Assessment with ID '{assessment_id}' already exists."
     assert (planted.status_code, planted.json()["layer"]) == (403, "mlflow"), planted.text
     assert (finalized.status_code, finalized.json()["error_code"]) == (400, "INVALID_PARAMETER_VALUE"), finalized.text
     assert "'model_id' in the path, 'model_id' in the body name different resources" in finalized.json()["message"]

@@ -6,7 +6,8 @@ request names. Both take the trace id from the request, and MLflow's store merge
 and an OTLP export added spans to it (found by a security review, 2026-11-27). The client re-sends its own traces
 (an assessment logged on an active trace, spans racing the trace's start), so a trace id that exists is not refused:
 the caller needs MLflow's update permission on that trace, as `traces/set-tag` asks; and an assessment it carries
-may not be another trace's (the store merges those by id too). An OTLP export's `X-Mlflow-Run-Id` links the traces
+may not be another trace's (the store merges those by id too); an assessment created with an id that exists is
+MLflow's 400, where its store failed with a 500. An OTLP export's `X-Mlflow-Run-Id` links the traces
 to that run, so it needs update on the run, as `runs/link-traces` does.
 
 The OTLP body is decoded the way MLflow's `export_traces` decodes it, with MLflow's own functions; a body that does
@@ -24,35 +25,68 @@ _OtelValidator = Callable[[str, Request], Awaitable[bool]]
 
 
 def install_trace_write_checks(mlflow_auth_app: Any) -> None:
-    """Wrap the auth app's `StartTraceV3` validator and its OTLP validator factory; idempotent."""
+    """Wrap the auth app's `StartTraceV3` and `CreateAssessment` validators and its OTLP validator factory;
+    idempotent."""
     if getattr(mlflow_auth_app._get_otel_validator, "_hokusai_checked", False):
         return
-    _replace_start_trace_v3_validator(mlflow_auth_app)
+    _add_to_validator(mlflow_auth_app, "validate_can_start_trace_v3", _start_trace_check(mlflow_auth_app))
+    _add_to_validator(mlflow_auth_app, "validate_can_create_assessment", _new_assessment_check(mlflow_auth_app))
     factory = _otel_validator_factory(mlflow_auth_app)
     factory._hokusai_checked = True  # type: ignore[attr-defined]
     # `_find_fastapi_validator` looks the factory up by name on every request.
     mlflow_auth_app._get_otel_validator = factory
 
 
-def _replace_start_trace_v3_validator(app: Any) -> None:
-    original = app.validate_can_start_trace_v3
+def _add_to_validator(app: Any, name: str, check: Callable[[], bool]) -> None:
+    """Make `check` part of the auth app's validator `name`, on every route it guards (after MLflow's own check).
 
-    def validate_can_start_trace_v3() -> bool:
+    The auth app keeps its validators in several tables: one by literal path, others by path pattern per family
+    (`TRACE_PARAMETERIZED_BEFORE_REQUEST_VALIDATORS`, ...); the validator is replaced in all of them.
+    """
+    original = getattr(app, name)
+
+    def validator() -> bool:
+        return bool(original()) and check()
+
+    tables = [table for key, table in vars(app).items() if key.endswith("BEFORE_REQUEST_VALIDATORS")]
+    routes = [(table, route) for table in tables for route, guard in table.items() if guard is original]
+    if not routes:  # MLflow moved it: fail at start, not silently
+        raise RuntimeError(f"MLflow's auth app has no {name} to wrap; recheck hokusai.mlflow_auth")
+    for table, route in routes:
+        table[route] = validator
+
+
+def _start_trace_check(app: Any) -> Callable[[], bool]:
+    def trace_stays_where_it_is() -> bool:
         from mlflow.protos.service_pb2 import StartTraceV3
 
-        if not original():
-            return False
         info = app._get_request_message(StartTraceV3()).trace.trace_info
         username = app.authenticate_request().username
         if info.trace_id and not _may_update_trace(app, username, info.trace_id):
             return False
         return _assessments_stay_on(app, info)
 
-    routes = [key for key, validator in app.BEFORE_REQUEST_VALIDATORS.items() if validator is original]
-    if not routes:  # MLflow moved it: fail at start, not silently
-        raise RuntimeError("MLflow's auth app has no StartTraceV3 validator to wrap; recheck hokusai.mlflow_auth")
-    for key in routes:
-        app.BEFORE_REQUEST_VALIDATORS[key] = validate_can_start_trace_v3
+    return trace_stays_where_it_is
+
+
+def _new_assessment_check(app: Any) -> Callable[[], bool]:
+    """An assessment created with an id that exists is MLflow's 400 "already exists", not its store's 500.
+
+    The store inserts the id it is given and fails on the table's primary key with a 500 "constraint violation",
+    which clients retry as a server fault (found by the fourth security review, 2026-11-28; nothing was written).
+    """
+
+    def assessment_is_new() -> bool:
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS
+        from mlflow.protos.service_pb2 import CreateAssessment
+
+        assessment_id = app._get_request_message(CreateAssessment()).assessment.assessment_id
+        if assessment_id and _traces_holding(app, {assessment_id}):
+            raise MlflowException(f"Assessment with ID '{assessment_id}' already exists.", RESOURCE_ALREADY_EXISTS)
+        return True
+
+    return assessment_is_new
 
 
 def _assessments_stay_on(app: Any, info: Any) -> bool:
@@ -64,13 +98,16 @@ def _assessments_stay_on(app: Any, info: Any) -> bool:
     """
     named = {assessment.assessment_id for assessment in info.assessments if assessment.assessment_id}
     named |= {assessment.overrides for assessment in info.assessments if assessment.overrides}
-    if not named:
-        return True
+    return not named or _traces_holding(app, named) <= {info.trace_id}
+
+
+def _traces_holding(app: Any, assessment_ids: set[str]) -> set[str]:
+    """The traces that hold any of these assessments (none: every id is new)."""
     from mlflow.store.tracking.dbmodels.models import SqlAssessments
 
     with app._get_tracking_store().ManagedSessionMaker() as session:
-        held_by = session.query(SqlAssessments.trace_id).filter(SqlAssessments.assessment_id.in_(named)).all()
-    return all(trace_id == info.trace_id for (trace_id,) in held_by)
+        held_by = session.query(SqlAssessments.trace_id).filter(SqlAssessments.assessment_id.in_(assessment_ids))
+        return {trace_id for (trace_id,) in held_by.all()}
 
 
 def _otel_validator_factory(app: Any) -> Callable[[str], _OtelValidator]:
