@@ -640,8 +640,8 @@ def test_another_users_model_assessment_or_experiment_cannot_be_reached_by_a_sec
     platform: LivePlatform,
 ) -> None:
     """The later reviews' cases: a DELETE's query against its unlabelled JSON body, an assessment id carried by a
-    re-sent trace or a new assessment, a double-encoded body against the query, a path against the body (labelled JSON or not): each was
-    authorised on one and acted on the other."""
+    re-sent trace, a double-encoded body against the query, a path against the body (labelled JSON or not): each was
+    authorised on one and acted on the other. An assessment created again with an existing id was MLflow's 500."""
     owner_key = platform.create_key(platform.unique_owner("read2-a-"), "read,write")
     intruder_key = platform.create_key(platform.unique_owner("read2-b-"), "read,write")
     with platform.client(owner_key) as owner, platform.client(intruder_key) as intruder:
