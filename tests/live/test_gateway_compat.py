@@ -986,9 +986,41 @@ def build_steps() -> list[Step]:
             json={"query": 'query { mlflowGetExperiment(input: { experimentId: "{exp}" }) { experiment { name } } }'},
             observe=lambda j: j.get("data"),
         ),
+        Step(
+            "graphql-get-run",  # the web UI's run page
+            "POST",
+            "/graphql",
+            json={"query": 'query { mlflowGetRun(input: { runId: "{run}" }) { run { info { status } } } }'},
+            observe=_graphql_answer,
+        ),
+        Step(
+            "graphql-get-run-unknown",
+            "POST",
+            "/graphql",
+            json={
+                "query": f'query {{ mlflowGetRun(input: {{ runId: "{UNKNOWN_RUN}" }}) '
+                "{ run { info { status } } } }"
+            },
+            observe=_graphql_answer,
+        ),
+        Step(
+            "graphql-get-experiment-unknown",
+            "POST",
+            "/graphql",
+            json={
+                "query": f'query {{ mlflowGetExperiment(input: {{ experimentId: "{UNKNOWN_EXPERIMENT}" }}) '
+                "{ experiment { name } } }"
+            },
+            observe=_graphql_answer,
+        ),
         Step("graphql-invalid-query", "POST", "/graphql", json={"query": "query { nonsense }"}),
     ]
     return steps
+
+
+def _graphql_answer(answer: dict[str, Any]) -> tuple[Any, Any]:
+    """A GraphQL answer's data and its errors (MLflow's are strings): a refusal shows as null data without an error."""
+    return answer.get("data"), answer.get("errors")
 
 
 # --- running and comparing ---------------------------------------------------------------------------------------

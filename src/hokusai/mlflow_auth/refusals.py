@@ -168,8 +168,6 @@ def _missing_required_parameter(params: dict[str, Any]) -> Response | None:
 def _clearer_refusal() -> Response | None:
     from mlflow.exceptions import MlflowException
     from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
-    from mlflow.server import auth as mlflow_auth_app
-    from mlflow.server.auth.permissions import get_permission
 
     routing = request.routing_exception
     if isinstance(routing, HTTPException):
@@ -178,7 +176,7 @@ def _clearer_refusal() -> Response | None:
     answer = _unscoped_call(params) or _missing_required_parameter(params)
     if answer is not None:
         return answer
-    if not get_permission(mlflow_auth_app.auth_config.default_permission).can_read:
+    if not _everyone_reads():
         return None
     for lookup in _resource_lookups(_params_as_checked()):
         try:
@@ -190,10 +188,54 @@ def _clearer_refusal() -> Response | None:
     return None
 
 
+def _graphql_check_passing_unknown_runs(check: Callable[..., bool]) -> Callable[..., bool]:
+    """MLflow's GraphQL check, letting a request for a run that does not exist reach its resolver.
+
+    The check cannot authorise a run it cannot find and answers null, with no error: the web UI's run page for a
+    mistyped run id showed an empty page where a plain MLflow says "Run … not found". Where every user may read
+    everything anyway, the resolver gives that answer; with NO_PERMISSIONS the null stands, and a run that exists
+    is refused as MLflow refuses it (an owner may still deny one user their experiment).
+    """
+
+    def check_authorization(self: object, field_name: str, args: dict[str, Any], username: str) -> bool:
+        return check(self, field_name, args, username) or (
+            field_name in _GRAPHQL_RUN_FIELDS and _everyone_reads() and _run_is_unknown(args.get("input"))
+        )
+
+    return check_authorization
+
+
+_GRAPHQL_RUN_FIELDS = ("mlflowGetRun", "mlflowListArtifacts")
+
+
+def _run_is_unknown(graphql_input: object) -> bool:
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
+    from mlflow.server.handlers import _get_tracking_store
+
+    run_id = getattr(graphql_input, "run_id", None) or getattr(graphql_input, "run_uuid", None)
+    if not isinstance(run_id, str) or not run_id:
+        return False
+    try:
+        _get_tracking_store().get_run(run_id)
+    except MlflowException as exc:
+        return exc.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST)
+    return False
+
+
+def _everyone_reads() -> bool:
+    from mlflow.server import auth as mlflow_auth_app
+    from mlflow.server.auth.permissions import get_permission
+
+    return get_permission(mlflow_auth_app.auth_config.default_permission).can_read
+
+
 def install_clearer_refusals(mlflow_auth_app: Any) -> None:
     original = mlflow_auth_app.make_forbidden_response
     if getattr(original, "_hokusai_wrapped", False):
         return
+    middleware = mlflow_auth_app.GraphQLAuthorizationMiddleware
+    middleware._check_authorization = _graphql_check_passing_unknown_runs(middleware._check_authorization)
 
     def make_forbidden_response() -> Response:
         try:
