@@ -192,3 +192,34 @@ def test_a_key_cannot_outlive_the_non_admin_key_that_creates_it(platform: LivePl
     with platform.client(platform.admin_key) as admin:
         forever = admin.post("/api/v1/keys", json={"owner": platform.unique_owner("admin-made"), "scopes": ["read"]})
     assert forever.status_code == 201 and forever.json()["expires_at"] is None  # admins are not bound
+
+
+def test_a_key_revokes_or_rotates_only_keys_it_could_have_created(platform: LivePlatform) -> None:
+    """A read-only or short-lived key of an owner must not turn the owner's stronger keys into a secret of its own,
+    nor revoke them; every key may rotate or revoke itself (found by a security review, 2026-11-28)."""
+    owner = platform.create_key(platform.unique_owner("keyring"), "read,write")
+    with platform.client(owner) as client:
+        writer_id = client.get("/api/v1/auth/whoami").json()["key_id"]
+        reader = client.post("/api/v1/keys", json={"name": "dashboard", "scopes": ["read"]}).json()
+        weekly = client.post("/api/v1/keys", json={"name": "ci", "expires_in_days": 7}).json()
+    with platform.client(reader["key"]) as as_reader:
+        rotated_up = as_reader.post(f"/api/v1/keys/{writer_id}/rotate")
+        revoked_up = as_reader.delete(f"/api/v1/keys/{writer_id}")
+    with platform.client(weekly["key"]) as as_weekly:
+        outlived = as_weekly.post(f"/api/v1/keys/{writer_id}/rotate")
+        rotated_down = as_weekly.post(f"/api/v1/keys/{reader['id']}/rotate")  # the read key never expires either
+    with platform.client(owner) as client:
+        rotated_reader = client.post(f"/api/v1/keys/{reader['id']}/rotate")
+        still_working = client.get("/api/v1/auth/whoami")
+    with platform.client(weekly["key"]) as as_weekly:
+        itself = as_weekly.post(f"/api/v1/keys/{weekly['id']}/rotate")
+
+    for refused in (rotated_up, revoked_up):
+        assert (refused.status_code, refused.json()["error_code"]) == (403, "PERMISSION_DENIED"), refused.text
+        assert f"key '{writer_id}': it has scopes yours lacks (write)" in refused.json()["message"]
+    for refused in (outlived, rotated_down):
+        assert (refused.status_code, refused.json()["error_code"]) == (403, "PERMISSION_DENIED"), refused.text
+        assert "it outlives yours" in refused.json()["message"]
+    assert still_working.status_code == 200  # nothing the refused calls asked for happened
+    assert rotated_reader.status_code == 201 and rotated_reader.json()["scopes"] == ["read"]
+    assert itself.status_code == 201 and itself.json()["expires_at"] == weekly["expires_at"]

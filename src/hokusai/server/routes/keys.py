@@ -35,6 +35,36 @@ def _owned_key(state: AppState, principal: Principal, key_id: str) -> ApiKey:
     return record
 
 
+def _lacking(principal: Principal, scopes: frozenset[str]) -> list[str]:
+    return sorted(scope for scope in scopes if not principal.has_scope(scope))
+
+
+def _require_power_over(principal: Principal, record: ApiKey, action: str) -> None:
+    """A non-admin key may revoke or rotate itself, and another key of its owner only if it could have created it:
+    no scope it lacks, no longer lifetime.
+
+    Otherwise a read-only or short-lived key (the kind handed to a dashboard or a CI job) could rotate its owner's
+    write or admin key into a fresh secret of its own, or revoke every key the owner has (found by a security review,
+    2026-11-28).
+    """
+    if principal.is_admin or record.id == principal.key_id:
+        return
+    target = principal_of(record)
+    lacking = _lacking(principal, target.scopes)
+    outlives = principal.expires_at is not None and (
+        target.expires_at is None or target.expires_at > principal.expires_at
+    )
+    if not lacking and not outlives:
+        return
+    reason = f"it has scopes yours lacks ({','.join(lacking)})" if lacking else "it outlives yours"
+    raise ApiError(
+        403,
+        f"Your key cannot {action} key '{record.id}': {reason}. Use a key of yours with at least its scopes and "
+        "lifetime, or ask an admin.",
+        error_code="PERMISSION_DENIED",
+    )
+
+
 async def _provision(state: AppState, issued: IssuedKey) -> None:
     """Create the owner in MLflow now rather than on their first request; retried lazily if MLflow is down."""
     try:
@@ -90,7 +120,7 @@ async def create_key(body: KeyCreate, request: Request, state: StateDep, princip
             advice="Run `hokusai keys create` without `--owner` (or send no owner) to create a key for yourself, or "
             "ask an admin to create this one.",
         )
-    if not principal.is_admin and not all(principal.has_scope(scope) for scope in scopes):
+    if not principal.is_admin and _lacking(principal, scopes):
         held = ",".join(sorted(principal.scopes))
         raise ApiError(
             403,
@@ -122,7 +152,7 @@ async def read_keys(state: StateDep, principal: PrincipalDep, owner: str | None 
 @router.delete("/{key_id}", response_model=KeyInfo)
 async def revoke_key(key_id: str, request: Request, state: StateDep, principal: PrincipalDep) -> KeyInfo:
     """Revoke a key at once (other server processes notice within the key cache TTL)."""
-    await run_in_threadpool(_owned_key, state, principal, key_id)
+    _require_power_over(principal, await run_in_threadpool(_owned_key, state, principal, key_id), "revoke")
     try:
         record = await run_in_threadpool(state.keys.revoke, key_id)
     except KeyAlreadyRevoked as exc:
@@ -135,7 +165,7 @@ async def revoke_key(key_id: str, request: Request, state: StateDep, principal: 
 @router.post("/{key_id}/rotate", status_code=status.HTTP_201_CREATED, response_model=KeyCreated)
 async def rotate_key(key_id: str, request: Request, state: StateDep, principal: PrincipalDep) -> KeyCreated:
     """Issue a replacement with the same owner, name, scopes and expiry, and revoke the old key."""
-    await run_in_threadpool(_owned_key, state, principal, key_id)
+    _require_power_over(principal, await run_in_threadpool(_owned_key, state, principal, key_id), "rotate")
     issued = await run_in_threadpool(state.keys.rotate, key_id)
     if issued is None:
         raise ApiError(
