@@ -179,7 +179,8 @@ class ModelRegistry:
         return _parse(TokenizedModel, self._client.request("GET", path))
 
     def list_tokenized_models(self, token_id: str | None = None, *, owner: str | None = None) -> list[TokenizedModel]:
-        """Every tokenized model version you can see, optionally for one token or owner (all pages)."""
+        """Every tokenized model version you can see, optionally for one token or for an owner's tokens (your own; an
+        admin key may name any owner), all pages."""
         token = normalize_token_id(token_id) if token_id is not None else None
         owner = validate_owner(owner) if owner is not None else None
         if self._client is None:

@@ -758,22 +758,28 @@ def test_lookups_page_across_more_than_100_versions_of_the_model_holding_the_tok
 
 
 def test_owner_filter_and_version_lookup(
-    as_alice: httpx.Client, as_bob: httpx.Client, platform: LivePlatform, run: LoggedRun
+    as_admin: httpx.Client, as_bob: httpx.Client, bob: User, platform: LivePlatform, run: LoggedRun
 ) -> None:
     carol = new_user(platform, "carol")
     with platform.client(carol.key) as as_carol:
         registered = [as_carol.post(TOKENIZED, json=body(run)).json() for _ in range(3)]
         again = as_carol.post(TOKENIZED, json={**body(run), "model_name": registered[0]["model_name"],
                                                "token_id": "extra-" + uuid.uuid4().hex[:6]})  # fmt: skip
+        own_pages = _all_pages(as_carol, owner=carol.owner, max_results=2)
     assert again.status_code == 201
 
-    pages = _all_pages(as_bob, owner=carol.owner, max_results=2)
+    admin_pages = _all_pages(as_admin, owner=carol.owner, max_results=2)
+    # Who holds a token is the holder's and the admins' to know, as GET /api/v1/tokens/{id} shows it.
+    probed = as_bob.get(TOKENIZED, params={"owner": carol.owner, "token_id": registered[0]["token_id"]})
 
-    assert [len(page) for page in pages] == [2, 2]
-    assert sorted(model["model_name"] for page in pages for model in page) == sorted(
-        [item["model_name"] for item in registered] + [registered[0]["model_name"]]
-    )
-    assert _all_pages(as_bob, owner=unique("nobody")) == [[]]
+    for pages in (own_pages, admin_pages):
+        assert [len(page) for page in pages] == [2, 2]
+        assert sorted(model["model_name"] for page in pages for model in page) == sorted(
+            [item["model_name"] for item in registered] + [registered[0]["model_name"]]
+        )
+    assert_error(probed, 403, "PERMISSION_DENIED")
+    assert f"list your own with owner={bob.owner}" in probed.json()["message"]
+    assert _all_pages(as_admin, owner=unique("nobody")) == [[]]
     name = registered[0]["model_name"]
     latest = as_bob.get(f"{TOKENIZED}/{name}/versions/latest")
     first = as_bob.get(f"{TOKENIZED}/{name}/versions/1")

@@ -95,11 +95,12 @@ def register_baseline(
 def list_models(
     token_id: Annotated[str | None, typer.Option("--token-id", help="Only the models of this token.")] = None,
     owner: Annotated[
-        str | None, typer.Option("--owner", help="Only the models holding this account's tokens (e.g. your own).")
+        str | None,
+        typer.Option("--owner", help="Only the models holding your tokens (your account name; admins: any account's)."),
     ] = None,
     api_url: ApiUrlOption = None,
 ) -> None:
-    """List the tokenized model versions you can see. Example: `hokusai models list --owner alice`."""
+    """List the tokenized model versions you can see. Example: `hokusai models list --token-id my-token`."""
     with options_for_fields(_OPTIONS | {"owner": "--owner"}), ModelRegistry(api_url=api_url) as registry:
         models = registry.list_tokenized_models(token_id, owner=owner)
     out = console()

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Path, Query, Request, Response, status
 
 from hokusai.server import registry
 from hokusai.server.deps import ReaderDep, StateDep, WriterDep
+from hokusai.server.errors import ApiError
 from hokusai.server.registry import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Caller, Registration
 from hokusai.server.schemas import (
     OWNER_RULES,
@@ -83,16 +84,27 @@ async def read_tokenized_models(
     page_token: Annotated[str | None, Query(max_length=PAGE_TOKEN_MAX_LENGTH)] = None,
     max_results: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
 ) -> TokenizedModelList:
-    """List tokenized model versions you may read, by token and/or token owner, in pages.
+    """List tokenized model versions you may read, by token and/or token owner (yourself; any owner for admins), in
+    pages.
 
     A version is listed while its model holds the token it is tagged with; a page may hold fewer than `max_results`.
     """
+    owner = validate_owner(owner) if owner is not None else None
+    if owner is not None and owner != principal.owner and not principal.is_admin:
+        # Who holds a token is shown to its owner and to admins only (as `GET /api/v1/tokens/{id}` shows it): a
+        # filter by another owner would answer "does alice hold X?" (security review, 2026-11-28).
+        raise ApiError(
+            403,
+            f"Only admin keys may list the models of another owner's tokens; list your own with owner="
+            f"{principal.owner} (or no owner), or filter by token_id.",
+            error_code="PERMISSION_DENIED",
+        )
     return await registry.list_tokenized_models(
         database=state.database,
         upstream=state.upstream,
         principal=principal,
         token_id=normalize_token_id(token_id) if token_id is not None else None,
-        owner=validate_owner(owner) if owner is not None else None,
+        owner=owner,
         page_token=page_token,
         max_results=max_results,
     )
