@@ -700,6 +700,20 @@ def test_another_users_model_assessment_or_experiment_cannot_be_reached_by_a_sec
             content=json.dumps({"model_id": model_id, "status": "LOGGED_MODEL_READY"}),
             headers={"Content-Type": "text/plain"},
         )
+        # The same calls naming one resource in both places, as hand-written clients (`curl -X PATCH -d …`) send them.
+        own_finalized = intruder.patch(
+            f"{API}/logged-models/{own_model_id}",
+            content=json.dumps({"model_id": own_model_id, "status": "LOGGED_MODEL_READY"}),
+            headers={"Content-Type": "text/plain"},
+        )
+        own_deleted = intruder.request(
+            "DELETE",
+            API + "/registered-models/delete",
+            params={"name": own_model},
+            content=json.dumps({"name": own_model}),
+            headers={"Content-Type": "text/plain"},
+        )
+        own_model_after = intruder.get(API + "/registered-models/get", params={"name": own_model})
         model_after = owner.get(API + "/registered-models/get", params={"name": model})
         logged_model_after = owner.get(f"{API}/logged-models/{model_id}")
         assessment_after = owner.get(f"{TRACES}/{trace_id}/assessments/{assessment_id}")
@@ -720,6 +734,14 @@ def test_another_users_model_assessment_or_experiment_cannot_be_reached_by_a_sec
         400,
         "INVALID_PARAMETER_VALUE",
     ), finalized_unlabelled.text
+    assert (
+        "'model_id' in the path, 'model_id' in the body name different resources"
+        in (finalized_unlabelled.json()["message"])
+    )
+    assert own_finalized.status_code == 200, own_finalized.text
+    assert own_finalized.json()["model"]["info"]["status"] == "LOGGED_MODEL_READY"
+    assert own_deleted.status_code == 200, own_deleted.text
+    assert own_model_after.status_code == 404
     assert logged_model_after.json()["model"]["info"]["status"] == "LOGGED_MODEL_PENDING"
     assert model_after.status_code == 200
     assert assessment_after.status_code == 200, assessment_after.text

@@ -124,8 +124,13 @@ def test_every_place_a_check_or_a_handler_reads_is_a_source(method: str, content
     body = '{"model_id": "theirs"}'
     with app.test_request_context("/models/mine?model_id=q", method=method, data=body, content_type=content_type):
         sources = _parameter_sources()
+        # Reading the sources leaves unlabelled JSON unseen by the auth app's later reads, and the body to the handler.
+        auth_app_reads = flask.request.get_json(silent=True)
+        handler_reads = flask.request.get_json(force=True, silent=True)
 
     assert {where.removeprefix(" in the "): args.get("model_id") for where, (args, _) in sources.items()} == read
+    assert auth_app_reads == (None if content_type == "text/plain" else {"model_id": "theirs"})
+    assert handler_reads == {"model_id": "theirs"}
 
 
 @pytest.mark.parametrize(

@@ -12,9 +12,9 @@ differently:
   labelled JSON (a DELETE's query otherwise). A path parameter overrides the body for the auth app, while some
   handlers take the body's.
 - A handler decodes a body that is a JSON string once more (legacy clients); the auth app's checks do not.
-(Found by three security reviews, 2026-11-27.) So a request naming a parameter in two places or spellings with
-different values gets a 400 before anything is authorised, and a double-encoded body is decoded before any check
-reads it; one spelling, or several with one value, is read as before.
+(Found by four security reviews, 2026-11-27 and 2026-11-28.) So a request naming a parameter in two places or
+spellings with different values gets a 400 before anything is authorised, and a double-encoded body is decoded before
+any check reads it; one spelling, or several with one value, is read as before.
 
 Also, MLflow's handlers refuse `{"experiment_id": {"a": 1}}` or `{"name": ["x"]}` with 400 INVALID_PARAMETER_VALUE,
 while the auth app passes whatever JSON it finds to its store, which fails (a 500) before the handler can refuse.
@@ -143,12 +143,22 @@ def read_double_encoded_body_as_handlers_do() -> None:
 
 
 def _parsed_body(*, force: bool) -> object:
-    """The request's JSON body (`force`: whatever its Content-Type, uncached, as a DELETE's handler reads it), None if
-    it does not parse; MLflow's 400 if it nests too deeply to parse at all (Flask's parser fails, a 500 before)."""
+    """The request's JSON body (`force`: whatever its Content-Type, as a PATCH's or DELETE's handler reads it), None
+    if it does not parse; MLflow's 400 if it nests too deeply to parse at all (Flask's parser fails, a 500 before).
+
+    A forced read parses the body's bytes, kept for the handler, and leaves Flask's parsed JSON alone: the auth app's
+    own unforced reads must still find no JSON in a body not labelled as such. (`get_json(force=True, cache=False)`
+    consumed the stream, and the handler found an empty body: a 400 for every unlabelled PATCH or DELETE.)
+    """
     from flask import request
 
     try:
-        return request.get_json(force=True, silent=True, cache=False) if force else request.get_json(silent=True)
+        if not force:
+            return request.get_json(silent=True)
+        try:
+            return json.loads(request.get_data(cache=True))
+        except ValueError:
+            return None
     except RecursionError:
         from mlflow.exceptions import MlflowException
         from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
