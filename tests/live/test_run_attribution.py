@@ -101,13 +101,15 @@ print(json.dumps([model.tags.get("mlflow.user"), dataset.created_by, dataset.tag
     assert json.loads(result.stdout.strip().splitlines()[-1]) == [alice.owner] * 3
 
 
-@pytest.mark.parametrize("claimed", [{"mlflow.user": "bob", "team": "growth"}, None], ids=["claimed", "unsaid"])
+@pytest.mark.parametrize(
+    "claimed", [{"mlflow.user": "bob", "team": "growth"}, None, "null"], ids=["claimed", "unsaid", "json-null"]
+)
 def test_a_dataset_is_recorded_as_its_creators_whatever_its_tags_say(
-    platform: LivePlatform, alice: User, experiment_id: str, claimed: dict[str, str] | None
+    platform: LivePlatform, alice: User, experiment_id: str, claimed: dict[str, str] | str | None
 ) -> None:
     body: dict[str, object] = {"name": unique("dataset"), "experiment_ids": [experiment_id]}
     if claimed is not None:
-        body["tags"] = json.dumps(claimed)
+        body["tags"] = claimed if isinstance(claimed, str) else json.dumps(claimed)
     with platform.client(alice.key) as as_alice:
         created = as_alice.post(f"{DATASETS}/create", json=body)
         assert created.status_code == 200, created.text
@@ -116,4 +118,26 @@ def test_a_dataset_is_recorded_as_its_creators_whatever_its_tags_say(
     assert dataset["created_by"] == alice.owner
     tags = json.loads(dataset["tags"])
     assert tags["mlflow.user"] == alice.owner
-    assert tags.get("team") == (claimed or {}).get("team")  # other tags go through untouched
+    assert tags.get("team") == (claimed.get("team") if isinstance(claimed, dict) else None)  # others go through
+
+
+@pytest.mark.parametrize(
+    "tags",
+    [[{"key": "mlflow.user", "value": "bob"}, {"key": "team", "value": "growth"}], None],
+    ids=["claimed", "unsaid"],
+)
+def test_a_logged_model_is_tagged_with_its_creator_whatever_it_claims(
+    platform: LivePlatform, alice: User, experiment_id: str, tags: list[dict[str, str]] | None
+) -> None:
+    """A logged model has no creator field: its `mlflow.user` tag is the only record, so the gateway always sets it."""
+    body: dict[str, object] = {"experiment_id": experiment_id, "name": "attributed"}
+    if tags is not None:
+        body["tags"] = tags
+    with platform.client(alice.key) as as_alice:
+        created = as_alice.post(f"{MLFLOW}/logged-models", json=body)
+        assert created.status_code == 200, created.text
+        model = as_alice.get(f"{MLFLOW}/logged-models/{created.json()['model']['info']['model_id']}").json()["model"]
+
+    recorded = {tag["key"]: tag["value"] for tag in model["info"].get("tags", [])}
+    assert recorded["mlflow.user"] == alice.owner
+    assert recorded.get("team") == ("growth" if tags else None)

@@ -7,8 +7,8 @@ and an OTLP export added spans to it (found by a security review, 2026-11-27). T
 (an assessment logged on an active trace, spans racing the trace's start), so a trace id that exists is not refused:
 the caller needs MLflow's update permission on that trace, as `traces/set-tag` asks; and an assessment it carries
 may not be another trace's (the store merges those by id too); an assessment created with an id that exists is
-MLflow's 400, where its store failed with a 500. An OTLP export's `X-Mlflow-Run-Id` links the traces
-to that run, so it needs update on the run, as `runs/link-traces` does.
+MLflow's 400, where its store failed with a 500 (for non-admins: MLflow runs no checks for its admins). An OTLP
+export's `X-Mlflow-Run-Id` links the traces to that run, so it needs update on the run, as `runs/link-traces` does.
 
 The OTLP body is decoded the way MLflow's `export_traces` decodes it, with MLflow's own functions; a body that does
 not decode is left to that handler's 400.

@@ -353,7 +353,7 @@ class MlflowGateway:
             _stamp_owner(payload, principal.owner)
             changed = True
         elif path in LOGGED_MODEL_CREATE:
-            changed = _owner_in_tag_list(payload, principal.owner)
+            changed = _owner_in_tag_list(payload, principal.owner, add=True)
         elif path in DATASET_CREATE:
             changed = _owner_in_dataset_tags(payload, principal.owner)
         field = CREATION_CALLS[path]
@@ -493,13 +493,22 @@ def _stamp_owner(payload: dict[str, Any], owner: str) -> None:
     _owner_in_tag_list(payload, owner)
 
 
-def _owner_in_tag_list(payload: dict[str, Any], owner: str) -> bool:
-    """`owner` as the value of the `mlflow.user` tag in the body's list of tags, where the client sent one (a run's,
-    a logged model's); whether that changed the body."""
-    changed = False
+def _owner_in_tag_list(payload: dict[str, Any], owner: str, *, add: bool = False) -> bool:
+    """`owner` as the value of the `mlflow.user` tag in the body's list of tags where the client sent one (a run's,
+    whose record is its `user_id`), or in any case (`add`: a logged model's, which has no other record of its
+    creator); whether that changed the body. A `tags` that is not a list is left for MLflow's handler to refuse."""
     tags = payload.get("tags")
-    for tag in tags if isinstance(tags, list) else []:
-        if isinstance(tag, dict) and tag.get("key") == MLFLOW_USER_TAG and tag.get("value") != owner:
+    if tags is None and add:
+        tags = payload["tags"] = []
+    if not isinstance(tags, list):
+        return False
+    named = [tag for tag in tags if isinstance(tag, dict) and tag.get("key") == MLFLOW_USER_TAG]
+    if not named and add:
+        tags.append({"key": MLFLOW_USER_TAG, "value": owner})
+        return True
+    changed = False
+    for tag in named:
+        if tag.get("value") != owner:
             tag["value"] = owner
             changed = True
     return changed
@@ -510,15 +519,14 @@ def _owner_in_dataset_tags(payload: dict[str, Any], owner: str) -> bool:
     `created_by`. Its tags come as a JSON object in a string; one that is not is left for MLflow's handler to refuse.
     Whether that changed the body."""
     sent = payload.get("tags")
-    if sent in (None, ""):
-        tags: object = {}
-    elif isinstance(sent, str):
-        try:
-            tags = json.loads(sent)
-        except ValueError:
-            return False
-    else:
+    if sent is not None and not isinstance(sent, str):
         return False
+    try:
+        tags = json.loads(sent) if sent else None
+    except ValueError:
+        return False
+    if tags is None:  # no tags, or the JSON `null`
+        tags = {}
     if not isinstance(tags, dict) or tags.get(MLFLOW_USER_TAG) == owner:
         return False
     tags[MLFLOW_USER_TAG] = owner
@@ -840,7 +848,8 @@ async def _relay_error(
     status = response.status
     if isinstance(payload, dict):
         _complete_envelope(payload, status)
-        if status == 500 and payload["error_code"] in _CALLERS_ERRORS_MLFLOW_ANSWERS_AS_500:
+        code = payload["error_code"]
+        if status == 500 and isinstance(code, str) and code in _CALLERS_ERRORS_MLFLOW_ANSWERS_AS_500:
             status = 400
     else:
         text = readable_error_text(body, response.headers.get("content-type"))
