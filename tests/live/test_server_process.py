@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import signal
 import stat
 import subprocess
@@ -42,7 +43,7 @@ def test_first_start_names_the_admin_keys_private_file_and_the_lines_to_paste(fr
     key = _first_admin_key(fresh)
     assert KEY_PATTERN.fullmatch(key)
     assert not KEY_PATTERN.search(output)
-    assert f"export HOKUSAI_API_KEY=$(cat {key_file})" in output
+    assert f"export HOKUSAI_API_KEY=$(cat {shlex.quote(str(key_file))})" in output
     assert f"export HOKUSAI_API_URL={fresh.url}" in output
     assert f"export MLFLOW_TRACKING_URI={fresh.url}/api/mlflow" in output
     assert "export MLFLOW_TRACKING_TOKEN=<a user's key>" in output

@@ -68,3 +68,17 @@ def test_output_that_may_be_a_log_names_a_private_file_holding_the_key(tmp_path:
     assert f"  export HOKUSAI_API_KEY=$(cat '{key_file}')\n" in log.getvalue()
     assert key_file.read_text() == "hk_live_KEY\n"
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+
+
+def test_each_start_reminds_the_operator_while_the_key_file_is_left(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = Settings(_env_file=None, data_dir=tmp_path)
+    runner.warn_if_first_admin_key_left(settings)
+    (tmp_path / runner.FIRST_ADMIN_KEY_FILE).write_text("hk_live_KEY\n")
+    runner.warn_if_first_admin_key_left(settings)
+
+    warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+    assert warnings == [f"{tmp_path / runner.FIRST_ADMIN_KEY_FILE} still holds the first admin key: store the key "
+                        "elsewhere, then delete the file"]  # fmt: skip
+    assert "hk_live_KEY" not in caplog.text

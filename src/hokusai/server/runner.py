@@ -150,6 +150,13 @@ def announce_first_admin_key(settings: Settings, key: str, out: TextIO) -> None:
     print(first_start_banner(settings, key_file), file=out, flush=True)
 
 
+def warn_if_first_admin_key_left(settings: Settings) -> None:
+    """Each start reminds the operator while the first admin key still sits in its file."""
+    key_file = settings.resolved_data_dir / FIRST_ADMIN_KEY_FILE
+    if key_file.exists():
+        logger.warning("%s still holds the first admin key: store the key elsewhere, then delete the file", key_file)
+
+
 def serve(settings: Settings) -> None:
     # Everything the platform writes (its databases, MLflow's, the log, artifacts) is for the server's user alone,
     # like its secrets; the MLflow child inherits this.
@@ -171,6 +178,8 @@ def serve(settings: Settings) -> None:
         first_key = bootstrap_admin_key(settings, platform_secrets)
         if first_key is not None:
             announce_first_admin_key(settings, first_key, sys.stdout)
+        else:
+            warn_if_first_admin_key_left(settings)
         config = uvicorn.Config(
             app,
             host=settings.host,
