@@ -625,6 +625,25 @@ def test_admins_transfer_and_release_tokens(
     assert {"token.transfer", "token.release"} <= actions
 
 
+def test_a_released_token_cannot_be_claimed_on_a_version_the_caller_may_not_change(
+    as_alice: httpx.Client, as_bob: httpx.Client, as_admin: httpx.Client, alice: User, run: LoggedRun
+) -> None:
+    """Bob re-sending Alice's registration after an admin released her token took her version (security review)."""
+    request = body(run)
+    assert as_alice.post(TOKENIZED, json=request).status_code == 201
+    token_path = f"/api/v1/tokens/{request['token_id']}"
+    assert as_admin.delete(token_path).status_code == 200
+
+    taken = as_bob.post(TOKENIZED, json=request)
+    unclaimed = as_admin.get(token_path)
+    reclaimed = as_alice.post(TOKENIZED, json=request)
+
+    assert_error(taken, 403, "PERMISSION_DENIED", layer="mlflow")
+    assert unclaimed.status_code == 404  # bob's claim was rolled back
+    assert (reclaimed.status_code, reclaimed.json()["created"], reclaimed.json()["version"]) == (200, False, "1")
+    assert as_admin.get(token_path).json()["owner"] == alice.owner
+
+
 _RENAME = """
 import mlflow
 client = mlflow.MlflowClient()

@@ -89,6 +89,7 @@ REGISTERED_MODELS_ALIAS = "/api/2.0/mlflow/registered-models/alias"
 MODEL_VERSIONS_CREATE = "/api/2.0/mlflow/model-versions/create"
 MODEL_VERSIONS_GET = "/api/2.0/mlflow/model-versions/get"
 MODEL_VERSIONS_SEARCH = "/api/2.0/mlflow/model-versions/search"
+MODEL_VERSIONS_SET_TAG = "/api/2.0/mlflow/model-versions/set-tag"
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
@@ -746,6 +747,7 @@ async def register_tokenized_model(
                 registration=registration,
                 source=source,
                 warnings=warnings,
+                fresh_claim=claim.created,
             )
             registered = True
         except ApiError as exc:
@@ -840,6 +842,7 @@ async def _existing_or_new_version(
     registration: Registration,
     source: Source,
     warnings: list[str],
+    fresh_claim: bool,
 ) -> TokenizedModelInfo:
     existing = await find_existing_version(
         upstream=upstream,
@@ -857,6 +860,8 @@ async def _existing_or_new_version(
         )
         if conflict is not None:
             raise ApiError(409, conflict, error_code=REGISTRATION_CONFLICT)
+        if fresh_claim:
+            await _require_change_rights(upstream=upstream, principal=principal, version=existing)
     version = existing
     if version is None:
         version = await create_model_version(
@@ -872,6 +877,30 @@ async def _existing_or_new_version(
     if info is None:
         raise ApiError(502, "MLflow returned the model version without its Hokusai tags.", layer=LAYER_MLFLOW)
     return info
+
+
+async def _require_change_rights(*, upstream: Upstream, principal: Principal, version: Mapping[str, Any]) -> None:
+    """MLflow's answer to the caller changing `version`, before a claim they just made takes it over.
+
+    A version found by a repeat normally carries the caller's own earlier registration. With a claim just made, it was
+    registered under an earlier claim of the token, since released: taking it binds the token to a model the caller
+    may not be allowed to change at all (a user claimed a released token on another user's version this way; security
+    review, 2026-11-28). Re-writing the version's token tag with the value it has changes nothing, and MLflow answers it
+    as it answers any change to the model: a refusal is the caller's 403, and the claim is rolled back.
+    """
+    await call_as(
+        upstream,
+        principal,
+        "POST",
+        MODEL_VERSIONS_SET_TAG,
+        body={
+            "name": version.get("name"),
+            "version": version.get("version"),
+            "key": TAG_TOKEN_ID,
+            "value": version_tags(version).get(TAG_TOKEN_ID, ""),
+        },
+        action=f"take over version {version.get('version')} of model '{version.get('name')}'",
+    )
 
 
 async def register_baseline(
