@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 
@@ -75,6 +76,30 @@ def test_bad_metric_names(bad: str) -> None:
 def test_tag_names_follow_mlflows_rules(bad: str) -> None:
     with pytest.raises(HokusaiValidationError, match="tags"):
         validate_user_tags({bad: "v"})
+
+
+@pytest.mark.parametrize(
+    ("model_uri", "message"),
+    [
+        ("models:/", "must look like models:/<model id>, models:/<name>/<version>"),
+        ("models:/name@", "must look like"),
+        ("models:/a/b/c", "must look like"),
+        ("models:/name/Production", "names the stage 'Production', which MLflow 3 deprecates"),
+        ("models:/name/99999999999999999999", "names version '99999999999999999999'; versions are numbers from 1"),
+        ("models:/name/0", "names version '0'"),
+    ],
+)
+def test_models_uris_the_registry_cannot_pin_to_one_version_are_refused(model_uri: str, message: str) -> None:
+    """MLflow answered each of these with a 500 (a 502 from the registry)."""
+    with pytest.raises(HokusaiValidationError, match=re.escape(f"model_uri: {message}")):
+        validate_model_uri(model_uri)
+
+
+@pytest.mark.parametrize(
+    "model_uri", ["models:/m-0123abcd", "models:/name/7", "models:/name@champion", "models:/name/latest"]
+)
+def test_models_uris_of_one_version_pass(model_uri: str) -> None:
+    assert validate_model_uri(model_uri) == model_uri
 
 
 def test_model_uris_fit_mlflows_source_column() -> None:

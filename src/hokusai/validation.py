@@ -64,6 +64,46 @@ MODEL_TYPE_PATTERN = f"^{_MODEL_TYPE_RE.pattern}$"
 VERSION_PATTERN = f"^(?:{_VERSION_NUMBER_RE.pattern}|{LATEST_VERSION})$"
 
 
+def unpaired_surrogate_at(value: object, where: str = "") -> str | None:
+    """Where JSON `value` holds text with an unpaired UTF-16 surrogate, as a dotted path (a key's own surrogates shown
+    escaped); `None` when nowhere. `"\\ud800"` is valid JSON but not Unicode: no database or UTF-8 body takes it."""
+    if isinstance(value, str):
+        return (where or "body") if _has_surrogate(value) else None
+    children: list[tuple[str, object]] = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            path = f"{where}.{_escaped(key)}" if where else _escaped(key)
+            if _has_surrogate(key):
+                return path
+            children.append((path, item))
+    elif isinstance(value, list):
+        children = [(f"{where}.{index}" if where else str(index), item) for index, item in enumerate(value)]
+    return next((found for path, item in children if (found := unpaired_surrogate_at(item, path))), None)
+
+
+def _has_surrogate(text: object) -> bool:
+    return isinstance(text, str) and any("\ud800" <= char <= "\udfff" for char in text)
+
+
+def _escaped(key: object) -> str:
+    return str(key).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+KEY_NAME_MAX_LENGTH = 128
+
+
+def validate_key_name(name: object) -> str:
+    """A key's label: shown in `hokusai keys list`, so no control characters (an escape sequence would rewrite the
+    admin's terminal; security review, 2026-11-28)."""
+    if not isinstance(name, str) or not name.strip():
+        raise HokusaiValidationError("name", "must be a non-empty string")
+    if len(name) > KEY_NAME_MAX_LENGTH:
+        raise HokusaiValidationError("name", f"must be at most {KEY_NAME_MAX_LENGTH} characters")
+    if _CONTROL_CHARS_RE.search(name):
+        raise HokusaiValidationError("name", "must not contain control characters")
+    return name
+
+
 def normalize_token_id(token_id: object) -> str:
     """Return the canonical (upper-case) token id, or raise if it breaks the rules."""
     if not isinstance(token_id, str):
@@ -198,7 +238,33 @@ def validate_model_uri(model_uri: object) -> str:
         raise HokusaiValidationError("model_uri", f"must be at most {MODEL_URI_MAX_LENGTH} characters")
     if model_uri.startswith("runs:"):
         run_id_from_uri(model_uri)
+    if model_uri.startswith("models:"):
+        _check_models_uri(model_uri)
     return model_uri
+
+
+_MODELS_URI_FORMS = "models:/<model id>, models:/<name>/<version>, models:/<name>@<alias> or models:/<name>/latest"
+
+
+def _check_models_uri(model_uri: str) -> None:
+    """A `models:/` URI the registry can pin to one version; MLflow answered the others with a 500.
+
+    A stage (`models:/<name>/Production`) names no fixed version and is deprecated in MLflow 3.
+    """
+    parsed = parse_models_uri(model_uri)
+    if parsed is None:
+        raise HokusaiValidationError("model_uri", f"must look like {_MODELS_URI_FORMS}")
+    if parsed.stage is not None:
+        raise HokusaiValidationError(
+            "model_uri",
+            f"names the stage '{parsed.stage}', which MLflow 3 deprecates and which names no fixed version: use "
+            f"models:/{parsed.name}/<version> or models:/{parsed.name}@<alias>",
+        )
+    if parsed.version is not None and not _VERSION_NUMBER_RE.fullmatch(parsed.version):
+        raise HokusaiValidationError(
+            "model_uri",
+            f"names version '{parsed.version}'; versions are numbers from 1, of at most 18 digits",
+        )
 
 
 @dataclass(frozen=True)

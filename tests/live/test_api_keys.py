@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import sqlite3
 import time
 from contextlib import closing
@@ -223,3 +224,15 @@ def test_a_key_revokes_or_rotates_only_keys_it_could_have_created(platform: Live
     assert still_working.status_code == 200  # nothing the refused calls asked for happened
     assert rotated_reader.status_code == 201 and rotated_reader.json()["scopes"] == ["read"]
     assert itself.status_code == 201 and itself.json()["expires_at"] == weekly["expires_at"]
+
+
+@pytest.mark.parametrize("name", ["\x1b[2J\x1b[31mEVIL\r\n", "a\ud800"], ids=["escape-sequence", "surrogate"])
+def test_a_key_name_is_printable_text(platform: LivePlatform, user_key: str, name: str) -> None:
+    """Names are shown in the admin's `hokusai keys list`: an escape sequence would rewrite their terminal."""
+    with platform.client(user_key) as client:
+        refused = client.post(
+            "/api/v1/keys", content=json.dumps({"name": name}), headers={"Content-Type": "application/json"}
+        )
+
+    assert (refused.status_code, refused.json()["error_code"]) == (400, "INVALID_PARAMETER_VALUE"), refused.text
+    assert "name" in refused.json()["message"]

@@ -454,6 +454,14 @@ def test_a_registered_versions_hokusai_tags_cannot_be_rewritten_through_mlflow(
         ({"model_name": "Hokusai-Baseline-mine"}, "model_name"),
         ({"mlflow_run_id": "../etc"}, "mlflow_run_id"),
         ({"model_uri": "runs:/abc/model"}, "model_uri"),
+        # MLflow answered these with a 500 (a 502 here) until 2026-11-28; a security review sent them.
+        ({"mlflow_run_id": None, "model_uri": "models:/name@"}, "model_uri"),
+        ({"mlflow_run_id": None, "model_uri": "models:/name/Production"}, "model_uri"),
+        ({"mlflow_run_id": None, "model_uri": "models:/name/99999999999999999999"}, "model_uri"),
+        # Valid JSON, not Unicode: the first write failed on it with a 500.
+        ({"model_name": "\ud800"}, "model_name"),
+        ({"description": "a\udfffb"}, "description"),
+        ({"tags": {"team": "\ud800"}}, "tags.team"),
         ({"tags": {"hokusai_token_id": "X"}}, "tags"),
         ({"eval_spec": "x" * 501}, "eval_spec"),
         ({"surprise": 1}, "surprise"),

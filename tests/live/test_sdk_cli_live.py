@@ -175,7 +175,9 @@ def test_models_register_list_and_show(platform: LivePlatform, carol: User, run:
         model_name, "1", token.upper(), "accuracy", "0.93", f"models:/{run.model_id}",
     ]  # fmt: skip
     assert mine.returncode == 0 and model_name in mine.stdout, mine.stderr
-    assert (nobodys.returncode, nobodys.stdout) == (0, "No tokenized models found.\n"), nobodys.stderr
+    # Who holds a token is the holder's and the admins' to know.
+    assert (nobodys.returncode, nobodys.stdout) == (1, ""), nobodys.stderr
+    assert "Only admin keys may list the models of another owner's tokens" in nobodys.stderr
     assert latest.returncode == 0 and latest.stdout == numbered.stdout, latest.stderr + numbered.stderr
     assert latest.stdout.splitlines()[0].strip() == f"{model_name} version 1"
     shown = _table(latest.stdout)

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from hokusai.server.loglines import printable
+from hokusai._printable import printable
 from hokusai.server.middleware.request_id import ACTOR_STATE, RequestIdMiddleware
 
 

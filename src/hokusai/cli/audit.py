@@ -12,6 +12,7 @@ import typer
 from rich.cells import cell_len
 from rich.table import Table
 
+from hokusai._printable import printable
 from hokusai.cli._api import ApiUrlOption, call_api
 from hokusai.cli._errors import options_for_fields
 from hokusai.cli._output import console
@@ -133,11 +134,12 @@ def _columns(shape: _Shape) -> list[_Column]:
 
     columns = [
         _Column("at", stamp, whole=shape.keep_whole),
-        _Column("actor", lambda event: event["actor"]),
+        _Column("actor", lambda event: printable(event["actor"])),
         _Column("action", lambda event: event["action"], whole=shape.keep_whole),
-        _Column("target", lambda event: event["target"] or "-"),
+        # A target is the request's path when no resource was named: any text a caller sent, escape sequences too.
+        _Column("target", lambda event: printable(event["target"] or "-")),
         _Column("outcome", lambda event: event["outcome"]),
-        _Column("detail", lambda event: _detail(event.get("detail"))),
+        _Column("detail", lambda event: printable(_detail(event.get("detail")))),
     ]
     if shape.request_id:
         columns.append(_Column("request id", lambda event: event["request_id"] or "-", whole=True))

@@ -13,6 +13,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
+from hokusai._printable import printable
 from hokusai.cli._api import ApiUrlOption, call_api
 from hokusai.cli._errors import options_for_fields
 from hokusai.cli._output import console
@@ -112,7 +113,7 @@ def _print_keys(rows: Sequence[dict[str, Any]]) -> None:
     for row in rows:
         cells = {
             "owner": row["owner"],
-            "name": row["name"],
+            "name": printable(row["name"]),  # keys made before names were checked may hold control characters
             "scopes": ",".join(row["scopes"]),
             "prefix": row["prefix"] + "…",
             "status": _key_status(row),
@@ -162,7 +163,7 @@ def create_key(
     Example: `hokusai keys create --owner alice --scopes read,write --expires-in-days 90`.
     """
     # Only --offline needs the server's modules (and the [server] extra): the SDK alone can create keys remotely.
-    from hokusai.validation import parse_scopes, serialize_scopes, validate_owner
+    from hokusai.validation import parse_scopes, serialize_scopes, validate_key_name, validate_owner
 
     try:
         parsed = parse_scopes(scopes)
@@ -171,6 +172,7 @@ def create_key(
     with options_for_fields(
         {"owner": "--owner", "name": "--name", "scopes": "--scopes", "expires_in_days": "--expires-in-days"}
     ):
+        validate_key_name(name)
         if offline:
             from hokusai.server.keys import expiry_from_days
 

@@ -16,6 +16,7 @@ from hokusai.server.models import AuditEvent
 from hokusai.server.schemas import AuditEventInfo, AuditEventList
 
 _PAGE_TOKEN = re.compile(r"[1-9][0-9]{0,18}")
+_MAX_EVENT_ID = 2**63 - 1
 
 
 def as_utc(moment: datetime, field: str) -> datetime:
@@ -66,7 +67,8 @@ def _decode_page_token(page_token: str) -> int:
         text = base64.urlsafe_b64decode(page_token.encode("ascii")).decode("ascii")
     except (ValueError, binascii.Error, UnicodeError) as exc:
         raise HokusaiValidationError("page_token", "is not a page token this API issued") from exc
-    if _PAGE_TOKEN.fullmatch(text) is None:
+    # An event id is a 64-bit integer in both databases; a larger one failed in the query with a 500.
+    if _PAGE_TOKEN.fullmatch(text) is None or int(text) > _MAX_EVENT_ID:
         raise HokusaiValidationError("page_token", "is not a page token this API issued")
     return int(text)
 

@@ -12,8 +12,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from hokusai._printable import printable
 from hokusai.errors import HokusaiValidationError
-from hokusai.server.loglines import printable
 
 LAYER_API = "hokusai-api"
 LAYER_MLFLOW = "mlflow"

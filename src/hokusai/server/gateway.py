@@ -18,6 +18,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from hokusai._printable import printable
 from hokusai.server.credentials import refuse_key_in_query
 from hokusai.server.default_experiment import (
     BODY_EXPERIMENT_FIELD,
@@ -47,7 +48,6 @@ from hokusai.server.errors import (
     readable_error_text,
 )
 from hokusai.server.keys import Principal
-from hokusai.server.loglines import printable
 from hokusai.server.mlflow_rest import provisioning_errors
 from hokusai.server.paths import (
     READ_METHODS,

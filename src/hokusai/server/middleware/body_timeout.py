@@ -13,8 +13,8 @@ import logging
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from hokusai._printable import printable
 from hokusai.server.errors import error_response
-from hokusai.server.loglines import printable
 
 logger = logging.getLogger(__name__)
 _DISCONNECT: Message = {"type": "http.disconnect"}

@@ -14,7 +14,7 @@ import time
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from hokusai.server.loglines import printable
+from hokusai._printable import printable
 
 access_logger = logging.getLogger("hokusai.access")
 _CLIENT_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")

@@ -17,7 +17,7 @@ from hokusai.server.models import ApiKey, utcnow
 from hokusai.server.schemas import KeyCreate, KeyCreated, KeyInfo, KeyList, error_responses
 from hokusai.server.state import AppState
 from hokusai.server.upstream import UpstreamError
-from hokusai.validation import parse_scopes, validate_owner
+from hokusai.validation import parse_scopes, validate_key_name, validate_owner
 
 router = APIRouter(prefix="/api/v1/keys", tags=["keys"], responses=error_responses(404, 409))
 logger = logging.getLogger(__name__)
@@ -110,6 +110,7 @@ async def create_key(body: KeyCreate, request: Request, state: StateDep, princip
         scopes = parse_scopes(body.scopes)
     except ValueError as exc:
         raise HokusaiValidationError("scopes", str(exc)) from exc
+    name = validate_key_name(body.name)
     owner = validate_owner(body.owner) if body.owner is not None else principal.owner
     if owner != principal.owner and not principal.is_admin:
         await state.require_scope(
@@ -131,9 +132,7 @@ async def create_key(body: KeyCreate, request: Request, state: StateDep, princip
     expires_at = expiry_from_days(body.expires_in_days)
     if not principal.is_admin and principal.expires_at is not None:
         expires_at = _within_lifetime_of(principal.expires_at, expires_at)
-    issued = await run_in_threadpool(
-        state.keys.create, owner=owner, name=body.name, scopes=scopes, expires_at=expires_at
-    )
+    issued = await run_in_threadpool(state.keys.create, owner=owner, name=name, scopes=scopes, expires_at=expires_at)
     await _provision(state, issued)
     await run_in_threadpool(_audit, state, request, principal, "key.create", issued.record.id)
     return _created(issued)
