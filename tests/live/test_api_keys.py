@@ -236,3 +236,17 @@ def test_a_key_name_is_printable_text(platform: LivePlatform, user_key: str, nam
 
     assert (refused.status_code, refused.json()["error_code"]) == (400, "INVALID_PARAMETER_VALUE"), refused.text
     assert "name" in refused.json()["message"]
+
+
+@pytest.mark.parametrize(("method", "path"), [("DELETE", "/api/v1/keys/%2F"), ("GET", "/api/v1/keys/")])
+def test_a_path_one_slash_off_a_route_is_a_404_envelope_not_a_redirect(
+    platform: LivePlatform, user_key: str, method: str, path: str
+) -> None:
+    with platform.client(user_key) as client:
+        answer = client.request(method, path)
+
+    assert (answer.status_code, answer.json()["error_code"], answer.json()["layer"]) == (
+        404,
+        "ENDPOINT_NOT_FOUND",
+        "hokusai-api",
+    ), answer.text

@@ -111,6 +111,9 @@ def create_app(settings: Settings, mlflow_url: str) -> ASGIApp:
         lifespan=lifespan,
         # FastAPI's built-in OpenTelemetry layer would wrap every proxied request; nothing here exports it.
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
+        # A path that matches no route only once a slash is added or removed is a 404 envelope, not an empty 307:
+        # the SDK and the CLI send exact paths, and `/api/v1/keys/%2F` redirected to the list of keys.
+        redirect_slashes=False,
     )
     app.state.hokusai = state
     install_error_handlers(app)
