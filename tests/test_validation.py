@@ -19,6 +19,7 @@ from hokusai.validation import (
     repeat_conflict,
     run_id_from_uri,
     tokenized_tags,
+    unpaired_surrogate_at,
     validate_baseline_value,
     validate_metadata,
     validate_metadata_fields,
@@ -87,6 +88,13 @@ def test_tag_names_follow_mlflows_rules(bad: str) -> None:
         ("models:/name/Production", "names the stage 'Production', which MLflow 3 deprecates"),
         ("models:/name/99999999999999999999", "names version '99999999999999999999'; versions are numbers from 1"),
         ("models:/name/0", "names version '0'"),
+        # MLflow reads a scheme in any case (urlparse lower-cases it): these slipped past a case-sensitive check.
+        ("MODELS:/name/Production", "names the stage 'Production'"),
+        ("Models:/name@", "must look like"),
+        ("models://[host/1", "is not a valid URI: Invalid IPv6 URL"),
+        ("s3://[bucket/model", "is not a valid URI"),
+        ("RUNS:/no run id!/model", "is not a valid MLflow run id"),
+        ("Runs:", "must look like runs:/<run id>/<artifact path>"),
     ],
 )
 def test_models_uris_the_registry_cannot_pin_to_one_version_are_refused(model_uri: str, message: str) -> None:
@@ -141,6 +149,7 @@ def test_metadata_is_compact_json_of_bounded_size() -> None:
 
 def test_runs_uris_give_their_run_id() -> None:
     assert run_id_from_uri("runs:/0123abcd/model") == "0123abcd"
+    assert run_id_from_uri("RUNS:/0123abcd/model") == "0123abcd"  # MLflow reads the scheme in any case
     assert run_id_from_uri("models:/m-123") is None
     with pytest.raises(HokusaiValidationError, match="model_uri"):
         run_id_from_uri("runs:/")
@@ -220,9 +229,34 @@ def test_a_repeat_is_idempotent_only_with_the_stored_metric_and_baseline() -> No
         ("models:/", None),
         ("models:/churn/", None),
         ("models:/churn@", None),
+        ("MODELS:/churn/3", ModelsUri(name="churn", version="3")),
+        ("models://[host/3", None),
         ("runs:/abc/model", None),
         ("s3://bucket/model", None),
     ],
 )
 def test_models_uris_are_read_by_mlflows_rules(uri: str, expected: ModelsUri | None) -> None:
     assert parse_models_uri(uri) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "where"),
+    [
+        ({"name": "ok", "tags": {"team": "a\ud800"}}, "tags.team"),
+        ({"tags": {"te\udfffam": "ok"}}, "tags.te\\udfffam"),  # the key itself, shown escaped
+        ({"list": ["ok", {"deep": ["\ud800"]}]}, "list.1.deep.0"),
+        ("\ud800", "body"),
+        ({"first": "\ud800", "second": "\udfff"}, "first"),
+        ({"name": "ok", "emoji": "\U0001f600"}, None),  # a surrogate pair in JSON is one character in Python
+    ],
+)
+def test_unpaired_surrogates_are_found_where_they_are(value: object, where: str | None) -> None:
+    assert unpaired_surrogate_at(value) == where
+
+
+def test_unpaired_surrogates_are_found_at_any_depth() -> None:
+    """Recursion hit Python's limit some hundreds deep: a 500 for a body that only had to be a 400."""
+    nested: object = "\ud800"
+    for _ in range(100_000):
+        nested = [nested]
+    assert unpaired_surrogate_at({"tags": nested}) == "tags" + ".0" * 100_000

@@ -31,6 +31,7 @@ from hokusai.errors import HokusaiAPIError, HokusaiConfigurationError, HokusaiCo
 from hokusai.models import BaselineEntry, RegistrationRequest, TokenizedModel
 from hokusai.validation import (
     normalize_token_id,
+    uri_scheme,
     validate_metadata,
     validate_model_name,
     validate_model_type,
@@ -159,7 +160,7 @@ class ModelRegistry:
         except (HokusaiConnectionError, HokusaiAPIError) as exc:
             if not self._may_fall_back(exc):
                 raise
-            if request.model_uri.startswith("models:"):
+            if uri_scheme(request.model_uri) == "models":
                 # MLflow resolves such a source through the platform's MLflow, which is down too: the local store
                 # would wait minutes for it and fail anyway.
                 raise exc.with_hint(

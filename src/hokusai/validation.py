@@ -52,7 +52,7 @@ _TOKEN_ID_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?")
 _METRIC_NAME_RE = re.compile(r"[/\w.\- :]+")
 _RUN_ID_RE = re.compile(r"[a-zA-Z0-9][\w\-]{0,255}")  # MLflow's own run id pattern
 _MODEL_TYPE_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
-_RUNS_URI_RE = re.compile(r"runs:/(?P<run_id>[^/]+)(?:/(?P<path>.*))?")
+_RUNS_URI_RE = re.compile(r"(?i:runs):/(?P<run_id>[^/]+)(?:/(?P<path>.*))?")
 _CONTROL_CHARS_RE = re.compile(r"[\x00-\x1f\x7f]")
 _VERSION_NUMBER_RE = re.compile(r"[1-9][0-9]{0,17}")
 LATEST_VERSION = "latest"
@@ -67,18 +67,26 @@ VERSION_PATTERN = f"^(?:{_VERSION_NUMBER_RE.pattern}|{LATEST_VERSION})$"
 def unpaired_surrogate_at(value: object, where: str = "") -> str | None:
     """Where JSON `value` holds text with an unpaired UTF-16 surrogate, as a dotted path (a key's own surrogates shown
     escaped); `None` when nowhere. `"\\ud800"` is valid JSON but not Unicode: no database or UTF-8 body takes it."""
-    if isinstance(value, str):
-        return (where or "body") if _has_surrogate(value) else None
-    children: list[tuple[str, object]] = []
-    if isinstance(value, dict):
-        for key, item in value.items():
-            path = f"{where}.{_escaped(key)}" if where else _escaped(key)
-            if _has_surrogate(key):
-                return path
-            children.append((path, item))
-    elif isinstance(value, list):
-        children = [(f"{where}.{index}" if where else str(index), item) for index, item in enumerate(value)]
-    return next((found for path, item in children if (found := unpaired_surrogate_at(item, path))), None)
+    # A stack, not recursion: JSON nested a thousand deep must be a 400, not Python's RecursionError (a 500).
+    pending: list[tuple[str, object]] = [(where, value)]
+    while pending:
+        path, item = pending.pop()
+        if isinstance(item, str):
+            if _has_surrogate(item):
+                return path or "body"
+        elif isinstance(item, dict):
+            children = []
+            for key, child in item.items():
+                child_path = f"{path}.{_escaped(key)}" if path else _escaped(key)
+                if _has_surrogate(key):
+                    return child_path
+                children.append((child_path, child))
+            pending.extend(reversed(children))
+        elif isinstance(item, list):
+            pending.extend(
+                reversed([(f"{path}.{index}" if path else str(index), child) for index, child in enumerate(item)])
+            )
+    return None
 
 
 def _has_surrogate(text: object) -> bool:
@@ -93,15 +101,20 @@ KEY_NAME_MAX_LENGTH = 128
 
 
 def validate_key_name(name: object) -> str:
-    """A key's label: shown in `hokusai keys list`, so no control characters (an escape sequence would rewrite the
-    admin's terminal; security review, 2026-11-28)."""
-    if not isinstance(name, str) or not name.strip():
-        raise HokusaiValidationError("name", "must be a non-empty string")
-    if len(name) > KEY_NAME_MAX_LENGTH:
-        raise HokusaiValidationError("name", f"must be at most {KEY_NAME_MAX_LENGTH} characters")
-    if _CONTROL_CHARS_RE.search(name):
-        raise HokusaiValidationError("name", "must not contain control characters")
+    """A key's label: shown in `hokusai keys list`, so printable characters only (an escape sequence would rewrite the
+    admin's terminal, a right-to-left override would reorder what it shows; security reviews, 2026-11-28)."""
+    name = _bounded_text("name", name, KEY_NAME_MAX_LENGTH)
+    if not name.isprintable():
+        raise HokusaiValidationError("name", "must contain only printable characters (no control or format characters)")
     return name
+
+
+def _bounded_text(field: str, value: object, max_length: int) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise HokusaiValidationError(field, "must be a non-empty string")
+    if len(value) > max_length:
+        raise HokusaiValidationError(field, f"must be at most {max_length} characters")
+    return value
 
 
 def normalize_token_id(token_id: object) -> str:
@@ -166,12 +179,9 @@ def validate_baseline_value(baseline_value: object) -> float:
 
 
 def validate_model_name(model_name: object) -> str:
-    if not isinstance(model_name, str) or not model_name.strip():
-        raise HokusaiValidationError("model_name", "must be a non-empty string")
+    model_name = _bounded_text("model_name", model_name, MODEL_NAME_MAX_LENGTH)
     if model_name != model_name.strip():
         raise HokusaiValidationError("model_name", "must not start or end with whitespace")
-    if len(model_name) > MODEL_NAME_MAX_LENGTH:
-        raise HokusaiValidationError("model_name", f"must be at most {MODEL_NAME_MAX_LENGTH} characters")
     if _CONTROL_CHARS_RE.search(model_name):
         raise HokusaiValidationError("model_name", "must not contain control characters")
     return model_name
@@ -236,11 +246,23 @@ def validate_model_uri(model_uri: object) -> str:
         raise HokusaiValidationError("model_uri", "must not contain whitespace at the ends or control characters")
     if len(model_uri) > MODEL_URI_MAX_LENGTH:
         raise HokusaiValidationError("model_uri", f"must be at most {MODEL_URI_MAX_LENGTH} characters")
-    if model_uri.startswith("runs:"):
+    try:
+        urllib.parse.urlparse(model_uri)
+    except ValueError as exc:  # e.g. an unclosed `[` where a host would be
+        raise HokusaiValidationError("model_uri", f"is not a valid URI: {exc}") from None
+    if uri_scheme(model_uri) == "runs":
         run_id_from_uri(model_uri)
-    if model_uri.startswith("models:"):
+    if uri_scheme(model_uri) == "models":
         _check_models_uri(model_uri)
     return model_uri
+
+
+def uri_scheme(uri: str) -> str:
+    """The scheme of `uri` in lower case, as MLflow tells `runs:/` and `models:/` apart (`MODELS:/x/1` is one too)."""
+    try:
+        return urllib.parse.urlparse(uri).scheme
+    except ValueError:
+        return ""
 
 
 _MODELS_URI_FORMS = "models:/<model id>, models:/<name>/<version>, models:/<name>@<alias> or models:/<name>/latest"
@@ -284,7 +306,10 @@ class ModelsUri:
 
 def parse_models_uri(model_uri: str) -> ModelsUri | None:
     """``model_uri`` read by MLflow's own rules (``_parse_model_uri``); ``None`` when MLflow would not accept it."""
-    parsed = urllib.parse.urlparse(model_uri, allow_fragments=False)
+    try:
+        parsed = urllib.parse.urlparse(model_uri, allow_fragments=False)
+    except ValueError:
+        return None
     if parsed.scheme != "models" or not parsed.path.startswith("/") or len(parsed.path) <= 1:
         return None
     parts = parsed.path.lstrip("/").split("/")
@@ -305,7 +330,7 @@ def parse_models_uri(model_uri: str) -> ModelsUri | None:
 
 def run_id_from_uri(model_uri: str) -> str | None:
     """The run id of a ``runs:/<run id>/<path>`` URI; ``None`` for any other scheme."""
-    if not model_uri.startswith("runs:"):
+    if uri_scheme(model_uri) != "runs":
         return None
     match = _RUNS_URI_RE.fullmatch(model_uri)
     if match is None:

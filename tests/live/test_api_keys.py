@@ -226,7 +226,11 @@ def test_a_key_revokes_or_rotates_only_keys_it_could_have_created(platform: Live
     assert itself.status_code == 201 and itself.json()["expires_at"] == weekly["expires_at"]
 
 
-@pytest.mark.parametrize("name", ["\x1b[2J\x1b[31mEVIL\r\n", "a\ud800"], ids=["escape-sequence", "surrogate"])
+@pytest.mark.parametrize(
+    "name",
+    ["\x1b[2J\x1b[31mEVIL\r\n", "a\ud800", "admin\u202etxt.exe", "C1\x9b31m", "zero\u200bwidth"],
+    ids=["escape-sequence", "surrogate", "right-to-left-override", "c1-control", "zero-width-space"],
+)
 def test_a_key_name_is_printable_text(platform: LivePlatform, user_key: str, name: str) -> None:
     """Names are shown in the admin's `hokusai keys list`: an escape sequence would rewrite their terminal."""
     with platform.client(user_key) as client:

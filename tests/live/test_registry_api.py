@@ -490,6 +490,16 @@ def test_malformed_json_and_bad_queries_are_400(as_alice: httpx.Client, as_admin
     assert broken.json()["message"] == expected
 
 
+@pytest.mark.parametrize("depth", [900, 100_000])
+def test_deeply_nested_json_is_a_400(as_alice: httpx.Client, run: LoggedRun, depth: int) -> None:
+    """Nesting some hundreds deep reached Python's recursion limit in the body checks: a 500 (security review)."""
+    request = json.dumps(body(run))[:-1] + ', "tags": {"team": ' + "[" * depth + "1" + "]" * depth + "}}"
+
+    response = as_alice.post(TOKENIZED, content=request, headers={"content-type": "application/json"})
+
+    assert_error(response, 400, "INVALID_PARAMETER_VALUE")
+
+
 def test_missing_run_or_model_path_is_404(as_alice: httpx.Client, as_admin: httpx.Client, run: LoggedRun) -> None:
     missing = body(run, mlflow_run_id="0" * 32)
 
@@ -650,6 +660,38 @@ def test_a_released_token_cannot_be_claimed_on_a_version_the_caller_may_not_chan
     assert unclaimed.status_code == 404  # bob's claim was rolled back
     assert (reclaimed.status_code, reclaimed.json()["created"], reclaimed.json()["version"]) == (200, False, "1")
     assert as_admin.get(token_path).json()["owner"] == alice.owner
+
+
+def test_a_claim_moved_off_a_deleted_model_cannot_take_a_version_the_caller_may_not_change(
+    platform: LivePlatform,
+    as_alice: httpx.Client,
+    as_bob: httpx.Client,
+    as_admin: httpx.Client,
+    bob: User,
+    run: LoggedRun,
+) -> None:
+    """Bob claimed a released token on his own model, deleted it, then re-sent alice's registration (security
+    review)."""
+    request = body(run)
+    assert as_alice.post(TOKENIZED, json=request).status_code == 201
+    token_id, bobs_model = str(request["token_id"]).upper(), unique("bobs")
+    token_path = f"/api/v1/tokens/{token_id}"
+    assert as_admin.delete(token_path).status_code == 200
+    assert as_bob.post(TOKENIZED, json={**request, "model_name": bobs_model}).status_code == 201
+    deleted = platform.run_python(_DELETE.format(name=bobs_model), platform.mlflow_env(bob.key))
+    assert deleted.returncode == 0, deleted.stderr[-3000:]
+
+    taken = as_bob.post(TOKENIZED, json=request)
+
+    assert_error(taken, 403, "PERMISSION_DENIED", layer="mlflow")
+    holder = as_admin.get(token_path).json()
+    assert (holder["owner"], holder["model_name"]) == (bob.owner, bobs_model)  # moved back where it was
+    listed = as_alice.get(TOKENIZED, params={"token_id": token_id}).json()["models"]
+    assert listed == []  # alice's version is not bob's token's
+    events = as_admin.get("/api/v1/audit", params={"actor": bob.owner, "action": "token.claim"}).json()["events"]
+    trail = [(event["outcome"], event["detail"]) for event in events if event["target"] == token_id]
+    assert trail[0] == ("rolled_back", {"model_name": request["model_name"], "to_model_name": bobs_model})
+    assert trail[1][0] == "moved"
 
 
 _RENAME = """

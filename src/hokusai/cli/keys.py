@@ -137,7 +137,7 @@ def _print_created(row: dict[str, Any], quiet: bool) -> None:
         Text.assemble(
             "Created key ",
             (row["id"], "bold"),
-            f" ({row['name']}) for ",
+            f" ({printable(row['name'])}) for ",
             (row["owner"], "bold"),
             f" with scopes {scopes}.",
         )

@@ -67,7 +67,8 @@ def _decode_page_token(page_token: str) -> int:
         text = base64.urlsafe_b64decode(page_token.encode("ascii")).decode("ascii")
     except (ValueError, binascii.Error, UnicodeError) as exc:
         raise HokusaiValidationError("page_token", "is not a page token this API issued") from exc
-    # An event id is a 64-bit integer in both databases; a larger one failed in the query with a 500.
+    # Both drivers bind the id as a 64-bit integer (the column itself is 32-bit on PostgreSQL, 64-bit on SQLite), so
+    # a larger one failed in the query with a 500.
     if _PAGE_TOKEN.fullmatch(text) is None or int(text) > _MAX_EVENT_ID:
         raise HokusaiValidationError("page_token", "is not a page token this API issued")
     return int(text)

@@ -472,7 +472,13 @@ def _compact_json(value: object) -> str:
 @dataclass(frozen=True)
 class TokenClaim:
     token: Token
-    created: bool  # False: the caller already held the token for this model
+    created: bool  # False: the caller already held the token, for this model or (see `moved_from`) another
+    moved_from: str | None = None  # the model the caller's released claim was moved from, to this one
+
+    @property
+    def taken(self) -> bool:
+        """True when this registration took the token: a version it finds was not registered under this claim."""
+        return self.created or self.moved_from is not None
 
 
 class TokenHeld(ApiError):
@@ -747,7 +753,7 @@ async def register_tokenized_model(
                 registration=registration,
                 source=source,
                 warnings=warnings,
-                fresh_claim=claim.created,
+                taken_claim=claim.taken,
             )
             registered = True
         except ApiError as exc:
@@ -756,8 +762,10 @@ async def register_tokenized_model(
             undecided = outcome_unknown(exc)
             raise
         finally:
-            if claim.created and not registered and not undecided:
-                await _roll_back_claim(database=database, audit=audit, caller=caller, registration=registration)
+            if claim.taken and not registered and not undecided:
+                await _roll_back_claim(
+                    database=database, audit=audit, caller=caller, registration=registration, claim=claim
+                )
     if info.created:
         detail = {"version": info.version, "source": info.source, "token_id": info.token_id}
         await audit_event(audit, caller, "model.register", "ok", f"{info.model_name}/{info.version}", detail)
@@ -785,7 +793,7 @@ async def _claim_audited(
             raise
         detail["from_model_name"] = held.holder.model_name
         await audit_event(audit, caller, "token.claim", "moved", registration.token_id, detail)
-        return TokenClaim(token=moved, created=False)
+        return TokenClaim(token=moved, created=False, moved_from=held.holder.model_name)
     if claim.created:
         await audit_event(audit, caller, "token.claim", "ok", registration.token_id, detail)
     return claim
@@ -821,16 +829,29 @@ async def _move_stale_claim(
     )
 
 
-async def _roll_back_claim(*, database: Database, audit: AuditLog, caller: Caller, registration: Registration) -> None:
-    # The claim was made for this registration only; without a version it would hold the token for nothing.
-    await run_in_threadpool(
-        release_token,
-        database,
-        token_id=registration.token_id,
-        owner=caller.principal.owner,
-        model_name=registration.model_name,
-    )
+async def _roll_back_claim(
+    *, database: Database, audit: AuditLog, caller: Caller, registration: Registration, claim: TokenClaim
+) -> None:
+    """Undo what this failed registration did to the claim: a new claim is released, a moved one moved back."""
     detail = {"model_name": registration.model_name}
+    if claim.moved_from is None:
+        await run_in_threadpool(
+            release_token,
+            database,
+            token_id=registration.token_id,
+            owner=caller.principal.owner,
+            model_name=registration.model_name,
+        )
+    else:
+        await run_in_threadpool(
+            move_claim,
+            database,
+            token_id=registration.token_id,
+            owner=caller.principal.owner,
+            from_model=registration.model_name,
+            to_model=claim.moved_from,
+        )
+        detail["to_model_name"] = claim.moved_from
     await audit_event(audit, caller, "token.claim", "rolled_back", registration.token_id, detail)
 
 
@@ -842,7 +863,7 @@ async def _existing_or_new_version(
     registration: Registration,
     source: Source,
     warnings: list[str],
-    fresh_claim: bool,
+    taken_claim: bool,
 ) -> TokenizedModelInfo:
     existing = await find_existing_version(
         upstream=upstream,
@@ -860,7 +881,7 @@ async def _existing_or_new_version(
         )
         if conflict is not None:
             raise ApiError(409, conflict, error_code=REGISTRATION_CONFLICT)
-        if fresh_claim:
+        if taken_claim:
             await _require_change_rights(upstream=upstream, principal=principal, version=existing)
     version = existing
     if version is None:
@@ -880,13 +901,14 @@ async def _existing_or_new_version(
 
 
 async def _require_change_rights(*, upstream: Upstream, principal: Principal, version: Mapping[str, Any]) -> None:
-    """MLflow's answer to the caller changing `version`, before a claim they just made takes it over.
+    """MLflow's answer to the caller changing `version`, before a claim they just made or moved takes it over.
 
-    A version found by a repeat normally carries the caller's own earlier registration. With a claim just made, it was
-    registered under an earlier claim of the token, since released: taking it binds the token to a model the caller
-    may not be allowed to change at all (a user claimed a released token on another user's version this way; security
-    review, 2026-11-28). Re-writing the version's token tag with the value it has changes nothing, and MLflow answers it
-    as it answers any change to the model: a refusal is the caller's 403, and the claim is rolled back.
+    A version found by a repeat normally carries the caller's own earlier registration. With a claim just made or
+    moved, it was registered under an earlier claim of the token, since released: taking it binds the token to a
+    model the caller may not be allowed to change at all (a user claimed a released token on another user's version
+    this way, directly or through a claim moved off a model of their own they had deleted; security reviews,
+    2026-11-28). Re-writing the version's token tag with the value it has changes nothing, and MLflow answers it as it
+    answers any change to the model: a refusal is the caller's 403, and the claim is put back as it was.
     """
     await call_as(
         upstream,
