@@ -33,6 +33,7 @@ from hokusai.validation import (
     baseline_model_name,
     parse_models_uri,
     repeat_conflict,
+    repeat_leaves_out,
     run_id_from_uri,
     tokenized_tags,
     validate_version,
@@ -103,7 +104,14 @@ class LocalRegistry:
             )
             if conflict is not None:
                 raise api_error(conflict, status=409, error_code=REGISTRATION_CONFLICT, layer=LAYER_LOCAL)
-            return _tokenized(existing, created=False, warnings=notes)
+            left_out = repeat_leaves_out(
+                version_label=f"Model '{request.model_name}' version {existing.version}",
+                registered_tags=existing.tags,
+                registered_description=existing.description,
+                tags=request.tags | request.metadata_tags(),
+                description=request.description,
+            )
+            return _tokenized(existing, created=False, warnings=notes + ((left_out,) if left_out else ()))
         warnings = self._run_warnings(request, run_id)
         tags = tokenized_tags(
             token_id=request.token_id,

@@ -469,6 +469,34 @@ def repeat_conflict(
     )
 
 
+def repeat_leaves_out(
+    *,
+    version_label: str,
+    registered_tags: Mapping[str, str],
+    registered_description: str | None,
+    tags: Mapping[str, str],
+    description: str | None,
+) -> str | None:
+    """The warning for a repeat whose own tags or description differ from the version it returns; `None` if none do.
+
+    A repeat returns the version made before and changes nothing on it (a retry must not re-write what its owner
+    has since changed in MLflow), so a changed tag or description would otherwise be dropped without a word.
+    """
+    changed = [
+        f"tag '{key}'" for key, value in tags.items() if key not in RESERVED_TAGS and registered_tags.get(key) != value
+    ]
+    if description is not None and description != (registered_description or ""):
+        changed.append("description")
+    if not changed:
+        return None
+    listed = changed[0] if len(changed) == 1 else f"{', '.join(changed[:-1])} and {changed[-1]}"
+    return (
+        f"{version_label} already holds this registration, and a repeat changes nothing: not applied, as they differ "
+        f"from the version's, this request's {listed}. Change them in MLflow "
+        "(MlflowClient.set_model_version_tag, update_model_version)."
+    )
+
+
 def tokenized_tags(*, token_id: str, metric_name: str, baseline_value: float, run_id: str | None) -> dict[str, str]:
     """The reserved tags that make a model version a tokenized model."""
     tags = {

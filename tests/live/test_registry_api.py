@@ -180,6 +180,23 @@ def test_repeated_claim_is_idempotent(as_alice: httpx.Client, run: LoggedRun) ->
     assert (other_source.status_code, other_source.json()["version"]) == (201, "2")
 
 
+def test_a_repeat_warns_of_the_tags_and_description_it_did_not_apply(as_alice: httpx.Client, run: LoggedRun) -> None:
+    request = body(run, tags={"team": "growth"}, description="first", eval_spec="holdout")
+
+    first = as_alice.post(TOKENIZED, json=request)
+    again = as_alice.post(TOKENIZED, json={**request, "tags": {"team": "search"}, "eval_spec": "full"})
+    same = as_alice.post(TOKENIZED, json={**request, "description": None})
+
+    assert (first.status_code, again.status_code, same.status_code) == (201, 200, 200), again.text
+    assert again.json()["warnings"] == [
+        f"Model '{request['model_name']}' version 1 already holds this registration, and a repeat changes nothing: "
+        "not applied, as they differ from the version's, this request's tag 'team' and tag 'hokusai.eval_spec'. "
+        "Change them in MLflow (MlflowClient.set_model_version_tag, update_model_version)."
+    ]
+    assert again.json()["tags"]["team"] == "growth"
+    assert same.json()["warnings"] == first.json()["warnings"] == []
+
+
 def test_a_source_mlflow_refuses_leaves_no_model_and_no_claim_behind(as_alice: httpx.Client, run: LoggedRun) -> None:
     request = {k: v for k, v in body(run).items() if k != "mlflow_run_id"} | {"model_uri": "foo://bar"}
     refused = as_alice.post(TOKENIZED, json=request)

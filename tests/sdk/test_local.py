@@ -65,6 +65,21 @@ def test_the_same_registration_again_is_idempotent(registry: ModelRegistry) -> N
     assert _register(registry, model_uri="s3://bucket/churn-v2").version == "2"
 
 
+def test_a_repeat_says_which_of_its_tags_and_description_it_did_not_apply(registry: ModelRegistry) -> None:
+    _register(registry, tags={"team": "growth", "epochs": 3}, description="first")
+
+    again = _register(registry, tags={"team": "search", "epochs": 3}, description="second")
+
+    assert again.created is False
+    assert again.warnings[-1].startswith(
+        "Model 'churn' version 1 already holds this registration, and a repeat changes nothing: "
+        "not applied, as they differ from the version's, this request's tag 'team' and description."
+    )
+    stored = registry.local.client.get_model_version("churn", "1")
+    assert (stored.tags["team"], stored.description) == ("growth", "first")
+    assert _register(registry, tags={"team": "growth"}).warnings == ()  # what it has, or nothing said, is no change
+
+
 def test_a_repeat_with_another_baseline_is_refused_not_dropped(registry: ModelRegistry) -> None:
     first = _register(registry)
     with pytest.raises(HokusaiConflictError) as caught:

@@ -60,6 +60,7 @@ from hokusai.validation import (
     normalize_token_id,
     parse_models_uri,
     repeat_conflict,
+    repeat_leaves_out,
     run_id_from_uri,
     tokenized_tags,
     validate_baseline_value,
@@ -883,6 +884,14 @@ async def _existing_or_new_version(
             raise ApiError(409, conflict, error_code=REGISTRATION_CONFLICT)
         if taken_claim:
             await _require_change_rights(upstream=upstream, principal=principal, version=existing)
+        left_out = repeat_leaves_out(
+            version_label=f"Model '{registration.model_name}' version {existing.get('version')}",
+            registered_tags=version_tags(existing),
+            registered_description=existing.get("description"),
+            tags=registration.tags,
+            description=registration.description,
+        )
+        warnings = [*warnings, left_out] if left_out else warnings
     version = existing
     if version is None:
         version = await create_model_version(
