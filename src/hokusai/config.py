@@ -13,6 +13,7 @@ import configparser
 import hmac
 import logging
 import os
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -33,7 +34,13 @@ from hokusai._flags import Mode, current_mode
 from hokusai._local import local_tracking_uri
 from hokusai._outbox import read_entries
 from hokusai._paths import credentials_path, mlflow_credentials_path
-from hokusai.errors import HokusaiAPIError, HokusaiAuthError, HokusaiConnectionError, HokusaiError
+from hokusai.errors import (
+    HokusaiAPIError,
+    HokusaiAuthError,
+    HokusaiConnectionError,
+    HokusaiError,
+    HokusaiKeyMismatchWarning,
+)
 from hokusai.validation import KEY_PREFIX
 
 __all__ = ["MlflowAuthConfig", "get_mlflow_auth_status", "setup", "setup_mlflow_auth"]
@@ -142,6 +149,10 @@ def setup_mlflow_auth(
         config.credential_kind,
         f" from {config.credential_source}" if config.credential_source else "",
     )
+    different = _different_key(plan) if config.mode != "mock" else None
+    if different is not None:
+        # Not an error: both keys work. But what MLflow logs and what the SDK registers then belong to two owners.
+        warnings.warn(f"{different[0]}: {different[1]}.", HokusaiKeyMismatchWarning, stacklevel=3)
     if validate and config.mode != "mock":
         _validate(plan, transport)
     return config
@@ -366,17 +377,28 @@ def _mlflow_fix(plan: _Plan, exc: HokusaiError) -> str:
 
 
 def _check_same_key(plan: _Plan, status: dict[str, Any]) -> None:
-    """Report an MLflow credential of the user's own that is not the SDK's key.
+    """Report an MLflow credential of the user's own that is not the SDK's key (see `_different_key`)."""
+    # A refusal was already reported with its own fix.
+    if status["mlflow_accepted"] is False:
+        return
+    problem = _different_key(plan)
+    if problem is not None:
+        status["problems"].append(_problem(*problem))
+
+
+def _different_key(plan: _Plan) -> tuple[str, str] | None:
+    """What is wrong and how to fix it when MLflow will send the Hokusai MLflow another key than the SDK's.
 
     The server accepts any valid key on either path, so both work, but MLflow then acts as another owner than the
-    SDK: runs logged through MLflow belong to that owner, and the SDK may be refused when it registers them.
+    SDK: runs logged through MLflow belong to that owner, and the SDK may be refused when it registers them (or, with
+    an admin key in the SDK, registers them as the admin: a new user's easy mistake with two keys in their shell).
     """
     credential, key = plan.credential, plan.api_key
     if key is None or credential.secret is None or _same_secret(credential.secret, key.value):
-        return
-    # A refusal was already reported with its own fix; a credential for another host is none of Hokusai's business.
-    if status["mlflow_accepted"] is False or not _same_origin(plan.tracking_uri, plan.api_url):
-        return
+        return None
+    # A credential for another host is none of Hokusai's business.
+    if not _same_origin(plan.tracking_uri, plan.api_url):
+        return None
     if credential.kind == "bearer":
         fix = f"set {TOKEN_ENV} to the same key, or unset it so hokusai.setup() sets it"
     else:
@@ -384,12 +406,10 @@ def _check_same_key(plan: _Plan, status: dict[str, Any]) -> None:
             f"make the password in {credential.source} the same key, or remove the username and password there "
             f"so hokusai.setup() sets {TOKEN_ENV}"
         )
-    status["problems"].append(
-        _problem(
-            f"MLflow calls act as a different key ({_describe_secret(credential.secret)}, from {credential.source}) "
-            f"than the SDK (prefix {plan.config.key_prefix}…, from {_key_source(key.source)})",
-            fix,
-        )
+    return (
+        f"MLflow calls act as a different key ({_describe_secret(credential.secret)}, from {credential.source}) "
+        f"than the SDK (prefix {plan.config.key_prefix}…, from {_key_source(key.source)})",
+        fix,
     )
 
 

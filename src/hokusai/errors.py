@@ -13,7 +13,11 @@
         └── HokusaiRateLimitError   429 (``retry_after``)
 
 Each API error carries the HTTP ``status``, the server's ``error_code``, the ``layer`` that refused
-(``hokusai-api`` or ``mlflow``), the server's own message, the request id, and a ``hint`` naming the fix.
+(``hokusai-api`` or ``mlflow``), the server's own message, the request id, and a ``hint`` naming the fix. A
+validation error caught before sending has the same attributes: ``error_code`` ``INVALID_PARAMETER_VALUE`` (the
+server's for the same rule), ``layer`` ``sdk``, no ``status`` and no request id.
+
+One warning: :class:`HokusaiKeyMismatchWarning`, when MLflow in this process will send another key than the SDK's.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ __all__ = [
     "HokusaiConnectionError",
     "HokusaiError",
     "HokusaiInvalidRequestError",
+    "HokusaiKeyMismatchWarning",
     "HokusaiNotFoundError",
     "HokusaiPermissionError",
     "HokusaiRateLimitError",
@@ -64,11 +69,20 @@ class HokusaiValidationError(HokusaiError, ValueError):
     """An argument broke a rule of :mod:`hokusai.validation`; ``field`` names it and ``problem`` says what is wrong."""
 
     field: str | None  # always set by a local check; a server's 400 may name none
+    # As the server's 400 for the same rule has them, so that one `except` clause can test either the same way.
+    status: int | None = None
+    error_code: str = "INVALID_PARAMETER_VALUE"
+    layer: str = "sdk"
+    request_id: str | None = None
 
     def __init__(self, field: str, message: str) -> None:
         self.field = field
         self.problem = message
         super().__init__(f"{field}: {message}")
+
+
+class HokusaiKeyMismatchWarning(UserWarning):
+    """MLflow will act as another key than the SDK's: runs it logs and models the SDK registers get two owners."""
 
 
 class HokusaiConfigurationError(HokusaiError):

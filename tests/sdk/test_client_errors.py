@@ -285,3 +285,17 @@ def test_400_is_an_invalid_request_error_caught_as_a_validation_error_too() -> N
     assert exc.with_hint("other").field == "baseline_value"
     # Without a field in the envelope the error still says what the server said.
     assert _fail(error(400, "BAD_REQUEST", "Invalid request: limit: too large")).field is None
+
+
+def test_a_local_validation_error_has_the_attributes_of_the_servers_400() -> None:
+    """Code testing `error_code` caught the server's 400 but not the same rule broken before sending."""
+    local = HokusaiValidationError("token_id", "must be 1-64 letters")
+    server = _fail(error(400, "INVALID_PARAMETER_VALUE", "token_id: must be 1-64 letters"))
+
+    assert (local.error_code, local.layer, local.status, local.request_id) == (
+        "INVALID_PARAMETER_VALUE",
+        "sdk",
+        None,
+        None,
+    )
+    assert (server.error_code, server.layer, server.status) == ("INVALID_PARAMETER_VALUE", "hokusai-api", 400)

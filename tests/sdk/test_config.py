@@ -6,6 +6,7 @@ import logging
 import os
 import secrets
 import string
+import warnings
 from pathlib import Path
 
 import httpx
@@ -16,7 +17,12 @@ from hokusai._credentials import lookup_api_key, write_credentials
 from hokusai._outbox import append_entry, new_entry
 from hokusai._paths import credentials_path
 from hokusai.config import get_mlflow_auth_status, setup, setup_mlflow_auth
-from hokusai.errors import HokusaiAuthError, HokusaiConfigurationError, HokusaiPermissionError
+from hokusai.errors import (
+    HokusaiAuthError,
+    HokusaiConfigurationError,
+    HokusaiKeyMismatchWarning,
+    HokusaiPermissionError,
+)
 
 from .conftest import KEY, FakeAPI, error
 
@@ -63,7 +69,8 @@ def test_defaults_point_mlflow_at_the_api_with_the_key(caplog: pytest.LogCapture
 def test_the_users_tracking_uri_and_token_are_kept(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://api.test/api/mlflow/")
     monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "users-own-token")
-    config = setup_mlflow_auth(api_key=KEY, api_url=API)
+    with pytest.warns(HokusaiKeyMismatchWarning, match="MLflow calls act as a different key"):
+        config = setup_mlflow_auth(api_key=KEY, api_url=API)
     assert os.environ["MLFLOW_TRACKING_URI"] == "http://api.test/api/mlflow/"
     assert os.environ["MLFLOW_TRACKING_TOKEN"] == "users-own-token"
     assert (config.tracking_uri_source, config.credential_kind, config.credential_source) == (
@@ -87,9 +94,27 @@ def test_username_and_password_in_env_mean_basic_and_no_token(monkeypatch: pytes
 
 def test_mlflow_credentials_file_means_basic(tmp_path: Path) -> None:
     _mlflow_file(tmp_path / "home", "[mlflow]\nmlflow_tracking_username = ada\nmlflow_tracking_password = 50%off\n")
-    config = setup_mlflow_auth(api_key=KEY, api_url=API)
+    with pytest.warns(HokusaiKeyMismatchWarning, match="make the password in .* the same key"):
+        config = setup_mlflow_auth(api_key=KEY, api_url=API)
     assert "MLFLOW_TRACKING_TOKEN" not in os.environ
     assert (config.credential_kind, config.credential_source) == ("basic", str(tmp_path / "home/.mlflow/credentials"))
+
+
+def test_setup_warns_when_mlflow_would_act_as_another_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A README reader with the admin key for the SDK and their own for MLflow registered as the admin, unwarned."""
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", OTHER_KEY)
+    with pytest.warns(HokusaiKeyMismatchWarning) as caught:
+        setup_mlflow_auth(api_key=KEY, api_url=API)
+    assert str(caught[0].message) == (
+        f"MLflow calls act as a different key (prefix {OTHER_KEY[:12]}…, from MLFLOW_TRACKING_TOKEN) than the SDK "
+        f"(prefix {KEY[:12]}…, from the key passed as an argument): set MLFLOW_TRACKING_TOKEN to the same key, or "
+        "unset it so hokusai.setup() sets it."
+    )
+    assert KEY not in str(caught[0].message) and OTHER_KEY not in str(caught[0].message)
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", KEY)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        setup_mlflow_auth(api_key=KEY, api_url=API)  # the same key: nothing to say
 
 
 def test_a_username_alone_is_not_a_credential(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -18,6 +18,7 @@ EXPECTED = [
     "HokusaiConnectionError",
     "HokusaiError",
     "HokusaiInvalidRequestError",
+    "HokusaiKeyMismatchWarning",
     "HokusaiNotFoundError",
     "HokusaiPermissionError",
     "HokusaiRateLimitError",
