@@ -528,3 +528,38 @@ def test_one_user_cannot_take_every_mlflow_connection(own_platform: LivePlatform
         assert time.monotonic() < deadline, "the user's share never came back after the stalled downloads ended"
         time.sleep(0.25)
     assert later.status_code == 200, later.text
+
+
+def test_a_registration_mlflow_did_not_answer_in_time_leaves_no_claim_to_take_another_users_version(
+    own_platform: LivePlatform,
+) -> None:
+    """After a 504, bob's retry found his kept claim and took alice's version unchecked (security review)."""
+    own_platform.wait_ready(RECOVERY_TIMEOUT)
+    alice = own_platform.client(own_platform.create_key(own_platform.unique_owner("alice-"), "read,write"))
+    bob = own_platform.client(own_platform.create_key(own_platform.unique_owner("bob-"), "read,write"))
+    admin = own_platform.client(own_platform.admin_key)
+    token = own_platform.unique_owner("tok-").upper()
+    request = {
+        "model_uri": f"s3://bucket/{token.lower()}",  # no run: nothing is read from MLflow before the claim
+        "model_name": own_platform.unique_owner("alices-"),
+        "token_id": token,
+        "metric_name": "accuracy",
+        "baseline_value": 0.9,
+    }
+    assert alice.post("/api/v1/models/tokenized", json=request).status_code == 201
+    assert admin.delete(f"/api/v1/tokens/{token}").status_code == 200
+    assert bob.get("/api/v1/models/tokenized").status_code == 200  # bob's MLflow account exists before the freeze
+
+    with _frozen(own_platform):
+        timed_out = bob.post("/api/v1/models/tokenized", json=request)
+    unclaimed = admin.get(f"/api/v1/tokens/{token}")
+    retry = bob.post("/api/v1/models/tokenized", json=request)
+
+    assert _is_deadline(timed_out), (timed_out.status_code, timed_out.text)
+    assert unclaimed.status_code == 404, unclaimed.text  # nothing can carry a claim the version search timed out on
+    assert (retry.status_code, retry.json()["layer"]) == (403, "mlflow"), retry.text
+    assert admin.get(f"/api/v1/tokens/{token}").status_code == 404
+    again = alice.post("/api/v1/models/tokenized", json=request)
+    assert (again.status_code, again.json()["version"]) == (200, "1"), again.text
+    for client in (alice, bob, admin):
+        client.close()

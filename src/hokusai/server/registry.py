@@ -347,7 +347,11 @@ async def create_model_version(
                 action=f"create a version of model '{model_name}'",
             )
         except ApiError as exc:
-            if created_model and not outcome_unknown(exc):
+            if outcome_unknown(exc):
+                raise VersionOutcomeUnknown(
+                    exc.status, exc.message, error_code=exc.error_code, layer=exc.layer, headers=exc.headers
+                ) from exc
+            if created_model:
                 await _delete_empty_model(upstream=upstream, principal=principal, model_name=model_name)
             raise
     return dict(payload.get("model_version", {}))
@@ -356,6 +360,14 @@ async def create_model_version(
 def outcome_unknown(exc: ApiError) -> bool:
     """MLflow took the request and did not answer in time: it may still have done it, so nothing is undone."""
     return exc.status == 504
+
+
+class VersionOutcomeUnknown(ApiError):
+    """MLflow did not answer the version's creation in time: the version may exist, carrying the token's claim.
+
+    Only this call's timeout leaves a claim in place; after any other (a search, the rights check) nothing can carry
+    the claim yet, and keeping it would hand a retry a claim it did not take (security review, 2026-11-28).
+    """
 
 
 async def _delete_empty_model(*, upstream: Upstream, principal: Principal, model_name: str) -> None:
@@ -754,13 +766,12 @@ async def register_tokenized_model(
                 registration=registration,
                 source=source,
                 warnings=warnings,
-                taken_claim=claim.taken,
             )
             registered = True
-        except ApiError as exc:
+        except VersionOutcomeUnknown:
             # The version may exist after all: the claim stays, so the retry finds the version as a repeat instead
             # of leaving a version whose token anyone could claim.
-            undecided = outcome_unknown(exc)
+            undecided = True
             raise
         finally:
             if claim.taken and not registered and not undecided:
@@ -864,7 +875,6 @@ async def _existing_or_new_version(
     registration: Registration,
     source: Source,
     warnings: list[str],
-    taken_claim: bool,
 ) -> TokenizedModelInfo:
     existing = await find_existing_version(
         upstream=upstream,
@@ -882,8 +892,7 @@ async def _existing_or_new_version(
         )
         if conflict is not None:
             raise ApiError(409, conflict, error_code=REGISTRATION_CONFLICT)
-        if taken_claim:
-            await _require_change_rights(upstream=upstream, principal=principal, version=existing)
+        await _require_change_rights(upstream=upstream, principal=principal, version=existing)
         left_out = repeat_leaves_out(
             version_label=f"Model '{registration.model_name}' version {existing.get('version')}",
             registered_tags=version_tags(existing),
@@ -910,14 +919,15 @@ async def _existing_or_new_version(
 
 
 async def _require_change_rights(*, upstream: Upstream, principal: Principal, version: Mapping[str, Any]) -> None:
-    """MLflow's answer to the caller changing `version`, before a claim they just made or moved takes it over.
+    """MLflow's answer to the caller changing `version`, before a repeat returns it as theirs.
 
-    A version found by a repeat normally carries the caller's own earlier registration. With a claim just made or
-    moved, it was registered under an earlier claim of the token, since released: taking it binds the token to a
-    model the caller may not be allowed to change at all (a user claimed a released token on another user's version
-    this way, directly or through a claim moved off a model of their own they had deleted; security reviews,
-    2026-11-28). Re-writing the version's token tag with the value it has changes nothing, and MLflow answers it as it
-    answers any change to the model: a refusal is the caller's 403, and the claim is put back as it was.
+    A version found by a repeat normally carries the caller's own earlier registration, but it may have been
+    registered under an earlier claim of the token, since released, and then taking it would bind the token to a
+    model the caller may not be allowed to change at all. A user did so directly, through a claim moved off a model of
+    their own they had deleted, and through a claim a timed-out attempt had left in place (security reviews,
+    2026-11-28). Which claim a version was registered under is not recorded, so every repeat asks: re-writing the
+    version's token tag with the value it has changes nothing, and MLflow answers it as it answers any change to the
+    model. A refusal is the caller's 403, and a claim this request made or moved is put back as it was.
     """
     await call_as(
         upstream,
