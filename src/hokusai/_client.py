@@ -25,7 +25,7 @@ from hokusai.errors import (
     HokusaiPermissionError,
     HokusaiRateLimitError,
 )
-from hokusai.validation import REGISTRATION_CONFLICT
+from hokusai.validation import REGISTRATION_CONFLICT, TOKEN_MODEL_GONE
 
 if TYPE_CHECKING:
     from httpx._client import UseClientDefault
@@ -330,6 +330,8 @@ def _hint(status: int, error_code: str, layer: str, message: str, retry_after: f
             return "a revoked key stays revoked: create a new one with `hokusai keys create`"
         if error_code == REGISTRATION_CONFLICT:
             return "repeat the original metric and baseline, or register a new version from a new run"
+        if error_code == TOKEN_MODEL_GONE:
+            return "name the model the token should move to: `hokusai tokens transfer ... --model <name>`"
         return "the resource changed or already exists; reload it and retry"
     if status == 429:
         return f"wait {retry_after:g} s and retry" if retry_after is not None else "slow down and retry later"

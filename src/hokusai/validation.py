@@ -444,6 +444,7 @@ def baseline_check(
 
 
 REGISTRATION_CONFLICT = "REGISTRATION_CONFLICT"
+TOKEN_MODEL_GONE = "TOKEN_MODEL_GONE"  # 409: a transfer without a model, of a claim no version carries any more
 
 
 def repeat_conflict(

@@ -660,6 +660,33 @@ def test_admins_transfer_and_release_tokens(
     assert {"token.transfer", "token.release"} <= actions
 
 
+def test_a_transfer_does_not_hand_over_a_namesake_of_the_tokens_deleted_model(
+    platform: LivePlatform,
+    as_alice: httpx.Client,
+    as_bob: httpx.Client,
+    as_admin: httpx.Client,
+    bob: User,
+    run: LoggedRun,
+) -> None:
+    """Alice's model is gone and carol made one of that name: a transfer gave bob MANAGE on it (security review)."""
+    request = body(run)
+    name, token_path = str(request["model_name"]), f"/api/v1/tokens/{request['token_id']}"
+    assert as_alice.post(TOKENIZED, json=request).status_code == 201
+    assert as_alice.request("DELETE", f"{MLFLOW}/registered-models/delete", json={"name": name}).status_code == 200
+    with platform.client(new_user(platform, "carol").key) as as_carol:
+        assert as_carol.post(f"{MLFLOW}/registered-models/create", json={"name": name}).status_code == 200
+
+    refused = as_admin.post(f"{token_path}/transfer", json={"new_owner": bob.owner})
+
+    assert "Name the model the token should move to" in assert_error(refused, 409, "TOKEN_MODEL_GONE")
+    deleting = as_bob.request("DELETE", f"{MLFLOW}/registered-models/delete", json={"name": name})
+    assert deleting.status_code == 403  # carol's model stayed hers
+    bobs_model = unique("bobs")
+    assert as_bob.post(f"{MLFLOW}/registered-models/create", json={"name": bobs_model}).status_code == 200
+    named = as_admin.post(f"{token_path}/transfer", json={"new_owner": bob.owner, "model_name": bobs_model})
+    assert (named.status_code, named.json()["model_name"]) == (200, bobs_model), named.text
+
+
 def test_a_released_token_cannot_be_claimed_on_a_version_the_caller_may_not_change(
     as_alice: httpx.Client, as_bob: httpx.Client, as_admin: httpx.Client, alice: User, run: LoggedRun
 ) -> None:

@@ -54,6 +54,7 @@ from hokusai.validation import (
     TAG_RUN_ID,
     TAG_TOKEN_ID,
     TAG_VALUE_MAX_LENGTH,
+    TOKEN_MODEL_GONE,
     ModelsUri,
     baseline_check,
     baseline_model_name,
@@ -1160,6 +1161,8 @@ async def _transfer_locked(
     current = await run_in_threadpool(get_token, database, token_id=token_id)
     if current is None:
         raise token_not_found(token_id)
+    if model_name is None:
+        await _require_carrier(upstream=upstream, principal=caller.principal, token=current)
     # MLflow's grants move first and the record after: a failure in between leaves the record (and so the previous
     # owner) as it was, and the retry the error asks for hands the model over again, idempotently. The other order
     # would have the retry read the new owner as the previous one and leave the old owner's MANAGE in place.
@@ -1186,6 +1189,28 @@ async def _transfer_locked(
     detail = {"from": previous_owner, "to": new_owner, "model_name": token.model_name}
     await audit_event(audit, caller, "token.transfer", "ok", token_id, detail)
     return token
+
+
+async def _require_carrier(*, upstream: Upstream, principal: Principal, token: Token) -> None:
+    """409 unless a version of the claim's model still carries the token, before that model is handed over.
+
+    A claim outlives its model (see `_move_stale_claim`), and another user may since have created a model of that
+    name: handing it over gave the new owner MANAGE on a stranger's model (security review, 2026-11-28).
+    """
+    carriers, _ = await _search_versions(
+        upstream=upstream,
+        principal=principal,
+        filter_string=_versions_carrying(token.model_name, token.token_id),
+        max_results=1,
+    )
+    if not carriers:
+        raise ApiError(
+            409,
+            f"No version of model '{token.model_name}' carries token '{token.token_id}' any more (the model was "
+            "deleted, or renamed straight on MLflow), so that model is not handed over with it. Name the model the "
+            "token should move to (--model, or `model_name` in the body).",
+            error_code=TOKEN_MODEL_GONE,
+        )
 
 
 async def release(*, database: Database, audit: AuditLog, caller: Caller, token_id: str) -> Token:
