@@ -687,6 +687,23 @@ def test_a_transfer_does_not_hand_over_a_namesake_of_the_tokens_deleted_model(
     assert (named.status_code, named.json()["model_name"]) == (200, bobs_model), named.text
 
 
+def test_a_version_is_shown_as_tokenized_only_while_its_model_holds_the_token(
+    as_alice: httpx.Client, as_bob: httpx.Client, as_admin: httpx.Client, run: LoggedRun
+) -> None:
+    """The single lookup trusted the version's tag and showed alice's version under bob's token (security review)."""
+    request = body(run)
+    assert as_alice.post(TOKENIZED, json=request).status_code == 201
+    versions = f"{TOKENIZED}/{request['model_name']}/versions"
+    assert as_alice.get(f"{versions}/latest").json()["version"] == "1"
+    assert as_admin.delete(f"/api/v1/tokens/{request['token_id']}").status_code == 200
+    assert as_bob.post(TOKENIZED, json={**request, "model_name": unique("bobs")}).status_code == 201
+
+    single, latest = as_bob.get(f"{versions}/1"), as_bob.get(f"{versions}/latest")
+
+    assert "which that model no longer holds" in assert_error(single, 404, "RESOURCE_DOES_NOT_EXIST")
+    assert_error(latest, 404, "RESOURCE_DOES_NOT_EXIST")
+
+
 def test_a_released_token_cannot_be_claimed_on_a_version_the_caller_may_not_change(
     as_alice: httpx.Client, as_bob: httpx.Client, as_admin: httpx.Client, alice: User, run: LoggedRun
 ) -> None:

@@ -1053,14 +1053,20 @@ async def list_tokenized_models(
 
 
 async def get_tokenized_model(
-    *, upstream: Upstream, principal: Principal, model_name: str, version: str
+    *, database: Database, upstream: Upstream, principal: Principal, model_name: str, version: str
 ) -> TokenizedModelInfo:
-    """One tokenized version; `version` may be a number or `latest` (the newest tokenized version)."""
+    """One tokenized version; `version` may be a number or `latest` (the newest tokenized version).
+
+    As in the listing, a version is tokenized only while its model holds the token its tag names: a released token,
+    or one moved to another model, leaves the tag on the version as a record and binds nothing (security review,
+    2026-11-28: the single lookup trusted the tag alone and showed the old version under the token's new holder).
+    """
     model_name = validate_model_name(model_name)
     await ensure_account(upstream=upstream, principal=principal)
     number = validate_version(version)
+    held = await run_in_threadpool(tokens_claiming_model, database, model_name=model_name)
     if number is None:
-        found = await _latest_tokenized(upstream=upstream, principal=principal, model_name=model_name)
+        found = await _latest_tokenized(upstream=upstream, principal=principal, model_name=model_name, held=held)
     else:
         payload = await call_as(
             upstream,
@@ -1078,12 +1084,29 @@ async def get_tokenized_model(
             f"Model '{model_name}' has no tokenized version '{version}'.",
             error_code="RESOURCE_DOES_NOT_EXIST",
         )
+    if info.token_id not in held:
+        raise ApiError(
+            404,
+            f"Version {info.version} of model '{model_name}' was registered with token '{info.token_id}', which that "
+            "model no longer holds (the token was released or moved to another model): it is not a tokenized model "
+            "any more.",
+            error_code="RESOURCE_DOES_NOT_EXIST",
+        )
     return info
 
 
-async def _latest_tokenized(*, upstream: Upstream, principal: Principal, model_name: str) -> dict[str, Any] | None:
-    filter_string = f"name IN {filter_in([model_name])} AND tags.{TAG_TOKEN_ID} LIKE '%'"
-    return await _latest_version(upstream=upstream, principal=principal, filter_string=filter_string)
+async def _latest_tokenized(
+    *, upstream: Upstream, principal: Principal, model_name: str, held: Collection[str]
+) -> dict[str, Any] | None:
+    """The newest version of `model_name` carrying a token the model holds."""
+    newest: list[dict[str, Any]] = []
+    for token_id in held:  # a model holds few tokens; usually one
+        found = await _latest_version(
+            upstream=upstream, principal=principal, filter_string=_versions_carrying(model_name, token_id)
+        )
+        if found is not None:
+            newest.append(found)
+    return max(newest, key=lambda found: int(found.get("version", 0)), default=None)
 
 
 async def _latest_version(*, upstream: Upstream, principal: Principal, filter_string: str) -> dict[str, Any] | None:

@@ -120,7 +120,7 @@ async def read_tokenized_model(
 ) -> TokenizedModelInfo:
     """One tokenized model version; `version` is a number or `latest`."""
     return await registry.get_tokenized_model(
-        upstream=state.upstream, principal=principal, model_name=model_name, version=version
+        database=state.database, upstream=state.upstream, principal=principal, model_name=model_name, version=version
     )
 
 
