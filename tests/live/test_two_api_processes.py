@@ -95,3 +95,27 @@ def test_a_registration_sent_to_both_processes_at_once_creates_one_version(
         assert [answer.status_code for answer in round_answers].count(201) == 1
         assert {answer.json()["version"] for answer in round_answers} == {"1"}
     assert versions == [["1"]] * ROUNDS
+
+
+def test_text_postgresql_cannot_store_is_a_client_error_not_a_500(
+    tmp_path: Path, postgres_url: str, mlflow: MlflowServer
+) -> None:
+    """PostgreSQL refuses NUL in text with an error, where SQLite finds no row: key ids and owners were 500s."""
+    env = _shared_env(postgres_url, mlflow)
+    key = _key(tmp_path / "data", env)
+    process = start_platform(tmp_path / "data", admin_key=False, **env)
+    try:
+        with httpx.Client(base_url=process.url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as client:
+            revoke = client.delete("/api/v1/keys/%00")
+            rotate = client.post("/api/v1/keys/key_%00/rotate")
+            listing = client.get("/api/v1/keys", params={"owner": "\x00"})
+            own = client.get("/api/v1/keys")
+    finally:
+        process.stop()
+
+    assert [(answer.status_code, answer.json()["error_code"]) for answer in (revoke, rotate, listing)] == [
+        (404, "RESOURCE_DOES_NOT_EXIST"),
+        (404, "RESOURCE_DOES_NOT_EXIST"),
+        (400, "INVALID_PARAMETER_VALUE"),
+    ]
+    assert [row["owner"] for row in own.json()["keys"]] == ["alice"]

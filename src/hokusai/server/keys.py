@@ -24,6 +24,9 @@ KEY_MAX_LENGTH = 128
 DISPLAY_PREFIX_LENGTH = len(KEY_PREFIX) + 4
 _BASE62 = string.ascii_letters + string.digits
 _KEY_SHAPE = re.compile(rf"{KEY_PREFIX}[A-Za-z0-9]{{32,{KEY_MAX_LENGTH - len(KEY_PREFIX)}}}")
+_KEY_ID_PREFIX = "key_"
+_KEY_ID_BYTES = 8
+_KEY_ID = re.compile(rf"{_KEY_ID_PREFIX}[0-9a-f]{{{2 * _KEY_ID_BYTES}}}")
 _CACHE_MAX_ENTRIES = 100_000
 # SCOPES is in rank order: admin implies write, and write implies read.
 _SCOPE_RANK = {scope: rank for rank, scope in enumerate(SCOPES)}
@@ -227,7 +230,7 @@ class KeyStore:
     def _new_key(self, *, owner: str, name: str, scopes: str, expires_at: datetime | None) -> IssuedKey:
         secret = generate_key()
         record = ApiKey(
-            id="key_" + secrets.token_hex(8),
+            id=_KEY_ID_PREFIX + secrets.token_hex(_KEY_ID_BYTES),
             key_hash=self.hash_key(secret),
             prefix=secret[:DISPLAY_PREFIX_LENGTH],
             name=name,
@@ -265,6 +268,9 @@ class KeyStore:
             )
 
     def get(self, key_id: str) -> ApiKey | None:
+        if _KEY_ID.fullmatch(key_id) is None:
+            # No key has such an id; and PostgreSQL refuses text holding NUL with an error (a 500) instead of no row.
+            return None
         with self._database.session() as session:
             return session.get(ApiKey, key_id)
 

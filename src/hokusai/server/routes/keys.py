@@ -141,6 +141,8 @@ async def create_key(body: KeyCreate, request: Request, state: StateDep, princip
 @router.get("", response_model=KeyList)
 async def read_keys(state: StateDep, principal: PrincipalDep, owner: str | None = None, all: bool = False) -> KeyList:
     """List your keys; admins may list another owner's (`owner=`) or every key (`all=true`)."""
+    if owner is not None:
+        owner = validate_owner(owner)  # PostgreSQL refuses NUL in text with an error, not an empty list
     if (all or (owner is not None and owner != principal.owner)) and not principal.is_admin:
         raise ApiError(403, "Only admin keys may list other accounts' keys.", error_code="PERMISSION_DENIED")
     selected = None if all else (owner or principal.owner)
