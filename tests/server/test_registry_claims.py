@@ -73,6 +73,14 @@ def test_a_repeat_claim_is_idempotent_and_another_model_conflicts(database: Data
         claim_token(database, token_id="TOK-1", model_name="m2", owner="alice")
     assert conflict.value.message.startswith("Token 'TOK-1' is already claimed by model 'm1'.")
     assert (conflict.value.holder.owner, conflict.value.holder.model_name) == ("alice", "m1")
+    # Another account asking for the same model name: "claimed by model 'm1'" would name its own request back.
+    with pytest.raises(TokenHeld) as same_name:
+        claim_token(database, token_id="TOK-1", model_name="m1", owner="bob")
+    assert same_name.value.message.startswith(
+        "Token 'TOK-1' is already claimed by another account's model 'm1' (model names are shared by everyone, as in "
+        "MLflow: a model of that name already exists and is not yours)."
+    )
+    assert "alice" not in same_name.value.message
 
 
 def test_release_only_removes_the_expected_claim(database: Database) -> None:

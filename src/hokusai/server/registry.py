@@ -491,19 +491,27 @@ class TokenClaim:
 
     @property
     def taken(self) -> bool:
-        """True when this registration took the token: a version it finds was not registered under this claim."""
+        """True when this registration made or moved the claim: a failure undoes it."""
         return self.created or self.moved_from is not None
 
 
 class TokenHeld(ApiError):
     """409: another model holds the token; `holder` is its claim, for the caller's own stale-claim check."""
 
-    def __init__(self, holder: Token) -> None:
+    def __init__(self, holder: Token, *, model_name: str, owner: str) -> None:
         # Names the holding model, never its owner: accounts are not disclosed to other users.
+        if holder.model_name == model_name and holder.owner != owner:
+            # "claimed by model 'x'" would name the very model the caller asked for, and read as nonsense.
+            where = (
+                f"another account's model '{holder.model_name}' (model names are shared by everyone, as in MLflow: "
+                "a model of that name already exists and is not yours)"
+            )
+        else:
+            where = f"model '{holder.model_name}'"
         super().__init__(
             409,
-            f"Token '{holder.token_id}' is already claimed by model '{holder.model_name}'. A token belongs to one "
-            "model: choose another token id, or ask an admin to transfer this one.",
+            f"Token '{holder.token_id}' is already claimed by {where}. A token belongs to one model: choose another "
+            "token id, or ask an admin to transfer this one.",
             error_code="TOKEN_ALREADY_CLAIMED",
         )
         self.holder = holder
@@ -525,7 +533,7 @@ def claim_token(database: Database, *, token_id: str, model_name: str, owner: st
             continue  # released between our insert and our read: try the insert again
         if holder.owner == owner and holder.model_name == model_name:
             return TokenClaim(token=holder, created=False)
-        raise TokenHeld(holder)
+        raise TokenHeld(holder, model_name=model_name, owner=owner)
     raise ApiError(503, "The token registry is busy; retry.", headers={"Retry-After": RETRY_AFTER_SECONDS})
 
 
