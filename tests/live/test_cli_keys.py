@@ -107,6 +107,34 @@ def test_revoke_and_rotate_through_the_cli(platform: LivePlatform) -> None:
     assert "Revoked" not in rotated_away.stdout + again_offline.stdout
 
 
+def test_rotating_the_key_in_use_says_so_and_updates_the_saved_login(platform: LivePlatform, tmp_path: Path) -> None:
+    """After `keys rotate` of their own key a user's next command failed with a 401 (new-user review)."""
+    old_key = platform.create_key(platform.unique_owner("cli-own"), "read,write")
+    old_id = str(_whoami(platform, old_key)["key_id"])
+    home = {"HOKUSAI_HOME": str(tmp_path / "home")}
+    env = base_env(platform.data_dir, HOKUSAI_API_URL=platform.url, COLUMNS="200", **home)
+    logged_in = subprocess.run(hokusai_command("login", "--key", old_key), env=env, capture_output=True, text=True)
+    assert logged_in.returncode == 0, logged_in.stderr
+
+    rotated = subprocess.run(hokusai_command("keys", "rotate", old_id), env=env, capture_output=True, text=True)
+    whoami = subprocess.run(hokusai_command("whoami"), env=env, capture_output=True, text=True)
+
+    assert rotated.returncode == 0, rotated.stderr
+    assert f"Revoked {old_id}: it no longer works." in rotated.stdout
+    assert "The rotated key was your saved login; the new key replaces it there" in rotated.stderr
+    new_key = KEY_LINE.findall(rotated.stdout)[0]
+    assert new_key in (tmp_path / "home" / "credentials").read_text()
+    assert (tmp_path / "home" / "credentials").stat().st_mode & 0o777 == 0o600
+    assert whoami.returncode == 0, whoami.stderr
+    events = httpx.get(
+        platform.url + "/api/v1/audit",
+        params={"action": "key.rotate", "max_results": 1000},
+        headers={"Authorization": f"Bearer {platform.admin_key}"},
+    ).json()["events"]
+    [event] = [event for event in events if event["target"] == old_id]
+    assert event["detail"] == {"replaced_by": _whoami(platform, new_key)["key_id"]}
+
+
 def test_an_unknown_key_id_points_to_keys_list(platform: LivePlatform) -> None:
     result = _hokusai(platform, "keys", "revoke", "key_nosuch", key=platform.admin_key)
     assert result.returncode == 1

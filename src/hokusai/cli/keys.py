@@ -38,13 +38,14 @@ class _Offline(NamedTuple):
     keys: KeyStore
     audit: AuditLog
 
-    def record(self, action: str, key_id: str) -> None:
+    def record(self, action: str, key_id: str, **detail: str) -> None:
         """Record a key change made with --offline, as the API records its own (`key.create`, `key.revoke`, ...)."""
         try:
             os_user = getpass.getuser()
         except (OSError, KeyError):  # no login name in some containers
             os_user = "unknown"
-        self.audit.record(actor=OFFLINE_ACTOR, action=action, outcome="ok", target=key_id, detail={"os_user": os_user})
+        detail = {"os_user": os_user, **detail}
+        self.audit.record(actor=OFFLINE_ACTOR, action=action, outcome="ok", target=key_id, detail=detail)
 
 
 @contextmanager
@@ -256,11 +257,34 @@ def rotate_key(
             if issued is None:
                 console(stderr=True).print(f"No active key with id {key_id}.")
                 raise typer.Exit(1)
-            store.record("key.rotate", key_id)
+            store.record("key.rotate", key_id, replaced_by=issued.record.id)
             row = {**_offline_row(issued.record), "key": issued.secret}
-    else:
-        row = call_api("POST", f"{KEYS_PATH}/{quote(key_id, safe='')}/rotate", api_url)
+        _print_created(row, quiet)
+        return
+    from hokusai._client import WHOAMI_PATH
+
+    rotating_own_key = call_api("GET", WHOAMI_PATH, api_url)["key_id"] == key_id
+    row = call_api("POST", f"{KEYS_PATH}/{quote(key_id, safe='')}/rotate", api_url)
     _print_created(row, quiet)
+    if not quiet:
+        console().print(f"Revoked {key_id}: it no longer works.")
+    if rotating_own_key:
+        _follow_own_rotation(row["key"])
+
+
+def _follow_own_rotation(new_key: str) -> None:
+    """The key this command used is now revoked: put its successor where the old one was found, or say where to."""
+    from hokusai._credentials import API_KEY_ENV, read_credentials, require_api_key, write_credentials
+
+    used = require_api_key()
+    err = console(stderr=True)
+    if used.source == "file":
+        write_credentials(api_key=new_key, api_url=read_credentials().get("api_url"))
+        err.print("The rotated key was your saved login; the new key replaces it there (`hokusai login` file).")
+    else:
+        err.print(
+            f"The rotated key was the one in {API_KEY_ENV}, which now holds a revoked key: export the new key there."
+        )
 
 
 def register(app: typer.Typer) -> None:

@@ -73,13 +73,21 @@ async def _provision(state: AppState, issued: IssuedKey) -> None:
         logger.warning("could not provision %s in MLflow yet (%s); will retry on first use", issued.record.owner, exc)
 
 
-def _audit(state: AppState, request: Request, principal: Principal, action: str, target: str) -> None:
+def _audit(
+    state: AppState,
+    request: Request,
+    principal: Principal,
+    action: str,
+    target: str,
+    detail: dict[str, str] | None = None,
+) -> None:
     state.audit.record(
         actor=principal.owner,
         key_id=principal.key_id,
         action=action,
         outcome="ok",
         target=target,
+        detail=detail,
         request_id=getattr(request.state, "request_id", None),
     )
 
@@ -174,5 +182,6 @@ async def rotate_key(key_id: str, request: Request, state: StateDep, principal: 
             f"Key '{key_id}' is already revoked and cannot be rotated: create a new key instead.",
             error_code="INVALID_STATE",
         )
-    await run_in_threadpool(_audit, state, request, principal, "key.rotate", key_id)
+    detail = {"replaced_by": issued.record.id}
+    await run_in_threadpool(_audit, state, request, principal, "key.rotate", key_id, detail)
     return _created(issued)
