@@ -981,6 +981,11 @@ def test_the_openapi_document_lists_the_errors_the_api_sends(platform: LivePlatf
     # Validation errors are 400s in the envelope, never FastAPI's 422, so a generated client expects what it gets.
     assert "422" not in statuses and "HTTPValidationError" not in document["components"]["schemas"]
     assert "field" in document["components"]["schemas"]["ErrorBody"]["properties"]
+    # The probes answer HEAD too; one route for both methods gave two operations one operationId (a server warning,
+    # and a document that client generators refuse).
+    operation_ids = [op["operationId"] for path in document["paths"].values() for op in path.values()]
+    assert len(operation_ids) == len(set(operation_ids))
+    assert [httpx.head(platform.url + probe).status_code for probe in ("/health", "/ready")] == [200, 200]
     refused = as_alice.get(TOKENIZED, params={"max_results": 0})
     assert assert_error(refused, 400, "INVALID_PARAMETER_VALUE").startswith("Invalid request: query.max_results")
     assert refused.json()["field"] == "max_results"

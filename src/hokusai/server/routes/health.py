@@ -10,19 +10,19 @@ from hokusai.server.deps import StateDep
 from hokusai.server.errors import RETRY_AFTER_SECONDS, error_response
 
 router = APIRouter(tags=["health"])
-# Load balancers and uptime checks often probe with HEAD; FastAPI serves a route only for the methods it names.
-_PROBE_METHODS = ["GET", "HEAD"]
 
 
-@router.api_route("/health", methods=_PROBE_METHODS)
+# Load balancers and uptime checks often probe with HEAD; FastAPI serves a route only for the methods it names. The
+# HEAD routes stay out of the schema: one route for both methods gave two operations with one operationId.
+@router.get("/health")
+@router.head("/health", include_in_schema=False)
 async def read_health() -> dict[str, str]:
     """The API process is up."""
     return {"status": "ok", "version": __version__}
 
 
-@router.api_route(
-    "/ready", methods=_PROBE_METHODS, responses={503: {"description": "MLflow is unreachable or refuses the gateway"}}
-)
+@router.get("/ready", responses={503: {"description": "MLflow is unreachable or refuses the gateway"}})
+@router.head("/ready", include_in_schema=False)
 async def read_ready(state: StateDep) -> JSONResponse:
     """MLflow answers and accepts the gateway's credentials."""
     problem = await state.upstream.check_ready()
