@@ -163,8 +163,16 @@ class LocalRegistry:
             models.extend(_tokenized(found, created=False) for found in versions if found.name == model_name)
         return sorted(models, key=lambda model: (model.model_name, int(model.version)))
 
-    def register_baseline(self, model_type: str, run_id: str, metadata_json: str | None) -> BaselineEntry:
-        """Register a baseline like ``POST /api/v1/models/baseline``: model ``hokusai-baseline-<type>``."""
+    def register_baseline(
+        self, model_type: str, run_id: str, metadata_json: str | None, *, source: str
+    ) -> BaselineEntry:
+        """Register a baseline like ``POST /api/v1/models/baseline``: model ``hokusai-baseline-<type>``, where the
+        same source again returns the version it became."""
+        model_name = baseline_model_name(model_type)
+        versions = self._search_versions(_model_filter(model_name))
+        existing = next((found for found in versions if (found.name, found.source) == (model_name, source)), None)
+        if existing is not None:
+            return _baseline(existing, model_type, run_id, created=False)
         tags = {
             TAG_IS_BASELINE: "true",
             TAG_MODEL_TYPE: model_type,
@@ -173,21 +181,8 @@ class LocalRegistry:
         }
         if metadata_json is not None:
             tags[TAG_METADATA] = metadata_json
-        found = self._create_version(
-            baseline_model_name(model_type),
-            source=f"runs:/{run_id}/model",
-            run_id=run_id,
-            tags=tags,
-            description=None,
-        )
-        return BaselineEntry(
-            model_name=found.name,
-            version=str(found.version),
-            model_type=model_type,
-            run_id=run_id,
-            model_uri=f"models:/{found.name}/{found.version}",
-            tags=dict(found.tags),
-        )
+        found = self._create_version(model_name, source=source, run_id=run_id, tags=tags, description=None)
+        return _baseline(found, model_type, run_id, created=True)
 
     def whoami(self) -> dict[str, Any]:
         """The local identity: the OS user, with no key and no expiry."""
@@ -335,6 +330,18 @@ def _translated() -> Iterator[None]:
     except MlflowException as exc:
         status = exc.get_http_status_code()
         raise api_error(exc.message, status=status, error_code=exc.error_code, layer=LAYER_LOCAL) from exc
+
+
+def _baseline(found: ModelVersion, model_type: str, run_id: str, *, created: bool) -> BaselineEntry:
+    return BaselineEntry(
+        model_name=found.name,
+        version=str(found.version),
+        model_type=model_type,
+        run_id=run_id,
+        model_uri=f"models:/{found.name}/{found.version}",
+        tags=dict(found.tags),
+        created=created,
+    )
 
 
 def _tokenized(found: ModelVersion, *, created: bool, warnings: tuple[str, ...] = ()) -> TokenizedModel:

@@ -35,6 +35,7 @@ from hokusai.validation import (
     validate_metadata,
     validate_model_name,
     validate_model_type,
+    validate_model_uri,
     validate_owner,
     validate_run_id,
 )
@@ -201,20 +202,33 @@ class ModelRegistry:
             params["page_token"] = page["next_page_token"]
 
     def register_baseline_via_api(
-        self, model_type: str, mlflow_run_id: str, metadata: Mapping[str, Any] | None = None
+        self,
+        model_type: str,
+        mlflow_run_id: str,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        artifact_path: str = "model",
     ) -> BaselineEntry:
-        """Register the model logged in ``mlflow_run_id`` as the baseline for ``model_type``.
+        """Register the model logged in ``mlflow_run_id`` (under ``artifact_path``, the ``name`` given to
+        ``log_model``) as the baseline for ``model_type``.
 
         It becomes the next version of ``hokusai-baseline-<model_type>``, a model every user adds baselines to and
-        only admins can change; its ``registered_by`` tag names you.
+        only admins can change; its ``registered_by`` tag names you. The same run's model again returns the version
+        it became (``created`` is False).
         """
         model_type = validate_model_type(model_type)
         mlflow_run_id = validate_run_id(mlflow_run_id)
+        source = validate_model_uri(f"runs:/{mlflow_run_id}/{artifact_path.strip('/')}")
         # Empty metadata is no metadata, in the local store as on the server (the request below sends none).
         metadata_json = validate_metadata(metadata) if metadata != {} else None
         if self._client is None:
-            return self.local.register_baseline(model_type, mlflow_run_id, metadata_json)
-        body = {"model_type": model_type, "mlflow_run_id": mlflow_run_id, "metadata": dict(metadata or {}) or None}
+            return self.local.register_baseline(model_type, mlflow_run_id, metadata_json, source=source)
+        body = {
+            "model_type": model_type,
+            "mlflow_run_id": mlflow_run_id,
+            "artifact_path": artifact_path,
+            "metadata": dict(metadata or {}) or None,
+        }
         return _parse(BaselineEntry, self._client.request("POST", BASELINE_PATH, json=body))
 
     def whoami(self) -> dict[str, Any]:

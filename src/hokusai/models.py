@@ -58,6 +58,7 @@ class BaselineEntry(BaseModel):
     run_id: str | None = None
     model_uri: str
     tags: dict[str, str] = {}
+    created: bool = True  # False: this run's model was already a baseline of this type, and that version is returned
 
 
 @dataclass(frozen=True)

@@ -361,11 +361,14 @@ def test_every_user_adds_baselines_of_a_type_and_none_can_remove_anothers(
     request = {"model_type": model_type, "mlflow_run_id": run.run_id}
 
     alices = as_alice.post(BASELINE, json=request)
-    bobs = as_bob.post(BASELINE, json=request)  # 403 from MLflow while the first registrant owned the model
+    # 403 from MLflow while the first registrant owned the model
+    bobs = as_bob.post(BASELINE, json={**request, "artifact_path": "legacy"})
+    again = as_bob.post(BASELINE, json=request)  # the same model again is the version it became, not a twin
 
     assert (alices.status_code, bobs.status_code) == (201, 201), bobs.text
     assert (alices.json()["version"], bobs.json()["version"]) == ("1", "2")
     assert bobs.json()["tags"]["registered_by"] == bob.owner
+    assert (again.status_code, again.json()["version"], again.json()["created"]) == (200, "1", False), again.text
     version_1 = {"name": name, "version": "1"}
     assert as_bob.get(f"{MLFLOW}/model-versions/get", params=version_1).status_code == 200
     for client, call, payload in [

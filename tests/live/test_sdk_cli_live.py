@@ -236,14 +236,20 @@ def test_models_baseline_registers_the_next_version_of_the_types_model(
 
     first = hokusai_cli(env, "models", "baseline", "--type", model_type, "--run-id", run.run_id,
                         "--metadata", "dataset=v1", "--metadata", "rows=4")  # fmt: skip
-    second = hokusai_cli(env, "models", "baseline", "--type", model_type, "--run-id", run.run_id)
+    again = hokusai_cli(env, "models", "baseline", "--type", model_type, "--run-id", run.run_id)
+    second = hokusai_cli(env, "models", "baseline", "--type", model_type, "--run-id", run.run_id,
+                         "--artifact-path", "challenger")  # fmt: skip
+    missing = hokusai_cli(env, "models", "baseline", "--type", model_type, "--run-id", run.run_id,
+                          "--artifact-path", "nothing-here")  # fmt: skip
     malformed = hokusai_cli(env, "models", "baseline", "--type", model_type, "--run-id", run.run_id,
                             "--metadata", "no-equals-sign")  # fmt: skip
 
     assert (first.returncode, first.stdout.strip()) == (
         0, f"Registered baseline {name} version 1 (models:/{name}/1).",
     ), first.stderr  # fmt: skip
+    assert again.stdout.strip() == f"Already registered: baseline {name} version 1 (models:/{name}/1).", again.stderr
     assert second.stdout.strip() == f"Registered baseline {name} version 2 (models:/{name}/2).", second.stderr
+    assert missing.returncode == 1 and "no model at 'nothing-here'" in missing.stderr
     assert malformed.returncode == 2 and "expected KEY=VALUE" in malformed.stderr
 
 

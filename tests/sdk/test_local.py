@@ -228,8 +228,13 @@ def test_baseline(registry: ModelRegistry) -> None:
     assert entry.tags["metadata"] == '{"dataset":"v1"}'
     assert entry.tags["is_baseline"] == "true"
     assert entry.tags["registered_by"] == registry.whoami()["owner"]
-    without = registry.register_baseline_via_api("classification", RUN_ID, {})
+    again = registry.register_baseline_via_api("classification", RUN_ID, {"dataset": "v1"})
+    assert (again.version, again.created) == ("1", False)  # the same model again is the version it became
+    without = registry.register_baseline_via_api("classification", RUN_ID, {}, artifact_path="challenger")
+    assert (without.version, without.created) == ("2", True)
     assert "metadata" not in without.tags  # as over the API, which sends no metadata for an empty mapping
+    stored = registry.local.client.get_model_version("hokusai-baseline-classification", "2")
+    assert stored.source == f"runs:/{RUN_ID}/challenger"
 
 
 def test_whoami_is_the_local_user(registry: ModelRegistry) -> None:

@@ -191,8 +191,10 @@ def test_register_baseline_via_api() -> None:
     assert json.loads(api.requests[0].content) == {
         "model_type": "classification",
         "mlflow_run_id": RUN_ID,
+        "artifact_path": "model",
         "metadata": {"dataset": "v1"},
     }
+    assert result.created is True
     with pytest.raises(HokusaiValidationError):
         _registry(FakeAPI()).register_baseline_via_api("Classification!", RUN_ID)
 

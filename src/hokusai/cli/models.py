@@ -76,6 +76,9 @@ def register_model(
 def register_baseline(
     model_type: Annotated[str, typer.Option("--type", help="The model type, e.g. classification.")],
     run_id: Annotated[str, typer.Option("--run-id", help="The MLflow run whose model is the baseline.")],
+    artifact_path: Annotated[
+        str, typer.Option("--artifact-path", help="Where the run logged the model: the `name` given to log_model.")
+    ] = "model",
     metadata: Annotated[
         list[str] | None, typer.Option("--metadata", help="A KEY=VALUE to record with it; repeat for more.")
     ] = None,
@@ -83,12 +86,17 @@ def register_baseline(
 ) -> None:
     """Register a run's model as the next baseline of a model type (model `hokusai-baseline-<type>`).
 
-    Example: `hokusai models baseline --type classification --run-id abc123 --metadata dataset=v1`.
+    The same run's model again shows the version it became. Example:
+    `hokusai models baseline --type classification --run-id abc123 --artifact-path clf --metadata dataset=v1`.
     """
     fields = _parse_pairs(metadata or [], "--metadata")
-    with options_for_fields(_OPTIONS), ModelRegistry(api_url=api_url) as registry:
-        entry = registry.register_baseline_via_api(model_type, run_id, fields)
-    console().print(f"Registered baseline {entry.model_name} version {entry.version} ({entry.model_uri}).")
+    with (
+        options_for_fields(_OPTIONS | {"artifact_path": "--artifact-path"}),
+        ModelRegistry(api_url=api_url) as registry,
+    ):
+        entry = registry.register_baseline_via_api(model_type, run_id, fields, artifact_path=artifact_path)
+    outcome = "Registered" if entry.created else "Already registered:"
+    console().print(f"{outcome} baseline {entry.model_name} version {entry.version} ({entry.model_uri}).")
 
 
 @models_app.command("list")

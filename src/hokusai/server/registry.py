@@ -108,6 +108,8 @@ _CLAIM_ATTEMPTS = 3
 # `create_model_version`).
 _TOKEN_LOCK = "registry.token:"
 _MODEL_LOCK = "registry.model:"
+# And one per model type while a baseline request looks for its version and adds it: a repeat finds the first.
+_BASELINE_LOCK = "registry.baseline:"
 
 
 @dataclass(frozen=True)
@@ -988,17 +990,23 @@ async def register_baseline(
     }
     if metadata_json is not None:
         tags[TAG_METADATA] = metadata_json
-    version = await create_model_version(
-        database=database,
-        upstream=upstream,
-        principal=PLATFORM,
-        model_name=model_name,
-        source=source,
-        tags=tags,
-        description=None,
-    )
+    async with shared_lock(database, _BASELINE_LOCK + model_type):
+        version = await _existing_baseline(upstream=upstream, model_name=model_name, run_id=run_id, source=source.uri)
+        created = version is None
+        if version is None:
+            version = await create_model_version(
+                database=database,
+                upstream=upstream,
+                principal=PLATFORM,
+                model_name=model_name,
+                source=source,
+                tags=tags,
+                description=None,
+            )
     number = str(version.get("version", ""))
-    await audit_event(audit, caller, "model.register_baseline", "ok", f"{model_name}/{number}", {"source": source.uri})
+    if created:
+        detail = {"source": source.uri}
+        await audit_event(audit, caller, "model.register_baseline", "ok", f"{model_name}/{number}", detail)
     return BaselineInfo(
         model_name=model_name,
         version=number,
@@ -1006,7 +1014,21 @@ async def register_baseline(
         run_id=run_id,
         model_uri=f"models:/{model_name}/{number}",
         tags=version_tags(version),
+        created=created,
     )
+
+
+async def _existing_baseline(*, upstream: Upstream, model_name: str, run_id: str, source: str) -> dict[str, Any] | None:
+    """The baseline version already registered from this run's model, if any: the same baseline twice is one.
+
+    Found by its source alone, whoever registered it: a model type's baselines are shared, and the same model twice
+    among them would only weigh it double.
+    """
+    filter_string = f"name IN {filter_in([model_name])} AND tags.{TAG_RUN_ID} = {filter_equals(run_id)}"
+    versions, _ = await _search_versions(
+        upstream=upstream, principal=PLATFORM, filter_string=filter_string, max_results=_SEARCH_PAGE_SIZE
+    )
+    return next((version for version in versions if version.get("source") == source), None)
 
 
 # --- lookups ---------------------------------------------------------------------------------------------------------

@@ -234,6 +234,7 @@ class BaselineInfo(BaseModel):
     run_id: str
     model_uri: str
     tags: dict[str, str]
+    created: bool = Field(default=True, description="False: this run's model was already a baseline of this type")
 
 
 # --- tokens ---------------------------------------------------------------------------------------------------

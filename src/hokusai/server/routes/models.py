@@ -131,10 +131,10 @@ async def read_tokenized_model(
     responses=error_responses(404, 429, 502, 503, 504),
 )
 async def create_baseline(
-    body: BaselineCreate, request: Request, state: StateDep, principal: WriterDep
+    body: BaselineCreate, request: Request, response: Response, state: StateDep, principal: WriterDep
 ) -> BaselineInfo:
-    """Register a run's model as a baseline version of `hokusai-baseline-<model_type>`."""
-    return await registry.register_baseline(
+    """Register a run's model as a baseline version of `hokusai-baseline-<model_type>`; the same again is a 200."""
+    info = await registry.register_baseline(
         database=state.database,
         upstream=state.upstream,
         audit=state.audit,
@@ -144,3 +144,6 @@ async def create_baseline(
         artifact_path=body.artifact_path,
         metadata=body.metadata,
     )
+    if not info.created:
+        response.status_code = status.HTTP_200_OK
+    return info
