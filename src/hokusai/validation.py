@@ -491,9 +491,10 @@ def repeat_leaves_out(
     if not changed:
         return None
     listed = changed[0] if len(changed) == 1 else f"{', '.join(changed[:-1])} and {changed[-1]}"
+    differ = "differs from the version's and was" if len(changed) == 1 else "differ from the version's and were"
     return (
-        f"{version_label} already holds this registration, and a repeat changes nothing: not applied, as they differ "
-        f"from the version's, this request's {listed}. Change them in MLflow "
+        f"{version_label} already holds this registration, and a repeat changes nothing: this request's {listed} "
+        f"{differ} not applied. Change them in MLflow "
         "(MlflowClient.set_model_version_tag, update_model_version)."
     )
 

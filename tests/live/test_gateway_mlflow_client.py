@@ -231,6 +231,7 @@ def test_a_bare_client_works_in_the_owners_default_experiment(platform: LivePlat
     assert summary["run_id"] not in searched_ids
     # MLflow's bare refusal is explained: who was refused, and what to do.
     assert refused.json()["message"].startswith(f"Permission denied: MLflow refused this to user '{intruder_owner}'.")
+    assert refused.json()["message"].endswith("or use an experiment of your own.")
 
 
 # Scorers with no experiment set: registered in the owner's default experiment, and found there again.
@@ -302,6 +303,8 @@ def test_prompts_work_and_only_their_owner_changes_them(platform: LivePlatform) 
     for attempt in ("new_version", "alias"):
         assert theirs[attempt]["error_code"] == "PERMISSION_DENIED", theirs[attempt]
         assert f"Permission denied: MLflow refused this to user '{other}'." in theirs[attempt]["message"]
+        # Prompts are registered models: the way into another user's is a name that was taken.
+        assert theirs[attempt]["message"].endswith("or use a model name of your own.")
 
 
 def test_a_users_first_calls_at_once_share_one_default_experiment(platform: LivePlatform) -> None:

@@ -73,11 +73,19 @@ def test_a_repeat_says_which_of_its_tags_and_description_it_did_not_apply(regist
     assert again.created is False
     assert again.warnings[-1].startswith(
         "Model 'churn' version 1 already holds this registration, and a repeat changes nothing: "
-        "not applied, as they differ from the version's, this request's tag 'team' and description."
+        "this request's tag 'team' and description differ from the version's and were not applied."
     )
     stored = registry.local.client.get_model_version("churn", "1")
     assert (stored.tags["team"], stored.description) == ("growth", "first")
     assert _register(registry, tags={"team": "growth"}).warnings == ()  # what it has, or nothing said, is no change
+    assert (
+        _register(registry, description="third")
+        .warnings[-1]
+        .endswith(
+            "this request's description differs from the version's and was not applied. Change them in MLflow "
+            "(MlflowClient.set_model_version_tag, update_model_version)."
+        )
+    )
 
 
 def test_a_repeat_with_another_baseline_is_refused_not_dropped(registry: ModelRegistry) -> None:

@@ -64,6 +64,7 @@ from hokusai.validation import (
     repeat_leaves_out,
     run_id_from_uri,
     tokenized_tags,
+    uri_scheme,
     validate_baseline_value,
     validate_description,
     validate_metadata,
@@ -675,7 +676,7 @@ class Registration:
             raise HokusaiValidationError("model_uri", "give exactly one of model_uri and mlflow_run_id")
         if mlflow_run_id is not None:
             model_uri = f"runs:/{validate_run_id(mlflow_run_id)}/{artifact_path.strip('/')}"
-        model_uri = validate_model_uri(model_uri)
+        model_uri = _remote_source(validate_model_uri(model_uri))
         token = normalize_token_id(token_id)
         value = validate_baseline_value(baseline_value)
         metric = validate_metric_name(metric_name)
@@ -696,6 +697,20 @@ class Registration:
             description=validate_description(description),
             strict=strict,
         )
+
+
+def _remote_source(model_uri: str) -> str:
+    """`model_uri`, unless it is a path on some machine's disk: MLflow's server refuses those without a run.
+
+    Refused here, naming the field, before a token is claimed for it (MLflow's 400 named neither).
+    """
+    if uri_scheme(model_uri) in ("", "file"):
+        raise HokusaiValidationError(
+            "model_uri",
+            f"'{model_uri}' is a local path, which the platform cannot load: use runs:/<run id>/<path>, "
+            "models:/<model id> (what log_model returns), models:/<name>/<version>, or a storage URI such as s3://…",
+        )
+    return model_uri
 
 
 @dataclass(frozen=True)
