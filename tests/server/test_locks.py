@@ -77,3 +77,48 @@ def test_a_waiter_that_cannot_have_the_lock_in_time_is_told_to_retry(database: D
         {"Retry-After": "2"},
     )
     assert refused.message == "Another request on 'BUSY' is still running; retry shortly."
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_requests_nested_locks_share_one_session_and_sessions_are_bounded(
+    database: Database, database_url: str
+) -> None:
+    """Each lock took a connection of its own, without bound: a burst of registrations could use up PostgreSQL's
+    `max_connections` (security review). One session per request now, and a bounded number per process."""
+    other_process = Database(database_url)
+    database.lock_sessions = asyncio.Semaphore(1)  # one session: a nested lock needing its own would never get it
+
+    def others_try(name: str) -> bool:
+        with other_process.lock_engine.connect() as connection:
+            return locks.try_advisory_lock(connection, locks.advisory_key(name))
+
+    async def holder(inside: asyncio.Event, done: asyncio.Event) -> tuple[bool, bool, bool]:
+        async with locks.shared_lock(database, "registry.token:A"):
+            async with locks.shared_lock(database, "registry.model:m", wait_seconds=1):
+                nested_held = not others_try("registry.model:m")
+            nested_released = others_try("registry.model:m")
+            inside.set()
+            await done.wait()
+            outer_held = not others_try("registry.token:A")
+        return nested_held, nested_released, outer_held
+
+    async def contender(inside: asyncio.Event, done: asyncio.Event) -> ApiError:
+        await inside.wait()
+        try:
+            with pytest.raises(ApiError) as refused:
+                async with locks.shared_lock(database, "registry.token:B", wait_seconds=0.3):
+                    pytest.fail("a second session was opened past the bound")
+        finally:
+            done.set()
+        return refused.value
+
+    async def scenario() -> tuple[tuple[bool, bool, bool], ApiError]:
+        inside, done = asyncio.Event(), asyncio.Event()
+        return await asyncio.gather(holder(inside, done), contender(inside, done))
+
+    try:
+        (nested_held, nested_released, outer_held), refused = asyncio.run(scenario())
+    finally:
+        other_process.close()
+    assert (nested_held, nested_released, outer_held) == (True, True, True)
+    assert (refused.status, refused.message) == (503, "Another request on 'B' is still running; retry shortly.")

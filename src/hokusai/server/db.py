@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cached_property
@@ -26,6 +27,12 @@ def create_db_engine(url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+# PostgreSQL sessions one API process holds at most for registry locks (`locks.py`), beside its pool's 30: each
+# lock session is a connection, and without a bound a burst of registrations would use up the server's
+# `max_connections` (100 by default).
+LOCK_SESSIONS = 10
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -53,6 +60,7 @@ class Database:
         self.engine = create_db_engine(url)
         migrate(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self.lock_sessions = asyncio.Semaphore(LOCK_SESSIONS)
 
     @contextmanager
     def session(self) -> Iterator[Session]:

@@ -4,7 +4,8 @@ A retried registration must find the version its first attempt created rather th
 two requests to take turns even when they reach different API processes. SQLite deployments run one process per
 database file; on PostgreSQL a session-level advisory lock, keyed by the name, makes the other processes wait.
 The lock lives on a connection of its own, outside the pool, and is released by closing it: PostgreSQL drops a
-session's advisory locks when the session ends, so a cancelled or failed request can never leave one behind.
+session's advisory locks when the session ends, so a cancelled or failed request can never leave one behind. A
+request's nested locks share its one session, and each process holds at most `db.LOCK_SESSIONS` of them.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import logging
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 
 from sqlalchemy import Connection, text
 from starlette.concurrency import run_in_threadpool
@@ -29,6 +31,8 @@ _POLL_SECONDS = 0.1
 # Longer than a registration takes (a few MLflow calls); a waiter past it is told to retry rather than kept.
 WAIT_SECONDS = 120.0
 _local_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+# The PostgreSQL session of the advisory locks the current request holds, if any.
+_lock_session: ContextVar[Connection | None] = ContextVar("hokusai_lock_session", default=None)
 
 
 def local_lock(name: str) -> asyncio.Lock:
@@ -64,21 +68,46 @@ async def shared_lock(database: Database, name: str, *, wait_seconds: float = WA
 @asynccontextmanager
 async def _advisory_lock(database: Database, name: str, wait_seconds: float) -> AsyncIterator[None]:
     key = advisory_key(name)
-    connection = await run_in_threadpool(database.lock_engine.connect)
+    deadline = asyncio.get_running_loop().time() + wait_seconds
+    held = _lock_session.get()
+    if held is not None:
+        # Nested in a lock this request holds (a model's inside a token's): its session takes this one too, so a
+        # request needs one connection however deep its locks go, and requests holding a session never wait for
+        # another one to take their next lock.
+        await _acquire(held, key, name, deadline)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(Exception):
+                await run_in_threadpool(advisory_unlock, held, key)
+        return
     try:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait_seconds
-        # Polled, not awaited in a worker thread: waiters must not use up the thread pool.
-        while not await run_in_threadpool(try_advisory_lock, connection, key):
-            if loop.time() >= deadline:
-                raise _busy(name)
-            await asyncio.sleep(_POLL_SECONDS)
-        yield
+        async with asyncio.timeout_at(deadline):
+            await database.lock_sessions.acquire()
+    except TimeoutError:
+        raise _busy(name) from None
+    try:
+        connection = await run_in_threadpool(database.lock_engine.connect)
+        bound = _lock_session.set(connection)
+        try:
+            await _acquire(connection, key, name, deadline)
+            yield
+        finally:
+            _lock_session.reset(bound)
+            # Closing ends the session, and every lock it holds with it; closing in the event loop thread keeps a
+            # cancelled request from skipping it.
+            with contextlib.suppress(Exception):
+                connection.close()
     finally:
-        # Closing ends the session, and the lock with it; closing in the event loop thread keeps a cancelled
-        # request from skipping it.
-        with contextlib.suppress(Exception):
-            connection.close()
+        database.lock_sessions.release()
+
+
+async def _acquire(connection: Connection, key: int, name: str, deadline: float) -> None:
+    # Polled, not awaited in a worker thread: waiters must not use up the thread pool.
+    while not await run_in_threadpool(try_advisory_lock, connection, key):
+        if asyncio.get_running_loop().time() >= deadline:
+            raise _busy(name)
+        await asyncio.sleep(_POLL_SECONDS)
 
 
 def advisory_key(name: str) -> int:
@@ -90,6 +119,11 @@ def try_advisory_lock(connection: Connection, key: int) -> bool:
     acquired = connection.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": key}).scalar_one()
     connection.commit()  # no transaction stays open while the lock is held
     return bool(acquired)
+
+
+def advisory_unlock(connection: Connection, key: int) -> None:
+    connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+    connection.commit()
 
 
 def _busy(name: str) -> ApiError:
