@@ -3,16 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import select
 
+from hokusai.server.audit import AuditLog
 from hokusai.server.db import Database
 from hokusai.server.errors import ApiError
 from hokusai.server.keys import Principal
-from hokusai.server.registry import Source, create_model_version, fetch_run, outcome_unknown
+from hokusai.server.models import AuditEvent
+from hokusai.server.registry import (
+    Caller,
+    Registration,
+    Source,
+    create_model_version,
+    fetch_run,
+    get_token,
+    outcome_unknown,
+    register_tokenized_model,
+)
 from hokusai.server.secrets import load_or_create_secrets
 from hokusai.server.settings import Settings
 from hokusai.server.upstream import Upstream
@@ -78,3 +91,102 @@ def test_a_version_mlflow_did_not_answer_for_in_time_is_not_undone(tmp_path: Pat
     assert (refused.value.status, refused.value.error_code) == (504, "DEADLINE_EXCEEDED")
     assert outcome_unknown(refused.value)
     assert [method for method, _ in sent] == ["POST", "POST"]  # the model, the version; no DELETE of the model
+
+
+class _RegistryStandIn:
+    """MLflow's registry as a registration meets it: the model exists, search finds the versions kept here, and each
+    `model-versions/create` gets the next scripted answer ("timeout", "committed-then-timeout" or "refused")."""
+
+    def __init__(self, *create_answers: str) -> None:
+        self.create_answers = list(create_answers)
+        self.versions: list[dict[str, object]] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if path.endswith("/registered-models/create"):
+            return httpx.Response(400, json={"error_code": "RESOURCE_ALREADY_EXISTS", "message": "exists"})
+        if path.endswith("/model-versions/search"):
+            return httpx.Response(200, json={"model_versions": self.versions})
+        if path.endswith("/model-versions/create"):
+            return self._create(request)
+        return httpx.Response(404, json={"error_code": "ENDPOINT_NOT_FOUND", "message": path})
+
+    def _create(self, request: httpx.Request) -> httpx.Response:
+        answer = self.create_answers.pop(0)
+        if answer == "refused":
+            return httpx.Response(403, json={"error_code": "PERMISSION_DENIED", "message": "no"})
+        if answer == "committed-then-timeout":
+            body = json.loads(request.content)
+            self.versions.append({"name": body["name"], "version": "1", "source": body["source"], "tags": body["tags"]})
+        raise httpx.ReadTimeout("no answer", request=request)
+
+
+def _register(database: Database, tmp_path: Path, mlflow: _RegistryStandIn, *, model_uri: str) -> None:
+    registration = Registration.build(
+        model_uri=model_uri,
+        mlflow_run_id=None,
+        artifact_path="model",
+        model_name="m",
+        token_id="TOK",
+        metric_name="accuracy",
+        baseline_value=0.5,
+        tags=None,
+        description=None,
+        metadata={},
+        strict=False,
+    )
+
+    async def register() -> None:
+        settings = Settings(data_dir=tmp_path, mlflow_url="http://mlflow.test")
+        upstream = Upstream("http://mlflow.test", settings, load_or_create_secrets(settings), database)
+        upstream.client = httpx.AsyncClient(base_url="http://mlflow.test", transport=httpx.MockTransport(mlflow))
+        try:
+            await register_tokenized_model(
+                database=database,
+                upstream=upstream,
+                audit=AuditLog(database),
+                caller=Caller(principal=ALICE, request_id=None),
+                registration=registration,
+            )
+        finally:
+            await upstream.aclose()
+
+    asyncio.run(register())
+
+
+def _claim_outcomes(database: Database) -> list[str]:
+    with database.session() as session:
+        return [event.outcome for event in session.scalars(select(AuditEvent).order_by(AuditEvent.id))]
+
+
+def test_a_claim_kept_by_a_timed_out_attempt_is_released_when_the_retry_fails_and_nothing_carries_it(
+    database: Database, tmp_path: Path
+) -> None:
+    mlflow = _RegistryStandIn("timeout", "refused")
+
+    with pytest.raises(ApiError) as timed_out:
+        _register(database, tmp_path, mlflow, model_uri="s3://bucket/model")
+    kept = get_token(database, token_id="TOK")
+    with pytest.raises(ApiError) as refused:
+        _register(database, tmp_path, mlflow, model_uri="s3://bucket/model")
+
+    assert timed_out.value.status == 504 and kept is not None and kept.owner == "alice"
+    assert refused.value.status == 403
+    assert get_token(database, token_id="TOK") is None  # no version was made: the token is free again
+    assert _claim_outcomes(database) == ["ok", "rolled_back"]
+
+
+def test_a_claim_a_timed_out_version_carries_after_all_stays_when_a_retry_fails(
+    database: Database, tmp_path: Path
+) -> None:
+    mlflow = _RegistryStandIn("committed-then-timeout", "refused")
+
+    with pytest.raises(ApiError):
+        _register(database, tmp_path, mlflow, model_uri="s3://bucket/model")
+    with pytest.raises(ApiError) as refused:
+        _register(database, tmp_path, mlflow, model_uri="s3://bucket/other-model")  # another source: a new version
+
+    assert refused.value.status == 403
+    held = get_token(database, token_id="TOK")
+    assert held is not None and (held.owner, held.model_name) == ("alice", "m")  # version 1 carries it
+    assert _claim_outcomes(database) == ["ok"]

@@ -411,6 +411,14 @@ def _versions_carrying(model_name: str, token_id: str) -> str:
     return f"name IN {filter_in([model_name])} AND tags.{TAG_TOKEN_ID} = {filter_equals(token_id)}"
 
 
+async def _model_carries(*, upstream: Upstream, principal: Principal, model_name: str, token: str) -> bool:
+    """Whether a version of `model_name` that the caller can see is tagged with token id `token`."""
+    carriers, _ = await _search_versions(
+        upstream=upstream, principal=principal, filter_string=_versions_carrying(model_name, token), max_results=1
+    )
+    return bool(carriers)
+
+
 async def find_existing_version(
     *, upstream: Upstream, principal: Principal, model_name: str, token_id: str, source: str
 ) -> dict[str, Any] | None:
@@ -800,7 +808,7 @@ async def register_tokenized_model(
             undecided = True
             raise
         finally:
-            if claim.taken and not registered and not undecided:
+            if not registered and not undecided and await _claim_to_undo(upstream, principal, registration, claim):
                 await _roll_back_claim(
                     database=database, audit=audit, caller=caller, registration=registration, claim=claim
                 )
@@ -849,13 +857,9 @@ async def _move_stale_claim(
     if holder.owner != caller.principal.owner:
         return None
     # The caller holds the token's lock (see `register_tokenized_model`), so no version is being made meanwhile.
-    carriers, _ = await _search_versions(
-        upstream=upstream,
-        principal=caller.principal,
-        filter_string=_versions_carrying(holder.model_name, registration.token_id),
-        max_results=1,
-    )
-    if carriers:
+    if await _model_carries(
+        upstream=upstream, principal=caller.principal, model_name=holder.model_name, token=registration.token_id
+    ):
         return None
     return await run_in_threadpool(
         move_claim,
@@ -865,6 +869,28 @@ async def _move_stale_claim(
         from_model=holder.model_name,
         to_model=registration.model_name,
     )
+
+
+async def _claim_to_undo(
+    upstream: Upstream, principal: Principal, registration: Registration, claim: TokenClaim
+) -> bool:
+    """Whether a failed registration leaves the claim as it found it only by undoing it.
+
+    A claim this registration made or moved is undone. One it found may have been kept by an earlier attempt whose
+    version MLflow never confirmed (`VersionOutcomeUnknown`): if no version carries the token now, that attempt made
+    none, and the claim is released rather than left holding a token for nothing (review, 2026-11-28). When MLflow
+    cannot say, the claim stays: the registration's own error is the one to report.
+    """
+    if claim.taken:
+        return True
+    try:
+        carried = await _model_carries(
+            upstream=upstream, principal=principal, model_name=registration.model_name, token=registration.token_id
+        )
+    except ApiError:
+        logger.warning("kept token %r's claim: MLflow could not say whether a version carries it", claim.token.token_id)
+        return False
+    return not carried
 
 
 async def _roll_back_claim(
@@ -1265,13 +1291,9 @@ async def _require_carrier(*, upstream: Upstream, principal: Principal, token: T
     A claim outlives its model (see `_move_stale_claim`), and another user may since have created a model of that
     name: handing it over gave the new owner MANAGE on a stranger's model (security review, 2026-11-28).
     """
-    carriers, _ = await _search_versions(
-        upstream=upstream,
-        principal=principal,
-        filter_string=_versions_carrying(token.model_name, token.token_id),
-        max_results=1,
-    )
-    if not carriers:
+    if not await _model_carries(
+        upstream=upstream, principal=principal, model_name=token.model_name, token=token.token_id
+    ):
         raise ApiError(
             409,
             f"No version of model '{token.model_name}' carries token '{token.token_id}' any more (the model was "
