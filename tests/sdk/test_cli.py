@@ -8,6 +8,7 @@ import stat
 import string
 import subprocess
 import sys
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ from hokusai._outbox import append_entry, new_entry
 from hokusai._paths import credentials_path
 from hokusai.cli import _errors, auth, models, sync
 from hokusai.cli._errors import CLI_ERROR_MAPPINGS, DEBUG_HINT, run_cli
-from hokusai.errors import HokusaiAuthError, HokusaiError
+from hokusai.errors import HokusaiAuthError, HokusaiError, HokusaiKeyMismatchWarning
 
 from .conftest import KEY, FakeAPI, error
 
@@ -350,6 +351,23 @@ def test_models_list_and_show(api: FakeAPI, monkeypatch: pytest.MonkeyPatch) -> 
     assert shown.exit_code == 0
     assert "churn version 1" in shown.stdout and "tag team   growth" in shown.stdout
     assert api.requests[3].url.path == "/api/v1/models/tokenized/churn/versions/latest"
+
+
+def test_model_commands_do_not_warn_about_mlflows_own_key(api: FakeAPI, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The README's admin shell: HOKUSAI_API_KEY is the admin's key, MLFLOW_TRACKING_TOKEN a user's.
+    monkeypatch.setenv("HOKUSAI_API_KEY", KEY)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"{API}/api/mlflow")
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "hk_live_" + "u" * 40)
+    answer(api, httpx.Response(200, json={"models": [MODEL], "next_page_token": None}))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        listed = run(["models", "list"])
+        with pytest.warns(HokusaiKeyMismatchWarning):  # what Python code calling the SDK still gets
+            ModelRegistry(transport=api.transport).close()
+
+    assert listed.exit_code == 0 and "churn" in listed.stdout
+    assert "different key" not in listed.stderr
+    assert [warning.message for warning in caught] == []
 
 
 def test_api_url_option_overrides_the_environment(api: FakeAPI, monkeypatch: pytest.MonkeyPatch) -> None:

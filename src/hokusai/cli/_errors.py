@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import NoReturn
@@ -16,6 +17,7 @@ from hokusai.errors import (
     HokusaiConflictError,
     HokusaiConnectionError,
     HokusaiError,
+    HokusaiKeyMismatchWarning,
     HokusaiNotFoundError,
     HokusaiPermissionError,
     HokusaiRateLimitError,
@@ -75,7 +77,12 @@ def run_cli(app: typer.Typer, args: Sequence[str] | None = None) -> None:
     except HokusaiConfigurationError as exc:
         _fail(exc)
     try:
-        app(args=list(args) if args is not None else None, prog_name="hokusai")
+        with warnings.catch_warnings():
+            # The warning is for Python code that logs with MLflow as one key and registers as another. A command
+            # runs no MLflow code under MLflow's credential, so here it only repeated itself on every model command
+            # in a shell that exports both keys (an admin's, say); `hokusai auth status` still reports the mismatch.
+            warnings.simplefilter("ignore", HokusaiKeyMismatchWarning)
+            app(args=list(args) if args is not None else None, prog_name="hokusai")
     except HokusaiError as exc:
         if show_traceback:
             raise
