@@ -148,6 +148,30 @@ def test_registration_needs_exactly_one_source() -> None:
     assert (built.model_uri, built.tags["mlflow_run_id"], built.token_id) == ("runs:/abc/model", "abc", "T")
 
 
+_SOURCE_FIELDS = dict(
+    mlflow_run_id=None, artifact_path="model", model_name="m", token_id="t", metric_name="acc", baseline_value=0.5,
+    tags=None, description=None, metadata={}, strict=False,
+)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "local_path",
+    ["model", "/tmp/model", "file:///tmp/model", "C:/models/churn", "c:\\models\\churn", "\\\\server\\share\\churn"],
+)
+def test_a_path_on_some_disk_is_refused_naming_model_uri(local_path: str) -> None:
+    # A Windows path parses with the drive letter as its scheme, and MLflow's server took it as a remote source.
+    with pytest.raises(HokusaiValidationError, match="is a local path") as refused:
+        Registration.build(model_uri=local_path, **_SOURCE_FIELDS)  # type: ignore[arg-type]
+    assert refused.value.field == "model_uri"
+
+
+@pytest.mark.parametrize(
+    "remote", ["s3://bucket/churn", "gs://b/m", "mlflow-artifacts:/1/abc/artifacts", "models:/m/1"]
+)
+def test_storage_and_registry_uris_are_sources(remote: str) -> None:
+    assert Registration.build(model_uri=remote, **_SOURCE_FIELDS).model_uri == remote  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize(
     ("status", "expected"),
     [(403, (403, "PERMISSION_DENIED")), (404, (404, "RESOURCE_DOES_NOT_EXIST")),

@@ -712,7 +712,8 @@ def _remote_source(model_uri: str) -> str:
 
     Refused here, naming the field, before a token is claimed for it (MLflow's 400 named neither).
     """
-    if uri_scheme(model_uri) in ("", "file"):
+    scheme = uri_scheme(model_uri)
+    if scheme in ("", "file") or len(scheme) == 1:  # one letter: a Windows drive (`C:\\models\\churn`)
         raise HokusaiValidationError(
             "model_uri",
             f"'{model_uri}' is a local path, which the platform cannot load: use runs:/<run id>/<path>, "
