@@ -979,8 +979,9 @@ async def _require_change_rights(*, upstream: Upstream, principal: Principal, ve
     model the caller may not be allowed to change at all. A user did so directly, through a claim moved off a model of
     their own they had deleted, and through a claim a timed-out attempt had left in place (security reviews,
     2026-11-28). Which claim a version was registered under is not recorded, so every repeat asks: re-writing the
-    version's token tag with the value it has changes nothing, and MLflow answers it as it answers any change to the
-    model. A refusal is the caller's 403, and a claim this request made or moved is put back as it was.
+    version's token tag with the value it has changes no data (MLflow does send a `model_version_tag.set` webhook
+    event), and MLflow answers it as it answers any change to the model. A refusal is the caller's 403, and a claim
+    this request made or moved is put back as it was.
     """
     await call_as(
         upstream,
