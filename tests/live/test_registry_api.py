@@ -244,7 +244,7 @@ def test_conflict_names_the_model_and_never_the_owner(
     assert assert_error(other_model, 409, "TOKEN_ALREADY_CLAIMED") == expected
     assert alice.owner not in by_bob.text
     same_name = as_bob.post(TOKENIZED, json={**request, "artifact_path": "legacy"})
-    assert f"already claimed by another account's model '{request['model_name']}'" in assert_error(
+    assert f"already claimed by another account, under model name '{request['model_name']}'" in assert_error(
         same_name, 409, "TOKEN_ALREADY_CLAIMED"
     )
     assert alice.owner not in same_name.text

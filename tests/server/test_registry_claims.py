@@ -77,8 +77,8 @@ def test_a_repeat_claim_is_idempotent_and_another_model_conflicts(database: Data
     with pytest.raises(TokenHeld) as same_name:
         claim_token(database, token_id="TOK-1", model_name="m1", owner="bob")
     assert same_name.value.message.startswith(
-        "Token 'TOK-1' is already claimed by another account's model 'm1' (model names are shared by everyone, as in "
-        "MLflow: a model of that name already exists and is not yours)."
+        "Token 'TOK-1' is already claimed by another account, under model name 'm1' (model names are shared by "
+        "everyone, as in MLflow)."
     )
     assert "alice" not in same_name.value.message
 

@@ -513,9 +513,10 @@ class TokenHeld(ApiError):
         # Names the holding model, never its owner: accounts are not disclosed to other users.
         if holder.model_name == model_name and holder.owner != owner:
             # "claimed by model 'x'" would name the very model the caller asked for, and read as nonsense.
+            # Nor may it say the model exists: a claim outlives its model, which may since have been deleted.
             where = (
-                f"another account's model '{holder.model_name}' (model names are shared by everyone, as in MLflow: "
-                "a model of that name already exists and is not yours)"
+                f"another account, under model name '{holder.model_name}' (model names are shared by everyone, as in "
+                "MLflow)"
             )
         else:
             where = f"model '{holder.model_name}'"
