@@ -31,6 +31,7 @@ from hokusai.validation import (
     TAG_TOKEN_ID,
     baseline_check,
     baseline_model_name,
+    baseline_repeat_leaves_out,
     parse_models_uri,
     repeat_conflict,
     repeat_leaves_out,
@@ -172,7 +173,12 @@ class LocalRegistry:
         versions = self._search_versions(_model_filter(model_name))
         existing = next((found for found in versions if (found.name, found.source) == (model_name, source)), None)
         if existing is not None:
-            return _baseline(existing, model_type, run_id, created=False)
+            left_out = baseline_repeat_leaves_out(
+                version_label=f"Model '{model_name}' version {existing.version}",
+                registered_metadata=existing.tags.get(TAG_METADATA),
+                metadata_json=metadata_json,
+            )
+            return _baseline(existing, model_type, run_id, created=False, warnings=(left_out,) if left_out else ())
         tags = {
             TAG_IS_BASELINE: "true",
             TAG_MODEL_TYPE: model_type,
@@ -332,7 +338,9 @@ def _translated() -> Iterator[None]:
         raise api_error(exc.message, status=status, error_code=exc.error_code, layer=LAYER_LOCAL) from exc
 
 
-def _baseline(found: ModelVersion, model_type: str, run_id: str, *, created: bool) -> BaselineEntry:
+def _baseline(
+    found: ModelVersion, model_type: str, run_id: str, *, created: bool, warnings: tuple[str, ...] = ()
+) -> BaselineEntry:
     return BaselineEntry(
         model_name=found.name,
         version=str(found.version),
@@ -341,6 +349,7 @@ def _baseline(found: ModelVersion, model_type: str, run_id: str, *, created: boo
         model_uri=f"models:/{found.name}/{found.version}",
         tags=dict(found.tags),
         created=created,
+        warnings=warnings,
     )
 
 

@@ -59,6 +59,7 @@ class BaselineEntry(BaseModel):
     model_uri: str
     tags: dict[str, str] = {}
     created: bool = True  # False: this run's model was already a baseline of this type, and that version is returned
+    warnings: tuple[str, ...] = ()  # e.g. a repeat's metadata that was not applied
 
 
 @dataclass(frozen=True)

@@ -499,6 +499,22 @@ def repeat_leaves_out(
     )
 
 
+def baseline_repeat_leaves_out(
+    *, version_label: str, registered_metadata: str | None, metadata_json: str | None
+) -> str | None:
+    """The warning for a repeated baseline whose metadata differs from the version it returns; `None` if it does not.
+
+    The same run's model twice is one baseline, returned as it is: its metadata is not replaced by a repeat's.
+    """
+    if metadata_json is None or metadata_json == registered_metadata:
+        return None
+    return (
+        f"{version_label} is already this run's model as a baseline, and a repeat changes nothing: this request's "
+        f"metadata differs from the version's and was not applied (the version's '{TAG_METADATA}' tag in MLflow "
+        "holds it; baselines are shared, so an admin changes it)."
+    )
+
+
 def tokenized_tags(*, token_id: str, metric_name: str, baseline_value: float, run_id: str | None) -> dict[str, str]:
     """The reserved tags that make a model version a tokenized model."""
     tags = {

@@ -237,6 +237,8 @@ def test_models_baseline_registers_the_next_version_of_the_types_model(
     first = hokusai_cli(env, "models", "baseline", "--type", model_type, "--run-id", run.run_id,
                         "--metadata", "dataset=v1", "--metadata", "rows=4")  # fmt: skip
     again = hokusai_cli(env, "models", "baseline", "--type", model_type, "--run-id", run.run_id)
+    changed = hokusai_cli(env, "models", "baseline", "--type", model_type, "--run-id", run.run_id,
+                          "--metadata", "dataset=v2")  # fmt: skip
     second = hokusai_cli(env, "models", "baseline", "--type", model_type, "--run-id", run.run_id,
                          "--artifact-path", "challenger")  # fmt: skip
     missing = hokusai_cli(env, "models", "baseline", "--type", model_type, "--run-id", run.run_id,
@@ -248,6 +250,8 @@ def test_models_baseline_registers_the_next_version_of_the_types_model(
         0, f"Registered baseline {name} version 1 (models:/{name}/1).",
     ), first.stderr  # fmt: skip
     assert again.stdout.strip() == f"Already registered: baseline {name} version 1 (models:/{name}/1).", again.stderr
+    assert (again.stderr, changed.stdout) == ("", again.stdout)
+    assert changed.stderr.startswith(f"Warning: Model '{name}' version 1 is already this run's model as a baseline")
     assert second.stdout.strip() == f"Registered baseline {name} version 2 (models:/{name}/2).", second.stderr
     assert missing.returncode == 1 and "no model at 'nothing-here'" in missing.stderr
     assert malformed.returncode == 2 and "expected KEY=VALUE" in malformed.stderr

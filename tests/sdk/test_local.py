@@ -237,7 +237,10 @@ def test_baseline(registry: ModelRegistry) -> None:
     assert entry.tags["is_baseline"] == "true"
     assert entry.tags["registered_by"] == registry.whoami()["owner"]
     again = registry.register_baseline_via_api("classification", RUN_ID, {"dataset": "v1"})
-    assert (again.version, again.created) == ("1", False)  # the same model again is the version it became
+    assert (again.version, again.created, again.warnings) == ("1", False, ())  # the same model: the version it became
+    changed = registry.register_baseline_via_api("classification", RUN_ID, {"dataset": "v2"})
+    assert (changed.version, changed.tags["metadata"]) == ("1", '{"dataset":"v1"}')
+    assert len(changed.warnings) == 1 and "metadata differs from the version's" in changed.warnings[0]
     without = registry.register_baseline_via_api("classification", RUN_ID, {}, artifact_path="challenger")
     assert (without.version, without.created) == ("2", True)
     assert "metadata" not in without.tags  # as over the API, which sends no metadata for an empty mapping

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Annotated
 
@@ -68,7 +68,11 @@ def register_model(
     else:
         outcome = "Registered" if model.created else "Already registered:"
     out.print(f"{outcome} {model.model_name} version {model.version} for token {model.token_id} ({model.model_uri}).")
-    for warning in model.warnings:
+    _print_warnings(model.warnings)
+
+
+def _print_warnings(messages: Sequence[str]) -> None:
+    for warning in messages:
         console(stderr=True).print(f"Warning: {warning}", style="yellow")
 
 
@@ -97,6 +101,7 @@ def register_baseline(
         entry = registry.register_baseline_via_api(model_type, run_id, fields, artifact_path=artifact_path)
     outcome = "Registered" if entry.created else "Already registered:"
     console().print(f"{outcome} baseline {entry.model_name} version {entry.version} ({entry.model_uri}).")
+    _print_warnings(entry.warnings)
 
 
 @models_app.command("list")

@@ -58,6 +58,7 @@ from hokusai.validation import (
     ModelsUri,
     baseline_check,
     baseline_model_name,
+    baseline_repeat_leaves_out,
     normalize_token_id,
     parse_models_uri,
     repeat_conflict,
@@ -1047,18 +1048,24 @@ async def register_baseline(
                 tags=tags,
                 description=None,
             )
-    number = str(version.get("version", ""))
+    number, registered_tags = str(version.get("version", "")), version_tags(version)
     if created:
         detail = {"source": source.uri}
         await audit_event(audit, caller, "model.register_baseline", "ok", f"{model_name}/{number}", detail)
+    left_out = baseline_repeat_leaves_out(
+        version_label=f"Model '{model_name}' version {number}",
+        registered_metadata=registered_tags.get(TAG_METADATA),
+        metadata_json=metadata_json,
+    )
     return BaselineInfo(
         model_name=model_name,
         version=number,
         model_type=model_type,
         run_id=run_id,
         model_uri=f"models:/{model_name}/{number}",
-        tags=version_tags(version),
+        tags=registered_tags,
         created=created,
+        warnings=[left_out] if left_out else [],
     )
 
 

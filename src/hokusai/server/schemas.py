@@ -235,6 +235,7 @@ class BaselineInfo(BaseModel):
     model_uri: str
     tags: dict[str, str]
     created: bool = Field(default=True, description="False: this run's model was already a baseline of this type")
+    warnings: list[str] = Field(default_factory=list, description="What a repeat did not apply, in sentences")
 
 
 # --- tokens ---------------------------------------------------------------------------------------------------
