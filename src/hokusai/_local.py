@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from hokusai._client import TOKEN_ALREADY_CLAIMED, api_error
 from hokusai._paths import local_store_dir
+from hokusai.errors import HokusaiAPIError
 from hokusai.models import BaselineEntry, RegistrationRequest, TokenizedModel
 from hokusai.validation import (
     LATEST_VERSION,
@@ -36,6 +37,7 @@ from hokusai.validation import (
     repeat_conflict,
     repeat_leaves_out,
     run_id_from_uri,
+    token_not_held,
     tokenized_tags,
     validate_version,
 )
@@ -135,12 +137,13 @@ class LocalRegistry:
         No version, or ``latest``, is the newest version that carries a token.
         """
         number = validate_version(version)
+        held = {token for token, holder in self._claims.rows(token_id=None, owner=None) if holder == model_name}
         if number is None:
             found = max(
                 (
                     found
                     for found in self._search_versions(_model_filter(model_name))
-                    if found.name == model_name and TAG_TOKEN_ID in found.tags
+                    if found.name == model_name and found.tags.get(TAG_TOKEN_ID) in held
                 ),
                 key=lambda found: int(found.version),
                 default=None,
@@ -149,12 +152,10 @@ class LocalRegistry:
             with _translated():
                 found = self.client.get_model_version(model_name, number)
         if found is None or TAG_TOKEN_ID not in found.tags:
-            raise api_error(
-                f"Model '{model_name}' has no tokenized version '{version or LATEST_VERSION}'.",
-                status=404,
-                error_code="RESOURCE_DOES_NOT_EXIST",
-                layer=LAYER_LOCAL,
-            )
+            raise _not_found(f"Model '{model_name}' has no tokenized version '{version or LATEST_VERSION}'.")
+        if found.tags[TAG_TOKEN_ID] not in held:
+            # As on the server: the tag alone binds nothing (a version tagged by hand, say, through MlflowClient).
+            raise _not_found(token_not_held(model_name, str(found.version), found.tags[TAG_TOKEN_ID]))
         return _tokenized(found, created=False)
 
     def list_tokenized_models(self, token_id: str | None = None, *, owner: str | None = None) -> list[TokenizedModel]:
@@ -314,6 +315,10 @@ class _TokenClaims:
                 (token_id, token_id, owner, owner),
             )
             return [(str(token), str(model)) for token, model in cursor.fetchall()]
+
+
+def _not_found(message: str) -> HokusaiAPIError:
+    return api_error(message, status=404, error_code="RESOURCE_DOES_NOT_EXIST", layer=LAYER_LOCAL)
 
 
 def _model_filter(model_name: str) -> str:

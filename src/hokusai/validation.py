@@ -499,6 +499,14 @@ def repeat_leaves_out(
     )
 
 
+def token_not_held(model_name: str, version: str, token_id: str) -> str:
+    """The 404 message for a version whose token tag names a token its model no longer holds."""
+    return (
+        f"Version {version} of model '{model_name}' was registered with token '{token_id}', which that model no longer "
+        "holds (the token was released or moved to another model): it is not a tokenized model any more."
+    )
+
+
 def baseline_repeat_leaves_out(
     *, version_label: str, registered_metadata: str | None, metadata_json: str | None
 ) -> str | None:

@@ -9,7 +9,7 @@ import pytest
 
 from hokusai import ModelRegistry
 from hokusai.errors import HokusaiConflictError, HokusaiNotFoundError, HokusaiValidationError
-from hokusai.validation import TAG_BASELINE, TAG_METRIC, TAG_RUN_ID, TAG_STATUS, TAG_TOKEN_ID
+from hokusai.validation import TAG_BASELINE, TAG_METRIC, TAG_RUN_ID, TAG_STATUS, TAG_TOKEN_ID, token_not_held
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "quickstart.py"
 RUN_ID = "0123456789abcdef0123456789abcdef"
@@ -179,6 +179,19 @@ def test_a_plain_model_version_is_not_a_tokenized_model(registry: ModelRegistry)
         registry.get_tokenized_model("plain")
     with pytest.raises(HokusaiNotFoundError, match="Model 'plain' has no tokenized version '1'"):
         registry.get_tokenized_model("plain", 1)
+
+
+def test_a_token_tag_the_model_does_not_hold_binds_nothing_as_on_the_server(registry: ModelRegistry) -> None:
+    _register(registry)  # churn holds CHURN
+    registry.local.client.create_registered_model("copycat")
+    registry.local.client.create_model_version("copycat", source="s3://x", tags={TAG_TOKEN_ID: "CHURN"})  # by hand
+
+    with pytest.raises(HokusaiNotFoundError, match="Model 'copycat' has no tokenized version 'latest'"):
+        registry.get_tokenized_model("copycat")
+    with pytest.raises(HokusaiNotFoundError) as tagged_by_hand:
+        registry.get_tokenized_model("copycat", 1)
+    assert tagged_by_hand.value.user_message == token_not_held("copycat", "1", "CHURN")
+    assert registry.get_tokenized_model("churn").token_id == "CHURN"
 
 
 def test_latest_is_the_newest_tokenized_version_as_on_the_server(registry: ModelRegistry) -> None:

@@ -64,6 +64,7 @@ from hokusai.validation import (
     repeat_conflict,
     repeat_leaves_out,
     run_id_from_uri,
+    token_not_held,
     tokenized_tags,
     uri_scheme,
     validate_baseline_value,
@@ -1167,11 +1168,7 @@ async def get_tokenized_model(
         )
     if info.token_id not in held:
         raise ApiError(
-            404,
-            f"Version {info.version} of model '{model_name}' was registered with token '{info.token_id}', which that "
-            "model no longer holds (the token was released or moved to another model): it is not a tokenized model "
-            "any more.",
-            error_code="RESOURCE_DOES_NOT_EXIST",
+            404, token_not_held(model_name, info.version, info.token_id), error_code="RESOURCE_DOES_NOT_EXIST"
         )
     return info
 
