@@ -21,6 +21,7 @@ from hokusai.validation import (
     tokenized_tags,
     unpaired_surrogate_at,
     validate_baseline_value,
+    validate_key_name,
     validate_metadata,
     validate_metadata_fields,
     validate_metric_name,
@@ -260,3 +261,29 @@ def test_unpaired_surrogates_are_found_at_any_depth() -> None:
     for _ in range(100_000):
         nested = [nested]
     assert unpaired_surrogate_at({"tags": nested}) == "tags" + ".0" * 100_000
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "👩\u200d💻 laptop",
+        "\u0646\u06cc\u0645\u200c\u0641\u0627\u0635\u0644\u0647",
+        "ci\u00a0deploy",
+        "résumé key",
+        "a [bold] name",
+    ],
+    ids=["emoji-joiner", "persian-non-joiner", "no-break-space", "accents", "brackets"],
+)
+def test_key_names_are_any_text_that_prints_as_itself(name: str) -> None:
+    assert validate_key_name(name) == name
+
+
+@pytest.mark.parametrize(
+    ("name", "found"),
+    [("a\x1b[2J", "U+001B"), ("C1\x9b", "U+009B"), ("admin\u202etxt", "U+202E"), ("zero\u200bwidth", "U+200B"),
+     ("line\u2028break", "U+2028"), ("soft\u00adhyphen", "U+00AD"), ("private\ue000", "U+E000")],
+)  # fmt: skip
+def test_key_names_that_could_steer_a_terminal_are_refused(name: str, found: str) -> None:
+    with pytest.raises(HokusaiValidationError, match=re.escape(f"found {found})")) as refused:
+        validate_key_name(name)
+    assert refused.value.field == "name"

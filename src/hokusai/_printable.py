@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 
 def printable(text: str) -> str:
     """`text` with control characters escaped, so that it can neither end a line and forge the next nor steer a
@@ -11,4 +13,18 @@ def printable(text: str) -> str:
     log line of its own choosing, and an escape sequence in a key's name or an audited path would rewrite the
     terminal of whoever lists them.
     """
-    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+    if text.isprintable():
+        return text
+    return "".join(char.encode("unicode_escape").decode("ascii") if unprintable(char) else char for char in text)
+
+
+def unprintable(char: str) -> bool:
+    """Whether `char` could end a line, steer a terminal or reorder the text around it: a control, a format character
+    (a right-to-left override, a zero-width space), a line or paragraph separator, a lone surrogate, a private-use
+    character. The two joiners are format characters that Persian and Indic scripts and emoji sequences need, and
+    are kept; so are spaces other than ' ' (a no-break space pasted with a name)."""
+    return unicodedata.category(char) in _UNPRINTABLE_CATEGORIES and char not in _JOINERS
+
+
+_UNPRINTABLE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Zl", "Zp"})
+_JOINERS = frozenset("\u200c\u200d")  # zero-width non-joiner and joiner

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from hokusai._printable import unprintable
 from hokusai.errors import HokusaiValidationError
 
 KEY_PREFIX = "hk_live_"  # how every Hokusai API key starts
@@ -102,10 +103,15 @@ KEY_NAME_MAX_LENGTH = 128
 
 def validate_key_name(name: object) -> str:
     """A key's label: shown in `hokusai keys list`, so printable characters only (an escape sequence would rewrite the
-    admin's terminal, a right-to-left override would reorder what it shows; security reviews, 2026-11-28)."""
+    admin's terminal, a right-to-left override would reorder what it shows; security reviews, 2026-11-28). What
+    printable means is `_printable.unprintable`'s, what the CLI escapes: joiners and no-break spaces are text."""
     name = _bounded_text("name", name, KEY_NAME_MAX_LENGTH)
-    if not name.isprintable():
-        raise HokusaiValidationError("name", "must contain only printable characters (no control or format characters)")
+    found = next((char for char in name if unprintable(char)), None)
+    if found is not None:
+        raise HokusaiValidationError(
+            "name",
+            f"must contain only printable characters (no control or format characters; found U+{ord(found):04X})",
+        )
     return name
 
 

@@ -63,6 +63,8 @@ def test_the_line_names_the_keys_owner_and_id_once_the_key_is_checked(caplog: py
         ("/a\r\nb", "/a\\r\\nb"),
         ("/a\x00b\x1b[31m", "/a\\x00b\\x1b[31m"),
         ("/a\u2028b", "/a\\u2028b"),  # a line separator to some log viewers
+        ("/é\nü\u202e", "/é\\nü\\u202e"),  # only what could break the line or reorder it is escaped
+        ("/a\u00a0b\u200d", "/a\u00a0b\u200d"),  # a no-break space and a joiner print as themselves
     ],
 )
 def test_printable_escapes_only_what_could_break_a_line(text: str, logged: str) -> None:
