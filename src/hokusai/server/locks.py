@@ -93,11 +93,13 @@ async def _advisory_lock(database: Database, name: str, wait_seconds: float) -> 
             await _acquire(connection, key, name, deadline)
             yield
         finally:
-            _lock_session.reset(bound)
             # Closing ends the session, and every lock it holds with it; closing in the event loop thread keeps a
-            # cancelled request from skipping it.
+            # cancelled request from skipping it. First, so that nothing below can skip it either.
             with contextlib.suppress(Exception):
                 connection.close()
+            # ValueError: this lock was left from another context (a generator finalised by another task).
+            with contextlib.suppress(ValueError):
+                _lock_session.reset(bound)
     finally:
         database.lock_sessions.release()
 
