@@ -7,7 +7,7 @@ and an OTLP export added spans to it (found by a security review, 2026-11-27). T
 (an assessment logged on an active trace, spans racing the trace's start), so a trace id that exists is not refused:
 the caller needs MLflow's update permission on that trace, as `traces/set-tag` asks; and an assessment it carries
 may not be another trace's (the store merges those by id too); an assessment created with an id that exists is
-MLflow's 400, where its store failed with a 500 (for non-admins: MLflow runs no checks for its admins). An OTLP
+MLflow's 400, where its store failed with a 500, for admins too (whom MLflow's validators skip). An OTLP
 export's `X-Mlflow-Run-Id` links the traces to that run, so it needs update on the run, as `runs/link-traces` does.
 
 The OTLP body is decoded the way MLflow's `export_traces` decodes it, with MLflow's own functions; a body that does
@@ -30,15 +30,18 @@ def install_trace_write_checks(mlflow_auth_app: Any) -> None:
     if getattr(mlflow_auth_app._get_otel_validator, "_hokusai_checked", False):
         return
     _add_to_validator(mlflow_auth_app, "validate_can_start_trace_v3", _start_trace_check(mlflow_auth_app))
-    _add_to_validator(mlflow_auth_app, "validate_can_create_assessment", _new_assessment_check(mlflow_auth_app))
+    assessment_is_new = _new_assessment_check(mlflow_auth_app)
+    create_assessment = _add_to_validator(mlflow_auth_app, "validate_can_create_assessment", assessment_is_new)
+    _apply_to_admins(mlflow_auth_app, create_assessment, assessment_is_new)
     factory = _otel_validator_factory(mlflow_auth_app)
     factory._hokusai_checked = True  # type: ignore[attr-defined]
     # `_find_fastapi_validator` looks the factory up by name on every request.
     mlflow_auth_app._get_otel_validator = factory
 
 
-def _add_to_validator(app: Any, name: str, check: Callable[[], bool]) -> None:
-    """Make `check` part of the auth app's validator `name`, on every route it guards (after MLflow's own check).
+def _add_to_validator(app: Any, name: str, check: Callable[[], bool]) -> Callable[[], bool]:
+    """Make `check` part of the auth app's validator `name`, on every route it guards (after MLflow's own check);
+    returns the validator that replaced it.
 
     The auth app keeps its validators in several tables: one by literal path, others by path pattern per family
     (`TRACE_PARAMETERIZED_BEFORE_REQUEST_VALIDATORS`, ...); the validator is replaced in all of them.
@@ -54,6 +57,26 @@ def _add_to_validator(app: Any, name: str, check: Callable[[], bool]) -> None:
         raise RuntimeError(f"MLflow's auth app has no {name} to wrap; recheck hokusai.mlflow_auth")
     for table, route in routes:
         table[route] = validator
+    return validator
+
+
+def _apply_to_admins(app: Any, validator: Callable[[], bool], rule: Callable[[], bool]) -> None:
+    """Run `rule`, a data-integrity rule, for an admin's request that `validator` would have guarded.
+
+    Admins skip every validator. MLflow's own integrity rule for them (a review queue may not shadow a username) runs
+    from `enforce_review_queue_name_not_username`, which `_before_request` calls for admins alone; `rule` joins it
+    there, so an admin's duplicate assessment id is the same 400 as anyone's, not the store's 500.
+    """
+    from flask import request
+
+    admins_rules = app.enforce_review_queue_name_not_username
+
+    def rules_for_admins() -> None:
+        admins_rules()
+        if app._find_validator(request) is validator:
+            rule()
+
+    app.enforce_review_queue_name_not_username = rules_for_admins
 
 
 def _start_trace_check(app: Any) -> Callable[[], bool]:
