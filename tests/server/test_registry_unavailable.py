@@ -20,11 +20,13 @@ from hokusai.server.registry import (
     Caller,
     Registration,
     Source,
+    claim_token,
     create_model_version,
     fetch_run,
     get_token,
     outcome_unknown,
     register_tokenized_model,
+    transfer_token,
 )
 from hokusai.server.secrets import load_or_create_secrets
 from hokusai.server.settings import Settings
@@ -95,7 +97,8 @@ def test_a_version_mlflow_did_not_answer_for_in_time_is_not_undone(tmp_path: Pat
 
 class _RegistryStandIn:
     """MLflow's registry as a registration meets it: the model exists, search finds the versions kept here, and each
-    `model-versions/create` gets the next scripted answer ("timeout", "committed-then-timeout" or "refused")."""
+    `model-versions/create` gets the next scripted answer ("created", "timeout", "committed-then-timeout" or
+    "refused")."""
 
     def __init__(self, *create_answers: str) -> None:
         self.create_answers = list(create_answers)
@@ -115,18 +118,24 @@ class _RegistryStandIn:
         answer = self.create_answers.pop(0)
         if answer == "refused":
             return httpx.Response(403, json={"error_code": "PERMISSION_DENIED", "message": "no"})
-        if answer == "committed-then-timeout":
-            body = json.loads(request.content)
-            self.versions.append({"name": body["name"], "version": "1", "source": body["source"], "tags": body["tags"]})
+        body = json.loads(request.content)
+        version = {"name": body["name"], "version": "1", "source": body["source"], "tags": body["tags"]}
+        self.versions.append(version)
+        if answer == "created":
+            return httpx.Response(200, json={"model_version": version})
+        if answer == "timeout":
+            self.versions.remove(version)
         raise httpx.ReadTimeout("no answer", request=request)
 
 
-def _register(database: Database, tmp_path: Path, mlflow: _RegistryStandIn, *, model_uri: str) -> None:
+def _register(
+    database: Database, tmp_path: Path, mlflow: _RegistryStandIn, *, model_uri: str, model_name: str = "m"
+) -> None:
     registration = Registration.build(
         model_uri=model_uri,
         mlflow_run_id=None,
         artifact_path="model",
-        model_name="m",
+        model_name=model_name,
         token_id="TOK",
         metric_name="accuracy",
         baseline_value=0.5,
@@ -156,24 +165,44 @@ def _register(database: Database, tmp_path: Path, mlflow: _RegistryStandIn, *, m
 
 def _claim_outcomes(database: Database) -> list[str]:
     with database.session() as session:
-        return [event.outcome for event in session.scalars(select(AuditEvent).order_by(AuditEvent.id))]
+        claims = select(AuditEvent).where(AuditEvent.action == "token.claim").order_by(AuditEvent.id)
+        return [event.outcome for event in session.scalars(claims)]
 
 
-def test_a_claim_kept_by_a_timed_out_attempt_is_released_when_the_retry_fails_and_nothing_carries_it(
+def test_a_claim_kept_by_a_timed_out_creation_stays_its_owners_and_moves_with_their_next_model(
     database: Database, tmp_path: Path
 ) -> None:
-    mlflow = _RegistryStandIn("timeout", "refused")
+    # MLflow may still be making the version when the retry fails: nothing may conclude that none will exist.
+    mlflow = _RegistryStandIn("timeout", "refused", "created")
 
     with pytest.raises(ApiError) as timed_out:
         _register(database, tmp_path, mlflow, model_uri="s3://bucket/model")
+    with pytest.raises(ApiError) as refused:
+        _register(database, tmp_path, mlflow, model_uri="s3://bucket/model")
     kept = get_token(database, token_id="TOK")
+    _register(database, tmp_path, mlflow, model_uri="s3://bucket/model", model_name="m2")
+
+    assert (timed_out.value.status, refused.value.status) == (504, 403)
+    assert kept is not None and (kept.owner, kept.model_name) == ("alice", "m")
+    moved = get_token(database, token_id="TOK")
+    assert moved is not None and (moved.owner, moved.model_name) == ("alice", "m2")  # no version of m carried it
+    assert _claim_outcomes(database) == ["ok", "moved"]
+
+
+def test_a_transferred_claim_survives_its_new_owners_failed_first_registration(
+    database: Database, tmp_path: Path
+) -> None:
+    claim_token(database, token_id="TOK", model_name="old", owner="bob")
+    assert transfer_token(database, token_id="TOK", new_owner="alice", model_name="m") is not None
+    mlflow = _RegistryStandIn("refused")
+
     with pytest.raises(ApiError) as refused:
         _register(database, tmp_path, mlflow, model_uri="s3://bucket/model")
 
-    assert timed_out.value.status == 504 and kept is not None and kept.owner == "alice"
     assert refused.value.status == 403
-    assert get_token(database, token_id="TOK") is None  # no version was made: the token is free again
-    assert _claim_outcomes(database) == ["ok", "rolled_back"]
+    held = get_token(database, token_id="TOK")
+    assert held is not None and (held.owner, held.model_name) == ("alice", "m")  # what the admin decided stands
+    assert _claim_outcomes(database) == []
 
 
 def test_a_claim_a_timed_out_version_carries_after_all_stays_when_a_retry_fails(

@@ -373,6 +373,11 @@ class VersionOutcomeUnknown(ApiError):
 
     Only this call's timeout leaves a claim in place; after any other (a search, the rights check) nothing can carry
     the claim yet, and keeping it would hand a retry a claim it did not take (security review, 2026-11-28).
+
+    The kept claim stays its owner's even if a later attempt fails: MLflow may still be creating that version, so no
+    later request can tell that it made none, and a claim found, not taken, by a request may be one an admin
+    transferred to a model with no version yet (review, 2026-11-28: releasing such claims was tried and undone). The
+    owner moves it by registering the token on another model (`_move_stale_claim`); an admin can release it.
     """
 
 
@@ -413,10 +418,10 @@ def _versions_carrying(model_name: str, token_id: str) -> str:
     return f"name IN {filter_in([model_name])} AND tags.{TAG_TOKEN_ID} = {filter_equals(token_id)}"
 
 
-async def _model_carries(*, upstream: Upstream, principal: Principal, model_name: str, token: str) -> bool:
-    """Whether a version of `model_name` that the caller can see is tagged with token id `token`."""
+async def _model_carries(*, upstream: Upstream, principal: Principal, model_name: str, token_id: str) -> bool:
+    """Whether a version of `model_name` that the caller can see is tagged with `token_id`."""
     carriers, _ = await _search_versions(
-        upstream=upstream, principal=principal, filter_string=_versions_carrying(model_name, token), max_results=1
+        upstream=upstream, principal=principal, filter_string=_versions_carrying(model_name, token_id), max_results=1
     )
     return bool(carriers)
 
@@ -812,7 +817,7 @@ async def register_tokenized_model(
             undecided = True
             raise
         finally:
-            if not registered and not undecided and await _claim_to_undo(upstream, principal, registration, claim):
+            if claim.taken and not registered and not undecided:
                 await _roll_back_claim(
                     database=database, audit=audit, caller=caller, registration=registration, claim=claim
                 )
@@ -862,7 +867,7 @@ async def _move_stale_claim(
         return None
     # The caller holds the token's lock (see `register_tokenized_model`), so no version is being made meanwhile.
     if await _model_carries(
-        upstream=upstream, principal=caller.principal, model_name=holder.model_name, token=registration.token_id
+        upstream=upstream, principal=caller.principal, model_name=holder.model_name, token_id=registration.token_id
     ):
         return None
     return await run_in_threadpool(
@@ -873,28 +878,6 @@ async def _move_stale_claim(
         from_model=holder.model_name,
         to_model=registration.model_name,
     )
-
-
-async def _claim_to_undo(
-    upstream: Upstream, principal: Principal, registration: Registration, claim: TokenClaim
-) -> bool:
-    """Whether a failed registration leaves the claim as it found it only by undoing it.
-
-    A claim this registration made or moved is undone. One it found may have been kept by an earlier attempt whose
-    version MLflow never confirmed (`VersionOutcomeUnknown`): if no version carries the token now, that attempt made
-    none, and the claim is released rather than left holding a token for nothing (review, 2026-11-28). When MLflow
-    cannot say, the claim stays: the registration's own error is the one to report.
-    """
-    if claim.taken:
-        return True
-    try:
-        carried = await _model_carries(
-            upstream=upstream, principal=principal, model_name=registration.model_name, token=registration.token_id
-        )
-    except ApiError:
-        logger.warning("kept token %r's claim: MLflow could not say whether a version carries it", claim.token.token_id)
-        return False
-    return not carried
 
 
 async def _roll_back_claim(
@@ -1299,7 +1282,7 @@ async def _require_carrier(*, upstream: Upstream, principal: Principal, token: T
     name: handing it over gave the new owner MANAGE on a stranger's model (security review, 2026-11-28).
     """
     if not await _model_carries(
-        upstream=upstream, principal=principal, model_name=token.model_name, token=token.token_id
+        upstream=upstream, principal=principal, model_name=token.model_name, token_id=token.token_id
     ):
         raise ApiError(
             409,
