@@ -142,6 +142,7 @@ def test_metadata_fields_become_bounded_hokusai_tags() -> None:
 
 
 def test_metadata_is_compact_json_of_bounded_size() -> None:
+    assert validate_metadata({}) is None and validate_metadata(None) is None  # empty metadata is no metadata
     assert validate_metadata({"b": 1, "a": "x"}) == '{"a":"x","b":1}'
     for bad in ({"x": math.nan}, {"x": object()}, {"x": "y" * 5000}, ["not", "a", "mapping"]):
         with pytest.raises(HokusaiValidationError, match="metadata"):
@@ -281,7 +282,8 @@ def test_key_names_are_any_text_that_prints_as_itself(name: str) -> None:
 @pytest.mark.parametrize(
     ("name", "found"),
     [("a\x1b[2J", "U+001B"), ("C1\x9b", "U+009B"), ("admin\u202etxt", "U+202E"), ("zero\u200bwidth", "U+200B"),
-     ("line\u2028break", "U+2028"), ("soft\u00adhyphen", "U+00AD"), ("private\ue000", "U+E000")],
+     ("line\u2028break", "U+2028"), ("soft\u00adhyphen", "U+00AD"), ("private\ue000", "U+E000"),
+     ("unassigned\U000e0000", "U+E0000")],
 )  # fmt: skip
 def test_key_names_that_could_steer_a_terminal_are_refused(name: str, found: str) -> None:
     with pytest.raises(HokusaiValidationError, match=re.escape(f"found {found})")) as refused:

@@ -134,10 +134,10 @@ class LocalRegistry:
     def get_tokenized_model(self, model_name: str, version: str | None = None) -> TokenizedModel:
         """One version, as ``GET /api/v1/models/tokenized/<name>/versions/<version>`` answers it.
 
-        No version, or ``latest``, is the newest version that carries a token.
+        No version, or ``latest``, is the newest version that carries a token the model holds.
         """
         number = validate_version(version)
-        held = {token for token, holder in self._claims.rows(token_id=None, owner=None) if holder == model_name}
+        held = self._claims.held_by(model_name)
         if number is None:
             found = max(
                 (
@@ -306,6 +306,11 @@ class _TokenClaims:
     def release(self, token_id: str, model_name: str) -> None:
         with self._connect() as connection:
             connection.execute("DELETE FROM tokens WHERE token_id = ? AND model_name = ?", (token_id, model_name))
+
+    def held_by(self, model_name: str) -> set[str]:
+        with self._connect() as connection:
+            cursor = connection.execute("SELECT token_id FROM tokens WHERE model_name = ?", (model_name,))
+            return {str(token) for (token,) in cursor.fetchall()}
 
     def rows(self, *, token_id: str | None, owner: str | None) -> list[tuple[str, str]]:
         with self._connect() as connection:

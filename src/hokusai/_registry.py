@@ -219,8 +219,7 @@ class ModelRegistry:
         model_type = validate_model_type(model_type)
         mlflow_run_id = validate_run_id(mlflow_run_id)
         source = validate_model_uri(f"runs:/{mlflow_run_id}/{artifact_path.strip('/')}")
-        # Empty metadata is no metadata, in the local store as on the server (the request below sends none).
-        metadata_json = validate_metadata(metadata) if metadata != {} else None
+        metadata_json = validate_metadata(metadata)
         if self._client is None:
             return self.local.register_baseline(model_type, mlflow_run_id, metadata_json, source=source)
         body = {

@@ -395,8 +395,12 @@ def validate_metadata_fields(fields: Mapping[str, object]) -> dict[str, str]:
 
 
 def validate_metadata(metadata: Mapping[str, Any] | None) -> str | None:
-    """Baseline metadata as compact JSON, or ``None``; bounded so it fits in one MLflow tag."""
-    if metadata is None:
+    """Baseline metadata as compact JSON, or ``None``; bounded so it fits in one MLflow tag.
+
+    Empty metadata is no metadata, from the SDK and straight over the API alike: a repeat sending ``{}`` must not
+    read as metadata that differs from a version registered without any.
+    """
+    if metadata is None or (isinstance(metadata, Mapping) and not metadata):
         return None
     if not isinstance(metadata, Mapping):
         raise HokusaiValidationError("metadata", "must be a JSON object")

@@ -350,15 +350,15 @@ def test_baseline_registration(as_alice: httpx.Client, alice: User, run: LoggedR
         "metadata": json.dumps({"dataset": "d1", "rows": 4}, separators=(",", ":"), sort_keys=True),
     }
     assert baseline["warnings"] == []
-    same, bare, changed = (
+    same, bare, empty, changed = (
         as_alice.post(BASELINE, json={"model_type": model_type, "mlflow_run_id": run.run_id, **extra})
-        for extra in ({"metadata": {"rows": 4, "dataset": "d1"}}, {}, {"metadata": {"dataset": "d2"}})
+        for extra in ({"metadata": {"rows": 4, "dataset": "d1"}}, {}, {"metadata": {}}, {"metadata": {"dataset": "d2"}})
     )
-    for repeat in (same, bare, changed):
+    for repeat in (same, bare, empty, changed):
         assert repeat.status_code == 200, repeat.text
         assert (repeat.json()["version"], repeat.json()["created"]) == ("1", False)
         assert repeat.json()["tags"] == baseline["tags"]  # a repeat replaces nothing
-    assert same.json()["warnings"] == bare.json()["warnings"] == []
+    assert same.json()["warnings"] == bare.json()["warnings"] == empty.json()["warnings"] == []  # {} is no metadata
     (left_out,) = changed.json()["warnings"]
     assert left_out.startswith(f"Model 'hokusai-baseline-{model_type}' version 1 is already this run's model")
     assert "metadata differs from the version's and was not applied" in left_out

@@ -65,6 +65,9 @@ def test_the_line_names_the_keys_owner_and_id_once_the_key_is_checked(caplog: py
         ("/a\u2028b", "/a\\u2028b"),  # a line separator to some log viewers
         ("/é\nü\u202e", "/é\\nü\\u202e"),  # only what could break the line or reorder it is escaped
         ("/a\u00a0b\u200d", "/a\u00a0b\u200d"),  # a no-break space and a joiner print as themselves
+        ("/a\\nb\x00", "/a\\\\nb\\x00"),  # a sent backslash never reads as an escape made here
+        ("/C:\\dir", "/C:\\\\dir"),
+        ("/\U000e0000\U00013439", "/\\U000e0000\\U00013439"),  # unassigned here, format characters later
     ],
 )
 def test_printable_escapes_only_what_could_break_a_line(text: str, logged: str) -> None:

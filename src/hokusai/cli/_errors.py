@@ -79,8 +79,9 @@ def run_cli(app: typer.Typer, args: Sequence[str] | None = None) -> None:
     try:
         with warnings.catch_warnings():
             # The warning is for Python code that logs with MLflow as one key and registers as another. A command
-            # runs no MLflow code under MLflow's credential, so here it only repeated itself on every model command
-            # in a shell that exports both keys (an admin's, say); `hokusai auth status` still reports the mismatch.
+            # acts with the Hokusai key alone (its local fallback uses a local store, not MLflow's credential), so
+            # here it only repeated itself on every model command in a shell that exports both keys (an admin's,
+            # say); `hokusai auth status` still reports the mismatch.
             warnings.simplefilter("ignore", HokusaiKeyMismatchWarning)
             app(args=list(args) if args is not None else None, prog_name="hokusai")
     except HokusaiError as exc:

@@ -1036,10 +1036,14 @@ async def register_baseline(
     if created:
         detail = {"source": source.uri}
         await audit_event(audit, caller, "model.register_baseline", "ok", f"{model_name}/{number}", detail)
-    left_out = baseline_repeat_leaves_out(
-        version_label=f"Model '{model_name}' version {number}",
-        registered_metadata=registered_tags.get(TAG_METADATA),
-        metadata_json=metadata_json,
+    left_out = (
+        None
+        if created
+        else baseline_repeat_leaves_out(
+            version_label=f"Model '{model_name}' version {number}",
+            registered_metadata=registered_tags.get(TAG_METADATA),
+            metadata_json=metadata_json,
+        )
     )
     return BaselineInfo(
         model_name=model_name,
