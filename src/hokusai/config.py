@@ -400,7 +400,10 @@ def _different_key(plan: _Plan) -> tuple[str, str] | None:
     if not _same_origin(plan.tracking_uri, plan.api_url):
         return None
     if credential.kind == "bearer":
-        fix = f"set {TOKEN_ENV} to the same key, or unset it so hokusai.setup() sets it"
+        fix = (
+            f"use one key, your own, for both (an admin key is for administration, not MLflow work): set {TOKEN_ENV} "
+            f"to the SDK's key, or unset it so hokusai.setup() sets it; or set {API_KEY_ENV} to {TOKEN_ENV}'s key"
+        )
     else:
         fix = (
             f"make the password in {credential.source} the same key, or remove the username and password there "

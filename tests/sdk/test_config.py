@@ -107,8 +107,9 @@ def test_setup_warns_when_mlflow_would_act_as_another_key(monkeypatch: pytest.Mo
         setup_mlflow_auth(api_key=KEY, api_url=API)
     assert str(caught[0].message) == (
         f"MLflow calls act as a different key (prefix {OTHER_KEY[:12]}…, from MLFLOW_TRACKING_TOKEN) than the SDK "
-        f"(prefix {KEY[:12]}…, from the key passed as an argument): set MLFLOW_TRACKING_TOKEN to the same key, or "
-        "unset it so hokusai.setup() sets it."
+        f"(prefix {KEY[:12]}…, from the key passed as an argument): use one key, your own, for both (an admin key "
+        "is for administration, not MLflow work): set MLFLOW_TRACKING_TOKEN to the SDK's key, or unset it so "
+        "hokusai.setup() sets it; or set HOKUSAI_API_KEY to MLFLOW_TRACKING_TOKEN's key."
     )
     assert KEY not in str(caught[0].message) and OTHER_KEY not in str(caught[0].message)
     monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", KEY)
@@ -382,7 +383,11 @@ def test_an_mlflow_token_of_another_key_is_a_problem(monkeypatch: pytest.MonkeyP
         {
             "problem": f"MLflow calls act as a different key (prefix {OTHER_KEY[:12]}…, from MLFLOW_TRACKING_TOKEN) "
             f"than the SDK (prefix {KEY[:12]}…, from HOKUSAI_API_KEY)",
-            "fix": "set MLFLOW_TRACKING_TOKEN to the same key, or unset it so hokusai.setup() sets it",
+            "fix": (
+                "use one key, your own, for both (an admin key is for administration, not MLflow work): set "
+                "MLFLOW_TRACKING_TOKEN to the SDK's key, or unset it so hokusai.setup() sets it; or set "
+                "HOKUSAI_API_KEY to MLFLOW_TRACKING_TOKEN's key"
+            ),
         }
     ]
     assert KEY not in repr(status) and OTHER_KEY not in repr(status)
