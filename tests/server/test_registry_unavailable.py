@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -58,6 +58,13 @@ def test_an_unreachable_mlflow_is_503_with_retry_after(unreachable: Upstream) ->
     assert refused.value.headers == {"Retry-After": "2"}
 
 
+def _answered_by(mlflow: Callable[[httpx.Request], httpx.Response], settings: Settings, database: Database) -> Upstream:
+    """The API's client for an MLflow played by `mlflow`, in process (no sockets)."""
+    upstream = Upstream("http://mlflow.test", settings, load_or_create_secrets(settings), database)
+    upstream.client = httpx.AsyncClient(base_url="http://mlflow.test", transport=httpx.MockTransport(mlflow))
+    return upstream
+
+
 def test_a_version_mlflow_did_not_answer_for_in_time_is_not_undone(tmp_path: Path) -> None:
     # MLflow may commit the version after the API gave up: deleting the new model would delete that version too.
     sent: list[tuple[str, str]] = []
@@ -71,8 +78,7 @@ def test_a_version_mlflow_did_not_answer_for_in_time_is_not_undone(tmp_path: Pat
     async def register() -> None:
         settings = Settings(data_dir=tmp_path)
         database = Database(settings.resolved_database_url)
-        upstream = Upstream("http://mlflow.test", settings, load_or_create_secrets(settings), database)
-        upstream.client = httpx.AsyncClient(base_url="http://mlflow.test", transport=httpx.MockTransport(mlflow))
+        upstream = _answered_by(mlflow, settings, database)
         try:
             await create_model_version(
                 database=database,
@@ -147,8 +153,7 @@ def _register(
 
     async def register() -> None:
         settings = Settings(data_dir=tmp_path, mlflow_url="http://mlflow.test")
-        upstream = Upstream("http://mlflow.test", settings, load_or_create_secrets(settings), database)
-        upstream.client = httpx.AsyncClient(base_url="http://mlflow.test", transport=httpx.MockTransport(mlflow))
+        upstream = _answered_by(mlflow, settings, database)
         try:
             await register_tokenized_model(
                 database=database,
