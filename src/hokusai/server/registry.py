@@ -1033,18 +1033,16 @@ async def register_baseline(
                 description=None,
             )
     number, registered_tags = str(version.get("version", "")), version_tags(version)
+    left_out = None
     if created:
         detail = {"source": source.uri}
         await audit_event(audit, caller, "model.register_baseline", "ok", f"{model_name}/{number}", detail)
-    left_out = (
-        None
-        if created
-        else baseline_repeat_leaves_out(
+    else:
+        left_out = baseline_repeat_leaves_out(
             version_label=f"Model '{model_name}' version {number}",
             registered_metadata=registered_tags.get(TAG_METADATA),
             metadata_json=metadata_json,
         )
-    )
     return BaselineInfo(
         model_name=model_name,
         version=number,
