@@ -14,6 +14,7 @@ from hokusai.validation import (
     TAG_METRIC,
     ModelsUri,
     baseline_mismatch,
+    normalize_model_type,
     normalize_token_id,
     parse_models_uri,
     repeat_conflict,
@@ -48,6 +49,27 @@ def test_bad_token_ids_name_the_field(bad: object) -> None:
         normalize_token_id(bad)
     assert caught.value.field == "token_id"
     assert isinstance(caught.value, ValueError)
+
+
+@pytest.mark.parametrize(
+    ("raw", "canonical"),
+    [
+        ("classification", "classification"),
+        ("Classification", "classification"),
+        ("LLM_chat-2", "llm_chat-2"),
+        ("9" * 64, "9" * 64),
+    ],
+)
+def test_model_types_are_lower_cased(raw: str, canonical: str) -> None:
+    """A type names the registered model `hokusai-baseline-<type>`: one series whatever the case typed."""
+    assert normalize_model_type(raw) == canonical
+
+
+@pytest.mark.parametrize("bad", ["", "_clf", "-clf", "a" * 65, "bad type", "clf/x", "Kelvin\u212a", "\u0131", None, 3])
+def test_bad_model_types_name_the_field(bad: object) -> None:
+    with pytest.raises(HokusaiValidationError) as caught:
+        normalize_model_type(bad)
+    assert caught.value.field == "model_type"
 
 
 @pytest.mark.parametrize("value", [0, 0.93, -1.5, 10**300, 1e308])

@@ -20,6 +20,7 @@ from hokusai.errors import (
     HokusaiNotFoundError,
     HokusaiPermissionError,
     HokusaiRateLimitError,
+    HokusaiRegistrationWarning,
     HokusaiValidationError,
 )
 
@@ -43,6 +44,7 @@ __all__ = [
     "HokusaiNotFoundError",
     "HokusaiPermissionError",
     "HokusaiRateLimitError",
+    "HokusaiRegistrationWarning",
     "HokusaiValidationError",
     "ModelRegistry",
     "TokenizedModel",

@@ -27,14 +27,20 @@ from hokusai._flags import Mode, current_mode
 from hokusai._local import LocalRegistry
 from hokusai._outbox import append_entry, new_entry
 from hokusai.config import setup_mlflow_auth
-from hokusai.errors import HokusaiAPIError, HokusaiConfigurationError, HokusaiConflictError, HokusaiConnectionError
+from hokusai.errors import (
+    HokusaiAPIError,
+    HokusaiConfigurationError,
+    HokusaiConflictError,
+    HokusaiConnectionError,
+    HokusaiRegistrationWarning,
+)
 from hokusai.models import BaselineEntry, RegistrationRequest, TokenizedModel
 from hokusai.validation import (
+    normalize_model_type,
     normalize_token_id,
     uri_scheme,
     validate_metadata,
     validate_model_name,
-    validate_model_type,
     validate_model_uri,
     validate_owner,
     validate_run_id,
@@ -47,6 +53,7 @@ BASELINE_PATH = "/api/v1/models/baseline"
 PAGE_SIZE = 100
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
+RegisteredT = TypeVar("RegisteredT", TokenizedModel, BaselineEntry)
 
 logger = logging.getLogger(__name__)
 
@@ -149,6 +156,9 @@ class ModelRegistry:
             },
             strict=strict,
         )
+        return _warned_of(self._register(request))
+
+    def _register(self, request: RegistrationRequest) -> TokenizedModel:
         if self._client is None:
             with _naming_token(request.token_id):
                 return self.local.register_tokenized_model(request)
@@ -216,19 +226,19 @@ class ModelRegistry:
         only admins can change; its ``registered_by`` tag names you. The same run's model again returns the version
         it became (``created`` is False).
         """
-        model_type = validate_model_type(model_type)
+        model_type = normalize_model_type(model_type)
         mlflow_run_id = validate_run_id(mlflow_run_id)
         source = validate_model_uri(f"runs:/{mlflow_run_id}/{artifact_path.strip('/')}")
         metadata_json = validate_metadata(metadata)
         if self._client is None:
-            return self.local.register_baseline(model_type, mlflow_run_id, metadata_json, source=source)
+            return _warned_of(self.local.register_baseline(model_type, mlflow_run_id, metadata_json, source=source))
         body = {
             "model_type": model_type,
             "mlflow_run_id": mlflow_run_id,
             "artifact_path": artifact_path,
             "metadata": dict(metadata or {}) or None,
         }
-        return _parse(BaselineEntry, self._client.request("POST", BASELINE_PATH, json=body))
+        return _warned_of(_parse(BaselineEntry, self._client.request("POST", BASELINE_PATH, json=body)))
 
     def whoami(self) -> dict[str, Any]:
         """Who the key belongs to: ``owner``, ``key_id``, ``key_prefix``, ``scopes`` and ``expires_at``."""
@@ -291,6 +301,14 @@ class ModelRegistry:
         class_name = self.__class__.__name__
         where = self._client.api_url if self._client is not None else self.local.tracking_uri
         return f"{class_name}(mode={self.mode!r}, url={where!r}, api_key='**********')"
+
+
+def _warned_of(result: RegisteredT) -> RegisteredT:
+    """`result`, once each of its warnings is a `HokusaiRegistrationWarning`: a list nobody reads is no warning."""
+    for message in result.warnings:
+        if not message.startswith(LOCAL_ONLY_NOTE):  # the fallback itself was a RuntimeWarning already
+            warnings.warn(message, HokusaiRegistrationWarning, stacklevel=3)
+    return result
 
 
 def _parse(model: type[ModelT], response: httpx.Response) -> ModelT:

@@ -17,7 +17,8 @@ Each API error carries the HTTP ``status``, the server's ``error_code``, the ``l
 validation error caught before sending has the same attributes: ``error_code`` ``INVALID_PARAMETER_VALUE`` (the
 server's for the same rule), ``layer`` ``sdk``, no ``status`` and no request id.
 
-One warning: :class:`HokusaiKeyMismatchWarning`, when MLflow in this process will send another key than the SDK's.
+Two warnings: :class:`HokusaiKeyMismatchWarning`, when MLflow in this process will send another key than the SDK's,
+and :class:`HokusaiRegistrationWarning`, for each of a registration's ``warnings``.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ __all__ = [
     "HokusaiNotFoundError",
     "HokusaiPermissionError",
     "HokusaiRateLimitError",
+    "HokusaiRegistrationWarning",
     "HokusaiValidationError",
 ]
 
@@ -83,6 +85,15 @@ class HokusaiValidationError(HokusaiError, ValueError):
 
 class HokusaiKeyMismatchWarning(UserWarning):
     """MLflow will act as another key than the SDK's: runs it logs and models the SDK registers get two owners."""
+
+
+class HokusaiRegistrationWarning(UserWarning):
+    """A registration succeeded with a caveat, also listed in the result's ``warnings``.
+
+    For example the run's metric differs from the baseline, or a repeat left out tags it did not apply. Turn it into
+    an error with ``warnings.simplefilter("error", HokusaiRegistrationWarning)`` (the registration has happened by
+    then); ``strict=True`` makes a baseline mismatch an error instead of a registration.
+    """
 
 
 class HokusaiConfigurationError(HokusaiError):

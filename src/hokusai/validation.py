@@ -52,7 +52,7 @@ _TOKEN_ID_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?")
 # The characters MLflow accepts in metric and tag keys (`validate_param_and_metric_name`, on Linux and macOS).
 _METRIC_NAME_RE = re.compile(r"[/\w.\- :]+")
 _RUN_ID_RE = re.compile(r"[a-zA-Z0-9][\w\-]{0,255}")  # MLflow's own run id pattern
-_MODEL_TYPE_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+_MODEL_TYPE_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_-]{0,63}")  # stored lower-cased
 _RUNS_URI_RE = re.compile(r"(?i:runs):/(?P<run_id>[^/]+)(?:/(?P<path>.*))?")
 _CONTROL_CHARS_RE = re.compile(r"[\x00-\x1f\x7f]")
 _VERSION_NUMBER_RE = re.compile(r"[1-9][0-9]{0,17}")
@@ -232,12 +232,17 @@ def validate_run_id(run_id: object, field: str = "mlflow_run_id") -> str:
     return run_id
 
 
-def validate_model_type(model_type: object) -> str:
+def normalize_model_type(model_type: object) -> str:
+    """Return the canonical (lower-case) model type, or raise if it breaks the rules.
+
+    Lower-cased as token ids are upper-cased: the type names a registered model (`hokusai-baseline-<type>`), whose
+    name is case-sensitive, and `Classification` must not start a second series beside `classification`.
+    """
     if not isinstance(model_type, str) or _MODEL_TYPE_RE.fullmatch(model_type) is None:
         raise HokusaiValidationError(
-            "model_type", "must be 1-64 lower-case letters, digits, '_' or '-', starting with a letter or digit"
+            "model_type", "must be 1-64 ASCII letters, digits, '_' or '-', starting with a letter or digit"
         )
-    return model_type
+    return model_type.lower()
 
 
 def baseline_model_name(model_type: str) -> str:

@@ -362,6 +362,8 @@ def test_baseline_registration(as_alice: httpx.Client, alice: User, run: LoggedR
     (left_out,) = changed.json()["warnings"]
     assert left_out.startswith(f"Model 'hokusai-baseline-{model_type}' version 1 is already this run's model")
     assert "metadata differs from the version's and was not applied" in left_out
+    shouted = as_alice.post(BASELINE, json={"model_type": model_type.upper(), "mlflow_run_id": run.run_id})
+    assert (shouted.status_code, shouted.json()["model_name"]) == (200, baseline["model_name"])  # one series per type
     bad = as_alice.post(BASELINE, json={"model_type": "Bad Type", "mlflow_run_id": run.run_id})
     assert "model_type" in assert_error(bad, 400, "INVALID_PARAMETER_VALUE")
 
@@ -556,6 +558,10 @@ def test_missing_run_or_model_path_is_404(as_alice: httpx.Client, as_admin: http
     for client in (as_alice, as_admin):
         message = assert_error(client.post(TOKENIZED, json=missing), 404, "RESOURCE_DOES_NOT_EXIST", layer="mlflow")
         assert f"read run '{'0' * 32}'" in message
+        assert "does not look like a run id" not in message
+    unset_run_id = as_alice.post(TOKENIZED, json=body(run, model_uri="runs:/None/model", mlflow_run_id=None))
+    unset = assert_error(unset_run_id, 404, "RESOURCE_DOES_NOT_EXIST", layer="mlflow")
+    assert "'None' does not look like a run id, which is 32 hex characters (run.info.run_id)" in unset
     no_model = as_alice.post(TOKENIZED, json=body(run, artifact_path="nothing-here"))
     assert "no model at 'nothing-here'" in assert_error(no_model, 404, "RESOURCE_DOES_NOT_EXIST")
 

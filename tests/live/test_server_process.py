@@ -47,6 +47,7 @@ def test_first_start_names_the_admin_keys_private_file_and_the_lines_to_paste(fr
     assert f"export HOKUSAI_API_URL={fresh.url}" in output
     assert f"export MLFLOW_TRACKING_URI={fresh.url}/api/mlflow" in output
     assert "export MLFLOW_TRACKING_TOKEN=<a user's key>" in output
+    assert f" login --api-url {fresh.url}\n" in output  # a user's own key goes to `hokusai login`, not the admin's
     whoami = httpx.get(fresh.url + "/api/v1/auth/whoami", headers={"Authorization": f"Bearer {key}"}).json()
     assert whoami["owner"] == "admin" and whoami["is_admin"] is True
 

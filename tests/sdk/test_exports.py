@@ -22,6 +22,7 @@ EXPECTED = [
     "HokusaiNotFoundError",
     "HokusaiPermissionError",
     "HokusaiRateLimitError",
+    "HokusaiRegistrationWarning",
     "HokusaiValidationError",
     "ModelRegistry",
     "TokenizedModel",

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import runpy
+import warnings
 from pathlib import Path
 
 import pytest
 
 from hokusai import ModelRegistry
-from hokusai.errors import HokusaiConflictError, HokusaiNotFoundError, HokusaiValidationError
+from hokusai.errors import (
+    HokusaiConflictError,
+    HokusaiNotFoundError,
+    HokusaiRegistrationWarning,
+    HokusaiValidationError,
+)
 from hokusai.validation import TAG_BASELINE, TAG_METRIC, TAG_RUN_ID, TAG_STATUS, TAG_TOKEN_ID, token_not_held
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "quickstart.py"
@@ -137,6 +143,26 @@ def test_the_runs_metric_is_checked_against_the_baseline_as_the_server_does(regi
         _register(registry, model_uri=f"runs:/{run.info.run_id}/m3", metric_name="f1", strict=True)
     assert caught.value.field == "baseline_value"
     assert str(caught.value).endswith("to confirm the baseline 0.91 (strict mode)")
+
+
+def test_a_registrations_warnings_are_python_warnings_too(registry: ModelRegistry) -> None:
+    """A caveat only in `result.warnings` goes unseen by code that ignores the result; Python shows a warning."""
+    client = registry.local.client
+    run = client.create_run(client.create_experiment("warned"))
+    client.log_metric(run.info.run_id, "accuracy", 0.91)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", HokusaiRegistrationWarning)
+        _register(registry, model_uri=f"runs:/{run.info.run_id}/model")  # the baseline matches: nothing to say
+
+    with pytest.warns(HokusaiRegistrationWarning) as caught:
+        model = _register(registry, model_uri=f"runs:/{run.info.run_id}/m1", baseline_value=0.5)
+    with pytest.warns(HokusaiRegistrationWarning) as caught_again:
+        entry = registry.register_baseline_via_api("clf", RUN_ID, {"dataset": "v1"})
+        entry = registry.register_baseline_via_api("clf", RUN_ID, {"dataset": "v2"})
+
+    assert [str(warning.message) for warning in caught] == list(model.warnings) != []
+    assert [str(warning.message) for warning in caught_again] == list(entry.warnings) != []
+    assert {warning.filename for warning in (*caught, *caught_again)} == {__file__}  # pointing at the caller's line
 
 
 def test_a_logged_model_source_is_checked_against_its_run(registry: ModelRegistry) -> None:

@@ -165,6 +165,14 @@ def test_a_path_on_some_disk_is_refused_naming_model_uri(local_path: str) -> Non
     assert refused.value.field == "model_uri"
 
 
+def test_a_bare_run_id_is_answered_with_the_uri_that_names_its_model() -> None:
+    run_id = "0123456789abcdef0123456789abcdef"
+    with pytest.raises(HokusaiValidationError) as refused:
+        Registration.build(model_uri=run_id, **_SOURCE_FIELDS)  # type: ignore[arg-type]
+    assert refused.value.field == "model_uri"
+    assert f"is a run id, not a model URI: use runs:/{run_id}/model" in refused.value.problem
+
+
 @pytest.mark.parametrize(
     "remote", ["s3://bucket/churn", "gs://b/m", "mlflow-artifacts:/1/abc/artifacts", "models:/m/1"]
 )

@@ -21,6 +21,7 @@ from hokusai.errors import (
     HokusaiNotFoundError,
     HokusaiPermissionError,
     HokusaiRateLimitError,
+    HokusaiRegistrationWarning,
     HokusaiValidationError,
 )
 
@@ -83,6 +84,8 @@ def run_cli(app: typer.Typer, args: Sequence[str] | None = None) -> None:
             # here it only repeated itself on every model command in a shell that exports both keys (an admin's,
             # say); `hokusai auth status` still reports the mismatch.
             warnings.simplefilter("ignore", HokusaiKeyMismatchWarning)
+            # The model commands print a result's warnings themselves, in their own words.
+            warnings.simplefilter("ignore", HokusaiRegistrationWarning)
             app(args=list(args) if args is not None else None, prog_name="hokusai")
     except HokusaiError as exc:
         if show_traceback:

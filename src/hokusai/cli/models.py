@@ -78,7 +78,7 @@ def _print_warnings(messages: Sequence[str]) -> None:
 
 @models_app.command("baseline")
 def register_baseline(
-    model_type: Annotated[str, typer.Option("--type", help="The model type, e.g. classification.")],
+    model_type: Annotated[str, typer.Option("--type", help="The model type, e.g. classification (stored lower-case).")],
     run_id: Annotated[str, typer.Option("--run-id", help="The MLflow run whose model is the baseline.")],
     artifact_path: Annotated[
         str, typer.Option("--artifact-path", help="Where the run logged the model: the `name` given to log_model.")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -59,6 +60,7 @@ from hokusai.validation import (
     baseline_check,
     baseline_model_name,
     baseline_repeat_leaves_out,
+    normalize_model_type,
     normalize_token_id,
     parse_models_uri,
     repeat_conflict,
@@ -73,7 +75,6 @@ from hokusai.validation import (
     validate_metadata_fields,
     validate_metric_name,
     validate_model_name,
-    validate_model_type,
     validate_model_uri,
     validate_run_id,
     validate_tokenized_model_name,
@@ -102,6 +103,7 @@ MAX_PAGE_SIZE = 1000
 _MAX_FILTER_LENGTH = 8000
 _SEARCH_PAGE_SIZE = 1000
 _MLMODEL = "MLmodel"
+_MLFLOW_RUN_ID_RE = re.compile(r"[0-9a-f]{32}")  # what MLflow's stores generate (uuid4 hex)
 _ORDER = ["name ASC", "version_number ASC"]
 _CLAIM_ATTEMPTS = 3
 # One lock per token while a request looks for its version and creates it (`locks.shared_lock`, across API
@@ -137,12 +139,15 @@ async def fetch_run(*, upstream: Upstream, principal: Principal, run_id: str) ->
             upstream, principal, "GET", RUNS_GET, params={"run_id": run_id}, action=f"read run '{run_id}'"
         )
     except ApiError as exc:
+        if exc.status == 404:
+            hinted = exc.message + _unlike_a_run_id(run_id)
+            raise ApiError(404, hinted, error_code=exc.error_code, layer=exc.layer) from exc
         if exc.status != 403:
             raise
         raise ApiError(
             403,
             f"Run '{run_id}' does not exist, or your account may not read it (MLflow does not say which). "
-            "Check the run id, or ask the run's owner for READ on its experiment.",
+            f"Check the run id, or ask the run's owner for READ on its experiment.{_unlike_a_run_id(run_id)}",
             error_code="PERMISSION_DENIED",
             layer=LAYER_MLFLOW,
         ) from exc
@@ -155,6 +160,16 @@ async def fetch_run(*, upstream: Upstream, principal: Principal, run_id: str) ->
         artifact_uri=str(info.get("artifact_uri", "")),
         metrics=_numbers(data.get("metrics", []), key="key", value="value"),
         model_steps={name: int(step) for name, step in _numbers(outputs, key="model_id", value="step").items()},
+    )
+
+
+def _unlike_a_run_id(run_id: str) -> str:
+    """A hint when `run_id` is not what MLflow makes: `runs:/None/model` (an unset variable), `runs:/model`."""
+    if _MLFLOW_RUN_ID_RE.fullmatch(run_id):
+        return ""
+    return (
+        f" '{run_id}' does not look like a run id, which is 32 hex characters (run.info.run_id); a runs:/ URI is "
+        "runs:/<run id>/<artifact path>."
     )
 
 
@@ -721,6 +736,12 @@ def _remote_source(model_uri: str) -> str:
     Refused here, naming the field, before a token is claimed for it (MLflow's 400 named neither).
     """
     scheme = uri_scheme(model_uri)
+    if _MLFLOW_RUN_ID_RE.fullmatch(model_uri):
+        raise HokusaiValidationError(
+            "model_uri",
+            f"'{model_uri}' is a run id, not a model URI: use runs:/{model_uri}/model (or the name the run gave "
+            "log_model in place of model), or give it as mlflow_run_id",
+        )
     if scheme in ("", "file") or len(scheme) == 1:  # one letter: a Windows drive (`C:\\models\\churn`)
         raise HokusaiValidationError(
             "model_uri",
@@ -1002,7 +1023,7 @@ async def register_baseline(
     everyone else's baselines would be refused. No user can change or delete another's baseline; admins can.
     """
     principal = caller.principal
-    model_type = validate_model_type(model_type)
+    model_type = normalize_model_type(model_type)
     run_id = validate_run_id(run_id)
     model_uri = validate_model_uri(f"runs:/{run_id}/{artifact_path.strip('/')}")
     metadata_json = validate_metadata(metadata)
