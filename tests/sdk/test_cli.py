@@ -465,3 +465,11 @@ def test_keys_create_needs_no_server_packages(tmp_path: Path) -> None:
 
     assert result.returncode == 1 and result.stderr.startswith("Cannot reach the server: Could not connect"), result
     assert "ModuleNotFoundError" not in result.stderr
+
+
+@pytest.mark.parametrize(("command", "option"), [("register", "--tag"), ("baseline", "--metadata")])
+def test_repeatable_pairs_show_what_they_take_in_help(command: str, option: str) -> None:
+    outcome = run(["models", command, "--help"])
+    assert outcome.exit_code == 0
+    (line,) = (line for line in outcome.stdout.splitlines() if f" {option} " in line and "repeat for more" in line)
+    assert "<key=value>" in line and "list[" not in line  # typer's default named the Python type, <list[str]>

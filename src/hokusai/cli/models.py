@@ -21,6 +21,7 @@ __all__ = ["models_app", "register"]
 
 models_app = typer.Typer(help="Register and inspect tokenized models.", no_args_is_help=True)
 
+_PAIR = "<key=value>"  # what a repeatable KEY=VALUE option takes, in typer's `<type>` style, not `<list[str]>`
 _SOURCE_COLUMN_WIDTH = 120  # terminal columns from which `models list` shows each version's source
 # The SDK names what it checks by its own arguments; errors name the option the user typed instead.
 _OPTIONS = {
@@ -48,7 +49,9 @@ def register_model(
     token_id: Annotated[str, typer.Option("--token-id", help="The token this model is tied to.")],
     metric: Annotated[str, typer.Option("--metric", help="The benchmark metric, e.g. accuracy.")],
     baseline: Annotated[float, typer.Option("--baseline", help="The baseline value of the metric.")],
-    tag: Annotated[list[str] | None, typer.Option("--tag", help="A KEY=VALUE tag; repeat for more.")] = None,
+    tag: Annotated[
+        list[str] | None, typer.Option("--tag", metavar=_PAIR, help="A KEY=VALUE tag; repeat for more.")
+    ] = None,
     api_url: ApiUrlOption = None,
 ) -> None:
     """Register a model version tied to a token and a benchmark baseline.
@@ -84,7 +87,8 @@ def register_baseline(
         str, typer.Option("--artifact-path", help="Where the run logged the model: the `name` given to log_model.")
     ] = "model",
     metadata: Annotated[
-        list[str] | None, typer.Option("--metadata", help="A KEY=VALUE to record with it; repeat for more.")
+        list[str] | None,
+        typer.Option("--metadata", metavar=_PAIR, help="A KEY=VALUE to record with it; repeat for more."),
     ] = None,
     api_url: ApiUrlOption = None,
 ) -> None:
