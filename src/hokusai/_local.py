@@ -20,6 +20,8 @@ from hokusai._paths import local_store_dir
 from hokusai.errors import HokusaiAPIError
 from hokusai.models import BaselineEntry, RegistrationRequest, TokenizedModel
 from hokusai.validation import (
+    BASELINE_MODEL_PREFIX,
+    BASELINE_MODELS_FILTER,
     LATEST_VERSION,
     REGISTRATION_CONFLICT,
     TAG_BASELINE,
@@ -179,7 +181,7 @@ class LocalRegistry:
                 registered_metadata=existing.tags.get(TAG_METADATA),
                 metadata_json=metadata_json,
             )
-            return _baseline(existing, model_type, run_id, created=False, warnings=(left_out,) if left_out else ())
+            return _baseline(existing, created=False, warnings=(left_out,) if left_out else ())
         tags = {
             TAG_IS_BASELINE: "true",
             TAG_MODEL_TYPE: model_type,
@@ -189,7 +191,14 @@ class LocalRegistry:
         if metadata_json is not None:
             tags[TAG_METADATA] = metadata_json
         found = self._create_version(model_name, source=source, run_id=run_id, tags=tags, description=None)
-        return _baseline(found, model_type, run_id, created=True)
+        return _baseline(found, created=True)
+
+    def list_baselines(self, model_type: str | None) -> list[BaselineEntry]:
+        """List baselines like ``GET /api/v1/models/baseline``: of one type, or of all, by type then version."""
+        names = _model_filter(baseline_model_name(model_type)) if model_type else BASELINE_MODELS_FILTER
+        versions = self._search_versions(f"{names} AND tags.`{TAG_IS_BASELINE}` = 'true'")
+        baselines = [_baseline(found, created=False) for found in versions]
+        return sorted(baselines, key=lambda entry: (entry.model_name, int(entry.version)))
 
     def whoami(self) -> dict[str, Any]:
         """The local identity: the OS user, with no key and no expiry."""
@@ -348,14 +357,12 @@ def _translated() -> Iterator[None]:
         raise api_error(exc.message, status=status, error_code=exc.error_code, layer=LAYER_LOCAL) from exc
 
 
-def _baseline(
-    found: ModelVersion, model_type: str, run_id: str, *, created: bool, warnings: tuple[str, ...] = ()
-) -> BaselineEntry:
+def _baseline(found: ModelVersion, *, created: bool, warnings: tuple[str, ...] = ()) -> BaselineEntry:
     return BaselineEntry(
         model_name=found.name,
         version=str(found.version),
-        model_type=model_type,
-        run_id=run_id,
+        model_type=found.tags.get(TAG_MODEL_TYPE, found.name.removeprefix(BASELINE_MODEL_PREFIX)),
+        run_id=found.tags.get(TAG_RUN_ID),
         model_uri=f"models:/{found.name}/{found.version}",
         tags=dict(found.tags),
         created=created,

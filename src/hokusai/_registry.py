@@ -132,7 +132,8 @@ class ModelRegistry:
         model only. The source's run (``runs:/<run id>/<path>``; the run a ``models:/<model id>`` was logged in; the
         run of a ``models:/<name>/<version>``, ``/latest`` or ``@<alias>``) is read and its ``metric_name`` compared
         with ``baseline_value``: a difference, a missing metric or a source without a readable run is a warning
-        (``warnings``), or a ``HokusaiValidationError`` with ``strict=True``.
+        (``warnings``, each also raised as a ``HokusaiRegistrationWarning``), or a ``HokusaiValidationError`` with
+        ``strict=True``.
 
         Raises:
             HokusaiValidationError: an argument breaks a rule (``field`` names it).
@@ -197,19 +198,19 @@ class ModelRegistry:
         owner = validate_owner(owner) if owner is not None else None
         if self._client is None:
             return self.local.list_tokenized_models(token, owner=owner)
-        params = {"max_results": PAGE_SIZE} | {
-            name: value for name, value in (("token_id", token), ("owner", owner)) if value
-        }
-        models: list[TokenizedModel] = []
-        while True:
-            response = self._client.request("GET", TOKENIZED_PATH, params=params)
-            page = json_body(response)
-            if not isinstance(page, dict) or not isinstance(page.get("models"), list):
-                raise unexpected_response(response, "no 'models' list")
-            models.extend(_validated(TokenizedModel, item, response) for item in page["models"])
-            if not page.get("next_page_token"):
-                return models
-            params["page_token"] = page["next_page_token"]
+        filters = {name: value for name, value in (("token_id", token), ("owner", owner)) if value}
+        return _all_pages(self._client, TOKENIZED_PATH, filters, "models", TokenizedModel)
+
+    def list_baselines(self, model_type: str | None = None) -> list[BaselineEntry]:
+        """Every baseline version you can see, of one model type (any case) or of all, by type then version.
+
+        Listed entries have ``created`` False and no ``warnings``: those describe a registration call.
+        """
+        model_type = normalize_model_type(model_type) if model_type is not None else None
+        if self._client is None:
+            return self.local.list_baselines(model_type)
+        filters = {"model_type": model_type} if model_type else {}
+        return _all_pages(self._client, BASELINE_PATH, filters, "baselines", BaselineEntry)
 
     def register_baseline_via_api(
         self,
@@ -301,6 +302,23 @@ class ModelRegistry:
         class_name = self.__class__.__name__
         where = self._client.api_url if self._client is not None else self.local.tracking_uri
         return f"{class_name}(mode={self.mode!r}, url={where!r}, api_key='**********')"
+
+
+def _all_pages(
+    client: HokusaiClient, path: str, filters: dict[str, str], field: str, model: type[ModelT]
+) -> list[ModelT]:
+    """Every item of a paged listing: `field` of each page, followed by its `next_page_token`."""
+    params: dict[str, str | int] = {"max_results": PAGE_SIZE, **filters}
+    items: list[ModelT] = []
+    while True:
+        response = client.request("GET", path, params=params)
+        page = json_body(response)
+        if not isinstance(page, dict) or not isinstance(page.get(field), list):
+            raise unexpected_response(response, f"no '{field}' list")
+        items.extend(_validated(model, item, response) for item in page[field])
+        if not page.get("next_page_token"):
+            return items
+        params["page_token"] = page["next_page_token"]
 
 
 def _warned_of(result: RegisteredT) -> RegisteredT:

@@ -44,6 +44,8 @@ METADATA_TAG_PREFIX = "hokusai."
 # Baselines of one model type are versions of one registered model that the platform owns, so every user can add
 # to it and none can change another's; users may not create models under this prefix themselves.
 BASELINE_MODEL_PREFIX = "hokusai-baseline-"
+# An MLflow search filter for every baseline model ('-' is no LIKE wildcard), for the server and the local store.
+BASELINE_MODELS_FILTER = f"name LIKE '{BASELINE_MODEL_PREFIX}%'"
 # The audit log's actor for key changes made straight on the database (`hokusai keys --offline`); no account has it.
 OFFLINE_ACTOR = "offline-cli"
 RESERVED_TAGS = frozenset({TAG_TOKEN_ID, TAG_METRIC, TAG_BASELINE, TAG_STATUS, TAG_RUN_ID})

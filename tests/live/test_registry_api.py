@@ -367,6 +367,16 @@ def test_baseline_registration(as_alice: httpx.Client, alice: User, run: LoggedR
     bad = as_alice.post(BASELINE, json={"model_type": "Bad Type", "mlflow_run_id": run.run_id})
     assert "model_type" in assert_error(bad, 400, "INVALID_PARAMETER_VALUE")
 
+    listed = as_alice.get(BASELINE, params={"model_type": model_type.upper()})
+    everything = as_alice.get(BASELINE, params={"max_results": 1000})
+    assert listed.status_code == everything.status_code == 200, listed.text
+    assert listed.json() == {"baselines": [baseline | {"created": False}], "next_page_token": None}
+    assert baseline["model_name"] in {entry["model_name"] for entry in everything.json()["baselines"]}
+    assert all(entry["tags"]["is_baseline"] == "true" for entry in everything.json()["baselines"])
+    assert "model_type" in assert_error(
+        as_alice.get(BASELINE, params={"model_type": "a b"}), 400, "INVALID_PARAMETER_VALUE"
+    )
+
 
 def test_every_user_adds_baselines_of_a_type_and_none_can_remove_anothers(
     as_alice: httpx.Client, as_bob: httpx.Client, as_admin: httpx.Client, bob: User, run: LoggedRun
@@ -386,6 +396,14 @@ def test_every_user_adds_baselines_of_a_type_and_none_can_remove_anothers(
     assert (again.status_code, again.json()["version"], again.json()["created"]) == (200, "1", False), again.text
     version_1 = {"name": name, "version": "1"}
     assert as_bob.get(f"{MLFLOW}/model-versions/get", params=version_1).status_code == 200
+    first_page = as_bob.get(BASELINE, params={"model_type": model_type, "max_results": 1}).json()
+    page_token = first_page["next_page_token"]
+    second_page = as_bob.get(BASELINE, params={"model_type": model_type, "max_results": 1, "page_token": page_token})
+    paged = [*first_page["baselines"], *second_page.json()["baselines"]]
+    assert [(entry["version"], entry["tags"]["registered_by"]) for entry in paged] == [
+        ("1", alices.json()["tags"]["registered_by"]),
+        ("2", bob.owner),
+    ]
     for client, call, payload in [
         (as_bob, "model-versions/delete", version_1),
         (as_alice, "model-versions/delete", {"name": name, "version": "2"}),

@@ -255,6 +255,14 @@ def test_models_baseline_registers_the_next_version_of_the_types_model(
     assert second.stdout.strip() == f"Registered baseline {name} version 2 (models:/{name}/2).", second.stderr
     assert missing.returncode == 1 and "no model at 'nothing-here'" in missing.stderr
     assert malformed.returncode == 2 and "expected KEY=VALUE" in malformed.stderr
+    assert "HokusaiRegistrationWarning" not in changed.stderr  # the command says it once, in its own words
+
+    listed = hokusai_cli({**env, "COLUMNS": "200"}, "models", "baselines", "--type", model_type.upper())
+    assert listed.returncode == 0, listed.stderr
+    for version in ("1", "2"):
+        assert re.search(rf"│ {model_type} +│ {version} +│ {run.run_id} │ {carol.owner} +│", listed.stdout), (
+            listed.stdout
+        )
 
 
 def test_tokens_show_transfer_release_and_the_audit_trail(

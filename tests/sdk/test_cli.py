@@ -473,3 +473,27 @@ def test_repeatable_pairs_show_what_they_take_in_help(command: str, option: str)
     assert outcome.exit_code == 0
     (line,) = (line for line in outcome.stdout.splitlines() if f" {option} " in line and "repeat for more" in line)
     assert "<key=value>" in line and "list[" not in line  # typer's default named the Python type, <list[str]>
+
+
+def test_models_baselines(api: FakeAPI, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOKUSAI_API_KEY", KEY)
+    monkeypatch.setenv("COLUMNS", "120")
+    tags = {"registered_by": "ada", "metrics": '{"accuracy":0.91}', "metadata": '{"dataset":"v1"}'}
+    baseline = {"model_name": "hokusai-baseline-clf", "version": "2", "model_type": "clf", "run_id": "r1",
+                "model_uri": "models:/hokusai-baseline-clf/2", "tags": tags, "created": False}  # fmt: skip
+    answer(
+        api,
+        httpx.Response(200, json={"baselines": [baseline], "next_page_token": None}),
+        httpx.Response(200, json={"baselines": [], "next_page_token": None}),
+    )
+
+    listed = run(["models", "baselines", "--type", "CLF"])
+    empty = run(["models", "baselines"])
+    bad = run(["models", "baselines", "--type", "no such type"])
+
+    assert listed.exit_code == 0, listed.stderr
+    assert '│ clf  │ 2       │ r1  │ ada           │ {"accuracy":0.91} │ {"dataset":"v1"} │' in listed.stdout
+    assert dict(api.requests[0].url.params) == {"max_results": "100", "model_type": "clf"}
+    assert empty.stdout == "No baselines found.\n"
+    assert bad.exit_code == 2 and "Invalid value for '--type'" in bad.stderr  # a usage error
+    assert len(api.requests) == 2  # a bad type is refused before anything is sent

@@ -181,6 +181,24 @@ def test_a_logged_model_source_is_checked_against_its_run(registry: ModelRegistr
         _register(registry, model_uri=f"models:/{logged.model_id}", **strict)
 
 
+def test_baselines_are_listed_by_type_then_version(registry: ModelRegistry) -> None:
+    registry.register_baseline_via_api("clf", RUN_ID)
+    registry.register_baseline_via_api("Clf", RUN_ID, artifact_path="challenger")  # one series, whatever the case
+    registry.register_baseline_via_api("asr", RUN_ID, {"dataset": "v1"})
+    _register(registry)  # a tokenized model is no baseline
+
+    everything = registry.list_baselines()
+    classifiers = registry.list_baselines("CLF")
+
+    assert [(entry.model_type, entry.version, entry.created) for entry in everything] == [
+        ("asr", "1", False), ("clf", "1", False), ("clf", "2", False),
+    ]  # fmt: skip
+    assert classifiers == everything[1:]
+    assert {entry.run_id for entry in everything} == {RUN_ID}
+    assert everything[0].tags["metadata"] == '{"dataset":"v1"}'
+    assert registry.list_baselines("nlp") == []
+
+
 def test_get_latest_and_specific_versions(registry: ModelRegistry) -> None:
     _register(registry)
     _register(registry, model_uri="s3://bucket/churn-v2", baseline_value=0.93)

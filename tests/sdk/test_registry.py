@@ -199,6 +199,30 @@ def test_register_baseline_via_api() -> None:
         _registry(FakeAPI()).register_baseline_via_api("Classification!", RUN_ID)
 
 
+def test_baselines_are_listed_page_by_page_for_the_type_as_stored() -> None:
+    name = "hokusai-baseline-clf"
+    entry = {"model_name": name, "version": "1", "model_type": "clf", "run_id": RUN_ID,
+             "model_uri": f"models:/{name}/1", "tags": {"is_baseline": "true"}, "created": False}  # fmt: skip
+    api = FakeAPI(
+        httpx.Response(200, json={"baselines": [entry], "next_page_token": "p2"}),
+        httpx.Response(200, json={"baselines": [entry | {"version": "2"}], "next_page_token": None}),
+        httpx.Response(200, json={"baselines": [], "next_page_token": None}),
+    )
+    registry = _registry(api)
+
+    listed = registry.list_baselines("CLF")
+    everything = registry.list_baselines()
+
+    assert [(entry.version, entry.created) for entry in listed] == [("1", False), ("2", False)]
+    assert everything == []
+    first, second, unfiltered = (dict(request.url.params) for request in api.requests)
+    assert (first, second) == ({"max_results": "100", "model_type": "clf"}, {**first, "page_token": "p2"})
+    assert unfiltered == {"max_results": "100"}
+    assert api.requests[0].url.path == "/api/v1/models/baseline"
+    with pytest.raises(HokusaiValidationError):
+        registry.list_baselines("not a type")
+
+
 def test_whoami() -> None:
     identity = {"owner": "ada", "key_id": "k1", "key_prefix": KEY[:12], "scopes": ["read"], "expires_at": None}
     api = FakeAPI(httpx.Response(200, json=identity))

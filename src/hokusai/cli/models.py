@@ -1,4 +1,4 @@
-"""Contains ``hokusai models register | baseline | list | show``."""
+"""Contains ``hokusai models register | baseline | baselines | list | show``."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from hokusai.cli._api import ApiUrlOption
 from hokusai.cli._errors import options_for_fields
 from hokusai.cli._output import console, key_value_table
 from hokusai.models import TokenizedModel
+from hokusai.validation import TAG_METADATA, TAG_METRICS, TAG_REGISTERED_BY
 
 __all__ = ["models_app", "register"]
 
@@ -106,6 +107,28 @@ def register_baseline(
     outcome = "Registered" if entry.created else "Already registered:"
     console().print(f"{outcome} baseline {entry.model_name} version {entry.version} ({entry.model_uri}).")
     _print_warnings(entry.warnings)
+
+
+@models_app.command("baselines")
+def list_baselines(
+    model_type: Annotated[str | None, typer.Option("--type", help="Only this model type's baselines.")] = None,
+    api_url: ApiUrlOption = None,
+) -> None:
+    """List the baselines you can see, by type then version. Example: `hokusai models baselines --type clf`."""
+    with options_for_fields(_OPTIONS), ModelRegistry(api_url=api_url) as registry:
+        baselines = registry.list_baselines(model_type)
+    out = console()
+    if not baselines:
+        out.print("No baselines found.")
+        return
+    table = Table()
+    for column in ("Type", "Version", "Run", "Registered by", "Metrics", "Metadata"):
+        table.add_column(column, overflow="fold")
+    for entry in baselines:
+        tags = entry.tags
+        cells = (tags.get(TAG_REGISTERED_BY, ""), tags.get(TAG_METRICS, ""), tags.get(TAG_METADATA, ""))
+        table.add_row(entry.model_type, entry.version, entry.run_id or "", *cells)
+    out.print(table)
 
 
 @models_app.command("list")

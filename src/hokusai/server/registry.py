@@ -40,9 +40,11 @@ from hokusai.server.mlflow_rest import (
     send_as,
 )
 from hokusai.server.models import Token, utcnow
-from hokusai.server.schemas import BaselineInfo, TokenizedModelInfo, TokenizedModelList
+from hokusai.server.schemas import BaselineInfo, BaselineList, TokenizedModelInfo, TokenizedModelList
 from hokusai.server.upstream import PLATFORM, Upstream, UpstreamError
 from hokusai.validation import (
+    BASELINE_MODEL_PREFIX,
+    BASELINE_MODELS_FILTER,
     MODEL_URI_MAX_LENGTH,
     REGISTRATION_CONFLICT,
     TAG_BASELINE,
@@ -1053,27 +1055,52 @@ async def register_baseline(
                 tags=tags,
                 description=None,
             )
-    number, registered_tags = str(version.get("version", "")), version_tags(version)
-    left_out = None
+    info = baseline_info(version, created=created)
     if created:
         detail = {"source": source.uri}
-        await audit_event(audit, caller, "model.register_baseline", "ok", f"{model_name}/{number}", detail)
-    else:
-        left_out = baseline_repeat_leaves_out(
-            version_label=f"Model '{model_name}' version {number}",
-            registered_metadata=registered_tags.get(TAG_METADATA),
-            metadata_json=metadata_json,
-        )
-    return BaselineInfo(
-        model_name=model_name,
-        version=number,
-        model_type=model_type,
-        run_id=run_id,
-        model_uri=f"models:/{model_name}/{number}",
-        tags=registered_tags,
-        created=created,
-        warnings=[left_out] if left_out else [],
+        await audit_event(audit, caller, "model.register_baseline", "ok", f"{model_name}/{info.version}", detail)
+        return info
+    left_out = baseline_repeat_leaves_out(
+        version_label=f"Model '{model_name}' version {info.version}",
+        registered_metadata=info.tags.get(TAG_METADATA),
+        metadata_json=metadata_json,
     )
+    return info.model_copy(update={"warnings": [left_out] if left_out else []})
+
+
+def baseline_info(version: Mapping[str, Any], *, created: bool = False) -> BaselineInfo:
+    """A baseline version as the API shows it, from its tags (the platform wrote them: users cannot change them)."""
+    tags = version_tags(version)
+    name, number = str(version.get("name", "")), str(version.get("version", ""))
+    return BaselineInfo(
+        model_name=name,
+        version=number,
+        model_type=tags.get(TAG_MODEL_TYPE, name.removeprefix(BASELINE_MODEL_PREFIX)),
+        run_id=tags.get(TAG_RUN_ID, ""),
+        model_uri=f"models:/{name}/{number}",
+        tags=tags,
+        created=created,
+    )
+
+
+async def list_baselines(
+    *, upstream: Upstream, principal: Principal, model_type: str | None, page_token: str | None, max_results: int
+) -> BaselineList:
+    """The baseline versions the caller may read, of one model type or of all, in (type, version) order, in pages.
+
+    Read as the caller, like any model: under the default permission READ everyone sees every baseline; where it is
+    NO_PERMISSIONS only admins do, unless READ on the `hokusai-baseline-*` models is granted.
+    """
+    names = f"name = {filter_equals(baseline_model_name(model_type))}" if model_type else BASELINE_MODELS_FILTER
+    await ensure_account(upstream=upstream, principal=principal)
+    versions, next_page_token = await _search_versions(
+        upstream=upstream,
+        principal=principal,
+        filter_string=f"{names} AND tags.{TAG_IS_BASELINE} = 'true'",
+        max_results=max_results,
+        page_token=page_token,
+    )
+    return BaselineList(baselines=[baseline_info(version) for version in versions], next_page_token=next_page_token)
 
 
 async def _existing_baseline(*, upstream: Upstream, model_name: str, run_id: str, source: str) -> dict[str, Any] | None:

@@ -234,8 +234,15 @@ class BaselineInfo(BaseModel):
     run_id: str
     model_uri: str
     tags: dict[str, str]
-    created: bool = Field(default=True, description="False: this run's model was already a baseline of this type")
+    created: bool = Field(
+        default=True, description="False: this run's model was already a baseline of this type (and in listings)"
+    )
     warnings: list[str] = Field(default_factory=list, description="What a repeat did not apply, in sentences")
+
+
+class BaselineList(BaseModel):
+    baselines: list[BaselineInfo]
+    next_page_token: str | None
 
 
 # --- tokens ---------------------------------------------------------------------------------------------------

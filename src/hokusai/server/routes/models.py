@@ -15,12 +15,20 @@ from hokusai.server.schemas import (
     TOKEN_ID_RULES,
     BaselineCreate,
     BaselineInfo,
+    BaselineList,
     TokenizedModelCreate,
     TokenizedModelInfo,
     TokenizedModelList,
     error_responses,
 )
-from hokusai.validation import METADATA_FIELDS, VERSION_PATTERN, normalize_token_id, validate_owner
+from hokusai.validation import (
+    METADATA_FIELDS,
+    MODEL_TYPE_PATTERN,
+    VERSION_PATTERN,
+    normalize_model_type,
+    normalize_token_id,
+    validate_owner,
+)
 
 router = APIRouter(prefix="/api/v1/models", tags=["models"])
 
@@ -30,6 +38,12 @@ Version = Annotated[
     str, Path(description="A version number or `latest`", json_schema_extra={"pattern": VERSION_PATTERN})
 ]
 TokenIdQuery = Annotated[str | None, Query(json_schema_extra=TOKEN_ID_RULES)]
+ModelTypeQuery = Annotated[
+    str | None,
+    Query(description="Only this type's baselines (any case)", json_schema_extra={"pattern": MODEL_TYPE_PATTERN}),
+]
+PageTokenQuery = Annotated[str | None, Query(max_length=PAGE_TOKEN_MAX_LENGTH)]
+MaxResultsQuery = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)]
 OwnerQuery = Annotated[str | None, Query(description="Tokens held by this account", json_schema_extra=OWNER_RULES)]
 
 
@@ -81,8 +95,8 @@ async def read_tokenized_models(
     principal: ReaderDep,
     token_id: TokenIdQuery = None,
     owner: OwnerQuery = None,
-    page_token: Annotated[str | None, Query(max_length=PAGE_TOKEN_MAX_LENGTH)] = None,
-    max_results: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
+    page_token: PageTokenQuery = None,
+    max_results: MaxResultsQuery = DEFAULT_PAGE_SIZE,
 ) -> TokenizedModelList:
     """List tokenized model versions you may read, by token and/or token owner (yourself; any owner for admins), in
     pages.
@@ -147,3 +161,21 @@ async def create_baseline(
     if not info.created:
         response.status_code = status.HTTP_200_OK
     return info
+
+
+@router.get("/baseline", response_model=BaselineList, responses=error_responses(429, 502, 503, 504))
+async def read_baselines(
+    state: StateDep,
+    principal: ReaderDep,
+    model_type: ModelTypeQuery = None,
+    page_token: PageTokenQuery = None,
+    max_results: MaxResultsQuery = DEFAULT_PAGE_SIZE,
+) -> BaselineList:
+    """List the baseline versions you may read, of one model type or of all, by type then version, in pages."""
+    return await registry.list_baselines(
+        upstream=state.upstream,
+        principal=principal,
+        model_type=normalize_model_type(model_type) if model_type is not None else None,
+        page_token=page_token,
+        max_results=max_results,
+    )
