@@ -1007,6 +1007,7 @@ REGISTRY_OPERATIONS = [
     ("GET", "/api/v1/models/tokenized"),
     ("GET", "/api/v1/models/tokenized/{model_name}/versions/{version}"),
     ("POST", "/api/v1/models/baseline"),
+    ("GET", "/api/v1/models/baseline"),
     ("GET", "/api/v1/tokens/{token_id}"),
     ("POST", "/api/v1/tokens/{token_id}/transfer"),
     ("DELETE", "/api/v1/tokens/{token_id}"),
@@ -1082,7 +1083,7 @@ def test_every_registry_route_is_fuzzed(registry_schema: schemathesis.BaseSchema
 FUZZ_CASES = [(method, path, schemathesis.GenerationMode.POSITIVE) for method, path in REGISTRY_OPERATIONS] + [
     (method, path, schemathesis.GenerationMode.NEGATIVE)
     for method, path in REGISTRY_OPERATIONS
-    if method == "POST" or path in (TOKENIZED, "/api/v1/audit")
+    if method == "POST" or path in (TOKENIZED, BASELINE, "/api/v1/audit")
 ]
 
 
