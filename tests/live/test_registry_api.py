@@ -376,6 +376,10 @@ def test_baseline_registration(as_alice: httpx.Client, alice: User, run: LoggedR
     assert "model_type" in assert_error(
         as_alice.get(BASELINE, params={"model_type": "a b"}), 400, "INVALID_PARAMETER_VALUE"
     )
+    not_tokenized = as_alice.get(f"{TOKENIZED}/{baseline['model_name']}/versions/1")
+    assert f"`hokusai models baselines --type {model_type}`" in assert_error(
+        not_tokenized, 404, "RESOURCE_DOES_NOT_EXIST"
+    )
 
 
 def test_every_user_adds_baselines_of_a_type_and_none_can_remove_anothers(

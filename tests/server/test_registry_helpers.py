@@ -13,7 +13,7 @@ from mlflow.utils.search_utils import SearchModelVersionUtils
 
 from hokusai.errors import HokusaiValidationError
 from hokusai.server.mlflow_rest import checked_page_token, filter_equals, filter_in, mlflow_error
-from hokusai.server.registry import Registration, RunFacts, metrics_tags, tokenized_info
+from hokusai.server.registry import Registration, RunFacts, metrics_tags, no_tokenized_version, tokenized_info
 from hokusai.validation import (
     TAG_BASELINE,
     TAG_METRIC,
@@ -193,3 +193,12 @@ def test_mlflow_errors_keep_their_layer(status: int, expected: tuple[int, str]) 
 
     assert (error.status, error.error_code, error.layer) == (*expected, "mlflow")
     assert "do a thing" in error.message
+
+
+def test_a_baseline_models_404_says_where_its_baselines_are_listed() -> None:
+    plain = no_tokenized_version("churn", "3")
+    baseline = no_tokenized_version(" Hokusai-Baseline-Clf", "1")
+
+    assert plain == "Model 'churn' has no tokenized version '3'."
+    assert baseline.startswith("Model ' Hokusai-Baseline-Clf' has no tokenized version '1'. It holds baselines")
+    assert baseline.endswith("GET /api/v1/models/baseline?model_type=clf (`hokusai models baselines --type clf`).")

@@ -62,6 +62,7 @@ from hokusai.validation import (
     baseline_check,
     baseline_model_name,
     baseline_repeat_leaves_out,
+    is_baseline_model_name,
     normalize_model_type,
     normalize_token_id,
     parse_models_uri,
@@ -1194,16 +1195,24 @@ async def get_tokenized_model(
         found = payload.get("model_version")
     info = tokenized_info(found) if found else None
     if info is None:
-        raise ApiError(
-            404,
-            f"Model '{model_name}' has no tokenized version '{version}'.",
-            error_code="RESOURCE_DOES_NOT_EXIST",
-        )
+        raise ApiError(404, no_tokenized_version(model_name, version), error_code="RESOURCE_DOES_NOT_EXIST")
     if info.token_id not in held:
         raise ApiError(
             404, token_not_held(model_name, info.version, info.token_id), error_code="RESOURCE_DOES_NOT_EXIST"
         )
     return info
+
+
+def no_tokenized_version(model_name: str, version: str | None) -> str:
+    """The 404 for a version that carries no token; a baseline model's says where its baselines are listed."""
+    message = f"Model '{model_name}' has no tokenized version '{version}'."
+    if not is_baseline_model_name(model_name):
+        return message
+    model_type = model_name.strip()[len(BASELINE_MODEL_PREFIX) :].lower()
+    return (
+        f"{message} It holds baselines, which carry no token: list them with GET /api/v1/models/baseline"
+        f"?model_type={model_type} (`hokusai models baselines --type {model_type}`)."
+    )
 
 
 async def _latest_tokenized(
