@@ -14,6 +14,8 @@ from hokusai.validation import (
     TAG_METRIC,
     ModelsUri,
     baseline_mismatch,
+    baseline_model_name,
+    baseline_model_type,
     normalize_model_type,
     normalize_token_id,
     parse_models_uri,
@@ -311,3 +313,7 @@ def test_key_names_that_could_steer_a_terminal_are_refused(name: str, found: str
     with pytest.raises(HokusaiValidationError, match=re.escape(f"found {found})")) as refused:
         validate_key_name(name)
     assert refused.value.field == "name"
+
+
+def test_a_baseline_models_name_gives_back_its_type() -> None:
+    assert baseline_model_type(baseline_model_name("clf")) == "clf"

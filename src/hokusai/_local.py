@@ -20,7 +20,6 @@ from hokusai._paths import local_store_dir
 from hokusai.errors import HokusaiAPIError
 from hokusai.models import BaselineEntry, RegistrationRequest, TokenizedModel
 from hokusai.validation import (
-    BASELINE_MODEL_PREFIX,
     BASELINE_MODELS_FILTER,
     LATEST_VERSION,
     REGISTRATION_CONFLICT,
@@ -34,6 +33,7 @@ from hokusai.validation import (
     TAG_TOKEN_ID,
     baseline_check,
     baseline_model_name,
+    baseline_model_type,
     baseline_repeat_leaves_out,
     parse_models_uri,
     repeat_conflict,
@@ -361,7 +361,7 @@ def _baseline(found: ModelVersion, *, created: bool, warnings: tuple[str, ...] =
     return BaselineEntry(
         model_name=found.name,
         version=str(found.version),
-        model_type=found.tags.get(TAG_MODEL_TYPE, found.name.removeprefix(BASELINE_MODEL_PREFIX)),
+        model_type=found.tags.get(TAG_MODEL_TYPE, baseline_model_type(found.name)),
         run_id=found.tags.get(TAG_RUN_ID),
         model_uri=f"models:/{found.name}/{found.version}",
         tags=dict(found.tags),

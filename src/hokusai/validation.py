@@ -252,6 +252,12 @@ def baseline_model_name(model_type: str) -> str:
     return BASELINE_MODEL_PREFIX + model_type
 
 
+def baseline_model_type(model_name: str) -> str:
+    """The model type a baseline model's name holds, the inverse of `baseline_model_name` (for a name that
+    `is_baseline_model_name` accepts)."""
+    return model_name.strip()[len(BASELINE_MODEL_PREFIX) :]
+
+
 def validate_model_uri(model_uri: object) -> str:
     if not isinstance(model_uri, str) or not model_uri.strip():
         raise HokusaiValidationError("model_uri", "must be a non-empty string")

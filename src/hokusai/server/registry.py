@@ -43,7 +43,6 @@ from hokusai.server.models import Token, utcnow
 from hokusai.server.schemas import BaselineInfo, BaselineList, TokenizedModelInfo, TokenizedModelList
 from hokusai.server.upstream import PLATFORM, Upstream, UpstreamError
 from hokusai.validation import (
-    BASELINE_MODEL_PREFIX,
     BASELINE_MODELS_FILTER,
     MODEL_URI_MAX_LENGTH,
     REGISTRATION_CONFLICT,
@@ -61,6 +60,7 @@ from hokusai.validation import (
     ModelsUri,
     baseline_check,
     baseline_model_name,
+    baseline_model_type,
     baseline_repeat_leaves_out,
     is_baseline_model_name,
     normalize_model_type,
@@ -1076,7 +1076,7 @@ def baseline_info(version: Mapping[str, Any], *, created: bool = False) -> Basel
     return BaselineInfo(
         model_name=name,
         version=number,
-        model_type=tags.get(TAG_MODEL_TYPE, name.removeprefix(BASELINE_MODEL_PREFIX)),
+        model_type=tags.get(TAG_MODEL_TYPE, baseline_model_type(name)),
         run_id=tags.get(TAG_RUN_ID, ""),
         model_uri=f"models:/{name}/{number}",
         tags=tags,
@@ -1208,7 +1208,7 @@ def no_tokenized_version(model_name: str, version: str | None) -> str:
     message = f"Model '{model_name}' has no tokenized version '{version}'."
     if not is_baseline_model_name(model_name):
         return message
-    model_type = model_name.strip()[len(BASELINE_MODEL_PREFIX) :].lower()
+    model_type = baseline_model_type(model_name).lower()
     return (
         f"{message} It holds baselines, which carry no token: list them with GET /api/v1/models/baseline"
         f"?model_type={model_type} (`hokusai models baselines --type {model_type}`)."
