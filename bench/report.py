@@ -76,6 +76,7 @@ def rows_for(phase: str, result: dict[str, Any]) -> list[dict[str, Any]]:
         title = WORKLOAD_TITLES[workload]
         for metric, label, key in (("p50", "p50 ms c=1", "p50_ms"), ("p99", "p99 ms c=1", "p99_ms")):
             value = data["ratios"][metric]
+            spread = _round_spread(data["rounds"], a, b, "c1", key)
             target, met = "", None
             if phase == "basic-auth":  # B/A = basic-auth latency over Hokusai's: how many times Hokusai is faster
                 if metric == "p50":
@@ -92,14 +93,17 @@ def rows_for(phase: str, result: dict[str, Any]) -> list[dict[str, Any]]:
                     "a": sa[key],
                     "b": sb[key],
                     "ratio": value,
+                    "spread": spread,
                     "target": target,
                     "met": met,
                 }
             )
         value = data["ratios"]["ops_per_s"]
+        spread = _round_spread(data["rounds"], a, b, "c8", "ops_per_s")
         target, met = "", None
         if phase == "basic-auth":
             value = ratio(sa["ops_per_s"], sb["ops_per_s"])
+            spread = _round_spread(data["rounds"], b, a, "c8", "ops_per_s")
             target, met = f">={BASIC_AUTH_SPEEDUP:g}x", _judge(value, "min", BASIC_AUTH_SPEEDUP)
         elif phase == "gateway":
             kind, threshold = GATEWAY_TARGETS["ops_per_s"]
@@ -112,6 +116,7 @@ def rows_for(phase: str, result: dict[str, Any]) -> list[dict[str, Any]]:
                 "a": sa["ops_per_s"],
                 "b": sb["ops_per_s"],
                 "ratio": value,
+                "spread": spread,
                 "target": target,
                 "met": met,
             }
@@ -130,9 +135,9 @@ def _reference_rows(title: str, result: dict[str, Any], data: dict[str, Any]) ->
     concurrency = result["plan"]["concurrency"]
     for reference in result.get("references", []):
         summary, ratios = data["summary"][reference], data["reference_ratios"][reference]
-        for metric, key, ratio_key in (
-            ("p50 ms c=1", "p50_ms", "p50"),
-            (f"ops/s c={concurrency}", "ops_per_s", "ops_per_s"),
+        for metric, level, key, ratio_key in (
+            ("p50 ms c=1", "c1", "p50_ms", "p50"),
+            (f"ops/s c={concurrency}", "c8", "ops_per_s", "ops_per_s"),
         ):
             rows.append(
                 {
@@ -141,6 +146,7 @@ def _reference_rows(title: str, result: dict[str, Any], data: dict[str, Any]) ->
                     "a": a[key],
                     "b": summary[key],
                     "ratio": ratios[ratio_key],
+                    "spread": _round_spread(data["rounds"], result["baseline"], reference, level, key),
                     "target": "",
                     "met": None,
                 }
@@ -158,6 +164,15 @@ def _reference_rows(title: str, result: dict[str, Any], data: dict[str, Any]) ->
         )
         rows.extend(_error_rows(f"{title} [{reference}]", a, summary))
     return rows
+
+
+def _round_spread(
+    rounds: list[dict[str, Any]], baseline: str, candidate: str, level: str, key: str
+) -> tuple[float, float] | None:
+    """The lowest and highest single-round ratio behind a median: how far this machine moved it during the run."""
+    ratios = [ratio(measured[candidate][level][key], measured[baseline][level][key]) for measured in rounds]
+    ratios = [value for value in ratios if not math.isnan(value)]
+    return (min(ratios), max(ratios)) if len(ratios) > 1 else None
 
 
 def _error_rows(workload: str, sa: dict[str, Any], sb: dict[str, Any]) -> list[dict[str, Any]]:
@@ -340,6 +355,10 @@ def _cell(value: Any, digits: int = 2) -> str:
     return fmt(float(value), digits)
 
 
+def _spread_cell(spread: tuple[float, float] | None) -> str:
+    return "" if spread is None else f"{fmt(spread[0])}x-{fmt(spread[1])}x"
+
+
 def _rounds_text(result: dict[str, Any]) -> str:
     if isinstance(result.get("rounds"), list):
         return f", {len(result['rounds'])} rounds"
@@ -356,7 +375,7 @@ def render(meta: dict[str, Any], results: dict[str, Any], checks: list[dict[str,
         f"{'quick' if meta['quick'] else 'full'} run, medians of interleaved rounds, "
         f"{meta['seconds']:.0f} s",
     ]
-    header = ("workload", "metric", "A", "B", "ratio", "target", "")
+    header = ("workload", "metric", "A", "B", "ratio", "single rounds", "target", "")
     for phase, result in results.items():
         rows = rows_for(phase, result)
         rounds = _rounds_text(result)
@@ -377,6 +396,7 @@ def render(meta: dict[str, Any], results: dict[str, Any], checks: list[dict[str,
                     _cell(row["a"], digits),
                     _cell(row["b"], digits),
                     "" if row["ratio"] is None else f"{fmt(row['ratio'])}x",
+                    _spread_cell(row.get("spread")),
                     row["target"],
                     status,
                 )
