@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import Any
 
 from bench.stats import fmt, ratio
@@ -166,13 +167,26 @@ def _reference_rows(title: str, result: dict[str, Any], data: dict[str, Any]) ->
     return rows
 
 
+def _spread(ratios: Iterable[float]) -> tuple[float, float] | None:
+    """The lowest and highest single-round ratio behind a median: how far this machine moved it during the run."""
+    kept = [value for value in ratios if not math.isnan(value)]
+    return (min(kept), max(kept)) if len(kept) > 1 else None
+
+
 def _round_spread(
     rounds: list[dict[str, Any]], baseline: str, candidate: str, level: str, key: str
 ) -> tuple[float, float] | None:
-    """The lowest and highest single-round ratio behind a median: how far this machine moved it during the run."""
-    ratios = [ratio(measured[candidate][level][key], measured[baseline][level][key]) for measured in rounds]
-    ratios = [value for value in ratios if not math.isnan(value)]
-    return (min(ratios), max(ratios)) if len(ratios) > 1 else None
+    return _spread(ratio(measured[candidate][level][key], measured[baseline][level][key]) for measured in rounds)
+
+
+def _transfer_spread(result: dict[str, Any], candidate: str, key: str) -> tuple[float, float] | None:
+    """Single 500 MB transfers vary far more than their median shows (docs/architecture.md, "Large artifacts")."""
+    a = result["baseline"]
+    return _spread(
+        ratio(measured[candidate][key], measured[a][key])
+        for measured in result["rounds"]
+        if key in measured[a] and key in measured[candidate]
+    )
 
 
 def _error_rows(workload: str, sa: dict[str, Any], sb: dict[str, Any]) -> list[dict[str, Any]]:
@@ -241,11 +255,11 @@ def _artifact_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
                 "a": sa[key],
                 "b": sb[key],
                 "ratio": value,
+                "spread": _transfer_spread(result, b, key),
                 "target": f">={ARTIFACT_RATIO:g}x",
                 "met": _judge(value, "min", ARTIFACT_RATIO),
             }
         )
-    rows.extend(_round_spread_rows(result, b, size))
     for direction, key in (("PUT", "upload_rss_growth_mb"), ("GET", "download_rss_growth_mb")):
         rows.append(
             {
@@ -277,7 +291,7 @@ def _artifact_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _transfer_reference_rows(result: dict[str, Any], reference: str, size: str) -> list[dict[str, Any]]:
-    """A reference's MB/s against A, its spread over rounds and its CPU, like B's above it (no target)."""
+    """A reference's MB/s against A and its CPU, like B's above it (no target)."""
     sa, summary = result["summary"][result["baseline"]], result["summary"][reference]
     rows = [
         {
@@ -286,12 +300,12 @@ def _transfer_reference_rows(result: dict[str, Any], reference: str, size: str) 
             "a": sa[f"{direction}_mb_s"],
             "b": summary[f"{direction}_mb_s"],
             "ratio": result["reference_ratios"][reference][direction],
+            "spread": _transfer_spread(result, reference, f"{direction}_mb_s"),
             "target": "",
             "met": None,
         }
         for direction in ("upload", "download")
     ]
-    rows.extend(_round_spread_rows(result, reference, size))
     rows.extend(_transfer_cpu_rows(summary, size, f" [{reference}]"))
     rows.extend(_error_rows(f"{size} [{reference}]", sa, summary))
     return rows
@@ -310,32 +324,6 @@ def _transfer_cpu_rows(summary: dict[str, Any], size: str, suffix: str) -> list[
         }
         for direction in ("upload", "download")
     ]
-
-
-def _round_spread_rows(result: dict[str, Any], candidate: str, size: str) -> list[dict[str, Any]]:
-    """The lowest and highest per-round ratio: single large transfers vary far more than their median shows."""
-    a = result["baseline"]
-    suffix = "" if candidate == result["candidate"] else f" [{candidate}]"
-    rows = []
-    for direction, key in (("PUT", "upload_mb_s"), ("GET", "download_mb_s")):
-        ratios = [
-            ratio(measured[candidate][key], measured[a][key])
-            for measured in result["rounds"]
-            if key in measured[a] and key in measured[candidate]
-        ]
-        for label, pick in (("lowest", min), ("highest", max)):
-            rows.append(
-                {
-                    "workload": f"{size} {direction}",
-                    "metric": f"MB/s, {label} round{suffix}",
-                    "a": None,
-                    "b": None,
-                    "ratio": pick(ratios) if ratios else None,
-                    "target": "",
-                    "met": None,
-                }
-            )
-    return rows
 
 
 def checks_for(results: dict[str, Any]) -> list[dict[str, Any]]:

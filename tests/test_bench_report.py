@@ -85,3 +85,45 @@ def test_a_single_round_has_no_spread_to_show() -> None:
     checks = checks_for({"gateway": result})
 
     assert all(check["spread"] is None for check in checks)
+
+
+def test_each_large_transfer_ratio_carries_its_single_rounds() -> None:
+    """Three rounds of 500 MB, direct and through the gateway; one download failed and is left out of its spread."""
+
+    def transfer(upload_mb_s: float, download_mb_s: float | None) -> dict[str, Any]:
+        measured: dict[str, Any] = {"upload_mb_s": upload_mb_s, "errors": 0}
+        if download_mb_s is not None:
+            measured["download_mb_s"] = download_mb_s
+        return measured
+
+    rounds = [
+        {"mlflow": transfer(100.0, 200.0), "gateway": transfer(80.0, 220.0)},
+        {"mlflow": transfer(100.0, 200.0), "gateway": transfer(95.0, None)},
+        {"mlflow": transfer(100.0, 200.0), "gateway": transfer(90.0, 180.0)},
+    ]
+    side = {"errors": 0, "error_samples": [], "upload_gateway_cpu_s_per_gb": 1.0, "download_gateway_cpu_s_per_gb": 1.0}
+    result = {
+        "baseline": "mlflow",
+        "candidate": "gateway",
+        "references": [],
+        "bytes": 500_000_000,
+        "rounds": rounds,
+        "summary": {
+            "mlflow": {**side, "upload_mb_s": 100.0, "download_mb_s": 200.0},
+            "gateway": {
+                **side,
+                "upload_mb_s": 90.0,
+                "download_mb_s": 200.0,
+                "upload_rss_growth_mb": 1.0,
+                "download_rss_growth_mb": 1.0,
+                "max_rss_growth_mb": 1.0,
+            },
+        },
+        "ratios": {"upload": 0.9, "download": 1.0},
+        "reference_ratios": {},
+    }
+
+    checks = checks_for({"artifacts": result})
+
+    spreads = {check["workload"]: check["spread"] for check in checks if check["metric"] == "MB/s"}
+    assert spreads == {"500 MB PUT": (0.8, 0.95), "500 MB GET": (0.9, 1.1)}
