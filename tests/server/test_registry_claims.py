@@ -9,7 +9,7 @@ import pytest
 
 from hokusai.server.db import Database
 from hokusai.server.errors import ApiError
-from hokusai.server.registry import (
+from hokusai.server.registry.claims import (
     TokenClaim,
     TokenHeld,
     claim_token,

@@ -13,7 +13,10 @@ from mlflow.utils.search_utils import SearchModelVersionUtils
 
 from hokusai.errors import HokusaiValidationError
 from hokusai.server.mlflow_rest import checked_page_token, filter_equals, filter_in, mlflow_error
-from hokusai.server.registry import Registration, RunFacts, metrics_tags, no_tokenized_version, tokenized_info
+from hokusai.server.registry.lookups import no_tokenized_version
+from hokusai.server.registry.sources import RunFacts
+from hokusai.server.registry.tokenized import Registration
+from hokusai.server.registry.versions import metrics_tags, tokenized_info
 from hokusai.validation import (
     TAG_BASELINE,
     TAG_METRIC,

@@ -11,23 +11,15 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from hokusai.server.audit import AuditLog
+from hokusai.server.audit import AuditLog, Caller
 from hokusai.server.db import Database
 from hokusai.server.errors import ApiError
 from hokusai.server.keys import Principal
 from hokusai.server.models import AuditEvent
-from hokusai.server.registry import (
-    Caller,
-    Registration,
-    Source,
-    claim_token,
-    create_model_version,
-    fetch_run,
-    get_token,
-    outcome_unknown,
-    register_tokenized_model,
-    transfer_token,
-)
+from hokusai.server.registry.claims import claim_token, get_token, transfer_token
+from hokusai.server.registry.sources import fetch_run
+from hokusai.server.registry.tokenized import Registration, register_tokenized_model
+from hokusai.server.registry.versions import Source, create_model_version, outcome_unknown
 from hokusai.server.secrets import load_or_create_secrets
 from hokusai.server.settings import Settings
 from hokusai.server.upstream import Upstream

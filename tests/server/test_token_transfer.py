@@ -9,13 +9,14 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from hokusai.server import registry
-from hokusai.server.audit import AuditLog
+from hokusai.server.audit import AuditLog, Caller
 from hokusai.server.db import Database
 from hokusai.server.errors import ApiError
 from hokusai.server.keys import KeyStore, Principal
 from hokusai.server.models import AuditEvent, Token
-from hokusai.server.registry import Caller, claim_token, get_token, transfer
+from hokusai.server.registry import transfers
+from hokusai.server.registry.claims import claim_token, get_token
+from hokusai.server.registry.transfers import transfer
 from hokusai.server.upstream import UpstreamError
 from hokusai.validation import parse_scopes
 
@@ -42,7 +43,7 @@ def _carried(monkeypatch: pytest.MonkeyPatch) -> None:
     async def carried(**_: object) -> None:
         return None
 
-    monkeypatch.setattr(registry, "_require_carrier", carried)
+    monkeypatch.setattr(transfers, "_require_carrier", carried)
 
 
 def _transfers_of_alices_token(

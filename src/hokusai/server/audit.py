@@ -1,15 +1,19 @@
-"""The append-only audit log: claims, registrations, transfers, key changes and permission denials."""
+"""The append-only audit log (claims, registrations, transfers, key changes, permission denials), and the caller."""
 
 from __future__ import annotations
 
 import json
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
 
 from hokusai.server.db import Database
+from hokusai.server.keys import Principal
 from hokusai.server.models import AuditEvent, utcnow
 
 logger = logging.getLogger(__name__)
@@ -50,3 +54,30 @@ class AuditLog:
         except SQLAlchemyError:
             # An audit write failing must not turn the user's request into a 500; it is logged loudly instead.
             logger.exception("could not write audit event %s/%s", action, outcome)
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is asking, for MLflow (identity) and for the audit log."""
+
+    principal: Principal
+    request_id: str | None
+
+    @classmethod
+    def of(cls, request: Request, principal: Principal) -> Caller:
+        return cls(principal=principal, request_id=getattr(request.state, "request_id", None))
+
+
+async def audit_event(
+    audit: AuditLog, caller: Caller, action: str, outcome: str, target: str, detail: Mapping[str, Any] | None = None
+) -> None:
+    await run_in_threadpool(
+        audit.record,
+        actor=caller.principal.owner,
+        key_id=caller.principal.key_id,
+        action=action,
+        outcome=outcome,
+        target=target,
+        detail=detail,
+        request_id=caller.request_id,
+    )

@@ -19,6 +19,7 @@ from starlette.responses import StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hokusai._printable import printable
+from hokusai.server.audit import Caller, audit_event
 from hokusai.server.credentials import refuse_key_in_query
 from hokusai.server.default_experiment import (
     BODY_EXPERIMENT_FIELD,
@@ -59,7 +60,7 @@ from hokusai.server.paths import (
     rest_and_ajax,
     route_path,
 )
-from hokusai.server.registry import Caller, audit_event, follow_rename
+from hokusai.server.registry.claims import follow_rename
 from hokusai.validation import BASELINE_MODEL_PREFIX, is_baseline_model_name, is_reserved_tag
 
 if TYPE_CHECKING:
@@ -116,8 +117,8 @@ _Refusal = Callable[[dict[str, Any]], str | None]
 def _baseline_name_refused(field: str) -> _Refusal:
     """Refuse naming a registered model under the baselines' prefix, held in `field`.
 
-    Baseline models belong to the platform (see `registry.register_baseline`); a user who created one first would
-    own every later baseline of its type, and could delete them.
+    Baseline models belong to the platform (see `registry.baselines.register_baseline`); a user who created one
+    first would own every later baseline of its type, and could delete them.
     """
 
     def refusal(payload: dict[str, Any]) -> str | None:

@@ -158,6 +158,9 @@ def _documented(description: str, **rules: object) -> Any:
 # JSON Schema for rules that hokusai.validation enforces; routes document their parameters with them too.
 TOKEN_ID_RULES = {"pattern": TOKEN_ID_PATTERN, "maxLength": TOKEN_ID_MAX_LENGTH}
 OWNER_RULES = {"pattern": OWNER_PATTERN}
+# Pages of the API's listings (`max_results`): the default and the most one request may ask for.
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
 _METADATA = {"minLength": 1, "maxLength": METADATA_FIELD_MAX_LENGTH}
 _SOURCES = ("model_uri", "mlflow_run_id")
 

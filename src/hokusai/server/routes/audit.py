@@ -12,8 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from hokusai.errors import HokusaiValidationError
 from hokusai.server.audit_query import list_audit_events
 from hokusai.server.deps import AdminDep, StateDep
-from hokusai.server.registry import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
-from hokusai.server.schemas import OWNER_RULES, AuditEventList, error_responses
+from hokusai.server.schemas import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, OWNER_RULES, AuditEventList, error_responses
 from hokusai.validation import OFFLINE_ACTOR, validate_owner
 
 router = APIRouter(prefix="/api/v1/audit", tags=["audit"])

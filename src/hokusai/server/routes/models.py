@@ -6,11 +6,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, Response, status
 
-from hokusai.server import registry
+from hokusai.server.audit import Caller
 from hokusai.server.deps import ReaderDep, StateDep, WriterDep
 from hokusai.server.errors import ApiError
-from hokusai.server.registry import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Caller, Registration
+from hokusai.server.registry import baselines, lookups, tokenized
+from hokusai.server.registry.tokenized import Registration
 from hokusai.server.schemas import (
+    DEFAULT_PAGE_SIZE,
+    MAX_PAGE_SIZE,
     OWNER_RULES,
     TOKEN_ID_RULES,
     BaselineCreate,
@@ -77,7 +80,7 @@ async def create_tokenized_model(
         metadata={name: getattr(body, name) for name in METADATA_FIELDS},
         strict=body.strict,
     )
-    info = await registry.register_tokenized_model(
+    info = await tokenized.register_tokenized_model(
         database=state.database,
         upstream=state.upstream,
         audit=state.audit,
@@ -113,7 +116,7 @@ async def read_tokenized_models(
             f"{principal.owner} (or no owner), or filter by token_id.",
             error_code="PERMISSION_DENIED",
         )
-    return await registry.list_tokenized_models(
+    return await lookups.list_tokenized_models(
         database=state.database,
         upstream=state.upstream,
         principal=principal,
@@ -133,7 +136,7 @@ async def read_tokenized_model(
     model_name: str, version: Version, state: StateDep, principal: ReaderDep
 ) -> TokenizedModelInfo:
     """One tokenized model version; `version` is a number or `latest`."""
-    return await registry.get_tokenized_model(
+    return await lookups.get_tokenized_model(
         database=state.database, upstream=state.upstream, principal=principal, model_name=model_name, version=version
     )
 
@@ -148,7 +151,7 @@ async def create_baseline(
     body: BaselineCreate, request: Request, response: Response, state: StateDep, principal: WriterDep
 ) -> BaselineInfo:
     """Register a run's model as a baseline version of `hokusai-baseline-<model_type>`; the same again is a 200."""
-    info = await registry.register_baseline(
+    info = await baselines.register_baseline(
         database=state.database,
         upstream=state.upstream,
         audit=state.audit,
@@ -172,7 +175,7 @@ async def read_baselines(
     max_results: MaxResultsQuery = DEFAULT_PAGE_SIZE,
 ) -> BaselineList:
     """List the baseline versions you may read, of one model type or of all, by type then version, in pages."""
-    return await registry.list_baselines(
+    return await baselines.list_baselines(
         upstream=state.upstream,
         principal=principal,
         model_type=normalize_model_type(model_type) if model_type is not None else None,

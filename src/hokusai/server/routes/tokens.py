@@ -7,9 +7,9 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Request
 from starlette.concurrency import run_in_threadpool
 
-from hokusai.server import registry
+from hokusai.server.audit import Caller
 from hokusai.server.deps import AdminDep, ReaderDep, StateDep
-from hokusai.server.registry import Caller
+from hokusai.server.registry import claims, transfers
 from hokusai.server.schemas import TOKEN_ID_RULES, TokenInfo, TokenTransfer, error_responses
 from hokusai.validation import normalize_token_id, validate_model_name, validate_owner
 
@@ -23,9 +23,9 @@ TokenId = Annotated[str, Path(description="Case-insensitive", json_schema_extra=
 async def read_token(token_id: TokenId, state: StateDep, principal: ReaderDep) -> TokenInfo:
     """The model holding a token; its owner is shown only to that owner and to admins."""
     token_id = normalize_token_id(token_id)
-    token = await run_in_threadpool(registry.get_token, state.database, token_id=token_id)
+    token = await run_in_threadpool(claims.get_token, state.database, token_id=token_id)
     if token is None:
-        raise registry.token_not_found(token_id)
+        raise transfers.token_not_found(token_id)
     return TokenInfo.of(token, show_owner=principal.is_admin or token.owner == principal.owner)
 
 
@@ -34,7 +34,7 @@ async def transfer_token(
     token_id: TokenId, body: TokenTransfer, request: Request, state: StateDep, principal: AdminDep
 ) -> TokenInfo:
     """Admins: give a token (and MANAGE on its registered model) to another owner, optionally another model."""
-    token = await registry.transfer(
+    token = await transfers.transfer(
         database=state.database,
         keys=state.keys,
         upstream=state.upstream,
@@ -50,7 +50,7 @@ async def transfer_token(
 @router.delete("/{token_id}", response_model=TokenInfo, responses=error_responses(404))
 async def release_token(token_id: TokenId, request: Request, state: StateDep, principal: AdminDep) -> TokenInfo:
     """Admins: release a token so anyone may claim it; registered versions keep their tags."""
-    token = await registry.release(
+    token = await transfers.release(
         database=state.database,
         audit=state.audit,
         caller=Caller.of(request, principal),
