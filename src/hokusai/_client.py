@@ -38,6 +38,7 @@ __all__ = [
     "BearerAuth",
     "HokusaiClient",
     "api_error",
+    "fetch_identity",
     "json_body",
     "unexpected_response",
 ]
@@ -70,7 +71,9 @@ _ERROR_CLASSES: dict[int, type[HokusaiAPIError]] = {
     404: HokusaiNotFoundError,
     409: HokusaiConflictError,
 }
-CONNECTION_HINT = "is the Hokusai API running? `hokusai server` / check HOKUSAI_API_URL"
+CONNECTION_HINT = (
+    "is the Hokusai API running? `hokusai server` / check the API URL (--api-url, HOKUSAI_API_URL or the saved login)"
+)
 SLOW_ANSWER_HINT = (
     "the API is up but slow to answer, most likely waiting on its MLflow: retry shortly; if it persists, its "
     "/ready endpoint says whether MLflow is answering"
@@ -206,6 +209,24 @@ def json_body(response: httpx.Response) -> Any:
         raise unexpected_response(response, "a body that is not JSON") from exc
 
 
+def fetch_identity(client: HokusaiClient) -> dict[str, Any]:
+    """The key's identity (`GET /api/v1/auth/whoami`): `owner`, `key_id`, `key_prefix`, `scopes`, `expires_at`.
+
+    Checked for the fields every Hokusai API sends: any server that answers 200 with JSON (another service on the
+    port, a wrong path behind a proxy) must not pass for the API, nor have a key saved for it.
+    """
+    response = client.request("GET", WHOAMI_PATH)
+    identity = json_body(response)
+    if not (
+        isinstance(identity, dict)
+        and isinstance(identity.get("owner"), str)
+        and isinstance(identity.get("key_id"), str)
+        and isinstance(identity.get("scopes"), list)
+    ):
+        raise unexpected_response(response, "no Hokusai identity (owner, key_id, scopes): not the Hokusai API")
+    return identity
+
+
 def unexpected_response(response: httpx.Response, what: str) -> HokusaiAPIError:
     """An error for a 2xx answer the SDK cannot use, e.g. an HTML login page from a proxy."""
     return HokusaiAPIError(
@@ -214,7 +235,7 @@ def unexpected_response(response: httpx.Response, what: str) -> HokusaiAPIError:
         error_code="INVALID_RESPONSE",
         layer=LAYER_UNKNOWN,
         request_id=response.headers.get(REQUEST_ID_HEADER),
-        hint="check that HOKUSAI_API_URL is the Hokusai API root and that this SDK matches the server version",
+        hint="check that the API URL (--api-url, HOKUSAI_API_URL or the saved login) is the Hokusai API root",
     )
 
 
@@ -316,7 +337,10 @@ def _hint(status: int, error_code: str, layer: str, message: str, retry_after: f
         return f"this key lacks the '{scope[1]}' scope; ask an admin for a key with that scope"
     if status == 404:
         if error_code in ("ENDPOINT_NOT_FOUND", "HTTP_404"):
-            return "check HOKUSAI_API_URL: it must be the API root (e.g. http://localhost:8000), not a sub-path"
+            return (
+                "check the API URL (--api-url, HOKUSAI_API_URL or the saved login): it must be the API root "
+                "(e.g. http://localhost:8000), not a sub-path"
+            )
         return _not_found_hint(message)
     if status == 408:
         return "the request body stopped arriving at the API (a stalled network or client): send it again"

@@ -17,8 +17,8 @@ from pydantic import BaseModel, ValidationError
 from hokusai._client import (
     IDEMPOTENCY_HEADER,
     TOKEN_ALREADY_CLAIMED,
-    WHOAMI_PATH,
     HokusaiClient,
+    fetch_identity,
     json_body,
     unexpected_response,
 )
@@ -245,11 +245,7 @@ class ModelRegistry:
         """Who the key belongs to: ``owner``, ``key_id``, ``key_prefix``, ``scopes`` and ``expires_at``."""
         if self._client is None:
             return self.local.whoami()
-        response = self._client.request("GET", WHOAMI_PATH)
-        identity = json_body(response)
-        if not isinstance(identity, dict):
-            raise unexpected_response(response, "no identity object")
-        return identity
+        return fetch_identity(self._client)
 
     def send_registration(self, body: dict[str, Any], idempotency_key: str) -> TokenizedModel:
         """POST one registration body to the API (used by :func:`hokusai._sync.sync_outbox` too)."""

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from hokusai._client import WHOAMI_PATH, BearerAuth, HokusaiClient, json_body
+from hokusai._client import BearerAuth, HokusaiClient, fetch_identity
 from hokusai._credentials import (
     API_KEY_ENV,
     Setting,
@@ -301,7 +301,7 @@ def _mlflow_file_credentials() -> tuple[str | None, str | None]:
 def _validate(plan: _Plan, transport: httpx.BaseTransport | None) -> None:
     key = require_api_key(plan.api_key.value if plan.api_key else None)
     with HokusaiClient(key.value, api_url=plan.api_url, transport=transport) as client:
-        client.request("GET", WHOAMI_PATH)
+        fetch_identity(client)
         if _is_http(plan.tracking_uri):
             _probe_mlflow(client, plan)
 
@@ -319,7 +319,7 @@ def _probe_mlflow(client: HokusaiClient, plan: _Plan) -> None:
 def _check_api(client: HokusaiClient, plan: _Plan, status: dict[str, Any]) -> None:
     problems: list[dict[str, str]] = status["problems"]
     try:
-        identity = json_body(client.request("GET", WHOAMI_PATH))
+        identity = fetch_identity(client)
     except HokusaiConnectionError as exc:
         problems.append(
             _problem(exc.user_message, f"start the API (`hokusai server`) or fix HOKUSAI_API_URL ({plan.api_url})")

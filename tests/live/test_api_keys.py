@@ -161,7 +161,8 @@ def test_users_manage_only_their_own_keys(platform: LivePlatform) -> None:
 
 
 def test_expired_key_gets_401_saying_so(platform: LivePlatform) -> None:
-    key = platform.create_key(platform.unique_owner("expiring"), "read", expires_in_days=1)
+    owner = platform.unique_owner("expiring")
+    key = platform.create_key(owner, "read", expires_in_days=1)
     with platform.client(key) as client:
         key_id = client.get("/api/v1/auth/whoami").json()["key_id"]
     # Move the expiry into the past behind the server's back, as the clock eventually would.
@@ -173,7 +174,16 @@ def test_expired_key_gets_401_saying_so(platform: LivePlatform) -> None:
         time.sleep(0.5)
         response = httpx.get(platform.url + "/api/v1/auth/whoami", headers={"Authorization": f"Bearer {key}"})
     assert response.status_code == 401
-    assert "expired" in response.json()["message"]
+    assert response.json()["message"] == "This API key has expired. Ask an admin for a new key (`hokusai keys create`)."
+    # A rotation keeps the key's expiry: an expired key is refused, not replaced by a key born expired.
+    with platform.client(platform.admin_key) as admin:
+        rotated = admin.post(f"/api/v1/keys/{key_id}/rotate")
+        listed = admin.get("/api/v1/keys", params={"owner": owner})
+    assert (rotated.status_code, rotated.json()["error_code"]) == (409, "INVALID_STATE"), rotated.text
+    assert (
+        "cannot be rotated" in rotated.json()["message"] and "hokusai keys create --owner" in rotated.json()["message"]
+    )
+    assert [(row["id"], row["revoked_at"]) for row in listed.json()["keys"]] == [(key_id, None)]
 
 
 def test_a_key_cannot_outlive_the_non_admin_key_that_creates_it(platform: LivePlatform) -> None:

@@ -23,7 +23,7 @@ from hokusai._client import HokusaiClient
 from hokusai._credentials import read_credentials, write_credentials
 from hokusai._outbox import append_entry, new_entry
 from hokusai._paths import credentials_path
-from hokusai.cli import _errors, auth, models, sync
+from hokusai.cli import _errors, auth, keys, models, sync
 from hokusai.cli._errors import CLI_ERROR_MAPPINGS, DEBUG_HINT, run_cli
 from hokusai.errors import HokusaiAuthError, HokusaiError, HokusaiKeyMismatchWarning
 
@@ -130,6 +130,30 @@ def test_a_rejected_key_is_not_saved(api: FakeAPI) -> None:
         "that issued it)\n" + DEBUG_HINT + "\n"
     )
     assert read_credentials()["api_key"] == "hk_live_previous"
+
+
+def test_login_to_a_server_that_is_not_hokusai_saves_nothing(api: FakeAPI) -> None:
+    """Another service answering 200 with JSON on that port is no Hokusai API: the key is neither saved nor shown."""
+    write_credentials(api_key="hk_live_previous")
+    answer(api, httpx.Response(200, json={"hello": 1}))
+    outcome = run(["login", "--key", KEY])
+    assert outcome.exit_code == 1
+    assert "no Hokusai identity (owner, key_id, scopes): not the Hokusai API" in outcome.stderr
+    assert "Logged in" not in outcome.stdout and KEY not in outcome.stdout + outcome.stderr
+    assert read_credentials()["api_key"] == "hk_live_previous"
+
+
+@pytest.mark.parametrize(
+    ("row", "status"),
+    [
+        ({"revoked_at": None, "expires_at": None}, "active"),
+        ({"revoked_at": None, "expires_at": "2999-01-01T00:00:00Z"}, "active"),
+        ({"revoked_at": None, "expires_at": "2000-01-01T00:00:00+00:00"}, "expired"),
+        ({"revoked_at": "2000-01-01T00:00:00Z", "expires_at": "2000-01-01T00:00:00Z"}, "revoked"),
+    ],
+)
+def test_keys_list_says_which_keys_are_expired(row: dict[str, object], status: str) -> None:
+    assert keys._key_status(row) == status
 
 
 def test_login_warns_when_the_environment_overrides(api: FakeAPI, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from hokusai._client import DEFAULT_TIMEOUT, USER_AGENT, HokusaiClient, json_body
+from hokusai._client import DEFAULT_TIMEOUT, USER_AGENT, HokusaiClient, fetch_identity, json_body
 from hokusai.errors import (
     HokusaiAPIError,
     HokusaiAuthError,
@@ -37,6 +37,21 @@ def test_sends_bearer_key_and_user_agent() -> None:
     assert str(request.url) == "http://api.test/api/v1/auth/whoami"
     assert request.headers["Authorization"] == f"Bearer {KEY}"
     assert request.headers["User-Agent"] == USER_AGENT == "hokusai-sdk/0.1.0"
+
+
+@pytest.mark.parametrize("body", [{"hello": 1}, [], {"owner": "alice", "scopes": ["read"]}, {"owner": None}])
+def test_an_identity_without_hokusais_fields_is_not_the_api(body: object) -> None:
+    """Any server answering 200 with JSON (another service on the port) must not pass for the API at login."""
+    with _client(FakeAPI(httpx.Response(200, json=body))) as client, pytest.raises(HokusaiAPIError) as caught:
+        fetch_identity(client)
+    assert caught.value.error_code == "INVALID_RESPONSE"
+    assert "not the Hokusai API" in str(caught.value)
+
+
+def test_an_identity_with_hokusais_fields_is_returned_as_sent() -> None:
+    identity = {"owner": "alice", "key_id": "key_1", "key_prefix": "hk_live_ab", "scopes": ["read"], "expires_at": None}
+    with _client(FakeAPI(httpx.Response(200, json=identity))) as client:
+        assert fetch_identity(client) == identity
 
 
 def test_timeouts_are_on_by_default() -> None:
@@ -102,7 +117,10 @@ def test_404_and_409() -> None:
 
 def test_unknown_endpoint_points_at_the_url() -> None:
     exc = _fail(error(404, "ENDPOINT_NOT_FOUND", "No such endpoint."))
-    assert exc.hint == "check HOKUSAI_API_URL: it must be the API root (e.g. http://localhost:8000), not a sub-path"
+    assert exc.hint == (
+        "check the API URL (--api-url, HOKUSAI_API_URL or the saved login): it must be the API root "
+        "(e.g. http://localhost:8000), not a sub-path"
+    )
 
 
 def test_429_carries_retry_after() -> None:
@@ -142,7 +160,8 @@ def test_connection_error_names_host_and_hint(sleeps: list[float]) -> None:
         client.request("GET", "/api/v1/auth/whoami")
     assert str(caught.value) == (
         "Could not connect to api.test (ConnectError: [Errno 111] Connection refused). "
-        "(HINT: is the Hokusai API running? `hokusai server` / check HOKUSAI_API_URL)"
+        "(HINT: is the Hokusai API running? `hokusai server` / check the API URL (--api-url, HOKUSAI_API_URL or the "
+        "saved login))"
     )
     assert isinstance(caught.value.__cause__, httpx.ConnectError)
     assert len(api.requests) == 3  # the first attempt and two retries

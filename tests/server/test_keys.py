@@ -24,6 +24,7 @@ from hokusai.server.keys import (
     REASON_ROTATED,
     REASON_UNKNOWN,
     KeyAlreadyRevoked,
+    KeyExpired,
     KeyRejected,
     KeyStore,
     generate_key,
@@ -107,6 +108,20 @@ def test_rotate_issues_a_replacement_and_revokes_the_old_key(store: KeyStore) ->
     assert _reason(store, old.secret) == REASON_ROTATED  # its 401 points to the replacement
     assert store.get(old.record.id).replaced_by == new.record.id  # type: ignore[union-attr]
     assert store.rotate(old.record.id) is None
+
+
+def test_an_expired_key_is_not_rotated_into_a_key_born_expired(store: KeyStore, database: Database) -> None:
+    issued = store.create(owner="carol", name="ci", scopes=parse_scopes("read"), expires_at=utcnow() + timedelta(1))
+    with database.session() as session:  # the clock moving past the expiry
+        session.get(ApiKey, issued.record.id).expires_at = utcnow() - timedelta(seconds=1)  # type: ignore[union-attr]
+
+    with pytest.raises(KeyExpired) as refused:
+        store.rotate(issued.record.id)
+
+    assert "cannot be rotated" in str(refused.value) and "hokusai keys create --owner carol" in str(refused.value)
+    unchanged = store.get(issued.record.id)
+    assert unchanged is not None and unchanged.revoked_at is None and unchanged.replaced_by is None
+    assert [record.id for record in store.list(owner="carol")] == [issued.record.id]  # no successor was stored
 
 
 def test_two_rotations_at_once_issue_one_replacement(store: KeyStore) -> None:

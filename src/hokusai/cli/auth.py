@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from hokusai._client import WHOAMI_PATH, HokusaiClient, json_body
+from hokusai._client import HokusaiClient, fetch_identity
 from hokusai._credentials import (
     API_KEY_ENV,
     delete_credentials,
@@ -72,7 +72,7 @@ def login(
     # Validate before saving, so a typo never replaces a working key.
     with HokusaiClient(secret, api_url=url) as client:
         try:
-            identity = json_body(client.request("GET", WHOAMI_PATH))
+            identity = fetch_identity(client)
         except HokusaiAuthError as exc:
             hint = f"nothing was saved; check that the key was copied whole and that {url} is the server that issued it"
             raise exc.with_hint(hint) from exc
@@ -109,7 +109,7 @@ def whoami(api_url: ApiUrlOption = None) -> None:
         raise typer.Exit(1)
     url = resolve_api_url(api_url)
     with HokusaiClient(found.value, api_url=url) as client:
-        identity = json_body(client.request("GET", WHOAMI_PATH))
+        identity = fetch_identity(client)
     rows = [
         ("owner", identity.get("owner")),
         ("key", f"{identity.get('key_prefix') or key_prefix(found.value)}… (from {found.source})"),

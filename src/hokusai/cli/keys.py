@@ -6,6 +6,7 @@ import getpass
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any, NamedTuple
 from urllib.parse import quote
 
@@ -93,7 +94,13 @@ def _offline_row(record: Any) -> dict[str, Any]:
 
 
 def _key_status(row: dict[str, Any]) -> str:
-    return "revoked" if row["revoked_at"] else "active"
+    if row["revoked_at"]:
+        return "revoked"
+    # The API sends times in ISO 8601 with their offset (UTC); a key is refused from its expiry on.
+    expires_at = row.get("expires_at")
+    if expires_at and datetime.fromisoformat(str(expires_at)) <= datetime.now(UTC):
+        return "expired"
+    return "active"
 
 
 # Every column, and the ones that still fit an 80-column terminal; the full table needs about 124 columns.
@@ -252,8 +259,14 @@ def rotate_key(
     Example: `hokusai keys rotate key_0123456789abcdef --quiet > new-key.txt`.
     """
     if offline:
+        from hokusai.server.keys import KeyExpired
+
         with _offline_store() as store:
-            issued = store.keys.rotate(key_id)
+            try:
+                issued = store.keys.rotate(key_id)
+            except KeyExpired as exc:
+                console(stderr=True).print(str(exc))
+                raise typer.Exit(1) from exc
             if issued is None:
                 console(stderr=True).print(f"No active key with id {key_id}.")
                 raise typer.Exit(1)

@@ -48,6 +48,17 @@ class KeyAlreadyRevoked(Exception):
         self.revoked_at = revoked_at
 
 
+class KeyExpired(Exception):
+    """Rotating a key that has expired: a rotation keeps the key's expiry, so its successor would be dead too."""
+
+    def __init__(self, key_id: str, owner: str, expires_at: datetime) -> None:
+        super().__init__(
+            f"Key '{key_id}' expired at {expires_at:%Y-%m-%d %H:%M:%S} UTC and cannot be rotated: a rotation keeps the "
+            f"key's expiry. Create a new key instead: hokusai keys create --owner {owner} --scopes … "
+            "[--expires-in-days N]."
+        )
+
+
 REASON_MALFORMED = "malformed"
 REASON_UNKNOWN = "unknown"
 REASON_REVOKED = "revoked"
@@ -301,7 +312,8 @@ class KeyStore:
         """Issue a key with the same owner, name, scopes and remaining lifetime, and revoke the old one.
 
         One transaction that starts by revoking the old key, only if no one has yet: of two rotations at once, one
-        issues the replacement and the other finds nothing to rotate (`None`), never a second working key.
+        issues the replacement and the other finds nothing to rotate (`None`), never a second working key. An expired
+        key is left as it is (`KeyExpired`): its successor would be born expired.
         """
         try:
             with self._database.session() as session:
@@ -312,6 +324,8 @@ class KeyStore:
                     raise _NothingToRotate
                 old = session.get(ApiKey, key_id)
                 assert old is not None
+                if old.expires_at is not None and old.expires_at <= utcnow():
+                    raise KeyExpired(key_id, old.owner, old.expires_at)  # rolls the revocation back
                 issued = self._new_key(owner=old.owner, name=old.name, scopes=old.scopes, expires_at=old.expires_at)
                 session.add(issued.record)
                 session.flush()  # the replacement exists before the old key names it

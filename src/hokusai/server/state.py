@@ -41,7 +41,7 @@ _REJECTION_MESSAGES = {
     ),
     REASON_REVOKED: "This API key was revoked. Ask an admin for a new key.",
     REASON_ROTATED: "This API key was revoked when it was rotated: use the key that replaced it (shown once).",
-    REASON_EXPIRED: "This API key has expired. Ask an admin to rotate it or issue a new key.",
+    REASON_EXPIRED: "This API key has expired. Ask an admin for a new key (`hokusai keys create`).",
 }
 _NO_QUERY = QueryParams()
 _UNKNOWN_MESSAGE = "This API key is not known to this server. Check HOKUSAI_API_KEY / MLFLOW_TRACKING_TOKEN."

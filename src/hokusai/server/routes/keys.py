@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from hokusai.errors import HokusaiValidationError
 from hokusai.server.deps import PrincipalDep, StateDep
 from hokusai.server.errors import ApiError
-from hokusai.server.keys import IssuedKey, KeyAlreadyRevoked, Principal, expiry_from_days, principal_of
+from hokusai.server.keys import IssuedKey, KeyAlreadyRevoked, KeyExpired, Principal, expiry_from_days, principal_of
 from hokusai.server.models import ApiKey, utcnow
 from hokusai.server.schemas import KeyCreate, KeyCreated, KeyInfo, KeyList, error_responses
 from hokusai.server.state import AppState
@@ -175,7 +175,10 @@ async def revoke_key(key_id: str, request: Request, state: StateDep, principal: 
 async def rotate_key(key_id: str, request: Request, state: StateDep, principal: PrincipalDep) -> KeyCreated:
     """Issue a replacement with the same owner, name, scopes and expiry, and revoke the old key."""
     _require_power_over(principal, await run_in_threadpool(_owned_key, state, principal, key_id), "rotate")
-    issued = await run_in_threadpool(state.keys.rotate, key_id)
+    try:
+        issued = await run_in_threadpool(state.keys.rotate, key_id)
+    except KeyExpired as exc:
+        raise ApiError(409, str(exc), error_code="INVALID_STATE") from exc
     if issued is None:
         raise ApiError(
             409,
