@@ -721,6 +721,28 @@ def test_admins_transfer_and_release_tokens(
     assert {"token.transfer", "token.release"} <= actions
 
 
+def test_a_transfer_leaves_the_model_to_its_owner_while_they_hold_other_tokens_on_it(
+    as_alice: httpx.Client, as_bob: httpx.Client, as_admin: httpx.Client, bob: User, run: LoggedRun
+) -> None:
+    """Alice's model carries two of her tokens; an admin gives one to bob. Alice must still register under her other
+    token, and bob under his (a walkthrough found alice locked out of her own model, 2026-11-29)."""
+    kept = body(run)
+    given = body(run, model_name=kept["model_name"], artifact_path="legacy")
+    assert as_alice.post(TOKENIZED, json=kept).status_code == 201
+    assert as_alice.post(TOKENIZED, json=given).status_code == 201
+
+    moved = as_admin.post(f"/api/v1/tokens/{given['token_id']}/transfer", json={"new_owner": bob.owner})
+
+    assert moved.status_code == 200, moved.text
+    repeat = as_alice.post(TOKENIZED, json=kept)
+    assert (repeat.status_code, repeat.json()["created"]) == (200, False), repeat.text
+    assert as_alice.post(TOKENIZED, json={**kept, "artifact_path": "legacy"}).status_code == 201
+    assert as_bob.post(TOKENIZED, json={**given, "artifact_path": "model"}).status_code == 201
+    events = as_admin.get("/api/v1/audit", params={"action": "token.transfer", "max_results": 1000}).json()["events"]
+    (event,) = [event for event in events if event["target"] == str(given["token_id"]).upper()]
+    assert event["detail"]["previous_owner_keeps_model_for"] == [str(kept["token_id"]).upper()]
+
+
 def test_a_transfer_does_not_hand_over_a_namesake_of_the_tokens_deleted_model(
     platform: LivePlatform,
     as_alice: httpx.Client,

@@ -27,9 +27,9 @@ class _FlakyMlflow:
     """Refuses the first hand-over (as MLflow might, halfway through its grants), then accepts."""
 
     def __init__(self) -> None:
-        self.hand_overs: list[tuple[str, str, str]] = []
+        self.hand_overs: list[tuple[str, str, str | None]] = []
 
-    async def hand_over_registered_model(self, model_name: str, *, new_owner: str, previous_owner: str) -> None:
+    async def hand_over_registered_model(self, model_name: str, *, new_owner: str, previous_owner: str | None) -> None:
         self.hand_overs.append((model_name, new_owner, previous_owner))
         if len(self.hand_overs) == 1:
             raise UpstreamError("POST permissions/revoke failed with 500")
@@ -95,9 +95,9 @@ class _SlowMlflow:
     """Accepts every hand-over, yielding mid-way as a real one would while it waits on MLflow."""
 
     def __init__(self) -> None:
-        self.hand_overs: list[tuple[str, str, str]] = []
+        self.hand_overs: list[tuple[str, str, str | None]] = []
 
-    async def hand_over_registered_model(self, model_name: str, *, new_owner: str, previous_owner: str) -> None:
+    async def hand_over_registered_model(self, model_name: str, *, new_owner: str, previous_owner: str | None) -> None:
         await asyncio.sleep(0.01)
         self.hand_overs.append((model_name, new_owner, previous_owner))
 
@@ -118,3 +118,19 @@ def test_two_transfers_at_once_each_withdraw_the_owner_before_them(database: Dat
     assert {first_to, second_to} == {"bob", "carol"}
     held = get_token(database, token_id="CHURN")
     assert held is not None and held.owner == second_to
+
+
+def test_the_previous_owner_keeps_the_model_while_they_hold_other_tokens_on_it(database: Database) -> None:
+    """Alice's model carries CHURN and RETAIN: handing CHURN to bob must not lock her out of RETAIN's model."""
+    mlflow = _SlowMlflow()
+    transfer_to = _transfers_of_alices_token(database, mlflow, "bob")
+    claim_token(database, token_id="RETAIN", model_name="churn", owner="alice")
+
+    asyncio.run(transfer_to("bob"))
+
+    assert mlflow.hand_overs == [("churn", "bob", None)]  # bob gets MANAGE; alice's grant stays
+    with database.session() as session:
+        (detail,) = [event.detail for event in session.scalars(select(AuditEvent))]
+    assert '"previous_owner_keeps_model_for": ["RETAIN"]' in detail
+    held = get_token(database, token_id="RETAIN")
+    assert held is not None and held.owner == "alice"

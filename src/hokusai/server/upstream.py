@@ -248,8 +248,9 @@ class Upstream:
                 break
         raise UpstreamError(f"creating the default experiment of {principal.owner!r} failed")
 
-    async def hand_over_registered_model(self, model_name: str, *, new_owner: str, previous_owner: str) -> None:
-        """Give `new_owner` MANAGE on a registered model and withdraw `previous_owner`'s grant (assertion mode only).
+    async def hand_over_registered_model(self, model_name: str, *, new_owner: str, previous_owner: str | None) -> None:
+        """Give `new_owner` MANAGE on a registered model and withdraw `previous_owner`'s grant, unless that is `None`
+        (assertion mode only).
 
         MLflow has no "update grant" call, so any grant the new owner already holds is revoked first; revoking a
         grant or user that does not exist answers 404, which is the state we want anyway.
@@ -262,7 +263,7 @@ class Upstream:
         await self._call(
             "POST", PERMISSIONS_GRANT, json={"username": new_owner, "permission": "MANAGE", **resource}, ok=(200,)
         )
-        if previous_owner != new_owner:
+        if previous_owner is not None and previous_owner != new_owner:
             await self._call("POST", PERMISSIONS_REVOKE, json={"username": previous_owner, **resource}, ok=(200, 404))
 
     async def _call(self, method: str, path: str, *, json: dict[str, object], ok: tuple[int, ...]) -> None:

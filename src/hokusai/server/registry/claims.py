@@ -139,9 +139,13 @@ def follow_model_rename(database: Database, *, old_name: str, new_name: str, tok
         return sorted(token.token_id for token in tokens)
 
 
-def tokens_claiming_model(database: Database, *, model_name: str) -> list[str]:
+def tokens_claiming_model(database: Database, *, model_name: str, owner: str | None = None) -> list[str]:
+    """The ids of the tokens claimed on `model_name` (by `owner`, when given)."""
+    query = select(Token.token_id).where(Token.model_name == model_name)
+    if owner is not None:
+        query = query.where(Token.owner == owner)
     with database.session() as session:
-        return sorted(session.scalars(select(Token.token_id).where(Token.model_name == model_name)))
+        return sorted(session.scalars(query))
 
 
 async def follow_rename(

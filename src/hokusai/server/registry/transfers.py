@@ -14,7 +14,7 @@ from hokusai.server.keys import KeyStore, Principal
 from hokusai.server.locks import shared_lock
 from hokusai.server.mlflow_rest import call_as
 from hokusai.server.models import Token
-from hokusai.server.registry.claims import TOKEN_LOCK, get_token, release_token, transfer_token
+from hokusai.server.registry.claims import TOKEN_LOCK, get_token, release_token, tokens_claiming_model, transfer_token
 from hokusai.server.registry.versions import model_carries
 from hokusai.server.upstream import Upstream, UpstreamError
 from hokusai.validation import TOKEN_MODEL_GONE
@@ -86,12 +86,17 @@ async def _transfer_locked(
         raise token_not_found(token_id)
     if model_name is None:
         await _require_carrier(upstream=upstream, principal=caller.principal, token=current)
+    target = model_name or current.model_name
+    # The previous owner keeps MANAGE on the model while they hold other tokens on it: withdrawing it would leave them
+    # unable to register further versions of their own tokens, or to repeat a registration (a walkthrough, 2026-11-29).
+    kept = await run_in_threadpool(tokens_claiming_model, database, model_name=target, owner=current.owner)
+    kept = [other for other in kept if other != token_id]
     # MLflow's grants move first and the record after: a failure in between leaves the record (and so the previous
     # owner) as it was, and the retry the error asks for hands the model over again, idempotently. The other order
     # would have the retry read the new owner as the previous one and leave the old owner's MANAGE in place.
     try:
         await upstream.hand_over_registered_model(
-            model_name or current.model_name, new_owner=new_owner, previous_owner=current.owner
+            target, new_owner=new_owner, previous_owner=None if kept else current.owner
         )
     except httpx.TransportError as exc:
         raise mlflow_call_failed(exc) from exc
@@ -109,7 +114,9 @@ async def _transfer_locked(
     if moved is None:
         raise token_not_found(token_id)
     token, previous_owner = moved
-    detail = {"from": previous_owner, "to": new_owner, "model_name": token.model_name}
+    detail: dict[str, object] = {"from": previous_owner, "to": new_owner, "model_name": token.model_name}
+    if kept:
+        detail["previous_owner_keeps_model_for"] = kept
     await audit_event(audit, caller, "token.transfer", "ok", token_id, detail)
     return token
 
