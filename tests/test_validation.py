@@ -21,6 +21,7 @@ from hokusai.validation import (
     parse_models_uri,
     repeat_conflict,
     run_id_from_uri,
+    run_model_uri,
     tokenized_tags,
     unpaired_surrogate_at,
     validate_baseline_value,
@@ -317,3 +318,14 @@ def test_key_names_that_could_steer_a_terminal_are_refused(name: str, found: str
 
 def test_a_baseline_models_name_gives_back_its_type() -> None:
     assert baseline_model_type(baseline_model_name("clf")) == "clf"
+
+
+def test_a_run_model_uri_names_the_run_and_the_model_path() -> None:
+    run_id = "0123456789abcdef0123456789abcdef"
+    assert run_model_uri(run_id, "/model/") == f"runs:/{run_id}/model"
+    with pytest.raises(HokusaiValidationError) as no_path:
+        run_model_uri(run_id, None)
+    assert no_path.value.field == "artifact_path"
+    with pytest.raises(HokusaiValidationError) as no_run:
+        run_model_uri(None, "model")
+    assert no_run.value.field == "mlflow_run_id"

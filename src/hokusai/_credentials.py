@@ -6,7 +6,7 @@ import configparser
 import io
 import os
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from hokusai._paths import credentials_path, write_private_file
 from hokusai.errors import HokusaiConfigurationError
@@ -15,7 +15,9 @@ __all__ = [
     "API_KEY_ENV",
     "API_URL_ENV",
     "DEFAULT_API_URL",
+    "DEFAULT_PORTS",
     "Setting",
+    "check_key_destination",
     "delete_credentials",
     "key_prefix",
     "lookup_api_key",
@@ -24,12 +26,15 @@ __all__ = [
     "remember_setup",
     "require_api_key",
     "resolve_api_url",
+    "same_origin",
+    "without_userinfo",
     "write_credentials",
 ]
 
 API_KEY_ENV = "HOKUSAI_API_KEY"
 API_URL_ENV = "HOKUSAI_API_URL"
 DEFAULT_API_URL = "http://localhost:8000"
+DEFAULT_PORTS = {"http": 80, "https": 443}
 _SECTION = "default"
 KEY_PREFIX_LENGTH = 12  # "hk_live_" plus four characters, as the server displays keys
 # What `hokusai.setup()` was given: this process's own choice, so a later `ModelRegistry()` uses it too.
@@ -150,6 +155,43 @@ def lookup_api_url(api_url: str | None = None) -> Setting:
 
 def resolve_api_url(api_url: str | None = None) -> str:
     return lookup_api_url(api_url).value
+
+
+def check_key_destination(key: Setting, url: Setting) -> None:
+    """Refuse to send the key saved by `hokusai login` to a server other than the one it was saved for.
+
+    A key from the credentials file goes, unasked, to whatever URL an option or the environment names: a typo, or a
+    URL copied from somewhere, would hand it over (in clear, over http). A key given explicitly goes where it is told.
+    """
+    if key.source != "file" or url.source == "file":
+        return
+    saved_for = _clean(read_credentials().get("api_url"))
+    if saved_for is None or same_origin(saved_for, url.value):  # a file written without a URL names no server
+        return
+    raise HokusaiConfigurationError(
+        f"The key saved by `hokusai login` is for {without_userinfo(saved_for)}; it is not sent to "
+        f"{without_userinfo(url.value)} (from {url.source}).",
+        hint=f"run `hokusai login --api-url {without_userinfo(url.value)}` to use a key of that server, or give "
+        f"the key explicitly ({API_KEY_ENV})",
+    )
+
+
+def same_origin(first: str, second: str) -> bool:
+    """Whether two http(s) URLs name the same scheme, host and port."""
+
+    def origin(url: str) -> tuple[str, str | None, int | None]:
+        parts = urlsplit(url)
+        return parts.scheme, parts.hostname, parts.port or DEFAULT_PORTS.get(parts.scheme)
+
+    return urlsplit(first).scheme in DEFAULT_PORTS and origin(first) == origin(second)
+
+
+def without_userinfo(uri: str) -> str:
+    """The URI without ``user:password@``, so it can be logged and shown."""
+    parts = urlsplit(uri)
+    if parts.scheme not in DEFAULT_PORTS or "@" not in parts.netloc:
+        return uri
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))
 
 
 def key_prefix(api_key: str) -> str:

@@ -22,7 +22,7 @@ from hokusai._client import (
     json_body,
     unexpected_response,
 )
-from hokusai._credentials import require_api_key, resolve_api_url
+from hokusai._credentials import check_key_destination, lookup_api_url, require_api_key
 from hokusai._flags import Mode, current_mode
 from hokusai._local import LocalRegistry
 from hokusai._outbox import append_entry, new_entry
@@ -38,10 +38,10 @@ from hokusai.models import BaselineEntry, RegistrationRequest, TokenizedModel
 from hokusai.validation import (
     normalize_model_type,
     normalize_token_id,
+    run_model_uri,
     uri_scheme,
     validate_metadata,
     validate_model_name,
-    validate_model_uri,
     validate_owner,
     validate_run_id,
 )
@@ -96,8 +96,9 @@ class ModelRegistry:
         self.mode: Mode = current_mode()
         self._client: HokusaiClient | None = None
         if self.mode != "mock":
-            key = require_api_key(api_key)  # fail before touching anything
-            self._client = HokusaiClient(key.value, api_url=resolve_api_url(api_url), transport=transport)
+            key, url = require_api_key(api_key), lookup_api_url(api_url)  # fail before touching anything
+            check_key_destination(key, url)
+            self._client = HokusaiClient(key.value, api_url=url.value, transport=transport)
         self.mlflow = setup_mlflow_auth(api_key=api_key, api_url=api_url, tracking_uri=tracking_uri)
         self._local: LocalRegistry | None = None
         self._warned_fallback = False
@@ -229,7 +230,7 @@ class ModelRegistry:
         """
         model_type = normalize_model_type(model_type)
         mlflow_run_id = validate_run_id(mlflow_run_id)
-        source = validate_model_uri(f"runs:/{mlflow_run_id}/{artifact_path.strip('/')}")
+        source = run_model_uri(mlflow_run_id, artifact_path)
         metadata_json = validate_metadata(metadata)
         if self._client is None:
             return _warned_of(self.local.register_baseline(model_type, mlflow_run_id, metadata_json, source=source))

@@ -16,19 +16,23 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import httpx
 
 from hokusai._client import BearerAuth, HokusaiClient, fetch_identity
 from hokusai._credentials import (
     API_KEY_ENV,
+    DEFAULT_PORTS,
     Setting,
+    check_key_destination,
     key_prefix,
     lookup_api_key,
     lookup_api_url,
     remember_setup,
     require_api_key,
+    same_origin,
+    without_userinfo,
 )
 from hokusai._flags import Mode, current_mode
 from hokusai._local import local_tracking_uri
@@ -37,6 +41,7 @@ from hokusai._paths import credentials_path, mlflow_credentials_path
 from hokusai.errors import (
     HokusaiAPIError,
     HokusaiAuthError,
+    HokusaiConfigurationError,
     HokusaiConnectionError,
     HokusaiError,
     HokusaiKeyMismatchWarning,
@@ -51,8 +56,6 @@ USERNAME_ENV = "MLFLOW_TRACKING_USERNAME"
 PASSWORD_ENV = "MLFLOW_TRACKING_PASSWORD"
 MLFLOW_PATH = "/api/mlflow"
 MLFLOW_PROBE_PATH = "/api/2.0/mlflow/experiments/search"
-_DEFAULT_PORTS = {"http": 80, "https": 443}
-
 logger = logging.getLogger(__name__)
 
 # What this process wrote into os.environ, so a later call can tell its own values from the user's
@@ -94,6 +97,8 @@ class _Plan:
     api_key: Setting | None
     credential: _Credential
     env: dict[str, str] = field(repr=False)
+    # The key `hokusai login` saved for another server, withheld from this one (`check_key_destination`).
+    misdirected: HokusaiConfigurationError | None = None
 
 
 def setup(
@@ -135,6 +140,8 @@ def setup_mlflow_auth(
         HokusaiAuthError, HokusaiPermissionError, HokusaiConnectionError: ``validate`` failed.
     """
     plan = _plan(api_key=api_key, api_url=api_url, tracking_uri=tracking_uri)
+    if plan.misdirected is not None:
+        raise plan.misdirected
     for name, value in plan.env.items():
         os.environ[name] = value
         _OWN_ENV[name] = value
@@ -197,7 +204,9 @@ def get_mlflow_auth_status(
         )
     if config.mode == "mock":
         return status
-    if plan.api_key is None:
+    if plan.misdirected is not None:
+        problems.append(_problem(plan.misdirected.user_message, str(plan.misdirected.hint)))
+    elif plan.api_key is None:
         problems.append(_problem("No Hokusai API key found", "run `hokusai login` or set HOKUSAI_API_KEY"))
     key = plan.api_key.value if plan.api_key else None
     with HokusaiClient(key, api_url=plan.api_url, max_retries=0, transport=transport) as client:
@@ -209,7 +218,7 @@ def get_mlflow_auth_status(
     _check_stock_mlflow(plan, status)
     if config.mode == "optional" and not status["reachable"]:
         status["mode"] = "optional-fallback-active"
-    if not _same_origin(config.tracking_uri, plan.api_url):
+    if not same_origin(config.tracking_uri, plan.api_url):
         problems.append(
             _problem(
                 f"MLflow logs to {config.tracking_uri}, not to the Hokusai MLflow: runs there cannot be registered",
@@ -224,17 +233,23 @@ def _plan(*, api_key: str | None, api_url: str | None, tracking_uri: str | None)
     mode = current_mode()
     key = lookup_api_key(api_key)
     url = lookup_api_url(api_url)
+    misdirected = None
+    if key is not None and mode != "mock":
+        try:
+            check_key_destination(key, url)
+        except HokusaiConfigurationError as exc:
+            key, misdirected = None, exc
     tracking = _tracking_uri(tracking_uri, url.value, mode)
     env: dict[str, str] = {}
     if tracking.source != "env":
         env[TRACKING_URI_ENV] = tracking.value
     credential = _user_credential()
-    if credential is None and key is not None and mode != "mock" and _same_origin(tracking.value, url.value):
+    if credential is None and key is not None and mode != "mock" and same_origin(tracking.value, url.value):
         credential = _Credential("bearer", f"the Hokusai key ({key.source})", secret=key.value)
         env[TOKEN_ENV] = key.value
     credential = credential or _Credential("none", None)
     config = MlflowAuthConfig(
-        tracking_uri=_without_userinfo(tracking.value),
+        tracking_uri=without_userinfo(tracking.value),
         tracking_uri_source=tracking.source,
         credential_kind=credential.kind,
         credential_source=credential.source,
@@ -243,7 +258,13 @@ def _plan(*, api_key: str | None, api_url: str | None, tracking_uri: str | None)
         env_set=tuple(env),
     )
     return _Plan(
-        config=config, api_url=url.value, tracking_uri=tracking.value, api_key=key, credential=credential, env=env
+        config=config,
+        api_url=url.value,
+        tracking_uri=tracking.value,
+        api_key=key,
+        credential=credential,
+        env=env,
+        misdirected=misdirected,
     )
 
 
@@ -397,7 +418,7 @@ def _different_key(plan: _Plan) -> tuple[str, str] | None:
     if key is None or credential.secret is None or _same_secret(credential.secret, key.value):
         return None
     # A credential for another host is none of Hokusai's business.
-    if not _same_origin(plan.tracking_uri, plan.api_url):
+    if not same_origin(plan.tracking_uri, plan.api_url):
         return None
     if credential.kind == "bearer":
         fix = (
@@ -486,20 +507,4 @@ def _note(note: str, fix: str) -> dict[str, str]:
 
 
 def _is_http(uri: str) -> bool:
-    return urlsplit(uri).scheme in _DEFAULT_PORTS
-
-
-def _same_origin(first: str, second: str) -> bool:
-    def origin(url: str) -> tuple[str, str | None, int | None]:
-        parts = urlsplit(url)
-        return parts.scheme, parts.hostname, parts.port or _DEFAULT_PORTS.get(parts.scheme)
-
-    return _is_http(first) and origin(first) == origin(second)
-
-
-def _without_userinfo(uri: str) -> str:
-    """The URI without ``user:password@``, so it can be logged and shown."""
-    parts = urlsplit(uri)
-    if not _is_http(uri) or "@" not in parts.netloc:
-        return uri
-    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))
+    return urlsplit(uri).scheme in DEFAULT_PORTS

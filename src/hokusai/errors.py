@@ -43,7 +43,16 @@ __all__ = [
 
 
 class HokusaiError(Exception):
-    """Base class of every error raised by the SDK."""
+    """Base class of every error raised by the SDK.
+
+    Every error has the facts a server's error carries, so that one `except HokusaiError` clause can read them the
+    same way; they are `None` where they do not apply (no server answered a connection error).
+    """
+
+    status: int | None = None
+    error_code: str | None = None
+    layer: str | None = None
+    request_id: str | None = None
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         self.user_message = message
@@ -72,10 +81,8 @@ class HokusaiValidationError(HokusaiError, ValueError):
 
     field: str | None  # always set by a local check; a server's 400 may name none
     # As the server's 400 for the same rule has them, so that one `except` clause can test either the same way.
-    status: int | None = None
-    error_code: str = "INVALID_PARAMETER_VALUE"
-    layer: str = "sdk"
-    request_id: str | None = None
+    error_code: str | None = "INVALID_PARAMETER_VALUE"
+    layer: str | None = "sdk"
 
     def __init__(self, field: str, message: str) -> None:
         self.field = field

@@ -258,6 +258,13 @@ def baseline_model_type(model_name: str) -> str:
     return model_name.strip()[len(BASELINE_MODEL_PREFIX) :]
 
 
+def run_model_uri(run_id: object, artifact_path: object) -> str:
+    """`runs:/<run id>/<artifact path>`: the model a run logged as `artifact_path` (the `name` given to log_model)."""
+    if not isinstance(artifact_path, str):
+        raise HokusaiValidationError("artifact_path", "must be a string: the name given to log_model, e.g. 'model'")
+    return validate_model_uri(f"runs:/{validate_run_id(run_id)}/{artifact_path.strip('/')}")
+
+
 def validate_model_uri(model_uri: object) -> str:
     if not isinstance(model_uri, str) or not model_uri.strip():
         raise HokusaiValidationError("model_uri", "must be a non-empty string")

@@ -181,6 +181,19 @@ def test_logout() -> None:
     assert run(["logout"]).stdout == f"Not logged in: there is no {credentials_path()}.\n"
 
 
+def test_whoami_does_not_send_the_saved_key_to_another_server(api: FakeAPI) -> None:
+    write_credentials(api_key=KEY, api_url=API)
+    answer(api, httpx.Response(200, json=WHOAMI))
+    outcome = run(["whoami", "--api-url", "http://user:pw@elsewhere.test:8000"])
+    assert outcome.exit_code == 1
+    assert outcome.stderr.startswith(
+        f"Configuration problem: The key saved by `hokusai login` is for {API}; it is not sent to "
+        "http://***@elsewhere.test:8000 (from argument)."
+    )
+    assert api.requests == []  # nothing, the key least of all, went anywhere
+    assert "pw" not in outcome.stderr and KEY not in outcome.stderr
+
+
 def test_whoami_when_not_logged_in() -> None:
     outcome = run(["whoami"])
     assert (outcome.exit_code, outcome.stderr) == (1, "Not logged in. Run `hokusai login` first.\n")

@@ -7,8 +7,10 @@ from hokusai._client import DEFAULT_TIMEOUT, USER_AGENT, HokusaiClient, fetch_id
 from hokusai.errors import (
     HokusaiAPIError,
     HokusaiAuthError,
+    HokusaiConfigurationError,
     HokusaiConflictError,
     HokusaiConnectionError,
+    HokusaiError,
     HokusaiInvalidRequestError,
     HokusaiNotFoundError,
     HokusaiPermissionError,
@@ -318,3 +320,9 @@ def test_a_local_validation_error_has_the_attributes_of_the_servers_400() -> Non
         None,
     )
     assert (server.error_code, server.layer, server.status) == ("INVALID_PARAMETER_VALUE", "hokusai-api", 400)
+
+
+@pytest.mark.parametrize("error", [HokusaiConnectionError("down"), HokusaiConfigurationError("no key")])
+def test_every_error_has_the_servers_facts_as_attributes(error: HokusaiError) -> None:
+    """One `except HokusaiError as exc` clause reads `exc.status` etc. for any error: None where no server answered."""
+    assert (error.status, error.error_code, error.layer, error.request_id) == (None, None, None, None)

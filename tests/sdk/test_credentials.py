@@ -7,11 +7,13 @@ import pytest
 
 from hokusai._credentials import (
     DEFAULT_API_URL,
+    check_key_destination,
     delete_credentials,
     lookup_api_key,
     lookup_api_url,
     read_credentials,
     require_api_key,
+    without_userinfo,
     write_credentials,
 )
 from hokusai._paths import credentials_path, hokusai_home
@@ -118,3 +120,44 @@ def test_delete() -> None:
     write_credentials(api_key=KEY)
     assert delete_credentials() is True
     assert not credentials_path().exists()
+
+
+def test_the_saved_key_is_not_sent_to_another_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`hokusai login` saved the key for one server; an option or variable naming another must not receive it."""
+    write_credentials(api_key=KEY, api_url="http://hokusai.test:8000")
+    monkeypatch.setenv("HOKUSAI_API_URL", "http://elsewhere.test:8000")
+
+    with pytest.raises(HokusaiConfigurationError) as refused:
+        check_key_destination(require_api_key(), lookup_api_url())
+
+    assert refused.value.user_message == (
+        "The key saved by `hokusai login` is for http://hokusai.test:8000; it is not sent to "
+        "http://elsewhere.test:8000 (from env)."
+    )
+    assert "hokusai login --api-url http://elsewhere.test:8000" in str(refused.value.hint)
+    assert KEY not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("saved_url", "env_url", "env_key"),
+    [
+        ("http://hokusai.test:8000", "http://hokusai.test:8000/", None),  # the same server
+        ("http://hokusai.test", "http://hokusai.test:80", None),  # the same origin, the port spelled out
+        ("http://hokusai.test:8000", "http://elsewhere.test:8000", "hk_live_explicit"),  # a key given explicitly
+        (None, "http://elsewhere.test:8000", None),  # a file that names no server
+        ("http://hokusai.test:8000", None, None),  # the URL comes from the file itself
+    ],
+)
+def test_a_key_goes_where_it_was_saved_for_or_where_it_was_given(
+    monkeypatch: pytest.MonkeyPatch, saved_url: str | None, env_url: str | None, env_key: str | None
+) -> None:
+    write_credentials(api_key=KEY, api_url=saved_url)
+    for name, value in (("HOKUSAI_API_URL", env_url), ("HOKUSAI_API_KEY", env_key)):
+        if value is not None:
+            monkeypatch.setenv(name, value)
+    check_key_destination(require_api_key(), lookup_api_url())  # raises nothing
+
+
+def test_a_password_in_a_url_is_never_shown() -> None:
+    assert without_userinfo("http://user:secret@hokusai.test:8000/x") == "http://***@hokusai.test:8000/x"
+    assert without_userinfo("http://hokusai.test:8000") == "http://hokusai.test:8000"

@@ -20,8 +20,9 @@ def call_api(method: str, path: str, api_url: str | None, **kwargs: Any) -> dict
     Errors are the SDK's, so the CLI prints them like every other command: status, code, layer, request id, hint.
     """
     from hokusai._client import HokusaiClient, json_body
-    from hokusai._credentials import require_api_key, resolve_api_url
+    from hokusai._credentials import check_key_destination, lookup_api_url, require_api_key
 
-    key = require_api_key().value
-    with HokusaiClient(key, api_url=resolve_api_url(api_url)) as client:
+    key, url = require_api_key(), lookup_api_url(api_url)
+    check_key_destination(key, url)
+    with HokusaiClient(key.value, api_url=url.value) as client:
         return dict(json_body(client.request(method, path, **kwargs)))

@@ -13,10 +13,13 @@ from rich.table import Table
 from hokusai._client import HokusaiClient, fetch_identity
 from hokusai._credentials import (
     API_KEY_ENV,
+    check_key_destination,
     delete_credentials,
     key_prefix,
     lookup_api_key,
+    lookup_api_url,
     resolve_api_url,
+    without_userinfo,
     write_credentials,
 )
 from hokusai._paths import credentials_path
@@ -107,15 +110,16 @@ def whoami(api_url: ApiUrlOption = None) -> None:
     if found is None:
         console(stderr=True).print("Not logged in. Run `hokusai login` first.")
         raise typer.Exit(1)
-    url = resolve_api_url(api_url)
-    with HokusaiClient(found.value, api_url=url) as client:
+    url = lookup_api_url(api_url)
+    check_key_destination(found, url)
+    with HokusaiClient(found.value, api_url=url.value) as client:
         identity = fetch_identity(client)
     rows = [
         ("owner", identity.get("owner")),
         ("key", f"{identity.get('key_prefix') or key_prefix(found.value)}… (from {found.source})"),
         ("scopes", _scopes(identity)),
         ("expires", identity.get("expires_at") or "never"),
-        ("api", url),
+        ("api", without_userinfo(url.value)),
     ]
     console().print(key_value_table(rows))
 

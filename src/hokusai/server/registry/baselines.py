@@ -31,8 +31,8 @@ from hokusai.validation import (
     baseline_model_type,
     baseline_repeat_leaves_out,
     normalize_model_type,
+    run_model_uri,
     validate_metadata,
-    validate_model_uri,
     validate_run_id,
 )
 
@@ -60,7 +60,7 @@ async def register_baseline(
     principal = caller.principal
     model_type = normalize_model_type(model_type)
     run_id = validate_run_id(run_id)
-    model_uri = validate_model_uri(f"runs:/{run_id}/{artifact_path.strip('/')}")
+    model_uri = run_model_uri(run_id, artifact_path)
     metadata_json = validate_metadata(metadata)
     model_name = baseline_model_name(model_type)
     await ensure_account(upstream=upstream, principal=principal)

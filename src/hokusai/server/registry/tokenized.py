@@ -49,6 +49,7 @@ from hokusai.validation import (
     repeat_conflict,
     repeat_leaves_out,
     run_id_from_uri,
+    run_model_uri,
     tokenized_tags,
     uri_scheme,
     validate_baseline_value,
@@ -56,7 +57,6 @@ from hokusai.validation import (
     validate_metadata_fields,
     validate_metric_name,
     validate_model_uri,
-    validate_run_id,
     validate_tokenized_model_name,
     validate_user_tags,
 )
@@ -95,7 +95,7 @@ class Registration:
         if (model_uri is None) == (mlflow_run_id is None):
             raise HokusaiValidationError("model_uri", "give exactly one of model_uri and mlflow_run_id")
         if mlflow_run_id is not None:
-            model_uri = f"runs:/{validate_run_id(mlflow_run_id)}/{artifact_path.strip('/')}"
+            model_uri = run_model_uri(mlflow_run_id, artifact_path)
         model_uri = _remote_source(validate_model_uri(model_uri))
         token = normalize_token_id(token_id)
         value = validate_baseline_value(baseline_value)
