@@ -135,6 +135,27 @@ def test_rotating_the_key_in_use_says_so_and_updates_the_saved_login(platform: L
     assert event["detail"] == {"replaced_by": _whoami(platform, new_key)["key_id"]}
 
 
+def test_revoking_the_key_in_use_says_so(platform: LivePlatform, tmp_path: Path) -> None:
+    """Revoking one's own saved key left the next command to fail with a bare 401 (walkthrough, 2026-11-29)."""
+    key = platform.create_key(platform.unique_owner("cli-revoke-own"), "read,write")
+    key_id = str(_whoami(platform, key)["key_id"])
+    other = platform.create_key(platform.unique_owner("cli-revoke-other"), "read,write")
+    env = base_env(platform.data_dir, HOKUSAI_API_URL=platform.url, HOKUSAI_HOME=str(tmp_path / "home"))
+    assert subprocess.run(hokusai_command("login", "--key", key), env=env, capture_output=True).returncode == 0
+    other_id = str(_whoami(platform, other)["key_id"])
+
+    own = subprocess.run(hokusai_command("keys", "revoke", key_id), env=env, capture_output=True, text=True)
+    foreign = _hokusai(platform, "keys", "revoke", other_id, key=other)
+
+    assert own.returncode == 0, own.stderr
+    assert own.stdout == f"Revoked {key_id}.\n"
+    assert "That was the key this command used (your saved login); it no longer works" in own.stderr
+    assert _whoami_status(platform, key) == 401
+    assert (
+        foreign.returncode == 0 and "That was the key this command used (the one in HOKUSAI_API_KEY)" in foreign.stderr
+    )
+
+
 def test_an_unknown_key_id_points_to_keys_list(platform: LivePlatform) -> None:
     result = _hokusai(platform, "keys", "revoke", "key_nosuch", key=platform.admin_key)
     assert result.returncode == 1

@@ -507,3 +507,19 @@ def test_attack_is_refused(platform: LivePlatform, keys: Keys, attack: Attack) -
     log = _wait_for_sentinel(platform, offset, f"sentinel-{marker}")
     leaked = [line for line in log.splitlines() if marker in line and "sentinel" not in line]
     assert not leaked, f"reached MLflow: {leaked}"
+
+
+def test_a_hokusai_key_sent_to_the_embedded_mlflow_is_told_where_it_belongs(platform: LivePlatform, keys: Keys) -> None:
+    """A client pointed at MLflow's own port with a Hokusai key learns to use the API, without its key echoed."""
+    response = httpx.get(
+        f"http://127.0.0.1:{keys.mlflow_port}/api/2.0/mlflow/experiments/search",
+        params={"max_results": 1},
+        headers={"Authorization": f"Bearer {keys.writer}"},
+        timeout=SOCKET_TIMEOUT,
+    )
+    assert response.status_code == 401
+    payload = response.json()
+    assert (payload["error_code"], payload["layer"]) == ("UNAUTHENTICATED", "mlflow")
+    assert payload["message"].startswith("This is the MLflow server behind a Hokusai API")
+    assert "MLFLOW_TRACKING_URI=<api url>/api/mlflow" in payload["message"]
+    assert keys.writer not in response.text

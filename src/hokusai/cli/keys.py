@@ -242,9 +242,15 @@ def revoke_key(key_id: str, offline: OfflineOption = False, api_url: ApiUrlOptio
                 console(stderr=True).print(f"No key with id {key_id}.")
                 raise typer.Exit(1)
             store.record("key.revoke", key_id)
-    else:
-        call_api("DELETE", f"{KEYS_PATH}/{quote(key_id, safe='')}", api_url)
+        console().print(f"Revoked {key_id}.")
+        return
+    from hokusai._client import WHOAMI_PATH
+
+    revoking_own_key = call_api("GET", WHOAMI_PATH, api_url)["key_id"] == key_id
+    call_api("DELETE", f"{KEYS_PATH}/{quote(key_id, safe='')}", api_url)
     console().print(f"Revoked {key_id}.")
+    if revoking_own_key:
+        _say_own_key_revoked()
 
 
 @keys_app.command("rotate")
@@ -298,6 +304,16 @@ def _follow_own_rotation(new_key: str) -> None:
         err.print(
             f"The rotated key was the one in {API_KEY_ENV}, which now holds a revoked key: export the new key there."
         )
+
+
+def _say_own_key_revoked() -> None:
+    """The key this command used is now revoked: every later command with it would be a 401, so say so now."""
+    from hokusai._credentials import API_KEY_ENV, require_api_key
+
+    where = "your saved login" if require_api_key().source == "file" else f"the one in {API_KEY_ENV}"
+    console(stderr=True).print(
+        f"That was the key this command used ({where}); it no longer works: `hokusai login` with another key."
+    )
 
 
 def register(app: typer.Typer) -> None:

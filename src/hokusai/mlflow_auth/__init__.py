@@ -34,9 +34,14 @@ from hokusai.mlflow_auth.run_cache import install_run_cache
 from hokusai.mlflow_auth.store_cache import STORE_CACHE_ENV, install_store_cache
 from hokusai.mlflow_auth.trace_writes import install_trace_write_checks
 from hokusai.server.assertion import verify_assertion
+from hokusai.validation import KEY_PREFIX
 
 SECRET_FILE_ENV = "HOKUSAI_ASSERTION_SECRET_FILE"
 _MEMO_ATTRIBUTE = "_hokusai_authorization"
+_THROUGH_THE_API = (
+    "This is the MLflow server behind a Hokusai API, which accepts requests only through that API (or a Basic login)."
+)
+_API_SETTINGS = "MLFLOW_TRACKING_URI=<api url>/api/mlflow and HOKUSAI_API_URL=<api url>, not this server's port"
 
 
 @functools.cache
@@ -63,7 +68,10 @@ def _authenticate() -> Authorization | Response:
 
         return authenticate_request_basic_auth()
     if scheme.lower() != "bearer" or not credentials:
-        return _unauthenticated("This MLflow server only accepts requests through the Hokusai API (or Basic login).")
+        return _unauthenticated(_THROUGH_THE_API)
+    if credentials.strip().startswith(KEY_PREFIX):
+        # A Hokusai key sent here: the client was pointed at this MLflow's own port instead of the API.
+        return _unauthenticated(f"{_THROUGH_THE_API} Send your Hokusai key to the API: {_API_SETTINGS}.")
     try:
         identity = verify_assertion(credentials.strip(), _secret())
     except jwt.InvalidTokenError:
