@@ -278,7 +278,7 @@ def api_error(
         "error_code": error_code,
         "layer": layer,
         "request_id": request_id,
-        "hint": _hint(status, error_code, layer, message, retry_after),
+        "hint": _hint(status, error_code, layer, message, retry_after, field),
     }
     if status == 429:
         return HokusaiRateLimitError(message, retry_after=retry_after, **common)
@@ -325,7 +325,9 @@ def _not_found_hint(message: str) -> str | None:
     return "check the model name and version; `hokusai models list` shows the models you can see"
 
 
-def _hint(status: int, error_code: str, layer: str, message: str, retry_after: float | None) -> str | None:
+def _hint(
+    status: int, error_code: str, layer: str, message: str, retry_after: float | None, field: str | None
+) -> str | None:
     if status == 401:
         return "check HOKUSAI_API_KEY or run `hokusai login`"
     if status == 403:
@@ -351,7 +353,7 @@ def _hint(status: int, error_code: str, layer: str, message: str, retry_after: f
                 "that model if it is yours"
             )
         if error_code == "INVALID_STATE":
-            return "a revoked key stays revoked: create a new one with `hokusai keys create`"
+            return "a revoked or expired key stays so: create a new one with `hokusai keys create`"
         if error_code == REGISTRATION_CONFLICT:
             return "repeat the original metric and baseline, or register a new version from a new run"
         if error_code == TOKEN_MODEL_GONE:
@@ -360,7 +362,8 @@ def _hint(status: int, error_code: str, layer: str, message: str, retry_after: f
     if status == 429:
         return f"wait {retry_after:g} s and retry" if retry_after is not None else "slow down and retry later"
     if status in (400, 422):
-        return "fix the field named in the message; docs/troubleshooting.md lists the rules"
+        what = f"fix {field}" if field else "fix what the message names"
+        return f"{what}; docs/troubleshooting.md lists the rules"
     if status in (502, 503):
         return (
             "the API or its MLflow is temporarily unavailable: retry shortly, or set HOKUSAI_OPTIONAL_MLFLOW=true "

@@ -16,6 +16,7 @@ from hokusai._printable import unprintable
 from hokusai.errors import HokusaiValidationError
 
 KEY_PREFIX = "hk_live_"  # how every Hokusai API key starts
+KEY_MAX_LIFETIME_DAYS = 3650  # the longest `expires_in_days` a new key may ask for
 TOKEN_ID_MAX_LENGTH = 64
 METRIC_NAME_MAX_LENGTH = 250  # MLflow's limit for metric keys
 MODEL_NAME_MAX_LENGTH = 256

@@ -75,7 +75,7 @@ def test_login_validates_the_key_and_saves_it_owner_only(platform: LivePlatform,
     first, hint = _error_lines(refused.stderr)
     assert re.fullmatch(
         rf"Authentication failed: 401 UNAUTHENTICATED from hokusai-api {REQUEST_ID}: This API key is not known to "
-        r"this server\. Check HOKUSAI_API_KEY / MLFLOW_TRACKING_TOKEN\. "
+        r"this server\. Check the key sent \(HOKUSAI_API_KEY, MLFLOW_TRACKING_TOKEN or the saved login\)\. "
         rf"\(HINT: nothing was saved; check that the key was copied whole and that {re.escape(platform.url)} is the "
         r"server that issued it\)",
         first,

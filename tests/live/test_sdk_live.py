@@ -58,7 +58,10 @@ pytestmark = pytest.mark.live
 
 _ENV_PREFIXES = ("HOKUSAI_", "MLFLOW_TRACKING_")
 AUTH_HINT = "(HINT: check HOKUSAI_API_KEY or run `hokusai login`)"
-UNKNOWN_KEY_MESSAGE = "This API key is not known to this server. Check HOKUSAI_API_KEY / MLFLOW_TRACKING_TOKEN."
+UNKNOWN_KEY_MESSAGE = (
+    "This API key is not known to this server. Check the key sent (HOKUSAI_API_KEY, MLFLOW_TRACKING_TOKEN or the "
+    "saved login)."
+)
 REVOKED_KEY_MESSAGE = "This API key was revoked. Ask an admin for a new key."
 UNKNOWN_KEY = "hk_live_" + "Z" * 40
 
@@ -218,7 +221,7 @@ def test_register_get_and_list_tokenized_models(as_alice: ModelRegistry, run: Lo
     assert seen >= {(model_name, "1"), (model_name, "2"), (other.model_name, "1")}
     assert str(version_zero.value) == (
         f"400 INVALID_PARAMETER_VALUE from hokusai-api (Request ID: {version_zero.value.request_id}): version: must "
-        "be a positive version number or 'latest' (HINT: fix the field named in the message; "
+        "be a positive version number or 'latest' (HINT: fix version; "
         "docs/troubleshooting.md lists the rules)"
     )
     assert (version_seven.value.status, version_seven.value.layer) == (404, "mlflow")

@@ -18,7 +18,7 @@ from hokusai._printable import printable
 from hokusai.cli._api import ApiUrlOption, call_api
 from hokusai.cli._errors import options_for_fields
 from hokusai.cli._output import console
-from hokusai.validation import OFFLINE_ACTOR
+from hokusai.validation import KEY_MAX_LIFETIME_DAYS, OFFLINE_ACTOR
 
 if TYPE_CHECKING:  # the server's modules load only for --offline: the SDK alone can create keys remotely
     from hokusai.server.audit import AuditLog
@@ -32,6 +32,7 @@ OfflineOption = Annotated[
         "--offline", help="Use the server's database directly, no API (HOKUSAI_DATA_DIR / HOKUSAI_DATABASE_URL)."
     ),
 ]
+KeyIdArgument = Annotated[str, typer.Argument(help="The key's id: the `id` column of `hokusai keys list`.")]
 KEYS_PATH = "/api/v1/keys"
 
 
@@ -161,7 +162,9 @@ def create_key(
     owner: Annotated[str | None, typer.Option(help="Account the key belongs to (admins; default: yourself).")] = None,
     scopes: Annotated[str, typer.Option(help="Comma-separated: read, write, admin.")] = "read,write",
     name: Annotated[str, typer.Option(help="A label for the key.")] = "default",
-    expires_in_days: Annotated[int | None, typer.Option(min=1, help="Expire after this many days.")] = None,
+    expires_in_days: Annotated[
+        int | None, typer.Option(min=1, max=KEY_MAX_LIFETIME_DAYS, help="Expire after this many days.")
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print the key alone, for scripts.")] = False,
     offline: OfflineOption = False,
     api_url: ApiUrlOption = None,
@@ -224,7 +227,7 @@ def list_keys(
 
 
 @keys_app.command("revoke")
-def revoke_key(key_id: str, offline: OfflineOption = False, api_url: ApiUrlOption = None) -> None:
+def revoke_key(key_id: KeyIdArgument, offline: OfflineOption = False, api_url: ApiUrlOption = None) -> None:
     """Revoke a key by id (the `id` column of `hokusai keys list`).
 
     Example: `hokusai keys revoke key_0123456789abcdef`.
@@ -255,7 +258,7 @@ def revoke_key(key_id: str, offline: OfflineOption = False, api_url: ApiUrlOptio
 
 @keys_app.command("rotate")
 def rotate_key(
-    key_id: str,
+    key_id: KeyIdArgument,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print the new key alone.")] = False,
     offline: OfflineOption = False,
     api_url: ApiUrlOption = None,

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, Stri
 
 from hokusai.server.models import ApiKey, Token
 from hokusai.validation import (
+    KEY_MAX_LIFETIME_DAYS,
     KEY_NAME_MAX_LENGTH,
     METADATA_FIELD_MAX_LENGTH,
     METRIC_NAME_MAX_LENGTH,
@@ -45,7 +46,7 @@ class KeyCreate(RequestBody):
     name: str = Field(default="default", description="A label; no control characters", max_length=KEY_NAME_MAX_LENGTH)
     owner: str | None = Field(default=None, description="Admins only; defaults to the caller's own account")
     scopes: list[str] = Field(default_factory=lambda: ["read", "write"], min_length=1, max_length=3)
-    expires_in_days: int | None = Field(default=None, ge=1, le=3650)
+    expires_in_days: int | None = Field(default=None, ge=1, le=KEY_MAX_LIFETIME_DAYS)
 
 
 class KeyInfo(BaseModel):

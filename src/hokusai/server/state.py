@@ -44,7 +44,10 @@ _REJECTION_MESSAGES = {
     REASON_EXPIRED: "This API key has expired. Ask an admin for a new key (`hokusai keys create`).",
 }
 _NO_QUERY = QueryParams()
-_UNKNOWN_MESSAGE = "This API key is not known to this server. Check HOKUSAI_API_KEY / MLFLOW_TRACKING_TOKEN."
+_UNKNOWN_MESSAGE = (
+    "This API key is not known to this server. Check the key sent (HOKUSAI_API_KEY, MLFLOW_TRACKING_TOKEN or the "
+    "saved login)."
+)
 
 
 def _rejection_message(reason: str, headers: Headers) -> str:

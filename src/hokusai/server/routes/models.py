@@ -113,7 +113,7 @@ async def read_tokenized_models(
         raise ApiError(
             403,
             f"Only admin keys may list the models of another owner's tokens; list your own with owner="
-            f"{principal.owner} (or no owner), or filter by token_id.",
+            f"{principal.owner} (`--owner {principal.owner}` in the CLI, or no owner), or filter by token_id.",
             error_code="PERMISSION_DENIED",
         )
     return await lookups.list_tokenized_models(
