@@ -80,7 +80,7 @@ SLOW_ANSWER_HINT = (
 )
 _MLFLOW_403_HINT = (
     "MLflow refused this resource: it belongs to another user, or (where the message says so) may not exist; "
-    "check its name or id, use your own experiment/model, or ask its owner for access"
+    "check its name or id, use your own experiment/model, or ask an admin for access (grants need an admin key)"
 )
 
 RequestAuth: TypeAlias = "httpx.Auth | UseClientDefault | None"

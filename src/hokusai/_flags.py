@@ -7,7 +7,7 @@ from typing import Literal
 
 from hokusai.errors import HokusaiConfigurationError
 
-__all__ = ["DEBUG", "MOCK_MODE", "OPTIONAL_MLFLOW", "Mode", "current_mode", "debug", "env_flag"]
+__all__ = ["DEBUG", "MOCK_MODE", "OPTIONAL_MLFLOW", "Mode", "current_mode", "debug", "env_flag", "mock_mode_error"]
 
 Mode = Literal["remote", "mock", "optional"]
 
@@ -43,6 +43,13 @@ def current_mode() -> Mode:
     if env_flag(MOCK_MODE):
         return "mock"
     return "optional" if env_flag(OPTIONAL_MLFLOW) else "remote"
+
+
+def mock_mode_error() -> HokusaiConfigurationError:
+    """For a call that needs the API, asked for in mock mode (which never talks to one)."""
+    return HokusaiConfigurationError(
+        f"{MOCK_MODE} is on, so there is no API to send to.", hint=f"unset {MOCK_MODE} to talk to the API"
+    )
 
 
 def debug() -> bool:

@@ -23,13 +23,12 @@ from hokusai._client import (
     unexpected_response,
 )
 from hokusai._credentials import check_key_destination, lookup_api_url, require_api_key
-from hokusai._flags import Mode, current_mode
+from hokusai._flags import Mode, current_mode, mock_mode_error
 from hokusai._local import LocalRegistry
 from hokusai._outbox import append_entry, new_entry
 from hokusai.config import setup_mlflow_auth
 from hokusai.errors import (
     HokusaiAPIError,
-    HokusaiConfigurationError,
     HokusaiConflictError,
     HokusaiConnectionError,
     HokusaiRegistrationWarning,
@@ -251,7 +250,7 @@ class ModelRegistry:
     def send_registration(self, body: dict[str, Any], idempotency_key: str) -> TokenizedModel:
         """POST one registration body to the API (used by :func:`hokusai._sync.sync_outbox` too)."""
         if self._client is None:
-            raise _mock_mode_error()
+            raise mock_mode_error()
         with _naming_token(str(body.get("token_id"))):
             response = self._client.request(
                 "POST", TOKENIZED_PATH, json=body, headers={IDEMPOTENCY_HEADER: idempotency_key}
@@ -350,9 +349,3 @@ def _naming_token(token_id: str) -> Iterator[None]:
             "if it is yours"
         )
         raise exc.with_hint(hint) from exc
-
-
-def _mock_mode_error() -> HokusaiConfigurationError:
-    return HokusaiConfigurationError(
-        "HOKUSAI_MOCK_MODE is on, so there is no API to send to.", hint="unset HOKUSAI_MOCK_MODE to talk to the API"
-    )

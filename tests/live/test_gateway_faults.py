@@ -518,7 +518,11 @@ def test_one_user_cannot_take_every_mlflow_connection(own_platform: LivePlatform
         time.sleep(1.0)  # well within the send timeout: all of them hold their MLflow connections
         refused = client.get(API + "/runs/get", params={"run_id": run})
         served = other.post(API + "/experiments/search", json={"max_results": 1})
+        # The stock client asks for these without retrying (a 429 on /version stopped its trace uploads): uncounted.
+        version = client.get("/api/mlflow/version")
+        server_info = client.get("/api/mlflow/api/3.0/mlflow/server-info")
 
+    assert (version.status_code, server_info.status_code) == (200, 200), (version.text, server_info.text)
     assert refused.status_code == 429, refused.text
     assert (refused.json()["error_code"], refused.json()["layer"]) == ("REQUEST_LIMIT_EXCEEDED", "hokusai-api")
     assert "retry-after" not in refused.headers  # the MLflow client's own backoff applies

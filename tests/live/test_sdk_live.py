@@ -342,9 +342,9 @@ def test_mlflow_refusing_another_users_model_is_a_403_from_mlflow(
     assert (error.status, error.error_code, error.layer) == (403, "PERMISSION_DENIED", "mlflow")
     assert str(error) == (
         f"403 PERMISSION_DENIED from mlflow (Request ID: {error.request_id}): MLflow denied permission to create a "
-        f"version of model '{model_name}' (Permission denied). Ask the resource's owner or an "
-        "admin for access. (HINT: MLflow refused this resource: it belongs to another user, or (where the message "
-        "says so) may not exist; check its name or id, use your own experiment/model, or ask its owner for access)"
+        f"version of model '{model_name}' (Permission denied). Ask an admin for access. (HINT: MLflow refused this "
+        "resource: it belongs to another user, or (where the message says so) may not exist; check its name or id, "
+        "use your own experiment/model, or ask an admin for access (grants need an admin key))"
     )
 
 

@@ -23,7 +23,7 @@ from hokusai._client import HokusaiClient
 from hokusai._credentials import read_credentials, write_credentials
 from hokusai._outbox import append_entry, new_entry
 from hokusai._paths import credentials_path
-from hokusai.cli import _errors, auth, keys, models, sync
+from hokusai.cli import _errors, auth, keys, models, sync, tokens
 from hokusai.cli._errors import CLI_ERROR_MAPPINGS, DEBUG_HINT, run_cli
 from hokusai.errors import HokusaiAuthError, HokusaiError, HokusaiKeyMismatchWarning
 
@@ -534,3 +534,14 @@ def test_models_baselines(api: FakeAPI, monkeypatch: pytest.MonkeyPatch) -> None
     assert empty.stdout == "No baselines found.\n"
     assert bad.exit_code == 2 and "Invalid value for '--type'" in bad.stderr  # a usage error
     assert len(api.requests) == 2  # a bad type is refused before anything is sent
+
+
+def test_api_commands_in_mock_mode_say_there_is_no_api(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Mock mode needs no key; asking for one there (`hokusai tokens show`) sent users to `hokusai login`."""
+    monkeypatch.setenv("HOKUSAI_MOCK_MODE", "1")
+    app = typer.Typer()
+    tokens.register(app)
+    outcome = run(["tokens", "show", "MOCK1"], app=app)
+    assert outcome.exit_code == 1
+    assert outcome.stderr.startswith("Configuration problem: HOKUSAI_MOCK_MODE is on, so there is no API to send to.")
+    assert "hokusai login" not in outcome.stderr

@@ -102,7 +102,7 @@ def test_403_from_mlflow_explains_ownership() -> None:
     assert exc.layer == "mlflow"
     assert exc.hint == (
         "MLflow refused this resource: it belongs to another user, or (where the message says so) may not exist; "
-        "check its name or id, use your own experiment/model, or ask its owner for access"
+        "check its name or id, use your own experiment/model, or ask an admin for access (grants need an admin key)"
     )
 
 

@@ -21,7 +21,10 @@ def call_api(method: str, path: str, api_url: str | None, **kwargs: Any) -> dict
     """
     from hokusai._client import HokusaiClient, json_body
     from hokusai._credentials import check_key_destination, lookup_api_url, require_api_key
+    from hokusai._flags import current_mode, mock_mode_error
 
+    if current_mode() == "mock":
+        raise mock_mode_error()
     key, url = require_api_key(), lookup_api_url(api_url)
     check_key_destination(key, url)
     with HokusaiClient(key.value, api_url=url.value) as client:

@@ -87,7 +87,7 @@ def mlflow_error(response: httpx.Response, action: str) -> ApiError:
     if status == 403:
         return ApiError(
             403,
-            f"MLflow denied permission to {action}{detail}. Ask the resource's owner or an admin for access.",
+            f"MLflow denied permission to {action}{detail}. Ask an admin for access.",
             error_code="PERMISSION_DENIED",
             layer=LAYER_MLFLOW,
         )

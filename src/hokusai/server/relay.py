@@ -179,11 +179,11 @@ def _refusal_explained(owner: str, routed: RoutedPath) -> str:
     if routed.access is Access.READ:
         # Under the default permission READ, MLflow still keeps some things to their owner (jobs, for one); below it
         # (HOKUSAI_MLFLOW_DEFAULT_PERMISSION) it keeps everything. The wording holds for both.
-        return f"{owned}, and this one is not open to other users; ask its owner or an admin for access."
+        return f"{owned}, and this one is not open to other users; ask an admin for access."
     # Registry names are shared by everyone, so the usual way into someone else's model is a name that was taken.
     registry = "/registered-models" in routed.decoded or "/model-versions" in routed.decoded
     own = "a model name" if registry else "an experiment"
-    return f"{owned}, and others may not change them; ask the owner or an admin for access, or use {own} of your own."
+    return f"{owned}, and others may not change them; ask an admin for access, or use {own} of your own."
 
 
 async def _relay_error(

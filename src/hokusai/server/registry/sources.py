@@ -56,7 +56,7 @@ async def fetch_run(*, upstream: Upstream, principal: Principal, run_id: str) ->
         raise ApiError(
             403,
             f"Run '{run_id}' does not exist, or your account may not read it (MLflow does not say which). "
-            f"Check the run id, or ask the run's owner for READ on its experiment.{_unlike_a_run_id(run_id)}",
+            f"Check the run id, or ask an admin for READ on its experiment.{_unlike_a_run_id(run_id)}",
             error_code="PERMISSION_DENIED",
             layer=LAYER_MLFLOW,
         ) from exc
