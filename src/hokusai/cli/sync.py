@@ -7,6 +7,7 @@ from rich.table import Table
 
 from hokusai._registry import ModelRegistry
 from hokusai._sync import sync_outbox
+from hokusai.cli._api import ApiUrlOption
 from hokusai.cli._output import console
 
 __all__ = ["register"]
@@ -19,12 +20,12 @@ def register(app: typer.Typer) -> None:
     app.command()(sync)
 
 
-def sync() -> None:
+def sync(api_url: ApiUrlOption = None) -> None:
     """Push registrations queued in $HOKUSAI_HOME/outbox.jsonl to the API; exit 1 if any failed.
 
     Registrations are queued when HOKUSAI_OPTIONAL_MLFLOW=true and the API was unreachable. Example: `hokusai sync`.
     """
-    with ModelRegistry() as registry:
+    with ModelRegistry(api_url=api_url) as registry:
         results = sync_outbox(registry)
     out = console()
     if not results:
