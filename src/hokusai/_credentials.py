@@ -19,6 +19,7 @@ __all__ = [
     "Setting",
     "check_key_destination",
     "delete_credentials",
+    "key_and_url",
     "key_prefix",
     "lookup_api_key",
     "lookup_api_url",
@@ -155,6 +156,14 @@ def lookup_api_url(api_url: str | None = None) -> Setting:
 
 def resolve_api_url(api_url: str | None = None) -> str:
     return lookup_api_url(api_url).value
+
+
+def key_and_url(api_key: str | None = None, api_url: str | None = None) -> tuple[Setting, Setting]:
+    """The API key and URL to call the API with: as `require_api_key` and `lookup_api_url` find them, checked by
+    `check_key_destination`."""
+    key, url = require_api_key(api_key), lookup_api_url(api_url)
+    check_key_destination(key, url)
+    return key, url
 
 
 def check_key_destination(key: Setting, url: Setting) -> None:

@@ -22,7 +22,7 @@ from hokusai._client import (
     json_body,
     unexpected_response,
 )
-from hokusai._credentials import check_key_destination, lookup_api_url, require_api_key
+from hokusai._credentials import key_and_url
 from hokusai._flags import Mode, current_mode, mock_mode_error
 from hokusai._local import LocalRegistry
 from hokusai._outbox import append_entry, new_entry
@@ -95,8 +95,7 @@ class ModelRegistry:
         self.mode: Mode = current_mode()
         self._client: HokusaiClient | None = None
         if self.mode != "mock":
-            key, url = require_api_key(api_key), lookup_api_url(api_url)  # fail before touching anything
-            check_key_destination(key, url)
+            key, url = key_and_url(api_key, api_url)  # fail before touching anything
             self._client = HokusaiClient(key.value, api_url=url.value, transport=transport)
         self.mlflow = setup_mlflow_auth(api_key=api_key, api_url=api_url, tracking_uri=tracking_uri)
         self._local: LocalRegistry | None = None

@@ -13,11 +13,10 @@ from rich.table import Table
 from hokusai._client import HokusaiClient, fetch_identity
 from hokusai._credentials import (
     API_KEY_ENV,
-    check_key_destination,
     delete_credentials,
+    key_and_url,
     key_prefix,
     lookup_api_key,
-    lookup_api_url,
     resolve_api_url,
     without_userinfo,
     write_credentials,
@@ -106,12 +105,10 @@ def logout() -> None:
 
 def whoami(api_url: ApiUrlOption = None) -> None:
     """Show who the current API key belongs to. Example: `HOKUSAI_API_KEY=hk_live_… hokusai whoami`."""
-    found = lookup_api_key()
-    if found is None:
+    if lookup_api_key() is None:
         console(stderr=True).print("Not logged in. Run `hokusai login` first.")
         raise typer.Exit(1)
-    url = lookup_api_url(api_url)
-    check_key_destination(found, url)
+    found, url = key_and_url(api_url=api_url)
     with HokusaiClient(found.value, api_url=url.value) as client:
         identity = fetch_identity(client)
     rows = [

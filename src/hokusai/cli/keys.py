@@ -247,9 +247,7 @@ def revoke_key(key_id: KeyIdArgument, offline: OfflineOption = False, api_url: A
             store.record("key.revoke", key_id)
         console().print(f"Revoked {key_id}.")
         return
-    from hokusai._client import WHOAMI_PATH
-
-    revoking_own_key = call_api("GET", WHOAMI_PATH, api_url)["key_id"] == key_id
+    revoking_own_key = _is_key_in_use(key_id, api_url)
     call_api("DELETE", f"{KEYS_PATH}/{quote(key_id, safe='')}", api_url)
     console().print(f"Revoked {key_id}.")
     if revoking_own_key:
@@ -283,9 +281,7 @@ def rotate_key(
             row = {**_offline_row(issued.record), "key": issued.secret}
         _print_created(row, quiet)
         return
-    from hokusai._client import WHOAMI_PATH
-
-    rotating_own_key = call_api("GET", WHOAMI_PATH, api_url)["key_id"] == key_id
+    rotating_own_key = _is_key_in_use(key_id, api_url)
     row = call_api("POST", f"{KEYS_PATH}/{quote(key_id, safe='')}/rotate", api_url)
     _print_created(row, quiet)
     if not quiet:
@@ -307,6 +303,13 @@ def _follow_own_rotation(new_key: str) -> None:
         err.print(
             f"The rotated key was the one in {API_KEY_ENV}, which now holds a revoked key: export the new key there."
         )
+
+
+def _is_key_in_use(key_id: str, api_url: str | None) -> bool:
+    """Whether `key_id` is the key this command calls the API with (asked before it is revoked or rotated)."""
+    from hokusai._client import WHOAMI_PATH
+
+    return bool(call_api("GET", WHOAMI_PATH, api_url)["key_id"] == key_id)
 
 
 def _say_own_key_revoked() -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -95,12 +94,6 @@ MAX_REQUEST_HEADER_BYTES = 32 * 1024
 _RENAME_CALLS = frozenset(rest_and_ajax("/2.0/mlflow/registered-models/rename"))
 
 
-# Not counted against a user's share of the MLflow connections: tiny answers MLflow gives at once, which cannot hold a
-# connection, and which the stock client asks for without retrying. A 429 on `/version` made it give up sending
-# trace spans for the rest of the process, and lose one trace, under 40 threads of tracing (a probe, 2026-11-29).
-_UNCOUNTED = re.compile(r"/version|/(?:api|ajax-api)/[23]\.0/mlflow/server-info")
-
-
 class MlflowGateway:
     """A plain ASGI app mounted at each of `MOUNTS`."""
 
@@ -176,7 +169,7 @@ class MlflowGateway:
         if routed.access is not Access.PUBLIC:
             principal = await self._state.authenticate(request)
             await self._state.require_scope(request, principal, routed.access.value)
-            if not _UNCOUNTED.fullmatch(routed.decoded):
+            if routed.counted:
                 self._admit(request.scope, principal)
         elif request.scope["query_string"]:
             # MLflow's own access log writes the whole URL, so a key there would reach its log file.

@@ -24,6 +24,7 @@ class RoutedPath:
     raw: str  # as the client encoded it; forwarded unchanged once checked
     decoded: str
     access: Access
+    counted: bool = True  # against the caller's share of the MLflow connections (see `_UNCOUNTED`)
 
 
 class PathRejected(Exception):
@@ -142,6 +143,12 @@ def rest_and_ajax(path: str) -> tuple[str, str]:
     return "/api" + path, "/ajax-api" + path
 
 
+# Not counted against a user's share of the MLflow connections: tiny answers MLflow gives at once, which cannot hold a
+# connection, and which the stock client asks for without retrying. A 429 on `/version` made it give up sending
+# trace spans for the rest of the process, and lose one trace, under 40 threads of tracing (a probe, 2026-11-29).
+_UNCOUNTED = re.compile(r"/version|/(?:api|ajax-api)/[23]\.0/mlflow/server-info")
+
+
 def route_path(raw: str, method: str) -> RoutedPath:
     """Check a request path (relative to the gateway mount) and classify what it needs."""
     if len(raw) <= _CACHED_PATH_LENGTH:
@@ -158,7 +165,8 @@ def _route_path(raw: str, method: str) -> RoutedPath:
         raise PathRejected("not an MLflow endpoint")
     if _ARTIFACTS.match(decoded) and _holds_hash(decoded):
         raise PathInvalid(_HASH)
-    return RoutedPath(raw=raw, decoded=decoded, access=_access_for(decoded, method))
+    access = _access_for(decoded, method)
+    return RoutedPath(raw=raw, decoded=decoded, access=access, counted=_UNCOUNTED.fullmatch(decoded) is None)
 
 
 def check_artifact_query(routed: RoutedPath, query: QueryParams) -> None:
