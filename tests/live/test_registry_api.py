@@ -1001,6 +1001,25 @@ def test_owner_filter_and_version_lookup(
     assert_error(as_bob.get(f"{TOKENIZED}/{name}/versions/99"), 404, "RESOURCE_DOES_NOT_EXIST", layer="mlflow")
 
 
+def test_an_owner_with_more_models_than_one_mlflow_filter_can_name_lists_them_all(
+    as_admin: httpx.Client, platform: LivePlatform, run: LoggedRun
+) -> None:
+    # Names that MLflow's filter must spell out long (each é is written \xe9): ten of them outgrow one search filter.
+    erin = new_user(platform, "erin")
+    names = sorted(unique(f"{index}") + "-" + "\u00e9" * 230 for index in range(10))
+    with platform.client(erin.key) as as_erin:
+        for name in names:
+            assert as_erin.post(TOKENIZED, json=body(run, model_name=name)).status_code == 201, name
+        own_pages = _all_pages(as_erin, owner=erin.owner, max_results=3)
+        own_default = _all_pages(as_erin, owner=erin.owner)
+    admin_pages = _all_pages(as_admin, owner=erin.owner, max_results=4)
+
+    for pages, size in ((own_pages, 3), (own_default, 100), (admin_pages, 4)):
+        assert [model["model_name"] for page in pages for model in page] == names
+        assert all(len(page) <= size for page in pages)
+    assert len(own_default) > 1  # the listing crossed from one slice of erin's models to the next
+
+
 # --- audit ---------------------------------------------------------------------------------------------------------
 
 

@@ -13,7 +13,7 @@ from mlflow.utils.search_utils import SearchModelVersionUtils
 
 from hokusai.errors import HokusaiValidationError
 from hokusai.server.mlflow_rest import checked_page_token, filter_equals, filter_in, mlflow_error
-from hokusai.server.registry.lookups import no_tokenized_version
+from hokusai.server.registry.lookups import _MAX_FILTER_LENGTH, _slice, no_tokenized_version
 from hokusai.server.registry.sources import RunFacts
 from hokusai.server.registry.tokenized import Registration
 from hokusai.server.registry.versions import metrics_tags, tokenized_info
@@ -133,9 +133,29 @@ def test_page_tokens_must_look_like_mlflows() -> None:
     good = base64.b64encode(b'{"offset": 100}').decode()
 
     assert checked_page_token(good) == good
-    for bad in ["garbage", base64.b64encode(b"[1]").decode(), base64.b64encode(b'{"offset": -1}').decode()]:
+    slice_start = b'{"from": "m"}'  # the API's own, not MLflow's: not passed on
+    for bad in ["garbage", *(base64.b64encode(raw).decode() for raw in (b"[1]", b'{"offset": -1}', slice_start))]:
         with pytest.raises(HokusaiValidationError):
             checked_page_token(bad)
+
+
+def test_an_owners_models_are_searched_in_slices_that_each_fit_one_filter() -> None:
+    clause = "tags.hokusai_token_id LIKE '%'"
+    models = sorted(f"{index:03d}-" + "\u00e9" * 240 for index in range(25))  # each name ~965 characters escaped
+
+    slices, remaining = [], models
+    while remaining:
+        slices.append(_slice(remaining, clause))
+        remaining = remaining[len(slices[-1]) :]
+
+    assert [name for names in slices for name in names] == models
+    assert len(slices) > 1 and all(slices)
+    for names in slices:
+        filter_string = f"{clause} AND name IN {filter_in(names)}"
+        assert len(filter_string) <= _MAX_FILTER_LENGTH
+        assert len(SearchModelVersionUtils.parse_search_filter(filter_string)[1]["value"]) == len(names)
+    assert _slice(["x" * 10_000], clause) == ["x" * 10_000]  # one name always goes, however long
+    assert _slice(models[:3], clause) == models[:3]
 
 
 def test_registration_needs_exactly_one_source() -> None:

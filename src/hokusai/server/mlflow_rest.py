@@ -170,13 +170,35 @@ async def ensure_account(*, upstream: Upstream, principal: Principal) -> None:
         await upstream.ensure_account(principal)
 
 
-def checked_page_token(page_token: str) -> str:
-    """Pass on only tokens shaped like MLflow's own (base64 JSON `{"offset": n}`): MLflow answers 500 to others."""
+def decoded_page_token(page_token: str) -> dict[str, Any]:
+    """The JSON object inside a page token this API issued: MLflow's base64 `{"offset": n}`, or the API's own, which
+    may add fields of its own (see `registry.lookups`)."""
     try:
         parsed = json.loads(base64.b64decode(page_token.encode("ascii"), validate=True))
     except (ValueError, binascii.Error, UnicodeError) as exc:
-        raise HokusaiValidationError("page_token", "is not a page token this API issued") from exc
-    offset = parsed.get("offset") if isinstance(parsed, dict) else None
-    if isinstance(offset, bool) or not isinstance(offset, int) or not 0 < offset <= _MAX_OFFSET:
-        raise HokusaiValidationError("page_token", "is not a page token this API issued")
+        raise _not_issued() from exc
+    if not isinstance(parsed, dict):
+        raise _not_issued()
+    offset = parsed.get("offset")
+    if offset is not None and not _is_offset(offset):
+        raise _not_issued()
+    return parsed
+
+
+def encoded_page_token(fields: Mapping[str, object]) -> str:
+    return base64.b64encode(json.dumps(fields, ensure_ascii=False).encode()).decode("ascii")
+
+
+def checked_page_token(page_token: str) -> str:
+    """Pass on only tokens shaped like MLflow's own (base64 JSON `{"offset": n}`): MLflow answers 500 to others."""
+    if decoded_page_token(page_token).get("offset") is None:
+        raise _not_issued()
     return page_token
+
+
+def _is_offset(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= _MAX_OFFSET
+
+
+def _not_issued() -> HokusaiValidationError:
+    return HokusaiValidationError("page_token", "is not a page token this API issued")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Collection
 from typing import Any
 
@@ -10,7 +11,14 @@ from starlette.concurrency import run_in_threadpool
 from hokusai.server.db import Database
 from hokusai.server.errors import ApiError
 from hokusai.server.keys import Principal
-from hokusai.server.mlflow_rest import call_as, ensure_account, filter_equals, filter_in
+from hokusai.server.mlflow_rest import (
+    call_as,
+    decoded_page_token,
+    encoded_page_token,
+    ensure_account,
+    filter_equals,
+    filter_in,
+)
 from hokusai.server.registry.claims import models_holding_tokens, tokens_claiming_model
 from hokusai.server.registry.versions import (
     MODEL_VERSIONS_GET,
@@ -30,7 +38,8 @@ from hokusai.validation import (
     validate_version,
 )
 
-# MLflow is reached with GET for searches; the filter travels in the URL, which its server caps (h11: 16 KiB).
+# MLflow is reached with GET for searches; the filter travels in the URL, which its server caps (h11: 16 KiB). An
+# owner's models are therefore searched a slice at a time (`_search_held_models`).
 _MAX_FILTER_LENGTH = 8000
 
 
@@ -44,42 +53,88 @@ async def list_tokenized_models(
     page_token: str | None,
     max_results: int,
 ) -> TokenizedModelList:
-    """Tokenized versions the caller may read, in (name, version) order, paged by MLflow's own page token.
+    """Tokenized versions the caller may read, in (name, version) order, paged by MLflow's page token (or, filtered
+    by token or owner, by the API's own: see `_search_held_models`).
 
     A version counts only while its model holds the token its tag names, as the token registry records it: a tag
     alone (written before the gateway guarded Hokusai's tags, or by an admin) claims nothing, and after a release or
     a transfer to another model the old versions are no longer the token's. A page may therefore hold fewer versions
     than asked for; its page token still leads on.
     """
-    clauses = [f"tags.{TAG_TOKEN_ID} = {filter_equals(token_id)}" if token_id else f"tags.{TAG_TOKEN_ID} LIKE '%'"]
+    token_clause = f"tags.{TAG_TOKEN_ID} = {filter_equals(token_id)}" if token_id else f"tags.{TAG_TOKEN_ID} LIKE '%'"
     held: dict[str, str] | None = None
-    if token_id is not None or owner is not None:
+    await ensure_account(upstream=upstream, principal=principal)
+    if token_id is None and owner is None:
+        versions, next_page_token = await search_versions(
+            upstream=upstream,
+            principal=principal,
+            filter_string=token_clause,
+            max_results=max_results,
+            page_token=page_token,
+        )
+    else:
         held = await run_in_threadpool(
             models_holding_tokens, database, token_ids=[token_id] if token_id else None, owner=owner
         )
-        if not held:
-            return TokenizedModelList(models=[], next_page_token=None)
-        clauses.append(f"name IN {filter_in(sorted(set(held.values())))}")
-    filter_string = " AND ".join(clauses)
-    if len(filter_string) > _MAX_FILTER_LENGTH:
-        raise ApiError(
-            400,
-            "This owner holds too many models to list in one query; filter by token_id instead.",
-            error_code="INVALID_PARAMETER_VALUE",
+        versions, next_page_token = await _search_held_models(
+            upstream=upstream,
+            principal=principal,
+            token_clause=token_clause,
+            models=sorted(set(held.values())),
+            max_results=max_results,
+            page_token=page_token,
         )
-    await ensure_account(upstream=upstream, principal=principal)
-    versions, next_page_token = await search_versions(
-        upstream=upstream,
-        principal=principal,
-        filter_string=filter_string,
-        max_results=max_results,
-        page_token=page_token,
-    )
     found = [info for info in map(tokenized_info, versions) if info is not None]
     if held is None:
         held = await run_in_threadpool(models_holding_tokens, database, token_ids={info.token_id for info in found})
     models = [info for info in found if held.get(info.token_id) == info.model_name]
     return TokenizedModelList(models=models, next_page_token=next_page_token)
+
+
+async def _search_held_models(
+    *,
+    upstream: Upstream,
+    principal: Principal,
+    token_clause: str,
+    models: list[str],
+    max_results: int,
+    page_token: str | None,
+) -> tuple[list[dict[str, Any]], str | None]:
+    """The versions of `models` (sorted names) matching `token_clause`, searched a slice of models at a time.
+
+    An owner may hold more models than one filter can name (security review of 2026-11-29: ~95 models with long
+    names made `owner=` a 400). The page token names the slice's first model and MLflow's offset within that slice;
+    a page ends with its slice, so it may hold fewer versions than asked for while its token leads on.
+    """
+    position = decoded_page_token(page_token) if page_token else {}
+    first = position.get("from")
+    remaining = models[bisect_left(models, first) :] if isinstance(first, str) else models
+    names = _slice(remaining, token_clause)
+    if not names:
+        return [], None
+    offset = position.get("offset")
+    versions, mlflow_next = await search_versions(
+        upstream=upstream,
+        principal=principal,
+        filter_string=f"{token_clause} AND name IN {filter_in(names)}",
+        max_results=max_results,
+        page_token=encoded_page_token({"offset": offset}) if offset else None,
+    )
+    if mlflow_next is not None:
+        return versions, encoded_page_token({"from": names[0], "offset": decoded_page_token(mlflow_next)["offset"]})
+    if len(names) < len(remaining):
+        return versions, encoded_page_token({"from": remaining[len(names)]})
+    return versions, None
+
+
+def _slice(models: list[str], token_clause: str) -> list[str]:
+    """The first of `models` that one search filter can name, at least one."""
+    length = len(f"{token_clause} AND name IN ()") - len(", ")
+    for count, name in enumerate(models):
+        length += len(filter_in([name])) - len("()") + len(", ")
+        if length > _MAX_FILTER_LENGTH and count:
+            return models[:count]
+    return models
 
 
 async def get_tokenized_model(

@@ -35,7 +35,7 @@ from hokusai.validation import (
 
 router = APIRouter(prefix="/api/v1/models", tags=["models"])
 
-PAGE_TOKEN_MAX_LENGTH = 256
+PAGE_TOKEN_MAX_LENGTH = 2048  # an owner listing's token names a model (256 characters, UTF-8)
 # Documented here, enforced by the registry (one rule, one message).
 Version = Annotated[
     str, Path(description="A version number or `latest`", json_schema_extra={"pattern": VERSION_PATTERN})
