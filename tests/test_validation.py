@@ -136,6 +136,23 @@ def test_models_uris_of_one_version_pass(model_uri: str) -> None:
     assert validate_model_uri(model_uri) == model_uri
 
 
+@pytest.mark.parametrize(
+    ("model_uri", "says"),
+    [
+        ("file:///etc/model", "is a local path"),
+        ("model", "is a local path"),
+        ("/home/me/model", "is a local path"),
+        ("C:\\models\\churn", "is a local path"),
+        ("0123456789abcdef0123456789abcdef", "is a run id, not a model URI: use runs:/0123456789abcdef"),
+    ],
+)
+def test_local_paths_and_bare_run_ids_are_refused_before_anything_is_sent(model_uri: str, says: str) -> None:
+    # The SDK, its offline queue and the server share this rule: a queued registration the server would refuse
+    # used to fail only at `hokusai sync` (probe, 2026-11-29).
+    with pytest.raises(HokusaiValidationError, match=f"model_uri: '.*' {re.escape(says)}"):
+        validate_model_uri(model_uri)
+
+
 def test_model_uris_fit_mlflows_source_column() -> None:
     assert validate_model_uri("s3://bucket/" + "a" * 488) == "s3://bucket/" + "a" * 488
     with pytest.raises(HokusaiValidationError, match="model_uri: must be at most 500"):

@@ -55,6 +55,7 @@ _TOKEN_ID_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?")
 # The characters MLflow accepts in metric and tag keys (`validate_param_and_metric_name`, on Linux and macOS).
 _METRIC_NAME_RE = re.compile(r"[/\w.\- :]+")
 _RUN_ID_RE = re.compile(r"[a-zA-Z0-9][\w\-]{0,255}")  # MLflow's own run id pattern
+GENERATED_RUN_ID_RE = re.compile(r"[0-9a-f]{32}")  # what MLflow's stores generate (uuid4 hex)
 _MODEL_TYPE_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_-]{0,63}")  # stored lower-cased
 _RUNS_URI_RE = re.compile(r"(?i:runs):/(?P<run_id>[^/]+)(?:/(?P<path>.*))?")
 _CONTROL_CHARS_RE = re.compile(r"[\x00-\x1f\x7f]")
@@ -277,11 +278,31 @@ def validate_model_uri(model_uri: object) -> str:
         urllib.parse.urlparse(model_uri)
     except ValueError as exc:  # e.g. an unclosed `[` where a host would be
         raise HokusaiValidationError("model_uri", f"is not a valid URI: {exc}") from None
-    if uri_scheme(model_uri) == "runs":
+    scheme = uri_scheme(model_uri)
+    if scheme == "runs":
         run_id_from_uri(model_uri)
-    if uri_scheme(model_uri) == "models":
+    elif scheme == "models":
         _check_models_uri(model_uri)
+    else:
+        _check_remote_source(model_uri, scheme)
     return model_uri
+
+
+def _check_remote_source(model_uri: str, scheme: str) -> None:
+    """Refuse a run id or a path on some machine's disk, which MLflow's server refuses without a run (naming neither
+    field): before anything is sent or queued, and on the server before a token is claimed for it."""
+    if GENERATED_RUN_ID_RE.fullmatch(model_uri):
+        raise HokusaiValidationError(
+            "model_uri",
+            f"'{model_uri}' is a run id, not a model URI: use runs:/{model_uri}/model (or the name the run gave "
+            "log_model in place of model), or give it as mlflow_run_id",
+        )
+    if scheme in ("", "file") or len(scheme) == 1:  # one letter: a Windows drive (`C:\\models\\churn`)
+        raise HokusaiValidationError(
+            "model_uri",
+            f"'{model_uri}' is a local path, which the platform cannot load: use runs:/<run id>/<path>, "
+            "models:/<model id> (what log_model returns), models:/<name>/<version>, or a storage URI such as s3://…",
+        )
 
 
 def uri_scheme(uri: str) -> str:

@@ -4,7 +4,6 @@ given for it (resolved as the MLflow client resolves it).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -14,7 +13,7 @@ from hokusai.server.keys import Principal
 from hokusai.server.mlflow_rest import call_as, filter_equals, filter_in
 from hokusai.server.registry.versions import MODEL_VERSIONS_GET, Source, latest_version
 from hokusai.server.upstream import Upstream
-from hokusai.validation import ModelsUri, parse_models_uri, run_id_from_uri
+from hokusai.validation import GENERATED_RUN_ID_RE, ModelsUri, parse_models_uri, run_id_from_uri
 
 RUNS_GET = "/api/2.0/mlflow/runs/get"
 ARTIFACTS_LIST = "/api/2.0/mlflow/artifacts/list"
@@ -23,7 +22,6 @@ LOGGED_MODELS_GET = "/api/2.0/mlflow/logged-models/{model_id}"
 REGISTERED_MODELS_ALIAS = "/api/2.0/mlflow/registered-models/alias"
 
 _MLMODEL = "MLmodel"
-MLFLOW_RUN_ID_RE = re.compile(r"[0-9a-f]{32}")  # what MLflow's stores generate (uuid4 hex)
 
 
 @dataclass(frozen=True)
@@ -74,7 +72,7 @@ async def fetch_run(*, upstream: Upstream, principal: Principal, run_id: str) ->
 
 def _unlike_a_run_id(run_id: str) -> str:
     """A hint when `run_id` is not what MLflow makes: `runs:/None/model` (an unset variable), `runs:/model`."""
-    if MLFLOW_RUN_ID_RE.fullmatch(run_id):
+    if GENERATED_RUN_ID_RE.fullmatch(run_id):
         return ""
     return (
         f" '{run_id}' does not look like a run id, which is 32 hex characters (run.info.run_id); a runs:/ URI is "

@@ -20,7 +20,6 @@ from hokusai.server.mlflow_rest import call_as, ensure_account
 from hokusai.server.models import Token
 from hokusai.server.registry.claims import TOKEN_LOCK, TokenClaim, TokenHeld, claim_token, move_claim, release_token
 from hokusai.server.registry.sources import (
-    MLFLOW_RUN_ID_RE,
     LocatedSource,
     RunFacts,
     Source,
@@ -51,7 +50,6 @@ from hokusai.validation import (
     run_id_from_uri,
     run_model_uri,
     tokenized_tags,
-    uri_scheme,
     validate_baseline_value,
     validate_description,
     validate_metadata_fields,
@@ -96,7 +94,7 @@ class Registration:
             raise HokusaiValidationError("model_uri", "give exactly one of model_uri and mlflow_run_id")
         if mlflow_run_id is not None:
             model_uri = run_model_uri(mlflow_run_id, artifact_path)
-        model_uri = _remote_source(validate_model_uri(model_uri))
+        model_uri = validate_model_uri(model_uri)
         token = normalize_token_id(token_id)
         value = validate_baseline_value(baseline_value)
         metric = validate_metric_name(metric_name)
@@ -117,27 +115,6 @@ class Registration:
             description=validate_description(description),
             strict=strict,
         )
-
-
-def _remote_source(model_uri: str) -> str:
-    """`model_uri`, unless it is a path on some machine's disk: MLflow's server refuses those without a run.
-
-    Refused here, naming the field, before a token is claimed for it (MLflow's 400 named neither).
-    """
-    scheme = uri_scheme(model_uri)
-    if MLFLOW_RUN_ID_RE.fullmatch(model_uri):
-        raise HokusaiValidationError(
-            "model_uri",
-            f"'{model_uri}' is a run id, not a model URI: use runs:/{model_uri}/model (or the name the run gave "
-            "log_model in place of model), or give it as mlflow_run_id",
-        )
-    if scheme in ("", "file") or len(scheme) == 1:  # one letter: a Windows drive (`C:\\models\\churn`)
-        raise HokusaiValidationError(
-            "model_uri",
-            f"'{model_uri}' is a local path, which the platform cannot load: use runs:/<run id>/<path>, "
-            "models:/<model id> (what log_model returns), models:/<name>/<version>, or a storage URI such as s3://…",
-        )
-    return model_uri
 
 
 async def _readable_run(*, upstream: Upstream, principal: Principal, located: LocatedSource) -> RunFacts | None:
