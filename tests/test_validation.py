@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 import re
+from decimal import Decimal
 
+import numpy
 import pytest
 
 from hokusai.errors import HokusaiValidationError
@@ -159,6 +161,17 @@ def test_model_uris_fit_mlflows_source_column() -> None:
         validate_model_uri("models:/" + "a" * 70_000 + "/1")
 
 
+def test_a_baseline_may_be_any_real_number_type_a_metric_comes_in() -> None:
+    assert validate_baseline_value(numpy.float32(0.5)) == 0.5
+    assert validate_baseline_value(numpy.int64(3)) == 3.0
+    assert validate_baseline_value(Decimal("0.91")) == 0.91
+    for not_a_number in (numpy.bool_(True), "0.9", None, [0.9]):
+        with pytest.raises(HokusaiValidationError, match="must be a number"):
+            validate_baseline_value(not_a_number)
+    with pytest.raises(HokusaiValidationError, match="must be finite"):
+        validate_baseline_value(Decimal("NaN"))
+
+
 def test_a_baseline_beyond_float_range_says_so() -> None:
     with pytest.raises(HokusaiValidationError, match="too large for a 64-bit float"):
         validate_baseline_value(10**400)
@@ -213,7 +226,8 @@ def test_tokenized_models_stay_out_of_the_baselines_prefix() -> None:
 
 def test_model_names_and_owners() -> None:
     assert validate_model_name("my model/v2") == "my model/v2"
-    for bad in ("", " x", "a\tb", "x" * 257):
+    assert validate_model_name("..model") == "..model"  # MLflow refuses to create it, but it may be looked up
+    for bad in ("", " x", "a\tb", "x" * 257, ".", ".."):  # HTTP clients resolve the last two out of a URL path
         with pytest.raises(HokusaiValidationError):
             validate_model_name(bad)
     assert validate_owner("alice@example.com") == "alice@example.com"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import decimal
 import json
 import math
 import numbers
@@ -174,8 +175,9 @@ def _resolves_elsewhere_as_path(name: str) -> bool:
 
 
 def validate_baseline_value(baseline_value: object) -> float:
-    # bool is an int subclass: True would silently become a baseline of 1.0.
-    if isinstance(baseline_value, bool) or not isinstance(baseline_value, int | float):
+    # bool is an int subclass: True would silently become a baseline of 1.0. NumPy's numbers are numbers.Real; a
+    # Decimal is not, yet converts as exactly as a float can hold it.
+    if isinstance(baseline_value, bool) or not isinstance(baseline_value, numbers.Real | decimal.Decimal):
         raise HokusaiValidationError("baseline_value", "must be a number (not a bool or a string)")
     try:
         value = float(baseline_value)
@@ -194,6 +196,10 @@ def validate_model_name(model_name: object) -> str:
         raise HokusaiValidationError("model_name", "must not start or end with whitespace")
     if _CONTROL_CHARS_RE.search(model_name):
         raise HokusaiValidationError("model_name", "must not contain control characters")
+    if model_name in (".", ".."):
+        # No model may have such a name, and HTTP clients resolve it out of a URL path: a lookup would reach another
+        # endpoint (a 404 saying to check the API URL) instead of being told why.
+        raise HokusaiValidationError("model_name", "must not be '.' or '..' (as MLflow requires)")
     return model_name
 
 
@@ -491,7 +497,10 @@ def baseline_check(
     if problem is None:
         return []
     if strict:
-        raise HokusaiValidationError("baseline_value", problem + " (strict mode)")
+        # The run has no such metric: the metric's name is what to fix, not the baseline.
+        missing = run_id is not None and metrics is not None and metric_name not in metrics
+        field = "metric_name" if missing else "baseline_value"
+        raise HokusaiValidationError(field, problem + " (strict mode)")
     return [problem]
 
 

@@ -262,6 +262,7 @@ def test_metric_mismatch_warns_and_strict_mode_refuses(as_alice: httpx.Client, r
     ]
     assert "strict mode" in assert_error(strict, 400, "INVALID_PARAMETER_VALUE")
     assert "has no metric 'f1'" in assert_error(missing, 400, "INVALID_PARAMETER_VALUE")
+    assert (strict.json()["field"], missing.json()["field"]) == ("baseline_value", "metric_name")
     assert close_enough.status_code == 201 and close_enough.json()["warnings"] == []
 
 
@@ -548,9 +549,11 @@ def test_malformed_json_and_bad_queries_are_400(as_alice: httpx.Client, as_admin
     too_many = as_alice.get(TOKENIZED, params={"max_results": 1001})
     version = as_alice.get(f"{TOKENIZED}/some-model/versions/first")
     since = as_admin.get("/api/v1/audit", params={"since": "yesterday"})
+    twice = as_alice.get(TOKENIZED, params=[("token_id", "ALPHA"), ("token_id", "BETA")])  # was: BETA's, silently
 
-    for response in (broken, paging, too_many, version, since):
+    for response in (broken, paging, too_many, version, since, twice):
         assert_error(response, 400, "INVALID_PARAMETER_VALUE")
+    assert twice.json()["message"] == "token_id: is given more than once; give it once"
     expected = "The request body is not valid JSON: Expecting property name enclosed in double quotes (at character 1)."
     assert broken.json()["message"] == expected
 

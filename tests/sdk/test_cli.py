@@ -373,7 +373,7 @@ def test_models_list_and_show(api: FakeAPI, monkeypatch: pytest.MonkeyPatch) -> 
         httpx.Response(200, json={"models": [MODEL], "next_page_token": None}),
         httpx.Response(200, json={"models": [MODEL], "next_page_token": None}),
         httpx.Response(200, json={"models": [], "next_page_token": None}),
-        httpx.Response(200, json=MODEL),
+        httpx.Response(200, json={**MODEL, "baseline_value": 0.9000000001}),
     )
     monkeypatch.setenv("COLUMNS", "120")
     listed = run(["models", "list", "--token-id", "churn"])
@@ -387,6 +387,7 @@ def test_models_list_and_show(api: FakeAPI, monkeypatch: pytest.MonkeyPatch) -> 
     shown = run(["models", "show", "churn"])
     assert shown.exit_code == 0
     assert "churn version 1" in shown.stdout and "tag team   growth" in shown.stdout
+    assert "0.9000000001" in shown.stdout  # every digit, so that a repeat can pass it back as --baseline
     assert api.requests[3].url.path == "/api/v1/models/tokenized/churn/versions/latest"
 
 

@@ -78,17 +78,24 @@ def test_metric_within_tolerance_gives_no_warning(recorded: float, claimed: floa
 
 
 @pytest.mark.parametrize(
-    ("metrics", "fragment"),
-    [({"accuracy": 0.9}, "is 0.9, not"), ({}, "has no metric"), (None, "the source has no run")],
+    ("metrics", "fragment", "field"),
+    [
+        ({"accuracy": 0.9}, "is 0.9, not", "baseline_value"),
+        ({}, "has no metric", "metric_name"),  # the name is what to fix
+        (None, "the source has no run", "baseline_value"),
+    ],
 )
-def test_metric_mismatch_or_no_run_warns_or_fails_when_strict(metrics: dict[str, float] | None, fragment: str) -> None:
+def test_metric_mismatch_or_no_run_warns_or_fails_when_strict(
+    metrics: dict[str, float] | None, fragment: str, field: str
+) -> None:
     run = _run(metrics) if metrics is not None else None
 
     warnings = _check(run, 0.8, strict=False)
 
     assert len(warnings) == 1 and fragment in warnings[0]
-    with pytest.raises(HokusaiValidationError, match="strict mode"):
+    with pytest.raises(HokusaiValidationError, match="strict mode") as refused:
         _check(run, 0.8, strict=True)
+    assert refused.value.field == field
 
 
 def test_metrics_tag_is_json_and_bounded() -> None:

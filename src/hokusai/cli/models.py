@@ -153,7 +153,7 @@ def list_models(
     for column in ("Model", "Version", "Token", "Metric", "Baseline", *(["Source"] if with_source else [])):
         table.add_column(column, overflow="fold")  # a name or a token id is only useful whole
     for model in models:
-        cells = [model.model_name, model.version, model.token_id, model.metric_name, f"{model.baseline_value:g}"]
+        cells = [model.model_name, model.version, model.token_id, model.metric_name, _exact(model.baseline_value)]
         table.add_row(*cells, *([model.source] if with_source else []))
     out.print(table)
     if not with_source:
@@ -193,7 +193,7 @@ def _rows(model: TokenizedModel) -> list[tuple[str, object]]:
     rows: list[tuple[str, object]] = [
         ("token", model.token_id),
         ("metric", model.metric_name),
-        ("baseline", f"{model.baseline_value:g}"),
+        ("baseline", _exact(model.baseline_value)),
         ("model uri", model.model_uri),
         ("source", model.source),
         ("run", model.run_id),
@@ -209,3 +209,9 @@ def _parse_pairs(values: list[str], option: str) -> dict[str, str]:
             raise typer.BadParameter(f"expected KEY=VALUE, got {value!r}", param_hint=option)
         pairs[key.strip()] = text
     return pairs
+
+
+def _exact(value: float) -> str:
+    """The shortest text that reads back as the same float: a baseline pasted into `--baseline` must match it
+    (`:g` showed 0.9000000001 as 0.9, which a repeat then refused as another baseline)."""
+    return repr(float(value))

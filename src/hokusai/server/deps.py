@@ -6,8 +6,19 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from hokusai.errors import HokusaiValidationError
 from hokusai.server.keys import Principal
 from hokusai.server.state import AppState
+
+
+def single_valued_query(request: Request) -> None:
+    """A query parameter given twice is a 400 naming it, where FastAPI would silently keep the last one: no route of
+    the API takes a list in its query."""
+    seen: set[str] = set()
+    for name, _ in request.query_params.multi_items():
+        if name in seen:
+            raise HokusaiValidationError(name, "is given more than once; give it once")
+        seen.add(name)
 
 
 def get_state(request: Request) -> AppState:

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from hokusai import __version__
 from hokusai.server.audit import AuditLog
 from hokusai.server.db import Database
+from hokusai.server.deps import single_valued_query
 from hokusai.server.errors import install_error_handlers
 from hokusai.server.gateway import MOUNTS, MlflowGateway
 from hokusai.server.keys import KeyStore
@@ -114,6 +115,7 @@ def create_app(settings: Settings, mlflow_url: str) -> ASGIApp:
         # A path that matches no route only once a slash is added or removed is a 404 envelope, not an empty 307:
         # the SDK and the CLI send exact paths, and `/api/v1/keys/%2F` redirected to the list of keys.
         redirect_slashes=False,
+        dependencies=[Depends(single_valued_query)],
     )
     app.state.hokusai = state
     install_error_handlers(app)
