@@ -537,6 +537,43 @@ def test_models_baselines(api: FakeAPI, monkeypatch: pytest.MonkeyPatch) -> None
     assert len(api.requests) == 2  # a bad type is refused before anything is sent
 
 
+def test_read_commands_print_json_lines_for_scripts(api: FakeAPI, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--json`: whole values on one line each, whatever the terminal's width (a table folded long ids when piped)."""
+    monkeypatch.setenv("HOKUSAI_API_KEY", KEY)
+    monkeypatch.setenv("COLUMNS", "40")
+    long_token = "T" * 64
+    listed_model = {key: value for key, value in MODEL.items() if key != "created"} | {"token_id": long_token}
+    baseline = {"model_name": "hokusai-baseline-clf", "version": "2", "model_type": "clf", "run_id": None,
+                "model_uri": "models:/hokusai-baseline-clf/2", "tags": {}}  # fmt: skip
+    token = {"token_id": long_token, "model_name": "churn", "owner": "alice", "created_at": "2026-11-29T09:00:00Z"}
+    answer(
+        api,
+        httpx.Response(200, json={"models": [listed_model, listed_model], "next_page_token": None}),
+        httpx.Response(200, json=listed_model),
+        httpx.Response(200, json={"baselines": [baseline], "next_page_token": None}),
+        httpx.Response(200, json={"models": [], "next_page_token": None}),
+        httpx.Response(200, json=token),
+    )
+    # `hokusai tokens` calls the API through cli._api, which builds the SDK's client when called.
+    monkeypatch.setattr("hokusai._client.HokusaiClient", functools.partial(HokusaiClient, transport=api.transport))
+    app = typer.Typer()
+    for module in (models, tokens):
+        module.register(app)
+
+    listed = run(["models", "list", "--json"], app=app)
+    shown = run(["models", "show", "churn", "1", "--json"], app=app)
+    baselines = run(["models", "baselines", "--json"], app=app)
+    empty = run(["models", "list", "--json"], app=app)
+    held = run(["tokens", "show", long_token, "--json"], app=app)
+
+    expected_model = listed_model | {"run_id": None}
+    assert [json.loads(line) for line in listed.stdout.splitlines()] == [expected_model, expected_model]
+    assert [json.loads(line) for line in shown.stdout.splitlines()] == [expected_model]
+    assert [json.loads(line) for line in baselines.stdout.splitlines()] == [baseline]
+    assert (empty.exit_code, empty.stdout) == (0, "")  # JSON Lines of nothing, not "No tokenized models found."
+    assert [json.loads(line) for line in held.stdout.splitlines()] == [token]
+
+
 def test_api_commands_in_mock_mode_say_there_is_no_api(monkeypatch: pytest.MonkeyPatch) -> None:
     """Mock mode needs no key; asking for one there (`hokusai tokens show`) sent users to `hokusai login`."""
     monkeypatch.setenv("HOKUSAI_MOCK_MODE", "1")

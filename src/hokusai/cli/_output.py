@@ -1,13 +1,25 @@
-"""Contains the CLI's output helpers: consoles that never read user data as markup, and key/value tables."""
+"""Contains the CLI's output helpers: consoles that never read user data as markup, key/value tables, and JSON
+Lines for scripts."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import json
+from collections.abc import Iterable, Mapping
+from typing import Annotated, Any
 
+import typer
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["console", "key_value_table"]
+__all__ = ["JsonOption", "console", "key_value_table", "print_json_lines"]
+
+JsonOption = Annotated[
+    bool,
+    typer.Option(
+        "--json",
+        help="Print JSON Lines (one object per line, as the API returns it) instead of a table, for scripts and jq.",
+    ),
+]
 
 
 def console(*, stderr: bool = False) -> Console:
@@ -23,3 +35,12 @@ def key_value_table(rows: Iterable[tuple[str, object]], *, title: str | None = N
     for name, value in rows:
         table.add_row(name, "-" if value is None or value == [] else str(value))
     return table
+
+
+def print_json_lines(items: Iterable[Mapping[str, Any]]) -> None:
+    """One compact JSON object per line, through plain echo: a rich console would wrap long lines and break `jq`.
+
+    No items print nothing, which is what JSON Lines of zero objects is.
+    """
+    for item in items:
+        typer.echo(json.dumps(item, separators=(",", ":")))

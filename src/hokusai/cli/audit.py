@@ -15,7 +15,7 @@ from rich.table import Table
 from hokusai._printable import printable
 from hokusai.cli._api import ApiUrlOption, call_api
 from hokusai.cli._errors import options_for_fields
-from hokusai.cli._output import console
+from hokusai.cli._output import JsonOption, console, print_json_lines
 
 __all__ = ["register"]
 
@@ -36,26 +36,20 @@ def audit(
     since: Annotated[datetime | None, typer.Option(help="From this time on (UTC unless it says otherwise).")] = None,
     until: Annotated[datetime | None, typer.Option(help="Before this time.")] = None,
     limit: Annotated[int, typer.Option(min=1, help="Show at most this many events.")] = 50,
-    as_json: Annotated[
-        bool,
-        typer.Option(
-            "--json",
-            help="Print the events as JSON Lines (one object per event, as the API returns it), no table. "
-            "Example: `hokusai audit --action token.transfer --json | jq -r .detail.to`.",
-        ),
-    ] = False,
+    as_json: JsonOption = False,
     api_url: ApiUrlOption = None,
 ) -> None:
     """Admins: list audit events (claims, registrations, transfers, releases, key changes, refusals), newest first.
 
-    Example: `hokusai audit --actor bob --action token.claim --since 2026-11-01`.
+    Example: `hokusai audit --actor bob --action token.claim --since 2026-11-01`; for scripts, `hokusai audit
+    --action token.transfer --json | jq -r .detail.to`.
     """
     params: dict[str, Any] = {"actor": actor, "action": action}
     params.update({name: value.isoformat() for name, value in (("since", since), ("until", until)) if value})
     with options_for_fields({"actor": "--actor", "action": "--action", "since": "--since", "until": "--until"}):
         events = _fetch(params, limit, api_url)
     if as_json:
-        _print_json_lines(events)
+        print_json_lines(events)
         return
     out = console()
     if not events:
@@ -76,15 +70,6 @@ def _fetch(params: dict[str, Any], limit: int, api_url: str | None) -> list[Even
         if not page_token:
             break
     return events
-
-
-def _print_json_lines(events: Sequence[Event]) -> None:
-    """One compact JSON object per line, through plain echo: a rich console would wrap long lines and break `jq`.
-
-    No events print nothing, which is what JSON Lines of zero events is.
-    """
-    for event in events:
-        typer.echo(json.dumps(event, separators=(",", ":")))
 
 
 def _detail(detail: dict[str, Any] | None) -> str:

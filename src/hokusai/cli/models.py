@@ -14,8 +14,8 @@ from rich.table import Table
 from hokusai._registry import LOCAL_ONLY_NOTE, ModelRegistry
 from hokusai.cli._api import ApiUrlOption
 from hokusai.cli._errors import options_for_fields
-from hokusai.cli._output import console, key_value_table
-from hokusai.models import TokenizedModel
+from hokusai.cli._output import JsonOption, console, key_value_table, print_json_lines
+from hokusai.models import BaselineEntry, TokenizedModel
 from hokusai.validation import TAG_METADATA, TAG_METRICS, TAG_REGISTERED_BY
 
 __all__ = ["models_app", "register"]
@@ -112,11 +112,15 @@ def register_baseline(
 @models_app.command("baselines")
 def list_baselines(
     model_type: Annotated[str | None, typer.Option("--type", help="Only this model type's baselines.")] = None,
+    as_json: JsonOption = False,
     api_url: ApiUrlOption = None,
 ) -> None:
     """List the baselines you can see, by type then version. Example: `hokusai models baselines --type clf`."""
     with options_for_fields(_OPTIONS), ModelRegistry(api_url=api_url) as registry:
         baselines = registry.list_baselines(model_type)
+    if as_json:
+        print_json_lines(_listed(baselines))
+        return
     out = console()
     if not baselines:
         out.print("No baselines found.")
@@ -138,11 +142,16 @@ def list_models(
         str | None,
         typer.Option("--owner", help="Only the models holding your tokens (your account name; admins: any account's)."),
     ] = None,
+    as_json: JsonOption = False,
     api_url: ApiUrlOption = None,
 ) -> None:
-    """List the tokenized model versions you can see. Example: `hokusai models list --token-id my-token`."""
+    """List the tokenized model versions you can see. Example: `hokusai models list --token-id my-token`; for
+    scripts, `hokusai models list --owner alice --json | jq -r .token_id`."""
     with options_for_fields(_OPTIONS | {"owner": "--owner"}), ModelRegistry(api_url=api_url) as registry:
         models = registry.list_tokenized_models(token_id, owner=owner)
+    if as_json:
+        print_json_lines(_listed(models))
+        return
     out = console()
     if not models:
         out.print("No tokenized models found.")
@@ -164,11 +173,15 @@ def list_models(
 def show(
     name: Annotated[str, typer.Argument(help="The registered model name.")],
     version: Annotated[str | None, typer.Argument(help="The version; the latest when omitted.")] = None,
+    as_json: JsonOption = False,
     api_url: ApiUrlOption = None,
 ) -> None:
     """Show one tokenized model version. Example: `hokusai models show churn 3`."""
     with options_for_fields({"model_name": "NAME", "version": "VERSION"}), ModelRegistry(api_url=api_url) as registry:
         model = registry.get_tokenized_model(name, version)
+    if as_json:
+        print_json_lines(_listed([model]))
+        return
     console().print(key_value_table(_rows(model), title=f"{model.model_name} version {model.version}"))
 
 
@@ -215,3 +228,8 @@ def _exact(value: float) -> str:
     """The shortest text that reads back as the same float: a baseline pasted into `--baseline` must match it
     (`:g` showed 0.9000000001 as 0.9, which a repeat then refused as another baseline)."""
     return repr(float(value))
+
+
+def _listed(entries: Sequence[TokenizedModel | BaselineEntry]) -> list[dict[str, object]]:
+    """Entries as the API lists them: `created` and `warnings` describe a registration call, not a stored version."""
+    return [entry.model_dump(mode="json", exclude={"created", "warnings"}) for entry in entries]

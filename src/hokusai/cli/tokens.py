@@ -8,7 +8,7 @@ import typer
 
 from hokusai.cli._api import ApiUrlOption, call_api
 from hokusai.cli._errors import options_for_fields
-from hokusai.cli._output import console, key_value_table
+from hokusai.cli._output import JsonOption, console, key_value_table, print_json_lines
 from hokusai.validation import normalize_token_id, validate_owner
 
 __all__ = ["register", "tokens_app"]
@@ -36,12 +36,16 @@ def _print_token(row: dict[str, Any]) -> None:
 
 
 @tokens_app.command("show")
-def show(token_id: TokenArgument, api_url: ApiUrlOption = None) -> None:
+def show(token_id: TokenArgument, as_json: JsonOption = False, api_url: ApiUrlOption = None) -> None:
     """Show the model that holds a token; its owner is shown to that owner and to admins.
 
-    Example: `hokusai tokens show CHURN`.
+    Example: `hokusai tokens show CHURN`; for scripts, `hokusai tokens show CHURN --json | jq -r .model_name`.
     """
-    _print_token(call_api("GET", _token_path(token_id), api_url))
+    row = call_api("GET", _token_path(token_id), api_url)
+    if as_json:
+        print_json_lines([row])
+        return
+    _print_token(row)
 
 
 @tokens_app.command("transfer")
