@@ -550,10 +550,15 @@ def test_malformed_json_and_bad_queries_are_400(as_alice: httpx.Client, as_admin
     version = as_alice.get(f"{TOKENIZED}/some-model/versions/first")
     since = as_admin.get("/api/v1/audit", params={"since": "yesterday"})
     twice = as_alice.get(TOKENIZED, params=[("token_id", "ALPHA"), ("token_id", "BETA")])  # was: BETA's, silently
+    form = as_alice.post(TOKENIZED, data={"model_name": "m"})  # what `curl -d` sends
 
-    for response in (broken, paging, too_many, version, since, twice):
+    for response in (broken, paging, too_many, version, since, twice, form):
         assert_error(response, 400, "INVALID_PARAMETER_VALUE")
     assert twice.json()["message"] == "token_id: is given more than once; give it once"
+    assert form.json()["message"] == (
+        "The request body must be JSON, sent with Content-Type: application/json "
+        "(not 'application/x-www-form-urlencoded')."
+    )
     expected = "The request body is not valid JSON: Expecting property name enclosed in double quotes (at character 1)."
     assert broken.json()["message"] == expected
 

@@ -189,10 +189,25 @@ async def _handle_hokusai_validation(_request: Request, exc: Exception) -> JSONR
     return error_response(400, str(exc), error_code="INVALID_PARAMETER_VALUE", field=exc.field)
 
 
-async def _handle_request_validation(_request: Request, exc: Exception) -> JSONResponse:
+async def _handle_request_validation(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
+    content_type = request.headers.get("content-type", "")
+    if _is_whole_body_error(exc) and content_type and not _is_json_media_type(content_type):
+        # FastAPI reads a body as JSON only when it says it is (or says nothing): `curl -d` sends a form, which was
+        # refused as "body: Input should be a valid dictionary".
+        message = f"The request body must be JSON, sent with Content-Type: application/json (not {content_type!r})."
+        return error_response(400, message, error_code="INVALID_PARAMETER_VALUE")
     message, field = _describe_validation_error(exc)
     return error_response(400, message, error_code="INVALID_PARAMETER_VALUE", field=field)
+
+
+def _is_whole_body_error(exc: RequestValidationError) -> bool:
+    return any(tuple(error.get("loc", ())) == ("body",) for error in exc.errors())
+
+
+def _is_json_media_type(content_type: str) -> bool:
+    media_type = content_type.partition(";")[0].strip().lower()
+    return media_type == "application/json" or (media_type.startswith("application/") and media_type.endswith("+json"))
 
 
 _FASTAPI_UNPARSABLE_BODY = "There was an error parsing the body"
