@@ -24,13 +24,13 @@ def _embedded(tmp_path: Path, **settings: object) -> EmbeddedMlflow:
 
 def test_a_percent_sign_reaches_mlflow_as_written(tmp_path: Path) -> None:
     # MLflow reads its auth config with configparser's interpolation, where a bare % fails to start the server.
-    embedded = _embedded(tmp_path / "100%", mlflow_admin_password="s3cr%t")
+    embedded = _embedded(tmp_path / "100%", mlflow_admin_password="s3cr%t-and-long-enough")
     config_path, _ = embedded._write_config()
 
     config = configparser.ConfigParser()
     config.read(config_path)
 
-    assert config["mlflow"]["admin_password"] == "s3cr%t"
+    assert config["mlflow"]["admin_password"] == "s3cr%t-and-long-enough"
     assert config["mlflow"]["database_uri"] == f"sqlite:///{embedded.home / 'basic_auth.db'}"
     assert "100%" in config["mlflow"]["database_uri"]
 
@@ -42,7 +42,8 @@ def test_an_admin_password_on_two_lines_is_refused() -> None:
 
 def test_the_assertion_secret_loses_surrounding_whitespace() -> None:
     # The MLflow side reads the secret file stripped; a trailing newline from a mounted secret must not differ.
-    assert Settings(_env_file=None, assertion_secret="abc\n").assertion_secret.get_secret_value() == "abc"  # type: ignore[union-attr]
+    secret = "s" * 40
+    assert Settings(_env_file=None, assertion_secret=secret + "\n").assertion_secret.get_secret_value() == secret  # type: ignore[union-attr]
 
 
 def test_secret_files_are_new_and_private_whatever_was_left_behind(tmp_path: Path) -> None:

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from hokusai.server.settings import Settings
+from hokusai.errors import HokusaiConfigurationError
+from hokusai.server.settings import Settings, load_settings
 
 ENV_EXAMPLE = Path(__file__).resolve().parents[2] / ".env.example"
 
@@ -63,8 +64,8 @@ def test_identity_mode_follows_the_mlflow_settings(monkeypatch: pytest.MonkeyPat
 
 
 def test_secrets_never_show_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HOKUSAI_KEY_PEPPER", "pepper-value-123")
-    assert "pepper-value-123" not in repr(Settings())
+    monkeypatch.setenv("HOKUSAI_KEY_PEPPER", "pepper-value-123-pepper-value-123")
+    assert "pepper-value-123-pepper-value-123" not in repr(Settings())
 
 
 def test_levels_and_permissions_read_in_any_case(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -88,6 +89,54 @@ def test_a_bad_setting_is_named_by_its_variable_and_its_value_is_not_shown(tmp_p
     assert result.stderr.startswith("Invalid configuration: HOKUSAI_PORT: Input should be less than or equal to 65535")
     assert "HOKUSAI_LOG_LEVEL: Input should be 'debug', 'info', 'warning' or 'error'" in result.stderr
     assert "loud-secret-ish" not in result.stderr and "pydantic.dev" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("variables", "problem"),
+    [
+        ({"HOKUSAI_KEY_CACHE_TTL_SECONDS": "inf"}, "HOKUSAI_KEY_CACHE_TTL_SECONDS: Input should be a finite number"),
+        ({"HOKUSAI_UPSTREAM_READ_TIMEOUT_SECONDS": "nan"}, "HOKUSAI_UPSTREAM_READ_TIMEOUT_SECONDS: Input should be a"),
+        ({"HOKUSAI_PORT": "0"}, "HOKUSAI_PORT: Input should be greater than or equal to 1"),
+        ({"HOKUSAI_MLFLOW_ADMIN_PASSWORD": "short"}, "HOKUSAI_MLFLOW_ADMIN_PASSWORD: must be at least 12 characters"),
+        ({"HOKUSAI_ASSERTION_SECRET": "x"}, "HOKUSAI_ASSERTION_SECRET: must be at least 32 bytes"),
+        ({"HOKUSAI_KEY_PEPPER": "a"}, "HOKUSAI_KEY_PEPPER: must be at least 32 bytes"),
+        ({"HOKUSAI_MLFLOW_URL": "notaurl"}, "HOKUSAI_MLFLOW_URL: must be an http:// or https:// URL"),
+        ({"HOKUSAI_PUBLIC_URL": "ftp://x"}, "HOKUSAI_PUBLIC_URL: must be an http:// or https:// URL"),
+        ({"HOKUSAI_DATABASE_URL": "nonsense"}, "HOKUSAI_DATABASE_URL: must be an SQLAlchemy URL"),
+        ({"HOKUSAI_ADMIN_OWNER": "bad owner!"}, "HOKUSAI_ADMIN_OWNER: "),
+        ({"HOKUSAI_PORT": "8123", "HOKUSAI_MLFLOW_PORT": "8123"}, "HOKUSAI_MLFLOW_PORT must differ from HOKUSAI_PORT"),
+        (
+            {"HOKUSAI_UPSTREAM_MAX_CONNECTIONS": "5", "HOKUSAI_UPSTREAM_MAX_CONNECTIONS_PER_USER": "50"},
+            "HOKUSAI_UPSTREAM_MAX_CONNECTIONS_PER_USER must be at most HOKUSAI_UPSTREAM_MAX_CONNECTIONS",
+        ),
+    ],
+)
+def test_settings_that_would_fail_later_are_refused_at_start(
+    monkeypatch: pytest.MonkeyPatch, variables: dict[str, str], problem: str
+) -> None:
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+
+    with pytest.raises(HokusaiConfigurationError) as refused:
+        load_settings(_env_file=None)
+
+    assert problem in str(refused.value)
+    assert refused.value.__cause__ is None  # pydantic's error, which quotes every value, is not chained
+
+
+def test_the_offline_cli_never_prints_a_secret_setting(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOKUSAI_")}
+    env |= {"HOKUSAI_DATA_DIR": str(tmp_path), "HOKUSAI_MLFLOW_PASSWORD": "hunter2-secret-password"}
+    env["HOKUSAI_MLFLOW_ADMIN_PASSWORD"] = "SuperSecretAdminPw123\nx"
+
+    result = subprocess.run(
+        [sys.executable, "-m", "hokusai", "keys", "list", "--all", "--offline"],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+    assert result.returncode == 1
+    assert result.stderr.startswith("Configuration problem: HOKUSAI_MLFLOW_ADMIN_PASSWORD: must be on one line")
+    assert "hunter2" not in result.stderr and "SuperSecret" not in result.stderr and "Traceback" not in result.stderr
 
 
 def test_the_apis_own_mlflow_calls_wait_the_call_timeout_not_the_artifact_one() -> None:

@@ -56,9 +56,9 @@ def _offline_store() -> Iterator[_Offline]:
     from hokusai.server.db import Database
     from hokusai.server.keys import KeyStore
     from hokusai.server.secrets import load_or_create_secrets
-    from hokusai.server.settings import Settings
+    from hokusai.server.settings import load_settings
 
-    settings = Settings()
+    settings = load_settings()
     _refuse_a_stray_data_dir(settings)
     database = Database(settings.resolved_database_url)
     try:

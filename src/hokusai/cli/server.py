@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from pydantic import ValidationError
+
+from hokusai.errors import HokusaiConfigurationError
 
 
 def run_server(
@@ -20,29 +21,20 @@ def run_server(
     """
     from hokusai.server.mlflow_process import MlflowStartError
     from hokusai.server.runner import PortInUseError, serve
-    from hokusai.server.settings import Settings
+    from hokusai.server.settings import load_settings
 
-    overrides = {name: value for name, value in {"host": host, "port": port, "data_dir": data_dir}.items() if value}
+    given = {"host": host, "port": port, "data_dir": data_dir}
+    overrides = {name: value for name, value in given.items() if value is not None}
     try:
-        settings = Settings(**overrides)  # type: ignore[arg-type]
-    except ValidationError as exc:
-        typer.echo(f"Invalid configuration: {_problems(exc)}", err=True)
-        raise typer.Exit(2) from exc
+        settings = load_settings(**overrides)
+    except HokusaiConfigurationError as exc:
+        typer.echo(f"Invalid configuration: {exc}", err=True)
+        raise typer.Exit(2) from None
     try:
         serve(settings)
     except (PortInUseError, MlflowStartError) as exc:
         typer.echo(f"Error: {exc}", err=True)
         raise typer.Exit(1) from exc
-
-
-def _problems(exc: ValidationError) -> str:
-    """Each broken setting by the variable the operator sets; never the value, which may be a secret."""
-    problems = []
-    for error in exc.errors():
-        fields = [str(part) for part in error["loc"]]
-        name = f"HOKUSAI_{'_'.join(fields).upper()}" if fields else "settings"
-        problems.append(f"{name}: {error['msg'].removeprefix('Value error, ')}")
-    return "; ".join(problems)
 
 
 def register(app: typer.Typer) -> None:

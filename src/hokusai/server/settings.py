@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from hokusai.errors import HokusaiConfigurationError, HokusaiValidationError
+from hokusai.validation import validate_owner
 
 MlflowPermission = Literal["READ", "USE", "EDIT", "MANAGE", "NO_PERMISSIONS"]
 IdentityMode = Literal["assertion", "service-account", "none"]
@@ -17,12 +22,13 @@ IdentityMode = Literal["assertion", "service-account", "none"]
 class Settings(BaseSettings):
     """Every setting the server reads. `.env.example` documents each one; a test keeps the two in step."""
 
+    # allow_inf_nan=False: an infinite cache TTL or timeout reads as a number and would never expire.
     model_config = SettingsConfigDict(
-        env_prefix="HOKUSAI_", env_file=".env", env_ignore_empty=True, extra="ignore", frozen=True
+        env_prefix="HOKUSAI_", env_file=".env", env_ignore_empty=True, extra="ignore", frozen=True, allow_inf_nan=False
     )
 
     host: str = "127.0.0.1"
-    port: int = Field(default=8000, ge=0, le=65535)
+    port: int = Field(default=8000, ge=1, le=65535)  # not 0: the banner and the browser origins name the port
     public_url: str | None = None
     data_dir: Path = Path(".hokusai")
     database_url: str | None = None
@@ -74,7 +80,45 @@ class Settings(BaseSettings):
     def _on_one_line(cls, value: object) -> object:
         if isinstance(value, str) and ("\n" in value or "\r" in value):
             raise ValueError("must be on one line (it is written to MLflow's auth config file)")
+        if isinstance(value, str) and len(value) < 12:
+            raise ValueError("must be at least 12 characters (MLflow refuses to start with a shorter one)")
         return value
+
+    @field_validator("assertion_secret", "key_pepper", mode="after")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        # HS256 wants a key of at least 32 bytes; the generated secrets have 43 characters.
+        if value is not None and len(value.get_secret_value().encode()) < 32:
+            raise ValueError("must be at least 32 bytes long (leave it unset to have one generated)")
+        return value
+
+    @field_validator("mlflow_url", "public_url", mode="after")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host, e.g. http://mlflow.internal:5000")
+        return value
+
+    @field_validator("database_url", mode="after")
+    @classmethod
+    def _sqlalchemy_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                make_url(value)
+            except ArgumentError as exc:
+                raise ValueError("must be an SQLAlchemy URL, e.g. postgresql+psycopg://user@host:5432/hokusai") from exc
+        return value
+
+    @field_validator("admin_owner", mode="after")
+    @classmethod
+    def _valid_owner(cls, value: str) -> str:
+        try:
+            return validate_owner(value)
+        except HokusaiValidationError as exc:
+            raise ValueError(f"{exc.problem} (the rule `hokusai keys create --owner` applies)") from exc
 
     @field_validator("mlflow_default_permission", mode="before")
     @classmethod
@@ -87,6 +131,16 @@ class Settings(BaseSettings):
             raise ValueError("HOKUSAI_MLFLOW_USERNAME and HOKUSAI_MLFLOW_PASSWORD must be set together")
         if self.mlflow_url is None and self.mlflow_username is not None:
             raise ValueError("HOKUSAI_MLFLOW_USERNAME/PASSWORD only apply with HOKUSAI_MLFLOW_URL (an external MLflow)")
+        return self
+
+    @model_validator(mode="after")
+    def _check_ports_and_shares(self) -> Settings:
+        if self.embedded_mlflow and self.mlflow_port == self.port:
+            raise ValueError("HOKUSAI_MLFLOW_PORT must differ from HOKUSAI_PORT (0 picks a free one)")
+        if self.upstream_max_connections_per_user > self.upstream_max_connections:
+            raise ValueError(
+                "HOKUSAI_UPSTREAM_MAX_CONNECTIONS_PER_USER must be at most HOKUSAI_UPSTREAM_MAX_CONNECTIONS"
+            )
         return self
 
     @property
@@ -123,3 +177,19 @@ class Settings(BaseSettings):
         public = urlsplit(self.resolved_public_url)
         local = (f"http://127.0.0.1:{self.port}", f"http://localhost:{self.port}")
         return tuple(dict.fromkeys((f"{public.scheme}://{public.netloc}", *local)))
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """The settings, or a `HokusaiConfigurationError` naming each broken variable and never its value, which may be a
+    secret (pydantic's own message quotes every input)."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(_problem(error) for error in exc.errors())
+        raise HokusaiConfigurationError(problems) from None
+
+
+def _problem(error: Any) -> str:
+    fields = [str(part) for part in error["loc"]]
+    name = f"HOKUSAI_{'_'.join(fields).upper()}" if fields else "settings"
+    return f"{name}: {error['msg'].removeprefix('Value error, ')}"
