@@ -329,7 +329,8 @@ def _hint(
     status: int, error_code: str, layer: str, message: str, retry_after: float | None, field: str | None
 ) -> str | None:
     if status == 401:
-        return "check HOKUSAI_API_KEY or run `hokusai login`"
+        # From MLflow, a 401 means it refused the API's own credentials: the message says so, and whom to tell.
+        return None if layer == LAYER_MLFLOW else "check HOKUSAI_API_KEY or run `hokusai login`"
     if status == 403:
         if layer == LAYER_MLFLOW:
             return _MLFLOW_403_HINT

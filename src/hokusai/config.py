@@ -45,6 +45,7 @@ from hokusai.errors import (
     HokusaiConnectionError,
     HokusaiError,
     HokusaiKeyMismatchWarning,
+    HokusaiPermissionError,
 )
 from hokusai.validation import KEY_PREFIX
 
@@ -376,8 +377,11 @@ def _check_mlflow(client: HokusaiClient, plan: _Plan, status: dict[str, Any]) ->
             if config.credential_source
             else "no credentials"
         )
+        # Only an authentication or permission error is a refusal of what was sent; MLflow down is not.
+        refused = isinstance(exc, HokusaiAuthError | HokusaiPermissionError)
+        what = f"refused {sent}" if refused else "could not be used"
         status["problems"].append(
-            _problem(f"MLflow at {config.tracking_uri} refused {sent}: {exc.user_message}", _mlflow_fix(plan, exc))
+            _problem(f"MLflow at {config.tracking_uri} {what}: {exc.user_message}", _mlflow_fix(plan, exc))
         )
         status["mlflow_accepted"] = False
         return
@@ -394,7 +398,7 @@ def _mlflow_fix(plan: _Plan, exc: HokusaiError) -> str:
     source = plan.credential.source
     if isinstance(exc, HokusaiAuthError) and source and not _same_secret(plan.credential.secret, key):
         return f"MLflow sends the credential from {source}, not your Hokusai key: put the key there, or remove it"
-    return str(exc.hint)
+    return exc.hint or "the message says what to do"
 
 
 def _check_same_key(plan: _Plan, status: dict[str, Any]) -> None:

@@ -66,23 +66,47 @@ def test_external_basic_auth_mlflow_works_with_service_credentials(
     assert password not in live.stderr_path.read_text()
 
 
-def test_wrong_service_credentials_make_ready_fail_clearly(
-    basic_auth_mlflow: tuple[MlflowServer, str], tmp_path: Path
+@pytest.mark.parametrize(
+    ("credentials", "fix"),
+    [
+        (
+            {"HOKUSAI_MLFLOW_USERNAME": "admin", "HOKUSAI_MLFLOW_PASSWORD": "no"},
+            "check HOKUSAI_MLFLOW_USERNAME and HOKUSAI_MLFLOW_PASSWORD against MLflow's users",
+        ),
+        ({}, "it asks for a login and none is set: set HOKUSAI_MLFLOW_USERNAME and HOKUSAI_MLFLOW_PASSWORD"),
+    ],
+    ids=["wrong", "none"],
+)
+def test_credentials_mlflow_refuses_are_the_operators_to_fix_and_never_blamed_on_a_users_key(
+    basic_auth_mlflow: tuple[MlflowServer, str], tmp_path: Path, credentials: dict[str, str], fix: str
 ) -> None:
     server, _password = basic_auth_mlflow
-    live = spawn_platform(
-        tmp_path / "data", HOKUSAI_MLFLOW_URL=server.url, HOKUSAI_MLFLOW_USERNAME="admin", HOKUSAI_MLFLOW_PASSWORD="no"
-    )
+    live = spawn_platform(tmp_path / "data", HOKUSAI_MLFLOW_URL=server.url, **credentials)
     try:
         live.wait_ready(probe="/health")
-        response = httpx.get(live.url + "/ready")
-        assert response.status_code == 503
-        body = response.json()
-        assert body["error_code"] == "TEMPORARILY_UNAVAILABLE"
-        assert "refused the gateway's credentials" in body["message"]
-        assert server.url not in body["message"]
+        ready = httpx.get(live.url + "/ready")
+        key = live.create_key(live.unique_owner("ext"), "read,write")
+        with live.client(key) as user:
+            refused = user.get("/api/mlflow/api/2.0/mlflow/experiments/search", params={"max_results": 1})
+            registry = user.get("/api/v1/models/tokenized")
+        client = live.run_python(CLIENT_SCRIPT, live.mlflow_env(key))
     finally:
         live.stop()
+
+    assert ready.status_code == 503 and ready.json()["error_code"] == "TEMPORARILY_UNAVAILABLE"
+    assert f"MLflow refused the gateway's credentials (401): {fix}" in ready.json()["message"]
+    assert server.url not in ready.json()["message"]
+    # The operator hears of it at start, before any user does.
+    assert (
+        f"the external MLflow is not ready for the gateway: MLflow refused the gateway's credentials (401): {fix}"
+        in (live.stderr_path.read_text())
+    )
+    # Users are told their key is fine and whom to tell; no login prompt that could not help.
+    for response in (refused, registry):
+        assert response.status_code == 401 and response.json()["layer"] == "mlflow", response.text
+        assert response.json()["message"].startswith("Your Hokusai key was accepted, but MLflow ")
+        assert "www-authenticate" not in response.headers
+    assert client.returncode != 0 and "Your Hokusai key was accepted" in client.stderr
 
 
 def test_external_mlflow_without_auth(tmp_path: Path) -> None:

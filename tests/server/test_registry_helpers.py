@@ -213,16 +213,38 @@ def test_storage_and_registry_uris_are_sources(remote: str) -> None:
 @pytest.mark.parametrize(
     ("status", "expected"),
     [(403, (403, "PERMISSION_DENIED")), (404, (404, "RESOURCE_DOES_NOT_EXIST")),
-     (400, (400, "INVALID_PARAMETER_VALUE")), (401, (502, "TEMPORARILY_UNAVAILABLE")),
-     (500, (502, "TEMPORARILY_UNAVAILABLE"))],
+     (400, (400, "INVALID_PARAMETER_VALUE")), (500, (502, "TEMPORARILY_UNAVAILABLE"))],
 )  # fmt: skip
 def test_mlflow_errors_keep_their_layer(status: int, expected: tuple[int, str]) -> None:
     response = httpx.Response(status, json={"error_code": "INVALID_PARAMETER_VALUE", "message": "nope"})
 
-    error = mlflow_error(response, "do a thing")
+    error = mlflow_error(response, "do a thing", "assertion")
 
     assert (error.status, error.error_code, error.layer) == (*expected, "mlflow")
     assert "do a thing" in error.message
+
+
+@pytest.mark.parametrize(
+    ("identity_mode", "cause"),
+    [
+        ("assertion", "refused the signed identity the API sends for you"),
+        ("service-account", "refused the API's service account (HOKUSAI_MLFLOW_USERNAME/HOKUSAI_MLFLOW_PASSWORD)"),
+        ("none", "the API has none set for it"),
+    ],
+)
+def test_mlflow_refusing_the_apis_credentials_is_not_blamed_on_the_users_key(identity_mode: str, cause: str) -> None:
+    error = mlflow_error(httpx.Response(401, text="You are not authenticated."), "do a thing", identity_mode)
+
+    assert (error.status, error.error_code, error.layer) == (401, "UNAUTHENTICATED", "mlflow")
+    assert error.message.startswith("Your Hokusai key was accepted, but ") and cause in error.message
+    assert error.message.endswith("tell its operator (GET /ready names the cause).")
+
+
+def test_a_service_account_refused_by_mlflow_is_named_not_the_user() -> None:
+    error = mlflow_error(httpx.Response(403, text="Permission denied"), "create a run", "service-account")
+
+    assert error.message.startswith("MLflow refused to let the API's service account (HOKUSAI_MLFLOW_USERNAME)")
+    assert "must be an MLflow admin" in error.message
 
 
 def test_a_baseline_models_404_says_where_its_baselines_are_listed() -> None:

@@ -127,6 +127,33 @@ def mlflow_timed_out() -> ApiError:
     return ApiError(504, "MLflow did not answer in time.", error_code="DEADLINE_EXCEEDED")
 
 
+_CREDENTIALS_REFUSED_CAUSES = {
+    "assertion": "the embedded MLflow refused the signed identity the API sends for you (its assertion secret is "
+    "not the API's)",
+    "service-account": "MLflow refused the API's service account (HOKUSAI_MLFLOW_USERNAME/HOKUSAI_MLFLOW_PASSWORD)",
+    "none": "MLflow asks for credentials and the API has none set for it (HOKUSAI_MLFLOW_USERNAME/PASSWORD)",
+}
+
+
+def mlflow_refused_the_apis_credentials(identity_mode: str) -> str:
+    """What a user is told when MLflow answers 401 to a request their key was accepted for: not to fix their key
+    (the earlier implementation's users got MLflow's bare 401/403 and could do nothing about it)."""
+    cause = _CREDENTIALS_REFUSED_CAUSES.get(identity_mode, "MLflow refused the API's own credentials")
+    return (
+        f"Your Hokusai key was accepted, but {cause}. This is the platform's configuration, not your key: tell its "
+        "operator (GET /ready names the cause)."
+    )
+
+
+def service_account_refused(action: str) -> str:
+    """A 403 in service-account mode: MLflow refused the one account the API acts as for everyone, not the user."""
+    return (
+        f"MLflow refused to let the API's service account (HOKUSAI_MLFLOW_USERNAME), which acts for every user of this "
+        f"platform, {action}. Tell the operator: the service account must be an MLflow admin (docs/architecture.md, "
+        "Deployment modes)."
+    )
+
+
 def mlflow_call_failed(exc: httpx.TransportError) -> ApiError:
     """One of the API's own calls to MLflow failed in transit: a 504 if MLflow was too slow, else a 503."""
     return mlflow_timed_out() if isinstance(exc, httpx.ReadTimeout | httpx.WriteTimeout) else mlflow_unavailable()
@@ -156,9 +183,10 @@ def error_response(
     if field is not None:
         body["field"] = field
     response = JSONResponse(body, status_code=status, headers=headers)
-    if status == 401:
+    if status == 401 and layer == LAYER_API:
         # One challenge per header line: browsers read only the first challenge of a line, and Basic is the one
-        # that makes them ask for a login (any username, the key as the password) to open MLflow's web UI.
+        # that makes them ask for a login (any username, the key as the password) to open MLflow's web UI. MLflow's
+        # 401 refuses the API's own credentials, which no login of the user's can change: no challenge.
         response.raw_headers.extend(_CHALLENGES)
     return response
 

@@ -354,7 +354,14 @@ class MlflowGateway:
         if routed.decoded in _RENAME_CALLS and response.status == 200 and principal is not None:
             await self._follow_rename(request, principal, body)
         body_unread = isinstance(body, StreamedBody) and not request.scope.get("hokusai.body_read")
-        relay = await client_answer(response, request.method, principal, routed, body_unread=body_unread)
+        relay = await client_answer(
+            response,
+            request.method,
+            principal,
+            routed,
+            body_unread=body_unread,
+            identity_mode=self._state.settings.identity_mode,
+        )
         if isinstance(relay, StreamingResponse):
             return SendDeadline(relay, self._state.settings.client_send_timeout_seconds, release=response.release)
         return relay

@@ -52,6 +52,16 @@ async def _flush_last_used_forever(state: AppState) -> None:
         await run_in_threadpool(state.keys.flush_last_used)
 
 
+async def _report_an_unready_mlflow(state: AppState) -> None:
+    """An external MLflow that refuses the gateway is said at start, in the log, not first by a user's failed call.
+
+    It does not stop the start: MLflow may be restarting, and GET /ready keeps telling until it answers.
+    """
+    problem = await state.upstream.check_ready()
+    if problem is not None:
+        logger.error("the external MLflow is not ready for the gateway: %s (GET /ready rechecks)", problem)
+
+
 class HokusaiApp:
     """The outer ASGI app: MLflow traffic goes straight to the gateway, everything else to the FastAPI app.
 
@@ -95,6 +105,8 @@ def create_app(settings: Settings, mlflow_url: str) -> ASGIApp:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await state.upstream.start()
+        if not settings.embedded_mlflow:
+            await _report_an_unready_mlflow(state)
         flusher = asyncio.create_task(_flush_last_used_forever(state))
         try:
             yield

@@ -20,7 +20,9 @@ from hokusai.server.errors import (
     ApiError,
     error_code_for_status,
     mlflow_call_failed,
+    mlflow_refused_the_apis_credentials,
     readable_error_text,
+    service_account_refused,
 )
 from hokusai.server.keys import Principal
 from hokusai.server.upstream import Upstream, UpstreamError
@@ -79,18 +81,24 @@ def mlflow_message(response: httpx.Response) -> tuple[str | None, str]:
     return payload.get("error_code"), str(payload.get("message", ""))[:_MESSAGE_LIMIT]
 
 
-def mlflow_error(response: httpx.Response, action: str) -> ApiError:
+def mlflow_error(response: httpx.Response, action: str, identity_mode: str) -> ApiError:
     """MLflow's refusal of `action` ("create a version of model 'm'") as our envelope with `layer: mlflow`."""
     status = response.status_code
     code, message = mlflow_message(response)
     detail = f" ({code}: {message})" if code and message else (f" ({message})" if message else "")
-    if status == 403:
+    if status == 401:
+        # MLflow refused the API's own credentials for the caller: the operator's to fix, and said so.
+        logger.warning("MLflow answered 401 to %s: it refuses the API's credentials (GET /ready)", action)
         return ApiError(
-            403,
-            f"MLflow denied permission to {action}{detail}. Ask an admin for access.",
-            error_code="PERMISSION_DENIED",
-            layer=LAYER_MLFLOW,
+            401, mlflow_refused_the_apis_credentials(identity_mode), error_code="UNAUTHENTICATED", layer=LAYER_MLFLOW
         )
+    if status == 403:
+        refused = (
+            service_account_refused(action)
+            if identity_mode == "service-account"
+            else f"MLflow denied permission to {action}{detail}. Ask an admin for access."
+        )
+        return ApiError(403, refused, error_code="PERMISSION_DENIED", layer=LAYER_MLFLOW)
     if status == 404:
         return ApiError(
             404,
@@ -98,14 +106,13 @@ def mlflow_error(response: httpx.Response, action: str) -> ApiError:
             error_code="RESOURCE_DOES_NOT_EXIST",
             layer=LAYER_MLFLOW,
         )
-    if 400 <= status < 500 and status != 401:
+    if 400 <= status < 500:
         return ApiError(
             status,
             f"MLflow refused to {action}{detail}.",
             error_code=code or error_code_for_status(status),
             layer=LAYER_MLFLOW,
         )
-    # A 401 means MLflow rejected the gateway's own identity assertion: a server fault, not the caller's.
     logger.warning("MLflow answered %s to %s", status, action)
     return ApiError(502, f"MLflow failed to {action} (status {status}).", layer=LAYER_MLFLOW)
 
@@ -142,7 +149,7 @@ async def call_as(
 ) -> dict[str, Any]:
     response = await send_as(upstream, principal, method, path, params=params, body=body)
     if response.status_code != 200:
-        raise mlflow_error(response, action)
+        raise mlflow_error(response, action, upstream.mode)
     try:
         payload = response.json()
     except ValueError as exc:

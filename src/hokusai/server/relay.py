@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -17,12 +18,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from hokusai.server.errors import (
     LAYER_MLFLOW,
     error_code_for_status,
+    mlflow_refused_the_apis_credentials,
     mlflow_timed_out,
     mlflow_unavailable,
     readable_error_text,
+    service_account_refused,
 )
 from hokusai.server.keys import Principal
 from hokusai.server.paths import Access, RoutedPath
+
+logger = logging.getLogger(__name__)
 
 HOP_BY_HOP = frozenset(
     {
@@ -110,14 +115,16 @@ async def client_answer(
     routed: RoutedPath,
     *,
     body_unread: bool,
+    identity_mode: str,
 ) -> ASGIApp:
-    """MLflow's answer for the client; `body_unread` when MLflow answered before taking the whole request body.
+    """MLflow's answer for the client; `body_unread` when MLflow answered before taking the whole request body;
+    `identity_mode` as the gateway acts upstream (settings), which decides whom MLflow refused.
 
     For a HEAD, MLflow's answer to the GET: uvicorn sends its head only, and a body too large to read whole is
     left unread (releasing the response closes that MLflow connection rather than download a model for nothing).
     """
     if response.status >= 400:
-        return await _relay_error(response, principal, routed, body_unread=body_unread)
+        return await _relay_error(response, principal, routed, body_unread=body_unread, identity_mode=identity_mode)
     length = response.content_length
     if method == "HEAD" and (length is None or length > BUFFERED_BODY_LIMIT):
         response.release()
@@ -170,7 +177,9 @@ _MLFLOW_REFUSAL = "Permission denied"
 _CALLERS_ERRORS_MLFLOW_ANSWERS_AS_500 = frozenset({"FEATURE_DISABLED"})
 
 
-def _refusal_explained(owner: str, routed: RoutedPath) -> str:
+def _refusal_explained(owner: str, routed: RoutedPath, identity_mode: str) -> str:
+    if identity_mode == "service-account":
+        return f"{_MLFLOW_REFUSAL}: {service_account_refused('do this')}"
     refused = f"{_MLFLOW_REFUSAL}: MLflow refused this to user '{owner}'."
     if "/webhooks" in routed.decoded:
         # MLflow's auth app lets only its admins manage model-registry webhooks (`sender_is_admin`).
@@ -187,7 +196,12 @@ def _refusal_explained(owner: str, routed: RoutedPath) -> str:
 
 
 async def _relay_error(
-    response: aiohttp.ClientResponse, principal: Principal | None, routed: RoutedPath, *, body_unread: bool
+    response: aiohttp.ClientResponse,
+    principal: Principal | None,
+    routed: RoutedPath,
+    *,
+    body_unread: bool,
+    identity_mode: str,
 ) -> ASGIApp:
     """MLflow's errors, unchanged but marked `layer: mlflow`; plain-text ones wrapped in the JSON envelope.
 
@@ -199,6 +213,9 @@ async def _relay_error(
     headers = _response_headers(response)
     if body_unread:
         headers.append((b"connection", b"close"))
+    status = response.status
+    if status == 401 and principal is not None:
+        return _credentials_refused(response, headers, identity_mode)
     length = response.content_length
     if length is None or length > _ERROR_BODY_LIMIT:
         return _streamed(response, headers)  # too large (or of unknown size) to rewrite: relayed as it is
@@ -207,7 +224,6 @@ async def _relay_error(
         payload: object = json.loads(body)
     except ValueError:
         payload = None
-    status = response.status
     if isinstance(payload, dict):
         _complete_envelope(payload, status)
         code = payload["error_code"]
@@ -216,17 +232,39 @@ async def _relay_error(
     else:
         text = readable_error_text(body, response.headers.get("content-type"))
         if status == 403 and text == _MLFLOW_REFUSAL and principal is not None:
-            text = _refusal_explained(principal.owner, routed)
+            text = _refusal_explained(principal.owner, routed, identity_mode)
         payload = {
             "error_code": error_code_for_status(status),
             "message": text or "MLflow refused.",
             "layer": LAYER_MLFLOW,
         }
+    return _enveloped(status, headers, payload)
+
+
+def _enveloped(status: int, headers: list[tuple[bytes, bytes]], payload: dict[str, Any]) -> _Buffered:
     rewritten = (b"content-length", b"content-encoding", b"content-type")
     kept = [(name, value) for name, value in headers if name not in rewritten]
     encoded = json.dumps(payload).encode()
     kept += [(b"content-type", b"application/json"), (b"content-length", str(len(encoded)).encode())]
     return _Buffered(status, kept, encoded)
+
+
+def _credentials_refused(
+    response: aiohttp.ClientResponse, headers: list[tuple[bytes, bytes]], identity_mode: str
+) -> _Buffered:
+    """MLflow's 401 to a caller whose key the gateway accepted: MLflow refused the gateway's own credentials.
+
+    Its `WWW-Authenticate` goes: a browser would ask the user for a login that cannot help.
+    """
+    logger.warning("MLflow answered 401 to the gateway: it refuses the API's credentials (GET /ready)")
+    response.release()
+    payload = {
+        "error_code": "UNAUTHENTICATED",
+        "message": mlflow_refused_the_apis_credentials(identity_mode),
+        "layer": LAYER_MLFLOW,
+    }
+    kept = [(name, value) for name, value in headers if name != b"www-authenticate"]
+    return _enveloped(401, kept, payload)
 
 
 def _complete_envelope(payload: dict[str, Any], status: int) -> None:

@@ -291,5 +291,13 @@ class Upstream:
         except httpx.HTTPError:
             return "MLflow is not reachable"
         if version.status_code != 200:
-            return f"MLflow refused the gateway's credentials ({version.status_code})"
+            return f"MLflow refused the gateway's credentials ({version.status_code}): {_CREDENTIALS_FIX[self.mode]}"
         return None
+
+
+# For the operator, on GET /ready and in the log at start: which settings to look at (never their values).
+_CREDENTIALS_FIX = {
+    "assertion": "the embedded MLflow does not share the API's assertion secret; restart the API",
+    "service-account": "check HOKUSAI_MLFLOW_USERNAME and HOKUSAI_MLFLOW_PASSWORD against MLflow's users (an admin)",
+    "none": "it asks for a login and none is set: set HOKUSAI_MLFLOW_USERNAME and HOKUSAI_MLFLOW_PASSWORD (an admin)",
+}

@@ -69,7 +69,7 @@ async def ensure_registered_model(*, upstream: Upstream, principal: Principal, m
         return True
     if response.status_code == 400 and mlflow_message(response)[0] == "RESOURCE_ALREADY_EXISTS":
         return False
-    raise mlflow_error(response, f"create registered model '{model_name}'")
+    raise mlflow_error(response, f"create registered model '{model_name}'", upstream.mode)
 
 
 async def create_model_version(
