@@ -7,16 +7,17 @@ import os
 import re
 import shlex
 import signal
+import socket
 import stat
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.support.platform import LivePlatform, base_env, hokusai_command, start_platform
+from tests.support.platform import LivePlatform, base_env, free_port, hokusai_command, spawn_platform, start_platform
 
 KEY_PATTERN = re.compile(r"hk_live_[A-Za-z0-9]{32,}")
 
@@ -72,6 +73,74 @@ def test_port_in_use_gives_one_clear_line(fresh: LivePlatform, tmp_path: Path) -
     assert result.returncode == 1
     assert f"Port {fresh.port} on 127.0.0.1 is already in use; choose another with --port" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_second_server_on_the_same_data_dir_is_refused(fresh: LivePlatform) -> None:
+    # Two would run two MLflows on one SQLite store, with the per-token locks of each process apart.
+    result = subprocess.run(
+        hokusai_command("server", "--port", str(free_port())), env=base_env(fresh.data_dir),
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 1
+    expected = f"Another Hokusai server (pid {fresh.process.pid}) is running on the data directory {fresh.data_dir}"
+    assert expected in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_taken_mlflow_port_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    """A server already there would have answered MLflow's readiness check and been sent the signed assertions."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            hokusai_command("server", "--port", str(free_port())),
+            env=base_env(tmp_path / "data", HOKUSAI_MLFLOW_PORT=str(port)), capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert result.returncode == 1
+    assert f"Port {port} on 127.0.0.1 is already in use; choose another with HOKUSAI_MLFLOW_PORT" in result.stderr
+    assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda root: (root / "data").write_text("a file"), "(HOKUSAI_DATA_DIR) cannot be used: File exists"),
+        (lambda root: _secrets_file(root, "[]"), "secrets.json is not a secrets file Hokusai wrote"),
+        (lambda root: _secrets_file(root, "{not json"), "secrets.json is not a secrets file Hokusai wrote"),
+    ],
+    ids=["a-file", "a-list", "not-json"],
+)
+def test_an_unusable_data_dir_or_secrets_file_is_one_clear_line(
+    tmp_path: Path, make: Callable[[Path], object], message: str
+) -> None:
+    make(tmp_path)
+    result = subprocess.run(
+        hokusai_command("server", "--port", str(free_port())), env=base_env(tmp_path / "data"),
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.startswith("Error: ") and message in result.stderr and "Traceback" not in result.stderr
+
+
+def _secrets_file(root: Path, content: str) -> None:
+    (root / "data").mkdir()
+    (root / "data" / "secrets.json").write_text(content)
+
+
+def test_a_stop_while_mlflow_starts_stops_both_cleanly(tmp_path: Path) -> None:
+    live = spawn_platform(tmp_path / "data", admin_key=False)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not live.mlflow_child_pids():
+        time.sleep(0.1)
+    assert live.mlflow_child_pids(), "MLflow never started"
+    pids = live.mlflow_child_pids()
+
+    assert live.stop() == 0
+    assert "Traceback" not in live.stderr_path.read_text()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and _alive(pids):
+        time.sleep(0.5)
+    assert _alive(pids) == []
 
 
 def test_crashed_mlflow_child_is_reported_and_restarted(fresh: LivePlatform) -> None:

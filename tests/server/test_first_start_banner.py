@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import shlex
 import stat
 import sys
 from pathlib import Path
@@ -68,6 +69,19 @@ def test_output_that_may_be_a_log_names_a_private_file_holding_the_key(tmp_path:
     assert f"  export HOKUSAI_API_KEY=$(cat '{key_file}')\n" in log.getvalue()
     assert key_file.read_text() == "hk_live_KEY\n"
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+
+
+def test_an_earlier_platforms_admin_key_file_is_never_overwritten(tmp_path: Path) -> None:
+    # A new key database (HOKUSAI_DATABASE_URL changed or mistyped) beside an old data dir mints a new first key.
+    settings = Settings(_env_file=None, data_dir=tmp_path)
+    (tmp_path / runner.FIRST_ADMIN_KEY_FILE).write_text("hk_live_OLD\n")
+    log = io.StringIO()
+
+    runner.announce_first_admin_key(settings, "hk_live_NEW", log)
+
+    assert (tmp_path / runner.FIRST_ADMIN_KEY_FILE).read_text() == "hk_live_OLD\n"
+    new_file = tmp_path / f"{runner.FIRST_ADMIN_KEY_FILE}-2"
+    assert new_file.read_text() == "hk_live_NEW\n" and f"$(cat {shlex.quote(str(new_file))})" in log.getvalue()
 
 
 def test_each_start_reminds_the_operator_while_the_key_file_is_left(

@@ -32,9 +32,9 @@ def run_server(
         raise typer.Exit(2) from None
     try:
         serve(settings)
-    except (PortInUseError, MlflowStartError) as exc:
+    except (PortInUseError, MlflowStartError, HokusaiConfigurationError) as exc:
         typer.echo(f"Error: {exc}", err=True)
-        raise typer.Exit(1) from exc
+        raise typer.Exit(1) from None
 
 
 def register(app: typer.Typer) -> None:

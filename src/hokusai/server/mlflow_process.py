@@ -178,7 +178,10 @@ class EmbeddedMlflow:
             except httpx.HTTPError:
                 pass
             time.sleep(0.25)
-        raise MlflowStartError(f"MLflow did not answer on port {self.port} within {timeout:.0f} s:\n{self.log_tail()}")
+        raise MlflowStartError(
+            f"MLflow did not answer on port {self.port} within {timeout:g} s (HOKUSAI_MLFLOW_STARTUP_TIMEOUT_SECONDS):"
+            f"\n{self.log_tail()}"
+        )
 
     def log_tail(self, lines: int = 20) -> str:
         try:

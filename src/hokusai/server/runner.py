@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import fcntl
 import logging
 import os
 import shlex
@@ -27,6 +28,7 @@ logger = logging.getLogger("hokusai.server")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 PRIVATE_FILES_UMASK = 0o077
 FIRST_ADMIN_KEY_FILE = "first-admin-key"
+_LOCK_FILE = "server.lock"
 
 
 class _StopRequested(Exception):
@@ -45,7 +47,7 @@ def _install_stop_handlers() -> None:
 
 
 class PortInUseError(RuntimeError):
-    """The API's port is taken; the message names the port and the option that changes it."""
+    """A port is taken or the address is not this machine's; the message names the setting that changes it."""
 
 
 def configure_logging(level: str, stream: TextIO | None = None) -> None:
@@ -64,16 +66,25 @@ def configure_logging(level: str, stream: TextIO | None = None) -> None:
     logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
-def ensure_port_free(host: str, port: int) -> None:
+def ensure_port_free(host: str, port: int, setting: str = "--port (or HOKUSAI_PORT)") -> None:
+    """Refuse a port that is taken, or an address that is not this machine's, before anything is started.
+
+    For the embedded MLflow's port this matters beyond a clear message: a server already listening there would
+    answer the readiness check, and the gateway would send it the signed identity assertions.
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
+        except socket.gaierror as exc:
+            raise PortInUseError(f"Cannot listen on {host!r} (HOKUSAI_HOST): {exc.strerror}.") from None
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
                 raise PortInUseError(
-                    f"Port {port} on {host} is already in use; choose another with --port (or HOKUSAI_PORT)."
-                ) from exc
+                    f"Port {port} on {host} is already in use; choose another with {setting}."
+                ) from None
+            if exc.errno == errno.EADDRNOTAVAIL:
+                raise PortInUseError(f"{host} is not an address of this machine (HOKUSAI_HOST).") from None
             raise
 
 
@@ -143,13 +154,50 @@ def first_start_banner(settings: Settings, key: str | Path) -> str:
 
 def announce_first_admin_key(settings: Settings, key: str, out: TextIO) -> None:
     """Show the first admin key on a terminal; anywhere else (a file, a pipe, a service's journal) output may be
-    kept as a log, so the key goes to a private file in the data dir and the output names that file."""
+    kept as a log, so the key goes to a private file in the data dir and the output names that file.
+
+    An earlier platform's key file is never replaced: a new key database (a changed HOKUSAI_DATABASE_URL) beside an
+    old data dir would otherwise overwrite the only copy of that platform's admin key.
+    """
     if out.isatty():
         print(first_start_banner(settings, key), file=out, flush=True)
         return
-    key_file = settings.resolved_data_dir / FIRST_ADMIN_KEY_FILE
+    key_file = _unused_path(settings.resolved_data_dir / FIRST_ADMIN_KEY_FILE)
     write_secret_file(key_file, key + "\n")
     print(first_start_banner(settings, key_file), file=out, flush=True)
+
+
+def _unused_path(path: Path) -> Path:
+    number = 1
+    while path.exists():
+        number += 1
+        path = path.with_name(f"{FIRST_ADMIN_KEY_FILE}-{number}")
+    return path
+
+
+def hold_data_dir(settings: Settings) -> int | None:
+    """Lock the data dir for this server's life; a second server on it is refused (an open file descriptor).
+
+    Two servers on one data dir would run two MLflows on one SQLite store and keep the per-token locks apart (they
+    are in-process on SQLite). The kernel drops the lock when the process ends, however it ends: no stale lock. Only
+    PostgreSQL with an external MLflow keeps nothing in the data dir that two servers could not share.
+    """
+    if not settings.embedded_mlflow and settings.database_url is not None:
+        return None
+    lock_path = settings.resolved_data_dir / _LOCK_FILE
+    descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(descriptor, 32).decode(errors="replace").strip() or "another process"
+        os.close(descriptor)
+        raise PortInUseError(
+            f"Another Hokusai server (pid {holder}) is running on the data directory {settings.resolved_data_dir}; "
+            "stop it, or give this one its own HOKUSAI_DATA_DIR."
+        ) from None
+    os.ftruncate(descriptor, 0)
+    os.write(descriptor, str(os.getpid()).encode())
+    return descriptor
 
 
 def warn_if_first_admin_key_left(settings: Settings) -> None:
@@ -165,17 +213,20 @@ def serve(settings: Settings) -> None:
     os.umask(PRIVATE_FILES_UMASK)
     configure_logging(settings.log_level)
     ensure_port_free(settings.host, settings.port)
+    if settings.embedded_mlflow and settings.mlflow_port:
+        ensure_port_free("127.0.0.1", settings.mlflow_port, "HOKUSAI_MLFLOW_PORT (0 picks a free one)")
     _install_stop_handlers()
     platform_secrets = load_or_create_secrets(settings)
+    held = hold_data_dir(settings)
     mlflow = None
-    if settings.embedded_mlflow:
-        mlflow = EmbeddedMlflow(settings, platform_secrets, settings.mlflow_port or free_loopback_port())
-        mlflow.start()
-        mlflow_url = mlflow.url
-    else:
-        assert settings.mlflow_url is not None
-        mlflow_url = settings.mlflow_url
     try:
+        if settings.embedded_mlflow:
+            mlflow = EmbeddedMlflow(settings, platform_secrets, settings.mlflow_port or free_loopback_port())
+            mlflow.start()  # inside the try: Ctrl-C while MLflow starts, or a failed start, still stops the child
+            mlflow_url = mlflow.url
+        else:
+            assert settings.mlflow_url is not None
+            mlflow_url = settings.mlflow_url
         app = create_app(settings, mlflow_url)
         first_key = bootstrap_admin_key(settings, platform_secrets)
         if first_key is not None:
@@ -192,6 +243,7 @@ def serve(settings: Settings) -> None:
             timeout_keep_alive=75,
             server_header=False,
             http=request_head_protocol(settings.client_header_timeout_seconds),
+            timeout_graceful_shutdown=settings.shutdown_timeout_seconds,
         )
         logger.info("Hokusai API listening on http://%s:%s (MLflow clients: /api/mlflow)", settings.host, settings.port)
         uvicorn.Server(config).run()
@@ -200,4 +252,6 @@ def serve(settings: Settings) -> None:
     finally:
         if mlflow is not None:
             mlflow.stop()
+        if held is not None:
+            os.close(held)
         logger.info("Hokusai stopped")
