@@ -12,7 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from hokusai.errors import HokusaiConfigurationError
-from hokusai.server.settings import Settings, load_settings
+from hokusai.server.settings import Settings, load_settings, unknown_variables
 
 ENV_EXAMPLE = Path(__file__).resolve().parents[2] / ".env.example"
 
@@ -122,6 +122,15 @@ def test_settings_that_would_fail_later_are_refused_at_start(
 
     assert problem in str(refused.value)
     assert refused.value.__cause__ is None  # pydantic's error, which quotes every value, is not chained
+
+
+def test_variables_nothing_reads_are_named_as_likely_typos(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("HOKUSAI_LOG_LEVLE=debug\nHOKUSAI_PORT=8001\n")
+    environ = {"HOKUSAI_PROT": "1", "HOKUSAI_API_KEY": "k", "HOKUSAI_HOME": "/h", "HOKUSAI_PORT": "8001", "PATH": "/"}
+
+    assert unknown_variables(environ, env_file) == ["HOKUSAI_LOG_LEVLE", "HOKUSAI_PROT"]
+    assert unknown_variables({"HOKUSAI_MOCK_MODE": "1"}, tmp_path / "none") == []
 
 
 def test_the_offline_cli_never_prints_a_secret_setting(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ from hokusai.server.main import create_app
 from hokusai.server.mlflow_process import EmbeddedMlflow
 from hokusai.server.request_head import request_head_protocol
 from hokusai.server.secrets import PlatformSecrets, load_or_create_secrets, write_secret_file
-from hokusai.server.settings import Settings
+from hokusai.server.settings import Settings, unknown_variables
 
 logger = logging.getLogger("hokusai.server")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -212,6 +212,9 @@ def serve(settings: Settings) -> None:
     # like its secrets; the MLflow child inherits this.
     os.umask(PRIVATE_FILES_UMASK)
     configure_logging(settings.log_level)
+    unknown = unknown_variables(os.environ)
+    if unknown:
+        logger.warning("ignored, not Hokusai settings (a typo? see .env.example): %s", ", ".join(unknown))
     ensure_port_free(settings.host, settings.port)
     if settings.embedded_mlflow and settings.mlflow_port:
         ensure_port_free("127.0.0.1", settings.mlflow_port, "HOKUSAI_MLFLOW_PORT (0 picks a free one)")

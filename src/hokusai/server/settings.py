@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from dotenv import dotenv_values
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
@@ -178,6 +180,19 @@ class Settings(BaseSettings):
         public = urlsplit(self.resolved_public_url)
         local = (f"http://127.0.0.1:{self.port}", f"http://localhost:{self.port}")
         return tuple(dict.fromkeys((f"{public.scheme}://{public.netloc}", *local)))
+
+
+def unknown_variables(environ: Mapping[str, str], env_file: Path = Path(".env")) -> list[str]:
+    """`HOKUSAI_*` names in the environment or `.env` that nothing reads: most likely a typo (`HOKUSAI_PROT`), which
+    the settings would otherwise ignore in silence."""
+    from hokusai._credentials import API_KEY_ENV, API_URL_ENV
+    from hokusai._flags import DEBUG, MOCK_MODE, OPTIONAL_MLFLOW
+    from hokusai._paths import HOME_ENV
+
+    known = {f"HOKUSAI_{name.upper()}" for name in Settings.model_fields}
+    known |= {API_KEY_ENV, API_URL_ENV, DEBUG, MOCK_MODE, OPTIONAL_MLFLOW, HOME_ENV}  # the SDK's and the CLI's
+    named = set(environ) | (set(dotenv_values(env_file)) if env_file.is_file() else set())
+    return sorted(name for name in named if name.upper().startswith("HOKUSAI_") and name.upper() not in known)
 
 
 def load_settings(**overrides: Any) -> Settings:
