@@ -335,8 +335,8 @@ def _hint(
         if layer == LAYER_MLFLOW:
             return _MLFLOW_403_HINT
         scope = _MISSING_SCOPE_RE.search(message)
-        if scope is None:
-            return None
+        if scope is None or "ask an admin" in message.lower():
+            return None  # nothing to add, or the message already says what to do (this API's scope 403s do)
         return f"this key lacks the '{scope[1]}' scope; ask an admin for a key with that scope"
     if status == 404:
         if error_code in ("ENDPOINT_NOT_FOUND", "HTTP_404"):

@@ -81,6 +81,11 @@ def test_403_from_the_api_names_the_missing_scope() -> None:
     exc = _fail(error(403, "PERMISSION_DENIED", "This action requires the 'write' scope."))
     assert type(exc) is HokusaiPermissionError
     assert exc.hint == "this key lacks the 'write' scope; ask an admin for a key with that scope"
+    # A message that says what to do itself gets no hint repeating it (`hokusai audit` with a user's key did).
+    advised = (
+        "This key lacks the 'admin' scope needed for GET /api/v1/audit. Ask an admin for a key with the 'admin' scope."
+    )
+    assert _fail(error(403, "PERMISSION_DENIED", advised)).hint is None
 
 
 def test_403_from_the_api_without_a_missing_scope_adds_no_scope_hint() -> None:
