@@ -211,8 +211,7 @@ def test_models_register_refusals_are_one_line_with_the_fix(
     assert read_only.returncode == 1
     assert re.fullmatch(
         rf"Permission denied: 403 PERMISSION_DENIED from hokusai-api {REQUEST_ID}: This key lacks the 'write' scope "
-        r"needed for POST /api/v1/models/tokenized\. Ask an admin for a key with the 'write' scope\. "
-        r"\(HINT: this key lacks the 'write' scope; ask an admin for a key with that scope\)",
+        r"needed for POST /api/v1/models/tokenized\. Ask an admin for a key with the 'write' scope\.",
         _error_lines(read_only.stderr)[0],
     ), read_only.stderr
     assert conflict.returncode == 1
