@@ -543,7 +543,7 @@ def test_bad_input_is_a_400_naming_the_field(
     assert field in assert_error(response, 400, "INVALID_PARAMETER_VALUE")
 
 
-def test_malformed_json_and_bad_queries_are_400(as_alice: httpx.Client, as_admin: httpx.Client) -> None:
+def test_malformed_json_and_bad_queries_are_400(as_alice: httpx.Client, as_admin: httpx.Client, run: LoggedRun) -> None:
     broken = as_alice.post(TOKENIZED, content=b"{not json", headers={"content-type": "application/json"})
     paging = as_alice.get(TOKENIZED, params={"page_token": "garbage"})
     too_many = as_alice.get(TOKENIZED, params={"max_results": 1001})
@@ -551,9 +551,16 @@ def test_malformed_json_and_bad_queries_are_400(as_alice: httpx.Client, as_admin
     since = as_admin.get("/api/v1/audit", params={"since": "yesterday"})
     twice = as_alice.get(TOKENIZED, params=[("token_id", "ALPHA"), ("token_id", "BETA")])  # was: BETA's, silently
     form = as_alice.post(TOKENIZED, data={"model_name": "m"})  # what `curl -d` sends
+    null_tag = as_alice.post(TOKENIZED, json=body(run, tags={"team": None}))
 
-    for response in (broken, paging, too_many, version, since, twice, form):
+    for response in (broken, paging, too_many, version, since, twice, form, null_tag):
         assert_error(response, 400, "INVALID_PARAMETER_VALUE")
+    # One line naming the tag, not one per type a tag may have (str, int, float, bool).
+    assert (
+        null_tag.json()["message"]
+        == "Invalid request: tags: tag 'team' must be a string, a number or a boolean, not null"
+    )
+    assert null_tag.json()["field"] == "tags"
     assert twice.json()["message"] == "token_id: is given more than once; give it once"
     assert form.json()["message"] == (
         "The request body must be JSON, sent with Content-Type: application/json "
@@ -568,7 +575,7 @@ def test_malformed_json_and_bad_queries_are_400(as_alice: httpx.Client, as_admin
     [
         # Parsed, then refused by the body checks: nesting some hundreds deep reached Python's recursion limit in
         # them, a 500 (security review).
-        (900, "Invalid request: tags.team.str: Input should be a valid string"),
+        (900, "Invalid request: tags: tag 'team' must be a string, a number or a boolean, not a list"),
         # Beyond what the JSON parser itself takes: its failure is a 400 in the envelope, never a 500.
         (100_000, "The request body could not be read as JSON: it is not UTF-8, nests too deeply"),
     ],

@@ -201,7 +201,7 @@ def _describe_validation_error(exc: RequestValidationError) -> tuple[str, str | 
             return f"The request body is not valid JSON: {reason} (at character {error['loc'][-1]}).", None
         loc = error.get("loc", ())
         location = ".".join(str(item) for item in loc if item != "body")
-        parts.append(f"{location or 'body'}: {error.get('msg', 'invalid')}")
+        parts.append(f"{location or 'body'}: {error.get('msg', 'invalid').removeprefix('Value error, ')}")
         fields.append(".".join(str(item) for item in loc[1:]))  # without where it came from: body, query, path
     field = fields[0] if len(set(fields)) == 1 and fields[0] else None
     return "Invalid request: " + "; ".join(parts), field

@@ -5,7 +5,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    field_validator,
+    model_validator,
+)
 
 from hokusai.server.models import ApiKey, Token
 from hokusai.validation import (
@@ -151,6 +161,10 @@ def without_fastapis_422(schema: dict[str, Any]) -> dict[str, Any]:
 TagValue = StrictStr | StrictInt | StrictFloat | StrictBool
 
 
+def _json_kind(value: object) -> str:
+    return {type(None): "null", list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
+
+
 def _documented(description: str, **rules: object) -> Any:
     """A field whose rules are documented in the schema but enforced by `hokusai.validation`, for one message."""
     return Field(description=description, json_schema_extra=rules)
@@ -192,6 +206,16 @@ class TokenizedModelCreate(RequestBody):
     baseline_value: StrictFloat = Field(description="A finite number")
     tags: dict[str, TagValue] | None = None
     description: StrictStr | None = None
+
+    @field_validator("tags", mode="before")
+    @classmethod
+    def _tag_values_are_scalars(cls, tags: object) -> object:
+        # One message for a bad tag, where pydantic gives one per member of TagValue (str, int, float, bool).
+        for key, value in tags.items() if isinstance(tags, dict) else ():
+            if not isinstance(value, str | int | float):  # bool is an int
+                raise ValueError(f"tag {key!r} must be a string, a number or a boolean, not {_json_kind(value)}")
+        return tags
+
     eval_spec: StrictStr | None = Field(default=None, json_schema_extra=_METADATA)
     scorer_ref: StrictStr | None = Field(default=None, json_schema_extra=_METADATA)
     primary_metric: StrictStr | None = Field(default=None, json_schema_extra=_METADATA)
