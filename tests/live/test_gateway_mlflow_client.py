@@ -758,7 +758,7 @@ def test_another_users_model_assessment_or_experiment_cannot_be_reached_by_a_sec
 
 
 def test_a_page_on_another_local_port_cannot_use_mlflow_with_the_users_credentials(platform: LivePlatform) -> None:
-    """MLflow checks a browser's Origin on writes; only the API's own pages (its UI) may write, on any host name."""
+    """Only the API's own pages (its UI) may write or read with a browser's credentials, on any of its host names."""
     key = platform.create_key(platform.unique_owner("origin-"), "read,write")
     name = {"name": platform.unique_owner("origin-exp-")}
     with platform.client(key) as client:
@@ -771,9 +771,22 @@ def test_a_page_on_another_local_port_cannot_use_mlflow_with_the_users_credentia
             json={"experiment_id": read.json()["experiment"]["experiment_id"], "key": "k", "value": "v"},
             headers={"Origin": by_name},
         )
-    assert elsewhere.status_code == 403 and "Cross-origin" in elsewhere.json()["message"], elsewhere.text
+        # A page's script could read what MLflow answers a cross-origin read: MLflow allows any localhost origin,
+        # with the browser's credentials.
+        read_elsewhere = client.get(
+            API + "/experiments/get-by-name",
+            params={"experiment_name": name["name"]},
+            headers={"Origin": "http://localhost:9"},
+        )
+        read_own_ui = client.get(
+            API + "/experiments/get-by-name", params={"experiment_name": name["name"]}, headers={"Origin": by_name}
+        )
+    for refused in (elsewhere, read_elsewhere):
+        assert refused.status_code == 403 and "Cross-origin" in refused.json()["message"], refused.text
+        assert "access-control-allow-origin" not in refused.headers
     assert own_ui.status_code == 200, own_ui.text
     assert own_ui_by_name.status_code == 200, own_ui_by_name.text
+    assert read_own_ui.status_code == 200 and read_own_ui.headers["access-control-allow-origin"] == by_name
 
 
 def test_read_only_key_can_search_but_not_write(platform: LivePlatform, owner_resources: dict[str, str]) -> None:

@@ -41,7 +41,6 @@ from hokusai.server.errors import INTERNAL_ERROR_MESSAGE, ApiError, error_respon
 from hokusai.server.keys import Principal
 from hokusai.server.mlflow_rest import provisioning_errors
 from hokusai.server.paths import (
-    READ_METHODS,
     Access,
     PathInvalid,
     PathRejected,
@@ -394,16 +393,19 @@ class MlflowGateway:
 
 
 def _refuse_foreign_page(request: Request, allowed: tuple[str, ...]) -> None:
-    """A browser's write sent by a page other than the API's own: refused, whatever credentials the browser added.
+    """A browser's request sent by a page other than the API's own: refused, whatever credentials the browser added.
 
-    Browsers send `Origin` on writes; the MLflow client and other programs send none, and reads are left to CORS.
+    Browsers send `Origin` on writes and on cross-origin reads that a page's script could see; the UI's own reads
+    carry none, nor do the MLflow client and other programs. Reads were once left to CORS, but MLflow lets a page on
+    any `localhost` port read with the browser's credentials (`Access-Control-Allow-Credentials`), so a page any
+    local program served could read all that the logged-in user may (UI probe, 2026-11-29).
     """
     origin = request.headers.get("origin")
-    if origin is None or origin in allowed or request.method in READ_METHODS:
+    if origin is None or origin in allowed:
         return
     raise ApiError(
         403,
-        f"Cross-origin request blocked: a page at {origin} may not write to MLflow through this API. Use MLflow's "
+        f"Cross-origin request blocked: a page at {origin} may not use MLflow through this API. Use MLflow's "
         f"web UI at {allowed[0]}/api/mlflow/ (or set HOKUSAI_PUBLIC_URL to the address browsers use).",
         error_code="PERMISSION_DENIED",
     )
