@@ -20,7 +20,7 @@ def run_server(
     Example: `HOKUSAI_PORT=8080 hokusai server` (settings: .env.example).
     """
     from hokusai.server.mlflow_process import MlflowStartError
-    from hokusai.server.runner import PortInUseError, serve
+    from hokusai.server.runner import StartRefusedError, serve
     from hokusai.server.settings import load_settings
 
     given = {"host": host, "port": port, "data_dir": data_dir}
@@ -32,7 +32,7 @@ def run_server(
         raise typer.Exit(2) from None
     try:
         serve(settings)
-    except (PortInUseError, MlflowStartError, HokusaiConfigurationError) as exc:
+    except (StartRefusedError, MlflowStartError, HokusaiConfigurationError) as exc:
         typer.echo(f"Error: {exc}", err=True)
         raise typer.Exit(1) from None
 

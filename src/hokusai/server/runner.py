@@ -46,8 +46,9 @@ def _install_stop_handlers() -> None:
         signal.signal(signum, _request_stop)
 
 
-class PortInUseError(RuntimeError):
-    """A port is taken or the address is not this machine's; the message names the setting that changes it."""
+class StartRefusedError(RuntimeError):
+    """The server cannot start as configured (a taken port, an address not this machine's, a data dir another server
+    holds); the message names what to change."""
 
 
 def configure_logging(level: str, stream: TextIO | None = None) -> None:
@@ -77,14 +78,14 @@ def ensure_port_free(host: str, port: int, setting: str = "--port (or HOKUSAI_PO
         try:
             probe.bind((host, port))
         except socket.gaierror as exc:
-            raise PortInUseError(f"Cannot listen on {host!r} (HOKUSAI_HOST): {exc.strerror}.") from None
+            raise StartRefusedError(f"Cannot listen on {host!r} (HOKUSAI_HOST): {exc.strerror}.") from None
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
-                raise PortInUseError(
+                raise StartRefusedError(
                     f"Port {port} on {host} is already in use; choose another with {setting}."
                 ) from None
             if exc.errno == errno.EADDRNOTAVAIL:
-                raise PortInUseError(f"{host} is not an address of this machine (HOKUSAI_HOST).") from None
+                raise StartRefusedError(f"{host} is not an address of this machine (HOKUSAI_HOST).") from None
             raise
 
 
@@ -191,7 +192,7 @@ def hold_data_dir(settings: Settings) -> int | None:
     except BlockingIOError:
         holder = os.read(descriptor, 32).decode(errors="replace").strip() or "another process"
         os.close(descriptor)
-        raise PortInUseError(
+        raise StartRefusedError(
             f"Another Hokusai server (pid {holder}) is running on the data directory {settings.resolved_data_dir}; "
             "stop it, or give this one its own HOKUSAI_DATA_DIR."
         ) from None
