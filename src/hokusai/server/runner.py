@@ -249,7 +249,7 @@ def serve(settings: Settings) -> None:
             http=request_head_protocol(settings.client_header_timeout_seconds),
             timeout_graceful_shutdown=settings.shutdown_timeout_seconds,
         )
-        logger.info("Hokusai API listening on http://%s:%s (MLflow clients: /api/mlflow)", settings.host, settings.port)
+        logger.info("Hokusai API starting on http://%s:%s (MLflow clients: /api/mlflow)", settings.host, settings.port)
         uvicorn.Server(config).run()
     except _StopRequested:
         pass
