@@ -27,15 +27,16 @@ MALFORMED_AUTH_MESSAGE = (
 # The MLflow client sends MLFLOW_TRACKING_USERNAME/PASSWORD in preference to MLFLOW_TRACKING_TOKEN, so a password
 # left over from an earlier MLflow setup hides a correct token; "malformed key" alone would not say which one is read.
 NOT_A_KEY_AS_BASIC_PASSWORD_MESSAGE = (
-    "The HTTP Basic password is not a Hokusai key (keys start with `hk_live_`). The MLflow client sends "
-    "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD instead of MLFLOW_TRACKING_TOKEN when they are set: "
-    "unset them, or set MLFLOW_TRACKING_PASSWORD to your Hokusai key."
+    "The HTTP Basic password is not a Hokusai key (keys start with `hk_live_`). In a browser, log in with any "
+    "username and your Hokusai key as the password. The MLflow client sends MLFLOW_TRACKING_USERNAME and "
+    "MLFLOW_TRACKING_PASSWORD instead of MLFLOW_TRACKING_TOKEN when they are set: unset them, or set "
+    "MLFLOW_TRACKING_PASSWORD to your Hokusai key."
 )
 
 UNKNOWN_AS_BASIC_MESSAGE = (
-    "The API key sent as the HTTP Basic password is not known to this server. The MLflow client sends "
-    "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or ~/.mlflow/credentials) instead of "
-    "MLFLOW_TRACKING_TOKEN when they are set: check that password, or unset them."
+    "The API key sent as the HTTP Basic password is not known to this server. In a browser, log in again with a "
+    "key of this server's. The MLflow client sends MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or "
+    "~/.mlflow/credentials) instead of MLFLOW_TRACKING_TOKEN when they are set: check that password, or unset them."
 )
 
 
