@@ -359,7 +359,7 @@ class MlflowGateway:
             principal,
             routed,
             body_unread=body_unread,
-            identity_mode=self._state.settings.identity_mode,
+            identity_mode=upstream.mode,
         )
         if isinstance(relay, StreamingResponse):
             return SendDeadline(relay, self._state.settings.client_send_timeout_seconds, release=response.release)

@@ -254,7 +254,8 @@ def _credentials_refused(
 ) -> _Buffered:
     """MLflow's 401 to a caller whose key the gateway accepted: MLflow refused the gateway's own credentials.
 
-    Its `WWW-Authenticate` goes: a browser would ask the user for a login that cannot help.
+    `headers` come without MLflow's `WWW-Authenticate` (`_response_headers`): a browser would ask the user for a login
+    that cannot help.
     """
     logger.warning("MLflow answered 401 to the gateway: it refuses the API's credentials (GET /ready)")
     response.release()
@@ -263,8 +264,7 @@ def _credentials_refused(
         "message": mlflow_refused_the_apis_credentials(identity_mode),
         "layer": LAYER_MLFLOW,
     }
-    kept = [(name, value) for name, value in headers if name != b"www-authenticate"]
-    return _enveloped(401, kept, payload)
+    return _enveloped(401, headers, payload)
 
 
 def _complete_envelope(payload: dict[str, Any], status: int) -> None:

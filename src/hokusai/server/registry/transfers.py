@@ -104,7 +104,7 @@ async def _transfer_locked(
         logger.warning("token %s stays with %s: MLflow grants failed: %s", token_id, current.owner, exc)
         raise ApiError(
             502,
-            f"MLflow refused to hand model '{model_name or current.model_name}' to '{new_owner}', so token "
+            f"MLflow refused to hand model '{target}' to '{new_owner}', so token "
             f"'{token_id}' still belongs to '{current.owner}'; retry.",
             layer=LAYER_MLFLOW,
         ) from exc
