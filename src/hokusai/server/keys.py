@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import re
 import secrets
@@ -138,7 +139,11 @@ class KeyStore:
         self._database = database
         self._pepper = pepper
         self._cache_ttl = cache_ttl
-        self._cache: dict[str, _CacheEntry] = {}
+        # Cached verifications are found by a keyed BLAKE2b of the key under a per-process salt: the hot path's
+        # OpenSSL HMAC (the stored hash) cost about a tenth of the gateway's own CPU per proxied request. The
+        # stored hash is computed only to read the database, on a miss.
+        self._cache_salt = secrets.token_bytes(32)
+        self._cache: dict[bytes, _CacheEntry] = {}
         self._last_used: dict[str, float] = {}
         self._lock = threading.Lock()
         # Bumped by every revocation: a lookup that read the database before one must not cache what it read.
@@ -156,7 +161,7 @@ class KeyStore:
         """The hot path: a hash and a dict lookup. `None` means "not cached, call `verify`"."""
         if not looks_like_key(key):
             raise KeyRejected(REASON_MALFORMED)
-        entry = self._cache.get(self.hash_key(key))
+        entry = self._cache.get(self._cache_key(key))
         if entry is None or time.monotonic() - entry.fetched_at > self._cache_ttl:
             return None
         return self._accept(entry)
@@ -165,11 +170,14 @@ class KeyStore:
         """Verify with a database lookup on a cache miss (blocking: call it from a worker thread)."""
         if not looks_like_key(key):
             raise KeyRejected(REASON_MALFORMED)
-        digest = self.hash_key(key)
-        entry = self._cache.get(digest)
+        cache_key = self._cache_key(key)
+        entry = self._cache.get(cache_key)
         if entry is None or time.monotonic() - entry.fetched_at > self._cache_ttl:
-            entry = self._load(digest)
+            entry = self._load(key, cache_key)
         return self._accept(entry)
+
+    def _cache_key(self, key: str) -> bytes:
+        return hashlib.blake2b(key.encode(), key=self._cache_salt).digest()
 
     def _accept(self, entry: _CacheEntry) -> Principal:
         if entry.principal is None:
@@ -181,8 +189,9 @@ class KeyStore:
         self._last_used[entry.principal.key_id] = now
         return entry.principal
 
-    def _load(self, digest: str) -> _CacheEntry:
+    def _load(self, key: str, cache_key: bytes) -> _CacheEntry:
         revocations_before = self._revocations
+        digest = self.hash_key(key)
         with self._database.session() as session:
             record = session.scalar(select(ApiKey).where(ApiKey.key_hash == digest))
         # The stored hash matched by an index; compare again in constant time so timing reveals nothing.
@@ -198,7 +207,7 @@ class KeyStore:
                 return entry  # this request raced a revocation; the next one reads the database again
             if len(self._cache) >= _CACHE_MAX_ENTRIES:
                 self._cache.clear()
-            self._cache[digest] = entry
+            self._cache[cache_key] = entry
         return entry
 
     def flush_last_used(self) -> int:
@@ -217,8 +226,8 @@ class KeyStore:
         with self._lock:
             self._revocations += 1
             self._cache = {
-                digest: entry
-                for digest, entry in self._cache.items()
+                cache_key: entry
+                for cache_key, entry in self._cache.items()
                 if entry.principal is None or entry.principal.key_id != key_id
             }
 
