@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import socket
-import subprocess
 import textwrap
 import time
 import uuid
@@ -20,71 +19,14 @@ import pytest
 
 from tests.support.platform import LivePlatform
 from tests.support.raw_http import raw_request
+from tests.support.stock_client import CLIENT_TIMEOUT, FULL_WORKFLOW, client_summary
 
 pytestmark = pytest.mark.live
 
 API = "/api/mlflow/api/2.0/mlflow"
 ARTIFACTS = "/api/mlflow/api/2.0/mlflow-artifacts/artifacts"
 TRACES = "/api/mlflow/api/3.0/mlflow/traces"
-SUMMARY_MARK = "SUMMARY "
-CLIENT_TIMEOUT = 240.0
 REVOCATION_POLL_SECONDS = 5.0
-
-FULL_WORKFLOW = textwrap.dedent(
-    """
-    import json, os, sys, tempfile
-    import mlflow
-    import numpy as np
-    from mlflow import MlflowClient
-    from sklearn.linear_model import LinearRegression
-
-    stem = sys.argv[1]
-    out = {}
-    experiment_id = mlflow.set_experiment(stem + "-exp").experiment_id
-    out["experiment_id"] = experiment_id
-    X = np.arange(20, dtype=float).reshape(-1, 2)
-    y = X @ np.array([1.5, -2.0]) + 0.5
-    model = LinearRegression().fit(X, y)
-    with mlflow.start_run() as run:
-        mlflow.log_params({"alpha": 0.1, "solver": "lsq"})
-        for step in range(3):
-            mlflow.log_metric("loss", 1.0 / (step + 1), step=step)
-        with tempfile.TemporaryDirectory() as tmp:
-            path = os.path.join(tmp, "notes.txt")
-            with open(path, "w") as handle:
-                handle.write("hello artifact " + stem)
-            mlflow.log_artifact(path, artifact_path="docs")
-        info = mlflow.sklearn.log_model(model, name="model", input_example=X[:2])
-    out["run_id"] = run.info.run_id
-    out["user_id"] = run.info.user_id
-    version = mlflow.register_model(info.model_uri, stem + "-model")
-    out["version"] = str(version.version)
-    loaded = mlflow.pyfunc.load_model("models:/" + stem + "-model/1")
-    out["prediction"] = [round(float(v), 6) for v in loaded.predict(X[:2])]
-    out["expected"] = [round(float(v), 6) for v in model.predict(X[:2])]
-    with tempfile.TemporaryDirectory() as tmp:
-        local = mlflow.artifacts.download_artifacts(
-            run_id=run.info.run_id, artifact_path="docs/notes.txt", dst_path=tmp
-        )
-        out["artifact_text"] = open(local).read()
-    runs = mlflow.search_runs(experiment_ids=[experiment_id], output_format="list")
-    out["searched_run_ids"] = [r.info.run_id for r in runs]
-    client = MlflowClient()
-    fetched = client.get_run(run.info.run_id)
-    out["params"] = fetched.data.params
-    out["loss_history"] = [m.value for m in client.get_metric_history(run.info.run_id, "loss")]
-
-    @mlflow.trace(name=stem + "-span")
-    def traced(x):
-        return x * 2
-
-    out["traced"] = traced(21)
-    mlflow.flush_trace_async_logging()
-    traces = mlflow.search_traces(locations=[experiment_id], return_type="list")
-    out["trace_span_names"] = sorted({span.name for trace in traces for span in trace.data.spans})
-    print("SUMMARY " + json.dumps(out), flush=True)
-    """
-)
 
 # No experiment set anywhere: every call below names MLflow's Default experiment (0).
 BARE_CLIENT = textwrap.dedent(
@@ -152,12 +94,6 @@ PROMPTS = textwrap.dedent(
 )
 
 
-def _summary(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
-    lines = [line for line in result.stdout.splitlines() if line.startswith(SUMMARY_MARK)]
-    assert result.returncode == 0 and lines, f"client failed ({result.returncode}):\n{result.stderr[-4000:]}"
-    return json.loads(lines[-1][len(SUMMARY_MARK) :])
-
-
 def _assert_refused_by_mlflow(response: httpx.Response) -> None:
     assert response.status_code == 403, response.text
     body = response.json()
@@ -172,7 +108,7 @@ def test_full_workflow_with_the_stock_client(platform: LivePlatform, credential:
     stem = owner.replace("-", "")
     env = platform.mlflow_env(key, basic=credential == "basic")
     result = platform.run_python(FULL_WORKFLOW.replace("sys.argv[1]", repr(stem)), env, timeout=CLIENT_TIMEOUT)
-    summary = _summary(result)
+    summary = client_summary(result)
 
     assert summary["user_id"] == owner
     assert summary["version"] == "1"
@@ -192,7 +128,7 @@ def test_full_workflow_with_the_stock_client(platform: LivePlatform, credential:
 def test_a_bare_client_works_in_the_owners_default_experiment(platform: LivePlatform) -> None:
     owner = platform.unique_owner("fresh-")
     key = platform.create_key(owner, "read,write")
-    summary = _summary(platform.run_python(BARE_CLIENT, platform.mlflow_env(key), timeout=CLIENT_TIMEOUT))
+    summary = client_summary(platform.run_python(BARE_CLIENT, platform.mlflow_env(key), timeout=CLIENT_TIMEOUT))
     assert summary["user_id"] == owner
     assert summary["experiment_id"] != "0"
     assert summary["experiment_name"] == f"Default ({owner})"
@@ -252,7 +188,7 @@ BARE_SCORERS = textwrap.dedent(
 
 def test_bare_scorers_are_listed_read_and_deleted_where_they_were_registered(platform: LivePlatform) -> None:
     key = platform.create_key(platform.unique_owner("scorer-"), "read,write")
-    summary = _summary(platform.run_python(BARE_SCORERS, platform.mlflow_env(key), timeout=CLIENT_TIMEOUT))
+    summary = client_summary(platform.run_python(BARE_SCORERS, platform.mlflow_env(key), timeout=CLIENT_TIMEOUT))
     assert summary == {"listed": ["bare-scorer"], "got": "bare-scorer", "listed_after_delete": []}
 
 
@@ -281,7 +217,7 @@ BARE_PROMPT = textwrap.dedent(
 
 def test_a_bare_prompt_is_linked_to_the_owners_default_experiment(platform: LivePlatform) -> None:
     key = platform.create_key(platform.unique_owner("prompt-"), "read,write")
-    summary = _summary(platform.run_python(BARE_PROMPT, platform.mlflow_env(key), timeout=CLIENT_TIMEOUT))
+    summary = client_summary(platform.run_python(BARE_PROMPT, platform.mlflow_env(key), timeout=CLIENT_TIMEOUT))
     assert summary["experiment_id"] != "0"
     assert summary["linked"] == f",{summary['experiment_id']},"
     assert summary["found"] == ["bare-prompt"]
@@ -294,7 +230,7 @@ def test_prompts_work_and_only_their_owner_changes_them(platform: LivePlatform) 
     def run_as(user: str, role: str) -> dict[str, Any]:
         env = platform.mlflow_env(platform.create_key(user, "read,write"))
         code = PROMPTS.replace("sys.argv[1], sys.argv[2]", f"{name!r}, {role!r}")
-        return _summary(platform.run_python(code, env, timeout=CLIENT_TIMEOUT))
+        return client_summary(platform.run_python(code, env, timeout=CLIENT_TIMEOUT))
 
     mine, theirs = run_as(owner, "owner"), run_as(other, "other")
 
@@ -416,7 +352,7 @@ def test_a_stale_mlflow_password_beside_a_valid_token_is_named_as_the_problem(pl
     # The stock client sends USERNAME/PASSWORD rather than the token when both are set: the answer must say so.
     env = platform.mlflow_env(platform.create_key(platform.unique_owner("stale-"), "read"))
     env.update(MLFLOW_TRACKING_USERNAME="alice", MLFLOW_TRACKING_PASSWORD="old-mlflow-password")
-    error = _summary(platform.run_python(STALE_BASIC_CREDENTIALS, env, timeout=CLIENT_TIMEOUT))["error"]
+    error = client_summary(platform.run_python(STALE_BASIC_CREDENTIALS, env, timeout=CLIENT_TIMEOUT))["error"]
     assert error is not None
     assert "The HTTP Basic password is not a Hokusai key" in error
     assert "MLFLOW_TRACKING_PASSWORD" in error
@@ -424,11 +360,11 @@ def test_a_stale_mlflow_password_beside_a_valid_token_is_named_as_the_problem(pl
 
     # A stale password shaped like a key (an old or another platform's key) is named as the password too.
     env["MLFLOW_TRACKING_PASSWORD"] = "hk_live_" + "A" * 40
-    error = _summary(platform.run_python(STALE_BASIC_CREDENTIALS, env, timeout=CLIENT_TIMEOUT))["error"]
+    error = client_summary(platform.run_python(STALE_BASIC_CREDENTIALS, env, timeout=CLIENT_TIMEOUT))["error"]
     assert error is not None and "The API key sent as the HTTP Basic password is not known" in error
 
     del env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"]
-    assert _summary(platform.run_python(STALE_BASIC_CREDENTIALS, env, timeout=CLIENT_TIMEOUT))["error"] is None
+    assert client_summary(platform.run_python(STALE_BASIC_CREDENTIALS, env, timeout=CLIENT_TIMEOUT))["error"] is None
 
 
 def test_revoked_key_is_refused_within_the_cache_ttl(platform: LivePlatform) -> None:

@@ -35,6 +35,50 @@ def test_a_percent_sign_reaches_mlflow_as_written(tmp_path: Path) -> None:
     assert "100%" in config["mlflow"]["database_uri"]
 
 
+def test_the_stores_are_named_in_the_environment_never_on_the_command_line(tmp_path: Path) -> None:
+    # A database URL may carry a password, and any local user can read a process's arguments (`ps`).
+    database = "postgresql+psycopg://mlflow:pw-in-url-123@db.internal:5432/mlflow"
+    auth_database = "postgresql+psycopg://mlflow:pw-in-url-123@db.internal:5432/mlflow_auth"
+    embedded = _embedded(
+        tmp_path,
+        mlflow_database_url=database,
+        mlflow_auth_database_url=auth_database,
+        mlflow_artifacts_destination="s3://bucket/prefix",
+        mlflow_s3_endpoint_url="http://minio.internal:9000",
+    )
+    config_path, secret_path = embedded._write_config()
+    env = embedded._environment(config_path, secret_path)
+    config = configparser.ConfigParser()
+    config.read(config_path)
+
+    assert not any("pw-in-url-123" in argument or "s3://" in argument for argument in embedded._command())
+    assert env["MLFLOW_BACKEND_STORE_URI"] == database
+    assert env["MLFLOW_ARTIFACTS_DESTINATION"] == "s3://bucket/prefix"
+    assert env["MLFLOW_S3_ENDPOINT_URL"] == "http://minio.internal:9000"
+    assert config["mlflow"]["database_uri"] == auth_database
+    assert stat.S_IMODE(config_path.stat().st_mode) == 0o600
+
+
+def test_by_default_the_embedded_mlflow_keeps_everything_in_the_data_dir(tmp_path: Path) -> None:
+    embedded = _embedded(tmp_path)
+    env = embedded._environment(*embedded._write_config())
+
+    assert env["MLFLOW_BACKEND_STORE_URI"] == f"sqlite:///{embedded.home / 'mlflow.db'}"
+    assert env["MLFLOW_ARTIFACTS_DESTINATION"] == str(embedded.home / "artifacts")
+    assert "MLFLOW_S3_ENDPOINT_URL" not in env
+
+
+def test_a_relative_artifacts_directory_is_the_working_directorys_not_mlflows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    embedded = _embedded(tmp_path, mlflow_artifacts_destination="shared/artifacts")
+
+    assert embedded._environment(*embedded._write_config())["MLFLOW_ARTIFACTS_DESTINATION"] == str(
+        tmp_path / "shared" / "artifacts"
+    )
+
+
 def test_an_admin_password_on_two_lines_is_refused() -> None:
     with pytest.raises(ValidationError, match="must be on one line"):
         Settings(_env_file=None, mlflow_admin_password="first\nauthorization_function = evil:f")

@@ -104,6 +104,27 @@ def test_a_bad_setting_is_named_by_its_variable_and_its_value_is_not_shown(tmp_p
         ({"HOKUSAI_PUBLIC_URL": "ftp://x"}, "HOKUSAI_PUBLIC_URL: must be an http:// or https:// URL"),
         ({"HOKUSAI_DATABASE_URL": "nonsense"}, "HOKUSAI_DATABASE_URL: must be an SQLAlchemy URL"),
         ({"HOKUSAI_ADMIN_OWNER": "bad owner!"}, "HOKUSAI_ADMIN_OWNER: "),
+        ({"HOKUSAI_DATABASE_URL": "mysql://u@db/h"}, "HOKUSAI_DATABASE_URL: no installed driver for mysql:// URLs"),
+        ({"HOKUSAI_MLFLOW_DATABASE_URL": "oracle://u:pw@db/m"}, "HOKUSAI_MLFLOW_DATABASE_URL: no installed driver"),
+        ({"HOKUSAI_MLFLOW_AUTH_DATABASE_URL": "x\ny"}, "HOKUSAI_MLFLOW_AUTH_DATABASE_URL: must be on one line"),
+        ({"HOKUSAI_MLFLOW_ARTIFACTS_DESTINATION": "gs://b/p"}, "HOKUSAI_MLFLOW_ARTIFACTS_DESTINATION: must be a local"),
+        ({"HOKUSAI_MLFLOW_ARTIFACTS_DESTINATION": "s3:///no-bucket"}, "must be a local directory or an s3://BUCKET"),
+        ({"HOKUSAI_MLFLOW_S3_ENDPOINT_URL": "minio:9000"}, "HOKUSAI_MLFLOW_S3_ENDPOINT_URL: must be an http://"),
+        (
+            {"HOKUSAI_MLFLOW_URL": "http://m:5000", "HOKUSAI_MLFLOW_DATABASE_URL": "postgresql://u@db/m"},
+            "HOKUSAI_MLFLOW_DATABASE_URL only apply to the embedded MLflow",
+        ),
+        (
+            {
+                "HOKUSAI_DATABASE_URL": "postgresql://a:x@db:5432/one",
+                "HOKUSAI_MLFLOW_DATABASE_URL": "postgresql://b@db:5432/one",
+            },
+            "HOKUSAI_DATABASE_URL and HOKUSAI_MLFLOW_DATABASE_URL name the same database",
+        ),
+        (
+            {"HOKUSAI_MLFLOW_AUTH_DATABASE_URL": "sqlite:///./data/mlflow/mlflow.db", "HOKUSAI_DATA_DIR": "data"},
+            "HOKUSAI_MLFLOW_DATABASE_URL and HOKUSAI_MLFLOW_AUTH_DATABASE_URL name the same database",
+        ),
         ({"HOKUSAI_PORT": "8123", "HOKUSAI_MLFLOW_PORT": "8123"}, "HOKUSAI_MLFLOW_PORT must differ from HOKUSAI_PORT"),
         (
             {"HOKUSAI_UPSTREAM_MAX_CONNECTIONS": "5", "HOKUSAI_UPSTREAM_MAX_CONNECTIONS_PER_USER": "50"},

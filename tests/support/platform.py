@@ -35,10 +35,10 @@ def base_env(data_dir: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def create_key_offline(data_dir: Path, owner: str, scopes: str) -> str:
+def create_key_offline(data_dir: Path, owner: str, scopes: str, **env: str) -> str:
     result = subprocess.run(
         hokusai_command("keys", "create", "--offline", "--owner", owner, "--scopes", scopes, "--quiet"),
-        env=base_env(data_dir), capture_output=True, text=True, check=True, timeout=120,
+        env=base_env(data_dir, **env), capture_output=True, text=True, check=True, timeout=120,
     )  # fmt: skip
     return result.stdout.strip()
 
@@ -156,7 +156,7 @@ def start_platform(data_dir: Path, *, admin_key: bool = True, **env: str) -> Liv
 def spawn_platform(data_dir: Path, *, admin_key: bool = True, **env: str) -> LivePlatform:
     """Start `hokusai server` on free loopback ports without waiting; with `admin_key`, create one offline first."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    key = create_key_offline(data_dir, "admin", "read,write,admin") if admin_key else ""
+    key = create_key_offline(data_dir, "admin", "read,write,admin", **env) if admin_key else ""
     port, mlflow_port = free_port(), free_port()
     stdout_path, stderr_path = data_dir.parent / f"{data_dir.name}.out", data_dir.parent / f"{data_dir.name}.err"
     with stdout_path.open("wb") as out, stderr_path.open("wb") as err:

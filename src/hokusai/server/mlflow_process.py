@@ -65,7 +65,7 @@ class EmbeddedMlflow:
         self._settings = settings
         self._secrets = platform_secrets
         self.port = port
-        self.home = ensure_private_dir(settings.resolved_data_dir / "mlflow")
+        self.home = ensure_private_dir(settings.mlflow_home)
         self.log_path = self.home / "mlflow.log"
         self._process: subprocess.Popen[bytes] | None = None
         self._stopping = threading.Event()
@@ -95,7 +95,7 @@ class EmbeddedMlflow:
                 [
                     "[mlflow]",
                     f"default_permission = {self._settings.mlflow_default_permission}",
-                    f"database_uri = {_ini_value('sqlite:///' + str(self.home / 'basic_auth.db'))}",
+                    f"database_uri = {_ini_value(self._settings.resolved_mlflow_auth_database_url.get_secret_value())}",
                     f"admin_username = {MLFLOW_ADMIN_USERNAME}",
                     f"admin_password = {_ini_value(self._secrets.mlflow_admin_password)}",
                     f"authorization_function = {AUTH_FUNCTION}",
@@ -110,21 +110,24 @@ class EmbeddedMlflow:
         return config_path, secret_path
 
     def _command(self) -> list[str]:
+        # The stores are named in the environment (`_environment`), not here: a database URL may carry a password,
+        # and every local user can read a process's command line.
         return [
             sys.executable, "-m", "mlflow", "server",
             "--app-name", "basic-auth",
             "--host", "127.0.0.1",
             "--port", str(self.port),
-            "--backend-store-uri", f"sqlite:///{self.home / 'mlflow.db'}",
-            "--artifacts-destination", str(self.home / "artifacts"),
             "--serve-artifacts",
             "--workers", str(self._settings.mlflow_workers),
         ]  # fmt: skip
 
     def _environment(self, config_path: Path, secret_path: Path) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("HOKUSAI_", "MLFLOW_"))}
+        settings = self._settings
         env.update(
             {
+                "MLFLOW_BACKEND_STORE_URI": settings.resolved_mlflow_database_url.get_secret_value(),
+                "MLFLOW_ARTIFACTS_DESTINATION": settings.resolved_mlflow_artifacts_destination,
                 "MLFLOW_AUTH_CONFIG_PATH": str(config_path),
                 "MLFLOW_FLASK_SERVER_SECRET_KEY": self._secrets.flask_secret_key,
                 "HOKUSAI_ASSERTION_SECRET_FILE": str(secret_path),
@@ -137,9 +140,12 @@ class EmbeddedMlflow:
                 "MLFLOW_DISABLE_TELEMETRY": "true",
                 "DO_NOT_TRACK": "true",
                 # MLflow answers CORS with these; it lets pages on any localhost port write, which the gateway does not.
-                "MLFLOW_SERVER_CORS_ALLOWED_ORIGINS": ",".join(self._settings.browser_origins),
+                "MLFLOW_SERVER_CORS_ALLOWED_ORIGINS": ",".join(settings.browser_origins),
             }
         )
+        if settings.mlflow_s3_endpoint_url:
+            # boto3 takes its credentials from the usual AWS_* variables (or ~/.aws), which pass through unchanged.
+            env["MLFLOW_S3_ENDPOINT_URL"] = settings.mlflow_s3_endpoint_url
         return env
 
     def start(self) -> None:

@@ -15,6 +15,10 @@ from pathlib import Path
 from typing import TextIO
 
 import uvicorn
+from sqlalchemy import create_engine
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.pool import NullPool
 
 from hokusai.server.db import Database
 from hokusai.server.keys import KeyStore
@@ -87,6 +91,37 @@ def ensure_port_free(host: str, port: int, setting: str = "--port (or HOKUSAI_PO
             if exc.errno == errno.EADDRNOTAVAIL:
                 raise StartRefusedError(f"{host} is not an address of this machine (HOKUSAI_HOST).") from None
             raise
+
+
+_DATABASE_CONNECT_TIMEOUT_SECONDS = 10
+
+
+def ensure_databases_reachable(settings: Settings) -> None:
+    """Connect once to each database server the platform is set to use, before anything starts.
+
+    Otherwise an unreachable PostgreSQL showed as a traceback from the API, or, for the embedded MLflow's stores,
+    as MLflow retrying for the whole start-up timeout. SQLite files are created where they are missing, as usual.
+    """
+    databases = {"HOKUSAI_DATABASE_URL": settings.resolved_database_url}
+    if settings.embedded_mlflow:
+        databases["HOKUSAI_MLFLOW_DATABASE_URL"] = settings.resolved_mlflow_database_url.get_secret_value()
+        databases["HOKUSAI_MLFLOW_AUTH_DATABASE_URL"] = settings.resolved_mlflow_auth_database_url.get_secret_value()
+    for variable, url in databases.items():
+        if make_url(url).get_backend_name() == "sqlite":
+            continue
+        engine = create_engine(
+            url, poolclass=NullPool, connect_args={"connect_timeout": _DATABASE_CONNECT_TIMEOUT_SECONDS}
+        )
+        try:
+            with engine.connect():
+                pass
+        except SQLAlchemyError as exc:
+            # The driver's own first line says what failed (refused, unknown database, bad password) and never
+            # quotes the URL's password.
+            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+            raise StartRefusedError(f"Cannot connect to the database of {variable}: {reason}") from None
+        finally:
+            engine.dispose()
 
 
 def free_loopback_port() -> int:
@@ -219,6 +254,7 @@ def serve(settings: Settings) -> None:
     ensure_port_free(settings.host, settings.port)
     if settings.embedded_mlflow and settings.mlflow_port:
         ensure_port_free("127.0.0.1", settings.mlflow_port, "HOKUSAI_MLFLOW_PORT (0 picks a free one)")
+    ensure_databases_reachable(settings)
     _install_stop_handlers()
     platform_secrets = load_or_create_secrets(settings)
     held = hold_data_dir(settings)

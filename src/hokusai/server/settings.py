@@ -49,6 +49,11 @@ class Settings(BaseSettings):
     mlflow_default_permission: MlflowPermission = "READ"
     mlflow_admin_password: SecretStr | None = None
     mlflow_startup_timeout_seconds: float = Field(default=120.0, gt=0)
+    # Where the embedded MLflow keeps its data; a bigger deployment puts them on PostgreSQL and S3-compatible storage.
+    mlflow_database_url: SecretStr | None = None
+    mlflow_auth_database_url: SecretStr | None = None
+    mlflow_artifacts_destination: str | None = None
+    mlflow_s3_endpoint_url: str | None = None
     assertion_secret: SecretStr | None = None
     assertion_ttl_seconds: int = Field(default=60, ge=5, le=3600)
 
@@ -95,7 +100,7 @@ class Settings(BaseSettings):
             raise ValueError("must be at least 32 bytes long (leave it unset to have one generated)")
         return value
 
-    @field_validator("mlflow_url", "public_url", mode="after")
+    @field_validator("mlflow_url", "public_url", "mlflow_s3_endpoint_url", mode="after")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         if value is None:
@@ -105,14 +110,18 @@ class Settings(BaseSettings):
             raise ValueError("must be an http:// or https:// URL with a host, e.g. http://mlflow.internal:5000")
         return value
 
-    @field_validator("database_url", mode="after")
+    @field_validator("database_url", "mlflow_database_url", "mlflow_auth_database_url", mode="after")
     @classmethod
-    def _sqlalchemy_url(cls, value: str | None) -> str | None:
+    def _sqlalchemy_url(cls, value: str | SecretStr | None) -> str | SecretStr | None:
         if value is not None:
-            try:
-                make_url(value)
-            except ArgumentError as exc:
-                raise ValueError("must be an SQLAlchemy URL, e.g. postgresql+psycopg://user@host:5432/hokusai") from exc
+            _check_database_url(value.get_secret_value() if isinstance(value, SecretStr) else value)
+        return value
+
+    @field_validator("mlflow_artifacts_destination", mode="after")
+    @classmethod
+    def _artifact_store(cls, value: str | None) -> str | None:
+        if value is not None:
+            _check_artifacts_destination(value)
         return value
 
     @field_validator("admin_owner", mode="after")
@@ -134,6 +143,36 @@ class Settings(BaseSettings):
             raise ValueError("HOKUSAI_MLFLOW_USERNAME and HOKUSAI_MLFLOW_PASSWORD must be set together")
         if self.mlflow_url is None and self.mlflow_username is not None:
             raise ValueError("HOKUSAI_MLFLOW_USERNAME/PASSWORD only apply with HOKUSAI_MLFLOW_URL (an external MLflow)")
+        return self
+
+    @model_validator(mode="after")
+    def _check_embedded_stores(self) -> Settings:
+        stores = {
+            "HOKUSAI_MLFLOW_DATABASE_URL": self.mlflow_database_url,
+            "HOKUSAI_MLFLOW_AUTH_DATABASE_URL": self.mlflow_auth_database_url,
+            "HOKUSAI_MLFLOW_ARTIFACTS_DESTINATION": self.mlflow_artifacts_destination,
+            "HOKUSAI_MLFLOW_S3_ENDPOINT_URL": self.mlflow_s3_endpoint_url,
+        }
+        named = [name for name, value in stores.items() if value is not None]
+        if named and not self.embedded_mlflow:
+            raise ValueError(
+                f"{', '.join(named)} only apply to the embedded MLflow; an external one (HOKUSAI_MLFLOW_URL) keeps its "
+                "data where its own operator put it"
+            )
+        databases = {
+            "HOKUSAI_DATABASE_URL": self.resolved_database_url,
+            "HOKUSAI_MLFLOW_DATABASE_URL": self.resolved_mlflow_database_url.get_secret_value(),
+            "HOKUSAI_MLFLOW_AUTH_DATABASE_URL": self.resolved_mlflow_auth_database_url.get_secret_value(),
+        }
+        seen: dict[str, str] = {}
+        for name, url in databases.items():
+            database = _database_identity(url)
+            if database in seen:
+                raise ValueError(
+                    f"{seen[database]} and {name} name the same database; each needs one of its own (their schema "
+                    "versions are kept in tables of the same name)"
+                )
+            seen[database] = name
         return self
 
     @model_validator(mode="after")
@@ -166,6 +205,30 @@ class Settings(BaseSettings):
         return self.database_url or f"sqlite:///{self.resolved_data_dir / 'hokusai.db'}"
 
     @property
+    def mlflow_home(self) -> Path:
+        """The embedded MLflow's directory in the data dir: its config, log and, by default, its data."""
+        return self.resolved_data_dir / "mlflow"
+
+    @property
+    def resolved_mlflow_database_url(self) -> SecretStr:
+        """The embedded MLflow's tracking and registry store (a secret: a PostgreSQL URL may carry a password)."""
+        return self.mlflow_database_url or SecretStr(f"sqlite:///{self.mlflow_home / 'mlflow.db'}")
+
+    @property
+    def resolved_mlflow_auth_database_url(self) -> SecretStr:
+        """The embedded MLflow's auth store: its users and their permissions."""
+        return self.mlflow_auth_database_url or SecretStr(f"sqlite:///{self.mlflow_home / 'basic_auth.db'}")
+
+    @property
+    def resolved_mlflow_artifacts_destination(self) -> str:
+        destination = self.mlflow_artifacts_destination
+        if destination is None:
+            return str(self.mlflow_home / "artifacts")
+        if urlsplit(destination).scheme:
+            return destination
+        return str(Path(destination).expanduser().resolve())  # MLflow runs in its own directory
+
+    @property
     def resolved_public_url(self) -> str:
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
 
@@ -180,6 +243,45 @@ class Settings(BaseSettings):
         public = urlsplit(self.resolved_public_url)
         local = (f"http://127.0.0.1:{self.port}", f"http://localhost:{self.port}")
         return tuple(dict.fromkeys((f"{public.scheme}://{public.netloc}", *local)))
+
+
+def _check_database_url(value: str) -> None:
+    if "\n" in value or "\r" in value:
+        raise ValueError("must be on one line")
+    try:
+        url = make_url(value)
+    except ArgumentError as exc:
+        raise ValueError("must be an SQLAlchemy URL, e.g. postgresql+psycopg://user@host:5432/hokusai") from exc
+    try:
+        url.get_dialect().import_dbapi()
+    except (ImportError, ArgumentError) as exc:
+        raise ValueError(
+            f"no installed driver for {url.drivername}:// URLs; use sqlite:///PATH or postgresql+psycopg://…"
+        ) from exc
+
+
+def _database_identity(url: str) -> str:
+    """What names one database, whatever the user, password or options: host, port and database (or file)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return f"sqlite:{Path(parsed.database or '').expanduser().resolve()}"
+    return f"{parsed.get_backend_name()}://{parsed.host or ''}:{parsed.port or ''}/{parsed.database or ''}"
+
+
+# Artifact stores MLflow can write to with what `mlflow[auth]` and this package install.
+_ARTIFACT_SCHEMES = ("s3",)
+
+
+def _check_artifacts_destination(value: str) -> None:
+    parts = urlsplit(value)
+    if parts.scheme == "":
+        return  # a local directory
+    if parts.scheme in _ARTIFACT_SCHEMES and parts.netloc:
+        return
+    raise ValueError(
+        "must be a local directory or an s3://BUCKET[/PREFIX] URI (any S3-compatible store: set "
+        "HOKUSAI_MLFLOW_S3_ENDPOINT_URL for one that is not AWS)"
+    )
 
 
 def unknown_variables(environ: Mapping[str, str], env_file: Path = Path(".env")) -> list[str]:

@@ -1,0 +1,159 @@
+"""A bigger deployment: the whole platform on a real PostgreSQL, per-user isolation kept.
+
+The Hokusai database, the embedded MLflow's tracking and registry store and its auth store (users, permissions) are
+three databases on one PostgreSQL server; the stock `mlflow` client works through the gateway as each user, and
+MLflow's own permissions still keep the users apart, across a restart of the platform.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from tests.support.platform import LivePlatform, base_env, free_port, hokusai_command, start_platform
+from tests.support.postgres import PostgresServer, fresh_database
+from tests.support.stock_client import CLIENT_TIMEOUT, FULL_WORKFLOW, client_summary
+
+pytestmark = [pytest.mark.live, pytest.mark.postgres]
+
+API = "/api/mlflow/api/2.0/mlflow"
+ARTIFACTS = "/api/mlflow/api/2.0/mlflow-artifacts/artifacts"
+# The server trusts local connections, so any password is accepted: it is there to be looked for where it must not be.
+PASSWORD = "pg-pw-" + uuid.uuid4().hex
+
+
+@pytest.fixture
+def databases(postgres_server: PostgresServer) -> Iterator[dict[str, str]]:
+    """HOKUSAI_DATABASE_URL and the embedded MLflow's two databases, each new, each URL carrying a password."""
+    names = {
+        "HOKUSAI_DATABASE_URL": f"hokusai_{uuid.uuid4().hex[:8]}",
+        "HOKUSAI_MLFLOW_DATABASE_URL": f"mlflow_{uuid.uuid4().hex[:8]}",
+        "HOKUSAI_MLFLOW_AUTH_DATABASE_URL": f"mlflow_auth_{uuid.uuid4().hex[:8]}",
+    }
+    with contextlib.ExitStack() as stack:
+        urls = {
+            variable: stack.enter_context(fresh_database(postgres_server, name)) for variable, name in names.items()
+        }
+        yield {
+            variable: make_url(url).set(password=PASSWORD).render_as_string(hide_password=False)
+            for variable, url in urls.items()
+        }
+
+
+def _rows(url: str, query: str, **params: object) -> list[tuple[object, ...]]:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            return [tuple(row) for row in connection.execute(text(query), params)]
+    finally:
+        engine.dispose()
+
+
+def _refused_by_mlflow(response: httpx.Response) -> bool:
+    return response.status_code == 403 and response.json().get("layer") == "mlflow"
+
+
+def _bobs_attempts_on(platform: LivePlatform, key: str, work: dict[str, str], model: str) -> list[bool]:
+    experiment, run = work["experiment_id"], work["run_id"]
+    with platform.client(key) as bob:
+        return [
+            _refused_by_mlflow(
+                bob.post(API + "/experiments/update", json={"experiment_id": experiment, "new_name": "x"})
+            ),
+            _refused_by_mlflow(
+                bob.post(API + "/runs/log-metric", json={"run_id": run, "key": "m", "value": 1.0, "timestamp": 1})
+            ),
+            _refused_by_mlflow(bob.put(f"{ARTIFACTS}/{experiment}/{run}/artifacts/injected.txt", content=b"not yours")),
+            _refused_by_mlflow(
+                bob.post(API + "/model-versions/create", json={"name": model, "source": f"runs:/{run}/model"})
+            ),
+        ]
+
+
+def _mlflow_command_lines(platform: LivePlatform) -> list[str]:
+    lines = []
+    for pid in platform.mlflow_child_pids():
+        with contextlib.suppress(psutil.Error):
+            lines.append(" ".join(psutil.Process(pid).cmdline()))
+    return lines
+
+
+def test_the_whole_platform_on_postgresql_keeps_users_apart_across_a_restart(
+    tmp_path: Path, databases: dict[str, str]
+) -> None:
+    data_dir = tmp_path / "data"
+    platform = start_platform(data_dir, **databases)
+    try:
+        alice, bob = platform.unique_owner("pg-alice-"), platform.unique_owner("pg-bob-")
+        alice_key, bob_key = platform.create_key(alice), platform.create_key(bob)
+        stem = alice.replace("-", "")
+        workflow = platform.run_python(
+            FULL_WORKFLOW.replace("sys.argv[1]", repr(stem)), platform.mlflow_env(alice_key), timeout=CLIENT_TIMEOUT
+        )
+        work = client_summary(workflow)
+        model = f"{stem}-model"
+
+        assert work["user_id"] == alice
+        assert work["prediction"] == work["expected"]
+        assert work["artifact_text"] == f"hello artifact {stem}"
+        assert work["trace_span_names"] == [f"{stem}-span"]
+        assert _bobs_attempts_on(platform, bob_key, work, model) == [True, True, True, True]
+        command_lines = _mlflow_command_lines(platform)
+        assert command_lines and not any(PASSWORD in line for line in command_lines)
+    finally:
+        platform.stop()
+
+    # Everything went to PostgreSQL: the run and its owner, MLflow's accounts and their permissions, the keys.
+    mlflow_db, auth_db = databases["HOKUSAI_MLFLOW_DATABASE_URL"], databases["HOKUSAI_MLFLOW_AUTH_DATABASE_URL"]
+    assert _rows(mlflow_db, "SELECT user_id FROM runs WHERE run_uuid = :run", run=work["run_id"]) == [(alice,)]
+    users = {name for (name,) in _rows(auth_db, "SELECT username FROM users")}
+    assert {alice, bob} <= users
+    # MLflow 3.17 keeps a creator's MANAGE as a permission of a role of theirs.
+    manage = (
+        "SELECT u.username FROM role_permissions p JOIN user_role_assignments a ON a.role_id = p.role_id "
+        "JOIN users u ON u.id = a.user_id WHERE p.resource_pattern = :model AND p.permission = 'MANAGE'"
+    )
+    assert _rows(auth_db, manage, model=model) == [(alice,)]
+    owners = {owner for (owner,) in _rows(databases["HOKUSAI_DATABASE_URL"], "SELECT owner FROM api_keys")}
+    assert {alice, bob} <= owners
+    assert not (data_dir / "mlflow" / "mlflow.db").exists() and not (data_dir / "mlflow" / "basic_auth.db").exists()
+    written = [platform.stdout_path, platform.stderr_path, platform.mlflow_log_path]
+    assert not any(PASSWORD in path.read_text(errors="replace") for path in written)
+
+    # A new start on the same databases finds the same users, keys, models and permissions.
+    restarted = start_platform(data_dir, admin_key=False, **databases)
+    try:
+        with restarted.client(alice_key) as as_alice:
+            version = as_alice.get(API + "/model-versions/get", params={"name": model, "version": "1"})
+            assert version.status_code == 200, version.text
+            assert version.json()["model_version"]["run_id"] == work["run_id"]
+        assert _bobs_attempts_on(restarted, bob_key, work, model) == [True, True, True, True]
+    finally:
+        restarted.stop()
+
+
+@pytest.mark.parametrize("variable", ["HOKUSAI_DATABASE_URL", "HOKUSAI_MLFLOW_DATABASE_URL"])
+def test_a_database_that_cannot_be_reached_stops_the_start_in_one_line_naming_its_setting(
+    tmp_path: Path, postgres_server: PostgresServer, variable: str
+) -> None:
+    missing = make_url(postgres_server.url("no_such_database")).set(password=PASSWORD).render_as_string(False)
+    refused = f"postgresql+psycopg://hokusai:{PASSWORD}@127.0.0.1:{free_port()}/hokusai"
+    for url, reason in ((missing, 'database "no_such_database" does not exist'), (refused, "Connection refused")):
+        result = subprocess.run(
+            hokusai_command("server", "--port", str(free_port())),
+            env=base_env(tmp_path / "data", **{variable: url}), capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+
+        assert result.returncode == 1
+        assert result.stderr.startswith(f"Error: Cannot connect to the database of {variable}: "), result.stderr
+        assert reason in result.stderr and PASSWORD not in result.stderr + result.stdout
+        assert "Traceback" not in result.stderr and not (tmp_path / "data" / "mlflow" / "mlflow.log").exists()
