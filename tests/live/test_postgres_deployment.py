@@ -1,8 +1,9 @@
-"""A bigger deployment: the whole platform on a real PostgreSQL, per-user isolation kept.
+"""A bigger deployment: the whole platform on a real PostgreSQL and an S3-compatible store, per-user isolation kept.
 
 The Hokusai database, the embedded MLflow's tracking and registry store and its auth store (users, permissions) are
-three databases on one PostgreSQL server; the stock `mlflow` client works through the gateway as each user, and
-MLflow's own permissions still keep the users apart, across a restart of the platform.
+three databases on one PostgreSQL server, and MLflow's artifacts go to a bucket on an S3-compatible server (moto's, on
+loopback); the stock `mlflow` client works through the gateway as each user, and MLflow's own permissions still keep
+the users apart, across a restart of the platform.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from sqlalchemy.engine import make_url
 
 from tests.support.platform import LivePlatform, base_env, free_port, hokusai_command, start_platform
 from tests.support.postgres import PostgresServer, fresh_database
+from tests.support.s3_server import S3Server, running_s3_server
 from tests.support.stock_client import CLIENT_TIMEOUT, FULL_WORKFLOW, client_summary
 
 pytestmark = [pytest.mark.live, pytest.mark.postgres]
@@ -47,6 +49,12 @@ def databases(postgres_server: PostgresServer) -> Iterator[dict[str, str]]:
             variable: make_url(url).set(password=PASSWORD).render_as_string(hide_password=False)
             for variable, url in urls.items()
         }
+
+
+@pytest.fixture
+def s3(tmp_path: Path) -> Iterator[S3Server]:
+    with running_s3_server(tmp_path / "moto.log") as server:
+        yield server
 
 
 def _rows(url: str, query: str, **params: object) -> list[tuple[object, ...]]:
@@ -87,11 +95,19 @@ def _mlflow_command_lines(platform: LivePlatform) -> list[str]:
     return lines
 
 
-def test_the_whole_platform_on_postgresql_keeps_users_apart_across_a_restart(
-    tmp_path: Path, databases: dict[str, str]
+def test_the_whole_platform_on_postgresql_and_s3_keeps_users_apart_across_a_restart(
+    tmp_path: Path, databases: dict[str, str], s3: S3Server
 ) -> None:
+    bucket = f"hokusai-{uuid.uuid4().hex[:8]}"
+    s3.client().create_bucket(Bucket=bucket)
+    stores = {
+        **databases,
+        "HOKUSAI_MLFLOW_ARTIFACTS_DESTINATION": f"s3://{bucket}/mlflow",
+        "HOKUSAI_MLFLOW_S3_ENDPOINT_URL": s3.endpoint_url,
+        **s3.client_environment(),
+    }
     data_dir = tmp_path / "data"
-    platform = start_platform(data_dir, **databases)
+    platform = start_platform(data_dir, **stores)
     try:
         alice, bob = platform.unique_owner("pg-alice-"), platform.unique_owner("pg-bob-")
         alice_key, bob_key = platform.create_key(alice), platform.create_key(bob)
@@ -112,6 +128,15 @@ def test_the_whole_platform_on_postgresql_keeps_users_apart_across_a_restart(
     finally:
         platform.stop()
 
+    # The artifacts are in the bucket, under the run, and nowhere in the data dir.
+    listed = s3.client().list_objects_v2(Bucket=bucket, Prefix="mlflow/")
+    keys = {item["Key"] for item in listed.get("Contents", [])}
+    run_prefix = f"mlflow/{work['experiment_id']}/{work['run_id']}/artifacts/"
+    assert run_prefix + "docs/notes.txt" in keys, sorted(keys)
+    assert any(key.endswith("/MLmodel") for key in keys), sorted(keys)
+    assert not any(f"{work['run_id']}/artifacts/injected.txt" in key for key in keys)
+    assert not (data_dir / "mlflow" / "artifacts").exists()
+
     # Everything went to PostgreSQL: the run and its owner, MLflow's accounts and their permissions, the keys.
     mlflow_db, auth_db = databases["HOKUSAI_MLFLOW_DATABASE_URL"], databases["HOKUSAI_MLFLOW_AUTH_DATABASE_URL"]
     assert _rows(mlflow_db, "SELECT user_id FROM runs WHERE run_uuid = :run", run=work["run_id"]) == [(alice,)]
@@ -126,16 +151,19 @@ def test_the_whole_platform_on_postgresql_keeps_users_apart_across_a_restart(
     owners = {owner for (owner,) in _rows(databases["HOKUSAI_DATABASE_URL"], "SELECT owner FROM api_keys")}
     assert {alice, bob} <= owners
     assert not (data_dir / "mlflow" / "mlflow.db").exists() and not (data_dir / "mlflow" / "basic_auth.db").exists()
-    written = [platform.stdout_path, platform.stderr_path, platform.mlflow_log_path]
-    assert not any(PASSWORD in path.read_text(errors="replace") for path in written)
+    written = "".join(path.read_text(errors="replace") for path in (platform.stdout_path, platform.stderr_path,
+                                                                     platform.mlflow_log_path))  # fmt: skip
+    assert PASSWORD not in written and s3.secret_access_key not in written
 
-    # A new start on the same databases finds the same users, keys, models and permissions.
-    restarted = start_platform(data_dir, admin_key=False, **databases)
+    # A new start on the same stores finds the same users, keys, models, permissions and artifacts.
+    restarted = start_platform(data_dir, admin_key=False, **stores)
     try:
         with restarted.client(alice_key) as as_alice:
             version = as_alice.get(API + "/model-versions/get", params={"name": model, "version": "1"})
             assert version.status_code == 200, version.text
             assert version.json()["model_version"]["run_id"] == work["run_id"]
+            notes = as_alice.get(f"{ARTIFACTS}/{work['experiment_id']}/{work['run_id']}/artifacts/docs/notes.txt")
+            assert notes.content == f"hello artifact {stem}".encode()
         assert _bobs_attempts_on(restarted, bob_key, work, model) == [True, True, True, True]
     finally:
         restarted.stop()
