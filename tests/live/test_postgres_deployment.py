@@ -185,3 +185,29 @@ def test_a_database_that_cannot_be_reached_stops_the_start_in_one_line_naming_it
         assert result.stderr.startswith(f"Error: Cannot connect to the database of {variable}: "), result.stderr
         assert reason in result.stderr and PASSWORD not in result.stderr + result.stdout
         assert "Traceback" not in result.stderr and not (tmp_path / "data" / "mlflow" / "mlflow.log").exists()
+
+
+def test_an_s3_bucket_that_cannot_be_used_stops_the_start_in_one_line(tmp_path: Path, s3: S3Server) -> None:
+    cases = [
+        ({**s3.client_environment()}, "Cannot use bucket 'no-such-bucket' of HOKUSAI_MLFLOW_ARTIFACTS_DESTINATION: "
+                                      "no such bucket."),
+        ({"AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"), "AWS_CONFIG_FILE": str(tmp_path / "none")},
+         "Cannot reach the artifact store of HOKUSAI_MLFLOW_ARTIFACTS_DESTINATION: Unable to locate credentials"),
+    ]  # fmt: skip
+    for credentials, message in cases:
+        env = base_env(
+            tmp_path / "data",
+            HOKUSAI_MLFLOW_ARTIFACTS_DESTINATION="s3://no-such-bucket/mlflow",
+            HOKUSAI_MLFLOW_S3_ENDPOINT_URL=s3.endpoint_url,
+            **credentials,
+        )
+        for variable in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE"):
+            if variable not in credentials:
+                env.pop(variable, None)
+        result = subprocess.run(
+            hokusai_command("server", "--port", str(free_port())), env=env, capture_output=True, text=True, timeout=60
+        )
+
+        assert result.returncode == 1
+        assert result.stderr.strip() == f"Error: {message}", result.stderr
+        assert s3.secret_access_key not in result.stderr + result.stdout

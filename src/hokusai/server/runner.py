@@ -13,6 +13,7 @@ import socket
 import sys
 from pathlib import Path
 from typing import TextIO
+from urllib.parse import urlsplit
 
 import uvicorn
 from sqlalchemy import create_engine
@@ -67,8 +68,10 @@ def configure_logging(level: str, stream: TextIO | None = None) -> None:
     # from.
     logging._srcfile = None
     # httpx logs every control-plane call at INFO with its full URL: MLflow's internal address, and search filters
-    # that carry model names and run ids, which the access log leaves out on purpose. Its warnings still show.
-    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
+    # that carry model names and run ids, which the access log leaves out on purpose. botocore says at INFO where it
+    # found the S3 credentials, on each client it builds. Their warnings still show.
+    for chatty in ("httpx", "botocore"):
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 def ensure_port_free(host: str, port: int, setting: str = "--port (or HOKUSAI_PORT)") -> None:
@@ -122,6 +125,37 @@ def ensure_databases_reachable(settings: Settings) -> None:
             raise StartRefusedError(f"Cannot connect to the database of {variable}: {reason}") from None
         finally:
             engine.dispose()
+
+
+def ensure_artifact_store_reachable(settings: Settings) -> None:
+    """Ask an S3 artifact store for its bucket once, before anything starts.
+
+    MLflow would start without a word and answer each user's first upload with a bare 500 (a missing bucket, wrong
+    credentials, a wrong endpoint): an operator's mistake, told to users.
+    """
+    destination = urlsplit(settings.resolved_mlflow_artifacts_destination)
+    if not settings.embedded_mlflow or destination.scheme != "s3":
+        return
+    import boto3  # only S3 deployments pay for importing it
+    from botocore.config import Config
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    config = Config(connect_timeout=_DATABASE_CONNECT_TIMEOUT_SECONDS, retries={"max_attempts": 1})
+    client = boto3.client("s3", endpoint_url=settings.mlflow_s3_endpoint_url, config=config)
+    try:
+        client.head_bucket(Bucket=destination.netloc)
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        reason = {"404": "no such bucket", "403": "access denied (check the AWS_* credentials)"}.get(
+            str(error.get("Code")), str(error.get("Message") or error.get("Code"))
+        )
+        raise StartRefusedError(
+            f"Cannot use bucket {destination.netloc!r} of HOKUSAI_MLFLOW_ARTIFACTS_DESTINATION: {reason}."
+        ) from None
+    except BotoCoreError as exc:
+        raise StartRefusedError(
+            f"Cannot reach the artifact store of HOKUSAI_MLFLOW_ARTIFACTS_DESTINATION: {exc}"
+        ) from None
 
 
 def free_loopback_port() -> int:
@@ -255,6 +289,7 @@ def serve(settings: Settings) -> None:
     if settings.embedded_mlflow and settings.mlflow_port:
         ensure_port_free("127.0.0.1", settings.mlflow_port, "HOKUSAI_MLFLOW_PORT (0 picks a free one)")
     ensure_databases_reachable(settings)
+    ensure_artifact_store_reachable(settings)
     _install_stop_handlers()
     platform_secrets = load_or_create_secrets(settings)
     held = hold_data_dir(settings)
