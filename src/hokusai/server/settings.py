@@ -265,7 +265,8 @@ def _database_identity(url: str) -> str:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         return f"sqlite:{Path(parsed.database or '').expanduser().resolve()}"
-    return f"{parsed.get_backend_name()}://{parsed.host or ''}:{parsed.port or ''}/{parsed.database or ''}"
+    host = parsed.host or parsed.query.get("host") or ""  # `?host=/run/postgresql`: a Unix socket's directory
+    return f"{parsed.get_backend_name()}://{host}:{parsed.port or ''}/{parsed.database or ''}"
 
 
 # Artifact stores MLflow can write to with what `mlflow[auth]` and this package install.
