@@ -139,9 +139,9 @@ class KeyStore:
         self._database = database
         self._pepper = pepper
         self._cache_ttl = cache_ttl
-        # Cached verifications are found by a keyed BLAKE2b of the key under a per-process salt: the hot path's
-        # OpenSSL HMAC (the stored hash) cost about a tenth of the gateway's own CPU per proxied request. The
-        # stored hash is computed only to read the database, on a miss.
+        # Cached verifications are found by a keyed BLAKE2b of the key under a per-process random key: on a
+        # request's path the OpenSSL HMAC of the stored hash took 20 us (cProfile), BLAKE2b 6 us. The stored hash is
+        # computed only to read the database, on a miss.
         self._cache_salt = secrets.token_bytes(32)
         self._cache: dict[bytes, _CacheEntry] = {}
         self._last_used: dict[str, float] = {}

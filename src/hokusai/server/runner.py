@@ -96,7 +96,7 @@ def ensure_port_free(host: str, port: int, setting: str = "--port (or HOKUSAI_PO
             raise
 
 
-_DATABASE_CONNECT_TIMEOUT_SECONDS = 10
+_STORE_CONNECT_TIMEOUT_SECONDS = 10
 
 
 def ensure_databases_reachable(settings: Settings) -> None:
@@ -113,7 +113,7 @@ def ensure_databases_reachable(settings: Settings) -> None:
         if make_url(url).get_backend_name() == "sqlite":
             continue
         engine = create_engine(
-            url, poolclass=NullPool, connect_args={"connect_timeout": _DATABASE_CONNECT_TIMEOUT_SECONDS}
+            url, poolclass=NullPool, connect_args={"connect_timeout": _STORE_CONNECT_TIMEOUT_SECONDS}
         )
         try:
             with engine.connect():
@@ -140,7 +140,7 @@ def ensure_artifact_store_reachable(settings: Settings) -> None:
     from botocore.config import Config
     from botocore.exceptions import BotoCoreError, ClientError
 
-    config = Config(connect_timeout=_DATABASE_CONNECT_TIMEOUT_SECONDS, retries={"max_attempts": 1})
+    config = Config(connect_timeout=_STORE_CONNECT_TIMEOUT_SECONDS, retries={"max_attempts": 1})
     client = boto3.client("s3", endpoint_url=settings.mlflow_s3_endpoint_url, config=config)
     try:
         client.head_bucket(Bucket=destination.netloc)
