@@ -33,7 +33,7 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535)  # not 0: the banner and the browser origins name the port
     public_url: str | None = None
     data_dir: Path = Path(".hokusai")
-    database_url: str | None = None
+    database_url: SecretStr | None = None  # a PostgreSQL URL may carry a password
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     key_pepper: SecretStr | None = None
@@ -202,7 +202,9 @@ class Settings(BaseSettings):
 
     @property
     def resolved_database_url(self) -> str:
-        return self.database_url or f"sqlite:///{self.resolved_data_dir / 'hokusai.db'}"
+        if self.database_url is not None:
+            return self.database_url.get_secret_value()
+        return f"sqlite:///{self.resolved_data_dir / 'hokusai.db'}"
 
     @property
     def mlflow_home(self) -> Path:
