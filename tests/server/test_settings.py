@@ -65,7 +65,16 @@ def test_identity_mode_follows_the_mlflow_settings(monkeypatch: pytest.MonkeyPat
 
 def test_secrets_never_show_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HOKUSAI_KEY_PEPPER", "pepper-value-123-pepper-value-123")
-    assert "pepper-value-123-pepper-value-123" not in repr(Settings())
+    for variable, database in (
+        ("DATABASE_URL", "hokusai"),
+        ("MLFLOW_DATABASE_URL", "m"),
+        ("MLFLOW_AUTH_DATABASE_URL", "a"),
+    ):
+        monkeypatch.setenv(f"HOKUSAI_{variable}", f"postgresql+psycopg://u:db-password-123@db/{database}")
+
+    shown = repr(Settings())
+
+    assert "pepper-value-123-pepper-value-123" not in shown and "db-password-123" not in shown
 
 
 def test_levels_and_permissions_read_in_any_case(monkeypatch: pytest.MonkeyPatch) -> None:
