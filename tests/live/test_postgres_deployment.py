@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +22,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from tests.support.platform import LivePlatform, base_env, free_port, hokusai_command, start_platform
-from tests.support.postgres import PostgresServer, fresh_database
+from tests.support.postgres import PostgresServer, find_bindir, fresh_database, running_server
 from tests.support.s3_server import S3Server, running_s3_server
 from tests.support.stock_client import CLIENT_TIMEOUT, FULL_WORKFLOW, client_summary
 
@@ -93,6 +94,18 @@ def _mlflow_command_lines(platform: LivePlatform) -> list[str]:
         with contextlib.suppress(psutil.Error):
             lines.append(" ".join(psutil.Process(pid).cmdline()))
     return lines
+
+
+def _refused_start(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """`hokusai server` with `env`, expected to stop before it starts anything."""
+    environment = base_env(tmp_path / "data", **env)
+    for variable in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE"):
+        if variable not in env:
+            environment.pop(variable, None)
+    return subprocess.run(
+        hokusai_command("server", "--port", str(free_port())),
+        env=environment, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
 
 
 def test_the_whole_platform_on_postgresql_and_s3_keeps_users_apart_across_a_restart(
@@ -176,10 +189,7 @@ def test_a_database_that_cannot_be_reached_stops_the_start_in_one_line_naming_it
     missing = make_url(postgres_server.url("no_such_database")).set(password=PASSWORD).render_as_string(False)
     refused = f"postgresql+psycopg://hokusai:{PASSWORD}@127.0.0.1:{free_port()}/hokusai"
     for url, reason in ((missing, 'database "no_such_database" does not exist'), (refused, "Connection refused")):
-        result = subprocess.run(
-            hokusai_command("server", "--port", str(free_port())),
-            env=base_env(tmp_path / "data", **{variable: url}), capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
+        result = _refused_start(tmp_path, **{variable: url})
 
         assert result.returncode == 1
         assert result.stderr.startswith(f"Error: Cannot connect to the database of {variable}: "), result.stderr
@@ -187,27 +197,100 @@ def test_a_database_that_cannot_be_reached_stops_the_start_in_one_line_naming_it
         assert "Traceback" not in result.stderr and not (tmp_path / "data" / "mlflow" / "mlflow.log").exists()
 
 
-def test_an_s3_bucket_that_cannot_be_used_stops_the_start_in_one_line(tmp_path: Path, s3: S3Server) -> None:
+def test_an_artifact_store_that_cannot_be_written_stops_the_start_in_one_line(tmp_path: Path, s3: S3Server) -> None:
+    bucket = "hokusai-" + uuid.uuid4().hex[:8]
+    s3.client().create_bucket(Bucket=bucket)
+    no_credentials = {"AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"), "AWS_CONFIG_FILE": str(tmp_path / "none")}
+    (tmp_path / "a-file").write_text("not a directory")
     cases = [
-        ({**s3.client_environment()}, "Cannot use bucket 'no-such-bucket' of HOKUSAI_MLFLOW_ARTIFACTS_DESTINATION: "
-                                      "no such bucket."),
-        ({"AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"), "AWS_CONFIG_FILE": str(tmp_path / "none")},
-         "Cannot reach the artifact store of HOKUSAI_MLFLOW_ARTIFACTS_DESTINATION: Unable to locate credentials"),
+        ({"HOKUSAI_MLFLOW_ARTIFACTS_DESTINATION": "s3://no-such-bucket/mlflow", **s3.client_environment()},
+         "Cannot write to bucket 'no-such-bucket' of HOKUSAI_MLFLOW_ARTIFACTS_DESTINATION: no such bucket."),
+        ({"HOKUSAI_MLFLOW_ARTIFACTS_DESTINATION": f"s3://{bucket}/mlflow", **no_credentials},
+         "Cannot use the artifact store of HOKUSAI_MLFLOW_ARTIFACTS_DESTINATION: Unable to locate credentials"),
+        ({"HOKUSAI_MLFLOW_ARTIFACTS_DESTINATION": f"s3://{bucket}/mlflow", **s3.client_environment(),
+          "HOKUSAI_MLFLOW_S3_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}"},
+         "Cannot reach the S3 endpoint (HOKUSAI_MLFLOW_S3_ENDPOINT_URL): Could not connect to the endpoint URL: "),
+        ({"HOKUSAI_MLFLOW_ARTIFACTS_DESTINATION": str(tmp_path / "a-file" / "artifacts")},
+         f"Cannot write artifacts to {tmp_path / 'a-file' / 'artifacts'} (HOKUSAI_MLFLOW_ARTIFACTS_DESTINATION): "
+         "Not a directory."),
     ]  # fmt: skip
-    for credentials, message in cases:
-        env = base_env(
-            tmp_path / "data",
-            HOKUSAI_MLFLOW_ARTIFACTS_DESTINATION="s3://no-such-bucket/mlflow",
-            HOKUSAI_MLFLOW_S3_ENDPOINT_URL=s3.endpoint_url,
-            **credentials,
-        )
-        for variable in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE"):
-            if variable not in credentials:
-                env.pop(variable, None)
-        result = subprocess.run(
-            hokusai_command("server", "--port", str(free_port())), env=env, capture_output=True, text=True, timeout=60
-        )
+    for env, message in cases:
+        result = _refused_start(tmp_path, **{"HOKUSAI_MLFLOW_S3_ENDPOINT_URL": s3.endpoint_url, **env})
 
         assert result.returncode == 1
-        assert result.stderr.strip() == f"Error: {message}", result.stderr
+        assert result.stderr.startswith(f"Error: {message}") and result.stderr.count("\n") == 1, result.stderr
         assert s3.secret_access_key not in result.stderr + result.stdout
+    # The check leaves nothing behind in a bucket it could write to.
+    assert s3.client().list_objects_v2(Bucket=bucket).get("KeyCount") == 0
+
+
+def test_one_database_named_twice_under_two_spellings_stops_the_start(
+    tmp_path: Path, postgres_server: PostgresServer
+) -> None:
+    with fresh_database(postgres_server, f"shared_{uuid.uuid4().hex[:8]}") as url:
+        result = _refused_start(
+            tmp_path,
+            HOKUSAI_DATABASE_URL=make_url(url).set(host="localhost").render_as_string(False),
+            HOKUSAI_MLFLOW_DATABASE_URL=url,
+        )
+
+    assert result.returncode == 1
+    assert result.stderr == (
+        "Error: HOKUSAI_DATABASE_URL and HOKUSAI_MLFLOW_DATABASE_URL name the same database; each needs one of its "
+        "own.\n"
+    )
+
+
+def _wait_for_status(client: httpx.Client, path: str, status: int, timeout: float = 60.0) -> httpx.Response:
+    deadline = time.monotonic() + timeout
+    while True:
+        response = client.post(path, json={"max_results": 1}) if path.endswith("search") else client.get(path)
+        if response.status_code == status or time.monotonic() > deadline:
+            return response
+        time.sleep(0.5)
+
+
+def test_a_database_outage_is_a_503_for_users_and_the_platform_recovers_by_itself(tmp_path: Path) -> None:
+    """PostgreSQL (a cluster of this test's own) crashes under a running platform, then comes back."""
+    bindir = find_bindir()
+    if bindir is None:
+        pytest.skip("PostgreSQL is not installed")
+    with running_server(bindir) as cluster, contextlib.ExitStack() as stack:
+        stores = {
+            variable: stack.enter_context(fresh_database(cluster, name))
+            for variable, name in (("HOKUSAI_DATABASE_URL", "hokusai"), ("HOKUSAI_MLFLOW_DATABASE_URL", "mlflow"),
+                                   ("HOKUSAI_MLFLOW_AUTH_DATABASE_URL", "mlflow_auth"))
+        }  # fmt: skip
+        # Every request verifies its key in the database: no cached verification hides the outage.
+        platform = start_platform(tmp_path / "data", HOKUSAI_KEY_CACHE_TTL_SECONDS="0", **stores)
+        stack.callback(platform.stop)
+        key = platform.create_key(platform.unique_owner("outage-"))
+        with platform.client(key) as user, platform.client(platform.admin_key) as admin:
+            assert user.post(API + "/experiments/search", json={"max_results": 1}).status_code == 200
+            log_offset = platform.stderr_path.stat().st_size
+
+            cluster.stop()
+            answers = {
+                "gateway": user.post(API + "/experiments/search", json={"max_results": 1}),
+                "api": admin.get("/api/v1/keys"),
+                "ready": user.get("/ready"),
+            }
+            log = platform.stderr_path.read_bytes()[log_offset:].decode(errors="replace")
+
+            cluster.start()
+            recovered = _wait_for_status(user, API + "/experiments/search", 200)
+            ready = _wait_for_status(user, "/ready", 200)
+
+    for name, answer in answers.items():
+        assert answer.status_code == 503, (name, answer.text)
+        assert answer.headers["retry-after"], name
+        body = answer.json()
+        assert (body["error_code"], body["layer"]) == ("TEMPORARILY_UNAVAILABLE", "hokusai-api"), (name, body)
+    assert answers["gateway"].json()["message"] == "The Hokusai database is unavailable right now; retry shortly."
+    assert answers["api"].json() == answers["gateway"].json()
+    assert answers["ready"].json()["message"] == "The Hokusai database (HOKUSAI_DATABASE_URL) is unavailable"
+    assert "Traceback" not in log, log
+    for request in (f"POST {API}/experiments/search", "GET /api/v1/keys"):  # one line each
+        assert log.count(f"the Hokusai database is unavailable ({request})") == 1, log
+    assert recovered.status_code == 200, recovered.text
+    assert ready.status_code == 200, ready.text

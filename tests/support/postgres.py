@@ -5,6 +5,7 @@ PostgreSQL refuses to run as root, and CI runs as root: then the server runs as 
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
@@ -27,9 +28,26 @@ class PostgresServer:
     port: int
     user: str
     version: str
+    bindir: Path
+    base: Path
 
     def url(self, dbname: str) -> str:
         return f"postgresql+psycopg://{self.user}@{self.host}:{self.port}/{dbname}"
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.base / 'sock'} -c listen_addresses={self.host} -c fsync=off "
+        options += "-c max_connections=200"
+        self._pg_ctl("-o", options, "-l", str(self.base / "log"), "-w", "start")
+
+    def stop(self) -> None:
+        """An outage as abrupt as a crash: connections are cut, nothing is shut down cleanly."""
+        self._pg_ctl("-m", "immediate", "-w", "stop")
+
+    def _pg_ctl(self, *args: str) -> None:
+        subprocess.run(
+            _as_postgres_user([str(self.bindir / "pg_ctl"), "-D", str(self.base / "data"), *args]),
+            check=True, capture_output=True,
+        )  # fmt: skip
 
 
 def find_bindir() -> Path | None:
@@ -64,21 +82,15 @@ def running_server(bindir: Path) -> Iterator[PostgresServer]:
         _as_postgres_user([str(bindir / "initdb"), "-D", str(datadir), "-U", "postgres", "--auth=trust", "-E", "UTF8"]),
         check=True, capture_output=True,
     )  # fmt: skip
-    port = _free_port()
-    options = f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
-    subprocess.run(
-        _as_postgres_user([str(bindir / "pg_ctl"), "-D", str(datadir), "-o", options, "-l", str(base / "log"), "-w",
-                           "start"]),
-        check=True, capture_output=True,
-    )  # fmt: skip
     version = (datadir / "PG_VERSION").read_text().strip()
+    server = PostgresServer(host="127.0.0.1", port=_free_port(), user="postgres", version=version, bindir=bindir,
+                            base=base)  # fmt: skip
+    server.start()
     try:
-        yield PostgresServer(host="127.0.0.1", port=port, user="postgres", version=version)
+        yield server
     finally:
-        subprocess.run(
-            _as_postgres_user([str(bindir / "pg_ctl"), "-D", str(datadir), "-m", "immediate", "-w", "stop"]),
-            check=False, capture_output=True,
-        )  # fmt: skip
+        with contextlib.suppress(subprocess.CalledProcessError):
+            server.stop()
         shutil.rmtree(base, ignore_errors=True)
 
 

@@ -11,9 +11,12 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, make_url
+from alembic.util.exc import CommandError
+from sqlalchemy import Engine, create_engine, event, make_url, text
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
+
+from hokusai.errors import HokusaiConfigurationError
 
 MIGRATIONS = "hokusai.server:migrations"
 
@@ -49,7 +52,15 @@ def migrate(engine: Engine) -> None:
     config.set_main_option("script_location", MIGRATIONS)
     with engine.begin() as connection:
         config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+        try:
+            command.upgrade(config, "head")
+        except CommandError as exc:
+            # Alembic finds a schema version it has no migration for: most likely another application's database
+            # (MLflow's tracking store keeps its version in the same table), or one a newer Hokusai migrated.
+            raise HokusaiConfigurationError(
+                f"The database of HOKUSAI_DATABASE_URL is not a Hokusai database this version knows ({exc}). Give "
+                "Hokusai a database of its own; one that MLflow also uses cannot serve both."
+            ) from None
 
 
 class Database:
@@ -71,6 +82,11 @@ class Database:
     def lock_engine(self) -> Engine:
         """Connections outside the pool, for session-level locks (`locks.py`): closing one ends its session."""
         return create_engine(self.url, poolclass=NullPool)
+
+    def ping(self) -> None:
+        """One round trip to the database (`OperationalError` when it cannot be reached)."""
+        with self.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
 
     def close(self) -> None:
         self.engine.dispose()

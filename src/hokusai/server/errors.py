@@ -10,6 +10,7 @@ import httpx
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hokusai._printable import printable
@@ -257,6 +258,28 @@ async def _handle_http_exception(_request: Request, exc: Exception) -> JSONRespo
     return error_response(exc.status_code, message, headers=getattr(exc, "headers", None))
 
 
+DATABASE_UNAVAILABLE_MESSAGE = "The Hokusai database is unavailable right now; retry shortly."
+
+
+def database_unavailable(method: str, path: str, exc: OperationalError) -> JSONResponse:
+    """A 503 for a request that could not reach the Hokusai database (down, restarting, out of connections), with one
+    log line: an outage is the operator's to see once per request, not a traceback."""
+    detail = str(exc.orig or exc).strip()
+    reason = detail.splitlines()[0] if detail else type(exc).__name__
+    logger.warning("the Hokusai database is unavailable (%s %s): %s", method, printable(path), reason)
+    return error_response(
+        503,
+        DATABASE_UNAVAILABLE_MESSAGE,
+        error_code="TEMPORARILY_UNAVAILABLE",
+        headers={"Retry-After": RETRY_AFTER_SECONDS},
+    )
+
+
+async def _handle_database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, OperationalError)
+    return database_unavailable(request.method, request.url.path, exc)
+
+
 async def _handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
     # Logged with the request id only: the exception text may quote user input, never a key (keys are not kept).
     logger.exception("unhandled error on %s %s", request.method, printable(request.url.path))
@@ -268,4 +291,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(HokusaiValidationError, _handle_hokusai_validation)
     app.add_exception_handler(RequestValidationError, _handle_request_validation)
     app.add_exception_handler(StarletteHTTPException, _handle_http_exception)
+    app.add_exception_handler(OperationalError, _handle_database_unavailable)
     app.add_exception_handler(Exception, _handle_unexpected)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
 import httpx
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import StreamingResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -37,7 +37,14 @@ from hokusai.server.default_experiment import (
     links_prompt_to_default,
     query_pointed_at,
 )
-from hokusai.server.errors import INTERNAL_ERROR_MESSAGE, ApiError, error_response, mlflow_timed_out, mlflow_unavailable
+from hokusai.server.errors import (
+    INTERNAL_ERROR_MESSAGE,
+    ApiError,
+    database_unavailable,
+    error_response,
+    mlflow_timed_out,
+    mlflow_unavailable,
+)
 from hokusai.server.keys import Principal
 from hokusai.server.mlflow_rest import provisioning_errors
 from hokusai.server.paths import (
@@ -129,6 +136,8 @@ class MlflowGateway:
                 "request body ended early (client gone or stalled): %s %s", scope["method"], printable(scope["path"])
             )
             return
+        except OperationalError as exc:
+            response = database_unavailable(scope["method"], scope["path"], exc)
         except Exception:
             # The gateway runs outside FastAPI (see main.HokusaiApp), so its catch-all handler is repeated here.
             logger.exception("unhandled error on %s %s", scope["method"], printable(scope["path"]))

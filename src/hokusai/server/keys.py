@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from hokusai.errors import HokusaiValidationError
@@ -216,10 +217,16 @@ class KeyStore:
             pending, self._last_used = self._last_used, {}
         if not pending:
             return 0
-        with self._database.session() as session:
-            for key_id, used_at in pending.items():
-                stamp = datetime.fromtimestamp(used_at, UTC)
-                session.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=stamp))
+        try:
+            with self._database.session() as session:
+                for key_id, used_at in pending.items():
+                    stamp = datetime.fromtimestamp(used_at, UTC)
+                    session.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=stamp))
+        except SQLAlchemyError:
+            with self._lock:  # kept for the next flush: the database may be back by then
+                for key_id, used_at in pending.items():
+                    self._last_used[key_id] = max(used_at, self._last_used.get(key_id, used_at))
+            raise
         return len(pending)
 
     def _forget(self, key_id: str) -> None:

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import Depends, FastAPI
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -46,10 +47,19 @@ def build_state(settings: Settings, mlflow_url: str) -> AppState:
     )
 
 
+async def _flush_last_used(state: AppState) -> None:
+    try:
+        await run_in_threadpool(state.keys.flush_last_used)
+    except SQLAlchemyError as exc:
+        # An outage must neither end the flushing for the life of the process nor stop a shutdown; the times wait
+        # for the next round.
+        logger.warning("last-used times not written (the Hokusai database is unavailable): %s", type(exc).__name__)
+
+
 async def _flush_last_used_forever(state: AppState) -> None:
     while True:
         await asyncio.sleep(state.settings.last_used_flush_seconds)
-        await run_in_threadpool(state.keys.flush_last_used)
+        await _flush_last_used(state)
 
 
 async def _report_an_unready_mlflow(state: AppState) -> None:
@@ -114,7 +124,7 @@ def create_app(settings: Settings, mlflow_url: str) -> ASGIApp:
             flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await flusher
-            await run_in_threadpool(state.keys.flush_last_used)
+            await _flush_last_used(state)
             await state.aclose()
 
     app = FastAPI(

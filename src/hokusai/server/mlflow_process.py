@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import httpx
+from sqlalchemy.engine import make_url
 
 from hokusai.server.secrets import PlatformSecrets, ensure_private_dir, write_secret_file
 from hokusai.server.settings import Settings
@@ -52,6 +53,11 @@ def _ini_value(value: str) -> str:
     if "\n" in value or "\r" in value:
         raise ValueError("a value in MLflow's auth config cannot span lines")
     return value.replace("%", "%%")
+
+
+def _backend_name(database_url: str) -> str:
+    """What a database URL may show in a log: its kind, never its address or credentials."""
+    return make_url(database_url).get_backend_name()
 
 
 class MlflowStartError(RuntimeError):
@@ -171,7 +177,15 @@ class EmbeddedMlflow:
             preexec_fn=functools.partial(_die_with_parent, os.getpid()),
         )
         log.close()
-        logger.info("started embedded MLflow (pid %s) on 127.0.0.1:%s", self._process.pid, self.port)
+        settings = self._settings
+        logger.info(
+            "started embedded MLflow (pid %s) on 127.0.0.1:%s; tracking store: %s, auth store: %s, artifacts: %s",
+            self._process.pid,
+            self.port,
+            _backend_name(settings.resolved_mlflow_database_url.get_secret_value()),
+            _backend_name(settings.resolved_mlflow_auth_database_url.get_secret_value()),
+            settings.resolved_mlflow_artifacts_destination,
+        )
 
     def wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

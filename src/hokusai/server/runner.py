@@ -13,10 +13,10 @@ import socket
 import sys
 from pathlib import Path
 from typing import TextIO
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import uvicorn
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
@@ -104,57 +104,100 @@ def ensure_databases_reachable(settings: Settings) -> None:
 
     Otherwise an unreachable PostgreSQL showed as a traceback from the API, or, for the embedded MLflow's stores,
     as MLflow retrying for the whole start-up timeout. SQLite files are created where they are missing, as usual.
+    Two settings that name one database under two spellings (`localhost` and `127.0.0.1`) are caught here, where
+    the settings' own check, which compares the URLs, cannot tell.
     """
     databases = {"HOKUSAI_DATABASE_URL": settings.resolved_database_url}
     if settings.embedded_mlflow:
         databases["HOKUSAI_MLFLOW_DATABASE_URL"] = settings.resolved_mlflow_database_url.get_secret_value()
         databases["HOKUSAI_MLFLOW_AUTH_DATABASE_URL"] = settings.resolved_mlflow_auth_database_url.get_secret_value()
+    seen: dict[tuple[object, ...], str] = {}
     for variable, url in databases.items():
-        if make_url(url).get_backend_name() == "sqlite":
-            continue
-        engine = create_engine(
-            url, poolclass=NullPool, connect_args={"connect_timeout": _STORE_CONNECT_TIMEOUT_SECONDS}
-        )
-        try:
-            with engine.connect():
-                pass
-        except SQLAlchemyError as exc:
-            # The driver's own first line says what failed (refused, unknown database, bad password) and never
-            # quotes the URL's password.
-            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-            raise StartRefusedError(f"Cannot connect to the database of {variable}: {reason}") from None
-        finally:
-            engine.dispose()
+        if make_url(url).get_backend_name() != "sqlite":
+            identity = _postgres_database_identity(variable, url)
+            if identity in seen:
+                raise StartRefusedError(
+                    f"{seen[identity]} and {variable} name the same database; each needs one of its own."
+                )
+            seen[identity] = variable
 
 
-def ensure_artifact_store_reachable(settings: Settings) -> None:
-    """Ask an S3 artifact store for its bucket once, before anything starts.
+def _postgres_database_identity(variable: str, url: str) -> tuple[object, ...]:
+    """What tells this database from any other: its server's start time and port, and its name."""
+    engine = create_engine(url, poolclass=NullPool, connect_args={"connect_timeout": _STORE_CONNECT_TIMEOUT_SECONDS})
+    try:
+        with engine.connect() as connection:
+            row = connection.execute(
+                text("SELECT pg_postmaster_start_time(), current_setting('port'), current_database()")
+            ).one()
+    except SQLAlchemyError as exc:
+        # The driver's own first line says what failed (refused, unknown database, bad password) and never quotes
+        # the URL's password.
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise StartRefusedError(f"Cannot connect to the database of {variable}: {reason}") from None
+    finally:
+        engine.dispose()
+    return tuple(row)
+
+
+def ensure_artifact_store_usable(settings: Settings) -> None:
+    """Write and delete one object in the artifact store, before anything starts.
 
     MLflow would start without a word and answer each user's first upload with a bare 500 (a missing bucket, wrong
-    credentials, a wrong endpoint): an operator's mistake, told to users.
+    or read-only credentials, a wrong endpoint, a directory it cannot write): an operator's mistake, told to users.
     """
-    destination = urlsplit(settings.resolved_mlflow_artifacts_destination)
-    if not settings.embedded_mlflow or destination.scheme != "s3":
-        return
+    if not settings.embedded_mlflow or settings.mlflow_artifacts_destination is None:
+        return  # the default lives in the data dir, which has checks of its own
+    destination = settings.resolved_mlflow_artifacts_destination
+    if urlsplit(destination).scheme == "s3":
+        _check_s3_destination(settings, urlsplit(destination))
+    else:
+        _check_local_destination(Path(destination))
+
+
+_PROBE_NAME = ".hokusai-start-check"
+
+
+def _check_local_destination(directory: Path) -> None:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / _PROBE_NAME
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise StartRefusedError(
+            f"Cannot write artifacts to {directory} (HOKUSAI_MLFLOW_ARTIFACTS_DESTINATION): {exc.strerror}."
+        ) from None
+
+
+def _check_s3_destination(settings: Settings, destination: SplitResult) -> None:
     import boto3  # only S3 deployments pay for importing it
     from botocore.config import Config
-    from botocore.exceptions import BotoCoreError, ClientError
+    from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
     config = Config(connect_timeout=_STORE_CONNECT_TIMEOUT_SECONDS, retries={"max_attempts": 1})
     client = boto3.client("s3", endpoint_url=settings.mlflow_s3_endpoint_url, config=config)
+    bucket, key = destination.netloc, f"{destination.path.strip('/')}/{_PROBE_NAME}".lstrip("/")
     try:
-        client.head_bucket(Bucket=destination.netloc)
+        client.put_object(Bucket=bucket, Key=key, Body=b"")
+        client.delete_object(Bucket=bucket, Key=key)
     except ClientError as exc:
-        error = exc.response.get("Error", {})
-        reason = {"404": "no such bucket", "403": "access denied (check the AWS_* credentials)"}.get(
-            str(error.get("Code")), str(error.get("Message") or error.get("Code"))
-        )
+        code = str(exc.response.get("Error", {}).get("Code"))
+        reason = {
+            "NoSuchBucket": "no such bucket",
+            "AccessDenied": "access denied: the AWS_* credentials must allow writing and deleting objects there",
+            "InvalidAccessKeyId": "the access key is unknown (AWS_ACCESS_KEY_ID)",
+            "SignatureDoesNotMatch": "the secret key does not match the access key (AWS_SECRET_ACCESS_KEY)",
+        }.get(code, str(exc.response.get("Error", {}).get("Message") or code))
         raise StartRefusedError(
-            f"Cannot use bucket {destination.netloc!r} of HOKUSAI_MLFLOW_ARTIFACTS_DESTINATION: {reason}."
+            f"Cannot write to bucket {bucket!r} of HOKUSAI_MLFLOW_ARTIFACTS_DESTINATION: {reason}."
         ) from None
+    except EndpointConnectionError as exc:
+        setting = "HOKUSAI_MLFLOW_S3_ENDPOINT_URL" if settings.mlflow_s3_endpoint_url else "the AWS region (AWS_*)"
+        raise StartRefusedError(f"Cannot reach the S3 endpoint ({setting}): {exc}") from None
     except BotoCoreError as exc:
         raise StartRefusedError(
-            f"Cannot reach the artifact store of HOKUSAI_MLFLOW_ARTIFACTS_DESTINATION: {exc}"
+            f"Cannot use the artifact store of HOKUSAI_MLFLOW_ARTIFACTS_DESTINATION: {exc}"
         ) from None
 
 
@@ -289,7 +332,7 @@ def serve(settings: Settings) -> None:
     if settings.embedded_mlflow and settings.mlflow_port:
         ensure_port_free("127.0.0.1", settings.mlflow_port, "HOKUSAI_MLFLOW_PORT (0 picks a free one)")
     ensure_databases_reachable(settings)
-    ensure_artifact_store_reachable(settings)
+    ensure_artifact_store_usable(settings)
     _install_stop_handlers()
     platform_secrets = load_or_create_secrets(settings)
     held = hold_data_dir(settings)

@@ -31,6 +31,7 @@ PLATFORM = Principal(
 USERS_CREATE = "/api/2.0/mlflow/users/create"
 USERS_UPDATE_ADMIN = "/api/2.0/mlflow/users/update-admin"
 EXPERIMENTS_CREATE = "/api/2.0/mlflow/experiments/create"
+EXPERIMENTS_GET = "/api/2.0/mlflow/experiments/get"
 PERMISSIONS_GRANT = "/api/3.0/mlflow/users/permissions/grant"
 PERMISSIONS_REVOKE = "/api/3.0/mlflow/users/permissions/revoke"
 _DEFAULT_EXPERIMENT_ATTEMPTS = 5
@@ -282,16 +283,27 @@ class Upstream:
     # --- probes ---------------------------------------------------------------------------------------------
 
     async def check_ready(self) -> str | None:
-        """`None` when MLflow answers and accepts our credentials, else what is wrong (no internal URLs)."""
+        """`None` when MLflow answers, accepts our credentials and reads its tracking store, else what is wrong (no
+        internal URLs)."""
+        headers = self.headers_for(PLATFORM)
         try:
             health = await self.client.get("/health", timeout=5.0)
             if health.status_code != 200:
                 return f"MLflow health check answered {health.status_code}"
-            version = await self.client.get("/version", headers=self.headers_for(PLATFORM), timeout=5.0)
+            version = await self.client.get("/version", headers=headers, timeout=5.0)
+            if version.status_code in (401, 403):
+                return (
+                    f"MLflow refused the gateway's credentials ({version.status_code}): {_CREDENTIALS_FIX[self.mode]}"
+                )
+            if version.status_code != 200:
+                # MLflow's auth app answers 503 when its auth store (users, permissions) cannot be read.
+                return f"MLflow answered {version.status_code}: its auth store may be unavailable (see MLflow's log)"
+            # /health and /version never touch the tracking store; a read of experiment 0 does (a 404 is an answer).
+            store = await self.client.get(EXPERIMENTS_GET, params={"experiment_id": "0"}, headers=headers, timeout=5.0)
         except httpx.HTTPError:
             return "MLflow is not reachable"
-        if version.status_code != 200:
-            return f"MLflow refused the gateway's credentials ({version.status_code}): {_CREDENTIALS_FIX[self.mode]}"
+        if store.status_code >= 500:
+            return f"MLflow answered {store.status_code}: its tracking store is unavailable (see MLflow's log)"
         return None
 
 

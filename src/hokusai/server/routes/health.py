@@ -1,9 +1,11 @@
-"""Probes: `/health` (the process is alive) and `/ready` (MLflow is reachable and accepts our credentials)."""
+"""Probes: `/health` (the process is alive) and `/ready` (its database and MLflow answer, and MLflow accepts it)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
+from starlette.concurrency import run_in_threadpool
 
 from hokusai import __version__
 from hokusai.server.deps import StateDep
@@ -21,11 +23,19 @@ async def read_health() -> dict[str, str]:
     return {"status": "ok", "version": __version__}
 
 
-@router.get("/ready", responses={503: {"description": "MLflow is unreachable or refuses the gateway"}})
+@router.get(
+    "/ready",
+    responses={503: {"description": "The Hokusai database or MLflow is unavailable, or MLflow refuses the API"}},
+)
 @router.head("/ready", include_in_schema=False)
 async def read_ready(state: StateDep) -> JSONResponse:
-    """MLflow answers and accepts the gateway's credentials."""
-    problem = await state.upstream.check_ready()
+    """The Hokusai database answers, and MLflow answers, accepts the gateway's credentials and reads its store."""
+    try:
+        await run_in_threadpool(state.database.ping)
+        problem = None
+    except OperationalError:
+        problem = "The Hokusai database (HOKUSAI_DATABASE_URL) is unavailable"
+    problem = problem or await state.upstream.check_ready()
     if problem is not None:
         return error_response(
             503, problem, error_code="TEMPORARILY_UNAVAILABLE", headers={"Retry-After": RETRY_AFTER_SECONDS}
