@@ -281,6 +281,12 @@ def test_a_database_outage_is_a_503_for_users_and_the_platform_recovers_by_itsel
             recovered = _wait_for_status(user, API + "/experiments/search", 200)
             ready = _wait_for_status(user, "/ready", 200)
 
+            # Only MLflow's tracking store goes: /ready must not call that ready, nor blame credentials.
+            _set_connections(cluster, "mlflow", allowed=False)
+            tracking_down = _wait_for_status(user, "/ready", 503)
+            _set_connections(cluster, "mlflow", allowed=True)
+            ready_again = _wait_for_status(user, "/ready", 200)
+
     for name, answer in answers.items():
         assert answer.status_code == 503, (name, answer.text)
         assert answer.headers["retry-after"], name
@@ -294,3 +300,20 @@ def test_a_database_outage_is_a_503_for_users_and_the_platform_recovers_by_itsel
         assert log.count(f"the Hokusai database is unavailable ({request})") == 1, log
     assert recovered.status_code == 200, recovered.text
     assert ready.status_code == 200, ready.text
+    assert tracking_down.status_code == 503, tracking_down.text
+    assert "its tracking store is unavailable" in tracking_down.json()["message"], tracking_down.text
+    assert ready_again.status_code == 200, ready_again.text
+
+
+def _set_connections(cluster: PostgresServer, database: str, *, allowed: bool) -> None:
+    """Open or close `database` to new connections; closing also ends those it has."""
+    statements = [f"ALTER DATABASE {database} ALLOW_CONNECTIONS {str(allowed).lower()}"]
+    if not allowed:
+        statements.append(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{database}'")
+    engine = create_engine(cluster.url("postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as connection:
+            for statement in statements:
+                connection.execute(text(statement))
+    finally:
+        engine.dispose()
