@@ -284,6 +284,7 @@ def test_a_database_outage_is_a_503_for_users_and_the_platform_recovers_by_itsel
             # Only MLflow's tracking store goes: /ready must not call that ready, nor blame credentials.
             _set_connections(cluster, "mlflow", allowed=False)
             tracking_down = _wait_for_status(user, "/ready", 503)
+            mlflow_store_down = user.post(API + "/experiments/search", json={"max_results": 1})
             _set_connections(cluster, "mlflow", allowed=True)
             ready_again = _wait_for_status(user, "/ready", 200)
 
@@ -303,6 +304,11 @@ def test_a_database_outage_is_a_503_for_users_and_the_platform_recovers_by_itsel
     assert tracking_down.status_code == 503, tracking_down.text
     assert "its tracking store is unavailable" in tracking_down.json()["message"], tracking_down.text
     assert ready_again.status_code == 200, ready_again.text
+    # MLflow's own 503 passes through, without the driver's text: its database's address is not the caller's business.
+    assert mlflow_store_down.status_code == 503, mlflow_store_down.text
+    assert mlflow_store_down.json()["layer"] == "mlflow"
+    assert mlflow_store_down.json()["message"] == "MLflow's database is unavailable right now; retry shortly."
+    assert str(cluster.port) not in mlflow_store_down.text
 
 
 def _set_connections(cluster: PostgresServer, database: str, *, allowed: bool) -> None:

@@ -15,6 +15,7 @@ from starlette.background import BackgroundTask
 from starlette.responses import StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from hokusai._printable import printable
 from hokusai.server.errors import (
     LAYER_MLFLOW,
     error_code_for_status,
@@ -177,6 +178,18 @@ _MLFLOW_REFUSAL = "Permission denied"
 _CALLERS_ERRORS_MLFLOW_ANSWERS_AS_500 = frozenset({"FEATURE_DISABLED"})
 
 
+# MLflow answers a store it cannot reach with the driver's own text: its database's host, port and name.
+_DATABASE_DRIVER_ERROR = "OperationalError"
+_MLFLOW_DATABASE_UNAVAILABLE = "MLflow's database is unavailable right now; retry shortly."
+
+
+def _withhold_database_details(payload: dict[str, Any], routed: RoutedPath) -> None:
+    """The operator reads the driver's error in the log; the caller learns only that MLflow's store is down."""
+    first_line = str(payload["message"]).strip().splitlines()[0]
+    logger.warning("MLflow's database is unavailable (%s): %s", printable(routed.decoded), first_line)
+    payload["message"] = _MLFLOW_DATABASE_UNAVAILABLE
+
+
 def _refusal_explained(owner: str, routed: RoutedPath, identity_mode: str) -> str:
     if identity_mode == "service-account":
         return f"{_MLFLOW_REFUSAL}: {service_account_refused('do this')}"
@@ -229,6 +242,8 @@ async def _relay_error(
         code = payload["error_code"]
         if status == 500 and isinstance(code, str) and code in _CALLERS_ERRORS_MLFLOW_ANSWERS_AS_500:
             status = 400
+        if status >= 500 and _DATABASE_DRIVER_ERROR in str(payload["message"]):
+            _withhold_database_details(payload, routed)
     else:
         text = readable_error_text(body, response.headers.get("content-type"))
         if status == 403 and text == _MLFLOW_REFUSAL and principal is not None:
