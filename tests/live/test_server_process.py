@@ -123,7 +123,7 @@ def test_an_unusable_data_dir_or_secrets_file_is_one_clear_line(
 
 
 def _secrets_file(root: Path, content: str) -> None:
-    (root / "data").mkdir()
+    (root / "data").mkdir(mode=0o700)  # as Hokusai makes it: the secrets file is the only problem
     (root / "data" / "secrets.json").write_text(content)
 
 

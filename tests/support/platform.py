@@ -155,7 +155,7 @@ def start_platform(data_dir: Path, *, admin_key: bool = True, **env: str) -> Liv
 
 def spawn_platform(data_dir: Path, *, admin_key: bool = True, **env: str) -> LivePlatform:
     """Start `hokusai server` on free loopback ports without waiting; with `admin_key`, create one offline first."""
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # as Hokusai makes it (it warns about an open one)
     key = create_key_offline(data_dir, "admin", "read,write,admin", **env) if admin_key else ""
     port, mlflow_port = free_port(), free_port()
     stdout_path, stderr_path = data_dir.parent / f"{data_dir.name}.out", data_dir.parent / f"{data_dir.name}.err"

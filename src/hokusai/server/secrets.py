@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import secrets
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +15,8 @@ from pydantic import SecretStr
 
 from hokusai.errors import HokusaiConfigurationError
 from hokusai.server.settings import Settings
+
+logger = logging.getLogger(__name__)
 
 SECRETS_FILE = "secrets.json"
 _SECRET_NAMES = ("key_pepper", "assertion_secret", "mlflow_admin_password", "flask_secret_key")
@@ -45,8 +49,12 @@ def _stored_secrets(path: Path) -> dict[str, str]:
 
 
 def ensure_private_dir(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    path.chmod(0o700)
+    """`path`, a directory only its owner may enter; an existing one that was open to others is closed, and said."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode != 0o700:
+        path.chmod(0o700)
+        logger.warning("%s was open to others (mode %03o); it is now private to its owner (0700)", path, mode)
     return path
 
 
