@@ -10,7 +10,7 @@ import httpx
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hokusai._printable import printable
@@ -261,12 +261,18 @@ async def _handle_http_exception(_request: Request, exc: Exception) -> JSONRespo
 DATABASE_UNAVAILABLE_MESSAGE = "The Hokusai database is unavailable right now; retry shortly."
 
 
+def database_error_reason(exc: SQLAlchemyError) -> str:
+    """The driver's own first line (refused, unknown database, bad password): what failed, never the URL's password."""
+    detail = str(getattr(exc, "orig", None) or exc).strip()
+    return detail.splitlines()[0] if detail else type(exc).__name__
+
+
 def database_unavailable(method: str, path: str, exc: OperationalError) -> JSONResponse:
     """A 503 for a request that could not reach the Hokusai database (down, restarting, out of connections), with one
     log line: an outage is the operator's to see once per request, not a traceback."""
-    detail = str(exc.orig or exc).strip()
-    reason = detail.splitlines()[0] if detail else type(exc).__name__
-    logger.warning("the Hokusai database is unavailable (%s %s): %s", method, printable(path), reason)
+    logger.warning(
+        "the Hokusai database is unavailable (%s %s): %s", method, printable(path), database_error_reason(exc)
+    )
     return error_response(
         503,
         DATABASE_UNAVAILABLE_MESSAGE,

@@ -22,6 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 from hokusai.server.db import Database
+from hokusai.server.errors import database_error_reason
 from hokusai.server.keys import KeyStore
 from hokusai.server.main import create_app
 from hokusai.server.mlflow_process import EmbeddedMlflow
@@ -131,10 +132,7 @@ def _postgres_database_identity(variable: str, url: str) -> tuple[object, ...]:
                 text("SELECT pg_postmaster_start_time(), current_setting('port'), current_database()")
             ).one()
     except SQLAlchemyError as exc:
-        # The driver's own first line says what failed (refused, unknown database, bad password) and never quotes
-        # the URL's password.
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        raise StartRefusedError(f"Cannot connect to the database of {variable}: {reason}") from None
+        raise StartRefusedError(f"Cannot connect to the database of {variable}: {database_error_reason(exc)}") from None
     finally:
         engine.dispose()
     return tuple(row)
