@@ -13,7 +13,14 @@ from starlette.types import Message, Receive, Scope, Send
 from hokusai.server.middleware.body_timeout import ClientBodyTimeoutMiddleware
 
 TIMEOUT = 0.2
-SCOPE: Scope = {"type": "http", "method": "PUT", "path": "/x", "headers": [], "query_string": b""}
+# A head that announces a body, as every upload's does (a chunked one here; a Content-Length works alike).
+SCOPE: Scope = {
+    "type": "http",
+    "method": "PUT",
+    "path": "/x",
+    "headers": [(b"transfer-encoding", b"chunked")],
+    "query_string": b"",
+}
 
 
 class ScriptedClient:
@@ -61,9 +68,9 @@ async def echo_length(scope: Scope, receive: Receive, send: Send) -> None:
     await JSONResponse({"length": len(body)})(scope, receive, send)
 
 
-def run(app: object, client: ScriptedClient) -> None:
+def run(app: object, client: ScriptedClient, scope: Scope = SCOPE) -> None:
     middleware = ClientBodyTimeoutMiddleware(app, TIMEOUT)  # type: ignore[arg-type]
-    asyncio.run(asyncio.wait_for(middleware(SCOPE, client.receive, client.send), timeout=10))
+    asyncio.run(asyncio.wait_for(middleware(scope, client.receive, client.send), timeout=10))
 
 
 def test_a_body_that_stops_arriving_gets_a_408_and_the_connection_closes() -> None:
@@ -116,3 +123,32 @@ def test_other_errors_of_the_app_are_not_hidden() -> None:
 
     with pytest.raises(RuntimeError, match="a bug"):
         run(broken, ScriptedClient([(0, b"whole", False)]))
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [[], [(b"content-length", b"0")], [(b"content-type", b"application/json"), (b"content-length", b" 0 ")]],
+    ids=["no-length", "length-0", "length-0-padded"],
+)
+def test_a_request_without_a_body_is_handed_on_untouched(headers: list[tuple[bytes, bytes]]) -> None:
+    """Nothing to time: uvicorn answers such a request's one receive at once, so the app gets the server's own
+    receive and send, and no timer is set."""
+    seen = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        seen.append((receive, send))
+        await JSONResponse({"ok": True})(scope, receive, send)
+
+    client = ScriptedClient([(0, b"", False)])
+    run(app, client, {**SCOPE, "method": "GET", "headers": headers})
+    assert seen == [(client.receive, client.send)]
+    assert client.status == 200
+
+
+@pytest.mark.parametrize(
+    "headers", [[(b"content-length", b"5")], [(b"transfer-encoding", b"chunked")]], ids=["length", "chunked"]
+)
+def test_a_request_with_a_body_is_timed(headers: list[tuple[bytes, bytes]]) -> None:
+    client = ScriptedClient([(0, b"first", True)])  # and then nothing
+    run(echo_length, client, {**SCOPE, "headers": headers})
+    assert client.status == 408

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from starlette.requests import Request
 
 from hokusai.server.gateway import _upstream_headers
+from hokusai.server.relay import _response_headers
 
 
 def _request(headers: list[tuple[bytes, bytes]]) -> Request:
@@ -38,3 +41,16 @@ def test_credentials_hop_by_hop_and_connection_named_headers_are_dropped() -> No
         ("via", "1.1 hokusai"),
         ("authorization", "Bearer assertion"),
     ]
+
+
+def test_mlflows_own_date_and_request_id_are_not_relayed() -> None:
+    """uvicorn and the API add their own; relaying MLflow's too would send each twice."""
+    response = SimpleNamespace(
+        raw_headers=(
+            (b"Date", b"Sun, 29 Nov 2026 13:00:00 GMT"),
+            (b"X-Request-ID", b"mlflow-1"),
+            (b"Set-Cookie", b"session=1"),
+            (b"Content-Type", b"application/json"),
+        )
+    )
+    assert _response_headers(response) == [(b"content-type", b"application/json"), (b"via", b"1.1 hokusai")]  # type: ignore[arg-type]

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 
 import pytest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hokusai._printable import printable
 from hokusai.server.middleware.request_id import ACTOR_STATE, RequestIdMiddleware
+from hokusai.server.runner import LOG_FORMAT, _ServerFormatter
 
 
 async def _ok(scope: Scope, receive: Receive, send: Send) -> None:
@@ -72,3 +75,48 @@ def test_the_line_names_the_keys_owner_and_id_once_the_key_is_checked(caplog: py
 )
 def test_printable_escapes_only_what_could_break_a_line(text: str, logged: str) -> None:
     assert printable(text) == logged
+
+
+def _request_id_headers(sent: list[Message]) -> list[bytes]:
+    start = next(message for message in sent if message["type"] == "http.response.start")
+    return [value for name, value in start["headers"] if name == b"x-request-id"]
+
+
+def test_every_answer_carries_one_request_id_of_its_own(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("INFO", logger="hokusai.access"):
+        ids = [_request_id_headers(_request("/api/v1/health")) for _ in range(200)]
+    assert all(len(found) == 1 for found in ids)
+    flat = [found[0].decode() for found in ids]
+    assert all(re.fullmatch(r"req_[0-9a-f]{16}", request_id) for request_id in flat)
+    assert len(set(flat)) == len(flat)
+    assert [record.getMessage().split()[0] for record in caplog.records] == flat  # the log names the same id
+
+
+@pytest.mark.parametrize(("sent", "kept"), [(b"client-chosen.1_A", True), (b"has space", False), (b"x" * 65, False)])
+def test_a_well_formed_request_id_from_the_client_is_kept(sent: bytes, kept: bool) -> None:
+    async def ok_with_a_header(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": b""})
+
+    scope = {"type": "http", "method": "GET", "path": "/", "headers": [(b"x-request-id", sent)], "query_string": b""}
+    messages: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        messages.append(message)
+
+    asyncio.run(RequestIdMiddleware(ok_with_a_header)(scope, receive, send))
+    (answered,) = _request_id_headers(messages)
+    assert (answered == sent) is kept
+    assert (b"content-type", b"text/plain") in messages[0]["headers"]  # the app's own headers stay
+
+
+def test_the_log_time_reads_as_loggings_own(caplog: pytest.LogCaptureFixture) -> None:
+    """The formatter writes each second's date and time once; every line still shows its own, to the millisecond."""
+    ours = _ServerFormatter()
+    stock = logging.Formatter(LOG_FORMAT)
+    for created in (1_764_400_000.001, 1_764_400_000.999, 1_764_400_001.0, 1_764_400_001.5, 1_764_400_000.25):
+        record = logging.makeLogRecord({"msg": "m", "created": created, "msecs": int(created % 1 * 1000) + 0.0})
+        assert ours.format(record) == stock.format(record)

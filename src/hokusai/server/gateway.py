@@ -68,6 +68,7 @@ from hokusai.server.request_bodies import (
     read_limited,
     stamp_owner,
 )
+from hokusai.server.request_head import declares_body
 
 if TYPE_CHECKING:
     from hokusai.server.state import AppState
@@ -121,7 +122,7 @@ class MlflowGateway:
             response = await self._handle(request)
         except ApiError as exc:
             headers = dict(exc.headers)
-            if _declares_body(request) and not request.scope.get("hokusai.body_read"):
+            if declares_body(scope["headers"]) and not scope.get("hokusai.body_read"):
                 # Refused (or MLflow died) before the body was read: close, so the client learns now instead of
                 # uploading the rest for nothing (clients send the whole body before reading the answer, and
                 # uvicorn would drain it to keep the connection alive).
@@ -409,8 +410,9 @@ def _refuse_foreign_page(request: Request, allowed: tuple[str, ...]) -> None:
     any `localhost` port read with the browser's credentials (`Access-Control-Allow-Credentials`), so a page any
     local program served could read all that the logged-in user may (UI probe, 2026-11-29).
     """
-    origin = request.headers.get("origin")
-    if origin is None or origin in allowed:
+    # Read off the raw headers: most calls have no Origin, and Starlette's `get` finds a missing one through a KeyError.
+    origins = [value for name, value in request.scope["headers"] if name == b"origin"]
+    if not origins or (origin := origins[0].decode("latin-1")) in allowed:
         return
     raise ApiError(
         403,
@@ -452,8 +454,8 @@ def _upstream_headers(request: Request, identity: dict[str, str]) -> list[tuple[
         except UnicodeDecodeError as exc:
             raise ApiError(400, f"The {name} header is neither ASCII nor UTF-8.", error_code="BAD_REQUEST") from exc
         headers.append((name, value))
-    client = request.client.host if request.client else "unknown"
-    headers.append(("x-forwarded-for", client))
+    client = request.scope.get("client")
+    headers.append(("x-forwarded-for", client[0] if client else "unknown"))
     headers.append(("via", "1.1 hokusai"))
     headers.extend(identity.items())
     return headers
@@ -465,11 +467,6 @@ def _declared_length(request: Request) -> int:
     if "transfer-encoding" in request.headers or not value.isdigit():
         return sys.maxsize
     return int(value)
-
-
-def _declares_body(request: Request) -> bool:
-    headers = request.headers
-    return "transfer-encoding" in headers or headers.get("content-length", "0") not in ("", "0")
 
 
 class StreamedBody:

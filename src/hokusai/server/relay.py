@@ -43,8 +43,11 @@ HOP_BY_HOP = frozenset(
         "upgrade",
     }
 )
-# uvicorn writes its own Date ahead of the app's headers; relaying MLflow's too would send two.
-_STRIPPED_RESPONSE = frozenset(name.encode() for name in HOP_BY_HOP | {"set-cookie", "www-authenticate", "date"})
+# uvicorn writes its own Date ahead of the app's headers, and the API its own X-Request-ID (middleware.request_id):
+# relaying MLflow's too would send two.
+_STRIPPED_RESPONSE = frozenset(
+    name.encode() for name in HOP_BY_HOP | {"set-cookie", "www-authenticate", "date", "x-request-id"}
+)
 _VIA = (b"via", b"1.1 hokusai")
 _ERROR_BODY_LIMIT = 64 * 1024
 # Answers (and request bodies) up to this size are read whole and sent in one piece; larger ones stream.

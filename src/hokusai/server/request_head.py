@@ -11,6 +11,7 @@ body is bounded separately (`middleware.body_timeout`), once the head is complet
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from functools import partial
 from typing import Any
 
@@ -125,3 +126,12 @@ def _closing_answer(status: int, reason: str, message: str, error_code: str) -> 
 def request_head_protocol(header_timeout_seconds: float) -> partial[RequestHeadProtocol]:
     """What `uvicorn.Config(http=...)` instantiates per connection, with the deadline bound in."""
     return partial(RequestHeadProtocol, header_timeout_seconds=header_timeout_seconds)
+
+
+def declares_body(headers: Iterable[tuple[bytes, bytes]]) -> bool:
+    """Whether a complete request head (ASGI's lowercased headers) announces a body: chunked, or a Content-Length
+    other than 0."""
+    for name, value in headers:
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() not in (b"", b"0")):
+            return True
+    return False

@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hokusai._printable import printable
 from hokusai.server.errors import error_response
+from hokusai.server.request_head import declares_body
 
 logger = logging.getLogger(__name__)
 _DISCONNECT: Message = {"type": "http.disconnect"}
@@ -26,7 +27,9 @@ class ClientBodyTimeoutMiddleware:
         self.timeout_seconds = timeout_seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or not declares_body(scope["headers"]):
+            # Without a body there is nothing to wait for (uvicorn answers the one receive at once), and a timer per
+            # request would be a tenth of what this API spends on a small proxied read.
             await self.app(scope, receive, send)
             return
         body_complete = False

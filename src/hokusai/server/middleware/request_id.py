@@ -7,11 +7,10 @@ what a key did can be traced in the log as well as in MLflow.
 from __future__ import annotations
 
 import logging
+import random
 import re
-import secrets
 import time
 
-from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hokusai._printable import printable
@@ -31,6 +30,7 @@ class RequestIdMiddleware:
             return
         request_id = self._request_id(scope)
         scope.setdefault("state", {})["request_id"] = request_id
+        id_header = (b"x-request-id", request_id.encode())
         started = time.perf_counter()
         status = 0
 
@@ -38,7 +38,8 @@ class RequestIdMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                MutableHeaders(scope=message)["x-request-id"] = request_id
+                # Appended, not set: no answer carries one of its own (the gateway drops MLflow's, see `relay`).
+                message["headers"] = [*message.get("headers", ()), id_header]
             await send(message)
 
         try:
@@ -62,4 +63,6 @@ class RequestIdMiddleware:
                 candidate = value.decode("latin-1")
                 if _CLIENT_ID.fullmatch(candidate):
                     return candidate
-        return "req_" + secrets.token_hex(8)
+        # Ids must be unique, not unguessable (a client may choose its own): the `secrets` module would cost a system
+        # call per request.
+        return f"req_{random.getrandbits(64):016x}"
