@@ -24,8 +24,8 @@ async def _ok_as_alice(scope: Scope, receive: Receive, send: Send) -> None:
     await _ok(scope, receive, send)
 
 
-def _request(path: str, app: ASGIApp = _ok) -> list[Message]:
-    scope = {"type": "http", "method": "GET", "path": path, "headers": [], "query_string": b""}
+def _request(path: str, app: ASGIApp = _ok, headers: list[tuple[bytes, bytes]] | None = None) -> list[Message]:
+    scope = {"type": "http", "method": "GET", "path": path, "headers": headers or [], "query_string": b""}
     sent: list[Message] = []
 
     async def receive() -> Message:
@@ -98,16 +98,7 @@ def test_a_well_formed_request_id_from_the_client_is_kept(sent: bytes, kept: boo
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
         await send({"type": "http.response.body", "body": b""})
 
-    scope = {"type": "http", "method": "GET", "path": "/", "headers": [(b"x-request-id", sent)], "query_string": b""}
-    messages: list[Message] = []
-
-    async def receive() -> Message:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: Message) -> None:
-        messages.append(message)
-
-    asyncio.run(RequestIdMiddleware(ok_with_a_header)(scope, receive, send))
+    messages = _request("/", ok_with_a_header, headers=[(b"x-request-id", sent)])
     (answered,) = _request_id_headers(messages)
     assert (answered == sent) is kept
     assert (b"content-type", b"text/plain") in messages[0]["headers"]  # the app's own headers stay
