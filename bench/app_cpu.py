@@ -100,7 +100,7 @@ async def _call(app: ASGIApp, method: str, body: bytes, authorization: str | Non
         raise RuntimeError(f"{method} answered {statuses}")
 
 
-async def _lifespan(app: ASGIApp) -> Callable[[], Awaitable[None]]:
+async def start_lifespan(app: ASGIApp) -> Callable[[], Awaitable[None]]:
     """Runs the app's startup; returns the coroutine function that shuts it down."""
     inbox: asyncio.Queue[Message] = asyncio.Queue()
     started, stopped = asyncio.Event(), asyncio.Event()
@@ -120,7 +120,7 @@ async def _lifespan(app: ASGIApp) -> Callable[[], Awaitable[None]]:
     return shutdown
 
 
-def _hokusai_app(upstream: str, data_dir: Path) -> tuple[ASGIApp, str]:
+def hokusai_app(upstream: str, data_dir: Path) -> tuple[ASGIApp, str]:
     key = create_key_offline(data_dir, "bench", "read,write")
     from hokusai.server.main import create_app
     from hokusai.server.settings import Settings
@@ -129,7 +129,7 @@ def _hokusai_app(upstream: str, data_dir: Path) -> tuple[ASGIApp, str]:
     return create_app(settings, upstream), f"Bearer {key}"
 
 
-async def _cpu_ms_per_pair(app: ASGIApp, authorization: str | None, pairs: int) -> float:
+async def cpu_ms_per_pair(app: ASGIApp, authorization: str | None, pairs: int) -> float:
     started = time.process_time()
     for _ in range(pairs):
         await _call(app, "PUT", PAYLOAD, authorization)
@@ -138,9 +138,9 @@ async def _cpu_ms_per_pair(app: ASGIApp, authorization: str | None, pairs: int) 
 
 
 async def measure(upstream: str, data_dir: Path, rounds: int, pairs: int) -> dict[str, float]:
-    hokusai, authorization = _hokusai_app(upstream, data_dir)
+    hokusai, authorization = hokusai_app(upstream, data_dir)
     floor = FloorProxy(upstream)
-    stops = [await _lifespan(hokusai), await _lifespan(floor)]
+    stops = [await start_lifespan(hokusai), await start_lifespan(floor)]
     access_log = logging.getLogger("hokusai.access")
     variants: dict[str, tuple[ASGIApp, str | None, int]] = {
         "hokusai": (hokusai, authorization, logging.INFO),
@@ -150,11 +150,11 @@ async def measure(upstream: str, data_dir: Path, rounds: int, pairs: int) -> dic
     samples: dict[str, list[float]] = {name: [] for name in variants}
     try:
         for app, auth, _level in variants.values():
-            await _cpu_ms_per_pair(app, auth, pairs // 5)  # warm-up: pools, caches, the key cache
+            await cpu_ms_per_pair(app, auth, pairs // 5)  # warm-up: pools, caches, the key cache
         for _ in range(rounds):
             for name, (app, auth, level) in variants.items():
                 access_log.setLevel(level)
-                samples[name].append(await _cpu_ms_per_pair(app, auth, pairs))
+                samples[name].append(await cpu_ms_per_pair(app, auth, pairs))
     finally:
         for stop in stops:
             await stop()

@@ -24,7 +24,7 @@ import uvloop
 from starlette.types import ASGIApp
 
 from bench import floor_proxy
-from bench.app_cpu import PAYLOAD, _cpu_ms_per_pair, _hokusai_app, _lifespan
+from bench.app_cpu import PAYLOAD, cpu_ms_per_pair, hokusai_app, start_lifespan
 from bench.floor_proxy import FloorProxy
 from hokusai.server import upstream
 from hokusai.server.runner import configure_logging
@@ -86,10 +86,10 @@ async def _drive(app_name: str, data_dir: Path, pairs: int) -> None:
     if app_name == "floor":
         app, authorization = FloorProxy(_NOWHERE), None
     else:
-        app, authorization = _hokusai_app(_NOWHERE, data_dir)
-    stop = await _lifespan(app)
-    await _cpu_ms_per_pair(app, authorization, _WARM_UP_PAIRS)
-    await _cpu_ms_per_pair(app, authorization, pairs)
+        app, authorization = hokusai_app(_NOWHERE, data_dir)
+    stop = await start_lifespan(app)
+    await cpu_ms_per_pair(app, authorization, _WARM_UP_PAIRS)
+    await cpu_ms_per_pair(app, authorization, pairs)
     await stop()
 
 

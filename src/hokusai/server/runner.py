@@ -170,8 +170,9 @@ def ensure_artifact_store_usable(settings: Settings) -> None:
     if not settings.embedded_mlflow or settings.mlflow_artifacts_destination is None:
         return  # the default lives in the data dir, which has checks of its own
     destination = settings.resolved_mlflow_artifacts_destination
-    if urlsplit(destination).scheme == "s3":
-        _check_s3_destination(settings, urlsplit(destination))
+    parts = urlsplit(destination)
+    if parts.scheme == "s3":
+        _check_s3_destination(settings, parts)
     else:
         _check_local_destination(Path(destination))
 
