@@ -1,4 +1,5 @@
-"""Interleaved A/B comparisons: each round measures A then B for every workload; medians over rounds."""
+"""Interleaved A/B comparisons: each round measures every target on every workload, in an order that turns by one
+place each round; a ratio is the median over rounds of the ratio measured within each round."""
 
 from __future__ import annotations
 
@@ -39,8 +40,9 @@ def compare(
 ) -> dict[str, Any]:
     """Latency at c=1 and throughput at c=`plan.concurrency` for every workload, A and B interleaved.
 
-    `references` are measured in the same rounds, after A and B, and summarised against A like B is; they carry no
-    target (see bench/floor_proxy.py).
+    `references` are measured in the same rounds as A and B, and summarised against A like B is; they carry no
+    target (see bench/floor_proxy.py). The order of the targets turns by one place each round, so that none is always
+    measured first, or always right after another's c=8 load.
     """
     targets = (baseline, candidate, *references)
     out: dict[str, Any] = {
@@ -60,16 +62,18 @@ def compare(
                 log(f"  [{phase}] warm-up {name} on {target.name}: {tally.errors} errors, e.g. {tally.samples[0]}")
     rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in WORKLOADS}
     for round_index in range(plan.rounds):
+        turn = round_index % len(targets)
+        in_turn = targets[turn:] + targets[:turn]
         for name, op in WORKLOADS.items():
             measured: dict[str, dict[str, Any]] = {target.name: {} for target in targets}
-            for target in targets:
+            for target in in_turn:
                 result = measure_latency(target, op, fixtures(target), plan.latency_counts[name])
                 measured[target.name]["c1"] = result
                 log(
                     f"  [{phase}] round {round_index + 1} {name:8} c=1 {target.name:10} "
                     f"p50 {fmt(result['p50_ms'])} ms  p99 {fmt(result['p99_ms'])} ms  errors {result['errors']}"
                 )
-            for target in targets:
+            for target in in_turn:
                 result = measure_throughput(target, op, fixtures(target), plan.concurrency, plan.throughput_seconds)
                 measured[target.name]["c8"] = result
                 log(
@@ -89,8 +93,18 @@ def _cpu(per_round: list[dict[str, Any]], target: str, level: str) -> dict[str, 
     }
 
 
+def round_ratios(per_round: list[dict[str, Any]], baseline: str, candidate: str, level: str, key: str) -> list[float]:
+    """`candidate` over `baseline` within each round.
+
+    A ratio taken inside one round compares measurements seconds apart, so it cancels what the shared machine does
+    over minutes; a ratio of two medians over the whole run does not (docs/architecture.md, "Performance").
+    """
+    return [ratio(measured[candidate][level][key], measured[baseline][level][key]) for measured in per_round]
+
+
 def _summarise(per_round: list[dict[str, Any]], names: list[str], warm_errors: dict[str, int]) -> dict[str, Any]:
-    """Medians over rounds per target; ratios of the candidate (`names[1]`) and of each reference to `names[0]`."""
+    """Medians over rounds per target; the candidate's (`names[1]`) and each reference's ratios to `names[0]`, each
+    the median of the per-round ratios."""
     summary: dict[str, dict[str, Any]] = {}
     for target in names:
         summary[target] = {
@@ -108,9 +122,9 @@ def _summarise(per_round: list[dict[str, Any]], names: list[str], warm_errors: d
 
     def ratios(target: str) -> dict[str, float]:
         return {
-            "p50": ratio(summary[target]["p50_ms"], summary[a]["p50_ms"]),
-            "p99": ratio(summary[target]["p99_ms"], summary[a]["p99_ms"]),
-            "ops_per_s": ratio(summary[target]["ops_per_s"], summary[a]["ops_per_s"]),
+            "p50": median(round_ratios(per_round, a, target, "c1", "p50_ms")),
+            "p99": median(round_ratios(per_round, a, target, "c1", "p99_ms")),
+            "ops_per_s": median(round_ratios(per_round, a, target, "c8", "ops_per_s")),
         }
 
     return {
@@ -119,6 +133,15 @@ def _summarise(per_round: list[dict[str, Any]], names: list[str], warm_errors: d
         "ratios": ratios(b),
         "reference_ratios": {reference: ratios(reference) for reference in references},
     }
+
+
+def transfer_ratios(per_round: list[dict[str, Any]], baseline: str, candidate: str, key: str) -> list[float]:
+    """`candidate` over `baseline` within each round in which both measured `key` (a failed transfer has none)."""
+    return [
+        ratio(measured[candidate][key], measured[baseline][key])
+        for measured in per_round
+        if key in measured[baseline] and key in measured[candidate]
+    ]
 
 
 def compare_transfers(
@@ -186,7 +209,7 @@ def compare_transfers(
 
     def ratios(target: Target) -> dict[str, float]:
         return {
-            direction: ratio(summary[target.name][f"{direction}_mb_s"], summary[direct.name][f"{direction}_mb_s"])
+            direction: median(transfer_ratios(per_round, direct.name, target.name, f"{direction}_mb_s"))
             for direction in ("upload", "download")
         }
 

@@ -6,7 +6,8 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
-from bench.stats import fmt, ratio
+from bench.phases import round_ratios, transfer_ratios
+from bench.stats import fmt, median, ratio
 from bench.workloads import WORKLOAD_TITLES
 
 # (metric key, label, target kind, threshold): kind "max" means ratio <= threshold, "min" means ratio >= threshold.
@@ -105,7 +106,7 @@ def rows_for(phase: str, result: dict[str, Any]) -> list[dict[str, Any]]:
         spread = _round_spread(data["rounds"], under, over, "c8", "ops_per_s")
         target, met = "", None
         if phase == "basic-auth":
-            value = ratio(sa["ops_per_s"], sb["ops_per_s"])
+            value = median(round_ratios(data["rounds"], b, a, "c8", "ops_per_s"))
             target, met = f">={BASIC_AUTH_SPEEDUP:g}x", _judge(value, "min", BASIC_AUTH_SPEEDUP)
         elif phase == "gateway":
             kind, threshold = GATEWAY_TARGETS["ops_per_s"]
@@ -177,17 +178,12 @@ def _spread(ratios: Iterable[float]) -> tuple[float, float] | None:
 def _round_spread(
     rounds: list[dict[str, Any]], baseline: str, candidate: str, level: str, key: str
 ) -> tuple[float, float] | None:
-    return _spread(ratio(measured[candidate][level][key], measured[baseline][level][key]) for measured in rounds)
+    return _spread(round_ratios(rounds, baseline, candidate, level, key))
 
 
 def _transfer_spread(result: dict[str, Any], candidate: str, key: str) -> tuple[float, float] | None:
     """Single 500 MB transfers vary far more than their median shows (docs/architecture.md, "Large artifacts")."""
-    a = result["baseline"]
-    return _spread(
-        ratio(measured[candidate][key], measured[a][key])
-        for measured in result["rounds"]
-        if key in measured[a] and key in measured[candidate]
-    )
+    return _spread(transfer_ratios(result["rounds"], result["baseline"], candidate, key))
 
 
 def _error_rows(workload: str, sa: dict[str, Any], sb: dict[str, Any]) -> list[dict[str, Any]]:
@@ -361,7 +357,7 @@ def render(meta: dict[str, Any], results: dict[str, Any], checks: list[dict[str,
         "",
         f"Hokusai benchmarks  {meta['started']}  commit {meta['commit']}  mlflow {meta['mlflow']}  "
         f"{meta['cpus']} CPUs  load {meta['loadavg_start'][0]:.2f}->{meta['loadavg_end'][0]:.2f}  "
-        f"{'quick' if meta['quick'] else 'full'} run, medians of interleaved rounds, "
+        f"{'quick' if meta['quick'] else 'full'} run, ratios are medians of per-round ratios, "
         f"{meta['seconds']:.0f} s",
     ]
     header = ("workload", "metric", "A", "B", "ratio", "single rounds", "target", "")
