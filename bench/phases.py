@@ -94,11 +94,8 @@ def _cpu(per_round: list[dict[str, Any]], target: str, level: str) -> dict[str, 
 
 
 def round_ratios(per_round: list[dict[str, Any]], baseline: str, candidate: str, level: str, key: str) -> list[float]:
-    """`candidate` over `baseline` within each round.
-
-    A ratio taken inside one round compares measurements seconds apart, so it cancels what the shared machine does
-    over minutes; a ratio of two medians over the whole run does not (docs/architecture.md, "Performance").
-    """
+    """`candidate` over `baseline` within each round: what the `single rounds` column shows, and what a ratio is the
+    median of. Measured seconds apart, so a slow drift of the whole machine during a run cannot move it."""
     return [ratio(measured[candidate][level][key], measured[baseline][level][key]) for measured in per_round]
 
 
