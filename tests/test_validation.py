@@ -11,6 +11,8 @@ import pytest
 
 from hokusai.errors import HokusaiValidationError
 from hokusai.validation import (
+    ARTIFACT_PATH_MAX_LENGTH,
+    MODEL_URI_MAX_LENGTH,
     RESERVED_TAGS,
     TAG_BASELINE,
     TAG_METRIC,
@@ -21,12 +23,14 @@ from hokusai.validation import (
     normalize_model_type,
     normalize_token_id,
     parse_models_uri,
+    parse_scopes,
     repeat_conflict,
     run_id_from_uri,
     run_model_uri,
     tokenized_tags,
     unpaired_surrogate_at,
     validate_baseline_value,
+    validate_description,
     validate_key_name,
     validate_metadata,
     validate_metadata_fields,
@@ -360,3 +364,41 @@ def test_a_run_model_uri_names_the_run_and_the_model_path() -> None:
     with pytest.raises(HokusaiValidationError) as no_run:
         run_model_uri(None, "model")
     assert no_run.value.field == "mlflow_run_id"
+
+
+@pytest.mark.parametrize("bad", [" model", "a\x00b", "a\nb", "a" * (ARTIFACT_PATH_MAX_LENGTH + 1)], ids=repr)
+def test_a_bad_artifact_path_is_named_as_the_field_the_caller_sent(bad: str) -> None:
+    run_id = "0123456789abcdef0123456789abcdef"
+    assert len(run_model_uri(run_id, "a" * ARTIFACT_PATH_MAX_LENGTH)) == MODEL_URI_MAX_LENGTH
+    with pytest.raises(HokusaiValidationError) as refused:
+        run_model_uri(run_id, bad)
+    assert refused.value.field == "artifact_path"
+
+
+def test_text_mlflow_stores_may_not_hold_nul_which_postgresql_refuses() -> None:
+    assert validate_description("line one\nline two") == "line one\nline two"
+    for refuse, field in [
+        (lambda: validate_description("a\x00b"), "description"),
+        (lambda: validate_user_tags({"team": "a\x00b"}), "tags"),
+        (lambda: validate_metadata_fields({"eval_spec": "\x00x"}), "eval_spec"),
+    ]:
+        with pytest.raises(HokusaiValidationError, match="NUL") as refused:
+            refuse()
+        assert refused.value.field == field
+
+
+def test_the_mlflow_user_tag_is_not_the_callers_to_claim() -> None:
+    with pytest.raises(HokusaiValidationError, match=r"'mlflow\.user' names who acted"):
+        validate_user_tags({"mlflow.user": "bob"})
+    assert validate_user_tags({"mlflow.note.content": "x"}) == {"mlflow.note.content": "x"}
+
+
+def test_an_owner_given_under_another_name_is_refused_under_that_name() -> None:
+    with pytest.raises(HokusaiValidationError, match="new_owner: must be 1-64") as refused:
+        validate_owner("al ice", "new_owner")
+    assert refused.value.field == "new_owner"
+
+
+def test_a_scope_list_that_names_none_quotes_what_was_sent() -> None:
+    with pytest.raises(ValueError, match=r"got \[''\]"):
+        parse_scopes([""])

@@ -28,6 +28,8 @@ METADATA_JSON_MAX_LENGTH = 4000
 DESCRIPTION_MAX_LENGTH = 5000
 MAX_USER_TAGS = 100  # each becomes a row MLflow writes and sends with every read of the version
 MODEL_URI_MAX_LENGTH = 500  # MLflow keeps a model version's source in a column of 500 characters
+# What fits after `runs:/<run id>/` within that, with a run id MLflow generated (32 characters).
+ARTIFACT_PATH_MAX_LENGTH = MODEL_URI_MAX_LENGTH - len("runs:/") - 32 - 1
 
 # Tag names are kept compatible with the earlier implementation, so its consumers keep working.
 TAG_TOKEN_ID = "hokusai_token_id"
@@ -40,6 +42,7 @@ TAG_MODEL_TYPE = "model_type"
 TAG_METRICS = "metrics"  # a baseline's run metrics, as one JSON object
 TAG_METADATA = "metadata"  # a baseline's metadata, as one JSON object (see validate_metadata)
 TAG_REGISTERED_BY = "registered_by"  # who registered a baseline: the platform owns the model it is a version of
+MLFLOW_USER_TAG = "mlflow.user"  # MLflow's record of who acted (a run's, a logged model's, a dataset's creator)
 STATUS_REGISTERED = "registered"
 METADATA_FIELDS = ("eval_spec", "scorer_ref", "primary_metric", "benchmark_spec_id")
 METADATA_TAG_PREFIX = "hokusai."
@@ -59,7 +62,8 @@ _RUN_ID_RE = re.compile(r"[a-zA-Z0-9][\w\-]{0,255}")  # MLflow's own run id patt
 GENERATED_RUN_ID_RE = re.compile(r"[0-9a-f]{32}")  # what MLflow's stores generate (uuid4 hex)
 _MODEL_TYPE_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_-]{0,63}")  # stored lower-cased
 _RUNS_URI_RE = re.compile(r"(?i:runs):/(?P<run_id>[^/]+)(?:/(?P<path>.*))?")
-_CONTROL_CHARS_RE = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL_CHARS = r"\x00-\x1f\x7f"  # a character class's body
+_CONTROL_CHARS_RE = re.compile(f"[{_CONTROL_CHARS}]")
 _VERSION_NUMBER_RE = re.compile(r"[1-9][0-9]{0,17}")
 LATEST_VERSION = "latest"
 # The same rules as JSON Schema patterns, so the API's OpenAPI document states exactly what it enforces.
@@ -68,6 +72,7 @@ METRIC_NAME_PATTERN = f"^{_METRIC_NAME_RE.pattern}$"
 RUN_ID_PATTERN = f"^{_RUN_ID_RE.pattern}$"
 MODEL_TYPE_PATTERN = f"^{_MODEL_TYPE_RE.pattern}$"
 VERSION_PATTERN = f"^(?:{_VERSION_NUMBER_RE.pattern}|{LATEST_VERSION})$"
+NO_CONTROL_CHARS_PATTERN = f"^[^{_CONTROL_CHARS}]+$"
 
 
 def unpaired_surrogate_at(value: object, where: str = "") -> str | None:
@@ -267,10 +272,22 @@ def baseline_model_type(model_name: str) -> str:
 
 
 def run_model_uri(run_id: object, artifact_path: object) -> str:
-    """`runs:/<run id>/<artifact path>`: the model a run logged as `artifact_path` (the `name` given to log_model)."""
+    """`runs:/<run id>/<artifact path>`: the model a run logged as `artifact_path` (the `name` given to log_model).
+
+    A fault of `artifact_path` is named as that field, not as the URI the caller never sent.
+    """
     if not isinstance(artifact_path, str):
         raise HokusaiValidationError("artifact_path", "must be a string: the name given to log_model, e.g. 'model'")
-    return validate_model_uri(f"runs:/{validate_run_id(run_id)}/{artifact_path.strip('/')}")
+    if artifact_path != artifact_path.strip() or _CONTROL_CHARS_RE.search(artifact_path):
+        raise HokusaiValidationError("artifact_path", "must not contain whitespace at the ends or control characters")
+    model_uri = f"runs:/{validate_run_id(run_id)}/{artifact_path.strip('/')}"
+    if len(model_uri) > MODEL_URI_MAX_LENGTH:
+        raise HokusaiValidationError(
+            "artifact_path",
+            f"is too long: runs:/<run id>/<artifact_path> must be at most {MODEL_URI_MAX_LENGTH} characters "
+            f"({ARTIFACT_PATH_MAX_LENGTH} for the path with a run id MLflow generated)",
+        )
+    return validate_model_uri(model_uri)
 
 
 def validate_model_uri(model_uri: object) -> str:
@@ -397,7 +414,15 @@ def validate_description(description: object) -> str | None:
         return None
     if not isinstance(description, str) or len(description) > DESCRIPTION_MAX_LENGTH:
         raise HokusaiValidationError("description", f"must be a string of at most {DESCRIPTION_MAX_LENGTH} characters")
+    _refuse_nul("description", description)
     return description
+
+
+def _refuse_nul(field: str, text: str, what: str = "") -> None:
+    """Text MLflow stores may hold any character but NUL, which PostgreSQL refuses (MLflow's 500, after a token was
+    claimed); refused everywhere, so that a registration accepted on SQLite is accepted on PostgreSQL too."""
+    if "\x00" in text:
+        raise HokusaiValidationError(field, f"{what or 'must'} not contain NUL characters (U+0000)")
 
 
 def is_reserved_tag(key: str) -> bool:
@@ -420,11 +445,14 @@ def validate_user_tags(tags: Mapping[str, object] | None) -> dict[str, str]:
         _check_mlflow_key("tags", key)
         if is_reserved_tag(key):
             raise HokusaiValidationError("tags", f"'{key}' is reserved for Hokusai and cannot be set directly")
+        if key == MLFLOW_USER_TAG:
+            raise HokusaiValidationError("tags", f"'{key}' names who acted, which MLflow records itself")
         if not isinstance(value, str | numbers.Number):  # bools and numpy's numbers are numbers
             raise HokusaiValidationError("tags", f"the value of '{key}' must be a string, a number or a bool")
         text = str(value)
         if len(text) > TAG_VALUE_MAX_LENGTH:
             raise HokusaiValidationError("tags", f"the value of '{key}' exceeds {TAG_VALUE_MAX_LENGTH} characters")
+        _refuse_nul("tags", text, f"the value of '{key}' must")
         clean[key] = text
     return clean
 
@@ -438,6 +466,7 @@ def validate_metadata_fields(fields: Mapping[str, object]) -> dict[str, str]:
             continue
         if not isinstance(value, str) or not value.strip() or len(value.strip()) > METADATA_FIELD_MAX_LENGTH:
             raise HokusaiValidationError(name, f"must be a non-empty string of at most {METADATA_FIELD_MAX_LENGTH}")
+        _refuse_nul(name, value)
         tags[METADATA_TAG_PREFIX + name] = value.strip()
     return tags
 
@@ -610,7 +639,7 @@ def parse_scopes(scopes: str | Iterable[str]) -> frozenset[str]:
     clean = frozenset(item.strip().lower() for item in items if item.strip())
     unknown = clean - set(SCOPES)
     if not clean or unknown:
-        raise ValueError(f"must be one or more of {', '.join(SCOPES)}, comma-separated; got {sorted(clean)}")
+        raise ValueError(f"must be one or more of {', '.join(SCOPES)}, comma-separated; got {items!r}")
     return clean
 
 
@@ -618,12 +647,12 @@ def serialize_scopes(scopes: frozenset[str]) -> str:
     return ",".join(scope for scope in SCOPES if scope in scopes)
 
 
-def validate_owner(owner: object) -> str:
-    """Account names double as MLflow usernames, so they stay short and URL-safe."""
+def validate_owner(owner: object, field: str = "owner") -> str:
+    """Account names double as MLflow usernames, so they stay short and URL-safe. `field`: where it was given."""
     if not isinstance(owner, str) or _OWNER_RE.fullmatch(owner) is None:
         raise HokusaiValidationError(
-            "owner", "must be 1-64 letters, digits, '.', '_', '@' or '-', starting with a letter or digit"
+            field, "must be 1-64 letters, digits, '.', '_', '@' or '-', starting with a letter or digit"
         )
     if owner.lower() == OFFLINE_ACTOR:  # in any case: `Offline-CLI` would pass for it in the audit log
-        raise HokusaiValidationError("owner", f"'{OFFLINE_ACTOR}' is the audit log's name for `--offline` changes")
+        raise HokusaiValidationError(field, f"'{OFFLINE_ACTOR}' is the audit log's name for `--offline` changes")
     return owner

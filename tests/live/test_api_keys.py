@@ -95,6 +95,61 @@ def test_key_in_query_string_is_refused_even_when_valid(platform: LivePlatform, 
     assert both.status_code == 401
 
 
+def test_two_different_keys_in_one_request_are_refused_not_guessed_between(
+    platform: LivePlatform, user_key: str
+) -> None:
+    other = platform.create_key(platform.unique_owner("keys-other"), "read")
+    whoami = platform.url + "/api/v1/auth/whoami"
+    mixed = [
+        [(b"Authorization", f"Bearer {user_key}".encode()), (b"X-API-Key", other.encode())],
+        [(b"Authorization", f"Bearer {user_key}".encode()), (b"Authorization", _basic(other).encode())],
+        [(b"X-API-Key", user_key.encode()), (b"X-API-Key", other.encode())],
+    ]
+    for headers in mixed:
+        refused = raw_request(platform.port, get_request("/api/v1/auth/whoami", headers))
+        assert refused.status == 400, refused.body
+        assert json.loads(refused.body)["message"].startswith("The request carries two different API keys")
+        assert other.encode() not in refused.body and user_key.encode() not in refused.body
+    # The same key twice names one caller: accepted, in the API and the gateway alike.
+    same = {"Authorization": f"Bearer {user_key}", "X-API-Key": user_key}
+    assert httpx.get(whoami, headers=same).status_code == 200
+    assert httpx.get(
+        platform.url + "/api/mlflow/api/2.0/mlflow/experiments/search?max_results=1", headers=same
+    ).is_success
+    gateway = raw_request(
+        platform.port, get_request("/api/mlflow/api/2.0/mlflow/experiments/search?max_results=1", mixed[0])
+    )
+    assert gateway.status == 400
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("HEAD", "/api/v1/keys", "GET, POST"),
+        ("OPTIONS", "/api/v1/keys", "GET, POST"),
+        ("PUT", "/api/v1/tokens/SOMETOKEN", "DELETE, GET"),
+        ("DELETE", "/health", "GET, HEAD"),
+    ],
+)
+def test_a_method_a_path_does_not_take_is_a_405_naming_every_method_it_does(
+    platform: LivePlatform, user_key: str, method: str, path: str, allowed: str
+) -> None:
+    with platform.client(user_key) as client:
+        answer = client.request(method, path)
+
+    assert (answer.status_code, answer.headers["allow"]) == (405, allowed)
+    if method != "HEAD":
+        assert answer.json()["message"] == f"{method} is not allowed here; this path takes {allowed}."
+
+
+def test_a_keys_lifetime_is_a_json_integer(platform: LivePlatform, user_key: str) -> None:
+    with platform.client(user_key) as client:
+        for lifetime in (True, "5", 5.0):
+            refused = client.post("/api/v1/keys", json={"expires_in_days": lifetime})
+            assert refused.status_code == 400, refused.text
+            assert refused.json()["field"] == "expires_in_days"
+
+
 def test_rest_lifecycle_create_list_rotate_revoke(platform: LivePlatform) -> None:
     owner = platform.unique_owner("lifecycle")
     with platform.client(platform.admin_key) as admin:

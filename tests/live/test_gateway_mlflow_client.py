@@ -904,19 +904,37 @@ def test_asking_for_workspaces_this_mlflow_has_off_is_a_400_not_mlflows_500(
     assert after.status_code == 404
 
 
-def test_a_body_nested_too_deep_for_any_parser_is_a_400_where_mlflow_reads_it(
-    platform: LivePlatform, owner_resources: dict[str, str]
+_DEEP = "[" * 100_000 + "]" * 100_000
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "layer"),
+    [
+        pytest.param(API + "/runs/log-metric", _DEEP, "mlflow", id="body"),
+        # A JSON string holding the nesting: MLflow decodes such a body twice (legacy clients), and so must its checks.
+        pytest.param(API + "/runs/log-metric", json.dumps(_DEEP), "mlflow", id="double-encoded body"),
+        # A new dataset's tags are a JSON object in a string, which the gateway reads to stamp the owner on.
+        pytest.param(
+            "/api/mlflow/api/3.0/mlflow/datasets/create",
+            json.dumps({"name": "deep", "tags": _DEEP}),
+            "hokusai-api",
+            id="dataset tags",
+        ),
+    ],
+)
+def test_a_body_nested_too_deep_for_any_parser_is_a_400_where_it_is_read(
+    platform: LivePlatform, owner_resources: dict[str, str], path: str, body: str, layer: str
 ) -> None:
     """The gateway reads few bodies; MLflow's checks read the rest, and its JSON parser gave up with a 500."""
-    deep = b"[" * 100_000 + b"]" * 100_000
     with platform.client(owner_resources["key"]) as client:
-        answer = client.post(API + "/runs/log-metric", content=deep, headers={"Content-Type": "application/json"})
+        answer = client.post(path, content=body.encode(), headers={"Content-Type": "application/json"})
 
     assert (answer.status_code, answer.json()["error_code"], answer.json()["layer"]) == (
         400,
         "INVALID_PARAMETER_VALUE",
-        "mlflow",
+        layer,
     ), answer.text
+    assert "nests JSON too deeply" in answer.json()["message"]
 
 
 def test_an_upload_mlflow_refuses_before_reading_it_closes_the_connection(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import threading
@@ -51,6 +52,7 @@ print(json.dumps({{"run_id": run.info.run_id, "experiment_id": run.info.experime
 """
 
 _LOAD_MODELS = """
+import base64
 import json
 import mlflow
 print(json.dumps([mlflow.pyfunc.load_model(uri).predict([[0.0], [3.0]]).tolist() for uri in {uris!r}]))
@@ -531,6 +533,14 @@ def test_a_registered_versions_hokusai_tags_cannot_be_rewritten_through_mlflow(
         ({"tags": {"hokusai_token_id": "X"}}, "tags"),
         ({"eval_spec": "x" * 501}, "eval_spec"),
         ({"surprise": 1}, "surprise"),
+        # Named as the field sent, not as the runs:/ URI built from it (a probe, 2026-11-29).
+        ({"artifact_path": " "}, "artifact_path"),
+        ({"artifact_path": "a" * 470}, "artifact_path"),
+        # NUL is text to SQLite, an error to PostgreSQL: refused alike on both.
+        ({"description": "a\x00b"}, "description"),
+        ({"tags": {"team": "a\x00b"}}, "tags"),
+        ({"eval_spec": "\x00x"}, "eval_spec"),
+        ({"tags": {"mlflow.user": "someone-else"}}, "tags"),
     ],
 )
 def test_bad_input_is_a_400_naming_the_field(
@@ -546,6 +556,7 @@ def test_bad_input_is_a_400_naming_the_field(
 def test_malformed_json_and_bad_queries_are_400(as_alice: httpx.Client, as_admin: httpx.Client, run: LoggedRun) -> None:
     broken = as_alice.post(TOKENIZED, content=b"{not json", headers={"content-type": "application/json"})
     paging = as_alice.get(TOKENIZED, params={"page_token": "garbage"})
+    deep_paging = as_alice.get(TOKENIZED, params={"page_token": base64.b64encode(b"[" * 1000).decode()})  # was a 500
     too_many = as_alice.get(TOKENIZED, params={"max_results": 1001})
     version = as_alice.get(f"{TOKENIZED}/some-model/versions/first")
     since = as_admin.get("/api/v1/audit", params={"since": "yesterday"})
@@ -553,7 +564,7 @@ def test_malformed_json_and_bad_queries_are_400(as_alice: httpx.Client, as_admin
     form = as_alice.post(TOKENIZED, data={"model_name": "m"})  # what `curl -d` sends
     null_tag = as_alice.post(TOKENIZED, json=body(run, tags={"team": None}))
 
-    for response in (broken, paging, too_many, version, since, twice, form, null_tag):
+    for response in (broken, paging, deep_paging, too_many, version, since, twice, form, null_tag):
         assert_error(response, 400, "INVALID_PARAMETER_VALUE")
     # One line naming the tag, not one per type a tag may have (str, int, float, bool).
     assert (
@@ -709,6 +720,9 @@ def test_admins_transfer_and_release_tokens(
     no_model = as_admin.post(f"{token_path}/transfer", json={"new_owner": bob.owner, "model_name": unique("none")})
     assert "an account exists once a key is created for it" in assert_error(nobody, 404, "RESOURCE_DOES_NOT_EXIST")
     twin = as_admin.post(f"{token_path}/transfer", json={"new_owner": bob.owner.upper()})
+    malformed = as_admin.post(f"{token_path}/transfer", json={"new_owner": "bob smith"})
+    assert assert_error(malformed, 400, "INVALID_PARAMETER_VALUE").startswith("new_owner: must be 1-64")
+    assert malformed.json()["field"] == "new_owner"
     assert f"did you mean '{bob.owner}'?" in assert_error(twin, 404, "RESOURCE_DOES_NOT_EXIST")
     assert "to move the token to" in assert_error(no_model, 404, "RESOURCE_DOES_NOT_EXIST", layer="mlflow")
     assert as_admin.get(token_path).json()["owner"] == alice.owner  # a typo moved nothing
@@ -1102,6 +1116,25 @@ def test_the_openapi_document_lists_the_errors_the_api_sends(platform: LivePlatf
     refused = as_alice.get(TOKENIZED, params={"max_results": 0})
     assert assert_error(refused, 400, "INVALID_PARAMETER_VALUE").startswith("Invalid request: query.max_results")
     assert refused.json()["field"] == "max_results"
+
+
+def test_the_openapi_document_says_which_operations_need_a_key_and_how_to_send_it(platform: LivePlatform) -> None:
+    document = httpx.get(platform.url + "/openapi.json", timeout=30.0).json()
+    schemes = document["components"]["securitySchemes"]
+    assert {(scheme["type"], scheme.get("scheme") or scheme["name"]) for scheme in schemes.values()} == {
+        ("http", "bearer"),
+        ("http", "basic"),
+        ("apiKey", "X-API-Key"),
+    }
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            needs_key = bool(operation.get("security"))
+            concrete = path.replace("{token_id}", "SOMETOKEN").replace("{key_id}", "key_0").replace("{version}", "1")
+            concrete = concrete.replace("{model_name}", "some-model")
+            # Without a key: a 401 exactly where the document says a key is needed.
+            answer = httpx.request(method.upper(), platform.url + concrete, timeout=30.0)
+            assert (answer.status_code == 401) == needs_key, (method, path, answer.status_code)
+            assert needs_key == path.startswith("/api/v1/"), path
 
 
 def test_a_source_that_resolves_past_mlflows_500_characters_is_a_400_before_anything_is_claimed(

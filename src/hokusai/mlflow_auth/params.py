@@ -121,6 +121,8 @@ def _decoded_again(body: object) -> dict[str, Any]:
             body = json.loads(body)
         except ValueError:
             return {}
+        except RecursionError:  # a string holding thousands of nested brackets: the handler's second read fails too
+            raise _too_deep() from None
     return body if isinstance(body, dict) else {}
 
 
@@ -160,10 +162,14 @@ def _parsed_body(*, force: bool) -> object:
         except ValueError:
             return None
     except RecursionError:
-        from mlflow.exceptions import MlflowException
-        from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+        raise _too_deep() from None
 
-        raise MlflowException(_TOO_DEEP, INVALID_PARAMETER_VALUE) from None
+
+def _too_deep() -> Exception:
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+    return MlflowException(_TOO_DEEP, INVALID_PARAMETER_VALUE)
 
 
 def _checked_reader(original: Callable[[str], Any], sources: Callable[[], _Sources]) -> Callable[[str], Any]:

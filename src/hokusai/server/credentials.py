@@ -33,6 +33,11 @@ NOT_A_KEY_AS_BASIC_PASSWORD_MESSAGE = (
     "MLFLOW_TRACKING_PASSWORD to your Hokusai key."
 )
 
+TWO_KEYS_MESSAGE = (
+    "The request carries two different API keys (in two Authorization headers, or in Authorization and X-API-Key). "
+    "Send one key: a client that adds its own, such as the MLflow client with MLFLOW_TRACKING_TOKEN or "
+    "MLFLOW_TRACKING_PASSWORD set, may be adding the second."
+)
 UNKNOWN_AS_BASIC_MESSAGE = (
     "The API key sent as the HTTP Basic password is not known to this server. In a browser, log in again with a "
     "key of this server's. The MLflow client sends MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or "
@@ -73,20 +78,25 @@ def refuse_key_in_query(query: QueryParams) -> None:
 
 
 def key_from_request(headers: Headers, query: QueryParams) -> str:
-    """The presented key (not yet verified); raises a 401 `ApiError` when none can be read."""
+    """The presented key (not yet verified); raises a 401 `ApiError` when none can be read, a 400 when the request
+    carries two different ones (which one acts would be a guess: RFC 6750 lets a server refuse more than one)."""
     refuse_key_in_query(query)
-    authorization = headers.get("authorization")
-    if authorization is not None:
-        if len(authorization) > _MAX_HEADER_LENGTH:
-            raise _unauthenticated(MALFORMED_AUTH_MESSAGE)
-        scheme, _, value = authorization.strip().partition(" ")
-        value = value.strip()
-        if scheme.lower() == "bearer" and value:
-            return value
-        if scheme.lower() == "basic" and value:
-            return _basic_password(value)
+    presented = {_key_from_authorization(value) for value in headers.getlist("authorization")}
+    presented.update(value.strip() for value in headers.getlist("x-api-key") if value.strip())
+    if len(presented) > 1:
+        raise ApiError(400, TWO_KEYS_MESSAGE, error_code="BAD_REQUEST")
+    if not presented:
+        raise _unauthenticated(MISSING_KEY_MESSAGE)
+    return presented.pop()
+
+
+def _key_from_authorization(authorization: str) -> str:
+    if len(authorization) > _MAX_HEADER_LENGTH:
         raise _unauthenticated(MALFORMED_AUTH_MESSAGE)
-    api_key = headers.get("x-api-key")
-    if api_key is not None and api_key.strip():
-        return api_key.strip()
-    raise _unauthenticated(MISSING_KEY_MESSAGE)
+    scheme, _, value = authorization.strip().partition(" ")
+    value = value.strip()
+    if scheme.lower() == "bearer" and value:
+        return value
+    if scheme.lower() == "basic" and value:
+        return _basic_password(value)
+    raise _unauthenticated(MALFORMED_AUTH_MESSAGE)

@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from hokusai._printable import printable
 from hokusai.errors import HokusaiValidationError
@@ -246,16 +247,34 @@ _UNPARSABLE_BODY = (
 )
 
 
-async def _handle_http_exception(_request: Request, exc: Exception) -> JSONResponse:
+async def _handle_http_exception(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     message = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
+    headers = getattr(exc, "headers", None)
     if exc.status_code == 404:
         message = "No such endpoint. The MLflow API lives under /api/mlflow, the Hokusai API under /api/v1."
+    if exc.status_code == 405:
+        allowed = _allowed_methods(request)
+        message, headers = f"{request.method} is not allowed here; this path takes {allowed}.", {"Allow": allowed}
     if message == _FASTAPI_UNPARSABLE_BODY:
         # Syntax errors come as pydantic's json_invalid (see `_describe_validation_error`); this is a body that is
         # not UTF-8, or JSON Python refuses to build: nested past its recursion limit, an integer of 4300+ digits.
         return error_response(400, _UNPARSABLE_BODY, error_code="INVALID_PARAMETER_VALUE")
-    return error_response(exc.status_code, message, headers=getattr(exc, "headers", None))
+    return error_response(exc.status_code, message, headers=headers)
+
+
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method the path takes. Starlette's `Allow` names the first matching route's alone, and FastAPI makes a
+    route per method: `/api/v1/keys` said `Allow: POST` to a HEAD, though it lists keys on GET."""
+    routes = request.app.router.routes
+    return ", ".join(
+        method
+        for method in _METHODS
+        if any(route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes)
+    )
 
 
 DATABASE_UNAVAILABLE_MESSAGE = "The Hokusai database is unavailable right now; retry shortly."

@@ -25,7 +25,7 @@ from hokusai.server.keys import KeyStore
 from hokusai.server.middleware.body_timeout import ClientBodyTimeoutMiddleware
 from hokusai.server.middleware.request_id import RequestIdMiddleware
 from hokusai.server.routes import audit, auth, health, keys, models, tokens
-from hokusai.server.schemas import without_fastapis_422
+from hokusai.server.schemas import with_key_security, without_fastapis_422
 from hokusai.server.secrets import load_or_create_secrets
 from hokusai.server.settings import Settings
 from hokusai.server.state import AppState
@@ -96,13 +96,14 @@ class HokusaiApp:
             await self.api(scope, receive, send)
 
 
-def _document_errors_as_sent(app: FastAPI) -> None:
-    """Build the OpenAPI document FastAPI's way (once, cached on the app), minus the 422 this API never sends."""
+def _document_as_served(app: FastAPI) -> None:
+    """Build the OpenAPI document FastAPI's way (once, cached on the app), minus the 422 this API never sends, plus
+    the key its routes need."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = without_fastapis_422(build())
+            app.openapi_schema = with_key_security(without_fastapis_422(build()))
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
@@ -141,7 +142,7 @@ def create_app(settings: Settings, mlflow_url: str) -> ASGIApp:
     )
     app.state.hokusai = state
     install_error_handlers(app)
-    _document_errors_as_sent(app)
+    _document_as_served(app)
     for router in (health.router, auth.router, keys.router, tokens.router, models.router, audit.router):
         app.include_router(router)
     # Every request, API or MLflow, gets its id, its access-log line and its body timeout here, outside the dispatch.

@@ -12,10 +12,9 @@ from starlette.requests import Request
 
 from hokusai.server.errors import ApiError
 from hokusai.server.paths import rest_and_ajax
-from hokusai.validation import BASELINE_MODEL_PREFIX, is_baseline_model_name, is_reserved_tag
+from hokusai.validation import BASELINE_MODEL_PREFIX, MLFLOW_USER_TAG, is_baseline_model_name, is_reserved_tag
 
 REWRITTEN_BODY_LIMIT = 1024 * 1024
-MLFLOW_USER_TAG = "mlflow.user"
 _TOO_DEEP = "The request body nests JSON too deeply to be read (MLflow's calls take flat objects); nothing was sent."
 
 Refusal = Callable[[dict[str, Any]], str | None]
@@ -140,6 +139,8 @@ def owner_in_dataset_tags(payload: dict[str, Any], owner: str) -> bool:
         tags = json.loads(sent) if sent else None
     except ValueError:
         return False
+    except RecursionError:  # MLflow's handler fails on it too, with a 500
+        raise _too_deep() from None
     if tags is None:  # no tags, or the JSON `null`
         tags = {}
     if not isinstance(tags, dict) or tags.get(MLFLOW_USER_TAG) == owner:
@@ -173,8 +174,12 @@ def json_object(body: bytes) -> dict[str, Any] | None:
     except ValueError:
         return None
     except RecursionError:  # thousands of nested brackets: no MLflow call is shaped so, and MLflow's parser fails too
-        raise ApiError(400, _TOO_DEEP, error_code="INVALID_PARAMETER_VALUE") from None
+        raise _too_deep() from None
     return payload if isinstance(payload, dict) else None
+
+
+def _too_deep() -> ApiError:
+    return ApiError(400, _TOO_DEEP, error_code="INVALID_PARAMETER_VALUE")
 
 
 async def read_limited(request: Request, limit: int) -> bytes:

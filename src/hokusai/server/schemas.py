@@ -19,6 +19,7 @@ from pydantic import (
 
 from hokusai.server.models import ApiKey, Token
 from hokusai.validation import (
+    ARTIFACT_PATH_MAX_LENGTH,
     KEY_MAX_LIFETIME_DAYS,
     KEY_NAME_MAX_LENGTH,
     METADATA_FIELD_MAX_LENGTH,
@@ -28,6 +29,7 @@ from hokusai.validation import (
     MODEL_TYPE_PATTERN,
     OWNER_PATTERN,
     RUN_ID_PATTERN,
+    SCOPES,
     TOKEN_ID_MAX_LENGTH,
     TOKEN_ID_PATTERN,
     unpaired_surrogate_at,
@@ -54,9 +56,19 @@ class RequestBody(BaseModel):
 
 class KeyCreate(RequestBody):
     name: str = Field(default="default", description="A label; no control characters", max_length=KEY_NAME_MAX_LENGTH)
-    owner: str | None = Field(default=None, description="Admins only; defaults to the caller's own account")
-    scopes: list[str] = Field(default_factory=lambda: ["read", "write"], min_length=1, max_length=3)
-    expires_in_days: int | None = Field(default=None, ge=1, le=KEY_MAX_LIFETIME_DAYS)
+    owner: str | None = Field(
+        default=None,
+        description="Admins only; defaults to the caller's own account",
+        json_schema_extra={"pattern": OWNER_PATTERN},
+    )
+    scopes: list[str] = Field(
+        default_factory=lambda: ["read", "write"],
+        min_length=1,
+        max_length=3,
+        description="A scope implies those before it: read, write, admin",
+        json_schema_extra={"items": {"type": "string", "enum": list(SCOPES)}},
+    )
+    expires_in_days: StrictInt | None = Field(default=None, ge=1, le=KEY_MAX_LIFETIME_DAYS)
 
 
 class KeyInfo(BaseModel):
@@ -156,6 +168,25 @@ def without_fastapis_422(schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
+# Any one of these carries the key; the document says so, where FastAPI's own security classes would also read the
+# headers and answer malformed ones with their own 401 (the API's messages say what to fix: see `credentials`).
+KEY_SECURITY_SCHEMES: dict[str, dict[str, str]] = {
+    "bearer": {"type": "http", "scheme": "bearer", "description": "`Authorization: Bearer <your Hokusai key>`"},
+    "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key", "description": "Your Hokusai key"},
+    "basic": {"type": "http", "scheme": "basic", "description": "Any username, your Hokusai key as the password"},
+}
+
+
+def with_key_security(schema: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAPI document with the key every `/api/v1` operation needs (the probes need none)."""
+    schema.setdefault("components", {})["securitySchemes"] = KEY_SECURITY_SCHEMES
+    for path, operations in schema.get("paths", {}).items():
+        if path.startswith("/api/v1/"):
+            for operation in operations.values():
+                operation["security"] = [{name: []} for name in KEY_SECURITY_SCHEMES]
+    return schema
+
+
 # --- tokenized models -----------------------------------------------------------------------------------------
 
 TagValue = StrictStr | StrictInt | StrictFloat | StrictBool
@@ -197,7 +228,7 @@ class TokenizedModelCreate(RequestBody):
         description="Shorthand for `runs:/<id>/<artifact_path>`",
         json_schema_extra={"pattern": RUN_ID_PATTERN},
     )
-    artifact_path: StrictStr = Field(default="model", min_length=1, max_length=1000)
+    artifact_path: StrictStr = Field(default="model", min_length=1, max_length=ARTIFACT_PATH_MAX_LENGTH)
     model_name: StrictStr = _documented("The registered model", minLength=1, maxLength=MODEL_NAME_MAX_LENGTH)
     token_id: StrictStr = _documented("Letters, digits and inner hyphens; stored upper-case", **TOKEN_ID_RULES)
     metric_name: StrictStr = _documented(
@@ -251,7 +282,7 @@ class BaselineCreate(RequestBody):
 
     model_type: StrictStr = _documented("e.g. `classification`", pattern=MODEL_TYPE_PATTERN)
     mlflow_run_id: StrictStr = _documented("The run whose model is the baseline", pattern=RUN_ID_PATTERN)
-    artifact_path: StrictStr = Field(default="model", min_length=1, max_length=1000)
+    artifact_path: StrictStr = Field(default="model", min_length=1, max_length=ARTIFACT_PATH_MAX_LENGTH)
     metadata: dict[str, Any] | None = None
 
 
@@ -297,7 +328,7 @@ class TokenTransfer(RequestBody):
     model_name: StrictStr | None = Field(
         default=None,
         description="Move the token to this model too",
-        json_schema_extra={"maxLength": MODEL_NAME_MAX_LENGTH},
+        json_schema_extra={"minLength": 1, "maxLength": MODEL_NAME_MAX_LENGTH},
     )
 
 

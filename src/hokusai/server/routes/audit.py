@@ -26,12 +26,7 @@ ActionQuery = Annotated[
 
 def _actor(actor: str) -> str:
     """Actors are account names (the owner rule applies, reported under this parameter's name), or `offline-cli`."""
-    if actor == OFFLINE_ACTOR:
-        return actor
-    try:
-        return validate_owner(actor)
-    except HokusaiValidationError as exc:
-        raise HokusaiValidationError("actor", str(exc).partition(": ")[2]) from exc
+    return actor if actor == OFFLINE_ACTOR else validate_owner(actor, "actor")
 
 
 def _action(action: str) -> str:

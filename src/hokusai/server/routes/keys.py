@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
+from typing import Annotated
 
 import httpx
-from fastapi import APIRouter, Request, status
+from fastapi import APIRouter, Query, Request, status
 from starlette.concurrency import run_in_threadpool
 
 from hokusai.errors import HokusaiValidationError
@@ -14,7 +15,7 @@ from hokusai.server.deps import PrincipalDep, StateDep
 from hokusai.server.errors import ApiError
 from hokusai.server.keys import IssuedKey, KeyAlreadyRevoked, KeyExpired, Principal, expiry_from_days, principal_of
 from hokusai.server.models import ApiKey, utcnow
-from hokusai.server.schemas import KeyCreate, KeyCreated, KeyInfo, KeyList, error_responses
+from hokusai.server.schemas import OWNER_RULES, KeyCreate, KeyCreated, KeyInfo, KeyList, error_responses
 from hokusai.server.state import AppState
 from hokusai.server.upstream import UpstreamError
 from hokusai.validation import parse_scopes, validate_key_name, validate_owner
@@ -147,7 +148,14 @@ async def create_key(body: KeyCreate, request: Request, state: StateDep, princip
 
 
 @router.get("", response_model=KeyList)
-async def read_keys(state: StateDep, principal: PrincipalDep, owner: str | None = None, all: bool = False) -> KeyList:
+async def read_keys(
+    state: StateDep,
+    principal: PrincipalDep,
+    owner: Annotated[
+        str | None, Query(description="Another account's keys (admins)", json_schema_extra=OWNER_RULES)
+    ] = None,
+    all: bool = False,
+) -> KeyList:
     """List your keys; admins may list another owner's (`owner=`) or every key (`all=true`)."""
     if owner is not None:
         owner = validate_owner(owner)  # PostgreSQL refuses NUL in text with an error, not an empty list

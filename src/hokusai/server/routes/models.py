@@ -26,7 +26,9 @@ from hokusai.server.schemas import (
 )
 from hokusai.validation import (
     METADATA_FIELDS,
+    MODEL_NAME_MAX_LENGTH,
     MODEL_TYPE_PATTERN,
+    NO_CONTROL_CHARS_PATTERN,
     VERSION_PATTERN,
     normalize_model_type,
     normalize_token_id,
@@ -39,6 +41,13 @@ PAGE_TOKEN_MAX_LENGTH = 2048  # an owner listing's token names a model (256 char
 # Documented here, enforced by the registry (one rule, one message).
 Version = Annotated[
     str, Path(description="A version number or `latest`", json_schema_extra={"pattern": VERSION_PATTERN})
+]
+ModelName = Annotated[
+    str,
+    Path(
+        description="The registered model",
+        json_schema_extra={"pattern": NO_CONTROL_CHARS_PATTERN, "maxLength": MODEL_NAME_MAX_LENGTH},
+    ),
 ]
 TokenIdQuery = Annotated[str | None, Query(json_schema_extra=TOKEN_ID_RULES)]
 ModelTypeQuery = Annotated[
@@ -133,7 +142,7 @@ async def read_tokenized_models(
     responses=error_responses(404, 429, 502, 503, 504),
 )
 async def read_tokenized_model(
-    model_name: str, version: Version, state: StateDep, principal: ReaderDep
+    model_name: ModelName, version: Version, state: StateDep, principal: ReaderDep
 ) -> TokenizedModelInfo:
     """One tokenized model version; `version` is a number or `latest`."""
     return await lookups.get_tokenized_model(
@@ -145,7 +154,10 @@ async def read_tokenized_model(
     "/baseline",
     status_code=status.HTTP_201_CREATED,
     response_model=BaselineInfo,
-    responses=error_responses(404, 429, 502, 503, 504),
+    responses={
+        200: {"model": BaselineInfo, "description": "This run's model is already a baseline of this type: that one"},
+        **error_responses(404, 429, 502, 503, 504),
+    },
 )
 async def create_baseline(
     body: BaselineCreate, request: Request, response: Response, state: StateDep, principal: WriterDep

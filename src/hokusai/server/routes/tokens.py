@@ -41,7 +41,7 @@ async def transfer_token(
         audit=state.audit,
         caller=Caller.of(request, principal),
         token_id=normalize_token_id(token_id),
-        new_owner=validate_owner(body.new_owner),
+        new_owner=validate_owner(body.new_owner, "new_owner"),
         model_name=validate_model_name(body.model_name) if body.model_name is not None else None,
     )
     return TokenInfo.of(token, show_owner=True)
