@@ -150,6 +150,13 @@ def test_a_keys_lifetime_is_a_json_integer(platform: LivePlatform, user_key: str
             assert refused.json()["field"] == "expires_in_days"
 
 
+def test_an_unknown_key_id_is_quoted_back_at_most_64_characters_long(platform: LivePlatform, user_key: str) -> None:
+    with platform.client(user_key) as client:
+        answer = client.delete("/api/v1/keys/key_" + "f" * 10_000)
+
+    assert (answer.status_code, answer.json()["message"]) == (404, f"No API key with id 'key_{'f' * 60}…'.")
+
+
 def test_rest_lifecycle_create_list_rotate_revoke(platform: LivePlatform) -> None:
     owner = platform.unique_owner("lifecycle")
     with platform.client(platform.admin_key) as admin:

@@ -562,9 +562,10 @@ def test_malformed_json_and_bad_queries_are_400(as_alice: httpx.Client, as_admin
     since = as_admin.get("/api/v1/audit", params={"since": "yesterday"})
     twice = as_alice.get(TOKENIZED, params=[("token_id", "ALPHA"), ("token_id", "BETA")])  # was: BETA's, silently
     form = as_alice.post(TOKENIZED, data={"model_name": "m"})  # what `curl -d` sends
+    untyped = as_alice.post(TOKENIZED, content=json.dumps(body(run)).encode())  # JSON, without saying so
     null_tag = as_alice.post(TOKENIZED, json=body(run, tags={"team": None}))
 
-    for response in (broken, paging, deep_paging, too_many, version, since, twice, form, null_tag):
+    for response in (broken, paging, deep_paging, too_many, version, since, twice, form, untyped, null_tag):
         assert_error(response, 400, "INVALID_PARAMETER_VALUE")
     # One line naming the tag, not one per type a tag may have (str, int, float, bool).
     assert (
@@ -577,6 +578,7 @@ def test_malformed_json_and_bad_queries_are_400(as_alice: httpx.Client, as_admin
         "The request body must be JSON, sent with Content-Type: application/json "
         "(not 'application/x-www-form-urlencoded')."
     )
+    assert untyped.json()["message"].endswith("Content-Type: application/json (none was given).")
     expected = "The request body is not valid JSON: Expecting property name enclosed in double quotes (at character 1)."
     assert broken.json()["message"] == expected
 

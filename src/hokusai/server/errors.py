@@ -222,17 +222,19 @@ async def _handle_hokusai_validation(_request: Request, exc: Exception) -> JSONR
 async def _handle_request_validation(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     content_type = request.headers.get("content-type", "")
-    if _is_whole_body_error(exc) and content_type and not _is_json_media_type(content_type):
-        # FastAPI reads a body as JSON only when it says it is (or says nothing): `curl -d` sends a form, which was
-        # refused as "body: Input should be a valid dictionary".
-        message = f"The request body must be JSON, sent with Content-Type: application/json (not {content_type!r})."
+    if _is_whole_body_error(exc) and not _is_json_media_type(content_type):
+        # FastAPI reads a body as JSON only when it says it is: `curl -d` sends a form, and a bare client no type;
+        # both were refused as "body: Input should be a valid dictionary".
+        sent = f"not {content_type!r}" if content_type else "none was given"
+        message = f"The request body must be JSON, sent with Content-Type: application/json ({sent})."
         return error_response(400, message, error_code="INVALID_PARAMETER_VALUE")
     message, field = _describe_validation_error(exc)
     return error_response(400, message, error_code="INVALID_PARAMETER_VALUE", field=field)
 
 
 def _is_whole_body_error(exc: RequestValidationError) -> bool:
-    return any(tuple(error.get("loc", ())) == ("body",) for error in exc.errors())
+    """A body sent that is not a JSON object to FastAPI (a missing one is "body: Field required", as it should be)."""
+    return any(tuple(error.get("loc", ())) == ("body",) and error.get("type") != "missing" for error in exc.errors())
 
 
 def _is_json_media_type(content_type: str) -> bool:

@@ -22,6 +22,7 @@ from hokusai.validation import parse_scopes, validate_key_name, validate_owner
 
 router = APIRouter(prefix="/api/v1/keys", tags=["keys"], responses=error_responses(404, 409))
 logger = logging.getLogger(__name__)
+_SHOWN_ID_LENGTH = 64  # of an unknown key id quoted back: real ids are shorter, and a 10 KB one need not return whole
 
 
 def _created(issued: IssuedKey) -> KeyCreated:
@@ -32,7 +33,8 @@ def _owned_key(state: AppState, principal: Principal, key_id: str) -> ApiKey:
     record = state.keys.get(key_id)
     # Someone else's key id answers like a missing one, so ids of other accounts cannot be probed.
     if record is None or (record.owner != principal.owner and not principal.is_admin):
-        raise ApiError(404, f"No API key with id '{key_id}'.", error_code="RESOURCE_DOES_NOT_EXIST")
+        shown = key_id if len(key_id) <= _SHOWN_ID_LENGTH else key_id[:_SHOWN_ID_LENGTH] + "…"
+        raise ApiError(404, f"No API key with id '{shown}'.", error_code="RESOURCE_DOES_NOT_EXIST")
     return record
 
 
