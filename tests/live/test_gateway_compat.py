@@ -131,6 +131,19 @@ KNOWN_DIFFERENCES: dict[str, str] = {
         "experiments to authorise the delete and refuses, reported as MLflow's own 404 (hokusai.mlflow_auth)."
     ),
     "artifact-get-root": "Follows from artifact-put-root: the file was never written, so reading it is a 404.",
+    "run-log-metric-deleted-model": (
+        "Plain MLflow logs a metric against a logged model that was deleted; the auth app must resolve the model to "
+        "authorise the write and refuses, reported as MLflow's own 404 'Logged model with ID ... not found' "
+        "(hokusai.mlflow_auth) rather than a 403 blaming permissions."
+    ),
+    "run-log-metric-unknown-model": (
+        "Plain MLflow answers with a 400 quoting its database's foreign-key error; the auth app refuses a logged model "
+        "it cannot find, reported as MLflow's own 404 (hokusai.mlflow_auth)."
+    ),
+    "run-log-outputs-unknown-model": (
+        "Plain MLflow records an output naming a logged model that does not exist (200); the auth app refuses it, "
+        "reported as MLflow's own 404 (hokusai.mlflow_auth)."
+    ),
     "trace-artifact-get-unknown": (
         "MLflow auth app: refuses a trace it cannot find (403); hokusai.mlflow_auth reports it as the tracking "
         "store's 404 \"Trace with ID '...' not found.\", worded unlike the handler's; same status and code."
@@ -837,6 +850,33 @@ def build_steps() -> list[Step]:
         ),
         Step("logged-model-delete", "DELETE", api + "/logged-models/{lm}"),
         Step("logged-model-get-deleted", "GET", api + "/logged-models/{lm}"),
+        # logged models named in a run's writes (MLflow's checks read each one)
+        Step(
+            "run-log-metric-deleted-model",
+            "POST",
+            api + "/runs/log-metric",
+            json={"run_id": "{run}", "key": "lm", "value": 1.0, "timestamp": TS, "model_id": "{lm}"},
+        ),
+        Step(
+            "run-log-metric-unknown-model",
+            "POST",
+            api + "/runs/log-metric",
+            json={"run_id": "{run}", "key": "lm", "value": 1.0, "timestamp": TS, "model_id": UNKNOWN_LOGGED_MODEL},
+        ),
+        Step(
+            "run-log-outputs-unknown-model",
+            "POST",
+            api + "/runs/outputs",
+            json={"run_id": "{run}", "models": [{"model_id": UNKNOWN_LOGGED_MODEL, "step": 0}]},
+        ),
+        # scorers
+        Step(
+            "scorer-delete-unknown",
+            "DELETE",
+            api3 + "/scorers/delete",
+            json={"experiment_id": "{exp}", "name": "{p}-no-scorer"},
+        ),
+        Step("scorer-get-unknown", "GET", api3 + "/scorers/get", params={"experiment_id": "{exp}", "name": "{p}-none"}),
         # traces
         Step(
             "trace-start",

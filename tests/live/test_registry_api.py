@@ -496,6 +496,30 @@ def test_a_registered_versions_hokusai_tags_cannot_be_rewritten_through_mlflow(
     assert versions.json().get("model_versions", []) == []
 
 
+def test_a_copy_of_a_tokenized_version_is_refused_with_the_way_to_copy_it(
+    platform: LivePlatform, as_alice: httpx.Client, alice: User, run: LoggedRun
+) -> None:
+    """MlflowClient.copy_model_version copies every tag, Hokusai's too; the refusal says how to copy without them."""
+    request = body(run)
+    assert as_alice.post(TOKENIZED, json=request).status_code == 201
+    source, destination = f"models:/{request['model_name']}/1", unique("copy")
+    copy = f"""
+import mlflow
+try:
+    mlflow.MlflowClient().copy_model_version({source!r}, {destination!r})
+except mlflow.MlflowException as exc:
+    print(exc.message)
+"""
+    result = platform.run_python(copy, platform.mlflow_env(alice.key))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "MlflowClient.copy_model_version copies every tag" in result.stdout
+    assert f"mlflow.register_model('{source}', '{destination}')" in result.stdout
+
+    workaround = f"import mlflow; print(mlflow.register_model({source!r}, {destination!r}).version)"
+    registered = platform.run_python(workaround, platform.mlflow_env(alice.key))
+    assert registered.returncode == 0 and registered.stdout.strip().splitlines()[-1] == "1", registered.stderr[-3000:]
+
+
 # --- bad input ---------------------------------------------------------------------------------------------------
 
 

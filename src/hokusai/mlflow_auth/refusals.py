@@ -110,7 +110,30 @@ def _resource_lookups(params: dict[str, Any]) -> list[Callable[[], object]]:
         lookups.append(functools.partial(tracking.get_trace_info, trace_id))
     if isinstance(params.get("dataset_id"), str) and params["dataset_id"]:
         lookups.append(functools.partial(tracking.get_dataset, params["dataset_id"]))
+    scorer = params.get("name")
+    if "/mlflow/scorers/" in request.path and isinstance(scorer, str) and scorer:
+        # MLflow authorises a scorer by its own grants, and denies one it cannot find (deleting an unknown one).
+        lookups.extend(
+            functools.partial(tracking.get_scorer, experiment_id, scorer) for experiment_id in _experiment_ids(params)
+        )
+    # Logged models a run's metrics, inputs or outputs, or a new model version, name in the body (MLflow's checks
+    # read each; a deleted one is not found either).
+    lookups.extend(functools.partial(tracking.get_logged_model, model_id) for model_id in _body_model_ids(params))
     return lookups
+
+
+def _body_model_ids(params: dict[str, Any]) -> list[str]:
+    named = [params, *(item for field in ("metrics", "models") for item in _listed(params.get(field)))]
+    return [
+        model_id
+        for item in named
+        for model_id in (item.get("model_id"), item.get("modelId"))
+        if isinstance(model_id, str) and model_id
+    ]
+
+
+def _listed(value: object) -> list[dict[str, Any]]:
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
 
 
 def _experiment_ids(params: dict[str, Any]) -> list[str]:

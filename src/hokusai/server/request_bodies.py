@@ -51,6 +51,9 @@ def _hokusai_tags_refused(tag_keys: Callable[[dict[str, Any]], list[object]]) ->
         reserved = sorted({key for key in tag_keys(payload) if isinstance(key, str) and is_reserved_tag(key)})
         if not reserved:
             return None
+        source = payload.get("source")
+        if isinstance(source, str) and source.lower().startswith("models:/"):
+            return _copy_of_tokenized_refused(reserved[0], source, payload.get("name"))
         return (
             f"Tag '{reserved[0]}' belongs to Hokusai: it is set when a model is registered through "
             "POST /api/v1/models/tokenized, and a registered version's token, metric and baseline never change. "
@@ -58,6 +61,17 @@ def _hokusai_tags_refused(tag_keys: Callable[[dict[str, Any]], list[object]]) ->
         )
 
     return refusal
+
+
+def _copy_of_tokenized_refused(tag: str, source: str, name: object) -> str:
+    """A version made from another one with its tags: what `MlflowClient.copy_model_version` sends, which copies a
+    tokenized version's Hokusai tags too."""
+    return (
+        f"Tag '{tag}' belongs to Hokusai: it marks the one model a token belongs to, so a copy of a tokenized "
+        f"version cannot carry it (MlflowClient.copy_model_version copies every tag). Copy it without tags with "
+        f"mlflow.register_model('{source}', '{name}'); a destination model the copy just created is still there, "
+        "empty."
+    )
 
 
 def _artifact_location_refused(payload: dict[str, Any]) -> str | None:
