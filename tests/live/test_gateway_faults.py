@@ -23,6 +23,7 @@ import psutil
 import pytest
 
 from tests.support.platform import LivePlatform, start_platform
+from tests.support.raw_http import raw_request
 
 pytestmark = pytest.mark.live
 
@@ -450,6 +451,50 @@ def test_a_request_head_that_keeps_growing_gets_a_431_and_the_connection_closes(
     assert status == 431, body
     assert (body["error_code"], body["layer"]) == ("BAD_REQUEST", "hokusai-api"), body
     assert headers["connection"] == "close"
+
+
+@pytest.mark.parametrize("path", ["/api/v1/no-such-route", "/api/mlflow/api/2.0/mlflow/experiments/search"])
+def test_trailer_fields_that_keep_coming_are_cut_off(own_platform: LivePlatform, path: str) -> None:
+    """No key needed: a route that does not exist answers at once, and uvicorn read the trailers after the last chunk
+    into the request's headers for as long as they came (a probe: 50 MB of them took 550 MB of the server's memory).
+    Through the gateway the key is refused first and the connection closed, as before."""
+    head = f"POST {path} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n"
+    trailer = b"".join(b"X-%d: v\r\n" % i for i in range(5000))  # 50 KB
+    pieces = 500  # 25 MB: far past the limit, and the loop always ends
+    with socket.create_connection(("127.0.0.1", own_platform.port), timeout=SAFETY_BOUND_SECONDS) as sock:
+        sock.sendall(head.encode())
+        sent = 0
+        with contextlib.suppress(ConnectionError):  # the server closed: the rest cannot be sent
+            while sent < pieces:
+                sock.sendall(trailer)
+                sent += 1
+        first = b""
+        with contextlib.suppress(ConnectionError):  # a reset may take the answer with it
+            first = sock.recv(65536)
+    with httpx.Client(base_url=own_platform.url, timeout=SAFETY_BOUND_SECONDS) as client:
+        assert client.get("/health").status_code == 200
+
+    assert sent < pieces, "the server took every trailer field"
+    if first:  # refused for the route, the key, or (through the gateway) for the headers the trailers became
+        status, _headers, body = _parse_answer(first)
+        assert (status, body["error_code"]) in (
+            (404, "ENDPOINT_NOT_FOUND"),
+            (401, "UNAUTHENTICATED"),
+            (431, "BAD_REQUEST"),
+        ), body
+
+
+def test_a_request_httptools_cannot_parse_gets_a_400_envelope(own_platform: LivePlatform) -> None:
+    request = b"POST /api/v1/keys HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
+    answer = raw_request(own_platform.port, request)
+
+    assert answer.status == 400 and answer.headers["content-type"] == "application/json", answer.body
+    assert answer.json() == {
+        "error_code": "BAD_REQUEST",
+        "message": "The request is not valid HTTP/1.1 (malformed chunk framing, a Content-Length beside "
+        "Transfer-Encoding or twice, an unknown method, ...); the connection was closed.",
+        "layer": "hokusai-api",
+    }
 
 
 @contextlib.contextmanager

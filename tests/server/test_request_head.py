@@ -204,3 +204,107 @@ def test_a_read_that_ends_a_head_and_carries_its_body_and_the_next_head_is_not_c
         assert not transport.closed
 
     asyncio.run(scenario())
+
+
+class NotReadingApp:
+    """Answers 404 at once, reading nothing, as a route that does not exist does."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 404, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"no"})
+
+
+CHUNKED_HEAD = b"POST /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+@pytest.mark.parametrize("trailer", ["many fields", "one endless value"])
+@pytest.mark.parametrize("reads_body", [False, True], ids=["answered first", "while the app reads"])
+def test_trailers_that_keep_coming_are_cut_off_at_the_head_limit(trailer: str, reads_body: bool) -> None:
+    """A probe sent 50 MB of trailer fields after the last chunk, with no key, to a route that answered 404 at once:
+    uvicorn appended them all to the request's headers (550 MB), and one endless value took a core."""
+
+    async def scenario() -> None:
+        app = BodyCountingApp() if reads_body else NotReadingApp()
+        protocol, transport = _connect(app)  # type: ignore[arg-type]
+        protocol.data_received(CHUNKED_HEAD + b"5\r\nhello\r\n0\r\n")
+        await asyncio.sleep(0.01)  # the app runs (and answers, if it does not read)
+        piece = b"".join(b"X-%d: v\r\n" % i for i in range(1000)) if trailer == "many fields" else b"a" * 8192
+        if trailer == "one endless value":
+            protocol.data_received(b"X-T: ")
+        sent = 0
+        while not transport.closed:
+            protocol.data_received(piece)
+            sent += len(piece)
+            assert sent <= 2 * MAX_HEAD_BYTES, "the trailers were never cut off"
+        await asyncio.sleep(0.01)
+        if reads_body:  # no answer had gone out: the 431 says why
+            head, _, body = bytes(transport.written).partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 431 ") and b"connection: close" in head.lower()
+            assert "chunk framing or trailer fields" in json.loads(body)["message"]
+        else:
+            assert _answers(transport) == [404]
+
+    asyncio.run(scenario())
+
+
+def test_a_chunked_upload_in_tiny_chunks_and_its_trailer_are_not_cut_off() -> None:
+    async def scenario() -> None:
+        protocol, transport = _connect(BodyCountingApp())  # type: ignore[arg-type]
+        protocol.data_received(CHUNKED_HEAD)
+        for _ in range(20_000):  # 100 KB of framing in all, more than the limit, each read with its chunk's byte
+            protocol.data_received(b"1\r\n")
+            protocol.data_received(b"b\r\n")
+        protocol.data_received(b"0\r\nX-Checksum: " + b"c" * 1000 + b"\r\n\r\n")
+        await asyncio.sleep(0.05)
+        assert _answers(transport) == [200]
+        assert bytes(transport.written).endswith(b"20000")
+        assert not transport.closed
+
+    asyncio.run(scenario())
+
+
+def test_a_body_nobody_reads_is_drained_only_as_long_as_a_head_may_take() -> None:
+    """Answered before its body was in, a client that trickles the rest kept its connection for ever: each byte
+    restarted uvicorn's keep-alive timer."""
+
+    async def scenario() -> None:
+        protocol, transport = _connect(NotReadingApp())  # type: ignore[arg-type]
+        protocol.data_received(b"PUT /x HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
+        await asyncio.sleep(0.01)
+        assert _answers(transport) == [404]
+        for _ in range(4):
+            protocol.data_received(b"b")
+            await asyncio.sleep(DEADLINE / 2)
+        assert transport.closed
+
+    asyncio.run(scenario())
+
+
+def test_a_body_finished_after_the_answer_keeps_its_connection_for_the_next_request() -> None:
+    async def scenario() -> None:
+        protocol, transport = _connect(NotReadingApp())  # type: ignore[arg-type]
+        protocol.data_received(b"PUT /x HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nbb")
+        await asyncio.sleep(0.01)
+        protocol.data_received(b"bb")  # the rest of the body, then the next request
+        protocol.data_received(b"GET /y HTTP/1.1\r\nHost: x\r\n\r\n")
+        await _after_deadline()
+        assert _answers(transport) == [404, 404]
+        assert not transport.closed
+
+    asyncio.run(scenario())
+
+
+def test_what_httptools_cannot_parse_is_a_400_envelope() -> None:
+    async def scenario() -> None:
+        protocol, transport = _connect(BodyCountingApp())  # type: ignore[arg-type]
+        protocol.data_received(
+            b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        head, _, body = bytes(transport.written).partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 400 ") and b"content-type: application/json" in head.lower()
+        envelope = json.loads(body)
+        assert (envelope["error_code"], envelope["layer"]) == ("BAD_REQUEST", "hokusai-api")
+        assert envelope["message"].startswith("The request is not valid HTTP/1.1")
+        assert transport.closed
+
+    asyncio.run(scenario())

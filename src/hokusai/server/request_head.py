@@ -1,11 +1,16 @@
-"""Bounds on the request head, before any app sees it: how long it may take (a 408, or a silent close, like nginx's
-`client_header_timeout`) and how large it may grow (a 431).
+"""Bounds on what a request sends besides its body, before any app sees it: how long its head may take (a 408, or a
+silent close, like nginx's `client_header_timeout`), how large the head and a chunked body's framing and trailers
+may grow (a 431), and how long a body nobody reads is drained; and uvicorn's own refusal of malformed HTTP in the
+JSON envelope.
 
 uvicorn bounds the idle time between requests (its keep-alive timeout) but not a head that trickles in a byte at a
 time, nor a new connection that never sends one: a slowloris client could hold sockets for as long as it liked. Nor
 does it bound a head's size: httptools collects an unfinished header value by concatenation, so one that keeps
 growing costs memory and quadratic CPU until it ends, and stalls every other request of the process meanwhile. The
-body is bounded separately (`middleware.body_timeout`), once the head is complete and the app has the request.
+same holds for the trailer fields after a chunked body's last chunk, which uvicorn also appends to the request's
+headers, and which no key or app is asked about (a probe, 2026-11-29: 50 MB of trailers after a 404 took 550 MB).
+Once an answer is out, uvicorn drains the rest of an unread body to keep the connection, and every byte restarted
+its keep-alive timer. The body itself is bounded separately (`middleware.body_timeout`), while the app reads it.
 """
 
 from __future__ import annotations
@@ -35,6 +40,10 @@ class RequestHeadProtocol(HttpToolsProtocol):
         self._head_started = False
         self._head_bytes = 0
         self._head_completed = False
+        self._in_body = False  # between a head and the end of its message
+        self._body_arrived = False  # in the current read
+        self._framing_bytes = 0  # read in the body phase since the last body byte: chunk framing, trailers
+        self._drain_deadline: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -42,14 +51,17 @@ class RequestHeadProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_head_deadline()
+        self._cancel_drain_deadline()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         head_pending = self._head_started
         self._head_completed = False
+        self._body_arrived = False
         super().data_received(data)
         if not self._head_started or self.transport.is_closing():
             self._head_bytes = 0
+            self._count_framing(len(data))
             return
         # Counted only when this read neither started nor ended a head: such a read may also carry a body before or
         # after it (pipelining), so the count runs at most one read behind the unfinished head's true size.
@@ -62,8 +74,20 @@ class RequestHeadProtocol(HttpToolsProtocol):
                 self.transport.write(self._head_too_large_answer())
             self.transport.close()
 
+    def _count_framing(self, read: int) -> None:
+        """Bound what a body's phase brings besides body bytes; a read that carried any body starts the count anew,
+        so a chunked upload's framing never adds up, and trailers (which come after the last chunk) do."""
+        if not self._in_body or self.transport.is_closing():
+            return
+        self._framing_bytes = 0 if self._body_arrived else self._framing_bytes + read
+        if self._framing_bytes > MAX_HEAD_BYTES:
+            if not self.cycle.response_started:
+                self.transport.write(self._framing_too_large_answer())
+            self.transport.close()
+
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self._cancel_drain_deadline()
         self._head_started = True
         if self._head_deadline is None:
             self._arm_head_deadline()
@@ -72,8 +96,40 @@ class RequestHeadProtocol(HttpToolsProtocol):
         self._head_started = False
         self._head_completed = True
         self._head_bytes = 0
+        self._in_body = True
+        self._framing_bytes = 0
         self._cancel_head_deadline()
         super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        self._body_arrived = True
+        super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        self._in_body = False
+        self._cancel_drain_deadline()
+        super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        if self.cycle is not None and self.cycle.more_body and not self.transport.is_closing():
+            # Answered before the body was all in: uvicorn drains the rest to keep the connection, and each byte
+            # would restart its keep-alive timer. The client gets as long to finish as it had for its head.
+            self._drain_deadline = self.loop.call_later(self.header_timeout_seconds, self.transport.close)
+        super().on_response_complete()
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to what httptools cannot parse, in the envelope rather than as plain text."""
+        message = (
+            "The request is not valid HTTP/1.1 (malformed chunk framing, a Content-Length beside Transfer-Encoding "
+            "or twice, an unknown method, ...); the connection was closed."
+        )
+        self.transport.write(_closing_answer(400, "Bad Request", message, "BAD_REQUEST"))
+        self.transport.close()
+
+    def _cancel_drain_deadline(self) -> None:
+        if self._drain_deadline is not None:
+            self._drain_deadline.cancel()
+            self._drain_deadline = None
 
     def _arm_head_deadline(self) -> None:
         self._head_deadline = self.loop.call_later(self.header_timeout_seconds, self._head_timed_out)
@@ -105,6 +161,15 @@ class RequestHeadProtocol(HttpToolsProtocol):
             f"The request head did not arrive within {self.header_timeout_seconds:g} s; the connection was closed. "
             "Send the request again.",
             "DEADLINE_EXCEEDED",
+        )
+
+    def _framing_too_large_answer(self) -> bytes:
+        return _closing_answer(
+            431,
+            "Request Header Fields Too Large",
+            f"The request sent more than {MAX_HEAD_BYTES // 1024} KiB of chunk framing or trailer fields after its "
+            "head; the connection was closed.",
+            "BAD_REQUEST",
         )
 
     def _head_too_large_answer(self) -> bytes:
