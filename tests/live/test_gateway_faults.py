@@ -107,9 +107,24 @@ def test_mlflow_killed_mid_upload_then_recovers(
             outcome["error"] = exc
         outcome["finished"] = time.monotonic()
 
+    # A download is under way too, read slowly, so that MLflow dies in the middle of its answer.
+    download_request = _large_download_request(client, experiment, run)
+    downloaded = {"bytes": 0}
+
+    def download() -> None:
+        with socket.create_connection(("127.0.0.1", platform.port), timeout=SAFETY_BOUND_SECONDS) as sock:
+            sock.sendall(download_request)
+            with contextlib.suppress(ConnectionError, TimeoutError):
+                while chunk := sock.recv(256 * 1024):
+                    downloaded["bytes"] += len(chunk)
+                    time.sleep(0.05)
+
+    downloader = threading.Thread(target=download, daemon=True)
+    downloader.start()
     uploader = threading.Thread(target=upload, daemon=True)
     uploader.start()
     assert streaming.wait(30), "the upload never started streaming"
+    assert downloaded["bytes"] > 0, "the download never started"
     victims = platform.mlflow_child_pids()
     assert victims, "no MLflow process found to kill"
     killed_at = time.monotonic()
@@ -128,6 +143,13 @@ def test_mlflow_killed_mid_upload_then_recovers(
         response = outcome["response"]
         assert _is_unavailable(response), (response.status_code, response.text)
         assert int(response.headers["retry-after"]) > 0
+    # The download's answer had begun: its connection is cut (short of its Content-Length), with one log line.
+    downloader.join(SAFETY_BOUND_SECONDS)
+    assert not downloader.is_alive(), "the download's connection was never cut"
+    assert downloaded["bytes"] < STALLED_DOWNLOAD_BYTES
+    log = platform.stderr_path.read_text()
+    assert "MLflow's answer broke off" in log
+    assert "Exception in ASGI application" not in log
 
     # 3. While MLflow is down, requests get the same 503 JSON (and the readiness probe says why). A key made now is
     # still issued (its MLflow account is set up on first use); that first use, a bare run that also needs the new
@@ -527,6 +549,14 @@ def _connections_to_mlflow(platform: LivePlatform) -> int:
     )
 
 
+def _connection_from(platform: LivePlatform, client_port: int) -> bool:
+    """Whether the gateway still holds its end of the connection from the client's `client_port`."""
+    gateway = psutil.Process(platform.process.pid)
+    return any(
+        connection.raddr and connection.raddr.port == client_port for connection in gateway.net_connections(kind="tcp")
+    )
+
+
 def test_a_client_that_stops_reading_a_download_is_cut_off_and_frees_its_mlflow_connection(
     own_platform: LivePlatform,
 ) -> None:
@@ -542,6 +572,12 @@ def test_a_client_that_stops_reading_a_download_is_cut_off_and_frees_its_mlflow_
         while _connections_to_mlflow(own_platform) and time.monotonic() < deadline:
             time.sleep(0.25)
         assert _connections_to_mlflow(own_platform) == 0, "the stalled download still holds an MLflow connection"
+        # The client's connection goes too, though it never read: a close would wait for it to take what was queued
+        # (megabytes), and the socket stayed for as long as the client kept it open.
+        client_port = sock.getsockname()[1]
+        while _connection_from(own_platform, client_port) and time.monotonic() < deadline:
+            time.sleep(0.25)
+        assert not _connection_from(own_platform, client_port), "the stalled client's socket is still open"
         received = 0
         with contextlib.suppress(ConnectionError):
             while chunk := sock.recv(1024 * 1024):  # what was buffered, then the end: the server closed

@@ -57,7 +57,14 @@ from hokusai.server.paths import (
     route_path,
 )
 from hokusai.server.registry.claims import follow_rename
-from hokusai.server.relay import BUFFERED_BODY_LIMIT, HOP_BY_HOP, ClientStalled, SendDeadline, client_answer
+from hokusai.server.relay import (
+    BUFFERED_BODY_LIMIT,
+    HOP_BY_HOP,
+    ClientStalled,
+    SendDeadline,
+    UpstreamBroke,
+    client_answer,
+)
 from hokusai.server.request_bodies import (
     GUARDED_CALLS,
     REWRITTEN_BODY_LIMIT,
@@ -68,7 +75,7 @@ from hokusai.server.request_bodies import (
     read_limited,
     stamp_owner,
 )
-from hokusai.server.request_head import declares_body
+from hokusai.server.request_head import ABORT_CONNECTION, declares_body
 
 if TYPE_CHECKING:
     from hokusai.server.state import AppState
@@ -146,10 +153,20 @@ class MlflowGateway:
         try:
             await response(scope, receive, send)
         except ClientStalled:
-            # uvicorn closes the connection, since the answer is incomplete; the MLflow connection was released.
+            # The MLflow connection was released; the client's goes at once, with what was queued for it.
+            _abort_connection(scope)
             logger.warning(
                 "client took nothing of the answer for %g s; connection closed: %s %s",
                 self._state.settings.client_send_timeout_seconds,
+                scope["method"],
+                printable(scope["path"]),
+            )
+        except UpstreamBroke as exc:
+            # Too late for an error answer: the cut connection (and a body short of its Content-Length) says it.
+            _abort_connection(scope)
+            logger.warning(
+                "MLflow's answer broke off (%s); connection closed: %s %s",
+                exc,
                 scope["method"],
                 printable(scope["path"]),
             )
@@ -420,6 +437,12 @@ def _refuse_foreign_page(request: Request, allowed: tuple[str, ...]) -> None:
         f"web UI at {allowed[0]}/api/mlflow/ (or set HOKUSAI_PUBLIC_URL to the address browsers use).",
         error_code="PERMISSION_DENIED",
     )
+
+
+def _abort_connection(scope: Scope) -> None:
+    abort = scope.get(ABORT_CONNECTION)  # set by the server's protocol (request_head); absent under other servers
+    if abort is not None:
+        abort()
 
 
 def _check_header_size(headers: list[tuple[bytes, bytes]]) -> None:

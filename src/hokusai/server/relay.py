@@ -69,6 +69,10 @@ class ClientStalled(Exception):
     """The client took nothing of a streamed answer within the send timeout."""
 
 
+class UpstreamBroke(Exception):
+    """MLflow's streamed answer ended before its end: MLflow died, dropped the connection or stopped sending."""
+
+
 class SendDeadline:
     """A streamed answer whose every piece must be taken by the client within `timeout` seconds.
 
@@ -170,6 +174,8 @@ async def _relay_body(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
     try:
         while chunk := await response.content.readany():
             yield chunk
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise UpstreamBroke(type(exc).__name__) from exc
     finally:
         response.release()
 

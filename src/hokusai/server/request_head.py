@@ -24,6 +24,11 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from hokusai.server.errors import error_response
 
+# The scope key of the connection's `abort`, for an answer that must end at once: closing waits until the client has
+# taken what was already written, which a client that stopped reading never does (its socket, and the megabytes
+# queued for it, stayed until it hung up; a probe, 2026-11-29).
+ABORT_CONNECTION = "hokusai.abort_connection"
+
 # Twice what the gateway accepts in a complete head (`gateway.MAX_REQUEST_HEADER_BYTES`), which answers the usual
 # oversized head with a more precise message; this one only stops a head that would otherwise grow without end.
 MAX_HEAD_BYTES = 64 * 1024
@@ -87,6 +92,7 @@ class RequestHeadProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self.scope[ABORT_CONNECTION] = self.transport.abort  # type: ignore[literal-required]
         self._cancel_drain_deadline()
         self._head_started = True
         if self._head_deadline is None:
