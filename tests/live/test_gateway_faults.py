@@ -22,8 +22,9 @@ import httpx
 import psutil
 import pytest
 
+from hokusai.server.client_watch import WATCH_AFTER_SECONDS
 from tests.support.platform import LivePlatform, start_platform
-from tests.support.raw_http import raw_request
+from tests.support.raw_http import get_request, raw_request
 
 pytestmark = pytest.mark.live
 
@@ -584,6 +585,35 @@ def test_a_client_that_stops_reading_a_download_is_cut_off_and_frees_its_mlflow_
                 received += len(chunk)
     assert received < STALLED_DOWNLOAD_BYTES
     assert "client took nothing of the answer" in own_platform.stderr_path.read_text()
+    assert client.get(API + "/runs/get", params={"run_id": run}).status_code == 200
+
+
+def test_requests_whose_clients_hang_up_while_mlflow_is_slow_free_their_share(own_platform: LivePlatform) -> None:
+    """A probe froze MLflow and sent 32 requests whose clients then gave up: they held the owner's share until MLflow
+    answered, and the owner's next request was a 429 with nothing of theirs in progress."""
+    client, _experiment, run = _user_run(own_platform, "impatient-")
+    key = client.headers["authorization"].removeprefix("Bearer ")
+    request = get_request(f"{API}/runs/get?run_id={run}", [(b"Authorization", f"Bearer {key}".encode())])
+    with _frozen(own_platform):
+        sockets = [socket.create_connection(("127.0.0.1", own_platform.port)) for _ in range(CONNECTIONS_PER_USER)]
+        for sock in sockets:
+            sock.sendall(request)
+        # Past the gateway's grace time, all of them waiting for MLflow, and well before the read timeout that
+        # ended them before (UPSTREAM_TIMEOUT_SECONDS, a 504 each).
+        time.sleep(WATCH_AFTER_SECONDS + 0.2)
+        assert _connections_to_mlflow(own_platform) >= CONNECTIONS_PER_USER
+        for sock in sockets:
+            sock.close()  # the clients give up
+        deadline = time.monotonic() + SAFETY_BOUND_SECONDS
+        while _connections_to_mlflow(own_platform) >= CONNECTIONS_PER_USER and time.monotonic() < deadline:
+            time.sleep(0.25)
+        assert _connections_to_mlflow(own_platform) < CONNECTIONS_PER_USER, "abandoned requests hold MLflow connections"
+        # Their share is free again: the next request waits for MLflow like any other instead of a 429.
+        with pytest.raises(httpx.ReadTimeout):
+            client.get(API + "/runs/get", params={"run_id": run}, timeout=WATCH_AFTER_SECONDS + 1)
+    log = own_platform.stderr_path.read_text()
+    # The four, each before its read timeout (a 504 in the log before); and the last one, whose client gave up too.
+    assert log.count(f"client hung up before MLflow answered: GET {API}/runs/get") >= CONNECTIONS_PER_USER, log[-3000:]
     assert client.get(API + "/runs/get", params={"run_id": run}).status_code == 200
 
 

@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hokusai._printable import printable
 from hokusai.server.audit import Caller, audit_event
+from hokusai.server.client_watch import ClientLeft, ClientWatch
 from hokusai.server.credentials import refuse_key_in_query
 from hokusai.server.default_experiment import (
     BODY_EXPERIMENT_FIELD,
@@ -143,6 +144,10 @@ class MlflowGateway:
             logger.info(
                 "request body ended early (client gone or stalled): %s %s", scope["method"], printable(scope["path"])
             )
+            return
+        except ClientLeft:
+            # Nobody to answer; the MLflow connection was closed, and the owner's share freed.
+            logger.info("client hung up before MLflow answered: %s %s", scope["method"], printable(scope["path"]))
             return
         except OperationalError as exc:
             response = database_unavailable(scope["method"], scope["path"], exc)
@@ -366,7 +371,8 @@ class MlflowGateway:
             if isinstance(body, StreamedBody):
                 response = await body.within_write_timeout(sending, self._state.settings.upstream_write_timeout_seconds)
             else:
-                response = await sending
+                with ClientWatch(request.receive):
+                    response = await sending
         except aiohttp.ConnectionTimeoutError as exc:  # no pooled connection or no TCP connect in time
             raise mlflow_unavailable() from exc
         except TimeoutError as exc:  # aiohttp's read timeouts subclass it
