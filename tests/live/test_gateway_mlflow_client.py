@@ -937,6 +937,20 @@ def test_a_body_nested_too_deep_for_any_parser_is_a_400_where_it_is_read(
     assert "nests JSON too deeply" in answer.json()["message"]
 
 
+def test_a_number_past_a_floats_range_in_a_rewritten_body_is_a_400_not_another_value(
+    platform: LivePlatform, owner_resources: dict[str, str]
+) -> None:
+    """The gateway rewrites a new run's body (its owner); 1e999999 read as infinity went out as `Infinity`, an
+    experiment id MLflow then refused with a 403 (a plain MLflow answers 400)."""
+    with platform.client(owner_resources["key"]) as client:
+        answer = client.post(
+            API + "/runs/create", content=b'{"experiment_id": 1e999999}', headers={"Content-Type": "application/json"}
+        )
+
+    assert (answer.status_code, answer.json()["error_code"]) == (400, "INVALID_PARAMETER_VALUE"), answer.text
+    assert answer.json()["message"].startswith("The request body holds a number out of range")
+
+
 def test_an_upload_mlflow_refuses_before_reading_it_closes_the_connection(
     platform: LivePlatform, owner_resources: dict[str, str]
 ) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import sys
 from collections import Counter
@@ -74,6 +73,7 @@ from hokusai.server.request_bodies import (
     owner_in_dataset_tags,
     owner_in_tag_list,
     read_limited,
+    rewritten_body,
     stamp_owner,
 )
 from hokusai.server.request_head import ABORT_CONNECTION, declares_body
@@ -296,7 +296,7 @@ class MlflowGateway:
             if experiment_id is not None:
                 field.point_at(payload, experiment_id)
                 changed = True
-        return json.dumps(payload).encode() if changed else body
+        return rewritten_body(payload) if changed else body
 
     async def _body_pointed_at_default(
         self,
@@ -326,7 +326,7 @@ class MlflowGateway:
         if experiment_id is None:
             return body
         point(payload, experiment_id)
-        return json.dumps(payload).encode()
+        return rewritten_body(payload)
 
     async def _scorer_query_to_default(self, query_string: bytes, principal: Principal) -> bytes:
         """`list_scorers` and `get_scorer` of experiment 0 read where the owner's bare scorers were registered."""

@@ -174,6 +174,21 @@ async def guarded_body(request: Request, refusal: Refusal) -> bytes:
     return body
 
 
+def rewritten_body(payload: dict[str, Any]) -> bytes:
+    """A body changed on its way to MLflow, written back as JSON. A number past a float's range was read as infinity
+    and would be written as `Infinity`, another value to MLflow (an experiment id of 1e999999 became a 403 where
+    MLflow answers 400): refused instead, as MLflow refuses it."""
+    try:
+        return json.dumps(payload, allow_nan=False).encode()
+    except ValueError:
+        raise ApiError(
+            400,
+            "The request body holds a number out of range (or NaN or Infinity), which MLflow's calls do not take; "
+            "nothing was sent.",
+            error_code="INVALID_PARAMETER_VALUE",
+        ) from None
+
+
 def json_object(body: bytes) -> dict[str, Any] | None:
     """The body as MLflow's handlers read it; None when that is not a JSON object, and MLflow answers it as without
     the gateway.
