@@ -11,6 +11,7 @@ from contextlib import closing
 import httpx
 import pytest
 
+from hokusai.server.request_head import NOT_HTTP_MESSAGE
 from tests.support.platform import LivePlatform
 from tests.support.raw_http import get_request, raw_request
 
@@ -57,9 +58,14 @@ def test_bad_keys_get_401_with_the_envelope(platform: LivePlatform, name: str, f
     }[form]
     # Raw bytes: well-behaved clients refuse NULs and trailing spaces, attackers do not.
     response = raw_request(platform.port, get_request("/api/v1/auth/whoami", [header]))
-    if response.status == 400 and not response.body.startswith(b"{"):
-        # uvicorn's HTTP parser rejected the header before the app saw it; still a clean 4xx, never a 500.
+    if response.status == 400:
+        # uvicorn's HTTP parser rejected the header before the app saw it: the envelope, never a 500.
         assert name == "nul-bytes", response
+        assert response.json() == {
+            "error_code": "BAD_REQUEST",
+            "message": NOT_HTTP_MESSAGE,
+            "layer": "hokusai-api",
+        }
         return
     assert response.status == 401, response
     body = response.json()

@@ -23,6 +23,7 @@ import psutil
 import pytest
 
 from hokusai.server.client_watch import WATCH_AFTER_SECONDS
+from hokusai.server.request_head import NOT_HTTP_MESSAGE
 from tests.support.platform import LivePlatform, start_platform
 from tests.support.raw_http import get_request, raw_request
 
@@ -514,8 +515,7 @@ def test_a_request_httptools_cannot_parse_gets_a_400_envelope(own_platform: Live
     assert answer.status == 400 and answer.headers["content-type"] == "application/json", answer.body
     assert answer.json() == {
         "error_code": "BAD_REQUEST",
-        "message": "The request is not valid HTTP/1.1 (malformed chunk framing, a Content-Length beside "
-        "Transfer-Encoding or twice, an unknown method, ...); the connection was closed.",
+        "message": NOT_HTTP_MESSAGE,
         "layer": "hokusai-api",
     }
 

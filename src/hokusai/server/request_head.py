@@ -29,6 +29,11 @@ from hokusai.server.errors import error_response
 # queued for it, stayed until it hung up; a probe, 2026-11-29).
 ABORT_CONNECTION = "hokusai.abort_connection"
 
+NOT_HTTP_MESSAGE = (
+    "The request is not valid HTTP/1.1 (malformed chunk framing, a Content-Length beside Transfer-Encoding or twice, "
+    "a control character in a header, an unknown method, ...); the connection was closed."
+)
+
 # Twice what the gateway accepts in a complete head (`gateway.MAX_REQUEST_HEADER_BYTES`), which answers the usual
 # oversized head with a more precise message; this one only stops a head that would otherwise grow without end.
 MAX_HEAD_BYTES = 64 * 1024
@@ -86,7 +91,7 @@ class RequestHeadProtocol(HttpToolsProtocol):
             return
         self._framing_bytes = 0 if self._body_arrived else self._framing_bytes + read
         if self._framing_bytes > MAX_HEAD_BYTES:
-            if not self.cycle.response_started:
+            if self.cycle is None or not self.cycle.response_started:
                 self.transport.write(self._framing_too_large_answer())
             self.transport.close()
 
@@ -125,11 +130,7 @@ class RequestHeadProtocol(HttpToolsProtocol):
 
     def send_400_response(self, msg: str) -> None:
         """uvicorn's answer to what httptools cannot parse, in the envelope rather than as plain text."""
-        message = (
-            "The request is not valid HTTP/1.1 (malformed chunk framing, a Content-Length beside Transfer-Encoding "
-            "or twice, an unknown method, ...); the connection was closed."
-        )
-        self.transport.write(_closing_answer(400, "Bad Request", message, "BAD_REQUEST"))
+        self.transport.write(_closing_answer(400, "Bad Request", NOT_HTTP_MESSAGE, "BAD_REQUEST"))
         self.transport.close()
 
     def _cancel_drain_deadline(self) -> None:
