@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import httpx
 
 from hokusai import __version__
+from hokusai._credentials import key_prefix
 from hokusai.errors import (
     HokusaiAPIError,
     HokusaiAuthError,
@@ -135,6 +136,7 @@ class HokusaiClient:
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.api_url = api_url.rstrip("/")
+        self.key_prefix = key_prefix(api_key) if api_key else None  # displayable; names the key without revealing it
         self.max_retries = max_retries
         self._http = httpx.Client(
             base_url=self.api_url,

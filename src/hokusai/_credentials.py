@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
-from hokusai._paths import credentials_path, write_private_file
+from hokusai._paths import credentials_path, home_file, write_private_file
 from hokusai.errors import HokusaiConfigurationError
 
 __all__ = [
@@ -106,13 +106,17 @@ def write_credentials(*, api_key: str, api_url: str | None = None) -> None:
     parser[_SECTION] = {"api_key": api_key} | ({"api_url": api_url} if api_url else {})
     buffer = io.StringIO()
     parser.write(buffer)
-    write_private_file(credentials_path(), buffer.getvalue())
+    path = credentials_path()
+    with home_file(path, "save the login to"):
+        write_private_file(path, buffer.getvalue())
 
 
 def delete_credentials() -> bool:
     """Remove the credentials file; ``False`` when there was none."""
+    path = credentials_path()
     try:
-        credentials_path().unlink()
+        with home_file(path, "remove"):
+            path.unlink()
     except FileNotFoundError:
         return False
     return True
@@ -146,10 +150,23 @@ def lookup_api_url(api_url: str | None = None) -> Setting:
     found = _from_argument(api_url) or _from_setup("api_url") or _from_env(API_URL_ENV) or _from_file("api_url")
     found = found or Setting(DEFAULT_API_URL, "default")
     parts = urlsplit(found.value)
+    shown = without_userinfo(found.value)
+    fix = f"give the API root, e.g. {DEFAULT_API_URL}"
+    if found.source != "argument":
+        fix = f"set {API_URL_ENV} to the API root, e.g. {DEFAULT_API_URL}"
     if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise HokusaiConfigurationError(f"The API URL {shown!r} (from {found.source}) is not an http(s) URL.", hint=fix)
+    if "@" in parts.netloc:
+        # The key is the API's one credential, and a URL's user part is written wherever the URL is (httpx logs it).
         raise HokusaiConfigurationError(
-            f"The API URL {found.value!r} (from {found.source}) is not an http(s) URL.",
-            hint=f"set {API_URL_ENV} to the API root, e.g. {DEFAULT_API_URL}",
+            f"The API URL {shown!r} (from {found.source}) carries a user name or password, which the API does not "
+            "take and which would be written to logs.",
+            hint=f"{fix}; the key goes in HOKUSAI_API_KEY or `hokusai login`",
+        )
+    if parts.query or parts.fragment:
+        raise HokusaiConfigurationError(
+            f"The API URL {shown!r} (from {found.source}) has a query or fragment; the API's paths are added to it.",
+            hint=fix,
         )
     return Setting(found.value.rstrip("/"), found.source)
 

@@ -6,13 +6,18 @@ import getpass
 import logging
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from hokusai.errors import HokusaiConfigurationError
 
 __all__ = [
     "HOME_ENV",
     "credentials_path",
     "ensure_private_dir",
     "hokusai_home",
+    "home_file",
     "local_store_dir",
     "mlflow_credentials_path",
     "outbox_path",
@@ -41,6 +46,20 @@ def outbox_path() -> Path:
 def mlflow_credentials_path() -> Path:
     # The file MLflow's own client reads (mlflow/utils/credentials.py).
     return Path.home() / ".mlflow" / "credentials"
+
+
+@contextmanager
+def home_file(path: Path, doing: str) -> Iterator[None]:
+    """A file under ``HOKUSAI_HOME`` that cannot be used (the home is a file, or not writable) as the configuration
+    error it is: one line from the CLI, not an ``OSError`` traceback. A file that does not exist is the caller's."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise HokusaiConfigurationError(
+            f"Cannot {doing} {path} ({exc.strerror or exc}).", hint=f"set {HOME_ENV} to a writable directory"
+        ) from exc
 
 
 def ensure_private_dir(path: Path) -> Path:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import uuid
 import warnings
 from collections.abc import Iterator, Mapping
@@ -54,8 +53,6 @@ PAGE_SIZE = 100
 ModelT = TypeVar("ModelT", bound=BaseModel)
 RegisteredT = TypeVar("RegisteredT", TokenizedModel, BaselineEntry)
 
-logger = logging.getLogger(__name__)
-
 
 # How a result registered through the local fallback (HOKUSAI_OPTIONAL_MLFLOW) starts its first warning.
 LOCAL_ONLY_NOTE = "registered in the local store only"
@@ -100,6 +97,13 @@ class ModelRegistry:
         self.mlflow = setup_mlflow_auth(api_key=api_key, api_url=api_url, tracking_uri=tracking_uri)
         self._local: LocalRegistry | None = None
         self._warned_fallback = False
+
+    @property
+    def destination(self) -> tuple[str | None, str | None]:
+        """The API this registry sends to and the displayable prefix of its key; ``(None, None)`` in mock mode."""
+        if self._client is None:
+            return None, None
+        return self._client.api_url, self._client.key_prefix
 
     @property
     def local(self) -> LocalRegistry:
@@ -268,12 +272,18 @@ class ModelRegistry:
         if not self._warned_fallback:
             self._warned_fallback = True
             message = f"Hokusai API unavailable; HOKUSAI_OPTIONAL_MLFLOW=true, so registering locally: {exc}"
-            logger.warning(message)
-            warnings.warn(message, RuntimeWarning, stacklevel=3)
+            # Once, at the caller's line: register_tokenized_model -> _register -> here.
+            warnings.warn(message, RuntimeWarning, stacklevel=4)
         model = self.local.register_tokenized_model(request, notes=(note,))
+        assert self._client is not None  # the fallback is of a registry that has an API
         append_entry(
             new_entry(
-                idempotency_key=idempotency_key, request=request.as_json(), reason=str(exc), local_version=model.version
+                idempotency_key=idempotency_key,
+                request=request.as_json(),
+                reason=str(exc),
+                local_version=model.version,
+                api_url=self._client.api_url,
+                key_prefix=self._client.key_prefix,
             )
         )
         return model

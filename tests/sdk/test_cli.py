@@ -184,14 +184,34 @@ def test_logout() -> None:
 def test_whoami_does_not_send_the_saved_key_to_another_server(api: FakeAPI) -> None:
     write_credentials(api_key=KEY, api_url=API)
     answer(api, httpx.Response(200, json=WHOAMI))
-    outcome = run(["whoami", "--api-url", "http://user:pw@elsewhere.test:8000"])
+    outcome = run(["whoami", "--api-url", "http://elsewhere.test:8000"])
     assert outcome.exit_code == 1
     assert outcome.stderr.startswith(
         f"Configuration problem: The key saved by `hokusai login` is for {API}; it is not sent to "
-        "http://***@elsewhere.test:8000 (from argument)."
+        "http://elsewhere.test:8000 (from argument)."
     )
     assert api.requests == []  # nothing, the key least of all, went anywhere
-    assert "pw" not in outcome.stderr and KEY not in outcome.stderr
+    assert KEY not in outcome.stderr
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("http://user:pw@elsewhere.test:8000", "carries a user name or password"),  # httpx logs a URL whole
+        ("http://api.test/?token=x", "has a query or fragment"),
+        ("api.test:8000", "is not an http(s) URL"),
+    ],
+)
+def test_an_api_url_that_is_not_an_api_root_is_refused_without_echoing_credentials(
+    api: FakeAPI, monkeypatch: pytest.MonkeyPatch, url: str, says: str
+) -> None:
+    monkeypatch.setenv("HOKUSAI_API_KEY", KEY)
+    outcome = run(["whoami", "--api-url", url])
+    assert outcome.exit_code == 1
+    assert says in outcome.stderr
+    assert "(HINT: give the API root, e.g. http://localhost:8000" in outcome.stderr  # given as an argument, not env
+    assert "pw" not in outcome.stderr
+    assert api.requests == []
 
 
 def test_whoami_when_not_logged_in() -> None:
@@ -583,3 +603,44 @@ def test_api_commands_in_mock_mode_say_there_is_no_api(monkeypatch: pytest.Monke
     assert outcome.exit_code == 1
     assert outcome.stderr.startswith("Configuration problem: HOKUSAI_MOCK_MODE is on, so there is no API to send to.")
     assert "hokusai login" not in outcome.stderr
+
+
+def test_a_hokusai_home_that_is_a_file_is_one_line_naming_it(
+    api: FakeAPI, hokusai_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An OSError from the home left `login`, `logout` and `sync` as tracebacks (a probe)."""
+    blocker = hokusai_home.parent / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("HOKUSAI_HOME", str(blocker))
+    monkeypatch.setenv("HOKUSAI_API_URL", API)
+    answer(api, httpx.Response(200, json=WHOAMI))  # login checks the key before it saves it
+    for args, doing in [
+        (["logout"], "Cannot remove"),
+        (["login", "--api-url", API], "Cannot save the login to"),
+        (["sync"], "Cannot read the outbox"),
+    ]:
+        if args == ["sync"]:
+            monkeypatch.setenv("HOKUSAI_API_KEY", KEY)  # no login could be saved
+        outcome = run(args, input=KEY + "\n")
+        assert outcome.exit_code == 1, (args, outcome)
+        assert f"Configuration problem: {doing} {blocker}/" in outcome.stderr, (args, outcome.stderr)
+        assert "(HINT: set HOKUSAI_HOME to a writable directory)" in outcome.stderr
+        assert "Traceback" not in outcome.stderr and KEY not in outcome.stderr
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "says"),
+    [
+        ("HOKUSAI_MOCK_MODE", "ture", "is not a boolean"),
+        ("HOKUSAI_OPTIONAL_MLFLOW", "ture", "is not a boolean"),
+        ("HOKUSAI_MOCK_MODE", "true", "there is no API to send to"),
+    ],
+)
+def test_whoami_reads_the_mode_flags_as_every_command_does(
+    api: FakeAPI, monkeypatch: pytest.MonkeyPatch, flag: str, value: str, says: str
+) -> None:
+    monkeypatch.setenv("HOKUSAI_API_KEY", KEY)
+    monkeypatch.setenv(flag, value)
+    outcome = run(["whoami", "--api-url", API])
+    assert outcome.exit_code == 1 and says in outcome.stderr, outcome
+    assert api.requests == []

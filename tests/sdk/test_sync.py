@@ -2,6 +2,9 @@ from __future__ import annotations
 
 import json
 import stat
+import subprocess
+import sys
+from pathlib import Path
 
 import httpx
 import pytest
@@ -120,3 +123,67 @@ def test_a_corrupt_outbox_line_is_named() -> None:
     outbox_path().write_text('{"idempotency_key": "k"}\nnot json\n')
     with pytest.raises(HokusaiConfigurationError, match=r"Line 1 of the outbox .* is not a valid entry"):
         read_entries()
+
+
+def test_an_entry_queued_for_another_server_or_with_another_key_is_kept_for_them() -> None:
+    """Pushed with this key it would register as this key's owner: a probe's bob synced alice's entry, and owned it."""
+    request = {"model_uri": "s3://bucket/m", "model_name": "churn", "token_id": "CHURN", "metric_name": "accuracy"}
+    queued = {
+        "for-another-server": ("http://other.test", KEY[:12]),
+        "with-another-key": ("http://api.test", "hk_live_ZZZZ"),
+        "for-this-one": ("http://api.test", KEY[:12]),
+    }
+    for name, (api_url, key_prefix) in queued.items():
+        entry = new_entry(
+            idempotency_key=name,
+            request=request,
+            reason="API down",
+            local_version="1",
+            api_url=api_url,
+            key_prefix=key_prefix,
+        )
+        append_entry(entry)
+    api = FakeAPI(_answer("churn", "CHURN", status=201))
+
+    elsewhere, other_key, pushed = sync_outbox(_registry(api))
+
+    assert (elsewhere.status, other_key.status, pushed.status) == ("failed", "failed", "pushed")
+    assert (
+        elsewhere.reason
+        == "queued for http://other.test; sync it there (HOKUSAI_API_URL=http://other.test hokusai sync)"
+    )
+    assert other_key.reason is not None and other_key.reason.startswith("queued with the key hk_live_ZZZZ…")
+    assert [request.headers["Idempotency-Key"] for request in api.requests] == ["for-this-one"]
+    assert [entry.idempotency_key for entry in read_entries()] == ["for-another-server", "with-another-key"]
+
+
+_APPENDER = """
+from hokusai._outbox import append_entry, new_entry
+for number in range({count}):
+    append_entry(new_entry(idempotency_key=f"queued-{{number}}", request={{}}, reason="down", local_version="1"))
+"""
+_SYNCER = """
+import time
+from hokusai._outbox import remove_entries
+deadline = time.monotonic() + 30
+while time.monotonic() < deadline:
+    remove_entries({{"never-queued"}})  # re-reads and rewrites the outbox, as every sync does
+    if open({path!r}).read().count("queued-") == {count}:
+        break
+"""
+
+
+def test_entries_appended_while_a_sync_rewrites_the_outbox_are_all_kept(tmp_path: Path) -> None:
+    """Two processes, as a training job registering offline and `hokusai sync` in another shell: without a lock a
+    probe's appends racing rewrites lost 1,823 of 2,000."""
+    count = 300
+    append_entry(new_entry(idempotency_key="first", request={}, reason="down", local_version="1"))
+    path = str(outbox_path())
+    processes = [
+        subprocess.Popen([sys.executable, "-c", code.format(count=count, path=path)]) for code in (_SYNCER, _APPENDER)
+    ]
+    for process in processes:
+        assert process.wait(timeout=60) == 0
+
+    keys = [entry.idempotency_key for entry in read_entries()]
+    assert sorted(keys) == sorted(["first", *(f"queued-{number}" for number in range(count))])

@@ -21,6 +21,7 @@ from hokusai._credentials import (
     without_userinfo,
     write_credentials,
 )
+from hokusai._flags import current_mode, mock_mode_error
 from hokusai._paths import credentials_path
 from hokusai.cli._api import ApiUrlOption
 from hokusai.cli._output import console, key_value_table
@@ -105,6 +106,8 @@ def logout() -> None:
 
 def whoami(api_url: ApiUrlOption = None) -> None:
     """Show who the current API key belongs to. Example: `HOKUSAI_API_KEY=hk_live_… hokusai whoami`."""
+    if current_mode() == "mock":  # also refuses a mistyped flag, as every other command does
+        raise mock_mode_error()
     if lookup_api_key() is None:
         console(stderr=True).print("Not logged in. Run `hokusai login` first.")
         raise typer.Exit(1)
