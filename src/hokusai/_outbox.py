@@ -3,7 +3,8 @@
 One JSON object per line in ``$HOKUSAI_HOME/outbox.jsonl`` (mode 0600). Appends and removals hold a file lock
 (``outbox.jsonl.lock``), and ``remove_entries`` re-reads the file under it before rewriting it, so an entry appended
 while a sync talks to the server survives (without the lock, a probe's appends racing a sync lost 1,823 of 2,000).
-Each entry names the API and the key it was queued for: a sync with another key would register it as another owner.
+Each entry names the key it was queued with (its displayable prefix): a sync with another key would register it as
+another owner.
 """
 
 from __future__ import annotations
@@ -31,8 +32,7 @@ class OutboxEntry:
     queued_at: str
     reason: str
     local_version: str | None = None
-    api_url: str | None = None  # where it was to go, and with which key (entries queued before 2026-11-29: unknown)
-    key_prefix: str | None = None
+    key_prefix: str | None = None  # the key it was queued with (entries queued before 2026-11-29: unknown)
 
 
 def new_entry(
@@ -41,7 +41,6 @@ def new_entry(
     request: dict[str, Any],
     reason: str,
     local_version: str,
-    api_url: str | None = None,
     key_prefix: str | None = None,
 ) -> OutboxEntry:
     return OutboxEntry(
@@ -50,7 +49,6 @@ def new_entry(
         queued_at=datetime.now(UTC).isoformat(timespec="seconds"),
         reason=reason,
         local_version=local_version,
-        api_url=api_url,
         key_prefix=key_prefix,
     )
 

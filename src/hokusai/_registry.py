@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import uuid
 import warnings
 from collections.abc import Iterator, Mapping
@@ -49,6 +50,8 @@ __all__ = ["ModelRegistry"]
 TOKENIZED_PATH = "/api/v1/models/tokenized"
 BASELINE_PATH = "/api/v1/models/baseline"
 PAGE_SIZE = 100
+
+logger = logging.getLogger(__name__)
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 RegisteredT = TypeVar("RegisteredT", TokenizedModel, BaselineEntry)
@@ -99,11 +102,9 @@ class ModelRegistry:
         self._warned_fallback = False
 
     @property
-    def destination(self) -> tuple[str | None, str | None]:
-        """The API this registry sends to and the displayable prefix of its key; ``(None, None)`` in mock mode."""
-        if self._client is None:
-            return None, None
-        return self._client.api_url, self._client.key_prefix
+    def key_prefix(self) -> str | None:
+        """The displayable start of the key this registry sends (``hk_live_AbCd``); ``None`` in mock mode."""
+        return self._client.key_prefix if self._client is not None else None
 
     @property
     def local(self) -> LocalRegistry:
@@ -272,7 +273,9 @@ class ModelRegistry:
         if not self._warned_fallback:
             self._warned_fallback = True
             message = f"Hokusai API unavailable; HOKUSAI_OPTIONAL_MLFLOW=true, so registering locally: {exc}"
-            # Once, at the caller's line: register_tokenized_model -> _register -> here.
+            # Logged for services' log pipelines, and warned at the caller's line (register_tokenized_model ->
+            # _register -> here) for scripts and notebooks; once per registry.
+            logger.warning(message)
             warnings.warn(message, RuntimeWarning, stacklevel=4)
         model = self.local.register_tokenized_model(request, notes=(note,))
         assert self._client is not None  # the fallback is of a registry that has an API
@@ -282,7 +285,6 @@ class ModelRegistry:
                 request=request.as_json(),
                 reason=str(exc),
                 local_version=model.version,
-                api_url=self._client.api_url,
                 key_prefix=self._client.key_prefix,
             )
         )

@@ -53,20 +53,15 @@ def sync_outbox(registry: ModelRegistry) -> list[SyncResult]:
 
 
 def _kept_elsewhere(registry: ModelRegistry, entry: OutboxEntry) -> SyncResult | None:
-    """A failure, left in the outbox, for an entry queued for another server or with another key: pushed with this
-    key it would register as this key's owner, who may not be the one who logged the run."""
-    api_url, key_prefix = registry.destination
-    model_name, token_id = str(entry.request.get("model_name")), str(entry.request.get("token_id"))
-    if entry.api_url is not None and entry.api_url != api_url:
-        reason = f"queued for {entry.api_url}; sync it there (HOKUSAI_API_URL={entry.api_url} hokusai sync)"
-        return SyncResult(model_name, token_id, "failed", reason=reason)
-    if entry.key_prefix is not None and entry.key_prefix != key_prefix:
-        reason = (
-            f"queued with the key {entry.key_prefix}…, which registers as its own owner; sync with that key "
-            "(HOKUSAI_API_KEY=<that key> hokusai sync)"
-        )
-        return SyncResult(model_name, token_id, "failed", reason=reason)
-    return None
+    """A failure, left in the outbox, for an entry queued with another key: pushed with this one it would register
+    as this key's owner, who may not be the one who logged the run."""
+    if entry.key_prefix is None or entry.key_prefix == registry.key_prefix:
+        return None
+    reason = (
+        f"queued with the key {entry.key_prefix}…, which registers as its own owner; sync with that key "
+        "(HOKUSAI_API_KEY=<that key> hokusai sync)"
+    )
+    return SyncResult(str(entry.request.get("model_name")), str(entry.request.get("token_id")), "failed", reason=reason)
 
 
 def _push(registry: ModelRegistry, entry: OutboxEntry) -> SyncResult:

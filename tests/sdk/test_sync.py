@@ -125,36 +125,24 @@ def test_a_corrupt_outbox_line_is_named() -> None:
         read_entries()
 
 
-def test_an_entry_queued_for_another_server_or_with_another_key_is_kept_for_them() -> None:
+def test_an_entry_queued_with_another_key_is_kept_for_it() -> None:
     """Pushed with this key it would register as this key's owner: a probe's bob synced alice's entry, and owned it."""
     request = {"model_uri": "s3://bucket/m", "model_name": "churn", "token_id": "CHURN", "metric_name": "accuracy"}
-    queued = {
-        "for-another-server": ("http://other.test", KEY[:12]),
-        "with-another-key": ("http://api.test", "hk_live_ZZZZ"),
-        "for-this-one": ("http://api.test", KEY[:12]),
-    }
-    for name, (api_url, key_prefix) in queued.items():
-        entry = new_entry(
-            idempotency_key=name,
-            request=request,
-            reason="API down",
-            local_version="1",
-            api_url=api_url,
-            key_prefix=key_prefix,
+    for name, key_prefix in {"with-another-key": "hk_live_ZZZZ", "with-this-one": KEY[:12], "unrecorded": None}.items():
+        append_entry(
+            new_entry(idempotency_key=name, request=request, reason="down", local_version="1", key_prefix=key_prefix)
         )
-        append_entry(entry)
-    api = FakeAPI(_answer("churn", "CHURN", status=201))
+    api = FakeAPI(_answer("churn", "CHURN", status=201), _answer("churn", "CHURN", status=200))
 
-    elsewhere, other_key, pushed = sync_outbox(_registry(api))
+    other_key, pushed, unrecorded = sync_outbox(_registry(api))
 
-    assert (elsewhere.status, other_key.status, pushed.status) == ("failed", "failed", "pushed")
-    assert (
-        elsewhere.reason
-        == "queued for http://other.test; sync it there (HOKUSAI_API_URL=http://other.test hokusai sync)"
+    assert (other_key.status, pushed.status, unrecorded.status) == ("failed", "pushed", "already-present")
+    assert other_key.reason == (
+        "queued with the key hk_live_ZZZZ…, which registers as its own owner; sync with that key "
+        "(HOKUSAI_API_KEY=<that key> hokusai sync)"
     )
-    assert other_key.reason is not None and other_key.reason.startswith("queued with the key hk_live_ZZZZ…")
-    assert [request.headers["Idempotency-Key"] for request in api.requests] == ["for-this-one"]
-    assert [entry.idempotency_key for entry in read_entries()] == ["for-another-server", "with-another-key"]
+    assert [request.headers["Idempotency-Key"] for request in api.requests] == ["with-this-one", "unrecorded"]
+    assert [entry.idempotency_key for entry in read_entries()] == ["with-another-key"]
 
 
 _APPENDER = """
