@@ -418,11 +418,12 @@ def validate_description(description: object) -> str | None:
     return description
 
 
-def _refuse_nul(field: str, text: str, what: str = "") -> None:
+def _refuse_nul(field: str, text: str, *, tag: str | None = None) -> None:
     """Text MLflow stores may hold any character but NUL, which PostgreSQL refuses (MLflow's 500, after a token was
     claimed); refused everywhere, so that a registration accepted on SQLite is accepted on PostgreSQL too."""
     if "\x00" in text:
-        raise HokusaiValidationError(field, f"{what or 'must'} not contain NUL characters (U+0000)")
+        subject = f"the value of '{tag}' " if tag is not None else ""
+        raise HokusaiValidationError(field, f"{subject}must not contain NUL characters (U+0000)")
 
 
 def is_reserved_tag(key: str) -> bool:
@@ -452,7 +453,7 @@ def validate_user_tags(tags: Mapping[str, object] | None) -> dict[str, str]:
         text = str(value)
         if len(text) > TAG_VALUE_MAX_LENGTH:
             raise HokusaiValidationError("tags", f"the value of '{key}' exceeds {TAG_VALUE_MAX_LENGTH} characters")
-        _refuse_nul("tags", text, f"the value of '{key}' must")
+        _refuse_nul("tags", text, tag=key)
         clean[key] = text
     return clean
 

@@ -35,6 +35,10 @@ from hokusai.validation import (
     unpaired_surrogate_at,
 )
 
+# JSON Schema for rules that hokusai.validation enforces; routes document their parameters with them too.
+TOKEN_ID_RULES = {"pattern": TOKEN_ID_PATTERN, "maxLength": TOKEN_ID_MAX_LENGTH}
+OWNER_RULES = {"pattern": OWNER_PATTERN}
+
 
 class RequestBody(BaseModel):
     """A request's JSON body: no field beyond the documented ones, and text that is Unicode.
@@ -59,7 +63,7 @@ class KeyCreate(RequestBody):
     owner: str | None = Field(
         default=None,
         description="Admins only; defaults to the caller's own account",
-        json_schema_extra={"pattern": OWNER_PATTERN},
+        json_schema_extra=OWNER_RULES,
     )
     scopes: list[str] = Field(
         default_factory=lambda: ["read", "write"],
@@ -201,9 +205,6 @@ def _documented(description: str, **rules: object) -> Any:
     return Field(description=description, json_schema_extra=rules)
 
 
-# JSON Schema for rules that hokusai.validation enforces; routes document their parameters with them too.
-TOKEN_ID_RULES = {"pattern": TOKEN_ID_PATTERN, "maxLength": TOKEN_ID_MAX_LENGTH}
-OWNER_RULES = {"pattern": OWNER_PATTERN}
 # Pages of the API's listings (`max_results`): the default and the most one request may ask for.
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
