@@ -8,7 +8,8 @@ import os
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
-from hokusai._paths import credentials_path, home_file, write_private_file
+from hokusai._paths import credentials_path, home_file
+from hokusai._private_files import write_private_file
 from hokusai.errors import HokusaiConfigurationError
 
 __all__ = [

@@ -17,7 +17,8 @@ from typing import Any
 
 from filelock import FileLock
 
-from hokusai._paths import ensure_private_dir, home_file, outbox_path, write_private_file
+from hokusai._paths import home_file, outbox_path
+from hokusai._private_files import ensure_private_dir, write_private_file
 from hokusai.errors import HokusaiConfigurationError
 
 __all__ = ["OutboxEntry", "append_entry", "new_entry", "read_entries", "remove_entries"]

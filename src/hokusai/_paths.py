@@ -10,18 +10,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from hokusai._private_files import ensure_private_dir
 from hokusai.errors import HokusaiConfigurationError
 
 __all__ = [
     "HOME_ENV",
     "credentials_path",
-    "ensure_private_dir",
     "hokusai_home",
     "home_file",
     "local_store_dir",
     "mlflow_credentials_path",
     "outbox_path",
-    "write_private_file",
 ]
 
 HOME_ENV = "HOKUSAI_HOME"
@@ -62,11 +61,6 @@ def home_file(path: Path, doing: str) -> Iterator[None]:
         ) from exc
 
 
-def ensure_private_dir(path: Path) -> Path:
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    return path
-
-
 def local_store_dir() -> Path:
     """The directory of the local MLflow store, created if needed; a per-user temp dir if the home is read-only."""
     preferred = hokusai_home() / "mock"
@@ -77,16 +71,3 @@ def local_store_dir() -> Path:
         fallback = Path(tempfile.gettempdir()) / f"hokusai-mock-{getpass.getuser()}"
         logger.warning("cannot create %s (%s); using %s for the local store", preferred, exc, fallback)
         return ensure_private_dir(fallback)
-
-
-def write_private_file(path: Path, text: str) -> None:
-    """Replace ``path`` atomically with a 0600 file in a 0700 directory."""
-    ensure_private_dir(path.parent)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.unlink(missing_ok=True)
-    # os.open applies the mode at creation (O_EXCL: never reuse a leftover file with looser permissions),
-    # so the content is never readable by others, not even briefly.
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(temporary, path)

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from hokusai.server import mlflow_process
 from hokusai.server.mlflow_process import EmbeddedMlflow
-from hokusai.server.secrets import ensure_private_dir, load_or_create_secrets, write_secret_file
+from hokusai.server.secrets import load_or_create_secrets
 from hokusai.server.settings import Settings
 
 
@@ -90,23 +90,6 @@ def test_the_assertion_secret_loses_surrounding_whitespace() -> None:
     assert Settings(_env_file=None, assertion_secret=secret + "\n").assertion_secret.get_secret_value() == secret  # type: ignore[union-attr]
 
 
-def test_secret_files_are_new_and_private_whatever_was_left_behind(tmp_path: Path) -> None:
-    target = tmp_path / "secret"
-    leftover = tmp_path / "secret.tmp"
-    leftover.write_text("old")
-    leftover.chmod(0o644)
-    write_secret_file(target, "one")
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.write_text("untouched")
-    (tmp_path / "secret.tmp").symlink_to(elsewhere)
-    write_secret_file(target, "two")
-
-    assert target.read_text() == "two"
-    assert stat.S_IMODE(target.stat().st_mode) == 0o600
-    assert elsewhere.read_text() == "untouched"  # a planted link is removed, never written through
-    assert not (tmp_path / "secret.tmp").exists()
-
-
 class _FakeProcess:
     """A child that has exited (`exited=True`) or runs until `end()`."""
 
@@ -178,20 +161,3 @@ def test_browsers_may_write_only_from_the_apis_own_pages() -> None:
 
     assert local.browser_origins == ("http://127.0.0.1:8000", "http://localhost:8000")
     assert public.browser_origins == ("https://hokusai.example.com", "http://127.0.0.1:8000", "http://localhost:8000")
-
-
-def test_an_existing_directory_open_to_others_is_made_private_and_said(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    shared = tmp_path / "shared"
-    shared.mkdir(mode=0o755)
-    shared.chmod(0o755)
-
-    with caplog.at_level("WARNING", logger="hokusai.server.secrets"):
-        ensure_private_dir(shared)
-        ensure_private_dir(shared)  # already private: nothing to say
-
-    assert stat.S_IMODE(shared.stat().st_mode) == 0o700
-    assert [record.getMessage() for record in caplog.records] == [
-        f"{shared} was open to others (mode 755); it is now private to its owner (0700)"
-    ]

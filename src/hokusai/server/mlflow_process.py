@@ -17,7 +17,8 @@ from pathlib import Path
 import httpx
 from sqlalchemy.engine import make_url
 
-from hokusai.server.secrets import PlatformSecrets, ensure_private_dir, write_secret_file
+from hokusai._private_files import ensure_private_dir, write_private_file
+from hokusai.server.secrets import PlatformSecrets
 from hokusai.server.settings import Settings
 from hokusai.server.upstream import MLFLOW_ADMIN_USERNAME
 
@@ -93,9 +94,9 @@ class EmbeddedMlflow:
 
     def _write_config(self) -> tuple[Path, Path]:
         secret_path = self.home / "assertion_secret"
-        write_secret_file(secret_path, self._secrets.assertion_secret)
+        write_private_file(secret_path, self._secrets.assertion_secret)
         config_path = self.home / "basic_auth.ini"
-        write_secret_file(
+        write_private_file(
             config_path,
             "\n".join(
                 [

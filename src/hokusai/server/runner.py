@@ -22,13 +22,14 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
+from hokusai._private_files import write_private_file
 from hokusai.server.db import Database
 from hokusai.server.errors import database_error_reason
 from hokusai.server.keys import KeyStore
 from hokusai.server.main import create_app
 from hokusai.server.mlflow_process import EmbeddedMlflow
 from hokusai.server.request_head import request_head_protocol
-from hokusai.server.secrets import PlatformSecrets, load_or_create_secrets, write_secret_file
+from hokusai.server.secrets import PlatformSecrets, load_or_create_secrets
 from hokusai.server.settings import Settings, unknown_variables
 
 logger = logging.getLogger("hokusai.server")
@@ -298,7 +299,7 @@ def announce_first_admin_key(settings: Settings, key: str, out: TextIO) -> None:
         print(first_start_banner(settings, key), file=out, flush=True)
         return
     key_file = _unused_path(settings.resolved_data_dir / FIRST_ADMIN_KEY_FILE)
-    write_secret_file(key_file, key + "\n")
+    write_private_file(key_file, key + "\n")
     print(first_start_banner(settings, key_file), file=out, flush=True)
 
 

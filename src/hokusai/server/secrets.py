@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
 import secrets
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import SecretStr
 
+from hokusai._private_files import ensure_private_dir, write_private_file
 from hokusai.errors import HokusaiConfigurationError
 from hokusai.server.settings import Settings
 
@@ -48,38 +46,6 @@ def _stored_secrets(path: Path) -> dict[str, str]:
     return stored
 
 
-def ensure_private_dir(path: Path) -> Path:
-    """`path`, a directory only its owner may enter; an existing one that was open to others is closed, and said."""
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    mode = stat.S_IMODE(path.stat().st_mode)
-    if mode != 0o700:
-        path.chmod(0o700)
-        logger.warning("%s was open to others (mode %03o); it is now private to its owner (0700)", path, mode)
-    return path
-
-
-def write_secret_file(path: Path, content: str) -> None:
-    """Create or replace `path` with owner-only permissions from the first byte on, durably.
-
-    The temporary file is always new (a leftover one, or a link planted in its place, is removed, not reused with
-    its old mode), and reaches the disk before it replaces `path`: a crash must not lose the key pepper.
-    """
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with contextlib.suppress(FileNotFoundError):
-        tmp.unlink()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(content)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)  # the rename itself, or a first file could vanish in a crash
-    finally:
-        os.close(directory)
-
-
 def load_or_create_secrets(settings: Settings) -> PlatformSecrets:
     """The platform's secrets, generated into the data dir where the settings give none.
 
@@ -93,7 +59,7 @@ def load_or_create_secrets(settings: Settings) -> PlatformSecrets:
         missing = [name for name in _SECRET_NAMES if name not in stored]
         if missing:
             stored.update({name: secrets.token_urlsafe(32) for name in missing})
-            write_secret_file(path, json.dumps(stored, indent=2))
+            write_private_file(path, json.dumps(stored, indent=2))
         path.chmod(0o600)
     except OSError as exc:
         raise HokusaiConfigurationError(
