@@ -195,6 +195,10 @@ def validate_baseline_value(baseline_value: object) -> float:
     return value
 
 
+def holds_control_character(text: str) -> bool:
+    return _CONTROL_CHARS_RE.search(text) is not None
+
+
 def validate_model_name(model_name: object) -> str:
     model_name = _bounded_text("model_name", model_name, MODEL_NAME_MAX_LENGTH)
     if model_name != model_name.strip():

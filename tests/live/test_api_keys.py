@@ -332,3 +332,20 @@ def test_a_path_one_slash_off_a_route_is_a_404_envelope_not_a_redirect(
         "ENDPOINT_NOT_FOUND",
         "hokusai-api",
     ), answer.text
+
+
+@pytest.mark.parametrize(
+    "path", ["/api/v1/models/tokenized/a%0Ab/versions/1", "/api/v1/models/tokenized/%0A/versions/latest"]
+)
+def test_a_newline_in_a_path_is_a_400_naming_the_control_character_not_a_404(
+    platform: LivePlatform, user_key: str, path: str
+) -> None:
+    with platform.client(user_key) as client:
+        answer = client.get(path)
+
+    assert (answer.status_code, answer.json()["error_code"], answer.json()["layer"]) == (
+        400,
+        "INVALID_PARAMETER_VALUE",
+        "hokusai-api",
+    ), answer.text
+    assert "control character" in answer.json()["message"]

@@ -16,6 +16,7 @@ from starlette.routing import Match
 
 from hokusai._printable import printable
 from hokusai.errors import HokusaiValidationError
+from hokusai.validation import holds_control_character
 
 LAYER_API = "hokusai-api"
 LAYER_MLFLOW = "mlflow"
@@ -249,10 +250,16 @@ _UNPARSABLE_BODY = (
 )
 
 
+_CONTROL_CHARACTER_IN_PATH = "The request path holds a control character (a %00-%1F or %7F escape); no name may."
+
+
 async def _handle_http_exception(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     message = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
     headers = getattr(exc, "headers", None)
+    if exc.status_code == 404 and holds_control_character(request.scope["path"]):
+        # Starlette's `path` parameters stop at a newline, so `/models/a%0Ab` matches no route; the fault is the name.
+        return error_response(400, _CONTROL_CHARACTER_IN_PATH, error_code="INVALID_PARAMETER_VALUE")
     if exc.status_code == 404:
         message = "No such endpoint. The MLflow API lives under /api/mlflow, the Hokusai API under /api/v1."
     if exc.status_code == 405:
