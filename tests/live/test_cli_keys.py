@@ -105,6 +105,16 @@ def test_revoke_and_rotate_through_the_cli(platform: LivePlatform) -> None:
     assert rotated_away.returncode == 1
     assert f"Key '{key_id}' was already revoked at " in rotated_away.stderr, rotated_away.stderr
     assert "Revoked" not in rotated_away.stdout + again_offline.stdout
+    # Rotating one says when it died and what to do instead.
+    for rotated_again in (
+        _hokusai(platform, "keys", "rotate", key_id, key=platform.admin_key),
+        _hokusai(platform, "keys", "rotate", new_id, "--offline"),
+    ):
+        assert rotated_again.returncode == 1
+        assert " was already revoked at " in rotated_again.stderr, rotated_again.stderr
+        assert "cannot be rotated. Create a new key instead: hokusai keys create --owner" in " ".join(
+            rotated_again.stderr.split()
+        )
 
 
 def test_rotating_the_key_in_use_says_so_and_updates_the_saved_login(platform: LivePlatform, tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from hokusai.server.keys import (
     REASON_REVOKED,
     REASON_ROTATED,
     REASON_UNKNOWN,
+    IssuedKey,
     KeyAlreadyRevoked,
     KeyExpired,
     KeyRejected,
@@ -107,7 +108,15 @@ def test_rotate_issues_a_replacement_and_revokes_the_old_key(store: KeyStore) ->
     assert new.record.scopes == old.record.scopes and new.record.expires_at == old.record.expires_at
     assert _reason(store, old.secret) == REASON_ROTATED  # its 401 points to the replacement
     assert store.get(old.record.id).replaced_by == new.record.id  # type: ignore[union-attr]
-    assert store.rotate(old.record.id) is None
+    with pytest.raises(KeyAlreadyRevoked) as again:
+        store.rotate(old.record.id)
+    revoked_at = store.get(old.record.id).revoked_at  # type: ignore[union-attr]
+    assert str(again.value) == (
+        f"Key '{old.record.id}' was already revoked at {revoked_at:%Y-%m-%d %H:%M:%S} UTC; it cannot be rotated. "
+        "Create a new key instead: hokusai keys create --owner bob --scopes … [--expires-in-days N]."
+    )
+    assert [record.replaced_by for record in store.list(owner="bob")].count(new.record.id) == 1  # nothing else issued
+    assert store.rotate("key_unknown") is None
 
 
 def test_an_expired_key_is_not_rotated_into_a_key_born_expired(store: KeyStore, database: Database) -> None:
@@ -131,13 +140,17 @@ def test_two_rotations_at_once_issue_one_replacement(store: KeyStore) -> None:
 
         def rotate(key_id: str = issued.record.id, start: threading.Barrier = start) -> object:
             start.wait()
-            return store.rotate(key_id)
+            try:
+                return store.rotate(key_id)
+            except KeyAlreadyRevoked as exc:
+                return exc
 
         with ThreadPoolExecutor(2) as pool:
             results = list(pool.map(lambda _: rotate(), range(2)))
 
-        replacements = [result for result in results if result is not None]
+        replacements = [result for result in results if isinstance(result, IssuedKey)]
         assert len(replacements) == 1, results
+        assert [type(result) for result in results].count(KeyAlreadyRevoked) == 1, results
         assert store.get(issued.record.id).replaced_by == replacements[0].record.id  # type: ignore[union-attr]
 
 

@@ -266,16 +266,16 @@ def rotate_key(
     Example: `hokusai keys rotate key_0123456789abcdef --quiet > new-key.txt`.
     """
     if offline:
-        from hokusai.server.keys import KeyExpired
+        from hokusai.server.keys import KeyAlreadyRevoked, KeyExpired
 
         with _offline_store() as store:
             try:
                 issued = store.keys.rotate(key_id)
-            except KeyExpired as exc:
+            except (KeyExpired, KeyAlreadyRevoked) as exc:
                 console(stderr=True).print(str(exc))
                 raise typer.Exit(1) from exc
             if issued is None:
-                console(stderr=True).print(f"No active key with id {key_id}.")
+                console(stderr=True).print(f"No key with id {key_id}.")
                 raise typer.Exit(1)
             store.record("key.rotate", key_id, replaced_by=issued.record.id)
             row = {**_offline_row(issued.record), "key": issued.secret}

@@ -44,11 +44,18 @@ class KeyRejected(Exception):
 
 
 class KeyAlreadyRevoked(Exception):
-    """Revoking a key that is revoked already: said, not repeated, so the caller learns the key was already dead."""
+    """Revoking or rotating a key that is revoked already: said with when, so the caller learns the key was already
+    dead (and, when rotating, what to do instead); nothing changes."""
 
-    def __init__(self, key_id: str, revoked_at: datetime) -> None:
-        super().__init__(f"Key '{key_id}' was already revoked at {revoked_at:%Y-%m-%d %H:%M:%S} UTC; nothing changed.")
+    def __init__(self, key_id: str, revoked_at: datetime, *, instead: str = "nothing changed") -> None:
+        super().__init__(f"Key '{key_id}' was already revoked at {revoked_at:%Y-%m-%d %H:%M:%S} UTC; {instead}.")
         self.revoked_at = revoked_at
+
+    @classmethod
+    def on_rotation(cls, record: ApiKey) -> KeyAlreadyRevoked:
+        assert record.revoked_at is not None
+        instead = f"it cannot be rotated. Create a new key instead: {_create_command(record.owner)}"
+        return cls(record.id, record.revoked_at, instead=instead)
 
 
 class KeyExpired(Exception):
@@ -57,9 +64,12 @@ class KeyExpired(Exception):
     def __init__(self, key_id: str, owner: str, expires_at: datetime) -> None:
         super().__init__(
             f"Key '{key_id}' expired at {expires_at:%Y-%m-%d %H:%M:%S} UTC and cannot be rotated: a rotation keeps the "
-            f"key's expiry. Create a new key instead: hokusai keys create --owner {owner} --scopes … "
-            "[--expires-in-days N]."
+            f"key's expiry. Create a new key instead: {_create_command(owner)}."
         )
+
+
+def _create_command(owner: str) -> str:
+    return f"hokusai keys create --owner {owner} --scopes … [--expires-in-days N]"
 
 
 REASON_MALFORMED = "malformed"
@@ -334,32 +344,26 @@ class KeyStore:
         """Issue a key with the same owner, name, scopes and remaining lifetime, and revoke the old one.
 
         One transaction that starts by revoking the old key, only if no one has yet: of two rotations at once, one
-        issues the replacement and the other finds nothing to rotate (`None`), never a second working key. An expired
-        key is left as it is (`KeyExpired`): its successor would be born expired.
+        issues the replacement and the other finds the key revoked (`KeyAlreadyRevoked`), never a second working key.
+        An expired key is left as it is (`KeyExpired`): its successor would be born expired. `None`: no such key.
         """
-        try:
-            with self._database.session() as session:
-                revoked = session.execute(
-                    update(ApiKey).where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None)).values(revoked_at=utcnow())
-                )
-                if revoked.rowcount != 1:
-                    raise _NothingToRotate
-                old = session.get(ApiKey, key_id)
-                assert old is not None
-                if old.expires_at is not None and old.expires_at <= utcnow():
-                    raise KeyExpired(key_id, old.owner, old.expires_at)  # rolls the revocation back
-                issued = self._new_key(owner=old.owner, name=old.name, scopes=old.scopes, expires_at=old.expires_at)
-                session.add(issued.record)
-                session.flush()  # the replacement exists before the old key names it
-                old.replaced_by = issued.record.id
-        except _NothingToRotate:
-            return None
+        with self._database.session() as session:
+            revoked = session.execute(
+                update(ApiKey).where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None)).values(revoked_at=utcnow())
+            )
+            old = session.get(ApiKey, key_id)
+            if old is None:
+                return None
+            if revoked.rowcount != 1:
+                raise KeyAlreadyRevoked.on_rotation(old)
+            if old.expires_at is not None and old.expires_at <= utcnow():
+                raise KeyExpired(key_id, old.owner, old.expires_at)  # rolls the revocation back
+            issued = self._new_key(owner=old.owner, name=old.name, scopes=old.scopes, expires_at=old.expires_at)
+            session.add(issued.record)
+            session.flush()  # the replacement exists before the old key names it
+            old.replaced_by = issued.record.id
         self._forget(key_id)
         return issued
-
-
-class _NothingToRotate(Exception):
-    """The key is missing or already revoked; raised to roll the rotation's transaction back."""
 
 
 def expiry_from_days(days: int | None) -> datetime | None:

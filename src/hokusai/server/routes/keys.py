@@ -187,14 +187,9 @@ async def rotate_key(key_id: str, request: Request, state: StateDep, principal: 
     _require_power_over(principal, await run_in_threadpool(_owned_key, state, principal, key_id), "rotate")
     try:
         issued = await run_in_threadpool(state.keys.rotate, key_id)
-    except KeyExpired as exc:
+    except (KeyExpired, KeyAlreadyRevoked) as exc:
         raise ApiError(409, str(exc), error_code="INVALID_STATE") from exc
-    if issued is None:
-        raise ApiError(
-            409,
-            f"Key '{key_id}' is already revoked and cannot be rotated: create a new key instead.",
-            error_code="INVALID_STATE",
-        )
+    assert issued is not None  # keys are never deleted, and `_owned_key` found this one
     detail = {"replaced_by": issued.record.id}
     await run_in_threadpool(_audit, state, request, principal, "key.rotate", key_id, detail)
     return _created(issued)
