@@ -23,6 +23,7 @@ import httpx
 from hokusai._client import BearerAuth, HokusaiClient, fetch_identity
 from hokusai._credentials import (
     API_KEY_ENV,
+    API_URL_ENV,
     DEFAULT_PORTS,
     Setting,
     check_key_destination,
@@ -220,13 +221,26 @@ def get_mlflow_auth_status(
     if config.mode == "optional" and not status["reachable"]:
         status["mode"] = "optional-fallback-active"
     if not same_origin(config.tracking_uri, plan.api_url):
-        problems.append(
-            _problem(
-                f"MLflow logs to {config.tracking_uri}, not to the Hokusai MLflow: runs there cannot be registered",
-                f"unset {TRACKING_URI_ENV} (or set it to {plan.api_url}{MLFLOW_PATH})",
-            )
-        )
+        problems.append(_tracking_elsewhere(config.tracking_uri, plan.api_url))
     return status
+
+
+def _tracking_elsewhere(tracking_uri: str, api_url: str) -> dict[str, str]:
+    """The problem of an MLflow tracking URI outside the API's origin, told apart from a Hokusai MLflow path at another
+    address (often the same server spelt differently: ``localhost`` and ``127.0.0.1``), whose fix is one spelling."""
+    own = f"{api_url}{MLFLOW_PATH}"
+    parts = urlsplit(tracking_uri)
+    if parts.scheme in ("http", "https") and parts.path.rstrip("/").endswith(MLFLOW_PATH):
+        return _problem(
+            f"MLflow logs to {tracking_uri}, a Hokusai MLflow at another address than the API's ({api_url}): the SDK "
+            "gives MLflow your key only for the API's own address, and registers only runs the API's MLflow holds",
+            f"use one address for both: set {TRACKING_URI_ENV} to {own}, or {API_URL_ENV} to "
+            f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path.rstrip('/').removesuffix(MLFLOW_PATH)}",
+        )
+    return _problem(
+        f"MLflow logs to {tracking_uri}, not to the Hokusai MLflow: runs there cannot be registered",
+        f"unset {TRACKING_URI_ENV} (or set it to {own})",
+    )
 
 
 def _plan(*, api_key: str | None, api_url: str | None, tracking_uri: str | None) -> _Plan:

@@ -310,6 +310,22 @@ def test_status_flags_a_tracking_uri_elsewhere_and_pending_outbox(monkeypatch: p
     ]
 
 
+def test_status_tells_a_hokusai_mlflow_at_another_spelling_of_the_address_to_use_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://localhost:8000/api/mlflow/")
+    # The same server under another name, which the SDK does not hand the key: MLflow gets no credential.
+    api = FakeAPI(httpx.Response(200, json=WHOAMI), error(401, "UNAUTHENTICATED", "No API key.", layer="hokusai-api"))
+    status = get_mlflow_auth_status(api_key=KEY, api_url="http://127.0.0.1:8000", transport=api.transport)
+    assert status["problems"][-1] == {
+        "problem": "MLflow logs to http://localhost:8000/api/mlflow/, a Hokusai MLflow at another address than the "
+        "API's (http://127.0.0.1:8000): the SDK gives MLflow your key only for the API's own address, and registers "
+        "only runs the API's MLflow holds",
+        "fix": "use one address for both: set MLFLOW_TRACKING_URI to http://127.0.0.1:8000/api/mlflow, or "
+        "HOKUSAI_API_URL to http://localhost:8000",
+    }
+
+
 def test_status_in_mock_mode_makes_no_request(monkeypatch: pytest.MonkeyPatch, no_network: None) -> None:
     monkeypatch.setenv("HOKUSAI_MOCK_MODE", "1")
     api = FakeAPI()
