@@ -196,6 +196,26 @@ def test_sigterm_stops_the_server_and_its_mlflow_child(fresh: LivePlatform) -> N
     assert "embedded MLflow stopped" in fresh.stderr_path.read_text()
 
 
+def test_a_request_cut_off_at_the_end_of_the_shutdown_grace_is_one_log_line(tmp_path: Path) -> None:
+    live = start_platform(tmp_path / "data", HOKUSAI_SHUTDOWN_TIMEOUT_SECONDS="1")
+    upload = socket.create_connection(("127.0.0.1", live.port), timeout=10)
+    try:
+        # An upload whose body stops coming: the request is still running when the grace period ends.
+        upload.sendall(
+            b"PUT /api/mlflow/api/2.0/mlflow-artifacts/artifacts/0/stalled/file HTTP/1.1\r\n"
+            + f"Host: 127.0.0.1\r\nAuthorization: Bearer {live.admin_key}\r\nContent-Length: 1000\r\n\r\n".encode()
+            + b"first bytes"
+        )
+        time.sleep(0.5)
+        assert live.stop() == 0
+    finally:
+        upload.close()
+
+    log = live.stderr_path.read_text()
+    assert "A running request was cancelled: Task cancelled, timeout graceful shutdown exceeded" in log, log[-3000:]
+    assert "Traceback" not in log and "Exception in ASGI application" not in log, log[-3000:]
+
+
 def test_sigkilled_server_leaves_no_mlflow_process_behind(tmp_path: Path) -> None:
     """A SIGKILL gives the server no chance to clean up: MLflow, its supervisor and both workers must still go."""
     live = start_platform(tmp_path / "data", admin_key=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import fcntl
 import logging
@@ -76,6 +77,15 @@ class _ServerFormatter(logging.Formatter):
         return self.default_msec_format % (self._second_text, record.msecs)
 
 
+def _cancellation_in_one_line(record: logging.LogRecord) -> bool:
+    """uvicorn logs a request it cancels (one still running when the shutdown's grace period ends, after its own line
+    saying so) as an "Exception in ASGI application" with a traceback of the whole stack: one line says it all."""
+    if record.exc_info and isinstance(record.exc_info[1], asyncio.CancelledError):
+        record.msg, record.args = "A running request was cancelled: %s", (record.exc_info[1],)
+        record.exc_info = record.exc_text = None
+    return True
+
+
 def configure_logging(level: str, stream: TextIO | None = None) -> None:
     """The server's logging, to `stream` (standard error by default).
 
@@ -85,6 +95,7 @@ def configure_logging(level: str, stream: TextIO | None = None) -> None:
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(_ServerFormatter())
     logging.basicConfig(level=level.upper(), handlers=[handler])
+    logging.getLogger("uvicorn.error").addFilter(_cancellation_in_one_line)
     # Every proxied request writes an access line. LOG_FORMAT shows neither where a call came from nor its thread or
     # process, so none is looked up (the logging HOWTO's "Optimization" switches): the caller's frame cost 3-4% of
     # the gateway's CPU per request, and the process id is a system call on each line.
