@@ -525,6 +525,25 @@ def test_keys_create_needs_no_server_packages(tmp_path: Path) -> None:
     assert "ModuleNotFoundError" not in result.stderr
 
 
+def test_a_ctrl_c_while_the_commands_load_ends_like_one_while_they_run(tmp_path: Path) -> None:
+    script = (
+        "import sys\n"
+        "class CtrlC:\n"  # the signal arriving while the commands' modules are imported
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'hokusai.cli.app':\n"
+        "            raise KeyboardInterrupt\n"
+        "sys.meta_path.insert(0, CtrlC())\n"
+        "from hokusai.cli.main import main\n"
+        "sys.argv = ['hokusai', 'whoami']\n"
+        "main()\n"
+    )
+    env = {**os.environ, "HOKUSAI_HOME": str(tmp_path)}
+
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+
+    assert (result.returncode, result.stdout, result.stderr) == (1, "", "Aborted!\n")
+
+
 @pytest.mark.parametrize(("command", "option"), [("register", "--tag"), ("baseline", "--metadata")])
 def test_repeatable_pairs_show_what_they_take_in_help(command: str, option: str) -> None:
     outcome = run(["models", command, "--help"])
