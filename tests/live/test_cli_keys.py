@@ -220,6 +220,22 @@ def test_bad_scopes_are_a_usage_error(platform: LivePlatform) -> None:
     assert result.returncode == 2 and "scopes" in result.stderr
 
 
+def test_offline_create_without_owner_uses_the_admin_owner_setting_from_dot_env(
+    platform: LivePlatform, tmp_path: Path
+) -> None:
+    admin_owner = platform.unique_owner("ops")
+    (tmp_path / ".env").write_text(f"HOKUSAI_ADMIN_OWNER={admin_owner}\n")
+    env = base_env(platform.data_dir, COLUMNS="200")
+
+    created = subprocess.run(
+        hokusai_command("keys", "create", "--scopes", "read", "--quiet", "--offline"),
+        env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )  # fmt: skip
+
+    assert created.returncode == 0, created.stderr
+    assert _whoami(platform, created.stdout.strip())["owner"] == admin_owner
+
+
 def test_offline_refuses_a_directory_without_platform_data_unless_it_is_named(tmp_path: Path) -> None:
     """Run elsewhere, `--offline` would peg a key to a new, empty database that no server reads."""
     env = {k: v for k, v in base_env(tmp_path).items() if k != "HOKUSAI_DATA_DIR"}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import getpass
-import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -39,6 +38,7 @@ KEYS_PATH = "/api/v1/keys"
 class _Offline(NamedTuple):
     keys: KeyStore
     audit: AuditLog
+    admin_owner: str  # the settings' (environment or .env), for a key created without --owner
 
     def record(self, action: str, key_id: str, **detail: str) -> None:
         """Record a key change made with --offline, as the API records its own (`key.create`, `key.revoke`, ...)."""
@@ -62,7 +62,8 @@ def _offline_store() -> Iterator[_Offline]:
     _refuse_a_stray_data_dir(settings)
     database = Database(settings.resolved_database_url)
     try:
-        yield _Offline(KeyStore(database, load_or_create_secrets(settings).key_pepper), AuditLog(database))
+        pepper = load_or_create_secrets(settings).key_pepper
+        yield _Offline(KeyStore(database, pepper), AuditLog(database), settings.admin_owner)
     finally:
         database.close()
 
@@ -187,8 +188,8 @@ def create_key(
         if offline:
             from hokusai.server.keys import expiry_from_days
 
-            account = validate_owner(owner or os.environ.get("HOKUSAI_ADMIN_OWNER", "admin"))
             with _offline_store() as store:
+                account = validate_owner(owner) if owner is not None else store.admin_owner
                 expires_at = expiry_from_days(expires_in_days)
                 issued = store.keys.create(owner=account, name=name, scopes=parsed, expires_at=expires_at)
                 store.record("key.create", issued.record.id)
@@ -209,7 +210,9 @@ def list_keys(
     offline: OfflineOption = False,
     api_url: ApiUrlOption = None,
 ) -> None:
-    """List keys (never the keys themselves: only their prefixes); `last used` is written every 30 s.
+    """List keys (never the keys themselves: only their prefixes).
+
+    `last used` is written every HOKUSAI_LAST_USED_FLUSH_SECONDS (30 s by default).
 
     Example: `hokusai keys list --all` (admins) or `hokusai keys list` (your own).
     """
