@@ -26,10 +26,10 @@ import uvloop
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bench.floor_proxy import FloorProxy, read_body
-from bench.servers import ServerStartError, create_key_offline, free_port
+from bench.servers import ServerStartError, create_key_offline
 from bench.stats import median
 from bench.workloads import ARTIFACT_SMALL_BYTES
-from hokusai.server.runner import configure_logging
+from hokusai.server.runner import configure_logging, free_loopback_port
 
 PATH = "/api/mlflow/api/2.0/mlflow-artifacts/artifacts/1/0123456789abcdef0123456789abcdef/artifacts/small.bin"
 PAYLOAD = b"p" * ARTIFACT_SMALL_BYTES
@@ -47,7 +47,7 @@ async def _stub(scope: Scope, receive: Receive, send: Send) -> None:
 
 
 def _start_stub() -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
+    port = free_loopback_port()
     process = subprocess.Popen([sys.executable, "-m", "bench.app_cpu", "--stub", str(port)])
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -123,10 +123,11 @@ async def start_lifespan(app: ASGIApp) -> Callable[[], Awaitable[None]]:
 def hokusai_app(upstream: str, data_dir: Path) -> tuple[ASGIApp, str]:
     key = create_key_offline(data_dir, "bench", "read,write")
     from hokusai.server.main import create_app
+    from hokusai.server.secrets import load_or_create_secrets
     from hokusai.server.settings import Settings
 
     settings = Settings(_env_file=None, data_dir=data_dir, mlflow_url=upstream)  # never the working dir's .env
-    return create_app(settings, upstream), f"Bearer {key}"
+    return create_app(settings, load_or_create_secrets(settings), upstream), f"Bearer {key}"
 
 
 async def cpu_ms_per_pair(app: ASGIApp, authorization: str | None, pairs: int) -> float:

@@ -8,13 +8,11 @@ outlived it (the embedded MLflow of `hokusai server` runs in a session of its ow
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import importlib.util
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +22,9 @@ from pathlib import Path
 import httpx
 import psutil
 
+from hokusai.server.runner import free_loopback_port
+from hokusai.server.upstream import basic_authorization
+
 STARTUP_TIMEOUT_SECONDS = 180.0
 STOP_TIMEOUT_SECONDS = 30.0
 
@@ -32,22 +33,12 @@ class ServerStartError(RuntimeError):
     """A server did not become ready; the message quotes the end of its log."""
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def clean_env(**extra: str) -> dict[str, str]:
     """The caller's environment without any HOKUSAI_/MLFLOW_ setting, telemetry off, plus `extra`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HOKUSAI_", "MLFLOW_"))}
     env.update({"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"})
     env.update(extra)
     return env
-
-
-def basic_header(username: str, password: str) -> str:
-    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
 
 
 @dataclass
@@ -166,7 +157,7 @@ def _start(server: Server) -> Server:
 def start_plain_mlflow(workdir: Path) -> Server:
     """`mlflow server`, no auth, one worker, job execution off, SQLite + local artifacts in `workdir`."""
     workdir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = free_loopback_port()
     command = [
         sys.executable, "-m", "mlflow", "server",
         "--host", "127.0.0.1", "--port", str(port),
@@ -217,12 +208,12 @@ def start_hokusai(workdir: Path, name: str, *, mlflow_url: str | None = None) ->
     data_dir = workdir / "data"
     data_dir.mkdir(exist_ok=True)
     key = create_key_offline(data_dir, "bench", "read,write")
-    port = free_port()
+    port = free_loopback_port()
     extra = {"HOKUSAI_DATA_DIR": str(data_dir), "HOKUSAI_PORT": str(port)}
     if mlflow_url is not None:
         extra["HOKUSAI_MLFLOW_URL"] = mlflow_url
     else:
-        extra["HOKUSAI_MLFLOW_PORT"] = str(free_port())
+        extra["HOKUSAI_MLFLOW_PORT"] = str(free_loopback_port())
     command = [sys.executable, "-m", "hokusai", "server", "--port", str(port)]
     process, log_path = _spawn(name, command, clean_env(**extra), workdir)
     server = Server(name, port, process, log_path, ready_paths=("/health", "/ready"), info={"key": key})
@@ -232,7 +223,7 @@ def start_hokusai(workdir: Path, name: str, *, mlflow_url: str | None = None) ->
 def start_floor_proxy(workdir: Path, mlflow_url: str) -> Server:
     """The benchmark's reference pass-through (bench/floor_proxy.py) in front of `mlflow_url`, at `/api/mlflow`."""
     workdir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = free_loopback_port()
     command = [sys.executable, "-m", "bench.floor_proxy", str(port), mlflow_url]
     repo = Path(__file__).resolve().parent.parent
     process, log_path = _spawn("floor", command, clean_env(PYTHONPATH=str(repo)), workdir)
@@ -242,7 +233,7 @@ def start_floor_proxy(workdir: Path, mlflow_url: str) -> Server:
 def start_tcp_relay(workdir: Path, mlflow: Server) -> Server:
     """The benchmark's transfer floor (bench/tcp_relay.py): a TCP relay in front of `mlflow`, same paths."""
     workdir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = free_loopback_port()
     command = [sys.executable, "-m", "bench.tcp_relay", str(port), str(mlflow.port)]
     repo = Path(__file__).resolve().parent.parent
     process, log_path = _spawn("relay", command, clean_env(PYTHONPATH=str(repo)), workdir)
@@ -268,7 +259,7 @@ def start_basic_auth(workdir: Path) -> Server:
     config_path = workdir / "basic_auth.ini"
     config_path.write_text("\n".join(lines) + "\n")
     admin_password = secrets.token_urlsafe(18)
-    port = free_port()
+    port = free_loopback_port()
     command = [
         sys.executable, "-m", "mlflow", "server", "--app-name", "basic-auth",
         "--host", "127.0.0.1", "--port", str(port),
@@ -286,7 +277,7 @@ def start_basic_auth(workdir: Path) -> Server:
     try:
         # /health answers as soon as one worker is up; /version needs credentials and proves the auth app is up.
         deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
-        admin = {"Authorization": basic_header("admin", admin_password)}
+        admin = {"Authorization": basic_authorization("admin", admin_password)}
         with httpx.Client(base_url=server.url, headers=admin, timeout=60.0, trust_env=False) as client:
             while client.get("/version").status_code != 200:
                 if time.monotonic() > deadline:
@@ -296,7 +287,7 @@ def start_basic_auth(workdir: Path) -> Server:
             response = client.post("/api/2.0/mlflow/users/create", json={"username": "bench", "password": password})
             if response.status_code != 200:
                 raise ServerStartError(f"users/create answered {response.status_code}: {response.text[:300]}")
-        server.info["authorization"] = basic_header("bench", password)
+        server.info["authorization"] = basic_authorization("bench", password)
         server.info["workers"] = "4 (default)"
     except BaseException:
         server.stop()

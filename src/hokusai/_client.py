@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import httpx
 
 from hokusai import __version__
-from hokusai._credentials import key_prefix
 from hokusai.errors import (
     HokusaiAPIError,
     HokusaiAuthError,
@@ -26,7 +25,7 @@ from hokusai.errors import (
     HokusaiPermissionError,
     HokusaiRateLimitError,
 )
-from hokusai.validation import REGISTRATION_CONFLICT, TOKEN_MODEL_GONE
+from hokusai.validation import REGISTRATION_CONFLICT, TOKEN_MODEL_GONE, key_prefix
 
 if TYPE_CHECKING:
     from httpx._client import UseClientDefault

@@ -21,7 +21,6 @@ __all__ = [
     "check_key_destination",
     "delete_credentials",
     "key_and_url",
-    "key_prefix",
     "lookup_api_key",
     "lookup_api_url",
     "read_credentials",
@@ -38,7 +37,6 @@ API_URL_ENV = "HOKUSAI_API_URL"
 DEFAULT_API_URL = "http://localhost:8000"
 DEFAULT_PORTS = {"http": 80, "https": 443}
 _SECTION = "default"
-KEY_PREFIX_LENGTH = 12  # "hk_live_" plus four characters, as the server displays keys
 # What `hokusai.setup()` was given: this process's own choice, so a later `ModelRegistry()` uses it too.
 _configured: dict[str, str] = {}
 
@@ -219,8 +217,3 @@ def without_userinfo(uri: str) -> str:
     if parts.scheme not in DEFAULT_PORTS or "@" not in parts.netloc:
         return uri
     return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))
-
-
-def key_prefix(api_key: str) -> str:
-    """The displayable start of a key, e.g. ``hk_live_AbCd``."""
-    return api_key[:KEY_PREFIX_LENGTH]

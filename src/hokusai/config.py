@@ -27,7 +27,6 @@ from hokusai._credentials import (
     DEFAULT_PORTS,
     Setting,
     check_key_destination,
-    key_prefix,
     lookup_api_key,
     lookup_api_url,
     remember_setup,
@@ -48,7 +47,7 @@ from hokusai.errors import (
     HokusaiKeyMismatchWarning,
     HokusaiPermissionError,
 )
-from hokusai.validation import KEY_PREFIX
+from hokusai.validation import KEY_PREFIX, key_prefix
 
 __all__ = ["MlflowAuthConfig", "get_mlflow_auth_status", "setup", "setup_mlflow_auth"]
 

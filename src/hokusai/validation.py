@@ -17,6 +17,7 @@ from hokusai._printable import unprintable
 from hokusai.errors import HokusaiValidationError
 
 KEY_PREFIX = "hk_live_"  # how every Hokusai API key starts
+_KEY_SHOWN_LENGTH = len(KEY_PREFIX) + 4  # enough to tell one's keys apart, far too little to help guess one
 KEY_MAX_LIFETIME_DAYS = 3650  # the longest `expires_in_days` a new key may ask for
 TOKEN_ID_MAX_LENGTH = 64
 METRIC_NAME_MAX_LENGTH = 250  # MLflow's limit for metric keys
@@ -193,6 +194,11 @@ def validate_baseline_value(baseline_value: object) -> float:
     if not math.isfinite(value):
         raise HokusaiValidationError("baseline_value", "must be finite (not NaN or infinity)")
     return value
+
+
+def key_prefix(key: str) -> str:
+    """The displayable start of a key, e.g. ``hk_live_AbCd``: what the server stores and lists, and the SDK shows."""
+    return key[:_KEY_SHOWN_LENGTH]
 
 
 def holds_control_character(text: str) -> bool:

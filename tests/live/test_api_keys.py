@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import sqlite3
 import time
@@ -12,6 +11,7 @@ import httpx
 import pytest
 
 from hokusai.server.request_head import NOT_HTTP_MESSAGE
+from hokusai.server.upstream import basic_authorization
 from tests.support.platform import LivePlatform
 from tests.support.raw_http import get_request, raw_request
 
@@ -26,10 +26,6 @@ BAD_KEYS = {
 }
 
 
-def _basic(password: str, username: str = "anyone") -> str:
-    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
-
-
 @pytest.fixture(scope="module")
 def user_key(platform: LivePlatform) -> str:
     return platform.create_key(platform.unique_owner("keys-user"), "read,write")
@@ -40,7 +36,7 @@ def test_all_three_header_forms_authenticate(platform: LivePlatform, user_key: s
     headers = {
         "bearer": {"Authorization": f"Bearer {user_key}"},
         "x-api-key": {"X-API-Key": user_key},
-        "basic": {"Authorization": _basic(user_key)},
+        "basic": {"Authorization": basic_authorization("anyone", user_key)},
     }[form]
     response = httpx.get(platform.url + "/api/v1/auth/whoami", headers=headers)
     assert response.status_code == 200
@@ -54,7 +50,7 @@ def test_bad_keys_get_401_with_the_envelope(platform: LivePlatform, name: str, f
     header = {
         "bearer": (b"Authorization", b"Bearer " + key.encode()),
         "x-api-key": (b"X-API-Key", key.encode()),
-        "basic": (b"Authorization", _basic(key).encode()),
+        "basic": (b"Authorization", basic_authorization("anyone", key).encode()),
     }[form]
     # Raw bytes: well-behaved clients refuse NULs and trailing spaces, attackers do not.
     response = raw_request(platform.port, get_request("/api/v1/auth/whoami", [header]))
@@ -108,7 +104,10 @@ def test_two_different_keys_in_one_request_are_refused_not_guessed_between(
     whoami = platform.url + "/api/v1/auth/whoami"
     mixed = [
         [(b"Authorization", f"Bearer {user_key}".encode()), (b"X-API-Key", other.encode())],
-        [(b"Authorization", f"Bearer {user_key}".encode()), (b"Authorization", _basic(other).encode())],
+        [
+            (b"Authorization", f"Bearer {user_key}".encode()),
+            (b"Authorization", basic_authorization("anyone", other).encode()),
+        ],
         [(b"X-API-Key", user_key.encode()), (b"X-API-Key", other.encode())],
     ]
     for headers in mixed:

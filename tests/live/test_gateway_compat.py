@@ -39,7 +39,8 @@ import httpx
 import pytest
 
 from hokusai.server.errors import error_code_for_status, readable_error_text
-from tests.support.platform import LivePlatform, free_port, start_platform
+from hokusai.server.runner import free_loopback_port
+from tests.support.platform import LivePlatform, start_platform
 
 pytestmark = pytest.mark.live
 
@@ -1181,7 +1182,7 @@ def run_sequence(client: httpx.Client, prefix: str, steps: list[Step]) -> Transc
 def plain_mlflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A stock `mlflow server`, no auth app, one worker, on a free loopback port; stopped after the module."""
     home = tmp_path_factory.mktemp("plain-mlflow")
-    port = free_port()
+    port = free_loopback_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "HOKUSAI_"))}
     env.update(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false", MLFLOW_DISABLE_TELEMETRY="true", DO_NOT_TRACK="true")
     command = [

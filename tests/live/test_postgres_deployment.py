@@ -21,7 +21,8 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from tests.support.platform import LivePlatform, base_env, free_port, hokusai_command, start_platform
+from hokusai.server.runner import free_loopback_port
+from tests.support.platform import LivePlatform, base_env, hokusai_command, start_platform
 from tests.support.postgres import PostgresServer, find_bindir, fresh_database, running_server
 from tests.support.s3_server import S3Server, running_s3_server
 from tests.support.stock_client import CLIENT_TIMEOUT, FULL_WORKFLOW, client_summary
@@ -98,7 +99,7 @@ def _refused_start(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[st
         if variable not in env:
             environment.pop(variable, None)
     return subprocess.run(
-        hokusai_command("server", "--port", str(free_port())),
+        hokusai_command("server", "--port", str(free_loopback_port())),
         env=environment, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
 
@@ -182,7 +183,7 @@ def test_a_database_that_cannot_be_reached_stops_the_start_in_one_line_naming_it
     tmp_path: Path, postgres_server: PostgresServer, variable: str
 ) -> None:
     missing = make_url(postgres_server.url("no_such_database")).set(password=PASSWORD).render_as_string(False)
-    refused = f"postgresql+psycopg://hokusai:{PASSWORD}@127.0.0.1:{free_port()}/hokusai"
+    refused = f"postgresql+psycopg://hokusai:{PASSWORD}@127.0.0.1:{free_loopback_port()}/hokusai"
     for url, reason in ((missing, 'database "no_such_database" does not exist'), (refused, "Connection refused")):
         result = _refused_start(tmp_path, **{variable: url})
 
@@ -203,7 +204,7 @@ def test_an_artifact_store_that_cannot_be_written_stops_the_start_in_one_line(tm
         ({"HOKUSAI_MLFLOW_ARTIFACTS_DESTINATION": f"s3://{bucket}/mlflow", **no_credentials},
          "Cannot use the artifact store of HOKUSAI_MLFLOW_ARTIFACTS_DESTINATION: Unable to locate credentials"),
         ({"HOKUSAI_MLFLOW_ARTIFACTS_DESTINATION": f"s3://{bucket}/mlflow", **s3.client_environment(),
-          "HOKUSAI_MLFLOW_S3_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}"},
+          "HOKUSAI_MLFLOW_S3_ENDPOINT_URL": f"http://127.0.0.1:{free_loopback_port()}"},
          "Cannot reach the S3 endpoint (HOKUSAI_MLFLOW_S3_ENDPOINT_URL): Could not connect to the endpoint URL: "),
         ({"HOKUSAI_MLFLOW_ARTIFACTS_DESTINATION": str(tmp_path / "a-file" / "artifacts")},
          f"Cannot write artifacts to {tmp_path / 'a-file' / 'artifacts'} (HOKUSAI_MLFLOW_ARTIFACTS_DESTINATION): "

@@ -36,7 +36,8 @@ from hokusai._outbox import read_entries
 from hokusai._paths import outbox_path
 from hokusai._sync import SyncResult, sync_outbox
 from hokusai.config import get_mlflow_auth_status, setup_mlflow_auth
-from tests.support.platform import LivePlatform, free_port
+from hokusai.server.runner import free_loopback_port
+from tests.support.platform import LivePlatform
 from tests.support.sdk_live import (
     ACCURACY,
     QUICKSTART,
@@ -384,7 +385,7 @@ def test_offline_registration_lands_locally_and_sync_pushes_it_once(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    closed = f"http://127.0.0.1:{free_port()}"
+    closed = f"http://127.0.0.1:{free_loopback_port()}"
     monkeypatch.setenv("HOKUSAI_OPTIONAL_MLFLOW", "true")
     monkeypatch.setenv("HOKUSAI_API_KEY", alice.key)
     monkeypatch.setenv("HOKUSAI_API_URL", closed)

@@ -17,7 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.platform import LivePlatform, base_env, free_port, hokusai_command, spawn_platform, start_platform
+from hokusai.server.runner import free_loopback_port
+from tests.support.platform import LivePlatform, base_env, hokusai_command, spawn_platform, start_platform
 
 KEY_PATTERN = re.compile(r"hk_live_[A-Za-z0-9]{32,}")
 
@@ -78,7 +79,7 @@ def test_port_in_use_gives_one_clear_line(fresh: LivePlatform, tmp_path: Path) -
 def test_a_second_server_on_the_same_data_dir_is_refused(fresh: LivePlatform) -> None:
     # Two would run two MLflows on one SQLite store, with the per-token locks of each process apart.
     result = subprocess.run(
-        hokusai_command("server", "--port", str(free_port())), env=base_env(fresh.data_dir),
+        hokusai_command("server", "--port", str(free_loopback_port())), env=base_env(fresh.data_dir),
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert result.returncode == 1
@@ -93,7 +94,7 @@ def test_a_taken_mlflow_port_is_refused_before_anything_starts(tmp_path: Path) -
         taken.listen()
         port = taken.getsockname()[1]
         result = subprocess.run(
-            hokusai_command("server", "--port", str(free_port())),
+            hokusai_command("server", "--port", str(free_loopback_port())),
             env=base_env(tmp_path / "data", HOKUSAI_MLFLOW_PORT=str(port)), capture_output=True, text=True, timeout=60,
         )  # fmt: skip
     assert result.returncode == 1
@@ -115,7 +116,7 @@ def test_an_unusable_data_dir_or_secrets_file_is_one_clear_line(
 ) -> None:
     make(tmp_path)
     result = subprocess.run(
-        hokusai_command("server", "--port", str(free_port())), env=base_env(tmp_path / "data"),
+        hokusai_command("server", "--port", str(free_loopback_port())), env=base_env(tmp_path / "data"),
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert result.returncode == 1

@@ -20,10 +20,10 @@ from hokusai.server.registry.claims import claim_token, get_token, transfer_toke
 from hokusai.server.registry.sources import fetch_run
 from hokusai.server.registry.tokenized import Registration, register_tokenized_model
 from hokusai.server.registry.versions import Source, create_model_version, outcome_unknown
+from hokusai.server.runner import free_loopback_port
 from hokusai.server.secrets import load_or_create_secrets
 from hokusai.server.settings import Settings
 from hokusai.server.upstream import Upstream
-from tests.support.platform import free_port
 
 ALICE = Principal(
     key_id="key_1", owner="alice", scopes=frozenset({"read", "write"}), prefix="hk_live_x", expires_at=None
@@ -34,7 +34,8 @@ ALICE = Principal(
 def unreachable(tmp_path: Path) -> Iterator[Upstream]:
     settings = Settings(data_dir=tmp_path, upstream_connect_timeout_seconds=2.0)
     database = Database(settings.resolved_database_url)
-    upstream = Upstream(f"http://127.0.0.1:{free_port()}", settings, load_or_create_secrets(settings), database)
+    closed = f"http://127.0.0.1:{free_loopback_port()}"
+    upstream = Upstream(closed, settings, load_or_create_secrets(settings), database)
     try:
         yield upstream
     finally:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.support.platform import free_port
+from hokusai.server.runner import free_loopback_port
 
 
 @dataclass
@@ -38,7 +38,7 @@ class MlflowServer:
 def start_mlflow_server(home: Path, *, basic_auth_admin_password: str | None = None) -> MlflowServer:
     """Plain MLflow (no auth), or MLflow's stock basic-auth app when an admin password is given."""
     home.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = free_loopback_port()
     command = [
         sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
         "--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}", "--artifacts-destination", str(home / "artifacts"),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,13 +14,9 @@ from pathlib import Path
 import httpx
 import psutil
 
+from hokusai.server.runner import free_loopback_port
+
 STARTUP_TIMEOUT_SECONDS = 180.0
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def hokusai_command(*args: str) -> list[str]:
@@ -157,7 +152,7 @@ def spawn_platform(data_dir: Path, *, admin_key: bool = True, **env: str) -> Liv
     """Start `hokusai server` on free loopback ports without waiting; with `admin_key`, create one offline first."""
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # as Hokusai makes it (it warns about an open one)
     key = create_key_offline(data_dir, "admin", "read,write,admin", **env) if admin_key else ""
-    port, mlflow_port = free_port(), free_port()
+    port, mlflow_port = free_loopback_port(), free_loopback_port()
     stdout_path, stderr_path = data_dir.parent / f"{data_dir.name}.out", data_dir.parent / f"{data_dir.name}.err"
     with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
         process = subprocess.Popen(

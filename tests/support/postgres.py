@@ -9,7 +9,6 @@ import contextlib
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -18,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pytest_postgresql.janitor import DatabaseJanitor
+
+from hokusai.server.runner import free_loopback_port
 
 REQUIRE_ENV = "HOKUSAI_TEST_REQUIRE_POSTGRES"
 
@@ -58,12 +59,6 @@ def find_bindir() -> Path | None:
     return Path(candidates[-1]).parent if candidates else None
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _as_postgres_user(command: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
 
@@ -83,8 +78,8 @@ def running_server(bindir: Path) -> Iterator[PostgresServer]:
         check=True, capture_output=True,
     )  # fmt: skip
     version = (datadir / "PG_VERSION").read_text().strip()
-    server = PostgresServer(host="127.0.0.1", port=_free_port(), user="postgres", version=version, bindir=bindir,
-                            base=base)  # fmt: skip
+    server = PostgresServer(host="127.0.0.1", port=free_loopback_port(), user="postgres", version=version,
+                            bindir=bindir, base=base)  # fmt: skip
     server.start()
     try:
         yield server

@@ -14,7 +14,7 @@ from typing import Any
 import boto3
 import httpx
 
-from tests.support.platform import free_port
+from hokusai.server.runner import free_loopback_port
 
 STARTUP_TIMEOUT_SECONDS = 60.0
 
@@ -47,7 +47,7 @@ class S3Server:
 
 @contextmanager
 def running_s3_server(log_path: Path) -> Iterator[S3Server]:
-    port = free_port()
+    port = free_loopback_port()
     moto_server = Path(sys.executable).with_name("moto_server")
     with log_path.open("wb") as log:
         process = subprocess.Popen(

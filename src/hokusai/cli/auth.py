@@ -15,7 +15,6 @@ from hokusai._credentials import (
     API_KEY_ENV,
     delete_credentials,
     key_and_url,
-    key_prefix,
     lookup_api_key,
     resolve_api_url,
     without_userinfo,
@@ -27,6 +26,7 @@ from hokusai.cli._api import ApiUrlOption
 from hokusai.cli._output import console, key_value_table
 from hokusai.config import get_mlflow_auth_status
 from hokusai.errors import HokusaiAuthError, HokusaiConfigurationError
+from hokusai.validation import key_prefix
 
 __all__ = ["auth_app", "register"]
 

@@ -31,12 +31,12 @@ from hokusai.mlflow_auth.admin_claim import asserted_identity, install_admin_cla
 from hokusai.mlflow_auth.params import install_param_checks
 from hokusai.mlflow_auth.refusals import install_clearer_refusals
 from hokusai.mlflow_auth.run_cache import install_run_cache
-from hokusai.mlflow_auth.store_cache import STORE_CACHE_ENV, install_store_cache
+from hokusai.mlflow_auth.store_cache import install_store_cache
 from hokusai.mlflow_auth.trace_writes import install_trace_write_checks
 from hokusai.server.assertion import verify_assertion
+from hokusai.server.child_env import ASSERTION_SECRET_FILE_ENV, STORE_CACHE_ENV
 from hokusai.validation import KEY_PREFIX
 
-SECRET_FILE_ENV = "HOKUSAI_ASSERTION_SECRET_FILE"
 _MEMO_ATTRIBUTE = "_hokusai_authorization"
 _THROUGH_THE_API = (
     "This is the MLflow server behind a Hokusai API, which accepts requests only through that API (or a Basic login)."
@@ -46,10 +46,10 @@ _API_SETTINGS = "MLFLOW_TRACKING_URI=<api url>/api/mlflow and HOKUSAI_API_URL=<a
 
 @functools.cache
 def _secret() -> str:
-    path = os.environ.get(SECRET_FILE_ENV)
+    path = os.environ.get(ASSERTION_SECRET_FILE_ENV)
     if not path:
         # Fail closed: without the secret no assertion can be checked, so none is accepted.
-        raise RuntimeError(f"{SECRET_FILE_ENV} is not set; the Hokusai assertion secret is unknown")
+        raise RuntimeError(f"{ASSERTION_SECRET_FILE_ENV} is not set; the Hokusai assertion secret is unknown")
     return Path(path).read_text(encoding="utf-8").strip()
 
 

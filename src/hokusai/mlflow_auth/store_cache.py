@@ -26,8 +26,6 @@ from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any, TypeVar
 
-STORE_CACHE_ENV = "HOKUSAI_MLFLOW_STORE_CACHE"
-
 STORE_CACHE_SECONDS = 10.0
 _GENERATION_BYTES = 8
 STORE_CACHE_MAX_ENTRIES = 10_000

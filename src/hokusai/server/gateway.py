@@ -83,7 +83,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-MOUNTS = ("/api/mlflow", "/mlflow")
+MLFLOW_MOUNT = "/api/mlflow"  # where MLflow clients are pointed; `/mlflow` is an alias
+MOUNTS = (MLFLOW_MOUNT, "/mlflow")
 _T = TypeVar("_T")
 # Credentials and client-supplied forwarding claims never reach MLflow; the gateway sets its own.
 _STRIPPED_REQUEST = HOP_BY_HOP | {

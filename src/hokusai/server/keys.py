@@ -20,11 +20,10 @@ from sqlalchemy.orm import Session
 from hokusai.errors import HokusaiValidationError
 from hokusai.server.db import Database
 from hokusai.server.models import ApiKey, utcnow
-from hokusai.validation import KEY_PREFIX, SCOPES, serialize_scopes
+from hokusai.validation import KEY_PREFIX, SCOPES, key_prefix, serialize_scopes
 
 KEY_RANDOM_LENGTH = 40
 KEY_MAX_LENGTH = 128
-DISPLAY_PREFIX_LENGTH = len(KEY_PREFIX) + 4
 _BASE62 = string.ascii_letters + string.digits
 _KEY_SHAPE = re.compile(rf"{KEY_PREFIX}[A-Za-z0-9]{{32,{KEY_MAX_LENGTH - len(KEY_PREFIX)}}}")
 _KEY_ID_PREFIX = "key_"
@@ -275,7 +274,7 @@ class KeyStore:
         record = ApiKey(
             id=_KEY_ID_PREFIX + secrets.token_hex(_KEY_ID_BYTES),
             key_hash=self.hash_key(secret),
-            prefix=secret[:DISPLAY_PREFIX_LENGTH],
+            prefix=key_prefix(secret),
             name=name,
             owner=owner,
             scopes=scopes,

@@ -26,7 +26,7 @@ from hokusai.server.middleware.body_timeout import ClientBodyTimeoutMiddleware
 from hokusai.server.middleware.request_id import RequestIdMiddleware
 from hokusai.server.routes import audit, auth, health, keys, models, tokens
 from hokusai.server.schemas import with_key_security, without_fastapis_422
-from hokusai.server.secrets import load_or_create_secrets
+from hokusai.server.secrets import PlatformSecrets
 from hokusai.server.settings import Settings
 from hokusai.server.state import AppState
 from hokusai.server.upstream import Upstream
@@ -34,8 +34,7 @@ from hokusai.server.upstream import Upstream
 logger = logging.getLogger(__name__)
 
 
-def build_state(settings: Settings, mlflow_url: str) -> AppState:
-    platform_secrets = load_or_create_secrets(settings)
+def build_state(settings: Settings, platform_secrets: PlatformSecrets, mlflow_url: str) -> AppState:
     database = Database(settings.resolved_database_url)
     return AppState(
         settings=settings,
@@ -109,9 +108,9 @@ def _document_as_served(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def create_app(settings: Settings, mlflow_url: str) -> ASGIApp:
+def create_app(settings: Settings, platform_secrets: PlatformSecrets, mlflow_url: str) -> ASGIApp:
     """The ASGI app; `mlflow_url` is the MLflow it fronts (the embedded child's address, or an external one)."""
-    state = build_state(settings, mlflow_url)
+    state = build_state(settings, platform_secrets, mlflow_url)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

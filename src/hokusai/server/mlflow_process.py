@@ -18,6 +18,7 @@ import httpx
 from sqlalchemy.engine import make_url
 
 from hokusai._private_files import ensure_private_dir, write_private_file
+from hokusai.server.child_env import ASSERTION_SECRET_FILE_ENV, STORE_CACHE_ENV
 from hokusai.server.secrets import PlatformSecrets
 from hokusai.server.settings import Settings
 from hokusai.server.upstream import MLFLOW_ADMIN_USERNAME
@@ -137,9 +138,8 @@ class EmbeddedMlflow:
                 "MLFLOW_ARTIFACTS_DESTINATION": settings.resolved_mlflow_artifacts_destination,
                 "MLFLOW_AUTH_CONFIG_PATH": str(config_path),
                 "MLFLOW_FLASK_SERVER_SECRET_KEY": self._secrets.flask_secret_key,
-                "HOKUSAI_ASSERTION_SECRET_FILE": str(secret_path),
-                # The counter MLflow's workers share to clear each other's auth-store caches (hokusai.mlflow_auth).
-                "HOKUSAI_MLFLOW_STORE_CACHE": str(self.home / "auth-cache.generation"),
+                ASSERTION_SECRET_FILE_ENV: str(secret_path),
+                STORE_CACHE_ENV: str(self.home / "auth-cache.generation"),
                 # GenAI job runners cost ~1.3 GB idle and nothing in Hokusai uses them.
                 "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
                 # The gateway refuses MLflow's AI gateway routes, so the web UI must not offer them (server-info).

@@ -26,12 +26,14 @@ from sqlalchemy.pool import NullPool
 from hokusai._private_files import write_private_file
 from hokusai.server.db import Database
 from hokusai.server.errors import database_error_reason
+from hokusai.server.gateway import MLFLOW_MOUNT
 from hokusai.server.keys import KeyStore
 from hokusai.server.main import create_app
 from hokusai.server.mlflow_process import EmbeddedMlflow
 from hokusai.server.request_head import request_head_protocol
 from hokusai.server.secrets import PlatformSecrets, load_or_create_secrets
 from hokusai.server.settings import Settings, unknown_variables
+from hokusai.validation import SCOPES
 
 logger = logging.getLogger("hokusai.server")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -248,9 +250,7 @@ def bootstrap_admin_key(settings: Settings, platform_secrets: PlatformSecrets) -
         store = KeyStore(database, platform_secrets.key_pepper)
         if store.count():
             return None
-        issued = store.create(
-            owner=settings.admin_owner, name="bootstrap admin", scopes=frozenset({"read", "write", "admin"})
-        )
+        issued = store.create(owner=settings.admin_owner, name="bootstrap admin", scopes=frozenset(SCOPES))
         return issued.secret
     finally:
         database.close()
@@ -292,7 +292,7 @@ def first_start_banner(settings: Settings, key: str | Path) -> str:
             "HOKUSAI_API_KEY is not set (it would take precedence over the saved login):",
             "",
             f"  {_hokusai_command()} login --api-url {api}",
-            f"  export MLFLOW_TRACKING_URI={api}/api/mlflow",
+            f"  export MLFLOW_TRACKING_URI={api}{MLFLOW_MOUNT}",
             "  export MLFLOW_TRACKING_TOKEN=<a user's key>",
             "",
         ]
@@ -379,7 +379,7 @@ def serve(settings: Settings) -> None:
         else:
             assert settings.mlflow_url is not None
             mlflow_url = settings.mlflow_url
-        app = create_app(settings, mlflow_url)
+        app = create_app(settings, platform_secrets, mlflow_url)
         first_key = bootstrap_admin_key(settings, platform_secrets)
         if first_key is not None:
             announce_first_admin_key(settings, first_key, sys.stdout)
@@ -397,7 +397,9 @@ def serve(settings: Settings) -> None:
             http=request_head_protocol(settings.client_header_timeout_seconds),
             timeout_graceful_shutdown=settings.shutdown_timeout_seconds,
         )
-        logger.info("Hokusai API starting on http://%s:%s (MLflow clients: /api/mlflow)", settings.host, settings.port)
+        logger.info(
+            "Hokusai API starting on http://%s:%s (MLflow clients: %s)", settings.host, settings.port, MLFLOW_MOUNT
+        )
         uvicorn.Server(config).run()
     except _StopRequested:
         pass

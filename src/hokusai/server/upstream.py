@@ -106,7 +106,7 @@ def build_session(settings: Settings) -> aiohttp.ClientSession:
     )
 
 
-def _basic(username: str, password: str) -> str:
+def basic_authorization(username: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
 
 
@@ -126,7 +126,7 @@ class Upstream:
         self._database = database
         self._signer = AssertionSigner(platform_secrets.assertion_secret, ttl_seconds=settings.assertion_ttl_seconds)
         self._service_authorization = (
-            _basic(settings.mlflow_username, settings.mlflow_password.get_secret_value())
+            basic_authorization(settings.mlflow_username, settings.mlflow_password.get_secret_value())
             if settings.mlflow_username and settings.mlflow_password
             else None
         )
