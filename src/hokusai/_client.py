@@ -111,7 +111,7 @@ class HokusaiClient:
 
     Usage::
 
-        with HokusaiClient(api_key, api_url="http://localhost:8000") as client:
+        with HokusaiClient(api_key, api_url="http://127.0.0.1:8000") as client:
             identity = json_body(client.request("GET", "/api/v1/auth/whoami"))
 
     Parameters:
@@ -343,7 +343,7 @@ def _hint(
         if error_code in ("ENDPOINT_NOT_FOUND", "HTTP_404"):
             return (
                 "check the API URL (--api-url, HOKUSAI_API_URL or the saved login): it must be the API root "
-                "(e.g. http://localhost:8000), not a sub-path"
+                "(e.g. http://127.0.0.1:8000), not a sub-path"
             )
         return _not_found_hint(message)
     if status == 408:

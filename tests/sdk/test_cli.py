@@ -209,7 +209,7 @@ def test_an_api_url_that_is_not_an_api_root_is_refused_without_echoing_credentia
     outcome = run(["whoami", "--api-url", url])
     assert outcome.exit_code == 1
     assert says in outcome.stderr
-    assert "(HINT: give the API root, e.g. http://localhost:8000" in outcome.stderr  # given as an argument, not env
+    assert "(HINT: give the API root, e.g. http://127.0.0.1:8000" in outcome.stderr  # given as an argument, not env
     assert "pw" not in outcome.stderr
     assert api.requests == []
 

@@ -126,7 +126,7 @@ def test_unknown_endpoint_points_at_the_url() -> None:
     exc = _fail(error(404, "ENDPOINT_NOT_FOUND", "No such endpoint."))
     assert exc.hint == (
         "check the API URL (--api-url, HOKUSAI_API_URL or the saved login): it must be the API root "
-        "(e.g. http://localhost:8000), not a sub-path"
+        "(e.g. http://127.0.0.1:8000), not a sub-path"
     )
 
 

@@ -62,7 +62,7 @@ def login(
         str | None,
         typer.Option("--key", help="The API key. Omit it to be prompted (hidden): options end up in shell history."),
     ] = None,
-    api_url: Annotated[str | None, typer.Option("--api-url", help="The API root, e.g. http://localhost:8000.")] = None,
+    api_url: Annotated[str | None, typer.Option("--api-url", help="The API root, e.g. http://127.0.0.1:8000.")] = None,
 ) -> None:
     """Check an API key with the server, then save it to $HOKUSAI_HOME/credentials.
 
