@@ -172,14 +172,15 @@ class HokusaiClient:
             except httpx.TransportError as exc:
                 if not (retryable or isinstance(exc, _NOT_SENT)) or attempt >= self.max_retries:
                     raise _connection_error(request, exc) from exc
-                delay: float | None = _backoff(attempt)
+                delay = _backoff(attempt)
                 logger.debug("%s %s failed (%s); retrying", request.method, request.url, exc.__class__.__name__)
             else:
                 logger.debug("%s %s -> %d", request.method, request.url, response.status_code)
-                delay = _retry_delay(response, attempt) if retryable and attempt < self.max_retries else None
-                if delay is None:
+                wait = _retry_delay(response, attempt) if retryable and attempt < self.max_retries else None
+                if wait is None:
                     return response
                 response.close()
+                delay = wait
             _sleep(delay)
             attempt += 1
 

@@ -34,7 +34,7 @@ __all__ = [
 
 API_KEY_ENV = "HOKUSAI_API_KEY"
 API_URL_ENV = "HOKUSAI_API_URL"
-DEFAULT_API_URL = "http://127.0.0.1:8000"  
+DEFAULT_API_URL = "http://127.0.0.1:8000"  # where `hokusai server` listens by default
 DEFAULT_PORTS = {"http": 80, "https": 443}
 _SECTION = "default"
 # What `hokusai.setup()` was given: this process's own choice, so a later `ModelRegistry()` uses it too.

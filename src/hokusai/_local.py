@@ -380,7 +380,7 @@ def _tokenized(found: ModelVersion, *, created: bool, warnings: tuple[str, ...] 
         baseline_value=float(tags[TAG_BASELINE]),
         run_id=found.run_id or None,
         model_uri=f"models:/{found.name}/{found.version}",
-        source=found.source,
+        source=str(found.source),  # MLflow stores a source with every version
         tags=tags,
         warnings=warnings,
         created=created,

@@ -263,7 +263,7 @@ class ModelRegistry:
 
     def _may_fall_back(self, exc: HokusaiConnectionError | HokusaiAPIError) -> bool:
         # Only unavailability falls back: a 401/403 or a bad request would fail the same way after `hokusai sync`.
-        unavailable = isinstance(exc, HokusaiConnectionError) or exc.status >= 500
+        unavailable = isinstance(exc, HokusaiConnectionError) or (exc.status or 0) >= 500
         return self.mode == "optional" and unavailable
 
     def _register_offline(

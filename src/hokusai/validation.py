@@ -526,6 +526,7 @@ def baseline_check(
     instead, so a source without a readable run (an `s3://` path, a version whose run is unknown or private) is
     refused too: nothing confirms its baseline.
     """
+    problem: str | None
     if run_id is None:
         problem = f"the source has no run, so no logged metric confirms the baseline {baseline_value!r}"
     elif metrics is None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hokusai import ModelRegistry
+from hokusai import ModelRegistry, TokenizedModel
 from hokusai.errors import (
     HokusaiConflictError,
     HokusaiNotFoundError,
@@ -27,7 +27,7 @@ def registry(monkeypatch: pytest.MonkeyPatch, mock_store: Path, no_network: None
     return ModelRegistry()
 
 
-def _register(registry: ModelRegistry, **overrides: object):  # type: ignore[no-untyped-def]
+def _register(registry: ModelRegistry, **overrides: object) -> TokenizedModel:
     arguments: dict[str, object] = {
         "model_uri": "s3://bucket/churn",
         "model_name": "churn",

@@ -189,5 +189,5 @@ def _scopes(identity: dict[str, Any]) -> str:
     return ", ".join(identity.get("scopes") or []) or "none"
 
 
-def _yes_no(value: bool) -> str:
+def _yes_no(value: object) -> str:
     return "yes" if value else "no"

@@ -27,6 +27,7 @@ from typing import Any
 
 from flask import Response, request
 from werkzeug.exceptions import HTTPException
+from werkzeug.wrappers import Response as BaseResponse  # Flask's Response, and what werkzeug's errors render
 
 # Calls MLflow's auth app authorises by an experiment named in the body, and which a plain MLflow serves without one.
 _DATASETS_UNSCOPED = (
@@ -188,7 +189,7 @@ def _missing_required_parameter(params: dict[str, Any]) -> Response | None:
     )
 
 
-def _clearer_refusal() -> Response | None:
+def _clearer_refusal() -> BaseResponse | None:
     from mlflow.exceptions import MlflowException
     from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 
@@ -260,7 +261,7 @@ def install_clearer_refusals(mlflow_auth_app: Any) -> None:
     middleware = mlflow_auth_app.GraphQLAuthorizationMiddleware
     middleware._check_authorization = _graphql_check_passing_unknown_runs(middleware._check_authorization)
 
-    def make_forbidden_response() -> Response:
+    def make_forbidden_response() -> BaseResponse:
         try:
             replacement = _clearer_refusal()
         except Exception:  # never let the courtesy check break a refusal

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -35,7 +36,7 @@ async def current_principal(request: Request, state: StateDep) -> Principal:
 PrincipalDep = Annotated[Principal, Depends(current_principal)]
 
 
-def _scope_checker(scope: str):  # type: ignore[no-untyped-def]
+def _scope_checker(scope: str) -> Callable[[Request, AppState, Principal], Awaitable[Principal]]:
     async def check(request: Request, state: StateDep, principal: PrincipalDep) -> Principal:
         await state.require_scope(request, principal, scope)
         return principal

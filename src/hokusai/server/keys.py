@@ -347,13 +347,16 @@ class KeyStore:
         An expired key is left as it is (`KeyExpired`): its successor would be born expired. `None`: no such key.
         """
         with self._database.session() as session:
-            revoked = session.execute(
-                update(ApiKey).where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None)).values(revoked_at=utcnow())
+            revoked = session.scalar(
+                update(ApiKey)
+                .where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
+                .values(revoked_at=utcnow())
+                .returning(ApiKey.id)
             )
             old = session.get(ApiKey, key_id)
             if old is None:
                 return None
-            if revoked.rowcount != 1:
+            if revoked is None:
                 raise KeyAlreadyRevoked.on_rotation(old)
             if old.expires_at is not None and old.expires_at <= utcnow():
                 raise KeyExpired(key_id, old.owner, old.expires_at)  # rolls the revocation back

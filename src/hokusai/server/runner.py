@@ -62,6 +62,9 @@ class StartRefusedError(RuntimeError):
     holds); the message names what to change."""
 
 
+_MSEC_FORMAT = "%s,%03d"  # logging.Formatter's default_msec_format
+
+
 class _ServerFormatter(logging.Formatter):
     """LOG_FORMAT's formatter, with the date and time put into words once a second rather than once a line: the
     access log writes a line per request."""
@@ -76,7 +79,7 @@ class _ServerFormatter(logging.Formatter):
         if second != self._second:  # a handler formats under its lock: one thread at a time here
             self._second_text = time.strftime(self.default_time_format, self.converter(second))
             self._second = second
-        return self.default_msec_format % (self._second_text, record.msecs)
+        return _MSEC_FORMAT % (self._second_text, record.msecs)
 
 
 def _cancellation_in_one_line(record: logging.LogRecord) -> bool:
@@ -394,7 +397,8 @@ def serve(settings: Settings) -> None:
             log_level=settings.log_level,
             timeout_keep_alive=75,
             server_header=False,
-            http=request_head_protocol(settings.client_header_timeout_seconds),
+            # uvicorn calls what it is given per connection; its annotation asks for a class.
+            http=request_head_protocol(settings.client_header_timeout_seconds),  # type: ignore[arg-type]
             timeout_graceful_shutdown=settings.shutdown_timeout_seconds,
         )
         logger.info(

@@ -16,6 +16,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.json_schema import JsonDict, JsonValue
 
 from hokusai.server.models import ApiKey, Token
 from hokusai.validation import (
@@ -36,8 +37,8 @@ from hokusai.validation import (
 )
 
 # JSON Schema for rules that hokusai.validation enforces; routes document their parameters with them too.
-TOKEN_ID_RULES = {"pattern": TOKEN_ID_PATTERN, "maxLength": TOKEN_ID_MAX_LENGTH}
-OWNER_RULES = {"pattern": OWNER_PATTERN}
+TOKEN_ID_RULES: JsonDict = {"pattern": TOKEN_ID_PATTERN, "maxLength": TOKEN_ID_MAX_LENGTH}
+OWNER_RULES: JsonDict = {"pattern": OWNER_PATTERN}
 
 
 class RequestBody(BaseModel):
@@ -200,7 +201,7 @@ def _json_kind(value: object) -> str:
     return {type(None): "null", list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
 
 
-def _documented(description: str, **rules: object) -> Any:
+def _documented(description: str, **rules: JsonValue) -> Any:
     """A field whose rules are documented in the schema but enforced by `hokusai.validation`, for one message."""
     return Field(description=description, json_schema_extra=rules)
 
@@ -208,7 +209,7 @@ def _documented(description: str, **rules: object) -> Any:
 # Pages of the API's listings (`max_results`): the default and the most one request may ask for.
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
-_METADATA = {"minLength": 1, "maxLength": METADATA_FIELD_MAX_LENGTH}
+_METADATA: JsonDict = {"minLength": 1, "maxLength": METADATA_FIELD_MAX_LENGTH}
 _SOURCES = ("model_uri", "mlflow_run_id")
 
 

@@ -60,7 +60,7 @@ class Settings(BaseSettings):
     client_header_timeout_seconds: float = Field(default=60.0, gt=0)
     client_body_timeout_seconds: float = Field(default=60.0, gt=0)
     client_send_timeout_seconds: float = Field(default=60.0, gt=0)
-    shutdown_timeout_seconds: float = Field(default=30.0, gt=0)
+    shutdown_timeout_seconds: int = Field(default=30, gt=0)  # whole seconds, as uvicorn takes them
 
     upstream_connect_timeout_seconds: float = Field(default=5.0, gt=0)
     upstream_read_timeout_seconds: float = Field(default=600.0, gt=0)
