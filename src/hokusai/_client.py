@@ -16,6 +16,7 @@ import httpx
 
 from hokusai import __version__
 from hokusai.errors import (
+    TRANSIENT_STATUSES,
     HokusaiAPIError,
     HokusaiAuthError,
     HokusaiConflictError,
@@ -56,7 +57,8 @@ LAYER_MLFLOW = "mlflow"
 LAYER_UNKNOWN = "unknown"  # the body was not the Hokusai envelope: a proxy, a load balancer, or a wrong URL
 
 # 408: the API gave up on a request body that stopped arriving; nothing was stored, so sending it again is safe.
-_RETRY_STATUSES = frozenset({408, 502, 503, 504})
+# A rate limit is left to the caller, who can wait out its `retry_after`; the SDK's own retries would add to the load.
+_RETRY_STATUSES = TRANSIENT_STATUSES - {429}
 # Requests that may be sent again after they might have reached the server. DELETE is not among them: a revoked key
 # or a released token answers its repeat with 409 or 404, which would report a success as a failure.
 _IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT"})

@@ -3,7 +3,7 @@
     HokusaiError
     ├── HokusaiValidationError      bad input (also a ValueError): caught before anything is sent, or ...
     ├── HokusaiConfigurationError   missing or contradictory settings (no key, bad flag value)
-    ├── HokusaiConnectionError      the API could not be reached or timed out (``should_retry``)
+    ├── HokusaiConnectionError      the API could not be reached or timed out
     └── HokusaiAPIError             the server answered with an error status
         ├── HokusaiInvalidRequestError  400: ... refused by the server (also a HokusaiValidationError)
         ├── HokusaiAuthError        401: missing, unknown, expired or revoked key
@@ -12,10 +12,12 @@
         ├── HokusaiConflictError    409: e.g. the token is claimed by another model
         └── HokusaiRateLimitError   429 (``retry_after``)
 
-Each API error carries the HTTP ``status``, the server's ``error_code``, the ``layer`` that refused
-(``hokusai-api`` or ``mlflow``), the server's own message, the request id, and a ``hint`` naming the fix. A
-validation error caught before sending has the same attributes: ``error_code`` ``INVALID_PARAMETER_VALUE`` (the
-server's for the same rule), ``layer`` ``sdk``, no ``status`` and no request id.
+Every error says whether the same request may succeed if sent again later (``should_retry``: a connection error, a
+408, 429, 502, 503 or 504; the SDK has already retried those it safely could). Each API error carries the HTTP
+``status``, the server's ``error_code``, the ``layer`` that refused (``hokusai-api`` or ``mlflow``), the server's own
+message, the request id, and a ``hint`` naming the fix. A validation error caught before sending has the same
+attributes: ``error_code`` ``INVALID_PARAMETER_VALUE`` (the server's for the same rule), ``layer`` ``sdk``, no
+``status`` and no request id.
 
 Two warnings: :class:`HokusaiKeyMismatchWarning`, when MLflow in this process will send another key than the SDK's,
 and :class:`HokusaiRegistrationWarning`, for each of a registration's ``warnings``.
@@ -58,6 +60,11 @@ class HokusaiError(Exception):
         self.user_message = message
         self.hint = hint
         super().__init__(self._compose())
+
+    @property
+    def should_retry(self) -> bool:
+        """Whether the same request may succeed if sent again later, unchanged."""
+        return False
 
     def _compose(self) -> str:
         return f"{self.user_message} (HINT: {self.hint})" if self.hint else self.user_message
@@ -110,7 +117,13 @@ class HokusaiConfigurationError(HokusaiError):
 class HokusaiConnectionError(HokusaiError):
     """The Hokusai API could not be reached, or it did not answer in time."""
 
-    should_retry = True
+    @property
+    def should_retry(self) -> bool:
+        return True
+
+
+# Statuses that say "not now" rather than "not this request": a timeout, a rate limit, an unavailable upstream.
+TRANSIENT_STATUSES = frozenset({408, 429, 502, 503, 504})
 
 
 class HokusaiAPIError(HokusaiError):
@@ -132,6 +145,10 @@ class HokusaiAPIError(HokusaiError):
         self.request_id = request_id
         # Named, not super(): in HokusaiInvalidRequestError the next class is HokusaiValidationError.
         HokusaiError.__init__(self, message, hint=hint)
+
+    @property
+    def should_retry(self) -> bool:
+        return self.status in TRANSIENT_STATUSES
 
     def _compose(self) -> str:
         where = f"{self.status} {self.error_code} from {self.layer}"

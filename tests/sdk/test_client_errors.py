@@ -77,6 +77,28 @@ def test_401_is_an_auth_error_with_request_id_and_login_hint() -> None:
     assert exc.user_message == "The API key is revoked."
 
 
+@pytest.mark.parametrize(
+    ("status", "code", "should_retry"),
+    [(400, "INVALID_PARAMETER_VALUE", False), (401, "UNAUTHENTICATED", False), (403, "PERMISSION_DENIED", False),
+     (404, "RESOURCE_DOES_NOT_EXIST", False), (409, "INVALID_STATE", False), (408, "DEADLINE_EXCEEDED", True),
+     (429, "RESOURCE_EXHAUSTED", True), (502, "TEMPORARILY_UNAVAILABLE", True),
+     (503, "TEMPORARILY_UNAVAILABLE", True), (504, "DEADLINE_EXCEEDED", True)],
+)  # fmt: skip
+def test_an_error_says_whether_the_same_request_may_succeed_later(status: int, code: str, should_retry: bool) -> None:
+    # A POST without an idempotency key is sent once: the one answer is the error.
+    assert _fail(error(status, code, "not now, or not this"), "POST").should_retry is should_retry
+
+
+def test_connection_errors_may_succeed_later_and_local_refusals_never() -> None:
+    refused = FakeAPI(httpx.ConnectError("Connection refused"))
+    client = HokusaiClient(KEY, api_url="http://api.test", max_retries=0, transport=refused.transport)
+    with client, pytest.raises(HokusaiConnectionError) as unreachable:
+        client.request("GET", "/api/v1/auth/whoami")
+    assert unreachable.value.should_retry is True
+    assert HokusaiValidationError("token_id", "must not be empty").should_retry is False
+    assert HokusaiConfigurationError("No API key.").should_retry is False
+
+
 def test_403_from_the_api_names_the_missing_scope() -> None:
     exc = _fail(error(403, "PERMISSION_DENIED", "This action requires the 'write' scope."))
     assert type(exc) is HokusaiPermissionError
