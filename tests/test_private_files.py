@@ -77,3 +77,15 @@ def test_the_local_stores_fallback_under_tmp_is_refused_when_someone_else_made_i
 
     with pytest.raises(HokusaiConfigurationError, match="hokusai-mock-alice belongs to another user"):
         local_store_dir()
+
+
+def test_a_directory_of_the_users_own_keeps_its_mode_for_the_sdks_files(tmp_path: Path) -> None:
+    """HOKUSAI_HOME may be a directory the user chose for other things too: its files are private, it is left as is."""
+    home = tmp_path / "project"
+    home.mkdir(mode=0o755)
+    home.chmod(0o755)
+
+    write_private_file(home / "credentials", "[default]\n")
+
+    assert stat.S_IMODE(home.stat().st_mode) == 0o755
+    assert stat.S_IMODE((home / "credentials").stat().st_mode) == 0o600

@@ -18,7 +18,7 @@ from typing import Any
 from filelock import FileLock
 
 from hokusai._paths import home_file, outbox_path
-from hokusai._private_files import ensure_private_dir, write_private_file
+from hokusai._private_files import ensure_own_dir, write_private_file
 from hokusai.errors import HokusaiConfigurationError
 
 __all__ = ["OutboxEntry", "append_entry", "new_entry", "read_entries", "remove_entries"]
@@ -62,7 +62,7 @@ def append_entry(entry: OutboxEntry) -> None:
     path = outbox_path()
     line = json.dumps(asdict(entry), sort_keys=True) + "\n"
     with home_file(path, "write the outbox"):
-        ensure_private_dir(path.parent)
+        ensure_own_dir(path.parent)
         with _lock():
             descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             with os.fdopen(descriptor, "a", encoding="utf-8") as handle:

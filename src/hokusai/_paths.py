@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from hokusai._private_files import ensure_private_dir
+from hokusai._private_files import ensure_own_dir
 from hokusai.errors import HokusaiConfigurationError
 
 __all__ = [
@@ -65,9 +65,9 @@ def local_store_dir() -> Path:
     """The directory of the local MLflow store, created if needed; a per-user temp dir if the home is read-only."""
     preferred = hokusai_home() / "mock"
     try:
-        return ensure_private_dir(preferred)
+        return ensure_own_dir(preferred)
     except OSError as exc:
         # Stable per user, so a second process finds the same store.
         fallback = Path(tempfile.gettempdir()) / f"hokusai-mock-{getpass.getuser()}"
         logger.warning("cannot create %s (%s); using %s for the local store", preferred, exc, fallback)
-        return ensure_private_dir(fallback)
+        return ensure_own_dir(fallback)

@@ -10,25 +10,31 @@ from pathlib import Path
 
 from hokusai.errors import HokusaiConfigurationError
 
-__all__ = ["ensure_private_dir", "write_private_file"]
+__all__ = ["ensure_own_dir", "ensure_private_dir", "write_private_file"]
 
 logger = logging.getLogger(__name__)
 
 
-def ensure_private_dir(path: Path) -> Path:
-    """``path``, a directory only its owner may enter; an existing one that was open to others is closed, and said.
+def ensure_own_dir(path: Path) -> Path:
+    """``path``, a directory of this user's, created only its owner may enter if missing.
 
     One that belongs to another user is refused: whoever owns it could read or replace what is written there (a
-    directory under /tmp may have been made in advance by someone else).
+    directory under /tmp may have been made in advance by someone else). An existing one of the user's keeps its mode:
+    it was their choice, and the files written into it are owner-only.
     """
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    status = path.stat()
-    if status.st_uid != os.getuid():
+    if path.stat().st_uid != os.getuid():
         raise HokusaiConfigurationError(
             f"{path} belongs to another user, who could read or replace what Hokusai writes there.",
             hint="use a directory of your own",
         )
-    mode = stat.S_IMODE(status.st_mode)
+    return path
+
+
+def ensure_private_dir(path: Path) -> Path:
+    """``path`` as `ensure_own_dir` gives it, and closed to others: for the server's data, which is all private (its
+    databases, artifacts and secrets). One that was open to others is closed, and said."""
+    mode = stat.S_IMODE(ensure_own_dir(path).stat().st_mode)
     if mode != 0o700:
         path.chmod(0o700)
         logger.warning("%s was open to others (mode %03o); it is now private to its owner (0700)", path, mode)
@@ -36,13 +42,13 @@ def ensure_private_dir(path: Path) -> Path:
 
 
 def write_private_file(path: Path, text: str) -> None:
-    """Create or replace ``path`` (in a private directory) with owner-only permissions from the first byte on, durably.
+    """Create or replace ``path`` (in a directory of the user's) owner-only from the first byte on, and durably.
 
     The temporary file is always new (a leftover one, or a link planted in its place, is removed, not reused with
     its old mode), is named per process so that two writers never share one, and reaches the disk before it
     replaces ``path``: a crash must leave the old file or the new one, never an empty one.
     """
-    ensure_private_dir(path.parent)
+    ensure_own_dir(path.parent)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with contextlib.suppress(FileNotFoundError):
         temporary.unlink()

@@ -31,8 +31,10 @@ class SyncResult:
     model_name: str
     token_id: str
     status: SyncStatus
-    version: str | None = None
-    reason: str | None = None
+    version: str | None = None  # the platform's
+    reason: str | None = None  # why it failed
+    queued_at: str | None = None  # when it was registered locally, ISO 8601 in UTC
+    local_version: str | None = None  # its version in the local store
 
 
 def sync_outbox(registry: ModelRegistry) -> list[SyncResult]:
@@ -61,16 +63,29 @@ def _kept_elsewhere(registry: ModelRegistry, entry: OutboxEntry) -> SyncResult |
         f"queued with the key {entry.key_prefix}…, which registers as its own owner; sync with that key "
         "(HOKUSAI_API_KEY=<that key> hokusai sync)"
     )
-    return SyncResult(str(entry.request.get("model_name")), str(entry.request.get("token_id")), "failed", reason=reason)
+    return _result(entry, "failed", reason=reason)
 
 
 def _push(registry: ModelRegistry, entry: OutboxEntry) -> SyncResult:
-    model_name, token_id = str(entry.request.get("model_name")), str(entry.request.get("token_id"))
     try:
         model = registry.send_registration(entry.request, entry.idempotency_key)
     except HokusaiError as exc:
-        return SyncResult(model_name, token_id, "failed", reason=_failure_reason(entry, exc))
-    return SyncResult(model_name, token_id, "pushed" if model.created else "already-present", version=model.version)
+        return _result(entry, "failed", reason=_failure_reason(entry, exc))
+    return _result(entry, "pushed" if model.created else "already-present", version=model.version)
+
+
+def _result(
+    entry: OutboxEntry, status: SyncStatus, *, version: str | None = None, reason: str | None = None
+) -> SyncResult:
+    return SyncResult(
+        model_name=str(entry.request.get("model_name")),
+        token_id=str(entry.request.get("token_id")),
+        status=status,
+        version=version,
+        reason=reason,
+        queued_at=entry.queued_at,
+        local_version=entry.local_version,
+    )
 
 
 def _failure_reason(entry: OutboxEntry, exc: HokusaiError) -> str:

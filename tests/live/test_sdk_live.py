@@ -432,7 +432,10 @@ def test_offline_registration_lands_locally_and_sync_pushes_it_once(
 
     assert pushed.returncode == 0, pushed.stdout + pushed.stderr
     [row] = [line for line in pushed.stdout.splitlines() if model_name in line]
-    assert [cell.strip() for cell in row.strip()[1:-1].split("│")] == [model_name, token.upper(), "pushed", "1", ""]
+    queued = entry.queued_at.replace("T", " ").removesuffix("+00:00")
+    assert [cell.strip() for cell in row.strip()[1:-1].split("│")] == [
+        model_name, token.upper(), queued, "pushed", "1 → 1", "",
+    ]  # fmt: skip
     assert (again.returncode, again.stdout.strip()) == (0, "Nothing to sync: the outbox is empty."), again.stderr
     assert not outbox_path().exists()
     monkeypatch.setenv("HOKUSAI_API_URL", platform.url)
@@ -443,7 +446,10 @@ def test_offline_registration_lands_locally_and_sync_pushes_it_once(
         replayed = sync_outbox(online)
         nothing_left = sync_outbox(online)
     assert (on_platform.version, on_platform.run_id, on_platform.source) == ("1", run.run_id, f"models:/{run.model_id}")
-    assert replayed == [SyncResult(model_name, token.upper(), "already-present", version="1")]
+    assert replayed == [
+        SyncResult(model_name, token.upper(), "already-present", version="1", queued_at=entry.queued_at,
+                   local_version="1")
+    ]  # fmt: skip
     assert nothing_left == [] and read_entries() == []
     assert token_holder(platform, token.upper())["owner"] == alice.owner
 

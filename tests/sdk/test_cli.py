@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from hokusai import ModelRegistry, config
 from hokusai._client import HokusaiClient
 from hokusai._credentials import read_credentials, write_credentials
-from hokusai._outbox import append_entry, new_entry
+from hokusai._outbox import append_entry, new_entry, read_entries
 from hokusai._paths import credentials_path
 from hokusai.cli import _errors, auth, keys, models, sync, tokens
 from hokusai.cli._errors import CLI_ERROR_MAPPINGS, DEBUG_HINT, run_cli
@@ -459,6 +459,9 @@ def test_sync(api: FakeAPI, monkeypatch: pytest.MonkeyPatch) -> None:
     outcome = run(["sync"])
     assert outcome.exit_code == 1
     assert "already-present" in outcome.stdout and "failed" in outcome.stdout
+    # When each was queued, and its local version beside the platform's (none for the failure).
+    assert f"{read_entries()[0].queued_at[:10]} " in outcome.stdout
+    assert f"1 → {MODEL['version']}" in outcome.stdout and "2 → -" in outcome.stdout
 
 
 def test_the_mapping_lists_subclasses_before_their_bases() -> None:

@@ -51,8 +51,8 @@ def test_pushes_each_entry_with_its_stored_key_and_empties_the_outbox() -> None:
     api = FakeAPI(_answer("churn", "CHURN", status=201), _answer("fraud", "FRAUD", status=200, version="3"))
     results = sync_outbox(_registry(api))
     assert results == [
-        SyncResult("churn", "CHURN", "pushed", version="7"),
-        SyncResult("fraud", "FRAUD", "already-present", version="3"),
+        SyncResult("churn", "CHURN", "pushed", version="7", queued_at=first.queued_at, local_version="1"),
+        SyncResult("fraud", "FRAUD", "already-present", version="3", queued_at=second.queued_at, local_version="1"),
     ]
     assert [request.headers["Idempotency-Key"] for request in api.requests] == ["key-1", "key-2"]
     assert [json.loads(request.content) for request in api.requests] == [first.request, second.request]

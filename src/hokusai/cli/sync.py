@@ -31,13 +31,14 @@ def sync(api_url: ApiUrlOption = None) -> None:
     if not results:
         out.print("Nothing to sync: the outbox is empty.")
         return
-    table = Table("Model", "Token", "Result", "Version", "Reason")
+    table = Table("Model", "Token", "Queued (UTC)", "Result", "Version (local → platform)", "Reason")
     for result in results:
         table.add_row(
             result.model_name,
             result.token_id,
+            (result.queued_at or "-").replace("T", " ").removesuffix("+00:00"),
             result.status,
-            result.version or "-",
+            f"{result.local_version or '-'} → {result.version or '-'}",
             result.reason or "",
             style=_STYLES[result.status],
         )
