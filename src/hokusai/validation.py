@@ -76,11 +76,11 @@ VERSION_PATTERN = f"^(?:{_VERSION_NUMBER_RE.pattern}|{LATEST_VERSION})$"
 NO_CONTROL_CHARS_PATTERN = f"^[^{_CONTROL_CHARS}]+$"
 
 
-def unpaired_surrogate_at(value: object, where: str = "") -> str | None:
+def unpaired_surrogate_at(value: object) -> str | None:
     """Where JSON `value` holds text with an unpaired UTF-16 surrogate, as a dotted path (a key's own surrogates shown
     escaped); `None` when nowhere. `"\\ud800"` is valid JSON but not Unicode: no database or UTF-8 body takes it."""
     # A stack, not recursion: JSON nested a thousand deep must be a 400, not Python's RecursionError (a 500).
-    pending: list[tuple[str, object]] = [(where, value)]
+    pending: list[tuple[str, object]] = [("", value)]
     while pending:
         path, item = pending.pop()
         if isinstance(item, str):

@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from hokusai.errors import HokusaiValidationError
 from hokusai.server.db import Database
+from hokusai.server.mlflow_rest import page_token_not_issued
 from hokusai.server.models import AuditEvent
 from hokusai.server.schemas import AuditEventInfo, AuditEventList
 
@@ -66,11 +67,11 @@ def _decode_page_token(page_token: str) -> int:
     try:
         text = base64.urlsafe_b64decode(page_token.encode("ascii")).decode("ascii")
     except (ValueError, binascii.Error, UnicodeError) as exc:
-        raise HokusaiValidationError("page_token", "is not a page token this API issued") from exc
+        raise page_token_not_issued() from exc
     # Both drivers bind the id as a 64-bit integer (the column itself is 32-bit on PostgreSQL, 64-bit on SQLite), so
     # a larger one failed in the query with a 500.
     if _PAGE_TOKEN.fullmatch(text) is None or int(text) > _MAX_EVENT_ID:
-        raise HokusaiValidationError("page_token", "is not a page token this API issued")
+        raise page_token_not_issued()
     return int(text)
 
 

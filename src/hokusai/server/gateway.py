@@ -46,6 +46,7 @@ from hokusai.server.errors import (
     mlflow_unavailable,
 )
 from hokusai.server.keys import Principal
+from hokusai.server.middleware.request_id import REQUEST_ID_HEADER
 from hokusai.server.mlflow_rest import provisioning_errors
 from hokusai.server.paths import (
     Access,
@@ -66,6 +67,7 @@ from hokusai.server.relay import (
     client_answer,
 )
 from hokusai.server.request_bodies import (
+    BODY_READ,
     GUARDED_CALLS,
     REWRITTEN_BODY_LIMIT,
     guarded_body,
@@ -99,7 +101,7 @@ _STRIPPED_REQUEST = HOP_BY_HOP | {
     "x-real-ip",
     "via",
     "x-mlflow-authorization",
-    "x-request-id",
+    REQUEST_ID_HEADER,
 }
 # uvicorn's h11 limit only applies while a head is incomplete, so a 64 KB header arriving in one read was relayed
 # to MLflow. The stock client sends ~10 small headers; a browser on the UI, cookies included, stays far below these.
@@ -131,7 +133,7 @@ class MlflowGateway:
             response = await self._handle(request)
         except ApiError as exc:
             headers = dict(exc.headers)
-            if declares_body(scope["headers"]) and not scope.get("hokusai.body_read"):
+            if declares_body(scope["headers"]) and not scope.get(BODY_READ):
                 # Refused (or MLflow died) before the body was read: close, so the client learns now instead of
                 # uploading the rest for nothing (clients send the whole body before reading the answer, and
                 # uvicorn would drain it to keep the connection alive).
@@ -386,7 +388,7 @@ class MlflowGateway:
             raise mlflow_unavailable() from exc
         if routed.decoded in _RENAME_CALLS and response.status == 200 and principal is not None:
             await self._follow_rename(request, principal, body)
-        body_unread = isinstance(body, StreamedBody) and not request.scope.get("hokusai.body_read")
+        body_unread = isinstance(body, StreamedBody) and not request.scope.get(BODY_READ)
         relay = await client_answer(
             response,
             request.method,
@@ -522,7 +524,7 @@ class StreamedBody:
                 self._handed_at = loop.time()
                 yield chunk
                 self._handed_at = None
-        self._request.scope["hokusai.body_read"] = True
+        self._request.scope[BODY_READ] = True
 
     async def within_write_timeout(self, sending: Awaitable[_T], timeout: float) -> _T:
         """Await `sending`; a 504 once one chunk has waited `timeout` seconds for MLflow to take it."""

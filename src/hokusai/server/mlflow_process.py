@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 AUTH_FUNCTION = "hokusai.mlflow_auth:authenticate_request"
 _STOP_GRACE_SECONDS = 10.0
 _RESTART_BACKOFF_SECONDS = (1.0, 2.0, 5.0, 10.0)
+_LOG_TAIL_LINES = 20  # of MLflow's log, quoted when it fails to start or exits
 _PR_SET_PDEATHSIG = 1
 
 
@@ -204,9 +205,9 @@ class EmbeddedMlflow:
             f"\n{self.log_tail()}"
         )
 
-    def log_tail(self, lines: int = 20) -> str:
+    def log_tail(self) -> str:
         try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-_LOG_TAIL_LINES:])
         except OSError:
             return "(no MLflow log)"
 

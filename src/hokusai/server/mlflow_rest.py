@@ -183,12 +183,12 @@ def decoded_page_token(page_token: str) -> dict[str, Any]:
     try:
         parsed = json.loads(base64.b64decode(page_token.encode("ascii"), validate=True))
     except (ValueError, binascii.Error, UnicodeError, RecursionError) as exc:  # 2 KiB of `[` pass the length check
-        raise _not_issued() from exc
+        raise page_token_not_issued() from exc
     if not isinstance(parsed, dict):
-        raise _not_issued()
+        raise page_token_not_issued()
     offset = parsed.get("offset")
     if offset is not None and not _is_offset(offset):
-        raise _not_issued()
+        raise page_token_not_issued()
     return parsed
 
 
@@ -199,7 +199,7 @@ def encoded_page_token(fields: Mapping[str, object]) -> str:
 def checked_page_token(page_token: str) -> str:
     """Pass on only tokens shaped like MLflow's own (base64 JSON `{"offset": n}`): MLflow answers 500 to others."""
     if decoded_page_token(page_token).get("offset") is None:
-        raise _not_issued()
+        raise page_token_not_issued()
     return page_token
 
 
@@ -207,5 +207,5 @@ def _is_offset(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= _MAX_OFFSET
 
 
-def _not_issued() -> HokusaiValidationError:
+def page_token_not_issued() -> HokusaiValidationError:
     return HokusaiValidationError("page_token", "is not a page token this API issued")

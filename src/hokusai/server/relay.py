@@ -26,6 +26,7 @@ from hokusai.server.errors import (
     service_account_refused,
 )
 from hokusai.server.keys import Principal
+from hokusai.server.middleware.request_id import REQUEST_ID_HEADER
 from hokusai.server.paths import Access, RoutedPath
 
 logger = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ HOP_BY_HOP = frozenset(
 # uvicorn writes its own Date ahead of the app's headers, and the API its own X-Request-ID (middleware.request_id):
 # relaying MLflow's too would send two.
 _STRIPPED_RESPONSE = frozenset(
-    name.encode() for name in HOP_BY_HOP | {"set-cookie", "www-authenticate", "date", "x-request-id"}
+    name.encode() for name in HOP_BY_HOP | {"set-cookie", "www-authenticate", "date", REQUEST_ID_HEADER}
 )
 _VIA = (b"via", b"1.1 hokusai")
 _ERROR_BODY_LIMIT = 64 * 1024

@@ -19,6 +19,8 @@ _TOO_DEEP = "The request body nests JSON too deeply to be read (MLflow's calls t
 
 Refusal = Callable[[dict[str, Any]], str | None]
 
+BODY_READ = "hokusai.body_read"  # in an ASGI scope: the request's body was read whole, nothing is left to drain
+
 
 def _baseline_name_refused(field: str) -> Refusal:
     """Refuse naming a registered model under the baselines' prefix, held in `field`.
@@ -221,5 +223,5 @@ async def read_limited(request: Request, limit: int) -> bytes:
             raise ApiError(
                 413, f"Request body larger than {limit} bytes for this endpoint.", error_code="INVALID_PARAMETER_VALUE"
             )
-    request.scope["hokusai.body_read"] = True
+    request.scope[BODY_READ] = True
     return b"".join(chunks)  # one copy (none for a body that came in one piece), where a bytearray made two

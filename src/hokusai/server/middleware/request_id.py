@@ -18,6 +18,8 @@ from hokusai._printable import printable
 access_logger = logging.getLogger("hokusai.access")
 _CLIENT_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 ACTOR_STATE = "actor"  # set in the request's state by the key check
+REQUEST_ID_HEADER = "x-request-id"
+_REQUEST_ID_HEADER = REQUEST_ID_HEADER.encode()
 
 
 class RequestIdMiddleware:
@@ -30,7 +32,7 @@ class RequestIdMiddleware:
             return
         request_id = self._request_id(scope)
         scope.setdefault("state", {})["request_id"] = request_id
-        id_header = (b"x-request-id", request_id.encode())
+        id_header = (_REQUEST_ID_HEADER, request_id.encode())
         started = time.perf_counter()
         status = 0
 
@@ -59,7 +61,7 @@ class RequestIdMiddleware:
     @staticmethod
     def _request_id(scope: Scope) -> str:
         for name, value in scope["headers"]:
-            if name == b"x-request-id":
+            if name == _REQUEST_ID_HEADER:
                 candidate = value.decode("latin-1")
                 if _CLIENT_ID.fullmatch(candidate):
                     return candidate
