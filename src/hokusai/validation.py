@@ -17,6 +17,9 @@ from hokusai._printable import unprintable
 from hokusai.errors import HokusaiValidationError
 
 KEY_PREFIX = "hk_live_"  # how every Hokusai API key starts
+KEY_MIN_RANDOM_LENGTH = 32  # letters and digits after the prefix (keys are issued with 40)
+KEY_MAX_LENGTH = 128
+_KEY_SHAPE_RE = re.compile(rf"{KEY_PREFIX}[A-Za-z0-9]{{{KEY_MIN_RANDOM_LENGTH},{KEY_MAX_LENGTH - len(KEY_PREFIX)}}}")
 _KEY_SHOWN_LENGTH = len(KEY_PREFIX) + 4  # enough to tell one's keys apart, far too little to help guess one
 KEY_MAX_LIFETIME_DAYS = 3650  # the longest `expires_in_days` a new key may ask for
 TOKEN_ID_MAX_LENGTH = 64
@@ -63,6 +66,7 @@ _RUN_ID_RE = re.compile(r"[a-zA-Z0-9][\w\-]{0,255}")  # MLflow's own run id patt
 GENERATED_RUN_ID_RE = re.compile(r"[0-9a-f]{32}")  # what MLflow's stores generate (uuid4 hex)
 _MODEL_TYPE_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_-]{0,63}")  # stored lower-cased
 _RUNS_URI_RE = re.compile(r"(?i:runs):/(?P<run_id>[^/]+)(?:/(?P<path>.*))?")
+_AUDIT_ACTION_RE = re.compile(r"[a-z][a-z0-9_.]{0,63}")  # e.g. token.claim
 _CONTROL_CHARS = r"\x00-\x1f\x7f"  # a character class's body
 _CONTROL_CHARS_RE = re.compile(f"[{_CONTROL_CHARS}]")
 _VERSION_NUMBER_RE = re.compile(r"[1-9][0-9]{0,17}")
@@ -72,6 +76,7 @@ TOKEN_ID_PATTERN = f"^{_TOKEN_ID_RE.pattern}$"
 METRIC_NAME_PATTERN = f"^{_METRIC_NAME_RE.pattern}$"
 RUN_ID_PATTERN = f"^{_RUN_ID_RE.pattern}$"
 MODEL_TYPE_PATTERN = f"^{_MODEL_TYPE_RE.pattern}$"
+AUDIT_ACTION_PATTERN = f"^{_AUDIT_ACTION_RE.pattern}$"
 VERSION_PATTERN = f"^(?:{_VERSION_NUMBER_RE.pattern}|{LATEST_VERSION})$"
 NO_CONTROL_CHARS_PATTERN = f"^[^{_CONTROL_CHARS}]+$"
 
@@ -196,9 +201,28 @@ def validate_baseline_value(baseline_value: object) -> float:
     return value
 
 
+def looks_like_key(candidate: str) -> bool:
+    """A cheap shape check, so garbage never reaches the database."""
+    return len(candidate) <= KEY_MAX_LENGTH and _KEY_SHAPE_RE.fullmatch(candidate) is not None
+
+
 def key_prefix(key: str) -> str:
     """The displayable start of a key, e.g. ``hk_live_AbCd``: what the server stores and lists, and the SDK shows."""
     return key[:_KEY_SHOWN_LENGTH]
+
+
+def validate_audit_action(action: str) -> str:
+    if _AUDIT_ACTION_RE.fullmatch(action) is None:
+        raise HokusaiValidationError("action", "must look like 'token.claim' (lower-case letters, digits, '.', '_')")
+    return action
+
+
+def tag_value_problem(key: str, value: object) -> str | None:
+    """What is wrong with a tag's value, or `None`: tags hold text, and numbers and booleans stored as text."""
+    if isinstance(value, str | numbers.Number):  # bools and numpy's numbers are numbers
+        return None
+    kind = {type(None): "null", list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
+    return f"the value of '{key}' must be a string, a number or a boolean, not {kind}"
 
 
 def holds_control_character(text: str) -> bool:
@@ -458,8 +482,9 @@ def validate_user_tags(tags: Mapping[str, object] | None) -> dict[str, str]:
             raise HokusaiValidationError("tags", f"'{key}' is reserved for Hokusai and cannot be set directly")
         if key == MLFLOW_USER_TAG:
             raise HokusaiValidationError("tags", f"'{key}' names who acted, which MLflow records itself")
-        if not isinstance(value, str | numbers.Number):  # bools and numpy's numbers are numbers
-            raise HokusaiValidationError("tags", f"the value of '{key}' must be a string, a number or a bool")
+        problem = tag_value_problem(key, value)
+        if problem is not None:
+            raise HokusaiValidationError("tags", problem)
         text = str(value)
         if len(text) > TAG_VALUE_MAX_LENGTH:
             raise HokusaiValidationError("tags", f"the value of '{key}' exceeds {TAG_VALUE_MAX_LENGTH} characters")

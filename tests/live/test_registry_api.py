@@ -594,7 +594,7 @@ def test_malformed_json_and_bad_queries_are_400(as_alice: httpx.Client, as_admin
     # One line naming the tag, not one per type a tag may have (str, int, float, bool).
     assert (
         null_tag.json()["message"]
-        == "Invalid request: tags: tag 'team' must be a string, a number or a boolean, not null"
+        == "Invalid request: tags: the value of 'team' must be a string, a number or a boolean, not null"
     )
     assert null_tag.json()["field"] == "tags"
     assert twice.json()["message"] == "token_id: is given more than once; give it once"
@@ -612,7 +612,7 @@ def test_malformed_json_and_bad_queries_are_400(as_alice: httpx.Client, as_admin
     [
         # Parsed, then refused by the body checks: nesting some hundreds deep reached Python's recursion limit in
         # them, a 500 (security review).
-        (900, "Invalid request: tags: tag 'team' must be a string, a number or a boolean, not a list"),
+        (900, "Invalid request: tags: the value of 'team' must be a string, a number or a boolean, not a list"),
         # Beyond what the JSON parser itself takes: its failure is a 400 in the envelope, never a 500.
         (100_000, "The request body could not be read as JSON: it is not UTF-8, nests too deeply"),
     ],

@@ -29,10 +29,9 @@ from hokusai.server.keys import (
     KeyRejected,
     KeyStore,
     generate_key,
-    looks_like_key,
 )
 from hokusai.server.models import ApiKey, utcnow
-from hokusai.validation import parse_scopes
+from hokusai.validation import looks_like_key, parse_scopes
 
 PEPPER = b"test-pepper"
 

@@ -8,7 +8,7 @@ import binascii
 from starlette.datastructures import Headers, QueryParams
 
 from hokusai.server.errors import ApiError
-from hokusai.server.keys import KEY_MAX_LENGTH, KEY_PREFIX
+from hokusai.validation import KEY_MAX_LENGTH, KEY_PREFIX
 
 # Keys in URLs end up in access logs, proxies and browser history, so they are refused outright: under a
 # credential-like parameter name, or anywhere a Hokusai key shows up in a name or a value. Bare `key` and `token`

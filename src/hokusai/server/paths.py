@@ -10,6 +10,8 @@ from urllib.parse import unquote
 
 from starlette.datastructures import QueryParams
 
+from hokusai.validation import holds_control_character
+
 
 class Access(Enum):
     PUBLIC = "public"
@@ -43,9 +45,9 @@ _ESCAPES = (
 )
 
 
-# The families an MLflow 3.17 client and its web UI use (mlflow-facts.md section 6); nothing else is forwarded. Of the
-# UI's jobs, only search, get and cancel: a job's submission (`POST /ajax-api/3.0/jobs/`) takes its parameters (a
-# username, experiment and trace ids) from the client and runs them as MLflow, past its per-user permissions.
+# The families an MLflow 3.17 client and its web UI use (docs/architecture.md, step 3); nothing else is forwarded.
+# Of the UI's jobs, only search, get and cancel: a job's submission (`POST /ajax-api/3.0/jobs/`) takes its parameters
+# (a username, experiment and trace ids) from the client and runs them as MLflow, past its per-user permissions.
 _FAMILIES = re.compile(
     r"""/api/(?:2\.0|3\.0)/mlflow/.+
       | /ajax-api/(?:2\.0|3\.0)/mlflow/.+
@@ -88,7 +90,6 @@ _POST_READS = re.compile(
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _ARTIFACTS = re.compile(r"/(?:ajax-)?api/2\.0/mlflow-artifacts/")
 _HASH = "Invalid path: MLflow refuses an artifact path that contains '#', or an escape of it such as %23"
-_FORBIDDEN_CHARS = re.compile(r"[\x00-\x1f\x7f\\]")
 # A `%` that does not start a two-hex-digit escape is not a valid URI path (RFC 3986); it is refused, not forwarded.
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 # MLflow's own path check (`mlflow.utils.uri._decode`) unquotes until the value stops changing, so `%252e%252e`
@@ -113,12 +114,12 @@ def _escapes(value: str) -> bool:
     # Still changing after several rounds is nested encoding, never produced by a real client. Encoded separators
     # and dot segments are how a path escapes its family; none is legitimate here.
     return not settled or any(
-        step in (".", "..") or "/" in step or _FORBIDDEN_CHARS.search(step) is not None for step in seen
+        step in (".", "..") or "/" in step or "\\" in step or holds_control_character(step) for step in seen
     )
 
 
 def _decode_segments(raw: str) -> str:
-    if not raw.startswith("/") or _FORBIDDEN_CHARS.search(raw) or "//" in raw or _BAD_ESCAPE.search(raw):
+    if not raw.startswith("/") or "\\" in raw or holds_control_character(raw) or "//" in raw or _BAD_ESCAPE.search(raw):
         raise PathInvalid(_MALFORMED)
     segments = raw.split("/")[1:]
     decoded = []

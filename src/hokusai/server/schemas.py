@@ -33,6 +33,7 @@ from hokusai.validation import (
     SCOPES,
     TOKEN_ID_MAX_LENGTH,
     TOKEN_ID_PATTERN,
+    tag_value_problem,
     unpaired_surrogate_at,
 )
 
@@ -197,10 +198,6 @@ def with_key_security(schema: dict[str, Any]) -> dict[str, Any]:
 TagValue = StrictStr | StrictInt | StrictFloat | StrictBool
 
 
-def _json_kind(value: object) -> str:
-    return {type(None): "null", list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
-
-
 def _documented(description: str, **rules: JsonValue) -> Any:
     """A field whose rules are documented in the schema but enforced by `hokusai.validation`, for one message."""
     return Field(description=description, json_schema_extra=rules)
@@ -245,8 +242,9 @@ class TokenizedModelCreate(RequestBody):
     def _tag_values_are_scalars(cls, tags: object) -> object:
         # One message for a bad tag, where pydantic gives one per member of TagValue (str, int, float, bool).
         for key, value in tags.items() if isinstance(tags, dict) else ():
-            if not isinstance(value, str | int | float):  # bool is an int
-                raise ValueError(f"tag {key!r} must be a string, a number or a boolean, not {_json_kind(value)}")
+            problem = tag_value_problem(str(key), value)
+            if problem is not None:
+                raise ValueError(problem)
         return tags
 
     eval_spec: StrictStr | None = Field(default=None, json_schema_extra=_METADATA)

@@ -31,13 +31,14 @@ from hokusai.server.middleware.request_id import ACTOR_STATE
 from hokusai.server.secrets import PlatformSecrets
 from hokusai.server.settings import Settings
 from hokusai.server.upstream import Upstream
+from hokusai.validation import KEY_MIN_RANDOM_LENGTH, KEY_PREFIX
 
 logger = logging.getLogger(__name__)
 
 _REJECTION_MESSAGES = {
     REASON_MALFORMED: (
-        "The API key is malformed: Hokusai keys are `hk_live_` followed by at least 32 letters and digits. "
-        "Check that it was copied whole, without quotes or spaces."
+        f"The API key is malformed: Hokusai keys are `{KEY_PREFIX}` followed by at least {KEY_MIN_RANDOM_LENGTH} "
+        "letters and digits. Check that it was copied whole, without quotes or spaces."
     ),
     REASON_REVOKED: "This API key was revoked. Ask an admin for a new key.",
     REASON_ROTATED: "This API key was revoked when it was rotated: use the key that replaced it (shown once).",

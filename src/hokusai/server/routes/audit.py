@@ -2,37 +2,28 @@
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
 from starlette.concurrency import run_in_threadpool
 
-from hokusai.errors import HokusaiValidationError
 from hokusai.server.audit_query import list_audit_events
 from hokusai.server.deps import AdminDep, StateDep
 from hokusai.server.schemas import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, OWNER_RULES, AuditEventList, error_responses
-from hokusai.validation import OFFLINE_ACTOR, validate_owner
+from hokusai.validation import AUDIT_ACTION_PATTERN, OFFLINE_ACTOR, validate_audit_action, validate_owner
 
 router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
 
-_ACTION = re.compile(r"[a-z][a-z0-9_.]{0,63}")
 ActorQuery = Annotated[str | None, Query(description="An account name", json_schema_extra=OWNER_RULES)]
 ActionQuery = Annotated[
-    str | None, Query(description="e.g. `token.claim`", json_schema_extra={"pattern": f"^{_ACTION.pattern}$"})
+    str | None, Query(description="e.g. `token.claim`", json_schema_extra={"pattern": AUDIT_ACTION_PATTERN})
 ]
 
 
 def _actor(actor: str) -> str:
     """Actors are account names (the owner rule applies, reported under this parameter's name), or `offline-cli`."""
     return actor if actor == OFFLINE_ACTOR else validate_owner(actor, "actor")
-
-
-def _action(action: str) -> str:
-    if _ACTION.fullmatch(action) is None:
-        raise HokusaiValidationError("action", "must look like 'token.claim' (lower-case letters, digits, '.', '_')")
-    return action
 
 
 @router.get("", response_model=AuditEventList, responses=error_responses())
@@ -51,7 +42,7 @@ async def read_audit_events(
         list_audit_events,
         state.database,
         actor=_actor(actor) if actor is not None else None,
-        action=_action(action) if action is not None else None,
+        action=validate_audit_action(action) if action is not None else None,
         since=since,
         until=until,
         page_token=page_token,
