@@ -16,6 +16,7 @@ import httpx
 
 from hokusai import __version__
 from hokusai.errors import (
+    LAYER_MLFLOW,
     TRANSIENT_STATUSES,
     HokusaiAPIError,
     HokusaiAuthError,
@@ -53,7 +54,6 @@ REQUEST_ID_HEADER = "X-Request-ID"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 WHOAMI_PATH = "/api/v1/auth/whoami"
 TOKEN_ALREADY_CLAIMED = "TOKEN_ALREADY_CLAIMED"
-LAYER_MLFLOW = "mlflow"
 LAYER_UNKNOWN = "unknown"  # the body was not the Hokusai envelope: a proxy, a load balancer, or a wrong URL
 
 # 408: the API gave up on a request body that stopped arriving; nothing was stored, so sending it again is safe.

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from hokusai._client import TOKEN_ALREADY_CLAIMED, api_error
 from hokusai._paths import local_store_dir
-from hokusai.errors import HokusaiAPIError
+from hokusai.errors import LAYER_LOCAL, HokusaiAPIError
 from hokusai.models import BaselineEntry, RegistrationRequest, TokenizedModel
 from hokusai.validation import (
     BASELINE_MODELS_FILTER,
@@ -48,9 +48,8 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
 
-__all__ = ["LAYER_LOCAL", "LocalRegistry", "local_tracking_uri"]
+__all__ = ["LocalRegistry", "local_tracking_uri"]
 
-LAYER_LOCAL = "local"
 _PAGE_SIZE = 1000
 
 

@@ -28,6 +28,10 @@ from __future__ import annotations
 from typing import Self
 
 __all__ = [
+    "LAYER_API",
+    "LAYER_LOCAL",
+    "LAYER_MLFLOW",
+    "LAYER_SDK",
     "HokusaiAPIError",
     "HokusaiAuthError",
     "HokusaiConfigurationError",
@@ -42,6 +46,18 @@ __all__ = [
     "HokusaiRegistrationWarning",
     "HokusaiValidationError",
 ]
+
+
+# Which part of the platform answered: the `layer` of the server's error envelope and of every error here.
+LAYER_API = "hokusai-api"
+LAYER_MLFLOW = "mlflow"  # MLflow itself, through the gateway, or refusing the API's own call
+LAYER_SDK = "sdk"  # a rule of hokusai.validation, checked before anything was sent
+LAYER_LOCAL = "local"  # the local store of mock mode and the offline fallback
+
+
+def error_envelope(error_code: str, message: str, layer: str) -> dict[str, str]:
+    """The JSON body of every error the platform answers, and what `HokusaiAPIError` is read back from."""
+    return {"error_code": error_code, "message": message, "layer": layer}
 
 
 class HokusaiError(Exception):
@@ -89,7 +105,7 @@ class HokusaiValidationError(HokusaiError, ValueError):
     field: str | None  # always set by a local check; a server's 400 may name none
     # As the server's 400 for the same rule has them, so that one `except` clause can test either the same way.
     error_code: str | None = "INVALID_PARAMETER_VALUE"
-    layer: str | None = "sdk"
+    layer: str | None = LAYER_SDK
 
     def __init__(self, field: str, message: str) -> None:
         self.field = field

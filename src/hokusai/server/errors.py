@@ -15,11 +15,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from hokusai._printable import printable
-from hokusai.errors import HokusaiValidationError
+from hokusai.errors import LAYER_API, HokusaiValidationError, error_envelope
 from hokusai.validation import holds_control_character
-
-LAYER_API = "hokusai-api"
-LAYER_MLFLOW = "mlflow"
 
 logger = logging.getLogger(__name__)
 
@@ -182,7 +179,7 @@ def error_response(
     field: str | None = None,
 ) -> JSONResponse:
     """The common envelope; `field` names the input field a 400 is about, when one is."""
-    body = {"error_code": error_code or error_code_for_status(status), "message": message, "layer": layer}
+    body = error_envelope(error_code or error_code_for_status(status), message, layer)
     if field is not None:
         body["field"] = field
     response = JSONResponse(body, status_code=status, headers=headers)

@@ -14,9 +14,8 @@ from typing import Any
 
 import httpx
 
-from hokusai.errors import HokusaiValidationError
+from hokusai.errors import LAYER_MLFLOW, HokusaiValidationError
 from hokusai.server.errors import (
-    LAYER_MLFLOW,
     ApiError,
     error_code_for_status,
     mlflow_call_failed,

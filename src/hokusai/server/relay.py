@@ -16,8 +16,8 @@ from starlette.responses import StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hokusai._printable import printable
+from hokusai.errors import LAYER_MLFLOW, error_envelope
 from hokusai.server.errors import (
-    LAYER_MLFLOW,
     error_code_for_status,
     mlflow_refused_the_apis_credentials,
     mlflow_timed_out,
@@ -258,11 +258,7 @@ async def _relay_error(
         text = readable_error_text(body, response.headers.get("content-type"))
         if status == 403 and text == _MLFLOW_REFUSAL and principal is not None:
             text = _refusal_explained(principal.owner, routed, identity_mode)
-        payload = {
-            "error_code": error_code_for_status(status),
-            "message": text or "MLflow refused.",
-            "layer": LAYER_MLFLOW,
-        }
+        payload = error_envelope(error_code_for_status(status), text or "MLflow refused.", LAYER_MLFLOW)
     return _enveloped(status, headers, payload)
 
 
@@ -284,11 +280,7 @@ def _credentials_refused(
     """
     logger.warning("MLflow answered 401 to the gateway: it refuses the API's credentials (GET /ready)")
     response.release()
-    payload = {
-        "error_code": "UNAUTHENTICATED",
-        "message": mlflow_refused_the_apis_credentials(identity_mode),
-        "layer": LAYER_MLFLOW,
-    }
+    payload = error_envelope("UNAUTHENTICATED", mlflow_refused_the_apis_credentials(identity_mode), LAYER_MLFLOW)
     return _enveloped(401, headers, payload)
 
 

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from hokusai.server.errors import LAYER_MLFLOW, ApiError
+from hokusai.errors import LAYER_MLFLOW
+from hokusai.server.errors import ApiError
 from hokusai.server.keys import Principal
 from hokusai.server.mlflow_rest import call_as, filter_equals, filter_in
 from hokusai.server.registry.versions import MODEL_VERSIONS_GET, Source, latest_version

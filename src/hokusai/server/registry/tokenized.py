@@ -10,10 +10,10 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
-from hokusai.errors import HokusaiValidationError
+from hokusai.errors import LAYER_MLFLOW, HokusaiValidationError
 from hokusai.server.audit import AuditLog, Caller, audit_event
 from hokusai.server.db import Database
-from hokusai.server.errors import LAYER_MLFLOW, ApiError
+from hokusai.server.errors import ApiError
 from hokusai.server.keys import Principal
 from hokusai.server.locks import shared_lock
 from hokusai.server.mlflow_rest import call_as, ensure_account

@@ -7,9 +7,10 @@ import logging
 import httpx
 from starlette.concurrency import run_in_threadpool
 
+from hokusai.errors import LAYER_MLFLOW
 from hokusai.server.audit import AuditLog, Caller, audit_event
 from hokusai.server.db import Database
-from hokusai.server.errors import LAYER_MLFLOW, ApiError, mlflow_call_failed
+from hokusai.server.errors import ApiError, mlflow_call_failed
 from hokusai.server.keys import KeyStore, Principal
 from hokusai.server.locks import shared_lock
 from hokusai.server.mlflow_rest import call_as
