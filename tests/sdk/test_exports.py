@@ -36,9 +36,15 @@ def test_all_is_the_sorted_public_surface() -> None:
 
 
 def test_every_error_class_is_exported() -> None:
-    assert set(hokusai.errors.__all__) <= set(hokusai.__all__)
-    for name in hokusai.errors.__all__:
+    classes = {name for name in hokusai.errors.__all__ if isinstance(getattr(hokusai.errors, name), type)}
+    assert classes <= set(hokusai.__all__)
+    for name in classes:
         assert getattr(hokusai, name) is getattr(hokusai.errors, name)
+
+
+def test_the_layer_names_an_error_may_carry_are_in_hokusai_errors() -> None:
+    layers = {name: getattr(hokusai.errors, name) for name in hokusai.errors.__all__ if name.startswith("LAYER_")}
+    assert layers == {"LAYER_API": "hokusai-api", "LAYER_LOCAL": "local", "LAYER_MLFLOW": "mlflow", "LAYER_SDK": "sdk"}
 
 
 @pytest.mark.parametrize("name", EXPECTED)
