@@ -35,6 +35,7 @@ from hokusai.errors import (
 )
 from hokusai.models import BaselineEntry, RegistrationRequest, TokenizedModel
 from hokusai.validation import (
+    DEFAULT_PAGE_SIZE,
     normalize_model_type,
     normalize_token_id,
     run_model_uri,
@@ -49,7 +50,6 @@ __all__ = ["ModelRegistry"]
 
 TOKENIZED_PATH = "/api/v1/models/tokenized"
 BASELINE_PATH = "/api/v1/models/baseline"
-PAGE_SIZE = 100
 
 logger = logging.getLogger(__name__)
 
@@ -315,7 +315,7 @@ def _all_pages(
     client: HokusaiClient, path: str, filters: dict[str, str], field: str, model: type[ModelT]
 ) -> list[ModelT]:
     """Every item of a paged listing: `field` of each page, followed by its `next_page_token`."""
-    params: dict[str, str | int] = {"max_results": PAGE_SIZE, **filters}
+    params: dict[str, str | int] = {"max_results": DEFAULT_PAGE_SIZE, **filters}
     items: list[ModelT] = []
     while True:
         response = client.request("GET", path, params=params)

@@ -21,6 +21,9 @@ KEY_MIN_RANDOM_LENGTH = 32  # letters and digits after the prefix (keys are issu
 KEY_MAX_LENGTH = 128
 _KEY_SHAPE_RE = re.compile(rf"{KEY_PREFIX}[A-Za-z0-9]{{{KEY_MIN_RANDOM_LENGTH},{KEY_MAX_LENGTH - len(KEY_PREFIX)}}}")
 _KEY_SHOWN_LENGTH = len(KEY_PREFIX) + 4  # enough to tell one's keys apart, far too little to help guess one
+# Pages of the API's listings (`max_results`): the default and the most one request may ask for.
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
 KEY_MAX_LIFETIME_DAYS = 3650  # the longest `expires_in_days` a new key may ask for
 TOKEN_ID_MAX_LENGTH = 64
 METRIC_NAME_MAX_LENGTH = 250  # MLflow's limit for metric keys

@@ -16,11 +16,11 @@ from hokusai._printable import printable
 from hokusai.cli._api import ApiUrlOption, call_api
 from hokusai.cli._errors import options_for_fields
 from hokusai.cli._output import JsonOption, console, print_json_lines
+from hokusai.validation import MAX_PAGE_SIZE
 
 __all__ = ["register"]
 
 AUDIT_PATH = "/api/v1/audit"
-_MAX_PAGE = 1000  # the API's largest page
 
 Event = dict[str, Any]
 
@@ -63,7 +63,7 @@ def _fetch(params: dict[str, Any], limit: int, api_url: str | None) -> list[Even
     events: list[Event] = []
     page_token = None
     while len(events) < limit:
-        query = {**params, "max_results": min(limit - len(events), _MAX_PAGE), "page_token": page_token}
+        query = {**params, "max_results": min(limit - len(events), MAX_PAGE_SIZE), "page_token": page_token}
         page = call_api("GET", AUDIT_PATH, api_url, params={k: v for k, v in query.items() if v is not None})
         events.extend(page["events"])
         page_token = page.get("next_page_token")

@@ -203,9 +203,6 @@ def _documented(description: str, **rules: JsonValue) -> Any:
     return Field(description=description, json_schema_extra=rules)
 
 
-# Pages of the API's listings (`max_results`): the default and the most one request may ask for.
-DEFAULT_PAGE_SIZE = 100
-MAX_PAGE_SIZE = 1000
 _METADATA: JsonDict = {"minLength": 1, "maxLength": METADATA_FIELD_MAX_LENGTH}
 _SOURCES = ("model_uri", "mlflow_run_id")
 

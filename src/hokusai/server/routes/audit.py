@@ -10,8 +10,15 @@ from starlette.concurrency import run_in_threadpool
 
 from hokusai.server.audit_query import list_audit_events
 from hokusai.server.deps import AdminDep, StateDep
-from hokusai.server.schemas import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, OWNER_RULES, AuditEventList, error_responses
-from hokusai.validation import AUDIT_ACTION_PATTERN, OFFLINE_ACTOR, validate_audit_action, validate_owner
+from hokusai.server.schemas import OWNER_RULES, AuditEventList, error_responses
+from hokusai.validation import (
+    AUDIT_ACTION_PATTERN,
+    DEFAULT_PAGE_SIZE,
+    MAX_PAGE_SIZE,
+    OFFLINE_ACTOR,
+    validate_audit_action,
+    validate_owner,
+)
 
 router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
 

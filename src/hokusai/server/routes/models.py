@@ -12,8 +12,6 @@ from hokusai.server.errors import ApiError
 from hokusai.server.registry import baselines, lookups, tokenized
 from hokusai.server.registry.tokenized import Registration
 from hokusai.server.schemas import (
-    DEFAULT_PAGE_SIZE,
-    MAX_PAGE_SIZE,
     OWNER_RULES,
     TOKEN_ID_RULES,
     BaselineCreate,
@@ -25,6 +23,8 @@ from hokusai.server.schemas import (
     error_responses,
 )
 from hokusai.validation import (
+    DEFAULT_PAGE_SIZE,
+    MAX_PAGE_SIZE,
     METADATA_FIELDS,
     MODEL_NAME_MAX_LENGTH,
     MODEL_TYPE_PATTERN,
