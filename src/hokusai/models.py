@@ -11,14 +11,8 @@ from pydantic import BaseModel, ConfigDict
 from hokusai.validation import (
     METADATA_FIELDS,
     METADATA_TAG_PREFIX,
-    normalize_token_id,
-    validate_baseline_value,
-    validate_description,
     validate_metadata_fields,
-    validate_metric_name,
-    validate_model_uri,
-    validate_tokenized_model_name,
-    validate_user_tags,
+    validate_registration,
 )
 
 __all__ = ["BaselineEntry", "RegistrationRequest", "TokenizedModel"]
@@ -94,17 +88,26 @@ class RegistrationRequest:
         strict: bool,
     ) -> RegistrationRequest:
         """Apply :mod:`hokusai.validation`, the same rules the server applies, before anything is sent."""
-        clean_metadata = validate_metadata_fields(metadata)
+        fields = validate_registration(
+            model_uri=model_uri,
+            model_name=model_name,
+            token_id=token_id,
+            metric_name=metric_name,
+            baseline_value=baseline_value,
+            tags=tags,
+            description=description,
+            metadata=metadata,
+        )
         return cls(
-            model_uri=validate_model_uri(model_uri),
-            model_name=validate_tokenized_model_name(model_name),
-            token_id=normalize_token_id(token_id),
-            metric_name=validate_metric_name(metric_name),
-            baseline_value=validate_baseline_value(baseline_value),
-            tags=validate_user_tags(tags),
-            description=validate_description(description),
+            model_uri=fields.model_uri,
+            model_name=fields.model_name,
+            token_id=fields.token_id,
+            metric_name=fields.metric_name,
+            baseline_value=fields.baseline_value,
+            tags=fields.tags,
+            description=fields.description,
             strict=strict,
-            **{name: clean_metadata.get(METADATA_TAG_PREFIX + name) for name in METADATA_FIELDS},
+            **{name: fields.metadata.get(METADATA_TAG_PREFIX + name) for name in METADATA_FIELDS},
         )
 
     def metadata_tags(self) -> dict[str, str]:

@@ -510,6 +510,44 @@ def validate_metadata_fields(fields: Mapping[str, object]) -> dict[str, str]:
     return tags
 
 
+@dataclass(frozen=True)
+class RegistrationFields:
+    """A tokenized model's registration after every rule here: what the SDK sends and what the API accepts."""
+
+    model_uri: str
+    model_name: str
+    token_id: str
+    metric_name: str
+    baseline_value: float
+    tags: dict[str, str]  # the user's
+    metadata: dict[str, str]  # `hokusai.<field>` tags (METADATA_FIELDS)
+    description: str | None
+
+
+def validate_registration(
+    *,
+    model_uri: object,
+    model_name: object,
+    token_id: object,
+    metric_name: object,
+    baseline_value: object,
+    tags: Mapping[str, object] | None,
+    description: object,
+    metadata: Mapping[str, object],
+) -> RegistrationFields:
+    """Apply every registration rule, in the order of the fields, so the SDK and the API refuse the same way."""
+    return RegistrationFields(
+        model_uri=validate_model_uri(model_uri),
+        model_name=validate_tokenized_model_name(model_name),
+        token_id=normalize_token_id(token_id),
+        metric_name=validate_metric_name(metric_name),
+        baseline_value=validate_baseline_value(baseline_value),
+        tags=validate_user_tags(tags),
+        metadata=validate_metadata_fields(metadata),
+        description=validate_description(description),
+    )
+
+
 def validate_metadata(metadata: Mapping[str, Any] | None) -> str | None:
     """Baseline metadata as compact JSON, or ``None``; bounded so it fits in one MLflow tag.
 

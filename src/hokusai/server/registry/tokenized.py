@@ -44,19 +44,12 @@ from hokusai.validation import (
     TAG_RUN_ID,
     TAG_TOKEN_ID,
     baseline_check,
-    normalize_token_id,
     repeat_conflict,
     repeat_leaves_out,
     run_id_from_uri,
     run_model_uri,
     tokenized_tags,
-    validate_baseline_value,
-    validate_description,
-    validate_metadata_fields,
-    validate_metric_name,
-    validate_model_uri,
-    validate_tokenized_model_name,
-    validate_user_tags,
+    validate_registration,
 )
 
 
@@ -94,25 +87,30 @@ class Registration:
             raise HokusaiValidationError("model_uri", "give exactly one of model_uri and mlflow_run_id")
         if mlflow_run_id is not None:
             model_uri = run_model_uri(mlflow_run_id, artifact_path)
-        model_uri = validate_model_uri(model_uri)
-        token = normalize_token_id(token_id)
-        value = validate_baseline_value(baseline_value)
-        metric = validate_metric_name(metric_name)
-        all_tags = {
-            **validate_user_tags(tags),
-            **validate_metadata_fields(metadata),
-            **tokenized_tags(
-                token_id=token, metric_name=metric, baseline_value=value, run_id=run_id_from_uri(model_uri)
-            ),
-        }
-        return cls(
+        fields = validate_registration(
             model_uri=model_uri,
-            model_name=validate_tokenized_model_name(model_name),
-            token_id=token,
-            metric_name=metric,
-            baseline_value=value,
-            tags=all_tags,
-            description=validate_description(description),
+            model_name=model_name,
+            token_id=token_id,
+            metric_name=metric_name,
+            baseline_value=baseline_value,
+            tags=tags,
+            description=description,
+            metadata=metadata,
+        )
+        platform_tags = tokenized_tags(
+            token_id=fields.token_id,
+            metric_name=fields.metric_name,
+            baseline_value=fields.baseline_value,
+            run_id=run_id_from_uri(fields.model_uri),
+        )
+        return cls(
+            model_uri=fields.model_uri,
+            model_name=fields.model_name,
+            token_id=fields.token_id,
+            metric_name=fields.metric_name,
+            baseline_value=fields.baseline_value,
+            tags={**fields.tags, **fields.metadata, **platform_tags},
+            description=fields.description,
             strict=strict,
         )
 
