@@ -182,6 +182,28 @@ def test_repeated_claim_is_idempotent(as_alice: httpx.Client, run: LoggedRun) ->
     assert (other_source.status_code, other_source.json()["version"]) == (201, "2")
 
 
+def test_a_source_naming_the_tokenized_version_itself_is_a_repeat_not_a_copy(
+    as_alice: httpx.Client, run: LoggedRun
+) -> None:
+    """`models:/m/latest` into `m` copied the latest version into a new one each time (a walkthrough's registry grew a
+    version per repeat); the version itself is the registration, whatever spelling names it."""
+    request = body(run)
+    name, first = request["model_name"], as_alice.post(TOKENIZED, json=request)
+    assert first.status_code == 201, first.text
+
+    for source in (f"models:/{name}/latest", f"models:/{name}/1", f"models:/{name}/latest"):
+        again = as_alice.post(TOKENIZED, json={**body(run, model_name=name, token_id=request["token_id"]),
+                                               "mlflow_run_id": None, "model_uri": source})  # fmt: skip
+        assert (again.status_code, again.json()["version"], again.json()["created"]) == (200, "1", False), again.text
+    other_baseline = as_alice.post(
+        TOKENIZED, json={**body(run, model_name=name, token_id=request["token_id"], baseline_value=0.5),
+                         "mlflow_run_id": None, "model_uri": f"models:/{name}/latest"},
+    )  # fmt: skip
+    assert other_baseline.json()["error_code"] == "REGISTRATION_CONFLICT", other_baseline.text
+    versions = as_alice.get(f"{MLFLOW}/model-versions/search", params={"filter": f"name = '{name}'"})
+    assert [version["version"] for version in versions.json()["model_versions"]] == ["1"]
+
+
 def test_a_repeat_warns_of_the_tags_and_description_it_did_not_apply(as_alice: httpx.Client, run: LoggedRun) -> None:
     request = body(run, tags={"team": "growth"}, description="first", eval_spec="holdout")
 

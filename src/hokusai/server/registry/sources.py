@@ -114,6 +114,7 @@ class LocatedSource:
     uri: str
     run_id: str | None
     derived: bool  # the run was read from a logged model or a version, not named by a `runs:/` URI
+    version: dict[str, Any] | None = None  # the registered model version a `models:/<name>/…` URI names
 
 
 async def locate_source(*, upstream: Upstream, principal: Principal, model_uri: str) -> LocatedSource:
@@ -143,7 +144,7 @@ async def locate_source(*, upstream: Upstream, principal: Principal, model_uri: 
         return LocatedSource(uri=model_uri, run_id=None, derived=True)
     pinned = parsed.alias is not None or parsed.version is None
     uri = f"models:/{parsed.name}/{version.get('version')}" if pinned else model_uri
-    return LocatedSource(uri=uri, run_id=version.get("run_id") or None, derived=True)
+    return LocatedSource(uri=uri, run_id=version.get("run_id") or None, derived=True, version=version)
 
 
 async def _registered_version(*, upstream: Upstream, principal: Principal, parsed: ModelsUri) -> dict[str, Any] | None:

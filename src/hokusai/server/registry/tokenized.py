@@ -166,6 +166,7 @@ async def register_tokenized_model(
                 principal=principal,
                 registration=registration,
                 source=source,
+                named_version=located.version,
                 warnings=warnings,
             )
             registered = True
@@ -271,9 +272,10 @@ async def _existing_or_new_version(
     principal: Principal,
     registration: Registration,
     source: Source,
+    named_version: Mapping[str, Any] | None,
     warnings: list[str],
 ) -> TokenizedModelInfo:
-    existing = await find_existing_version(
+    existing = _the_registration_itself(named_version, registration) or await find_existing_version(
         upstream=upstream,
         principal=principal,
         model_name=registration.model_name,
@@ -313,6 +315,17 @@ async def _existing_or_new_version(
     if info is None:
         raise ApiError(502, "MLflow returned the model version without its Hokusai tags.", layer=LAYER_MLFLOW)
     return info
+
+
+def _the_registration_itself(
+    named_version: Mapping[str, Any] | None, registration: Registration
+) -> Mapping[str, Any] | None:
+    """The version a `models:/<name>/…` source names, when it is a version of the model being registered that carries
+    this token already: registering it again is a repeat. Otherwise each `models:/m/latest` into `m` copied the
+    latest version into a new one, whose source is the version before it, so no repeat ever matched."""
+    if named_version is None or named_version.get("name") != registration.model_name:
+        return None
+    return named_version if version_tags(named_version).get(TAG_TOKEN_ID) == registration.token_id else None
 
 
 async def _require_change_rights(*, upstream: Upstream, principal: Principal, version: Mapping[str, Any]) -> None:
