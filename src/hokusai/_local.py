@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
 
-__all__ = ["LocalRegistry", "local_tracking_uri"]
+__all__ = ["LocalRegistry", "create_local_store", "local_tracking_uri"]
 
 _PAGE_SIZE = 1000
 
@@ -56,6 +56,18 @@ _PAGE_SIZE = 1000
 def local_tracking_uri(store_dir: Path | None = None) -> str:
     """The MLflow tracking URI of the local store (``sqlite:///<HOKUSAI_HOME>/mock/mlflow.db``)."""
     return f"sqlite:///{(store_dir or local_store_dir()) / 'mlflow.db'}"
+
+
+def create_local_store(store_dir: Path | None = None) -> None:
+    """Create the local store's database if it is missing, with the Default experiment's artifacts in
+    ``<store>/artifacts``: MLflow would put them in ``./mlruns`` of whichever process created the database, a
+    directory that may be gone by the next run."""
+    store_dir = store_dir or local_store_dir()
+    if (store_dir / "mlflow.db").exists():
+        return
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    SqlAlchemyStore(local_tracking_uri(store_dir), (store_dir / "artifacts").as_uri())
 
 
 class LocalRegistry:
@@ -72,6 +84,7 @@ class LocalRegistry:
         if self._mlflow is None:
             from mlflow import MlflowClient
 
+            create_local_store(self.store_dir)
             self._mlflow = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
         return self._mlflow
 

@@ -35,7 +35,7 @@ from hokusai._credentials import (
     without_userinfo,
 )
 from hokusai._flags import Mode, current_mode
-from hokusai._local import local_tracking_uri
+from hokusai._local import create_local_store, local_tracking_uri
 from hokusai._outbox import read_entries
 from hokusai._paths import credentials_path, mlflow_credentials_path
 from hokusai.errors import (
@@ -150,6 +150,8 @@ def setup_mlflow_auth(
     if config.mode == "mock":
         # Mock mode promises no network at all; MLflow's own usage telemetry would otherwise phone home.
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        if config.tracking_uri_source == "hokusai-default":
+            create_local_store()  # before the caller's MLflow first opens it, which would pick the artifacts' place
     logger.info(
         "MLflow tracking URI %s (%s); MLflow will send %s credentials%s",
         config.tracking_uri,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
 import shutil
@@ -16,6 +15,7 @@ import httpx
 import pytest
 
 from hokusai import _client, _credentials, config
+from hokusai._local import create_local_store
 
 _ENV_PREFIXES = ("HOKUSAI_", "MLFLOW_TRACKING_")
 
@@ -90,14 +90,10 @@ KEY = "hk_live_" + "".join(secrets.choice(string.ascii_letters + string.digits) 
 @pytest.fixture(scope="session")
 def mlflow_store_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An initialised MLflow SQLite store, created once: building the schema takes seconds."""
-    from mlflow import MlflowClient
-
     directory = tmp_path_factory.mktemp("mlflow-template")
-    uri = f"sqlite:///{directory / 'mlflow.db'}"
-    # MLflow gives the Default experiment the artifact root ./mlruns of the directory the store is created in, and
-    # every copy keeps it: created from the checkout, the tests' runs would write artifacts into the checkout.
-    with contextlib.chdir(directory):
-        MlflowClient(tracking_uri=uri, registry_uri=uri).search_registered_models()
+    # As the SDK makes it: the Default experiment's artifacts in the store's directory (every copy keeps that root,
+    # so the tests' runs write their artifacts under the template, never into the checkout).
+    create_local_store(directory)
     return directory / "mlflow.db"
 
 

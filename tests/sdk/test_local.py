@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import runpy
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -330,3 +333,21 @@ def test_quickstart_runs_in_mock_mode_twice(
     # The runs' artifacts stay in the test's directories, never in the checkout the suite runs from.
     artifacts = Path(ModelRegistry().local.client.get_experiment("0").artifact_location.removeprefix("file://"))
     assert not artifacts.is_relative_to(EXAMPLE.parents[1]), artifacts
+
+
+def test_a_new_local_store_keeps_the_default_experiments_artifacts_in_the_hokusai_home(tmp_path: Path) -> None:
+    """MLflow would give them `./mlruns` of whichever process first opened the store: a walkthrough found a later
+    run's artifacts in the directory an earlier, unrelated script had run from."""
+    home, first, second = tmp_path / "home", tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    script = (
+        "import hokusai, mlflow\nhokusai.setup()\nwith mlflow.start_run():\n    mlflow.log_text('kept', 'note.txt')\n"
+    )
+    env = {**os.environ, "HOKUSAI_HOME": str(home), "HOKUSAI_MOCK_MODE": "true", "MLFLOW_TRACKING_URI": ""}
+    for workdir in (first, second):
+        done = subprocess.run([sys.executable, "-c", script], env=env, cwd=workdir, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-3000:]
+
+    assert len(list((home / "mock" / "artifacts").glob("0/*/artifacts/note.txt"))) == 2
+    assert not (first / "mlruns").exists() and not (second / "mlruns").exists()
