@@ -359,4 +359,4 @@ def _naming_token(token_id: str) -> Iterator[None]:
             f"token {token_id} is held by the model named above: use another token id, or register under that model "
             "if it is yours"
         )
-        raise exc.with_hint(hint) from exc
+        raise exc.with_hint(hint) from None  # the same error, better told: shown once

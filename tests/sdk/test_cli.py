@@ -219,6 +219,28 @@ def test_whoami_when_not_logged_in() -> None:
     assert (outcome.exit_code, outcome.stderr) == (1, "Not logged in. Run `hokusai login` first.\n")
 
 
+@pytest.mark.parametrize("source", ["file", "env"])
+def test_whoami_names_the_refused_key_and_the_place_to_fix(
+    api: FakeAPI, monkeypatch: pytest.MonkeyPatch, source: str
+) -> None:
+    if source == "file":
+        write_credentials(api_key=KEY, api_url=API)
+    else:
+        monkeypatch.setenv("HOKUSAI_API_KEY", KEY)
+        monkeypatch.setenv("HOKUSAI_API_URL", API)
+    answer(api, error(401, "UNAUTHENTICATED", "This API key was revoked."))
+    outcome = run(["whoami"])
+    said = " ".join(outcome.stderr.split())
+    assert outcome.exit_code == 1
+    assert said.count("This API key was revoked.") == 1
+    fix = (
+        f"is the saved login's ({credentials_path()}): run `hokusai login` with a valid key"
+        if source == "file"
+        else "is HOKUSAI_API_KEY's: set it to a valid key, or unset it to use the saved login"
+    )
+    assert f"(HINT: the key {KEY[:12]}… {fix})" in said, said
+
+
 def test_whoami(api: FakeAPI) -> None:
     write_credentials(api_key=KEY)
     answer(api, httpx.Response(200, json=WHOAMI))

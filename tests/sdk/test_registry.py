@@ -146,6 +146,8 @@ def test_a_claimed_token_names_the_token_and_the_model() -> None:
         "(HINT: token CHURN is held by the model named above: use another token id, or register under that model "
         "if it is yours)"
     )
+    # The same error with a better hint: a traceback shows it once, not beside the first version of itself.
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
 
 
 def test_get_quotes_the_name_and_defaults_to_latest() -> None:

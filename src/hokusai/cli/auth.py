@@ -13,6 +13,7 @@ from rich.table import Table
 from hokusai._client import HokusaiClient, fetch_identity
 from hokusai._credentials import (
     API_KEY_ENV,
+    Setting,
     delete_credentials,
     key_and_url,
     lookup_api_key,
@@ -78,7 +79,7 @@ def login(
             identity = fetch_identity(client)
         except HokusaiAuthError as exc:
             hint = f"nothing was saved; check that the key was copied whole and that {url} is the server that issued it"
-            raise exc.with_hint(hint) from exc
+            raise exc.with_hint(hint) from None
     write_credentials(api_key=secret, api_url=url)
     out = console()
     out.print(
@@ -113,7 +114,10 @@ def whoami(api_url: ApiUrlOption = None) -> None:
         raise typer.Exit(1)
     found, url = key_and_url(api_url=api_url)
     with HokusaiClient(found.value, api_url=url.value) as client:
-        identity = fetch_identity(client)
+        try:
+            identity = fetch_identity(client)
+        except HokusaiAuthError as exc:
+            raise exc.with_hint(_refused_key_hint(found)) from None
     rows = [
         ("owner", identity.get("owner")),
         ("key", f"{identity.get('key_prefix') or key_prefix(found.value)}… (from {found.source})"),
@@ -145,6 +149,14 @@ def status(api_url: ApiUrlOption = None) -> None:
         out.print(f"No problems found, but read the {'notes' if len(notes) > 1 else 'note'} above.", style="yellow")
     else:
         out.print("No problems found.", style="green")
+
+
+def _refused_key_hint(found: Setting) -> str:
+    """Which key was refused and where it came from, with the fix for that place (whoami is where users look)."""
+    shown = f"the key {key_prefix(found.value)}…"
+    if found.source == "env":
+        return f"{shown} is {API_KEY_ENV}'s: set it to a valid key, or unset it to use the saved login"
+    return f"{shown} is the saved login's ({credentials_path()}): run `hokusai login` with a valid key"
 
 
 def _findings_table(findings: list[dict[str, str]], field: str, *, title: str, style: str) -> Table:
