@@ -58,6 +58,13 @@ def local_tracking_uri(store_dir: Path | None = None) -> str:
     return f"sqlite:///{(store_dir or local_store_dir()) / 'mlflow.db'}"
 
 
+# Often a run on the platform, registered while the API was down: nothing is wrong with it, and the API checks it.
+_NOT_IN_STORE = (
+    "run '{run_id}' is not in the local MLflow store ({store}), so its metric was not compared with the baseline "
+    "here; the API compares it when the registration reaches it (`hokusai sync`)"
+)
+
+
 def create_local_store(store_dir: Path | None = None) -> None:
     """Create the local store's database if it is missing, with the Default experiment's artifacts in
     ``<store>/artifacts``: MLflow would put them in ``./mlruns`` of whichever process created the database, a
@@ -285,7 +292,7 @@ class LocalRegistry:
                 except MlflowException as exc:
                     if exc.error_code != "RESOURCE_DOES_NOT_EXIST" or request.strict:
                         raise
-                    return [f"run '{run_id}' is not in the local MLflow store ({self.tracking_uri})"]
+                    return [_NOT_IN_STORE.format(run_id=run_id, store=self.tracking_uri)]
         return baseline_check(
             run_id=run_id,
             metrics=metrics,

@@ -125,7 +125,10 @@ def test_a_run_missing_from_the_store_is_a_warning_or_with_strict_not_found(regi
     model = _register(registry, model_uri=f"runs:/{RUN_ID}/model")
     assert model.run_id == RUN_ID
     assert model.tags[TAG_RUN_ID] == RUN_ID
-    assert model.warnings == (f"run '{RUN_ID}' is not in the local MLflow store ({registry.local.tracking_uri})",)
+    assert model.warnings == (
+        f"run '{RUN_ID}' is not in the local MLflow store ({registry.local.tracking_uri}), so its metric was not "
+        "compared with the baseline here; the API compares it when the registration reaches it (`hokusai sync`)",
+    )
     with pytest.raises(HokusaiNotFoundError, match=f"Run with id={RUN_ID} not found"):
         _register(registry, model_uri=f"runs:/{RUN_ID}/other", strict=True)
 
