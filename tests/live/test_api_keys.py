@@ -265,7 +265,10 @@ def test_a_key_cannot_outlive_the_non_admin_key_that_creates_it(platform: LivePl
     assert unbounded.status_code == 201 and unbounded.json()["expires_at"] == limit
     assert (longer.status_code, longer.json()["error_code"]) == (403, "PERMISSION_DENIED")
     assert longer.json()["message"].startswith("A key cannot outlive the key that creates it, and yours expires at ")
-    assert "ask for at most 6 days (`--expires-in-days 6`), or ask an admin" in longer.json()["message"]
+    assert (
+        "leave out `--expires-in-days` (`expires_in_days`) for a key that expires with it, ask for at most 6 days "
+        "(`--expires-in-days 6`), or ask an admin for a longer-lived key." in longer.json()["message"]
+    )
     assert shorter.status_code == 201 and shorter.json()["expires_at"] < limit
     with platform.client(platform.admin_key) as admin:
         forever = admin.post("/api/v1/keys", json={"owner": platform.unique_owner("admin-made"), "scopes": ["read"]})

@@ -104,12 +104,17 @@ def _within_lifetime_of(limit: datetime, requested: datetime | None) -> datetime
         return limit
     if requested <= limit:
         return requested
-    days_left = (limit - utcnow()).days
-    ask = f"ask for at most {days_left} days (`--expires-in-days {days_left}`), or ask" if days_left else "ask"
+    days_left = (limit - utcnow()).days  # whole days: a key made a moment ago for 7 has 6 and some left
+    shorter = (
+        f"ask for at most {days_left} day{'s' if days_left > 1 else ''} (`--expires-in-days {days_left}`), "
+        if days_left
+        else ""
+    )
     raise ApiError(
         403,
-        f"A key cannot outlive the key that creates it, and yours expires at {limit:%Y-%m-%d %H:%M} UTC: {ask} an "
-        "admin for a longer-lived key.",
+        f"A key cannot outlive the key that creates it, and yours expires at {limit:%Y-%m-%d %H:%M} UTC: leave out "
+        f"`--expires-in-days` (`expires_in_days`) for a key that expires with it, {shorter}or ask an admin for a "
+        "longer-lived key.",
         error_code="PERMISSION_DENIED",
     )
 
