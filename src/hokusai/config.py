@@ -440,9 +440,14 @@ def _different_key(plan: _Plan) -> tuple[str, str] | None:
     if not same_origin(plan.tracking_uri, plan.api_url):
         return None
     if credential.kind == "bearer":
+        # The SDK's own key is changed where it came from: an argument wins over HOKUSAI_API_KEY, so naming the
+        # variable would be a fix that changes nothing.
+        sdk_side = {"env": f"set {API_KEY_ENV} to", "file": "log in (`hokusai login`) with"}.get(
+            key.source, "pass the SDK"
+        )
         fix = (
             f"use one key, your own, for both (an admin key is for administration, not MLflow work): set {TOKEN_ENV} "
-            f"to the SDK's key, or unset it so hokusai.setup() sets it; or set {API_KEY_ENV} to {TOKEN_ENV}'s key"
+            f"to the SDK's key, or unset it so hokusai.setup() sets it; or {sdk_side} {TOKEN_ENV}'s key"
         )
     else:
         fix = (

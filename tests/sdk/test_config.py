@@ -109,9 +109,15 @@ def test_setup_warns_when_mlflow_would_act_as_another_key(monkeypatch: pytest.Mo
         f"MLflow calls act as a different key (prefix {OTHER_KEY[:12]}…, from MLFLOW_TRACKING_TOKEN) than the SDK "
         f"(prefix {KEY[:12]}…, from the key passed as an argument): use one key, your own, for both (an admin key "
         "is for administration, not MLflow work): set MLFLOW_TRACKING_TOKEN to the SDK's key, or unset it so "
-        "hokusai.setup() sets it; or set HOKUSAI_API_KEY to MLFLOW_TRACKING_TOKEN's key."
+        "hokusai.setup() sets it; or pass the SDK MLFLOW_TRACKING_TOKEN's key."
     )
     assert KEY not in str(caught[0].message) and OTHER_KEY not in str(caught[0].message)
+    # The SDK's key is changed where it came from: from the environment, that variable.
+    monkeypatch.setenv("HOKUSAI_API_KEY", KEY)
+    with pytest.warns(HokusaiKeyMismatchWarning) as from_env:
+        setup_mlflow_auth(api_url=API)
+    assert str(from_env[0].message).endswith("or set HOKUSAI_API_KEY to MLFLOW_TRACKING_TOKEN's key.")
+    monkeypatch.delenv("HOKUSAI_API_KEY")
     monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", KEY)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
