@@ -35,6 +35,8 @@ from hokusai.validation import (
     baseline_model_name,
     baseline_model_type,
     baseline_repeat_leaves_out,
+    is_baseline_model_name,
+    no_tokenized_model,
     parse_models_uri,
     repeat_conflict,
     repeat_leaves_out,
@@ -173,6 +175,8 @@ class LocalRegistry:
             with _translated():
                 found = self.client.get_model_version(model_name, number)
         if found is None or TAG_TOKEN_ID not in found.tags:
+            if not held and not is_baseline_model_name(model_name):
+                raise _not_found(no_tokenized_model(model_name))  # as on the server
             raise _not_found(f"Model '{model_name}' has no tokenized version '{version or LATEST_VERSION}'.")
         if found.tags[TAG_TOKEN_ID] not in held:
             # As on the server: the tag alone binds nothing (a version tagged by hand, say, through MlflowClient).

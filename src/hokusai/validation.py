@@ -667,6 +667,11 @@ def repeat_leaves_out(
     )
 
 
+def no_tokenized_model(model_name: str) -> str:
+    """The 404 message for a model no token is bound to: never tokenized, all released, or no such model at all."""
+    return f"No tokenized model '{model_name}': no token is bound to a model of that name."
+
+
 def token_not_held(model_name: str, version: str, token_id: str) -> str:
     """The 404 message for a version whose token tag names a token its model no longer holds."""
     return (

@@ -225,9 +225,9 @@ def test_get_missing_models(registry: ModelRegistry) -> None:
 def test_a_plain_model_version_is_not_a_tokenized_model(registry: ModelRegistry) -> None:
     registry.local.client.create_registered_model("plain")
     registry.local.client.create_model_version("plain", source="s3://x")
-    with pytest.raises(HokusaiNotFoundError, match="Model 'plain' has no tokenized version 'latest'"):
+    with pytest.raises(HokusaiNotFoundError, match="No tokenized model 'plain': no token is bound to a model of that"):
         registry.get_tokenized_model("plain")
-    with pytest.raises(HokusaiNotFoundError, match="Model 'plain' has no tokenized version '1'"):
+    with pytest.raises(HokusaiNotFoundError, match="No tokenized model 'plain'"):
         registry.get_tokenized_model("plain", 1)
 
 
@@ -236,7 +236,7 @@ def test_a_token_tag_the_model_does_not_hold_binds_nothing_as_on_the_server(regi
     registry.local.client.create_registered_model("copycat")
     registry.local.client.create_model_version("copycat", source="s3://x", tags={TAG_TOKEN_ID: "CHURN"})  # by hand
 
-    with pytest.raises(HokusaiNotFoundError, match="Model 'copycat' has no tokenized version 'latest'"):
+    with pytest.raises(HokusaiNotFoundError, match="No tokenized model 'copycat'"):
         registry.get_tokenized_model("copycat")
     with pytest.raises(HokusaiNotFoundError) as tagged_by_hand:
         registry.get_tokenized_model("copycat", 1)

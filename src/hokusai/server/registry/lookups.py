@@ -33,6 +33,7 @@ from hokusai.validation import (
     TAG_TOKEN_ID,
     baseline_model_type,
     is_baseline_model_name,
+    no_tokenized_model,
     token_not_held,
     validate_model_name,
     validate_version,
@@ -163,6 +164,9 @@ async def get_tokenized_model(
         )
         found = payload.get("model_version")
     info = tokenized_info(found) if found else None
+    if info is None and not held and not is_baseline_model_name(model_name):
+        # Rather than "no tokenized version 'latest'" of a model that may not exist.
+        raise ApiError(404, no_tokenized_model(model_name), error_code="RESOURCE_DOES_NOT_EXIST")
     if info is None:
         raise ApiError(404, no_tokenized_version(model_name, version), error_code="RESOURCE_DOES_NOT_EXIST")
     if info.token_id not in held:
