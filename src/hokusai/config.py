@@ -380,6 +380,17 @@ def _check_api(client: HokusaiClient, plan: _Plan, status: dict[str, Any]) -> No
         scopes=list(identity.get("scopes") or []),
         expires_at=identity.get("expires_at"),
     )
+    if identity.get("is_admin"):
+        # Not broken, so a note: but MLflow's permissions do not apply to an admin, and its bare runs land in the
+        # shared experiment 0 (the README's advice, which a shell exporting the admin key quietly ignores).
+        status["notes"].append(
+            _note(
+                f"The key {plan.config.key_prefix}… is an admin key: in MLflow it acts as MLflow's admin, past every "
+                "user's permissions, and its runs without an experiment land in the shared experiment 0",
+                "use a key of your own for MLflow and registry work (`hokusai keys create --owner <you>`), and the "
+                "admin key for administration only",
+            )
+        )
 
 
 def _check_mlflow(client: HokusaiClient, plan: _Plan, status: dict[str, Any]) -> None:

@@ -332,6 +332,19 @@ def test_status_tells_a_hokusai_mlflow_at_another_spelling_of_the_address_to_use
     }
 
 
+def test_status_notes_an_admin_key_used_for_work() -> None:
+    admin = {**WHOAMI, "owner": "admin", "scopes": ["read", "write", "admin"], "is_admin": True}
+    api = FakeAPI(httpx.Response(200, json=admin), httpx.Response(200, json={}))
+    status = get_mlflow_auth_status(api_key=KEY, api_url=API, transport=api.transport)
+    assert status["problems"] == []
+    [admin_note] = [note for note in status["notes"] if "admin key" in note["note"]]
+    assert admin_note["note"].startswith(f"The key {KEY[:12]}… is an admin key: in MLflow it acts as MLflow's admin")
+    assert "hokusai keys create --owner <you>" in admin_note["fix"]
+    ordinary = FakeAPI(httpx.Response(200, json=WHOAMI), httpx.Response(200, json={}))
+    plain = get_mlflow_auth_status(api_key=KEY, api_url=API, transport=ordinary.transport)
+    assert not any("admin key" in note["note"] for note in plain["notes"])
+
+
 def test_status_in_mock_mode_makes_no_request(monkeypatch: pytest.MonkeyPatch, no_network: None) -> None:
     monkeypatch.setenv("HOKUSAI_MOCK_MODE", "1")
     api = FakeAPI()
