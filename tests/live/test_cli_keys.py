@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import time
@@ -47,6 +48,11 @@ def test_list_shows_prefixes_never_keys(platform: LivePlatform) -> None:
     result = _hokusai(platform, "keys", "list", "--owner", owner, key=platform.admin_key)
     assert result.returncode == 0, result.stderr
     assert owner in result.stdout and key not in result.stdout and key[:8] in result.stdout
+    # For scripts: one JSON object per key, every field, as the API returns it.
+    as_json = _hokusai(platform, "keys", "list", "--owner", owner, "--json", key=platform.admin_key)
+    [row] = [json.loads(line) for line in as_json.stdout.splitlines()]
+    assert (row["owner"], row["prefix"], row["scopes"], row["revoked_at"]) == (owner, key[:12], ["read"], None)
+    assert key not in as_json.stdout
 
 
 def test_key_names_print_as_typed_never_as_markup(platform: LivePlatform) -> None:

@@ -16,7 +16,7 @@ from rich.text import Text
 from hokusai._printable import printable
 from hokusai.cli._api import ApiUrlOption, call_api
 from hokusai.cli._errors import options_for_fields
-from hokusai.cli._output import console
+from hokusai.cli._output import JsonOption, console, print_json_lines
 from hokusai.validation import KEY_MAX_LIFETIME_DAYS, OFFLINE_ACTOR
 
 if TYPE_CHECKING:  # the server's modules load only for --offline: the SDK alone can create keys remotely
@@ -208,13 +208,14 @@ def list_keys(
     owner: Annotated[str | None, typer.Option(help="Only this owner's keys (admins; default: your own).")] = None,
     every: Annotated[bool, typer.Option("--all", help="Every account's keys (admins, or --offline).")] = False,
     offline: OfflineOption = False,
+    as_json: JsonOption = False,
     api_url: ApiUrlOption = None,
 ) -> None:
     """List keys (never the keys themselves: only their prefixes).
 
     `last used` is written every HOKUSAI_LAST_USED_FLUSH_SECONDS (30 s by default).
 
-    Example: `hokusai keys list --all` (admins) or `hokusai keys list` (your own).
+    Example: `hokusai keys list --all` (admins), `hokusai keys list` (your own) or `hokusai keys list --json | jq`.
     """
     if owner is not None and every:
         console(stderr=True).print("Error: --owner and --all are alternatives; pass one.")
@@ -226,7 +227,10 @@ def list_keys(
     else:
         params = {"owner": owner} if owner else ({"all": "true"} if every else {})
         rows = call_api("GET", KEYS_PATH, api_url, params=params)["keys"]
-    _print_keys(rows)
+    if as_json:
+        print_json_lines(rows)
+    else:
+        _print_keys(rows)
 
 
 @keys_app.command("revoke")
