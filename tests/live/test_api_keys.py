@@ -334,6 +334,10 @@ def test_a_path_one_slash_off_a_route_is_a_404_envelope_not_a_redirect(
         "ENDPOINT_NOT_FOUND",
         "hokusai-api",
     ), answer.text
+    assert answer.json()["message"] == (
+        "No such endpoint. MLflow's API and web UI live under /api/mlflow/, the Hokusai API under /api/v1 (its "
+        "reference: /docs)."
+    )
 
 
 @pytest.mark.parametrize(

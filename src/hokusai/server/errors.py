@@ -258,7 +258,10 @@ async def _handle_http_exception(request: Request, exc: Exception) -> JSONRespon
         # Starlette's `path` parameters stop at a newline, so `/models/a%0Ab` matches no route; the fault is the name.
         return error_response(400, _CONTROL_CHARACTER_IN_PATH, error_code="INVALID_PARAMETER_VALUE")
     if exc.status_code == 404:
-        message = "No such endpoint. The MLflow API lives under /api/mlflow, the Hokusai API under /api/v1."
+        message = (
+            "No such endpoint. MLflow's API and web UI live under /api/mlflow/, the Hokusai API under /api/v1 "
+            "(its reference: /docs)."
+        )
     if exc.status_code == 405:
         allowed = _allowed_methods(request)
         message, headers = f"{request.method} is not allowed here; this path takes {allowed}.", {"Allow": allowed}
