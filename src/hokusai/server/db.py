@@ -19,6 +19,7 @@ from sqlalchemy.pool import NullPool
 from hokusai.errors import HokusaiConfigurationError
 
 MIGRATIONS = "hokusai.server:migrations"
+_POOL_SIZE, _POOL_OVERFLOW = 10, 20  # connections kept, and opened beyond them at peaks
 
 
 def create_db_engine(url: str) -> Engine:
@@ -29,12 +30,12 @@ def create_db_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return create_engine(url, pool_pre_ping=True, pool_size=_POOL_SIZE, max_overflow=_POOL_OVERFLOW)
 
 
-# PostgreSQL sessions one API process holds at most for registry locks (`locks.py`), beside its pool's 30: each
-# lock session is a connection, and without a bound a burst of registrations would use up the server's
-# `max_connections` (100 by default).
+# PostgreSQL sessions one API process holds at most for registry locks (`locks.py`), beside its pool's connections
+# (`_POOL_SIZE` + `_POOL_OVERFLOW`): each lock session is a connection, and without a bound a burst of registrations
+# would use up the server's `max_connections` (100 by default).
 LOCK_SESSIONS = 10
 
 

@@ -78,7 +78,7 @@ from hokusai.server.request_bodies import (
     rewritten_body,
     stamp_owner,
 )
-from hokusai.server.request_head import ABORT_CONNECTION, declares_body
+from hokusai.server.request_head import ABORT_CONNECTION, MAX_REQUEST_HEADER_BYTES, declares_body
 
 if TYPE_CHECKING:
     from hokusai.server.state import AppState
@@ -106,7 +106,6 @@ _STRIPPED_REQUEST = HOP_BY_HOP | {
 # uvicorn's h11 limit only applies while a head is incomplete, so a 64 KB header arriving in one read was relayed
 # to MLflow. The stock client sends ~10 small headers; a browser on the UI, cookies included, stays far below these.
 MAX_REQUEST_HEADERS = 100
-MAX_REQUEST_HEADER_BYTES = 32 * 1024
 
 # A registered model renamed through the gateway takes its token claims along (see `_follow_rename`).
 _RENAME_CALLS = frozenset(rest_and_ajax("/2.0/mlflow/registered-models/rename"))

@@ -34,9 +34,10 @@ NOT_HTTP_MESSAGE = (
     "a control character in a header, an unknown method, ...); the connection was closed."
 )
 
-# Twice what the gateway accepts in a complete head (`gateway.MAX_REQUEST_HEADER_BYTES`), which answers the usual
-# oversized head with a more precise message; this one only stops a head that would otherwise grow without end.
-MAX_HEAD_BYTES = 64 * 1024
+# What the gateway accepts in a complete head's headers (`gateway.py` answers more with a precise 431).
+MAX_REQUEST_HEADER_BYTES = 32 * 1024
+# Twice that: this bound only stops a head that would otherwise grow without end, before the gateway sees it.
+MAX_HEAD_BYTES = 2 * MAX_REQUEST_HEADER_BYTES
 
 
 class RequestHeadProtocol(HttpToolsProtocol):
