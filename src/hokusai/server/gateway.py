@@ -54,7 +54,6 @@ from hokusai.server.paths import (
     PathRejected,
     RoutedPath,
     check_artifact_query,
-    rest_and_ajax,
     route_path,
 )
 from hokusai.server.registry.claims import follow_rename
@@ -69,6 +68,7 @@ from hokusai.server.relay import (
 from hokusai.server.request_bodies import (
     BODY_READ,
     GUARDED_CALLS,
+    RENAME_CALLS,
     REWRITTEN_BODY_LIMIT,
     guarded_body,
     json_object,
@@ -106,9 +106,6 @@ _STRIPPED_REQUEST = HOP_BY_HOP | {
 # uvicorn's h11 limit only applies while a head is incomplete, so a 64 KB header arriving in one read was relayed
 # to MLflow. The stock client sends ~10 small headers; a browser on the UI, cookies included, stays far below these.
 MAX_REQUEST_HEADERS = 100
-
-# A registered model renamed through the gateway takes its token claims along (see `_follow_rename`).
-_RENAME_CALLS = frozenset(rest_and_ajax("/2.0/mlflow/registered-models/rename"))
 
 
 class MlflowGateway:
@@ -264,7 +261,7 @@ class MlflowGateway:
             return await self._body_pointed_at_default(
                 request, principal, names_default=links_prompt_to_default, point=link_prompt_to, create=True
             )
-        if path in _RENAME_CALLS:
+        if path in RENAME_CALLS:
             return await read_limited(request, REWRITTEN_BODY_LIMIT)
         if _declared_length(request) <= BUFFERED_BODY_LIMIT:
             # Small bodies (most MLflow calls) are read whole and sent with the head in one write, which costs
@@ -385,7 +382,7 @@ class MlflowGateway:
                 raise ClientDisconnect from exc
             # Connection refused or dropped: MLflow is down or restarting; the supervisor brings it back.
             raise mlflow_unavailable() from exc
-        if routed.decoded in _RENAME_CALLS and response.status == 200 and principal is not None:
+        if routed.decoded in RENAME_CALLS and response.status == 200 and principal is not None:
             await self._follow_rename(request, principal, body)
         body_unread = isinstance(body, StreamedBody) and not request.scope.get(BODY_READ)
         relay = await client_answer(

@@ -102,11 +102,14 @@ def _version_tag_keys(payload: dict[str, Any]) -> list[object]:
     return [tag.get("key") for tag in tags if isinstance(tag, dict)] if isinstance(tags, list) else []
 
 
+# A registered model's rename, by the client's REST path or the web UI's: through the gateway, its token claims
+# follow it (`gateway._follow_rename`).
+RENAME_CALLS = frozenset(rest_and_ajax("/2.0/mlflow/registered-models/rename"))
 # Calls whose body a non-admin may not send as it is when its check finds a reason (a 403; MLflow never sees it).
 GUARDED_CALLS: dict[str, Refusal] = {
     **dict.fromkeys(rest_and_ajax("/2.0/mlflow/experiments/create"), _artifact_location_refused),
     **dict.fromkeys(rest_and_ajax("/2.0/mlflow/registered-models/create"), _baseline_name_refused("name")),
-    **dict.fromkeys(rest_and_ajax("/2.0/mlflow/registered-models/rename"), _baseline_name_refused("new_name")),
+    **dict.fromkeys(RENAME_CALLS, _baseline_name_refused("new_name")),
     **dict.fromkeys(rest_and_ajax("/2.0/mlflow/model-versions/set-tag"), _hokusai_tags_refused(_tag_key)),
     **dict.fromkeys(rest_and_ajax("/2.0/mlflow/model-versions/delete-tag"), _hokusai_tags_refused(_tag_key)),
     **dict.fromkeys(rest_and_ajax("/2.0/mlflow/model-versions/create"), _hokusai_tags_refused(_version_tag_keys)),
