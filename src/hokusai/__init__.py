@@ -9,6 +9,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from hokusai.errors import (
+    ErrorCode,
     HokusaiAPIError,
     HokusaiAuthError,
     HokusaiConfigurationError,
@@ -33,6 +34,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BaselineEntry",
+    "ErrorCode",
     "HokusaiAPIError",
     "HokusaiAuthError",
     "HokusaiConfigurationError",

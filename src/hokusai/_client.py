@@ -18,6 +18,7 @@ from hokusai import __version__
 from hokusai.errors import (
     LAYER_MLFLOW,
     TRANSIENT_STATUSES,
+    ErrorCode,
     HokusaiAPIError,
     HokusaiAuthError,
     HokusaiConflictError,
@@ -27,7 +28,7 @@ from hokusai.errors import (
     HokusaiPermissionError,
     HokusaiRateLimitError,
 )
-from hokusai.validation import REGISTRATION_CONFLICT, TOKEN_MODEL_GONE, key_prefix
+from hokusai.validation import key_prefix
 
 if TYPE_CHECKING:
     from httpx._client import UseClientDefault
@@ -53,7 +54,6 @@ USER_AGENT = f"hokusai-sdk/{__version__}"
 REQUEST_ID_HEADER = "X-Request-ID"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 WHOAMI_PATH = "/api/v1/auth/whoami"
-TOKEN_ALREADY_CLAIMED = "TOKEN_ALREADY_CLAIMED"
 LAYER_UNKNOWN = "unknown"  # the body was not the Hokusai envelope: a proxy, a load balancer, or a wrong URL
 
 # 408: the API gave up on a request body that stopped arriving; nothing was stored, so sending it again is safe.
@@ -343,7 +343,7 @@ def _hint(
             return None  # nothing to add, or the message already says what to do (this API's scope 403s do)
         return f"this key lacks the '{scope[1]}' scope; ask an admin for a key with that scope"
     if status == 404:
-        if error_code in ("ENDPOINT_NOT_FOUND", "HTTP_404"):
+        if error_code in (ErrorCode.ENDPOINT_NOT_FOUND, "HTTP_404"):
             return (
                 "check the API URL (--api-url, HOKUSAI_API_URL or the saved login): it must be the API root "
                 "(e.g. http://127.0.0.1:8000), not a sub-path"
@@ -352,16 +352,16 @@ def _hint(
     if status == 408:
         return "the request body stopped arriving at the API (a stalled network or client): send it again"
     if status == 409:
-        if error_code == TOKEN_ALREADY_CLAIMED:
+        if error_code == ErrorCode.TOKEN_ALREADY_CLAIMED:
             return (
                 "another model holds the token (named in the message): use another token id, or register under "
                 "that model if it is yours"
             )
-        if error_code == "INVALID_STATE":
+        if error_code == ErrorCode.INVALID_STATE:
             return "a revoked or expired key stays so: create a new one with `hokusai keys create`"
-        if error_code == REGISTRATION_CONFLICT:
+        if error_code == ErrorCode.REGISTRATION_CONFLICT:
             return "repeat the original metric and baseline, or register a new version from a new run"
-        if error_code == TOKEN_MODEL_GONE:
+        if error_code == ErrorCode.TOKEN_MODEL_GONE:
             return "name the model the token should move to: `hokusai tokens transfer ... --model <name>`"
         return "the resource changed or already exists; reload it and retry"
     if status == 429:

@@ -15,14 +15,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hokusai._client import TOKEN_ALREADY_CLAIMED, api_error
+from hokusai._client import api_error
 from hokusai._paths import local_store_dir
-from hokusai.errors import LAYER_LOCAL, HokusaiAPIError
+from hokusai.errors import LAYER_LOCAL, ErrorCode, HokusaiAPIError
 from hokusai.models import BaselineEntry, RegistrationRequest, TokenizedModel
 from hokusai.validation import (
     BASELINE_MODELS_FILTER,
     LATEST_VERSION,
-    REGISTRATION_CONFLICT,
     TAG_BASELINE,
     TAG_IS_BASELINE,
     TAG_METADATA,
@@ -105,7 +104,7 @@ class LocalRegistry:
             raise api_error(
                 f"Token {request.token_id} is already claimed by model '{holder}'.",
                 status=409,
-                error_code=TOKEN_ALREADY_CLAIMED,
+                error_code=ErrorCode.TOKEN_ALREADY_CLAIMED,
                 layer=LAYER_LOCAL,
             )
         try:
@@ -129,7 +128,7 @@ class LocalRegistry:
                 baseline_value=request.baseline_value,
             )
             if conflict is not None:
-                raise api_error(conflict, status=409, error_code=REGISTRATION_CONFLICT, layer=LAYER_LOCAL)
+                raise api_error(conflict, status=409, error_code=ErrorCode.REGISTRATION_CONFLICT, layer=LAYER_LOCAL)
             left_out = repeat_leaves_out(
                 version_label=f"Model '{request.model_name}' version {existing.version}",
                 registered_tags=existing.tags,
@@ -242,7 +241,7 @@ class LocalRegistry:
             try:
                 self.client.create_registered_model(model_name)
             except MlflowException as exc:
-                if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                if exc.error_code != ErrorCode.RESOURCE_ALREADY_EXISTS:
                     raise
             # Tags go in with the version, in one call, so no version is ever visible half-tagged.
             return self.client.create_model_version(
@@ -294,7 +293,7 @@ class LocalRegistry:
                 try:
                     metrics = dict(self.client.get_run(run_id).data.metrics)
                 except MlflowException as exc:
-                    if exc.error_code != "RESOURCE_DOES_NOT_EXIST" or request.strict:
+                    if exc.error_code != ErrorCode.RESOURCE_DOES_NOT_EXIST or request.strict:
                         raise
                     return [_NOT_IN_STORE.format(run_id=run_id, store=self.tracking_uri)]
         return baseline_check(
@@ -355,7 +354,7 @@ class _TokenClaims:
 
 
 def _not_found(message: str) -> HokusaiAPIError:
-    return api_error(message, status=404, error_code="RESOURCE_DOES_NOT_EXIST", layer=LAYER_LOCAL)
+    return api_error(message, status=404, error_code=ErrorCode.RESOURCE_DOES_NOT_EXIST, layer=LAYER_LOCAL)
 
 
 def _model_filter(model_name: str) -> str:

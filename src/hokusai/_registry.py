@@ -16,7 +16,6 @@ from pydantic import BaseModel, ValidationError
 
 from hokusai._client import (
     IDEMPOTENCY_HEADER,
-    TOKEN_ALREADY_CLAIMED,
     HokusaiClient,
     fetch_identity,
     json_body,
@@ -28,6 +27,7 @@ from hokusai._local import LocalRegistry
 from hokusai._outbox import append_entry, new_entry
 from hokusai.config import setup_mlflow_auth
 from hokusai.errors import (
+    ErrorCode,
     HokusaiAPIError,
     HokusaiConflictError,
     HokusaiConnectionError,
@@ -353,7 +353,7 @@ def _naming_token(token_id: str) -> Iterator[None]:
     try:
         yield
     except HokusaiConflictError as exc:
-        if exc.error_code != TOKEN_ALREADY_CLAIMED:
+        if exc.error_code != ErrorCode.TOKEN_ALREADY_CLAIMED:
             raise
         hint = (
             f"token {token_id} is held by the model named above: use another token id, or register under that model "

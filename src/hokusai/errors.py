@@ -25,6 +25,7 @@ and :class:`HokusaiRegistrationWarning`, for each of a registration's ``warnings
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Self
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "LAYER_LOCAL",
     "LAYER_MLFLOW",
     "LAYER_SDK",
+    "ErrorCode",
     "HokusaiAPIError",
     "HokusaiAuthError",
     "HokusaiConfigurationError",
@@ -46,6 +48,32 @@ __all__ = [
     "HokusaiRegistrationWarning",
     "HokusaiValidationError",
 ]
+
+
+class ErrorCode(StrEnum):
+    """The ``error_code`` of the platform's errors (docs/troubleshooting.md says what each means and what to do).
+
+    Each compares equal to its text: ``exc.error_code == ErrorCode.TOKEN_ALREADY_CLAIMED``. The codes derived from a
+    bare HTTP status are the ones MLflow's client derives, so both clients agree.
+    """
+
+    BAD_REQUEST = "BAD_REQUEST"
+    UNAUTHENTICATED = "UNAUTHENTICATED"
+    PERMISSION_DENIED = "PERMISSION_DENIED"
+    ENDPOINT_NOT_FOUND = "ENDPOINT_NOT_FOUND"
+    RESOURCE_DOES_NOT_EXIST = "RESOURCE_DOES_NOT_EXIST"
+    RESOURCE_ALREADY_EXISTS = "RESOURCE_ALREADY_EXISTS"  # MLflow's
+    RESOURCE_CONFLICT = "RESOURCE_CONFLICT"
+    INVALID_PARAMETER_VALUE = "INVALID_PARAMETER_VALUE"
+    INVALID_STATE = "INVALID_STATE"  # a key that cannot be revoked or rotated again
+    TOKEN_ALREADY_CLAIMED = "TOKEN_ALREADY_CLAIMED"
+    REGISTRATION_CONFLICT = "REGISTRATION_CONFLICT"  # the same registration before, with another metric or baseline
+    TOKEN_MODEL_GONE = "TOKEN_MODEL_GONE"  # a transfer without a model, of a claim no version carries any more
+    REQUEST_LIMIT_EXCEEDED = "REQUEST_LIMIT_EXCEEDED"
+    TEMPORARILY_UNAVAILABLE = "TEMPORARILY_UNAVAILABLE"
+    DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
+    INTERNAL_ERROR = "INTERNAL_ERROR"
+    NOT_IMPLEMENTED = "NOT_IMPLEMENTED"
 
 
 # Which part of the platform answered: the `layer` of the server's error envelope and of every error here.
@@ -104,7 +132,7 @@ class HokusaiValidationError(HokusaiError, ValueError):
 
     field: str | None  # always set by a local check; a server's 400 may name none
     # As the server's 400 for the same rule has them, so that one `except` clause can test either the same way.
-    error_code: str | None = "INVALID_PARAMETER_VALUE"
+    error_code: str | None = ErrorCode.INVALID_PARAMETER_VALUE
     layer: str | None = LAYER_SDK
 
     def __init__(self, field: str, message: str) -> None:

@@ -611,10 +611,6 @@ def baseline_check(
     return [problem]
 
 
-REGISTRATION_CONFLICT = "REGISTRATION_CONFLICT"
-TOKEN_MODEL_GONE = "TOKEN_MODEL_GONE"  # 409: a transfer without a model, of a claim no version carries any more
-
-
 def repeat_conflict(
     *, version_label: str, registered: Mapping[str, str], metric_name: str, baseline_value: float
 ) -> str | None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 import importlib.metadata
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +12,7 @@ import hokusai.errors
 
 EXPECTED = [
     "BaselineEntry",
+    "ErrorCode",
     "HokusaiAPIError",
     "HokusaiAuthError",
     "HokusaiConfigurationError",
@@ -76,3 +78,11 @@ def test_import_is_light() -> None:
     code = "import sys, hokusai; print(sorted(m for m in ('mlflow', 'httpx', 'pydantic') if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_every_error_code_is_explained_in_the_troubleshooting_table() -> None:
+    table = (Path(__file__).parents[2] / "docs" / "troubleshooting.md").read_text(encoding="utf-8")
+    rows = [line for line in table.splitlines() if line.startswith("| `")]
+    missing = [code for code in hokusai.ErrorCode if not any(f"`{code}`" in row.split("|")[1] for row in rows)]
+    assert missing == []
+    assert all(code == code.name for code in hokusai.ErrorCode)  # what the server sends is what a caller compares

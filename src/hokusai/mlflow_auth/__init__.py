@@ -27,7 +27,7 @@ import jwt
 from flask import Response, g, request
 from werkzeug.datastructures import Authorization
 
-from hokusai.errors import LAYER_MLFLOW, error_envelope
+from hokusai.errors import LAYER_MLFLOW, ErrorCode, error_envelope
 from hokusai.mlflow_auth.admin_claim import asserted_identity, install_admin_claim
 from hokusai.mlflow_auth.params import install_param_checks
 from hokusai.mlflow_auth.refusals import install_clearer_refusals
@@ -55,7 +55,7 @@ def _secret() -> str:
 
 
 def _unauthenticated(message: str) -> Response:
-    body = json.dumps(error_envelope("UNAUTHENTICATED", message, LAYER_MLFLOW))
+    body = json.dumps(error_envelope(ErrorCode.UNAUTHENTICATED, message, LAYER_MLFLOW))
     return Response(body, status=401, mimetype="application/json", headers={"WWW-Authenticate": 'Basic realm="mlflow"'})
 
 

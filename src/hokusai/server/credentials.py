@@ -7,6 +7,7 @@ import binascii
 
 from starlette.datastructures import Headers, QueryParams
 
+from hokusai.errors import ErrorCode
 from hokusai.server.errors import ApiError
 from hokusai.validation import KEY_MAX_LENGTH, KEY_PREFIX
 
@@ -51,7 +52,7 @@ def sent_as_basic(headers: Headers) -> bool:
 
 
 def _unauthenticated(message: str) -> ApiError:
-    return ApiError(401, message, error_code="UNAUTHENTICATED")
+    return ApiError(401, message, error_code=ErrorCode.UNAUTHENTICATED)
 
 
 def _basic_password(encoded: str) -> str:
@@ -84,7 +85,7 @@ def key_from_request(headers: Headers, query: QueryParams) -> str:
     presented = {_key_from_authorization(value) for value in headers.getlist("authorization")}
     presented.update(value.strip() for value in headers.getlist("x-api-key") if value.strip())
     if len(presented) > 1:
-        raise ApiError(400, TWO_KEYS_MESSAGE, error_code="BAD_REQUEST")
+        raise ApiError(400, TWO_KEYS_MESSAGE, error_code=ErrorCode.BAD_REQUEST)
     if not presented:
         raise _unauthenticated(MISSING_KEY_MESSAGE)
     return presented.pop()

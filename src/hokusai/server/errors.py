@@ -15,27 +15,27 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from hokusai._printable import printable
-from hokusai.errors import LAYER_API, HokusaiValidationError, error_envelope
+from hokusai.errors import LAYER_API, ErrorCode, HokusaiValidationError, error_envelope
 from hokusai.validation import holds_control_character
 
 logger = logging.getLogger(__name__)
 
 # The code MLflow's client derives from a bare status (mlflow/utils/rest_utils.py), so both sides agree.
 _CODE_FOR_STATUS = {
-    400: "BAD_REQUEST",
-    401: "UNAUTHENTICATED",
-    403: "PERMISSION_DENIED",
-    404: "ENDPOINT_NOT_FOUND",
-    405: "BAD_REQUEST",
-    409: "RESOURCE_CONFLICT",
-    413: "BAD_REQUEST",
-    422: "INVALID_PARAMETER_VALUE",
-    429: "REQUEST_LIMIT_EXCEEDED",
-    500: "INTERNAL_ERROR",
-    501: "NOT_IMPLEMENTED",
-    502: "TEMPORARILY_UNAVAILABLE",
-    503: "TEMPORARILY_UNAVAILABLE",
-    504: "DEADLINE_EXCEEDED",
+    400: ErrorCode.BAD_REQUEST,
+    401: ErrorCode.UNAUTHENTICATED,
+    403: ErrorCode.PERMISSION_DENIED,
+    404: ErrorCode.ENDPOINT_NOT_FOUND,
+    405: ErrorCode.BAD_REQUEST,
+    409: ErrorCode.RESOURCE_CONFLICT,
+    413: ErrorCode.BAD_REQUEST,
+    422: ErrorCode.INVALID_PARAMETER_VALUE,
+    429: ErrorCode.REQUEST_LIMIT_EXCEEDED,
+    500: ErrorCode.INTERNAL_ERROR,
+    501: ErrorCode.NOT_IMPLEMENTED,
+    502: ErrorCode.TEMPORARILY_UNAVAILABLE,
+    503: ErrorCode.TEMPORARILY_UNAVAILABLE,
+    504: ErrorCode.DEADLINE_EXCEEDED,
 }
 
 
@@ -45,7 +45,7 @@ INTERNAL_ERROR_MESSAGE = "Internal error in the Hokusai API; the request id iden
 
 
 def error_code_for_status(status: int) -> str:
-    return _CODE_FOR_STATUS.get(status, "BAD_REQUEST" if status < 500 else "INTERNAL_ERROR")
+    return _CODE_FOR_STATUS.get(status, ErrorCode.BAD_REQUEST if status < 500 else ErrorCode.INTERNAL_ERROR)
 
 
 class ApiError(Exception):
@@ -124,7 +124,7 @@ def readable_error_text(body: bytes, content_type: str | None) -> str:
 
 def mlflow_timed_out() -> ApiError:
     """MLflow took the request and did not answer within the timeout."""
-    return ApiError(504, "MLflow did not answer in time.", error_code="DEADLINE_EXCEEDED")
+    return ApiError(504, "MLflow did not answer in time.", error_code=ErrorCode.DEADLINE_EXCEEDED)
 
 
 _CREDENTIALS_REFUSED_CAUSES = {
@@ -164,7 +164,7 @@ def mlflow_unavailable() -> ApiError:
     return ApiError(
         503,
         "MLflow is temporarily unavailable; retry shortly.",
-        error_code="TEMPORARILY_UNAVAILABLE",
+        error_code=ErrorCode.TEMPORARILY_UNAVAILABLE,
         headers={"Retry-After": RETRY_AFTER_SECONDS},
     )
 
@@ -214,7 +214,7 @@ async def _handle_api_error(_request: Request, exc: Exception) -> JSONResponse:
 
 async def _handle_hokusai_validation(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HokusaiValidationError)
-    return error_response(400, str(exc), error_code="INVALID_PARAMETER_VALUE", field=exc.field)
+    return error_response(400, str(exc), error_code=ErrorCode.INVALID_PARAMETER_VALUE, field=exc.field)
 
 
 async def _handle_request_validation(request: Request, exc: Exception) -> JSONResponse:
@@ -225,9 +225,9 @@ async def _handle_request_validation(request: Request, exc: Exception) -> JSONRe
         # both were refused as "body: Input should be a valid dictionary".
         sent = f"not {content_type!r}" if content_type else "none was given"
         message = f"The request body must be JSON, sent with Content-Type: application/json ({sent})."
-        return error_response(400, message, error_code="INVALID_PARAMETER_VALUE")
+        return error_response(400, message, error_code=ErrorCode.INVALID_PARAMETER_VALUE)
     message, field = _describe_validation_error(exc)
-    return error_response(400, message, error_code="INVALID_PARAMETER_VALUE", field=field)
+    return error_response(400, message, error_code=ErrorCode.INVALID_PARAMETER_VALUE, field=field)
 
 
 def _is_whole_body_error(exc: RequestValidationError) -> bool:
@@ -256,7 +256,7 @@ async def _handle_http_exception(request: Request, exc: Exception) -> JSONRespon
     headers = getattr(exc, "headers", None)
     if exc.status_code == 404 and holds_control_character(request.scope["path"]):
         # Starlette's `path` parameters stop at a newline, so `/models/a%0Ab` matches no route; the fault is the name.
-        return error_response(400, _CONTROL_CHARACTER_IN_PATH, error_code="INVALID_PARAMETER_VALUE")
+        return error_response(400, _CONTROL_CHARACTER_IN_PATH, error_code=ErrorCode.INVALID_PARAMETER_VALUE)
     if exc.status_code == 404:
         message = (
             "No such endpoint. MLflow's API and web UI live under /api/mlflow/, the Hokusai API under /api/v1 "
@@ -268,7 +268,7 @@ async def _handle_http_exception(request: Request, exc: Exception) -> JSONRespon
     if message == _FASTAPI_UNPARSABLE_BODY:
         # Syntax errors come as pydantic's json_invalid (see `_describe_validation_error`); this is a body that is
         # not UTF-8, or JSON Python refuses to build: nested past its recursion limit, an integer of 4300+ digits.
-        return error_response(400, _UNPARSABLE_BODY, error_code="INVALID_PARAMETER_VALUE")
+        return error_response(400, _UNPARSABLE_BODY, error_code=ErrorCode.INVALID_PARAMETER_VALUE)
     return error_response(exc.status_code, message, headers=headers)
 
 
@@ -304,7 +304,7 @@ def database_unavailable(method: str, path: str, exc: OperationalError) -> JSONR
     return error_response(
         503,
         DATABASE_UNAVAILABLE_MESSAGE,
-        error_code="TEMPORARILY_UNAVAILABLE",
+        error_code=ErrorCode.TEMPORARILY_UNAVAILABLE,
         headers={"Retry-After": RETRY_AFTER_SECONDS},
     )
 

@@ -17,6 +17,7 @@ from starlette.responses import StreamingResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hokusai._printable import printable
+from hokusai.errors import ErrorCode
 from hokusai.server.audit import Caller, audit_event
 from hokusai.server.client_watch import ClientLeft, ClientWatch
 from hokusai.server.credentials import refuse_key_in_query
@@ -183,16 +184,18 @@ class MlflowGateway:
             if request.scope["query_string"]:
                 check_artifact_query(routed, request.query_params)
         except PathInvalid as exc:
-            raise ApiError(400, f"{exc}; nothing was sent to MLflow.", error_code="INVALID_PARAMETER_VALUE") from exc
+            raise ApiError(
+                400, f"{exc}; nothing was sent to MLflow.", error_code=ErrorCode.INVALID_PARAMETER_VALUE
+            ) from exc
         except PathRejected as exc:
             raise ApiError(
-                404, f"No such MLflow endpoint through the gateway ({exc}).", error_code="ENDPOINT_NOT_FOUND"
+                404, f"No such MLflow endpoint through the gateway ({exc}).", error_code=ErrorCode.ENDPOINT_NOT_FOUND
             ) from exc
         if routed.access is Access.REFUSED:
             raise ApiError(
                 403,
                 "This MLflow feature (AI gateway, assistant, MCP, secrets, demo data) is not offered by Hokusai.",
-                error_code="PERMISSION_DENIED",
+                error_code=ErrorCode.PERMISSION_DENIED,
             )
         _refuse_foreign_page(request, self._state.settings.browser_origins)
         principal = None
@@ -440,7 +443,7 @@ def _refuse_foreign_page(request: Request, allowed: tuple[str, ...]) -> None:
         403,
         f"Cross-origin request blocked: a page at {origin} may not use MLflow through this API. Use MLflow's "
         f"web UI at {allowed[0]}/api/mlflow/ (or set HOKUSAI_PUBLIC_URL to the address browsers use).",
-        error_code="PERMISSION_DENIED",
+        error_code=ErrorCode.PERMISSION_DENIED,
     )
 
 
@@ -457,7 +460,7 @@ def _check_header_size(headers: list[tuple[bytes, bytes]]) -> None:
             431,
             f"Request headers too large: at most {MAX_REQUEST_HEADERS} headers and "
             f"{MAX_REQUEST_HEADER_BYTES // 1024} KiB in total are accepted.",
-            error_code="BAD_REQUEST",
+            error_code=ErrorCode.BAD_REQUEST,
         )
 
 
@@ -480,7 +483,9 @@ def _upstream_headers(request: Request, identity: dict[str, str]) -> list[tuple[
             # aiohttp writes header values as UTF-8: decoding them as UTF-8 sends the client's bytes unchanged.
             value = raw_value.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise ApiError(400, f"The {name} header is neither ASCII nor UTF-8.", error_code="BAD_REQUEST") from exc
+            raise ApiError(
+                400, f"The {name} header is neither ASCII nor UTF-8.", error_code=ErrorCode.BAD_REQUEST
+            ) from exc
         headers.append((name, value))
     client = request.scope.get("client")
     headers.append(("x-forwarded-for", client[0] if client else "unknown"))
@@ -532,6 +537,6 @@ class StreamedBody:
                 if done:
                     return task.result()
                 if self._handed_at is not None and loop.time() - self._handed_at >= timeout:
-                    raise ApiError(504, "MLflow stopped reading the upload.", error_code="DEADLINE_EXCEEDED")
+                    raise ApiError(504, "MLflow stopped reading the upload.", error_code=ErrorCode.DEADLINE_EXCEEDED)
         finally:
             task.cancel()

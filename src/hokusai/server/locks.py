@@ -22,6 +22,7 @@ from contextvars import ContextVar
 from sqlalchemy import Connection, text
 from starlette.concurrency import run_in_threadpool
 
+from hokusai.errors import ErrorCode
 from hokusai.server.db import Database
 from hokusai.server.errors import RETRY_AFTER_SECONDS, ApiError
 
@@ -133,6 +134,6 @@ def _busy(name: str) -> ApiError:
     return ApiError(
         503,
         f"Another request on '{what}' is still running; retry shortly.",
-        error_code="TEMPORARILY_UNAVAILABLE",
+        error_code=ErrorCode.TEMPORARILY_UNAVAILABLE,
         headers={"Retry-After": RETRY_AFTER_SECONDS},
     )

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from hokusai.errors import LAYER_MLFLOW, HokusaiValidationError
+from hokusai.errors import LAYER_MLFLOW, ErrorCode, HokusaiValidationError
 from hokusai.server.errors import (
     ApiError,
     error_code_for_status,
@@ -89,7 +89,10 @@ def mlflow_error(response: httpx.Response, action: str, identity_mode: str) -> A
         # MLflow refused the API's own credentials for the caller: the operator's to fix, and said so.
         logger.warning("MLflow answered 401 to %s: it refuses the API's credentials (GET /ready)", action)
         return ApiError(
-            401, mlflow_refused_the_apis_credentials(identity_mode), error_code="UNAUTHENTICATED", layer=LAYER_MLFLOW
+            401,
+            mlflow_refused_the_apis_credentials(identity_mode),
+            error_code=ErrorCode.UNAUTHENTICATED,
+            layer=LAYER_MLFLOW,
         )
     if status == 403:
         refused = (
@@ -97,12 +100,12 @@ def mlflow_error(response: httpx.Response, action: str, identity_mode: str) -> A
             if identity_mode == "service-account"
             else f"MLflow denied permission to {action}{detail}. Ask an admin for access."
         )
-        return ApiError(403, refused, error_code="PERMISSION_DENIED", layer=LAYER_MLFLOW)
+        return ApiError(403, refused, error_code=ErrorCode.PERMISSION_DENIED, layer=LAYER_MLFLOW)
     if status == 404:
         return ApiError(
             404,
             f"MLflow could not {action}: not found{detail}.",
-            error_code="RESOURCE_DOES_NOT_EXIST",
+            error_code=ErrorCode.RESOURCE_DOES_NOT_EXIST,
             layer=LAYER_MLFLOW,
         )
     if 400 <= status < 500:

@@ -16,7 +16,7 @@ from starlette.responses import StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hokusai._printable import printable
-from hokusai.errors import LAYER_MLFLOW, error_envelope
+from hokusai.errors import LAYER_MLFLOW, ErrorCode, error_envelope
 from hokusai.server.errors import (
     error_code_for_status,
     mlflow_refused_the_apis_credentials,
@@ -280,7 +280,9 @@ def _credentials_refused(
     """
     logger.warning("MLflow answered 401 to the gateway: it refuses the API's credentials (GET /ready)")
     response.release()
-    payload = error_envelope("UNAUTHENTICATED", mlflow_refused_the_apis_credentials(identity_mode), LAYER_MLFLOW)
+    payload = error_envelope(
+        ErrorCode.UNAUTHENTICATED, mlflow_refused_the_apis_credentials(identity_mode), LAYER_MLFLOW
+    )
     return _enveloped(401, headers, payload)
 
 

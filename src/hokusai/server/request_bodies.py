@@ -10,6 +10,7 @@ from typing import Any
 
 from starlette.requests import Request
 
+from hokusai.errors import ErrorCode
 from hokusai.server.errors import ApiError
 from hokusai.server.paths import rest_and_ajax
 from hokusai.validation import BASELINE_MODEL_PREFIX, MLFLOW_USER_TAG, is_baseline_model_name, is_reserved_tag
@@ -175,7 +176,7 @@ async def guarded_body(request: Request, refusal: Refusal) -> bytes:
     payload = json_object(body)
     reason = refusal(payload) if payload is not None else None
     if reason is not None:
-        raise ApiError(403, reason, error_code="PERMISSION_DENIED")
+        raise ApiError(403, reason, error_code=ErrorCode.PERMISSION_DENIED)
     return body
 
 
@@ -190,7 +191,7 @@ def rewritten_body(payload: dict[str, Any]) -> bytes:
             400,
             "The request body holds a number out of range (or NaN or Infinity), which MLflow's calls do not take; "
             "nothing was sent.",
-            error_code="INVALID_PARAMETER_VALUE",
+            error_code=ErrorCode.INVALID_PARAMETER_VALUE,
         ) from None
 
 
@@ -213,7 +214,7 @@ def json_object(body: bytes) -> dict[str, Any] | None:
 
 
 def _too_deep() -> ApiError:
-    return ApiError(400, _TOO_DEEP, error_code="INVALID_PARAMETER_VALUE")
+    return ApiError(400, _TOO_DEEP, error_code=ErrorCode.INVALID_PARAMETER_VALUE)
 
 
 async def read_limited(request: Request, limit: int) -> bytes:
@@ -224,7 +225,9 @@ async def read_limited(request: Request, limit: int) -> bytes:
         size += len(chunk)
         if size > limit:
             raise ApiError(
-                413, f"Request body larger than {limit} bytes for this endpoint.", error_code="INVALID_PARAMETER_VALUE"
+                413,
+                f"Request body larger than {limit} bytes for this endpoint.",
+                error_code=ErrorCode.INVALID_PARAMETER_VALUE,
             )
     request.scope[BODY_READ] = True
     return b"".join(chunks)  # one copy (none for a body that came in one piece), where a bytearray made two

@@ -22,6 +22,7 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from hokusai.errors import ErrorCode
 from hokusai.server.errors import error_response
 
 # The scope key of the connection's `abort`, for an answer that must end at once: closing waits until the client has
@@ -131,7 +132,7 @@ class RequestHeadProtocol(HttpToolsProtocol):
 
     def send_400_response(self, msg: str) -> None:
         """uvicorn's answer to what httptools cannot parse, in the envelope rather than as plain text."""
-        self.transport.write(_closing_answer(400, "Bad Request", NOT_HTTP_MESSAGE, "BAD_REQUEST"))
+        self.transport.write(_closing_answer(400, "Bad Request", NOT_HTTP_MESSAGE, ErrorCode.BAD_REQUEST))
         self.transport.close()
 
     def _cancel_drain_deadline(self) -> None:
@@ -168,7 +169,7 @@ class RequestHeadProtocol(HttpToolsProtocol):
             "Request Timeout",
             f"The request head did not arrive within {self.header_timeout_seconds:g} s; the connection was closed. "
             "Send the request again.",
-            "DEADLINE_EXCEEDED",
+            ErrorCode.DEADLINE_EXCEEDED,
         )
 
     def _framing_too_large_answer(self) -> bytes:
@@ -177,7 +178,7 @@ class RequestHeadProtocol(HttpToolsProtocol):
             "Request Header Fields Too Large",
             f"The request sent more than {MAX_HEAD_BYTES // 1024} KiB of chunk framing or trailer fields after its "
             "head; the connection was closed.",
-            "BAD_REQUEST",
+            ErrorCode.BAD_REQUEST,
         )
 
     def _head_too_large_answer(self) -> bytes:
@@ -185,7 +186,7 @@ class RequestHeadProtocol(HttpToolsProtocol):
             431,
             "Request Header Fields Too Large",
             f"The request head passed {MAX_HEAD_BYTES // 1024} KiB before it ended; the connection was closed.",
-            "BAD_REQUEST",
+            ErrorCode.BAD_REQUEST,
         )
 
 

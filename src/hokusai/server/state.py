@@ -9,6 +9,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers, QueryParams
 from starlette.requests import Request
 
+from hokusai.errors import ErrorCode
 from hokusai.server.audit import AuditLog
 from hokusai.server.credentials import (
     NOT_A_KEY_AS_BASIC_PASSWORD_MESSAGE,
@@ -82,7 +83,7 @@ class AppState:
             raise ApiError(
                 401,
                 _rejection_message(exc.reason, request.headers),
-                error_code="UNAUTHENTICATED",
+                error_code=ErrorCode.UNAUTHENTICATED,
             ) from exc
         # The access log names who made each call (see middleware.request_id).
         request.scope.setdefault("state", {})[ACTOR_STATE] = f"{principal.owner}/{principal.key_id}"
@@ -111,7 +112,9 @@ class AppState:
         purpose = purpose or f"for {request.method} {request.url.path}"
         advice = advice or f"Ask an admin for a key with the '{scope}' scope."
         raise ApiError(
-            403, f"This key lacks the '{scope}' scope needed {purpose}. {advice}", error_code="PERMISSION_DENIED"
+            403,
+            f"This key lacks the '{scope}' scope needed {purpose}. {advice}",
+            error_code=ErrorCode.PERMISSION_DENIED,
         )
 
     async def aclose(self) -> None:

@@ -13,6 +13,7 @@ from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 from yarl import URL
 
+from hokusai.errors import ErrorCode
 from hokusai.server.assertion import AssertionSigner, Identity
 from hokusai.server.db import Database
 from hokusai.server.keys import Principal
@@ -211,7 +212,7 @@ class Upstream:
         if response.status_code == 200:
             logger.info("provisioned MLflow user %s", username)
             return
-        if response.status_code == 400 and "RESOURCE_ALREADY_EXISTS" in response.text:
+        if response.status_code == 400 and ErrorCode.RESOURCE_ALREADY_EXISTS in response.text:
             return
         raise UpstreamError(f"creating MLflow user {username!r} failed with {response.status_code}")
 
@@ -245,7 +246,7 @@ class Upstream:
             response = await self.client.post(EXPERIMENTS_CREATE, json={"name": name}, headers=headers)
             if response.status_code == 200:
                 return str(response.json()["experiment_id"])
-            if "RESOURCE_ALREADY_EXISTS" not in response.text:
+            if ErrorCode.RESOURCE_ALREADY_EXISTS not in response.text:
                 break
         raise UpstreamError(f"creating the default experiment of {principal.owner!r} failed")
 

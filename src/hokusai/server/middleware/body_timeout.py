@@ -14,6 +14,7 @@ import logging
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hokusai._printable import printable
+from hokusai.errors import ErrorCode
 from hokusai.server.errors import error_response
 from hokusai.server.request_head import declares_body
 
@@ -82,7 +83,7 @@ class ClientBodyTimeoutMiddleware:
             408,
             f"The request body stopped arriving: nothing came for {self.timeout_seconds:g} s. The request was "
             "abandoned and nothing from it was stored; send it again.",
-            error_code="DEADLINE_EXCEEDED",
+            error_code=ErrorCode.DEADLINE_EXCEEDED,
             headers={"Connection": "close"},
         )
         await response(scope, receive, send)

@@ -13,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 
+from hokusai.errors import ErrorCode
 from hokusai.server.db import Database
 from hokusai.server.errors import RETRY_AFTER_SECONDS, ApiError
 from hokusai.server.keys import Principal
@@ -58,7 +59,7 @@ class TokenHeld(ApiError):
             409,
             f"Token '{holder.token_id}' is already claimed by {where}. A token belongs to one model: choose another "
             "token id, or ask an admin to transfer this one.",
-            error_code="TOKEN_ALREADY_CLAIMED",
+            error_code=ErrorCode.TOKEN_ALREADY_CLAIMED,
         )
         self.holder = holder
 

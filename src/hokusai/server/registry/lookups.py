@@ -8,6 +8,7 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
+from hokusai.errors import ErrorCode
 from hokusai.server.db import Database
 from hokusai.server.errors import ApiError
 from hokusai.server.keys import Principal
@@ -166,12 +167,12 @@ async def get_tokenized_model(
     info = tokenized_info(found) if found else None
     if info is None and not held and not is_baseline_model_name(model_name):
         # Rather than "no tokenized version 'latest'" of a model that may not exist.
-        raise ApiError(404, no_tokenized_model(model_name), error_code="RESOURCE_DOES_NOT_EXIST")
+        raise ApiError(404, no_tokenized_model(model_name), error_code=ErrorCode.RESOURCE_DOES_NOT_EXIST)
     if info is None:
-        raise ApiError(404, no_tokenized_version(model_name, version), error_code="RESOURCE_DOES_NOT_EXIST")
+        raise ApiError(404, no_tokenized_version(model_name, version), error_code=ErrorCode.RESOURCE_DOES_NOT_EXIST)
     if info.token_id not in held:
         raise ApiError(
-            404, token_not_held(model_name, info.version, info.token_id), error_code="RESOURCE_DOES_NOT_EXIST"
+            404, token_not_held(model_name, info.version, info.token_id), error_code=ErrorCode.RESOURCE_DOES_NOT_EXIST
         )
     return info
 

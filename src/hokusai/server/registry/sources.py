@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from hokusai.errors import LAYER_MLFLOW
+from hokusai.errors import LAYER_MLFLOW, ErrorCode
 from hokusai.server.errors import ApiError
 from hokusai.server.keys import Principal
 from hokusai.server.mlflow_rest import call_as, filter_equals, filter_in
@@ -56,7 +56,7 @@ async def fetch_run(*, upstream: Upstream, principal: Principal, run_id: str) ->
             403,
             f"Run '{run_id}' does not exist, or your account may not read it (MLflow does not say which). "
             f"Check the run id, or ask an admin for READ on its experiment.{_unlike_a_run_id(run_id)}",
-            error_code="PERMISSION_DENIED",
+            error_code=ErrorCode.PERMISSION_DENIED,
             layer=LAYER_MLFLOW,
         ) from exc
     run = payload.get("run", {})
@@ -184,7 +184,7 @@ async def _run_model_source(*, upstream: Upstream, principal: Principal, run: Ru
             404,
             f"Run '{run.run_id}' has no model at '{artifact_path}': no MLmodel file there and no logged model of "
             "that name. Pass the `name` given to log_model as the artifact path.",
-            error_code="RESOURCE_DOES_NOT_EXIST",
+            error_code=ErrorCode.RESOURCE_DOES_NOT_EXIST,
         )
     # As the MLflow client does: several logged models of one name -> the one logged at the highest step.
     model_id = max(model_ids, key=lambda candidate: run.model_steps.get(candidate, -1))

@@ -10,7 +10,7 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
-from hokusai.errors import LAYER_MLFLOW, HokusaiValidationError
+from hokusai.errors import LAYER_MLFLOW, ErrorCode, HokusaiValidationError
 from hokusai.server.audit import AuditLog, Caller, audit_event
 from hokusai.server.db import Database
 from hokusai.server.errors import ApiError
@@ -40,7 +40,6 @@ from hokusai.server.schemas import TokenizedModelInfo
 from hokusai.server.upstream import Upstream
 from hokusai.validation import (
     MODEL_URI_MAX_LENGTH,
-    REGISTRATION_CONFLICT,
     TAG_RUN_ID,
     TAG_TOKEN_ID,
     baseline_check,
@@ -290,7 +289,7 @@ async def _existing_or_new_version(
             baseline_value=registration.baseline_value,
         )
         if conflict is not None:
-            raise ApiError(409, conflict, error_code=REGISTRATION_CONFLICT)
+            raise ApiError(409, conflict, error_code=ErrorCode.REGISTRATION_CONFLICT)
         await _require_change_rights(upstream=upstream, principal=principal, version=existing)
         left_out = repeat_leaves_out(
             version_label=f"Model '{registration.model_name}' version {existing.get('version')}",

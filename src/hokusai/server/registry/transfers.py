@@ -7,7 +7,7 @@ import logging
 import httpx
 from starlette.concurrency import run_in_threadpool
 
-from hokusai.errors import LAYER_MLFLOW
+from hokusai.errors import LAYER_MLFLOW, ErrorCode
 from hokusai.server.audit import AuditLog, Caller, audit_event
 from hokusai.server.db import Database
 from hokusai.server.errors import ApiError, mlflow_call_failed
@@ -18,7 +18,6 @@ from hokusai.server.models import Token
 from hokusai.server.registry.claims import TOKEN_LOCK, get_token, release_token, tokens_claiming_model, transfer_token
 from hokusai.server.registry.versions import model_carries
 from hokusai.server.upstream import Upstream, UpstreamError
-from hokusai.validation import TOKEN_MODEL_GONE
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +47,7 @@ async def transfer(
             if twin
             else f"an account exists once a key is created for it (hokusai keys create --owner {new_owner})."
         )
-        raise ApiError(404, f"No account '{new_owner}': {remedy}", error_code="RESOURCE_DOES_NOT_EXIST")
+        raise ApiError(404, f"No account '{new_owner}': {remedy}", error_code=ErrorCode.RESOURCE_DOES_NOT_EXIST)
     if model_name is not None:
         await call_as(
             upstream,
@@ -136,7 +135,7 @@ async def _require_carrier(*, upstream: Upstream, principal: Principal, token: T
             f"No version of model '{token.model_name}' carries token '{token.token_id}' any more (the model was "
             "deleted, or renamed straight on MLflow), so that model is not handed over with it. Name the model the "
             "token should move to (--model, or `model_name` in the body).",
-            error_code=TOKEN_MODEL_GONE,
+            error_code=ErrorCode.TOKEN_MODEL_GONE,
         )
 
 
@@ -151,4 +150,4 @@ async def release(*, database: Database, audit: AuditLog, caller: Caller, token_
 
 
 def token_not_found(token_id: str) -> ApiError:
-    return ApiError(404, f"Token '{token_id}' is not claimed.", error_code="RESOURCE_DOES_NOT_EXIST")
+    return ApiError(404, f"Token '{token_id}' is not claimed.", error_code=ErrorCode.RESOURCE_DOES_NOT_EXIST)

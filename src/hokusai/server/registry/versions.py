@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from hokusai.errors import ErrorCode
 from hokusai.server.db import Database
 from hokusai.server.errors import ApiError
 from hokusai.server.keys import Principal
@@ -67,7 +68,7 @@ async def ensure_registered_model(*, upstream: Upstream, principal: Principal, m
     response = await send_as(upstream, principal, "POST", REGISTERED_MODELS_CREATE, body={"name": model_name})
     if response.status_code == 200:
         return True
-    if response.status_code == 400 and mlflow_message(response)[0] == "RESOURCE_ALREADY_EXISTS":
+    if response.status_code == 400 and mlflow_message(response)[0] == ErrorCode.RESOURCE_ALREADY_EXISTS:
         return False
     raise mlflow_error(response, f"create registered model '{model_name}'", upstream.mode)
 

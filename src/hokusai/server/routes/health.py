@@ -8,6 +8,7 @@ from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
 
 from hokusai import __version__
+from hokusai.errors import ErrorCode
 from hokusai.server.deps import StateDep
 from hokusai.server.errors import RETRY_AFTER_SECONDS, error_response
 
@@ -38,6 +39,6 @@ async def read_ready(state: StateDep) -> JSONResponse:
     problem = problem or await state.upstream.check_ready()
     if problem is not None:
         return error_response(
-            503, problem, error_code="TEMPORARILY_UNAVAILABLE", headers={"Retry-After": RETRY_AFTER_SECONDS}
+            503, problem, error_code=ErrorCode.TEMPORARILY_UNAVAILABLE, headers={"Retry-After": RETRY_AFTER_SECONDS}
         )
     return JSONResponse({"status": "ready", "mlflow": "ok", "identity_mode": state.upstream.mode})

@@ -10,7 +10,7 @@ import httpx
 from fastapi import APIRouter, Query, Request, status
 from starlette.concurrency import run_in_threadpool
 
-from hokusai.errors import HokusaiValidationError
+from hokusai.errors import ErrorCode, HokusaiValidationError
 from hokusai.server.deps import PrincipalDep, StateDep
 from hokusai.server.errors import ApiError
 from hokusai.server.keys import IssuedKey, KeyAlreadyRevoked, KeyExpired, Principal, expiry_from_days, principal_of
@@ -34,7 +34,7 @@ def _owned_key(state: AppState, principal: Principal, key_id: str) -> ApiKey:
     # Someone else's key id answers like a missing one, so ids of other accounts cannot be probed.
     if record is None or (record.owner != principal.owner and not principal.is_admin):
         shown = key_id if len(key_id) <= _SHOWN_ID_LENGTH else key_id[:_SHOWN_ID_LENGTH] + "…"
-        raise ApiError(404, f"No API key with id '{shown}'.", error_code="RESOURCE_DOES_NOT_EXIST")
+        raise ApiError(404, f"No API key with id '{shown}'.", error_code=ErrorCode.RESOURCE_DOES_NOT_EXIST)
     return record
 
 
@@ -64,7 +64,7 @@ def _require_power_over(principal: Principal, record: ApiKey, action: str) -> No
         403,
         f"Your key cannot {action} key '{record.id}': {reason}. Use a key of yours with at least its scopes and "
         "lifetime, or ask an admin.",
-        error_code="PERMISSION_DENIED",
+        error_code=ErrorCode.PERMISSION_DENIED,
     )
 
 
@@ -115,7 +115,7 @@ def _within_lifetime_of(limit: datetime, requested: datetime | None) -> datetime
         f"A key cannot outlive the key that creates it, and yours expires at {limit:%Y-%m-%d %H:%M} UTC: leave out "
         f"`--expires-in-days` (`expires_in_days`) for a key that expires with it, {shorter}or ask an admin for a "
         "longer-lived key.",
-        error_code="PERMISSION_DENIED",
+        error_code=ErrorCode.PERMISSION_DENIED,
     )
 
 
@@ -143,7 +143,7 @@ async def create_key(body: KeyCreate, request: Request, state: StateDep, princip
             403,
             f"A key can only be given scopes its creator holds, and yours holds {held}: ask for those "
             f"(`--scopes {held}` in `hokusai keys create`), or ask an admin for a key with wider scopes.",
-            error_code="PERMISSION_DENIED",
+            error_code=ErrorCode.PERMISSION_DENIED,
         )
     expires_at = expiry_from_days(body.expires_in_days)
     if not principal.is_admin and principal.expires_at is not None:
@@ -167,7 +167,7 @@ async def read_keys(
     if owner is not None:
         owner = validate_owner(owner)  # PostgreSQL refuses NUL in text with an error, not an empty list
     if (all or (owner is not None and owner != principal.owner)) and not principal.is_admin:
-        raise ApiError(403, "Only admin keys may list other accounts' keys.", error_code="PERMISSION_DENIED")
+        raise ApiError(403, "Only admin keys may list other accounts' keys.", error_code=ErrorCode.PERMISSION_DENIED)
     selected = None if all else (owner or principal.owner)
     records = await run_in_threadpool(state.keys.list, owner=selected)
     return KeyList(keys=[KeyInfo.of(record) for record in records])
@@ -180,7 +180,7 @@ async def revoke_key(key_id: str, request: Request, state: StateDep, principal: 
     try:
         record = await run_in_threadpool(state.keys.revoke, key_id)
     except KeyAlreadyRevoked as exc:
-        raise ApiError(409, str(exc), error_code="INVALID_STATE") from exc
+        raise ApiError(409, str(exc), error_code=ErrorCode.INVALID_STATE) from exc
     assert record is not None
     await run_in_threadpool(_audit, state, request, principal, "key.revoke", key_id)
     return KeyInfo.of(record)
@@ -193,7 +193,7 @@ async def rotate_key(key_id: str, request: Request, state: StateDep, principal: 
     try:
         issued = await run_in_threadpool(state.keys.rotate, key_id)
     except (KeyExpired, KeyAlreadyRevoked) as exc:
-        raise ApiError(409, str(exc), error_code="INVALID_STATE") from exc
+        raise ApiError(409, str(exc), error_code=ErrorCode.INVALID_STATE) from exc
     assert issued is not None  # keys are never deleted, and `_owned_key` found this one
     detail = {"replaced_by": issued.record.id}
     await run_in_threadpool(_audit, state, request, principal, "key.rotate", key_id, detail)

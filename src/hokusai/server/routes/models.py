@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, Response, status
 
+from hokusai.errors import ErrorCode
 from hokusai.server.audit import Caller
 from hokusai.server.deps import ReaderDep, StateDep, WriterDep
 from hokusai.server.errors import ApiError
@@ -123,7 +124,7 @@ async def read_tokenized_models(
             403,
             f"Only admin keys may list the models of another owner's tokens; list your own with owner="
             f"{principal.owner} (`--owner {principal.owner}` in the CLI, or no owner), or filter by token_id.",
-            error_code="PERMISSION_DENIED",
+            error_code=ErrorCode.PERMISSION_DENIED,
         )
     return await lookups.list_tokenized_models(
         database=state.database,
