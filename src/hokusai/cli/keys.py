@@ -22,6 +22,8 @@ from hokusai.validation import KEY_MAX_LIFETIME_DAYS, OFFLINE_ACTOR
 if TYPE_CHECKING:  # the server's modules load only for --offline: the SDK alone can create keys remotely
     from hokusai.server.audit import AuditLog
     from hokusai.server.keys import KeyStore
+    from hokusai.server.models import ApiKey
+    from hokusai.server.settings import Settings
 
 keys_app = typer.Typer(help="Create, list, revoke and rotate API keys.", no_args_is_help=True)
 
@@ -68,7 +70,7 @@ def _offline_store() -> Iterator[_Offline]:
         database.close()
 
 
-def _refuse_a_stray_data_dir(settings: Any) -> None:
+def _refuse_a_stray_data_dir(settings: Settings) -> None:
     """Refuse to work on platform data that is not there, unless its place was named on purpose.
 
     Run from another directory, the default `./.hokusai` is a new, empty one: the key made there would be peppered
@@ -89,7 +91,7 @@ def _refuse_a_stray_data_dir(settings: Any) -> None:
     )
 
 
-def _offline_row(record: Any) -> dict[str, Any]:
+def _offline_row(record: ApiKey) -> dict[str, Any]:
     from hokusai.server.schemas import KeyInfo
 
     return KeyInfo.of(record).model_dump(mode="json")

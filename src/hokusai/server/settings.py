@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -310,7 +311,7 @@ def load_settings(**overrides: Any) -> Settings:
         raise HokusaiConfigurationError(problems) from None
 
 
-def _problem(error: Any) -> str:
+def _problem(error: ErrorDetails) -> str:
     fields = [str(part) for part in error["loc"]]
     name = f"HOKUSAI_{'_'.join(fields).upper()}" if fields else "settings"
     return f"{name}: {error['msg'].removeprefix('Value error, ')}"
