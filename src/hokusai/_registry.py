@@ -43,6 +43,7 @@ from hokusai.validation import (
     validate_metadata,
     validate_model_name,
     validate_owner,
+    validate_registration,
     validate_run_id,
 )
 
@@ -145,7 +146,7 @@ class ModelRegistry:
                 model and source were registered before with another metric or baseline (``REGISTRATION_CONFLICT``).
             HokusaiAuthError, HokusaiPermissionError, HokusaiConnectionError, HokusaiAPIError: see their docs.
         """
-        request = RegistrationRequest.build(
+        fields = validate_registration(
             model_uri=model_uri,
             model_name=model_name,
             token_id=token_id,
@@ -159,8 +160,8 @@ class ModelRegistry:
                 "primary_metric": primary_metric,
                 "benchmark_spec_id": benchmark_spec_id,
             },
-            strict=strict,
         )
+        request = RegistrationRequest.of(fields, strict=strict)
         return _warned_of(self._register(request))
 
     def _register(self, request: RegistrationRequest) -> TokenizedModel:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -11,8 +10,8 @@ from pydantic import BaseModel, ConfigDict
 from hokusai.validation import (
     METADATA_FIELDS,
     METADATA_TAG_PREFIX,
+    RegistrationFields,
     validate_metadata_fields,
-    validate_registration,
 )
 
 __all__ = ["BaselineEntry", "RegistrationRequest", "TokenizedModel"]
@@ -74,30 +73,8 @@ class RegistrationRequest:
     strict: bool = False
 
     @classmethod
-    def build(
-        cls,
-        *,
-        model_uri: object,
-        model_name: object,
-        token_id: object,
-        metric_name: object,
-        baseline_value: object,
-        tags: Mapping[str, object] | None,
-        description: object,
-        metadata: Mapping[str, object],
-        strict: bool,
-    ) -> RegistrationRequest:
-        """Apply :mod:`hokusai.validation`, the same rules the server applies, before anything is sent."""
-        fields = validate_registration(
-            model_uri=model_uri,
-            model_name=model_name,
-            token_id=token_id,
-            metric_name=metric_name,
-            baseline_value=baseline_value,
-            tags=tags,
-            description=description,
-            metadata=metadata,
-        )
+    def of(cls, fields: RegistrationFields, *, strict: bool) -> RegistrationRequest:
+        """The request for fields checked by :func:`hokusai.validation.validate_registration`, the server's rules."""
         return cls(
             model_uri=fields.model_uri,
             model_name=fields.model_name,
