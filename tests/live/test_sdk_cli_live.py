@@ -211,7 +211,8 @@ def test_models_register_refusals_are_one_line_with_the_fix(
     assert read_only.returncode == 1
     assert re.fullmatch(
         rf"Permission denied: 403 PERMISSION_DENIED from hokusai-api {REQUEST_ID}: This key lacks the 'write' scope "
-        r"needed for POST /api/v1/models/tokenized\. Ask an admin for a key with the 'write' scope\.",
+        r"needed for POST /api/v1/models/tokenized\. Use a key with the 'write' scope: a key of yours that has it can "
+        r"create one \(`hokusai keys create --scopes read,write`\), or ask an admin for one\.",
         _error_lines(read_only.stderr)[0],
     ), read_only.stderr
     assert conflict.returncode == 1

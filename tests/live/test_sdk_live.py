@@ -321,7 +321,8 @@ def test_a_read_only_key_registering_is_a_403_naming_the_write_scope(
     assert (error.status, error.error_code, error.layer) == (403, "PERMISSION_DENIED", "hokusai-api")
     assert str(error) == (
         f"403 PERMISSION_DENIED from hokusai-api (Request ID: {error.request_id}): This key lacks the 'write' scope "
-        "needed for POST /api/v1/models/tokenized. Ask an admin for a key with the 'write' scope."
+        "needed for POST /api/v1/models/tokenized. Use a key with the 'write' scope: a key of yours that has it can "
+        "create one (`hokusai keys create --scopes read,write`), or ask an admin for one."
     )
     assert can_read == []
 

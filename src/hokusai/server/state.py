@@ -95,7 +95,7 @@ class AppState:
         """A 403 (recorded in the audit log) unless the key holds `scope`.
 
         The message says what the scope was needed for (`purpose`, by default the method and path) and what to do
-        (`advice`, by default asking an admin for a key with the scope).
+        (`advice`, by default where a key with the scope comes from).
         """
         if principal.has_scope(scope):
             return
@@ -110,7 +110,7 @@ class AppState:
             request_id=getattr(request.state, "request_id", None),
         )
         purpose = purpose or f"for {request.method} {request.url.path}"
-        advice = advice or f"Ask an admin for a key with the '{scope}' scope."
+        advice = advice or _scope_advice(scope)
         raise ApiError(
             403,
             f"This key lacks the '{scope}' scope needed {purpose}. {advice}",
@@ -120,3 +120,14 @@ class AppState:
     async def aclose(self) -> None:
         await self.upstream.aclose()
         self.database.close()
+
+
+def _scope_advice(scope: str) -> str:
+    """Where a key with `scope` comes from: a user may make their own read or write key with a key that has the scope
+    (a read-only CI key's owner often holds one), so "ask an admin" is only the whole answer for admin."""
+    if scope == "admin":
+        return "Only an admin key may do this."
+    return (
+        f"Use a key with the '{scope}' scope: a key of yours that has it can create one (`hokusai keys create "
+        f"--scopes {'read,write' if scope == 'write' else 'read'}`), or ask an admin for one."
+    )
