@@ -16,7 +16,7 @@ logger = logging.getLogger(__name__)
 
 
 def ensure_own_dir(path: Path) -> Path:
-    """``path``, a directory of this user's, created only its owner may enter if missing.
+    """``path``, a directory of this user's; created, if missing, so that only its owner may enter it.
 
     One that belongs to another user is refused: whoever owns it could read or replace what is written there (a
     directory under /tmp may have been made in advance by someone else). An existing one of the user's keeps its mode:
