@@ -433,6 +433,19 @@ def test_models_list_and_show(api: FakeAPI, monkeypatch: pytest.MonkeyPatch) -> 
     assert api.requests[3].url.path == "/api/v1/models/tokenized/churn/versions/latest"
 
 
+def test_output_to_a_pipe_is_not_wrapped(api: FakeAPI, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a terminal or COLUMNS, rich would fold at 80 columns what `grep` or a log reader expects whole."""
+    monkeypatch.setenv("HOKUSAI_API_KEY", KEY)
+    monkeypatch.delenv("COLUMNS", raising=False)
+    source = "s3://bucket/" + "/".join(["a-long-folder-name"] * 8) + "/model"
+    model = {**MODEL, "model_name": "churn-" + "x" * 90, "source": source}
+    answer(api, httpx.Response(200, json={"models": [model], "next_page_token": None}))
+    listed = run(["models", "list"])
+    assert listed.exit_code == 0, listed.stderr
+    [row] = [line for line in listed.stdout.splitlines() if model["model_name"] in line]
+    assert source in row and "CHURN" in row
+
+
 def test_model_commands_do_not_warn_about_mlflows_own_key(api: FakeAPI, monkeypatch: pytest.MonkeyPatch) -> None:
     # The README's admin shell: HOKUSAI_API_KEY is the admin's key, MLFLOW_TRACKING_TOKEN a user's.
     monkeypatch.setenv("HOKUSAI_API_KEY", KEY)

@@ -4,6 +4,7 @@ Lines for scripts."""
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable, Mapping
 from typing import Annotated, Any
 
@@ -12,6 +13,10 @@ from rich.console import Console
 from rich.table import Table
 
 __all__ = ["JsonOption", "console", "key_value_table", "print_json_lines"]
+
+# A pipe or a file has no width, and rich would assume 80 columns: a model URI, a server's message or a table row
+# would then be broken over lines where `grep`, `cut` or a log reader expects it whole.
+_UNWRAPPED_WIDTH = 10_000
 
 JsonOption = Annotated[
     bool,
@@ -25,7 +30,10 @@ JsonOption = Annotated[
 def console(*, stderr: bool = False) -> Console:
     # markup=False: model names, tags and server messages may contain "[...]", which must print as is.
     # Built per call so the width follows the terminal (or COLUMNS) of this invocation.
-    return Console(markup=False, highlight=False, stderr=stderr)
+    out = Console(markup=False, highlight=False, stderr=stderr)
+    if not out.is_terminal and "COLUMNS" not in os.environ:
+        out.width = _UNWRAPPED_WIDTH
+    return out
 
 
 def key_value_table(rows: Iterable[tuple[str, object]], *, title: str | None = None) -> Table:
