@@ -210,13 +210,13 @@ def test_malformed_keys_never_reach_the_database(store: KeyStore, candidate: str
 def test_unknown_and_other_pepper_keys_are_refused(store: KeyStore, database: Database) -> None:
     assert _reason(store, generate_key()) == REASON_UNKNOWN
     issued = store.create(owner="dan", name="x", scopes=parse_scopes("read"))
-    other_server = KeyStore(database, b"another-pepper")
+    other_server = KeyStore(database, b"another-pepper", cache_ttl=60.0)
     assert _reason(other_server, issued.secret) == REASON_UNKNOWN
 
 
 def test_revocation_elsewhere_is_seen_after_the_cache_ttl(database: Database) -> None:
     api = KeyStore(database, PEPPER, cache_ttl=0.5)
-    cli = KeyStore(database, PEPPER)
+    cli = KeyStore(database, PEPPER, cache_ttl=10.0)
     issued = api.create(owner="erin", name="x", scopes=parse_scopes("read"))
     api.verify(issued.secret)
     cli.revoke(issued.record.id)

@@ -50,7 +50,7 @@ def _transfers_of_alices_token(
     database: Database, mlflow: object, *owners: str
 ) -> Callable[[str], Coroutine[Any, Any, Token]]:
     """Token CHURN held by alice's model `churn`, accounts for `owners`; returns an admin's transfer to one of them."""
-    keys = KeyStore(database, b"pepper")
+    keys = KeyStore(database, b"pepper", cache_ttl=10.0)
     for owner in owners:
         keys.create(owner=owner, name=owner, scopes=parse_scopes("read,write"))
     claim_token(database, token_id="CHURN", model_name="churn", owner="alice")

@@ -65,7 +65,8 @@ def _offline_store() -> Iterator[_Offline]:
     database = Database(settings.resolved_database_url)
     try:
         pepper = load_or_create_secrets(settings).key_pepper
-        yield _Offline(KeyStore(database, pepper), AuditLog(database), settings.admin_owner)
+        store = KeyStore(database, pepper, cache_ttl=settings.key_cache_ttl_seconds)
+        yield _Offline(store, AuditLog(database), settings.admin_owner)
     finally:
         database.close()
 

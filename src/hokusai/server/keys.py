@@ -144,7 +144,7 @@ class KeyStore:
     offline CLI) is seen within `cache_ttl`.
     """
 
-    def __init__(self, database: Database, pepper: bytes, *, cache_ttl: float = 10.0) -> None:
+    def __init__(self, database: Database, pepper: bytes, *, cache_ttl: float) -> None:
         self._database = database
         self._pepper = pepper
         self._cache_ttl = cache_ttl

@@ -250,7 +250,7 @@ def bootstrap_admin_key(settings: Settings, platform_secrets: PlatformSecrets) -
     """On a fresh data dir, create the first admin key; returns it so it can be shown once."""
     database = Database(settings.resolved_database_url)
     try:
-        store = KeyStore(database, platform_secrets.key_pepper)
+        store = KeyStore(database, platform_secrets.key_pepper, cache_ttl=settings.key_cache_ttl_seconds)
         if store.count():
             return None
         issued = store.create(owner=settings.admin_owner, name="bootstrap admin", scopes=frozenset(SCOPES))
