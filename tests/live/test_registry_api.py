@@ -757,6 +757,29 @@ def test_token_lookup_shows_the_owner_only_to_the_owner_and_admins(
     assert_error(as_bob.get("/api/v1/tokens/-bad"), 400, "INVALID_PARAMETER_VALUE")
 
 
+def test_token_lookup_tells_the_owner_when_the_tokens_model_is_gone(
+    as_alice: httpx.Client, as_bob: httpx.Client, as_admin: httpx.Client, run: LoggedRun
+) -> None:
+    """A claim outlives a model deleted through MLflow; the lookup named that model as if it still held the token."""
+    request = body(run)
+    name, path = str(request["model_name"]), f"/api/v1/tokens/{request['token_id']}"
+    assert as_alice.post(TOKENIZED, json=request).status_code == 201
+
+    def carried() -> dict[str, object]:
+        return {
+            who: c.get(path).json()["model_carries_token"]
+            for who, c in [("a", as_alice), ("b", as_bob), ("admin", as_admin)]
+        }
+
+    before = carried()
+    assert as_alice.request("DELETE", f"{MLFLOW}/registered-models/delete", json={"name": name}).status_code == 200
+    after = carried()
+
+    assert before == {"a": True, "b": None, "admin": True}
+    assert after == {"a": False, "b": None, "admin": False}
+    assert as_alice.get(path).json()["model_name"] == name  # still hers, and still naming where it was
+
+
 def test_admins_transfer_and_release_tokens(
     as_alice: httpx.Client, as_bob: httpx.Client, as_admin: httpx.Client, alice: User, bob: User, run: LoggedRun
 ) -> None:

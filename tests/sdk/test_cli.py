@@ -651,6 +651,22 @@ def test_read_commands_print_json_lines_for_scripts(api: FakeAPI, monkeypatch: p
     assert [json.loads(line) for line in held.stdout.splitlines()] == [token]
 
 
+@pytest.mark.parametrize(("carried", "noted"), [(True, False), (None, False), (False, True)])
+def test_tokens_show_notes_a_model_that_no_longer_carries_the_token(
+    api: FakeAPI, monkeypatch: pytest.MonkeyPatch, carried: bool | None, noted: bool
+) -> None:
+    monkeypatch.setenv("HOKUSAI_API_KEY", KEY)
+    monkeypatch.setattr("hokusai._client.HokusaiClient", functools.partial(HokusaiClient, transport=api.transport))
+    token = {"token_id": "CHURN", "model_name": "churn", "owner": "ada", "created_at": "2026-11-29T10:00:00Z"}
+    answer(api, httpx.Response(200, json={**token, "model_carries_token": carried}))
+    app = typer.Typer()
+    tokens.register(app)
+    shown = run(["tokens", "show", "churn"], app=app)
+    assert shown.exit_code == 0, shown.stderr
+    assert "model    churn" in shown.stdout
+    assert ("no version of this model carries the token any more" in shown.stdout) is noted
+
+
 def test_api_commands_in_mock_mode_say_there_is_no_api(monkeypatch: pytest.MonkeyPatch) -> None:
     """Mock mode needs no key; asking for one there (`hokusai tokens show`) sent users to `hokusai login`."""
     monkeypatch.setenv("HOKUSAI_MOCK_MODE", "1")

@@ -32,6 +32,14 @@ def _token_path(token_id: str) -> str:
 
 def _print_token(row: dict[str, Any]) -> None:
     rows = [("model", row["model_name"]), ("owner", row["owner"]), ("claimed", row["created_at"])]
+    if row.get("model_carries_token") is False:
+        rows.append(
+            (
+                "note",
+                "no version of this model carries the token any more (deleted or renamed straight on MLflow); "
+                "registering the token on another model moves it there",
+            )
+        )
     console().print(key_value_table(rows, title=f"Token {row['token_id']}"))
 
 

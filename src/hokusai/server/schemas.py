@@ -309,14 +309,23 @@ class TokenInfo(BaseModel):
     model_name: str
     owner: str | None = Field(description="Shown only to the owner and to admins")
     created_at: datetime
+    model_carries_token: bool | None = Field(
+        default=None,
+        description=(
+            "Whether a version of `model_name` still carries the token: false once that model was deleted or "
+            "renamed straight on MLflow (the owner's next registration of the token on another model moves it "
+            "there). In lookups by the owner or an admin; null otherwise."
+        ),
+    )
 
     @classmethod
-    def of(cls, token: Token, *, show_owner: bool) -> TokenInfo:
+    def of(cls, token: Token, *, show_owner: bool, model_carries_token: bool | None = None) -> TokenInfo:
         return cls(
             token_id=token.token_id,
             model_name=token.model_name,
             owner=token.owner if show_owner else None,
             created_at=token.created_at,
+            model_carries_token=model_carries_token,
         )
 
 

@@ -10,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from hokusai.server.audit import Caller
 from hokusai.server.deps import AdminDep, ReaderDep, StateDep
 from hokusai.server.registry import claims, transfers
+from hokusai.server.registry.versions import model_carries
 from hokusai.server.schemas import TOKEN_ID_RULES, TokenInfo, TokenTransfer, error_responses
 from hokusai.validation import normalize_token_id, validate_model_name, validate_owner
 
@@ -21,12 +22,20 @@ TokenId = Annotated[str, Path(description="Case-insensitive", json_schema_extra=
 
 @router.get("/{token_id}", response_model=TokenInfo, responses=error_responses(404))
 async def read_token(token_id: TokenId, state: StateDep, principal: ReaderDep) -> TokenInfo:
-    """The model holding a token; its owner is shown only to that owner and to admins."""
+    """The model holding a token; its owner, and whether that model still carries the token, are shown only to that
+    owner and to admins."""
     token_id = normalize_token_id(token_id)
     token = await run_in_threadpool(claims.get_token, state.database, token_id=token_id)
     if token is None:
         raise transfers.token_not_found(token_id)
-    return TokenInfo.of(token, show_owner=principal.is_admin or token.owner == principal.owner)
+    if not (principal.is_admin or token.owner == principal.owner):
+        return TokenInfo.of(token, show_owner=False)
+    # Asked as the caller, who can see the model: its owner holds MANAGE on it, an admin sees every model. Not asked
+    # for anyone else, who may not be allowed to read the model, so that "no" would be a guess.
+    carried = await model_carries(
+        upstream=state.upstream, principal=principal, model_name=token.model_name, token_id=token.token_id
+    )
+    return TokenInfo.of(token, show_owner=True, model_carries_token=carried)
 
 
 @router.post("/{token_id}/transfer", response_model=TokenInfo, responses=error_responses(404, 502, 503, 504))
