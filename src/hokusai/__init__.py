@@ -28,7 +28,7 @@ from hokusai.errors import (
 if TYPE_CHECKING:
     from hokusai._registry import ModelRegistry
     from hokusai.config import setup
-    from hokusai.models import BaselineEntry, TokenizedModel
+    from hokusai.models import BaselineEntry, TokenClaim, TokenizedModel
 
 __version__ = "0.1.0"
 
@@ -49,6 +49,7 @@ __all__ = [
     "HokusaiRegistrationWarning",
     "HokusaiValidationError",
     "ModelRegistry",
+    "TokenClaim",
     "TokenizedModel",
     "__version__",
     "setup",
@@ -58,6 +59,7 @@ __all__ = [
 _LAZY = {
     "BaselineEntry": "hokusai.models",
     "ModelRegistry": "hokusai._registry",
+    "TokenClaim": "hokusai.models",
     "TokenizedModel": "hokusai.models",
     "setup": "hokusai.config",
 }

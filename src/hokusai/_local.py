@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from hokusai._client import api_error
 from hokusai._paths import local_store_dir
 from hokusai.errors import LAYER_LOCAL, ErrorCode, HokusaiAPIError
-from hokusai.models import BaselineEntry, RegistrationRequest, TokenizedModel
+from hokusai.models import BaselineEntry, RegistrationRequest, TokenClaim, TokenizedModel
 from hokusai.validation import (
     BASELINE_MODELS_FILTER,
     LATEST_VERSION,
@@ -40,6 +40,7 @@ from hokusai.validation import (
     repeat_conflict,
     repeat_leaves_out,
     run_id_from_uri,
+    token_not_claimed,
     token_not_held,
     tokenized_tags,
     validate_version,
@@ -189,6 +190,21 @@ class LocalRegistry:
             models.extend(_tokenized(found, created=False) for found in versions if found.name == model_name)
         return sorted(models, key=lambda model: (model.model_name, int(model.version)))
 
+    def get_token(self, token_id: str) -> TokenClaim:
+        """Who holds a token, as ``GET /api/v1/tokens/<token>`` answers its owner."""
+        held = self._claims.get(token_id)
+        if held is None:
+            raise _not_found(token_not_claimed(token_id))
+        model_name, owner, created_at = held
+        carriers = self._search_versions(_token_filter(token_id))
+        return TokenClaim(
+            token_id=token_id,
+            model_name=model_name,
+            owner=owner,
+            created_at=datetime.fromisoformat(created_at),
+            model_carries_token=any(found.name == model_name for found in carriers),
+        )
+
     def register_baseline(
         self, model_type: str, run_id: str, metadata_json: str | None, *, source: str
     ) -> BaselineEntry:
@@ -337,6 +353,14 @@ class _TokenClaims:
     def release(self, token_id: str, model_name: str) -> None:
         with self._connect() as connection:
             connection.execute("DELETE FROM tokens WHERE token_id = ? AND model_name = ?", (token_id, model_name))
+
+    def get(self, token_id: str) -> tuple[str, str, str] | None:
+        """The model holding the token, its owner and when it was claimed (ISO 8601); None when it is free."""
+        with self._connect() as connection:
+            row = connection.execute(
+                "SELECT model_name, owner, created_at FROM tokens WHERE token_id = ?", (token_id,)
+            ).fetchone()
+        return None if row is None else (str(row[0]), str(row[1]), str(row[2]))
 
     def held_by(self, model_name: str) -> set[str]:
         with self._connect() as connection:

@@ -33,7 +33,7 @@ from hokusai.errors import (
     HokusaiConnectionError,
     HokusaiRegistrationWarning,
 )
-from hokusai.models import BaselineEntry, RegistrationRequest, TokenizedModel
+from hokusai.models import BaselineEntry, RegistrationRequest, TokenClaim, TokenizedModel
 from hokusai.validation import (
     DEFAULT_PAGE_SIZE,
     normalize_model_type,
@@ -51,6 +51,7 @@ __all__ = ["ModelRegistry"]
 
 TOKENIZED_PATH = "/api/v1/models/tokenized"
 BASELINE_PATH = "/api/v1/models/baseline"
+TOKENS_PATH = "/api/v1/tokens"
 
 logger = logging.getLogger(__name__)
 
@@ -205,6 +206,17 @@ class ModelRegistry:
             return self.local.list_tokenized_models(token, owner=owner)
         filters = {name: value for name, value in (("token_id", token), ("owner", owner)) if value}
         return _all_pages(self._client, TOKENIZED_PATH, filters, "models", TokenizedModel)
+
+    def get_token(self, token_id: str) -> TokenClaim:
+        """Who holds ``token_id`` (any case): the model it belongs to, and, for your own tokens (any, with an admin
+        key), the owner and whether that model still carries it.
+
+        A token no model holds raises :class:`HokusaiNotFoundError`: the first registration with it claims it.
+        """
+        token_id = normalize_token_id(token_id)
+        if self._client is None:
+            return self.local.get_token(token_id)
+        return _parse(TokenClaim, self._client.request("GET", f"{TOKENS_PATH}/{token_id}"))
 
     def list_baselines(self, model_type: str | None = None) -> list[BaselineEntry]:
         """Every baseline version you can see, of one model type (any case) or of all, by type then version.

@@ -1,8 +1,10 @@
-"""The values the registry returns (:class:`TokenizedModel`, :class:`BaselineEntry`) and the request it sends."""
+"""The values the registry returns (:class:`TokenizedModel`, :class:`BaselineEntry`, :class:`TokenClaim`) and the
+request it sends."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -14,7 +16,7 @@ from hokusai.validation import (
     validate_metadata_fields,
 )
 
-__all__ = ["BaselineEntry", "RegistrationRequest", "TokenizedModel"]
+__all__ = ["BaselineEntry", "RegistrationRequest", "TokenClaim", "TokenizedModel"]
 
 
 class TokenizedModel(BaseModel):
@@ -53,6 +55,23 @@ class BaselineEntry(BaseModel):
     tags: dict[str, str] = {}
     created: bool = True  # False: this run's model was already a baseline of this type, and that version is returned
     warnings: tuple[str, ...] = ()  # e.g. a repeat's metadata that was not applied
+
+
+class TokenClaim(BaseModel):
+    """Who holds a token: the registered model it belongs to, and since when.
+
+    ``owner`` and ``model_carries_token`` are shown for your own tokens (for any, with an admin key) and are None
+    otherwise. ``model_carries_token`` is False once no version of ``model_name`` carries the token (the model was
+    deleted, or renamed straight on MLflow): your next registration of the token on another model moves it there.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    token_id: str
+    model_name: str
+    owner: str | None = None
+    created_at: datetime
+    model_carries_token: bool | None = None
 
 
 @dataclass(frozen=True)

@@ -668,6 +668,11 @@ def no_tokenized_model(model_name: str) -> str:
     return f"No tokenized model '{model_name}': no token is bound to a model of that name."
 
 
+def token_not_claimed(token_id: str) -> str:
+    """The 404 message for a token no model holds: never claimed, or released."""
+    return f"Token '{token_id}' is not claimed."  # the SDK's hint says what to do (`_client._hint`)
+
+
 def token_not_held(model_name: str, version: str, token_id: str) -> str:
     """The 404 message for a version whose token tag names a token its model no longer holds."""
     return (

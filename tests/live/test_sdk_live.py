@@ -375,6 +375,33 @@ def test_a_claimed_token_is_a_409_naming_the_token_and_its_model(
     assert token_holder(platform, claimed)["model_name"] == model_name
 
 
+def test_get_token_says_who_holds_a_token_and_whether_its_model_still_carries_it(
+    platform: LivePlatform, as_alice: ModelRegistry, alice: User, bob: User, run: LoggedRun
+) -> None:
+    model_name, token = unique("sdk-get-token"), unique("sdk-get-token")
+    _register(as_alice, run, model_name, token)
+    with ModelRegistry(api_key=bob.key, api_url=platform.url) as as_bob:
+        seen_by_bob = as_bob.get_token(token.lower())
+        with pytest.raises(HokusaiNotFoundError) as free:
+            as_bob.get_token(unique("sdk-free"))
+    own = as_alice.get_token(token)
+    with platform.client(alice.key) as mlflow_as_alice:
+        deleting = "/api/mlflow/api/2.0/mlflow/registered-models/delete"
+        assert mlflow_as_alice.request("DELETE", deleting, json={"name": model_name}).status_code == 200
+    gone = as_alice.get_token(token)
+
+    assert (own.token_id, own.model_name, own.owner, own.model_carries_token) == (
+        token.upper(),
+        model_name,
+        alice.owner,
+        True,
+    )
+    assert (seen_by_bob.model_name, seen_by_bob.owner, seen_by_bob.model_carries_token) == (model_name, None, None)
+    assert (gone.model_name, gone.model_carries_token) == (model_name, False)
+    assert (free.value.status, free.value.error_code) == (404, "RESOURCE_DOES_NOT_EXIST")
+    assert "claim it by registering a model with it" in str(free.value)
+
+
 # --- offline, then sync --------------------------------------------------------------------------------------------
 
 

@@ -73,7 +73,7 @@ def api(monkeypatch: pytest.MonkeyPatch) -> FakeAPI:
     fake = FakeAPI()
     monkeypatch.setenv("HOKUSAI_API_URL", API)
     monkeypatch.setattr(auth, "HokusaiClient", functools.partial(HokusaiClient, transport=fake.transport))
-    for module in (models, sync):
+    for module in (models, sync, tokens):
         monkeypatch.setattr(module, "ModelRegistry", functools.partial(ModelRegistry, transport=fake.transport))
     monkeypatch.setattr(
         auth, "get_mlflow_auth_status", functools.partial(config.get_mlflow_auth_status, transport=fake.transport)
@@ -622,7 +622,8 @@ def test_read_commands_print_json_lines_for_scripts(api: FakeAPI, monkeypatch: p
     listed_model = {key: value for key, value in MODEL.items() if key != "created"} | {"token_id": long_token}
     baseline = {"model_name": "hokusai-baseline-clf", "version": "2", "model_type": "clf", "run_id": None,
                 "model_uri": "models:/hokusai-baseline-clf/2", "tags": {}}  # fmt: skip
-    token = {"token_id": long_token, "model_name": "churn", "owner": "alice", "created_at": "2026-11-29T09:00:00Z"}
+    token = {"token_id": long_token, "model_name": "churn", "owner": "alice", "created_at": "2026-11-29T09:00:00Z",
+             "model_carries_token": True}  # fmt: skip
     answer(
         api,
         httpx.Response(200, json={"models": [listed_model, listed_model], "next_page_token": None}),
@@ -656,7 +657,6 @@ def test_tokens_show_notes_a_model_that_no_longer_carries_the_token(
     api: FakeAPI, monkeypatch: pytest.MonkeyPatch, carried: bool | None, noted: bool
 ) -> None:
     monkeypatch.setenv("HOKUSAI_API_KEY", KEY)
-    monkeypatch.setattr("hokusai._client.HokusaiClient", functools.partial(HokusaiClient, transport=api.transport))
     token = {"token_id": "CHURN", "model_name": "churn", "owner": "ada", "created_at": "2026-11-29T10:00:00Z"}
     answer(api, httpx.Response(200, json={**token, "model_carries_token": carried}))
     app = typer.Typer()
@@ -667,12 +667,23 @@ def test_tokens_show_notes_a_model_that_no_longer_carries_the_token(
     assert ("no version of this model carries the token any more" in shown.stdout) is noted
 
 
-def test_api_commands_in_mock_mode_say_there_is_no_api(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Mock mode needs no key; asking for one there (`hokusai tokens show`) sent users to `hokusai login`."""
+def test_tokens_show_in_mock_mode_answers_from_the_local_store(
+    monkeypatch: pytest.MonkeyPatch, mock_store: Path, no_network: None
+) -> None:
     monkeypatch.setenv("HOKUSAI_MOCK_MODE", "1")
     app = typer.Typer()
     tokens.register(app)
-    outcome = run(["tokens", "show", "MOCK1"], app=app)
+    outcome = run(["tokens", "show", "mock1"], app=app)
+    assert outcome.exit_code == 1
+    assert outcome.stderr.startswith("Not found: 404 RESOURCE_DOES_NOT_EXIST from local: Token 'MOCK1' is not claimed.")
+
+
+def test_api_commands_in_mock_mode_say_there_is_no_api(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Mock mode needs no key; asking for one there (`hokusai tokens transfer`) sent users to `hokusai login`."""
+    monkeypatch.setenv("HOKUSAI_MOCK_MODE", "1")
+    app = typer.Typer()
+    tokens.register(app)
+    outcome = run(["tokens", "transfer", "MOCK1", "--to", "bob"], app=app)
     assert outcome.exit_code == 1
     assert outcome.stderr.startswith("Configuration problem: HOKUSAI_MOCK_MODE is on, so there is no API to send to.")
     assert "hokusai login" not in outcome.stderr

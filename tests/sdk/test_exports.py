@@ -27,6 +27,7 @@ EXPECTED = [
     "HokusaiRegistrationWarning",
     "HokusaiValidationError",
     "ModelRegistry",
+    "TokenClaim",
     "TokenizedModel",
     "__version__",
     "setup",

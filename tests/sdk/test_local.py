@@ -121,6 +121,19 @@ def test_a_token_belongs_to_one_model(registry: ModelRegistry) -> None:
     )
 
 
+def test_get_token_answers_from_the_local_claims(registry: ModelRegistry) -> None:
+    _register(registry)
+    held = registry.get_token("churn")
+    assert (held.token_id, held.model_name, held.owner) == ("CHURN", "churn", registry.whoami()["owner"])
+    assert held.model_carries_token is True
+    with pytest.raises(HokusaiNotFoundError) as free:
+        registry.get_token("free")
+    assert str(free.value) == (
+        "404 RESOURCE_DOES_NOT_EXIST from local: Token 'FREE' is not claimed. (HINT: no model holds this token: "
+        "check its spelling, or claim it by registering a model with it)"
+    )
+
+
 def test_a_run_missing_from_the_store_is_a_warning_or_with_strict_not_found(registry: ModelRegistry) -> None:
     model = _register(registry, model_uri=f"runs:/{RUN_ID}/model")
     assert model.run_id == RUN_ID

@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
+from hokusai._registry import ModelRegistry
 from hokusai.cli._api import ApiUrlOption, call_api
 from hokusai.cli._errors import options_for_fields
 from hokusai.cli._output import JsonOption, console, key_value_table, print_json_lines
@@ -49,7 +50,8 @@ def show(token_id: TokenArgument, as_json: JsonOption = False, api_url: ApiUrlOp
 
     Example: `hokusai tokens show CHURN`; for scripts, `hokusai tokens show CHURN --json | jq -r .model_name`.
     """
-    row = call_api("GET", _token_path(token_id), api_url)
+    with options_for_fields({"token_id": "TOKEN_ID"}), ModelRegistry(api_url=api_url) as registry:
+        row = registry.get_token(token_id).model_dump(mode="json")
     if as_json:
         print_json_lines([row])
         return

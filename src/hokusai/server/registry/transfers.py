@@ -18,6 +18,7 @@ from hokusai.server.models import Token
 from hokusai.server.registry.claims import TOKEN_LOCK, get_token, release_token, tokens_claiming_model, transfer_token
 from hokusai.server.registry.versions import model_carries
 from hokusai.server.upstream import Upstream, UpstreamError
+from hokusai.validation import token_not_claimed
 
 logger = logging.getLogger(__name__)
 
@@ -150,4 +151,4 @@ async def release(*, database: Database, audit: AuditLog, caller: Caller, token_
 
 
 def token_not_found(token_id: str) -> ApiError:
-    return ApiError(404, f"Token '{token_id}' is not claimed.", error_code=ErrorCode.RESOURCE_DOES_NOT_EXIST)
+    return ApiError(404, token_not_claimed(token_id), error_code=ErrorCode.RESOURCE_DOES_NOT_EXIST)
