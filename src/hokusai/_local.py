@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hokusai._client import api_error
+from hokusai._mlflow_filters import filter_equals, filter_in
 from hokusai._paths import local_store_dir
 from hokusai.errors import LAYER_LOCAL, ErrorCode, HokusaiAPIError
 from hokusai.models import BaselineEntry, RegistrationRequest, TokenClaim, TokenizedModel
@@ -166,7 +167,7 @@ class LocalRegistry:
                 (
                     found
                     for found in self._search_versions(_model_filter(model_name))
-                    if found.name == model_name and found.tags.get(TAG_TOKEN_ID) in held
+                    if found.tags.get(TAG_TOKEN_ID) in held
                 ),
                 key=lambda found: int(found.version),
                 default=None,
@@ -212,7 +213,7 @@ class LocalRegistry:
         same source again returns the version it became."""
         model_name = baseline_model_name(model_type)
         versions = self._search_versions(_model_filter(model_name))
-        existing = next((found for found in versions if (found.name, found.source) == (model_name, source)), None)
+        existing = next((found for found in versions if found.source == source), None)
         if existing is not None:
             left_out = baseline_repeat_leaves_out(
                 version_label=f"Model '{model_name}' version {existing.version}",
@@ -382,13 +383,11 @@ def _not_found(message: str) -> HokusaiAPIError:
 
 
 def _model_filter(model_name: str) -> str:
-    # MLflow's filter strings have no escapes; a name holding a quote is matched in Python instead.
-    return "" if "'" in model_name else f"name = '{model_name}'"
+    return f"name IN {filter_in([model_name])}"
 
 
 def _token_filter(token_id: str) -> str:
-    # Safe to inline: normalize_token_id allows only [A-Z0-9-], so the value cannot break out of the quotes.
-    return f"tags.`{TAG_TOKEN_ID}` = '{token_id}'"
+    return f"tags.`{TAG_TOKEN_ID}` = {filter_equals(token_id)}"
 
 
 @contextlib.contextmanager

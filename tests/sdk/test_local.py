@@ -218,6 +218,18 @@ def test_baselines_are_listed_by_type_then_version(registry: ModelRegistry) -> N
     assert registry.list_baselines("nlp") == []
 
 
+@pytest.mark.parametrize("model_name", ["o'brien", 'say "hi"', "back\\slash", "naïve-模型", "x' OR name LIKE '%"])
+def test_a_model_name_with_quotes_or_escapes_is_found_by_its_own_filter(
+    registry: ModelRegistry, model_name: str
+) -> None:
+    """The local store compares names in MLflow's filter as the API does (`filter_in`), with no full scan."""
+    _register(registry, model_name="other")  # a model the filter must not match
+    _register(registry, model_name=model_name, token_id="quoted")
+    _register(registry, model_name=model_name, token_id="quoted", model_uri="s3://bucket/churn-v2")
+    assert registry.get_tokenized_model(model_name).version == "2"
+    assert registry.get_token("quoted").model_carries_token is True
+
+
 def test_get_latest_and_specific_versions(registry: ModelRegistry) -> None:
     _register(registry)
     _register(registry, model_uri="s3://bucket/churn-v2", baseline_value=0.93)

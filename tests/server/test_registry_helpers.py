@@ -11,8 +11,9 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from mlflow.utils.search_utils import SearchModelVersionUtils
 
+from hokusai._mlflow_filters import filter_equals, filter_in
 from hokusai.errors import HokusaiValidationError
-from hokusai.server.mlflow_rest import checked_page_token, filter_equals, filter_in, mlflow_error
+from hokusai.server.mlflow_rest import checked_page_token, mlflow_error
 from hokusai.server.registry.lookups import _MAX_FILTER_LENGTH, _slice, no_tokenized_version
 from hokusai.server.registry.sources import RunFacts
 from hokusai.server.registry.tokenized import Registration

@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from hokusai._mlflow_filters import filter_equals, filter_in
 from hokusai.server.audit import AuditLog, Caller, audit_event
 from hokusai.server.db import Database
 from hokusai.server.keys import Principal
 from hokusai.server.locks import shared_lock
-from hokusai.server.mlflow_rest import ensure_account, filter_equals, filter_in
+from hokusai.server.mlflow_rest import ensure_account
 from hokusai.server.registry.sources import fetch_run, resolve_source
 from hokusai.server.registry.versions import (
     SEARCH_PAGE_SIZE,

@@ -8,6 +8,7 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
+from hokusai._mlflow_filters import filter_equals, filter_in
 from hokusai.errors import ErrorCode
 from hokusai.server.db import Database
 from hokusai.server.errors import ApiError
@@ -17,8 +18,6 @@ from hokusai.server.mlflow_rest import (
     decoded_page_token,
     encoded_page_token,
     ensure_account,
-    filter_equals,
-    filter_in,
 )
 from hokusai.server.registry.claims import models_holding_tokens, tokens_claiming_model
 from hokusai.server.registry.versions import (

@@ -8,10 +8,11 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+from hokusai._mlflow_filters import filter_equals, filter_in
 from hokusai.errors import LAYER_MLFLOW, ErrorCode
 from hokusai.server.errors import ApiError
 from hokusai.server.keys import Principal
-from hokusai.server.mlflow_rest import call_as, filter_equals, filter_in
+from hokusai.server.mlflow_rest import call_as
 from hokusai.server.registry.versions import MODEL_VERSIONS_GET, Source, latest_version
 from hokusai.server.upstream import Upstream
 from hokusai.validation import GENERATED_RUN_ID_RE, ModelsUri, parse_models_uri, run_id_from_uri

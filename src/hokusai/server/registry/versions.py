@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from hokusai._mlflow_filters import filter_equals, filter_in
 from hokusai.errors import ErrorCode
 from hokusai.server.db import Database
 from hokusai.server.errors import ApiError
@@ -19,8 +20,6 @@ from hokusai.server.locks import shared_lock
 from hokusai.server.mlflow_rest import (
     call_as,
     checked_page_token,
-    filter_equals,
-    filter_in,
     mlflow_error,
     mlflow_message,
     send_as,
