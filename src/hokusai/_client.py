@@ -329,6 +329,19 @@ def _not_found_hint(message: str) -> str | None:
     return "check the model name and version; `hokusai models list` shows the models you can see"
 
 
+_CONFLICT_HINTS: dict[str, str] = {
+    ErrorCode.TOKEN_ALREADY_CLAIMED: (
+        "another model holds the token (named in the message): use another token id, or register under that model "
+        "if it is yours"
+    ),
+    ErrorCode.INVALID_STATE: "a revoked or expired key stays so: create a new one with `hokusai keys create`",
+    ErrorCode.REGISTRATION_CONFLICT: (
+        "repeat the original metric and baseline, or register a new version from a new run"
+    ),
+    ErrorCode.TOKEN_MODEL_GONE: "name the model the token should move to: `hokusai tokens transfer ... --model <name>`",
+}
+
+
 def _hint(
     status: int, error_code: str, layer: str, message: str, retry_after: float | None, field: str | None
 ) -> str | None:
@@ -352,18 +365,7 @@ def _hint(
     if status == 408:
         return "the request body stopped arriving at the API (a stalled network or client): send it again"
     if status == 409:
-        if error_code == ErrorCode.TOKEN_ALREADY_CLAIMED:
-            return (
-                "another model holds the token (named in the message): use another token id, or register under "
-                "that model if it is yours"
-            )
-        if error_code == ErrorCode.INVALID_STATE:
-            return "a revoked or expired key stays so: create a new one with `hokusai keys create`"
-        if error_code == ErrorCode.REGISTRATION_CONFLICT:
-            return "repeat the original metric and baseline, or register a new version from a new run"
-        if error_code == ErrorCode.TOKEN_MODEL_GONE:
-            return "name the model the token should move to: `hokusai tokens transfer ... --model <name>`"
-        return "the resource changed or already exists; reload it and retry"
+        return _CONFLICT_HINTS.get(error_code, "the resource changed or already exists; reload it and retry")
     if status == 429:
         return f"wait {retry_after:g} s and retry" if retry_after is not None else "slow down and retry later"
     if status in (400, 422):
