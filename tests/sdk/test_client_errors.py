@@ -144,6 +144,22 @@ def test_404_and_409() -> None:
     assert "Token T is claimed by model 'other'." in str(conflict)
 
 
+@pytest.mark.parametrize(
+    ("code", "hint_starts"),
+    [
+        ("TOKEN_ALREADY_CLAIMED", "another model holds the token"),
+        ("INVALID_STATE", "a revoked or expired key stays so"),
+        ("REGISTRATION_CONFLICT", "repeat the original metric and baseline"),
+        ("TOKEN_MODEL_GONE", "name the model the token should move to"),
+        ("RESOURCE_ALREADY_EXISTS", "the resource changed or already exists"),
+    ],
+)
+def test_each_conflict_gets_the_hint_for_its_code(code: str, hint_starts: str) -> None:
+    conflict = _fail(error(409, code, "Refused."), "POST")
+    assert type(conflict) is HokusaiConflictError
+    assert str(conflict.hint).startswith(hint_starts)
+
+
 def test_unknown_endpoint_points_at_the_url() -> None:
     exc = _fail(error(404, "ENDPOINT_NOT_FOUND", "No such endpoint."))
     assert exc.hint == (
