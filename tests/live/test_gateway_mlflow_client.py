@@ -240,7 +240,7 @@ def test_prompts_work_and_only_their_owner_changes_them(platform: LivePlatform) 
         assert theirs[attempt]["error_code"] == "PERMISSION_DENIED", theirs[attempt]
         assert f"Permission denied: MLflow refused this to user '{other}'." in theirs[attempt]["message"]
         # Prompts are registered models: the way into another user's is a name that was taken.
-        assert theirs[attempt]["message"].endswith("or use a model name of your own.")
+        assert theirs[attempt]["message"].endswith("or use a model or prompt name of your own.")
 
 
 def test_a_users_first_calls_at_once_share_one_default_experiment(platform: LivePlatform) -> None:

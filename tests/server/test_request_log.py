@@ -24,8 +24,12 @@ async def _ok_as_alice(scope: Scope, receive: Receive, send: Send) -> None:
     await _ok(scope, receive, send)
 
 
-def _request(path: str, app: ASGIApp = _ok, headers: list[tuple[bytes, bytes]] | None = None) -> list[Message]:
+def _request(
+    path: str, app: ASGIApp = _ok, headers: list[tuple[bytes, bytes]] | None = None, raw_path: bytes | None = None
+) -> list[Message]:
     scope = {"type": "http", "method": "GET", "path": path, "headers": headers or [], "query_string": b""}
+    if raw_path is not None:
+        scope["raw_path"] = raw_path
     sent: list[Message] = []
 
     async def receive() -> Message:
@@ -48,6 +52,17 @@ def test_a_decoded_newline_in_the_path_cannot_forge_a_log_line(caplog: pytest.Lo
     assert sent[0]["status"] == 200
     assert "\n" not in line
     assert " - GET /api/v1/x\\n2026-11-27 10:00:00,000 INFO hokusai.access: req_0 DELETE" in line
+
+
+def test_the_line_shows_the_path_as_the_client_encoded_it(caplog: pytest.LogCaptureFixture) -> None:
+    """A refused `%2F` read as a `/` in the log, where it looked like a path the gateway would have allowed."""
+    with caplog.at_level("INFO", logger="hokusai.access"):
+        _request("/api/mlflow/x/report/q.txt", raw_path=b"/api/mlflow/x/report%2Fq.txt")
+        _request("/api/mlflow/x/a\nb", raw_path=b"/api/mlflow/x/a%0Ab")
+
+    lines = [record.getMessage() for record in caplog.records]
+    assert " GET /api/mlflow/x/report%2Fq.txt 200 " in lines[0]
+    assert " GET /api/mlflow/x/a%0Ab 200 " in lines[1]
 
 
 def test_the_line_names_the_keys_owner_and_id_once_the_key_is_checked(caplog: pytest.LogCaptureFixture) -> None:

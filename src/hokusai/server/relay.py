@@ -214,7 +214,7 @@ def _refusal_explained(owner: str, routed: RoutedPath, identity_mode: str) -> st
         return f"{owned}, and this one is not open to other users; ask an admin for access."
     # Registry names are shared by everyone, so the usual way into someone else's model is a name that was taken.
     registry = "/registered-models" in routed.decoded or "/model-versions" in routed.decoded
-    own = "a model name" if registry else "an experiment"
+    own = "a model or prompt name" if registry else "an experiment"  # a prompt is a registered model in MLflow
     return f"{owned}, and others may not change them; ask an admin for access, or use {own} of your own."
 
 

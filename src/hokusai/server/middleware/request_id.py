@@ -53,7 +53,7 @@ class RequestIdMiddleware:
                 request_id,
                 scope["state"].get(ACTOR_STATE, "-"),
                 scope["method"],
-                printable(scope["path"]),
+                printable(_path_as_sent(scope)),
                 status,
                 (time.perf_counter() - started) * 1000,
             )
@@ -68,3 +68,10 @@ class RequestIdMiddleware:
         # Ids must be unique, not unguessable (a client may choose its own): the `secrets` module would cost a system
         # call per request.
         return f"req_{random.getrandbits(64):016x}"
+
+
+def _path_as_sent(scope: Scope) -> str:
+    """The path as the client encoded it, which is what the gateway checks: decoded, a refused `report%2Fq.txt` would
+    read as `report/q.txt`, a path it allows."""
+    raw_path = scope.get("raw_path")
+    return raw_path.decode("latin-1") if raw_path else str(scope["path"])
