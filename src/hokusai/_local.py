@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hokusai._client import api_error
-from hokusai._mlflow_filters import filter_equals, filter_in
+from hokusai._mlflow_filters import filter_in, versions_carrying
 from hokusai._paths import local_store_dir
 from hokusai.errors import LAYER_LOCAL, ErrorCode, HokusaiAPIError
 from hokusai.models import BaselineEntry, RegistrationRequest, TokenClaim, TokenizedModel
@@ -187,8 +187,8 @@ class LocalRegistry:
     def list_tokenized_models(self, token_id: str | None = None, *, owner: str | None = None) -> list[TokenizedModel]:
         models: list[TokenizedModel] = []
         for claimed_token, model_name in self._claims.rows(token_id=token_id, owner=owner):
-            versions = self._search_versions(_token_filter(claimed_token))
-            models.extend(_tokenized(found, created=False) for found in versions if found.name == model_name)
+            versions = self._search_versions(versions_carrying(model_name, claimed_token))
+            models.extend(_tokenized(found, created=False) for found in versions)
         return sorted(models, key=lambda model: (model.model_name, int(model.version)))
 
     def get_token(self, token_id: str) -> TokenClaim:
@@ -197,13 +197,12 @@ class LocalRegistry:
         if held is None:
             raise _not_found(token_not_claimed(token_id))
         model_name, owner, created_at = held
-        carriers = self._search_versions(_token_filter(token_id))
         return TokenClaim(
             token_id=token_id,
             model_name=model_name,
             owner=owner,
             created_at=datetime.fromisoformat(created_at),
-            model_carries_token=any(found.name == model_name for found in carriers),
+            model_carries_token=bool(self._search_versions(versions_carrying(model_name, token_id))),
         )
 
     def register_baseline(
@@ -267,10 +266,8 @@ class LocalRegistry:
 
     def _find_version(self, request: RegistrationRequest) -> ModelVersion | None:
         """The version an identical earlier registration created (same token, model and source)."""
-        for found in self._search_versions(_token_filter(request.token_id)):
-            if found.name == request.model_name and found.source == request.model_uri:
-                return found
-        return None
+        carriers = self._search_versions(versions_carrying(request.model_name, request.token_id))
+        return next((found for found in carriers if found.source == request.model_uri), None)
 
     def _search_versions(self, filter_string: str) -> list[ModelVersion]:
         found: list[ModelVersion] = []
@@ -384,10 +381,6 @@ def _not_found(message: str) -> HokusaiAPIError:
 
 def _model_filter(model_name: str) -> str:
     return f"name IN {filter_in([model_name])}"
-
-
-def _token_filter(token_id: str) -> str:
-    return f"tags.`{TAG_TOKEN_ID}` = {filter_equals(token_id)}"
 
 
 @contextlib.contextmanager

@@ -10,7 +10,9 @@ import re
 import string
 from collections.abc import Iterable
 
-__all__ = ["filter_equals", "filter_in"]
+from hokusai.validation import TAG_TOKEN_ID
+
+__all__ = ["filter_equals", "filter_in", "versions_carrying"]
 
 _SAFE_EQUALS_VALUE = re.compile(r"[A-Za-z0-9_-]+")
 _SAFE_LIST_CHARS = frozenset(string.ascii_letters + string.digits + " -_.:/@")
@@ -41,3 +43,8 @@ def _python_literal(value: str) -> str:
         else:
             escaped.append(f"\\U{code:08x}")
     return "'" + "".join(escaped) + "'"
+
+
+def versions_carrying(model_name: str, token_id: str) -> str:
+    """The search filter for the versions of `model_name` tagged with `token_id`."""
+    return f"name IN {filter_in([model_name])} AND tags.{TAG_TOKEN_ID} = {filter_equals(token_id)}"

@@ -9,9 +9,9 @@ def printable(text: str) -> str:
     """`text` with the characters `unprintable` names escaped, and backslashes doubled, so that it can neither end a
     line and forge the next nor steer a terminal.
 
-    Paths reach the server percent-decoded: `/x%0A2026-11-27 ... INFO hokusai.access: ...` would otherwise write a
-    log line of its own choosing, and an escape sequence in a key's name or an audited path would rewrite the
-    terminal of whoever lists them.
+    A path the server decodes (`/x%0A2026-11-27 ... INFO hokusai.access: ...`) would otherwise write a log line of
+    its own choosing, and an escape sequence in a key's name or an audited path would rewrite the terminal of
+    whoever lists them.
     """
     if text.isprintable() and "\\" not in text:
         return text

@@ -26,7 +26,7 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from tests.support.platform import LivePlatform
+from tests.support.platform import LivePlatform, create_key_offline
 from tests.support.sdk_live import User, new_user
 
 ACCURACY = 0.875
@@ -778,6 +778,28 @@ def test_token_lookup_tells_the_owner_when_the_tokens_model_is_gone(
     assert before == {"a": True, "b": None, "admin": True}
     assert after == {"a": False, "b": None, "admin": False}
     assert as_alice.get(path).json()["model_name"] == name  # still hers, and still naming where it was
+
+
+def test_a_new_admin_keys_first_token_lookup_sees_the_model(
+    platform: LivePlatform, as_alice: httpx.Client, run: LoggedRun
+) -> None:
+    """MLflow did not know these owners as admins yet: the lookup saw only their own models and called alice's gone
+    (a key made through the API), or failed with a 404 (one made offline, whose owner MLflow had never seen)."""
+    request = body(run)
+    assert as_alice.post(TOKENIZED, json=request).status_code == 201
+    path = f"/api/v1/tokens/{request['token_id']}"
+    keys = {
+        "api": platform.create_key(platform.unique_owner("new-admin-"), "read,write,admin"),
+        "offline": create_key_offline(platform.data_dir, platform.unique_owner("offline-admin-"), "read,write,admin"),
+    }
+
+    seen = {}
+    for made, key in keys.items():
+        with platform.client(key) as as_new_admin:
+            answer = as_new_admin.get(path)
+        seen[made] = (answer.status_code, answer.json().get("model_carries_token"))
+
+    assert seen == {"api": (200, True), "offline": (200, True)}
 
 
 def test_admins_transfer_and_release_tokens(

@@ -673,9 +673,15 @@ def test_tokens_show_in_mock_mode_answers_from_the_local_store(
     monkeypatch.setenv("HOKUSAI_MOCK_MODE", "1")
     app = typer.Typer()
     tokens.register(app)
-    outcome = run(["tokens", "show", "mock1"], app=app)
-    assert outcome.exit_code == 1
-    assert outcome.stderr.startswith("Not found: 404 RESOURCE_DOES_NOT_EXIST from local: Token 'MOCK1' is not claimed.")
+    free = run(["tokens", "show", "mock1"], app=app)
+    ModelRegistry().register_tokenized_model(
+        model_uri="s3://bucket/m", model_name="churn", token_id="mock1", metric_name="accuracy", baseline_value=0.9
+    )
+    held = run(["tokens", "show", "mock1"], app=app)
+    assert free.exit_code == 1
+    assert free.stderr.startswith("Not found: 404 RESOURCE_DOES_NOT_EXIST from local: Token 'MOCK1' is not claimed.")
+    assert held.exit_code == 0, held.stderr
+    assert "model    churn" in held.stdout and "no version of this model carries" not in held.stdout
 
 
 def test_api_commands_in_mock_mode_say_there_is_no_api(monkeypatch: pytest.MonkeyPatch) -> None:

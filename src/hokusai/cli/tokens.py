@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
-from hokusai._registry import ModelRegistry
+from hokusai._registry import TOKENS_PATH, ModelRegistry
 from hokusai.cli._api import ApiUrlOption, call_api
 from hokusai.cli._errors import options_for_fields
 from hokusai.cli._output import JsonOption, console, key_value_table, print_json_lines
@@ -14,7 +14,6 @@ from hokusai.validation import normalize_token_id, validate_owner
 
 __all__ = ["register", "tokens_app"]
 
-TOKENS_PATH = "/api/v1/tokens"
 TokenArgument = Annotated[str, typer.Argument(help="The token id (case-insensitive).")]
 
 tokens_app = typer.Typer(help="Look up tokens; admins transfer and release them.", no_args_is_help=True)

@@ -13,12 +13,13 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 
+from hokusai._mlflow_filters import versions_carrying
 from hokusai.errors import ErrorCode
 from hokusai.server.db import Database
 from hokusai.server.errors import RETRY_AFTER_SECONDS, ApiError
 from hokusai.server.keys import Principal
 from hokusai.server.models import Token, utcnow
-from hokusai.server.registry.versions import search_versions, versions_carrying
+from hokusai.server.registry.versions import search_versions
 from hokusai.server.upstream import Upstream
 
 _CLAIM_ATTEMPTS = 3

@@ -8,7 +8,7 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
-from hokusai._mlflow_filters import filter_equals, filter_in
+from hokusai._mlflow_filters import filter_equals, filter_in, versions_carrying
 from hokusai.errors import ErrorCode
 from hokusai.server.db import Database
 from hokusai.server.errors import ApiError
@@ -25,7 +25,6 @@ from hokusai.server.registry.versions import (
     latest_version,
     search_versions,
     tokenized_info,
-    versions_carrying,
 )
 from hokusai.server.schemas import TokenizedModelInfo, TokenizedModelList
 from hokusai.server.upstream import Upstream

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from hokusai._mlflow_filters import filter_equals, filter_in
+from hokusai._mlflow_filters import versions_carrying
 from hokusai.errors import ErrorCode
 from hokusai.server.db import Database
 from hokusai.server.errors import ApiError
@@ -20,6 +20,7 @@ from hokusai.server.locks import shared_lock
 from hokusai.server.mlflow_rest import (
     call_as,
     checked_page_token,
+    ensure_account,
     mlflow_error,
     mlflow_message,
     send_as,
@@ -171,13 +172,13 @@ async def search_versions(
     return list(payload.get("model_versions", [])), payload.get("next_page_token") or None
 
 
-def versions_carrying(model_name: str, token_id: str) -> str:
-    """The search filter for the versions of `model_name` tagged with `token_id`."""
-    return f"name IN {filter_in([model_name])} AND tags.{TAG_TOKEN_ID} = {filter_equals(token_id)}"
-
-
 async def model_carries(*, upstream: Upstream, principal: Principal, model_name: str, token_id: str) -> bool:
-    """Whether a version of `model_name` that the caller can see is tagged with `token_id`."""
+    """Whether a version of `model_name` that the caller can see is tagged with `token_id`.
+
+    The caller is provisioned first: an admin key MLflow does not know as an admin yet would see only its owner's
+    models, and report another user's model as gone.
+    """
+    await ensure_account(upstream=upstream, principal=principal)
     carriers, _ = await search_versions(
         upstream=upstream, principal=principal, filter_string=versions_carrying(model_name, token_id), max_results=1
     )

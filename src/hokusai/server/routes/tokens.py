@@ -20,7 +20,7 @@ router = APIRouter(prefix="/api/v1/tokens", tags=["tokens"])
 TokenId = Annotated[str, Path(description="Case-insensitive", json_schema_extra=TOKEN_ID_RULES)]
 
 
-@router.get("/{token_id}", response_model=TokenInfo, responses=error_responses(404))
+@router.get("/{token_id}", response_model=TokenInfo, responses=error_responses(404, 429, 502, 503, 504))
 async def read_token(token_id: TokenId, state: StateDep, principal: ReaderDep) -> TokenInfo:
     """The model holding a token; its owner, and whether that model still carries the token, are shown only to that
     owner and to admins."""
