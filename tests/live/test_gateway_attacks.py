@@ -153,6 +153,7 @@ def _basic(username: str, password: str) -> Callable[[Keys], str]:
 
 
 _NOT_FOUND = "ENDPOINT_NOT_FOUND"
+_BAD = "BAD_REQUEST"
 _INVALID = "INVALID_PARAMETER_VALUE"
 _DENIED = "PERMISSION_DENIED"
 _UNAUTH = "UNAUTHENTICATED"
@@ -188,6 +189,34 @@ ATTACKS: list[Attack] = [
         _get("/api/mlflow/static-files/{m}/..%2f..%2f..%2fbasic_auth.ini", key=""),
         400,
         error_code=_INVALID,
+    ),
+    # --- DNS rebinding: a page on its author's name, re-resolved to this host, with a valid key --------------
+    Attack(
+        "rebinding-host-name",
+        _raw(
+            "GET /api/mlflow/api/2.0/mlflow/experiments/search?m={m} HTTP/1.1\r\nHost: attacker.example:8000\r\n"
+            "Authorization: Bearer {key}\r\nConnection: close\r\n\r\n"
+        ),
+        400,
+        error_code=_BAD,
+    ),
+    Attack(
+        "rebinding-host-userinfo",
+        _raw(
+            "GET /api/mlflow/api/2.0/mlflow/experiments/search?m={m} HTTP/1.1\r\nHost: attacker.example@127.0.0.1\r\n"
+            "Authorization: Bearer {key}\r\nConnection: close\r\n\r\n"
+        ),
+        400,
+        error_code=_BAD,
+    ),
+    Attack(
+        "two-host-headers",
+        _raw(
+            "GET /api/mlflow/api/2.0/mlflow/experiments/search?m={m} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            "Host: attacker.example\r\nAuthorization: Bearer {key}\r\nConnection: close\r\n\r\n"
+        ),
+        400,
+        error_code=_BAD,
     ),
     # --- absolute-form targets and malformed HTTP ------------------------------------------------------------
     Attack(

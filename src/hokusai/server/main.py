@@ -24,6 +24,7 @@ from hokusai.server.gateway import MOUNTS, MlflowGateway
 from hokusai.server.keys import KeyStore
 from hokusai.server.middleware.body_timeout import ClientBodyTimeoutMiddleware
 from hokusai.server.middleware.request_id import RequestIdMiddleware
+from hokusai.server.middleware.trusted_host import TrustedHostMiddleware
 from hokusai.server.routes import audit, auth, health, keys, models, tokens
 from hokusai.server.schemas import with_key_security, without_fastapis_422
 from hokusai.server.secrets import PlatformSecrets
@@ -144,6 +145,8 @@ def create_app(settings: Settings, platform_secrets: PlatformSecrets, mlflow_url
     _document_as_served(app)
     for router in (health.router, auth.router, keys.router, tokens.router, models.router, audit.router):
         app.include_router(router)
-    # Every request, API or MLflow, gets its id, its access-log line and its body timeout here, outside the dispatch.
+    # Every request, API or MLflow, gets its id, its access-log line, its Host check and its body timeout here,
+    # outside the dispatch.
     dispatch = HokusaiApp(app, MlflowGateway(state))
-    return RequestIdMiddleware(ClientBodyTimeoutMiddleware(dispatch, settings.client_body_timeout_seconds))
+    body_timeout = ClientBodyTimeoutMiddleware(dispatch, settings.client_body_timeout_seconds)
+    return RequestIdMiddleware(TrustedHostMiddleware(body_timeout, settings.trusted_hosts))

@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from hokusai.errors import HokusaiConfigurationError, HokusaiValidationError
 from hokusai.validation import validate_owner
 
+# A host name or an fnmatch pattern of one (`*.example.com`, or `*` alone for any host), as a Host header names it.
+_HOST_PATTERN = re.compile(r"[a-z0-9*?._-]+")
 MlflowPermission = Literal["READ", "USE", "EDIT", "MANAGE", "NO_PERMISSIONS"]
 IdentityMode = Literal["assertion", "service-account", "none"]
 
@@ -33,6 +36,8 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)  # not 0: the banner and the browser origins name the port
     public_url: str | None = None
+    # Comma-separated, not JSON like pydantic-settings' other lists: MLflow's --allowed-hosts is written the same way.
+    allowed_hosts: Annotated[tuple[str, ...] | None, NoDecode] = None
     data_dir: Path = Path(".hokusai")
     database_url: SecretStr | None = None  # a PostgreSQL URL may carry a password
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -117,6 +122,20 @@ class Settings(BaseSettings):
         if value is not None:
             _check_database_url(value.get_secret_value() if isinstance(value, SecretStr) else value)
         return value
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _host_names(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        names = tuple(name.strip().lower().rstrip(".") for name in value.split(",") if name.strip())
+        for name in names:
+            if not _HOST_PATTERN.fullmatch(name):
+                raise ValueError(
+                    f"{name!r} is not a host name: give names alone, without a scheme, port or path (e.g. "
+                    "api.example.com or *.example.com; * alone turns the check off)"
+                )
+        return names or None
 
     @field_validator("mlflow_artifacts_destination", mode="after")
     @classmethod
@@ -234,6 +253,13 @@ class Settings(BaseSettings):
     @property
     def resolved_public_url(self) -> str:
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @cached_property
+    def trusted_hosts(self) -> tuple[str, ...]:
+        """The host names a request's `Host` may carry besides IP addresses: `localhost`, the public URL's host and
+        HOKUSAI_ALLOWED_HOSTS (fnmatch patterns, lower case; `*` lets any host in)."""
+        public_host = urlsplit(self.resolved_public_url).hostname or ""
+        return tuple(dict.fromkeys(("localhost", public_host, *(self.allowed_hosts or ()))))
 
     @cached_property
     def browser_origins(self) -> tuple[str, ...]:
