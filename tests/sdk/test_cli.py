@@ -18,13 +18,14 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from hokusai import ModelRegistry, config
+from hokusai import ModelRegistry, __version__, config
 from hokusai._client import HokusaiClient
 from hokusai._credentials import read_credentials, write_credentials
 from hokusai._outbox import append_entry, new_entry, read_entries
 from hokusai._paths import credentials_path
 from hokusai.cli import _errors, auth, keys, models, sync, tokens
 from hokusai.cli._errors import CLI_ERROR_MAPPINGS, DEBUG_HINT, run_cli
+from hokusai.cli.app import app as hokusai_app
 from hokusai.errors import HokusaiAuthError, HokusaiError, HokusaiKeyMismatchWarning
 
 from .conftest import KEY, FakeAPI, error
@@ -734,3 +735,8 @@ def test_whoami_reads_the_mode_flags_as_every_command_does(
     outcome = run(["whoami", "--api-url", API])
     assert outcome.exit_code == 1 and says in outcome.stderr, outcome
     assert api.requests == []
+
+
+def test_version_prints_the_installed_version() -> None:
+    outcome = run(["--version"], app=hokusai_app)
+    assert (outcome.exit_code, outcome.stdout) == (0, f"hokusai {__version__}\n")
