@@ -6,7 +6,7 @@ Usage::
 
 Against the platform, set HOKUSAI_API_KEY and HOKUSAI_API_URL (or run `hokusai login`); MLflow then logs
 through the Hokusai API with the same key. Without a server, set HOKUSAI_MOCK_MODE=true: runs and models go
-to a local SQLite store under $HOKUSAI_HOME/mock (run artifacts to ./mlruns, MLflow's default).
+to a local SQLite store under $HOKUSAI_HOME/mock, their artifacts to $HOKUSAI_HOME/mock/artifacts.
 Running it twice with the same name and token registers a new version of the same model. Model names and token
 ids are platform-wide: a second user passes names of their own.
 """

@@ -125,6 +125,8 @@ class HokusaiClient:
             after any other connection error or a 408/502/503/504 for GET, HEAD, OPTIONS and PUT and for POSTs that
             carry an ``Idempotency-Key`` header.
         transport: an httpx transport, e.g. ``httpx.MockTransport`` in tests.
+        refused_key_hint: the hint of the API's 401, when the caller knows where the key came from
+            (:func:`hokusai._credentials.refused_key_fix`).
     """
 
     def __init__(
@@ -135,8 +137,10 @@ class HokusaiClient:
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
         max_retries: int = DEFAULT_MAX_RETRIES,
         transport: httpx.BaseTransport | None = None,
+        refused_key_hint: str | None = None,
     ) -> None:
         self.api_url = api_url.rstrip("/")
+        self._refused_key_hint = refused_key_hint
         self.key_prefix = key_prefix(api_key) if api_key else None  # displayable; names the key without revealing it
         self.max_retries = max_retries
         self._http = httpx.Client(
@@ -160,7 +164,13 @@ class HokusaiClient:
         """Send one request (with retries where safe) and return the successful response, or raise."""
         request = self._http.build_request(method, url, params=params, json=json, headers=headers)
         response = self._send(request, auth)
-        _raise_for_status(response)
+        try:
+            _raise_for_status(response)
+        except HokusaiAuthError as exc:
+            # MLflow's 401 refuses the API's own credentials: no key of the caller's is at fault.
+            if self._refused_key_hint is None or exc.layer == LAYER_MLFLOW:
+                raise
+            raise exc.with_hint(self._refused_key_hint) from None
         return response
 
     def _send(self, request: httpx.Request, auth: RequestAuth) -> httpx.Response:
@@ -329,15 +339,11 @@ def _not_found_hint(message: str) -> str | None:
     return "check the model name and version; `hokusai models list` shows the models you can see"
 
 
-_CONFLICT_HINTS: dict[str, str] = {
-    ErrorCode.TOKEN_ALREADY_CLAIMED: (
-        "another model holds the token (named in the message): use another token id, or register under that model "
-        "if it is yours"
-    ),
-    ErrorCode.INVALID_STATE: "a revoked or expired key stays so: create a new one with `hokusai keys create`",
-    ErrorCode.REGISTRATION_CONFLICT: (
-        "repeat the original metric and baseline, or register a new version from a new run"
-    ),
+# `None`: the message itself says what to do (the server's and the local store's alike).
+_CONFLICT_HINTS: dict[str, str | None] = {
+    ErrorCode.TOKEN_ALREADY_CLAIMED: None,
+    ErrorCode.INVALID_STATE: None,
+    ErrorCode.REGISTRATION_CONFLICT: None,
     ErrorCode.TOKEN_MODEL_GONE: "name the model the token should move to: `hokusai tokens transfer ... --model <name>`",
 }
 

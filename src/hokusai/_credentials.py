@@ -11,6 +11,7 @@ from urllib.parse import urlsplit, urlunsplit
 from hokusai._paths import credentials_path, home_file
 from hokusai._private_files import write_private_file
 from hokusai.errors import HokusaiConfigurationError
+from hokusai.validation import key_prefix
 
 __all__ = [
     "API_KEY_ENV",
@@ -24,6 +25,7 @@ __all__ = [
     "lookup_api_key",
     "lookup_api_url",
     "read_credentials",
+    "refused_key_fix",
     "remember_setup",
     "require_api_key",
     "resolve_api_url",
@@ -132,6 +134,18 @@ def lookup_api_key(api_key: str | None = None) -> Setting | None:
     Empty values count as missing.
     """
     return _from_argument(api_key) or _from_setup("api_key") or _from_env(API_KEY_ENV) or _from_file("api_key")
+
+
+def refused_key_fix(key: Setting) -> str:
+    """What to do when the API refuses `key`, for the place it came from: logging in again cannot replace a key
+    that HOKUSAI_API_KEY or the program itself supplies."""
+    shown = f"the key {key_prefix(key.value)}…"
+    if key.source == "env":
+        return f"{shown} is {API_KEY_ENV}'s: set it to a valid key, or unset it to use the saved login"
+    if key.source == "file":
+        return f"{shown} is the saved login's ({credentials_path()}): run `hokusai login` with a valid key"
+    given = "was given to hokusai.setup()" if key.source == "setup()" else "was passed as an argument"
+    return f"{shown} {given}: pass a valid key"
 
 
 def require_api_key(api_key: str | None = None) -> Setting:

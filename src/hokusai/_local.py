@@ -41,6 +41,7 @@ from hokusai.validation import (
     repeat_conflict,
     repeat_leaves_out,
     run_id_from_uri,
+    token_already_claimed,
     token_not_claimed,
     token_not_held,
     tokenized_tags,
@@ -104,7 +105,7 @@ class LocalRegistry:
         holder, claimed_now = self._claims.claim(request.token_id, request.model_name, owner=getpass.getuser())
         if holder != request.model_name:
             raise api_error(
-                f"Token {request.token_id} is already claimed by model '{holder}'.",
+                token_already_claimed(request.token_id, holder, yours=True),  # one user's store: every model is theirs
                 status=409,
                 error_code=ErrorCode.TOKEN_ALREADY_CLAIMED,
                 layer=LAYER_LOCAL,

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import uuid
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -21,15 +20,13 @@ from hokusai._client import (
     json_body,
     unexpected_response,
 )
-from hokusai._credentials import key_and_url
+from hokusai._credentials import key_and_url, refused_key_fix
 from hokusai._flags import Mode, current_mode, mock_mode_error
 from hokusai._local import LocalRegistry
 from hokusai._outbox import append_entry, new_entry
 from hokusai.config import setup_mlflow_auth
 from hokusai.errors import (
-    ErrorCode,
     HokusaiAPIError,
-    HokusaiConflictError,
     HokusaiConnectionError,
     HokusaiRegistrationWarning,
 )
@@ -98,7 +95,9 @@ class ModelRegistry:
         self._client: HokusaiClient | None = None
         if self.mode != "mock":
             key, url = key_and_url(api_key, api_url)  # fail before touching anything
-            self._client = HokusaiClient(key.value, api_url=url.value, transport=transport)
+            self._client = HokusaiClient(
+                key.value, api_url=url.value, transport=transport, refused_key_hint=refused_key_fix(key)
+            )
         self.mlflow = setup_mlflow_auth(api_key=api_key, api_url=api_url, tracking_uri=tracking_uri)
         self._local: LocalRegistry | None = None
         self._warned_fallback = False
@@ -167,8 +166,7 @@ class ModelRegistry:
 
     def _register(self, request: RegistrationRequest) -> TokenizedModel:
         if self._client is None:
-            with _naming_token(request.token_id):
-                return self.local.register_tokenized_model(request)
+            return self.local.register_tokenized_model(request)
         # One key for every attempt, including retries and a later `hokusai sync`: it names the outbox entry and marks
         # the POST as one the client may send again. The server recognises a repeat by what it registers (the same
         # model, token and source answer with the version the first attempt created), not by the key.
@@ -268,10 +266,8 @@ class ModelRegistry:
         """POST one registration body to the API (used by :func:`hokusai._sync.sync_outbox` too)."""
         if self._client is None:
             raise mock_mode_error()
-        with _naming_token(str(body.get("token_id"))):
-            response = self._client.request(
-                "POST", TOKENIZED_PATH, json=body, headers={IDEMPOTENCY_HEADER: idempotency_key}
-            )
+        headers = {IDEMPOTENCY_HEADER: idempotency_key}
+        response = self._client.request("POST", TOKENIZED_PATH, json=body, headers=headers)
         return _parse(TokenizedModel, response)
 
     def _may_fall_back(self, exc: HokusaiConnectionError | HokusaiAPIError) -> bool:
@@ -358,18 +354,3 @@ def _validated(model: type[ModelT], data: object, response: httpx.Response) -> M
         return model.model_validate(data)
     except ValidationError as exc:
         raise unexpected_response(response, f"a body that is not a {model.__name__}") from exc
-
-
-@contextlib.contextmanager
-def _naming_token(token_id: str) -> Iterator[None]:
-    """Re-raise a token conflict with a hint that names the token (the message names the model holding it)."""
-    try:
-        yield
-    except HokusaiConflictError as exc:
-        if exc.error_code != ErrorCode.TOKEN_ALREADY_CLAIMED:
-            raise
-        hint = (
-            f"token {token_id} is held by the model named above: use another token id, or register under that model "
-            "if it is yours"
-        )
-        raise exc.with_hint(hint) from None  # the same error, better told: shown once

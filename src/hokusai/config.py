@@ -29,6 +29,7 @@ from hokusai._credentials import (
     check_key_destination,
     lookup_api_key,
     lookup_api_url,
+    refused_key_fix,
     remember_setup,
     require_api_key,
     same_origin,
@@ -212,7 +213,10 @@ def get_mlflow_auth_status(
     elif plan.api_key is None:
         problems.append(_problem("No Hokusai API key found", "run `hokusai login` or set HOKUSAI_API_KEY"))
     key = plan.api_key.value if plan.api_key else None
-    with HokusaiClient(key, api_url=plan.api_url, max_retries=0, transport=transport) as client:
+    refused_key_hint = refused_key_fix(plan.api_key) if plan.api_key else None
+    with HokusaiClient(
+        key, api_url=plan.api_url, max_retries=0, transport=transport, refused_key_hint=refused_key_hint
+    ) as client:
         _check_api(client, plan, status)
         # MLflow is only worth asking once the API accepted the key: otherwise it would repeat the same refusal.
         if status["key_accepted"] and _is_http(plan.tracking_uri):
@@ -337,7 +341,9 @@ def _mlflow_file_credentials() -> tuple[str | None, str | None]:
 
 def _validate(plan: _Plan, transport: httpx.BaseTransport | None) -> None:
     key = require_api_key(plan.api_key.value if plan.api_key else None)
-    with HokusaiClient(key.value, api_url=plan.api_url, transport=transport) as client:
+    with HokusaiClient(
+        key.value, api_url=plan.api_url, transport=transport, refused_key_hint=refused_key_fix(key)
+    ) as client:
         fetch_identity(client)
         if _is_http(plan.tracking_uri):
             _probe_mlflow(client, plan)

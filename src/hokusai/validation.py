@@ -69,7 +69,19 @@ _RUN_ID_RE = re.compile(r"[a-zA-Z0-9][\w\-]{0,255}")  # MLflow's own run id patt
 GENERATED_RUN_ID_RE = re.compile(r"[0-9a-f]{32}")  # what MLflow's stores generate (uuid4 hex)
 _MODEL_TYPE_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_-]{0,63}")  # stored lower-cased
 _RUNS_URI_RE = re.compile(r"(?i:runs):/(?P<run_id>[^/]+)(?:/(?P<path>.*))?")
-_AUDIT_ACTION_RE = re.compile(r"[a-z][a-z0-9_.]{0,63}")  # e.g. token.claim
+# Every action the audit log records: a filter naming another could only ever match nothing.
+AUDIT_ACTIONS = (
+    "key.create",
+    "key.revoke",
+    "key.rotate",
+    "model.register",
+    "model.register_baseline",
+    "permission.denied",
+    "token.claim",
+    "token.model_renamed",
+    "token.release",
+    "token.transfer",
+)
 _CONTROL_CHARS = r"\x00-\x1f\x7f"  # a character class's body
 _CONTROL_CHARS_RE = re.compile(f"[{_CONTROL_CHARS}]")
 _VERSION_NUMBER_RE = re.compile(r"[1-9][0-9]{0,17}")
@@ -79,7 +91,6 @@ TOKEN_ID_PATTERN = f"^{_TOKEN_ID_RE.pattern}$"
 METRIC_NAME_PATTERN = f"^{_METRIC_NAME_RE.pattern}$"
 RUN_ID_PATTERN = f"^{_RUN_ID_RE.pattern}$"
 MODEL_TYPE_PATTERN = f"^{_MODEL_TYPE_RE.pattern}$"
-AUDIT_ACTION_PATTERN = f"^{_AUDIT_ACTION_RE.pattern}$"
 VERSION_PATTERN = f"^(?:{_VERSION_NUMBER_RE.pattern}|{LATEST_VERSION})$"
 NO_CONTROL_CHARS_PATTERN = f"^[^{_CONTROL_CHARS}]+$"
 
@@ -215,8 +226,8 @@ def key_prefix(key: str) -> str:
 
 
 def validate_audit_action(action: str) -> str:
-    if _AUDIT_ACTION_RE.fullmatch(action) is None:
-        raise HokusaiValidationError("action", "must look like 'token.claim' (lower-case letters, digits, '.', '_')")
+    if action not in AUDIT_ACTIONS:
+        raise HokusaiValidationError("action", f"must be one of {', '.join(AUDIT_ACTIONS)}")
     return action
 
 
@@ -666,6 +677,26 @@ def repeat_leaves_out(
 def no_tokenized_model(model_name: str) -> str:
     """The 404 message for a model no token is bound to: never tokenized, all released, or no such model at all."""
     return f"No tokenized model '{model_name}': no token is bound to a model of that name."
+
+
+def token_already_claimed(token_id: str, model_name: str, *, yours: bool, same_name: bool = False) -> str:
+    """The 409 message for a token another model holds: `model_name` holds it, the caller's own model when `yours`.
+
+    Another account's holder is named by its model alone, never its owner. `same_name`: it has the very name the
+    caller registers, where "claimed by model 'x'" would read as nonsense; nor may the message say that model exists,
+    since a claim outlives its model.
+    """
+    if yours:
+        where = f"your model '{model_name}'"
+        fix = f"register new versions under '{model_name}', or choose another token id"
+    else:
+        where = (
+            f"another account, under model name '{model_name}' (model names are shared by everyone, as in MLflow)"
+            if same_name
+            else f"model '{model_name}'"
+        )
+        fix = "choose another token id, or ask an admin to transfer this one"
+    return f"Token '{token_id}' is already claimed by {where}. A token belongs to one model: {fix}."
 
 
 def token_not_claimed(token_id: str) -> str:

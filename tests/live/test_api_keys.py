@@ -184,7 +184,10 @@ def test_rest_lifecycle_create_list_rotate_revoke(platform: LivePlatform) -> Non
         rotated_away, revoked_outright = old.get("/api/v1/auth/whoami"), revoked.get("/api/v1/auth/whoami")
     assert (rotated_away.status_code, revoked_outright.status_code) == (401, 401)
     assert "revoked when it was rotated: use the key that replaced it" in rotated_away.json()["message"]
-    assert revoked_outright.json()["message"] == "This API key was revoked. Ask an admin for a new key."
+    assert revoked_outright.json()["message"] == (
+        "This API key was revoked. Create a new one with another valid key of yours (`hokusai keys create`), or ask "
+        "an admin for one."
+    )
     with platform.client(platform.admin_key) as admin:
         again = admin.delete(f"/api/v1/keys/{second['id']}")
         trail = admin.get("/api/v1/audit", params={"action": "key.revoke", "max_results": 100})
@@ -241,7 +244,10 @@ def test_expired_key_gets_401_saying_so(platform: LivePlatform) -> None:
         time.sleep(0.5)
         response = httpx.get(platform.url + "/api/v1/auth/whoami", headers={"Authorization": f"Bearer {key}"})
     assert response.status_code == 401
-    assert response.json()["message"] == "This API key has expired. Ask an admin for a new key (`hokusai keys create`)."
+    assert response.json()["message"] == (
+        "This API key has expired. Create a new one with another valid key of yours (`hokusai keys create`), or "
+        "ask an admin for one."
+    )
     # A rotation keeps the key's expiry: an expired key is refused, not replaced by a key born expired.
     with platform.client(platform.admin_key) as admin:
         rotated = admin.post(f"/api/v1/keys/{key_id}/rotate")

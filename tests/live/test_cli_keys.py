@@ -131,6 +131,7 @@ def test_rotating_the_key_in_use_says_so_and_updates_the_saved_login(platform: L
     env = base_env(platform.data_dir, HOKUSAI_API_URL=platform.url, COLUMNS="200", **home)
     logged_in = subprocess.run(hokusai_command("login", "--key", old_key), env=env, capture_output=True, text=True)
     assert logged_in.returncode == 0, logged_in.stderr
+    env["MLFLOW_TRACKING_TOKEN"] = old_key  # as the README has users export it
 
     rotated = subprocess.run(hokusai_command("keys", "rotate", old_id), env=env, capture_output=True, text=True)
     whoami = subprocess.run(hokusai_command("whoami"), env=env, capture_output=True, text=True)
@@ -138,6 +139,10 @@ def test_rotating_the_key_in_use_says_so_and_updates_the_saved_login(platform: L
     assert rotated.returncode == 0, rotated.stderr
     assert f"Revoked {old_id}: it no longer works." in rotated.stdout
     assert "The rotated key was your saved login; the new key replaces it there" in rotated.stderr
+    assert (
+        "MLFLOW_TRACKING_TOKEN still holds the old key for the MLflow client: export the new key there too."
+        in rotated.stderr
+    )
     new_key = KEY_LINE.findall(rotated.stdout)[0]
     assert new_key in (tmp_path / "home" / "credentials").read_text()
     assert (tmp_path / "home" / "credentials").stat().st_mode & 0o777 == 0o600
@@ -158,6 +163,7 @@ def test_revoking_the_key_in_use_says_so(platform: LivePlatform, tmp_path: Path)
     other = platform.create_key(platform.unique_owner("cli-revoke-other"), "read,write")
     env = base_env(platform.data_dir, HOKUSAI_API_URL=platform.url, HOKUSAI_HOME=str(tmp_path / "home"))
     assert subprocess.run(hokusai_command("login", "--key", key), env=env, capture_output=True).returncode == 0
+    env["MLFLOW_TRACKING_PASSWORD"] = key
     other_id = str(_whoami(platform, other)["key_id"])
 
     own = subprocess.run(hokusai_command("keys", "revoke", key_id), env=env, capture_output=True, text=True)
@@ -166,6 +172,7 @@ def test_revoking_the_key_in_use_says_so(platform: LivePlatform, tmp_path: Path)
     assert own.returncode == 0, own.stderr
     assert own.stdout == f"Revoked {key_id}.\n"
     assert "That was the key this command used (your saved login); it no longer works" in own.stderr
+    assert "MLFLOW_TRACKING_PASSWORD still holds the old key for the MLflow client: put another key" in own.stderr
     assert _whoami_status(platform, key) == 401
     assert (
         foreign.returncode == 0 and "That was the key this command used (the one in HOKUSAI_API_KEY)" in foreign.stderr
@@ -272,6 +279,7 @@ def test_a_value_only_the_server_refuses_is_a_usage_error_naming_the_option(plat
         (("keys", "create", "--owner", "usage-bounds", "--expires-in-days", "99999999"), "--expires-in-days"),
         (("keys", "create", "--owner", "usage-bounds", "--name", "n" * 5000), "--name"),
         (("audit", "--actor", "bad actor!"), "--actor"),
+        (("audit", "--action", "token.claimed"), "--action"),  # a filter no event could ever match
     ]
     for args, option in cases:
         result = _hokusai(platform, *args, key=platform.admin_key)

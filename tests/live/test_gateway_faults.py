@@ -459,7 +459,7 @@ def test_a_request_head_that_keeps_growing_gets_a_431_and_the_connection_closes(
     """One unfinished header value, sent in pieces as fast as the socket takes them: cut off, and nobody else waits."""
     received = bytearray()
     with socket.create_connection(("127.0.0.1", own_platform.port), timeout=SAFETY_BOUND_SECONDS) as sock:
-        sock.sendall(b"GET /api/mlflow/health HTTP/1.1\r\nHost: x\r\nX-Big: ")
+        sock.sendall(b"GET /api/mlflow/health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: ")
         with contextlib.suppress(ConnectionError):  # the server may close while a piece is still on its way
             for _ in range(1024):  # 64 MiB at most: far past any head limit, and the loop always ends
                 sock.sendall(b"a" * 65536)
@@ -482,7 +482,7 @@ def test_trailer_fields_that_keep_coming_are_cut_off(own_platform: LivePlatform,
     """No key needed: a route that does not exist answers at once, and uvicorn read the trailers after the last chunk
     into the request's headers for as long as they came (a probe: 50 MB of them took 550 MB of the server's memory).
     Through the gateway the key is refused first and the connection closed, as before."""
-    head = f"POST {path} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n"
+    head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n"
     trailer = b"".join(b"X-%d: v\r\n" % i for i in range(5000))  # 50 KB
     pieces = 500  # 25 MB: far past the limit, and the loop always ends
     with socket.create_connection(("127.0.0.1", own_platform.port), timeout=SAFETY_BOUND_SECONDS) as sock:
@@ -509,7 +509,9 @@ def test_trailer_fields_that_keep_coming_are_cut_off(own_platform: LivePlatform,
 
 
 def test_a_request_httptools_cannot_parse_gets_a_400_envelope(own_platform: LivePlatform) -> None:
-    request = b"POST /api/v1/keys HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
+    request = (
+        b"POST /api/v1/keys HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
     answer = raw_request(own_platform.port, request)
 
     assert answer.status == 400 and answer.headers["content-type"] == "application/json", answer.body
@@ -536,7 +538,7 @@ def _large_download_request(client: httpx.Client, experiment: str, run: str) -> 
     path = f"{ARTIFACTS}/{experiment}/{run}/artifacts/big.bin"
     assert client.put(path, content=b"d" * STALLED_DOWNLOAD_BYTES).status_code == 200
     key = client.headers["authorization"].removeprefix("Bearer ")
-    return f"GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\r\n".encode()
+    return f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\n\r\n".encode()
 
 
 def _connections_to_mlflow(platform: LivePlatform) -> int:

@@ -260,12 +260,14 @@ def test_conflict_names_the_model_and_never_the_owner(
     by_bob = as_bob.post(TOKENIZED, json=body(run, token_id=request["token_id"]))
     other_model = as_alice.post(TOKENIZED, json=body(run, token_id=request["token_id"]))
 
-    expected = (
+    assert assert_error(by_bob, 409, "TOKEN_ALREADY_CLAIMED") == (
         f"Token '{token_id}' is already claimed by model '{request['model_name']}'. A token belongs to one model: "
         "choose another token id, or ask an admin to transfer this one."
     )
-    assert assert_error(by_bob, 409, "TOKEN_ALREADY_CLAIMED") == expected
-    assert assert_error(other_model, 409, "TOKEN_ALREADY_CLAIMED") == expected
+    assert assert_error(other_model, 409, "TOKEN_ALREADY_CLAIMED") == (
+        f"Token '{token_id}' is already claimed by your model '{request['model_name']}'. A token belongs to one "
+        f"model: register new versions under '{request['model_name']}', or choose another token id."
+    )
     assert alice.owner not in by_bob.text
     same_name = as_bob.post(TOKENIZED, json={**request, "artifact_path": "legacy"})
     assert f"already claimed by another account, under model name '{request['model_name']}'" in assert_error(

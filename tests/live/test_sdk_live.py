@@ -37,6 +37,7 @@ from hokusai._paths import outbox_path
 from hokusai._sync import SyncResult, sync_outbox
 from hokusai.config import get_mlflow_auth_status, setup_mlflow_auth
 from hokusai.server.runner import free_loopback_port
+from hokusai.validation import key_prefix
 from tests.support.platform import LivePlatform
 from tests.support.sdk_live import (
     ACCURACY,
@@ -58,12 +59,20 @@ from tests.support.sdk_live import (
 pytestmark = pytest.mark.live
 
 _ENV_PREFIXES = ("HOKUSAI_", "MLFLOW_TRACKING_")
-AUTH_HINT = "(HINT: check HOKUSAI_API_KEY or run `hokusai login`)"
+
+
+def refused_argument_fix(key: str) -> str:
+    return f"the key {key_prefix(key)}… was passed as an argument: pass a valid key"
+
+
 UNKNOWN_KEY_MESSAGE = (
     "This API key is not known to this server. Check the key sent (HOKUSAI_API_KEY, MLFLOW_TRACKING_TOKEN or the "
     "saved login)."
 )
-REVOKED_KEY_MESSAGE = "This API key was revoked. Ask an admin for a new key."
+REVOKED_KEY_MESSAGE = (
+    "This API key was revoked. Create a new one with another valid key of yours (`hokusai keys create`), or ask an "
+    "admin for one."
+)
 UNKNOWN_KEY = "hk_live_" + "Z" * 40
 
 
@@ -160,13 +169,14 @@ def test_setup_validation_rejects_an_unknown_key_with_the_exact_message(platform
     error = caught.value
     assert error.request_id
     assert str(error) == (
-        f"401 UNAUTHENTICATED from hokusai-api (Request ID: {error.request_id}): {UNKNOWN_KEY_MESSAGE} {AUTH_HINT}"
+        f"401 UNAUTHENTICATED from hokusai-api (Request ID: {error.request_id}): {UNKNOWN_KEY_MESSAGE} "
+        f"(HINT: {refused_argument_fix(UNKNOWN_KEY)})"
     )
     assert (status["reachable"], status["key_accepted"], status["mlflow_accepted"]) == (True, False, None)
     assert status["problems"] == [
         {
             "problem": f"The API rejected the key {UNKNOWN_KEY[:12]}…: {UNKNOWN_KEY_MESSAGE}",
-            "fix": "check HOKUSAI_API_KEY or run `hokusai login`",
+            "fix": refused_argument_fix(UNKNOWN_KEY),
         }
     ]
 
@@ -304,8 +314,8 @@ def test_a_revoked_or_unknown_key_is_a_401_with_the_exact_message(
         for error in (on_whoami.value, on_register.value):
             assert (error.status, error.error_code, error.layer) == (401, "UNAUTHENTICATED", "hokusai-api")
             assert (
-                str(error)
-                == f"401 UNAUTHENTICATED from hokusai-api (Request ID: {error.request_id}): {message} {AUTH_HINT}"
+                str(error) == f"401 UNAUTHENTICATED from hokusai-api (Request ID: {error.request_id}): {message} "
+                f"(HINT: {refused_argument_fix(key)})"
             )
 
 
@@ -364,13 +374,17 @@ def test_a_claimed_token_is_a_409_naming_the_token_and_its_model(
         _register(as_alice, run, unique("sdk-second"), token)
 
     claimed = token.upper()
-    for error in (by_bob.value, by_owner.value):
+    told = {
+        by_bob.value: f"model '{model_name}'. A token belongs to one model: choose another token id, or ask an admin "
+        "to transfer this one.",
+        by_owner.value: f"your model '{model_name}'. A token belongs to one model: register new versions under "
+        f"'{model_name}', or choose another token id.",
+    }
+    for error, holder_and_fix in told.items():
         assert (error.status, error.error_code, error.layer) == (409, "TOKEN_ALREADY_CLAIMED", "hokusai-api")
         assert str(error) == (
             f"409 TOKEN_ALREADY_CLAIMED from hokusai-api (Request ID: {error.request_id}): Token '{claimed}' is "
-            f"already claimed by model '{model_name}'. A token belongs to one model: choose another token id, or ask "
-            f"an admin to transfer this one. (HINT: token {claimed} is held by the model named above: use another "
-            "token id, or register under that model if it is yours)"
+            f"already claimed by {holder_and_fix}"
         )
     assert token_holder(platform, claimed)["model_name"] == model_name
 

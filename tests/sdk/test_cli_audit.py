@@ -235,3 +235,20 @@ def test_a_very_narrow_terminal_folds_everything_rather_than_cutting(api: FakeAP
     assert_nothing_cut(table, 50)
     # Folded into pieces, but every character is there, in order: nothing was cut off.
     assert re.sub(r"\s", "", "".join(cells[2] for cells in rows(table))) == "".join(ACTIONS)
+
+
+def test_times_are_iso_dates_with_an_example_when_not(api: FakeAPI) -> None:
+    api._answers.append(page(EVENTS))
+    run_audit("--since", "2026-11-01", "--until", "2026-11-02T09:30+02:00")
+    params = api.requests[0].url.params
+    assert (params["since"], params["until"]) == ("2026-11-01T00:00:00", "2026-11-02T09:30:00+02:00")
+    app = typer.Typer()
+    audit.register(app)
+    app.command("unused")(lambda: None)
+    with CliRunner(env={"COLUMNS": "200"}).isolation() as (_stdout, stderr, _):
+        with pytest.raises(SystemExit) as exited:
+            run_cli(app, ["audit", "--since", "yesterday"])
+        printed = " ".join(stderr.getvalue().decode().replace("│", " ").split())
+    assert exited.value.code == 2
+    assert "Invalid value for '--since': must be a date or a date and time, e.g. 2026-11-01" in printed
+    assert len(api.requests) == 1  # the bad value sent nothing

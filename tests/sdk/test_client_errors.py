@@ -144,20 +144,39 @@ def test_404_and_409() -> None:
     assert "Token T is claimed by model 'other'." in str(conflict)
 
 
+def test_a_refused_key_gets_the_fix_for_where_it_came_from() -> None:
+    fix = "the key hk_live_AbCd… is HOKUSAI_API_KEY's: set it to a valid key, or unset it to use the saved login"
+    refused = FakeAPI(error(401, "UNAUTHENTICATED", "The API key is revoked."))
+    client = HokusaiClient(KEY, api_url="http://api.test", transport=refused.transport, refused_key_hint=fix)
+    with client, pytest.raises(HokusaiAuthError) as caught:
+        client.request("GET", "/api/v1/auth/whoami")
+    assert caught.value.hint == fix
+    # MLflow refusing the API's own credentials is no fault of the key: that 401 keeps its own (absent) hint.
+    upstream = FakeAPI(error(401, "UNAUTHENTICATED", "MLflow refused the API's credentials.", layer="mlflow"))
+    client = HokusaiClient(KEY, api_url="http://api.test", transport=upstream.transport, refused_key_hint=fix)
+    with client, pytest.raises(HokusaiAuthError) as caught:
+        client.request("GET", "/api/mlflow/api/2.0/mlflow/experiments/search")
+    assert caught.value.hint is None
+
+
 @pytest.mark.parametrize(
     ("code", "hint_starts"),
     [
-        ("TOKEN_ALREADY_CLAIMED", "another model holds the token"),
-        ("INVALID_STATE", "a revoked or expired key stays so"),
-        ("REGISTRATION_CONFLICT", "repeat the original metric and baseline"),
+        # None: the server's message for these says what to do
+        ("TOKEN_ALREADY_CLAIMED", None),
+        ("INVALID_STATE", None),
+        ("REGISTRATION_CONFLICT", None),
         ("TOKEN_MODEL_GONE", "name the model the token should move to"),
         ("RESOURCE_ALREADY_EXISTS", "the resource changed or already exists"),
     ],
 )
-def test_each_conflict_gets_the_hint_for_its_code(code: str, hint_starts: str) -> None:
+def test_each_conflict_gets_the_hint_for_its_code(code: str, hint_starts: str | None) -> None:
     conflict = _fail(error(409, code, "Refused."), "POST")
     assert type(conflict) is HokusaiConflictError
-    assert str(conflict.hint).startswith(hint_starts)
+    if hint_starts is None:
+        assert conflict.hint is None
+    else:
+        assert str(conflict.hint).startswith(hint_starts)
 
 
 def test_unknown_endpoint_points_at_the_url() -> None:

@@ -257,7 +257,7 @@ def test_status_with_a_rejected_key() -> None:
     assert status["problems"] == [
         {
             "problem": f"The API rejected the key {KEY[:12]}…: The API key has expired.",
-            "fix": "check HOKUSAI_API_KEY or run `hokusai login`",
+            "fix": f"the key {KEY[:12]}… was passed as an argument: pass a valid key",
         }
     ]
     assert len(api.requests) == 1  # MLflow is not asked when the key is already refused

@@ -7,11 +7,13 @@ import pytest
 
 from hokusai._credentials import (
     DEFAULT_API_URL,
+    Setting,
     check_key_destination,
     delete_credentials,
     lookup_api_key,
     lookup_api_url,
     read_credentials,
+    refused_key_fix,
     require_api_key,
     without_userinfo,
     write_credentials,
@@ -161,3 +163,17 @@ def test_a_key_goes_where_it_was_saved_for_or_where_it_was_given(
 def test_a_password_in_a_url_is_never_shown() -> None:
     assert without_userinfo("http://user:secret@hokusai.test:8000/x") == "http://***@hokusai.test:8000/x"
     assert without_userinfo("http://hokusai.test:8000") == "http://hokusai.test:8000"
+
+
+@pytest.mark.parametrize(
+    ("source", "fix"),
+    [
+        ("env", "is HOKUSAI_API_KEY's: set it to a valid key, or unset it to use the saved login"),
+        ("file", "is the saved login's ({path}): run `hokusai login` with a valid key"),
+        ("setup()", "was given to hokusai.setup(): pass a valid key"),
+        ("argument", "was passed as an argument: pass a valid key"),
+    ],
+)
+def test_a_refused_keys_fix_names_where_it_came_from(source: str, fix: str) -> None:
+    expected = f"the key {KEY[:12]}… " + fix.format(path=credentials_path())
+    assert refused_key_fix(Setting(KEY, source)) == expected

@@ -14,6 +14,7 @@ from hokusai._outbox import OutboxEntry, append_entry, new_entry, read_entries
 from hokusai._paths import outbox_path
 from hokusai._sync import SyncResult, sync_outbox
 from hokusai.errors import HokusaiConfigurationError
+from hokusai.validation import token_already_claimed
 
 from .conftest import KEY, FakeAPI, error
 
@@ -79,11 +80,10 @@ def test_a_local_run_is_reported_as_failed_and_kept() -> None:
 
 def test_other_failures_keep_the_server_message() -> None:
     _queue("key-1", "churn", "CHURN")
-    api = FakeAPI(error(409, "TOKEN_ALREADY_CLAIMED", "Token CHURN is already claimed by model 'x'."))
-    (result,) = sync_outbox(_registry(api))
+    message = token_already_claimed("CHURN", "x", yours=False)
+    (result,) = sync_outbox(_registry(FakeAPI(error(409, "TOKEN_ALREADY_CLAIMED", message))))
     assert result.status == "failed"
-    assert result.reason is not None and "Token CHURN is already claimed by model 'x'." in result.reason
-    assert "token CHURN is held by the model named above" in result.reason
+    assert result.reason == f"409 TOKEN_ALREADY_CLAIMED from hokusai-api: {message}"
     assert len(read_entries()) == 1
 
 

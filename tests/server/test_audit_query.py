@@ -11,6 +11,7 @@ from hokusai.server.audit import AuditLog
 from hokusai.server.audit_query import list_audit_events
 from hokusai.server.db import Database
 from hokusai.server.models import AuditEvent
+from hokusai.validation import AUDIT_ACTIONS, validate_audit_action
 
 
 def _query(database: Database, **filters: object) -> list[AuditEvent]:
@@ -63,3 +64,12 @@ def test_time_bounds_accept_naive_utc_and_reject_unrepresentable(database: Datab
 def test_foreign_page_tokens_are_refused(database: Database, page_token: str) -> None:
     with pytest.raises(HokusaiValidationError, match="page_token"):
         _query(database, page_token=page_token)
+
+
+def test_only_listed_actions_are_recorded_or_filtered(database: Database) -> None:
+    with pytest.raises(ValueError, match=r"not in hokusai\.validation\.AUDIT_ACTIONS"):
+        AuditLog(database).record(actor="alice", action="token.claimed", outcome="ok")
+    with pytest.raises(HokusaiValidationError, match=r"must be one of key\.create, key\.revoke") as caught:
+        validate_audit_action("token.claimed")
+    assert caught.value.field == "action"
+    assert all(validate_audit_action(action) == action for action in AUDIT_ACTIONS)

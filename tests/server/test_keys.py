@@ -112,7 +112,7 @@ def test_rotate_issues_a_replacement_and_revokes_the_old_key(store: KeyStore) ->
     revoked_at = store.get(old.record.id).revoked_at  # type: ignore[union-attr]
     assert str(again.value) == (
         f"Key '{old.record.id}' was already revoked at {revoked_at:%Y-%m-%d %H:%M:%S} UTC; it cannot be rotated. "
-        "Create a new key instead: hokusai keys create --owner bob --scopes … [--expires-in-days N]."
+        f"Create a new key instead: hokusai keys create --owner bob --scopes {old.record.scopes} [--expires-in-days N]."
     )
     assert [record.replaced_by for record in store.list(owner="bob")].count(new.record.id) == 1  # nothing else issued
     assert store.rotate("key_unknown") is None

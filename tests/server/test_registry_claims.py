@@ -71,7 +71,16 @@ def test_a_repeat_claim_is_idempotent_and_another_model_conflicts(database: Data
     assert again.token.created_at == first.token.created_at
     with pytest.raises(TokenHeld) as conflict:
         claim_token(database, token_id="TOK-1", model_name="m2", owner="alice")
-    assert conflict.value.message.startswith("Token 'TOK-1' is already claimed by model 'm1'.")
+    assert conflict.value.message == (
+        "Token 'TOK-1' is already claimed by your model 'm1'. A token belongs to one model: register new versions "
+        "under 'm1', or choose another token id."
+    )
+    with pytest.raises(TokenHeld) as elsewhere:
+        claim_token(database, token_id="TOK-1", model_name="m2", owner="bob")
+    assert elsewhere.value.message == (
+        "Token 'TOK-1' is already claimed by model 'm1'. A token belongs to one model: choose another token id, or "
+        "ask an admin to transfer this one."
+    )
     assert (conflict.value.holder.owner, conflict.value.holder.model_name) == ("alice", "m1")
     # Another account asking for the same model name: "claimed by model 'm1'" would name its own request back.
     with pytest.raises(TokenHeld) as same_name:

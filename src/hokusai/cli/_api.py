@@ -20,11 +20,11 @@ def call_api(method: str, path: str, api_url: str | None, **kwargs: Any) -> dict
     Errors are the SDK's, so the CLI prints them like every other command: status, code, layer, request id, hint.
     """
     from hokusai._client import HokusaiClient, json_body
-    from hokusai._credentials import key_and_url
+    from hokusai._credentials import key_and_url, refused_key_fix
     from hokusai._flags import current_mode, mock_mode_error
 
     if current_mode() == "mock":
         raise mock_mode_error()
     key, url = key_and_url(api_url=api_url)
-    with HokusaiClient(key.value, api_url=url.value) as client:
+    with HokusaiClient(key.value, api_url=url.value, refused_key_hint=refused_key_fix(key)) as client:
         return dict(json_body(client.request(method, path, **kwargs)))

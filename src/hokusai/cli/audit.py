@@ -30,11 +30,23 @@ def register(app: typer.Typer) -> None:
     app.command("audit")(audit)
 
 
+def _moment(value: str) -> datetime:
+    try:
+        return datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise typer.BadParameter(
+            "must be a date or a date and time, e.g. 2026-11-01 or 2026-11-01T09:30 (UTC unless it gives an offset, "
+            "as in 2026-11-01T09:30+02:00)"
+        ) from None
+
+
 def audit(
     actor: Annotated[str | None, typer.Option(help="Only this account's events.")] = None,
     action: Annotated[str | None, typer.Option(help="Only this action, e.g. token.claim or key.create.")] = None,
-    since: Annotated[datetime | None, typer.Option(help="From this time on (UTC unless it says otherwise).")] = None,
-    until: Annotated[datetime | None, typer.Option(help="Before this time.")] = None,
+    since: Annotated[
+        datetime | None, typer.Option(parser=_moment, help="From this time on (UTC unless it says otherwise).")
+    ] = None,
+    until: Annotated[datetime | None, typer.Option(parser=_moment, help="Before this time.")] = None,
     limit: Annotated[int, typer.Option(min=1, help="Show at most this many events.")] = 50,
     as_json: JsonOption = False,
     api_url: ApiUrlOption = None,

@@ -13,10 +13,10 @@ from rich.table import Table
 from hokusai._client import HokusaiClient, fetch_identity
 from hokusai._credentials import (
     API_KEY_ENV,
-    Setting,
     delete_credentials,
     key_and_url,
     lookup_api_key,
+    refused_key_fix,
     resolve_api_url,
     without_userinfo,
     write_credentials,
@@ -113,11 +113,8 @@ def whoami(api_url: ApiUrlOption = None) -> None:
         console(stderr=True).print("Not logged in. Run `hokusai login` first.")
         raise typer.Exit(1)
     found, url = key_and_url(api_url=api_url)
-    with HokusaiClient(found.value, api_url=url.value) as client:
-        try:
-            identity = fetch_identity(client)
-        except HokusaiAuthError as exc:
-            raise exc.with_hint(_refused_key_hint(found)) from None
+    with HokusaiClient(found.value, api_url=url.value, refused_key_hint=refused_key_fix(found)) as client:
+        identity = fetch_identity(client)
     rows = [
         ("owner", identity.get("owner")),
         ("key", f"{identity.get('key_prefix') or key_prefix(found.value)}… (from {found.source})"),
@@ -149,14 +146,6 @@ def status(api_url: ApiUrlOption = None) -> None:
         out.print(f"No problems found, but read the {'notes' if len(notes) > 1 else 'note'} above.", style="yellow")
     else:
         out.print("No problems found.", style="green")
-
-
-def _refused_key_hint(found: Setting) -> str:
-    """Which key was refused and where it came from, with the fix for that place (whoami is where users look)."""
-    shown = f"the key {key_prefix(found.value)}…"
-    if found.source == "env":
-        return f"{shown} is {API_KEY_ENV}'s: set it to a valid key, or unset it to use the saved login"
-    return f"{shown} is the saved login's ({credentials_path()}): run `hokusai login` with a valid key"
 
 
 def _findings_table(findings: list[dict[str, str]], field: str, *, title: str, style: str) -> Table:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -313,6 +314,17 @@ def _follow_own_rotation(new_key: str) -> None:
         err.print(
             f"The rotated key was the one in {API_KEY_ENV}, which now holds a revoked key: export the new key there."
         )
+    _say_mlflow_holds(used.value, "export the new key there too")
+
+
+def _say_mlflow_holds(old_key: str, fix: str) -> None:
+    """The stock MLflow client reads the key from its own variables, which no command can change for the shell."""
+    from hokusai.config import PASSWORD_ENV, TOKEN_ENV
+
+    holding = [name for name in (TOKEN_ENV, PASSWORD_ENV) if (os.environ.get(name) or "").strip() == old_key]
+    if holding:
+        verb = "holds" if len(holding) == 1 else "hold"
+        console(stderr=True).print(f"{' and '.join(holding)} still {verb} the old key for the MLflow client: {fix}.")
 
 
 def _is_key_in_use(key_id: str, api_url: str | None) -> bool:
@@ -326,10 +338,12 @@ def _say_own_key_revoked() -> None:
     """The key this command used is now revoked: every later command with it would be a 401, so say so now."""
     from hokusai._credentials import API_KEY_ENV, require_api_key
 
-    where = "your saved login" if require_api_key().source == "file" else f"the one in {API_KEY_ENV}"
+    used = require_api_key()
+    where = "your saved login" if used.source == "file" else f"the one in {API_KEY_ENV}"
     console(stderr=True).print(
         f"That was the key this command used ({where}); it no longer works: `hokusai login` with another key."
     )
+    _say_mlflow_holds(used.value, "put another key of yours there")
 
 
 def register(app: typer.Typer) -> None:

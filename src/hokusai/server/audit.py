@@ -15,6 +15,7 @@ from starlette.requests import Request
 from hokusai.server.db import Database
 from hokusai.server.keys import Principal
 from hokusai.server.models import AuditEvent, utcnow
+from hokusai.validation import AUDIT_ACTIONS
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +39,9 @@ class AuditLog:
         request_id: str | None = None,
     ) -> None:
         """Append one event (blocking). Never pass key material in `detail`."""
+        if action not in AUDIT_ACTIONS:
+            # Filters accept only the listed actions: an unlisted one could be recorded but never found.
+            raise ValueError(f"audit action {action!r} is not in hokusai.validation.AUDIT_ACTIONS")
         event = AuditEvent(
             at=utcnow(),
             actor=actor,

@@ -51,22 +51,23 @@ class KeyAlreadyRevoked(Exception):
     @classmethod
     def on_rotation(cls, record: ApiKey) -> KeyAlreadyRevoked:
         assert record.revoked_at is not None
-        instead = f"it cannot be rotated. Create a new key instead: {_create_command(record.owner)}"
+        instead = f"it cannot be rotated. Create a new key instead: {_create_command(record)}"
         return cls(record.id, record.revoked_at, instead=instead)
 
 
 class KeyExpired(Exception):
     """Rotating a key that has expired: a rotation keeps the key's expiry, so its successor would be dead too."""
 
-    def __init__(self, key_id: str, owner: str, expires_at: datetime) -> None:
+    def __init__(self, record: ApiKey, expires_at: datetime) -> None:
         super().__init__(
-            f"Key '{key_id}' expired at {expires_at:%Y-%m-%d %H:%M:%S} UTC and cannot be rotated: a rotation keeps the "
-            f"key's expiry. Create a new key instead: {_create_command(owner)}."
+            f"Key '{record.id}' expired at {expires_at:%Y-%m-%d %H:%M:%S} UTC and cannot be rotated: a rotation keeps "
+            f"the key's expiry. Create a new key instead: {_create_command(record)}."
         )
 
 
-def _create_command(owner: str) -> str:
-    return f"hokusai keys create --owner {owner} --scopes … [--expires-in-days N]"
+def _create_command(record: ApiKey) -> str:
+    """The command that makes a key like `record`, which the caller can run with a key holding its scopes."""
+    return f"hokusai keys create --owner {record.owner} --scopes {record.scopes} [--expires-in-days N]"
 
 
 REASON_MALFORMED = "malformed"
@@ -352,7 +353,7 @@ class KeyStore:
             if revoked is None:
                 raise KeyAlreadyRevoked.on_rotation(old)
             if old.expires_at is not None and old.expires_at <= utcnow():
-                raise KeyExpired(key_id, old.owner, old.expires_at)  # rolls the revocation back
+                raise KeyExpired(old, old.expires_at)  # rolls the revocation back
             issued = self._new_key(owner=old.owner, name=old.name, scopes=old.scopes, expires_at=old.expires_at)
             session.add(issued.record)
             session.flush()  # the replacement exists before the old key names it

@@ -36,8 +36,8 @@ def _baseline_name_refused(field: str) -> Refusal:
             return None
         return (
             f"Registered model names starting with '{BASELINE_MODEL_PREFIX}' are reserved for Hokusai's baselines. "
-            "Register a baseline with POST /api/v1/models/baseline (the SDK's register_baseline_via_api), or "
-            "choose another name."
+            "Register a baseline with `hokusai models baseline`, the SDK's register_baseline_via_api or POST "
+            "/api/v1/models/baseline, or choose another name."
         )
 
     return refusal

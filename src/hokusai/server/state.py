@@ -41,9 +41,15 @@ _REJECTION_MESSAGES = {
         f"The API key is malformed: Hokusai keys are `{KEY_PREFIX}` followed by at least {KEY_MIN_RANDOM_LENGTH} "
         "letters and digits. Check that it was copied whole, without quotes or spaces."
     ),
-    REASON_REVOKED: "This API key was revoked. Ask an admin for a new key.",
+    REASON_REVOKED: (
+        "This API key was revoked. Create a new one with another valid key of yours (`hokusai keys create`), or ask "
+        "an admin for one."
+    ),
     REASON_ROTATED: "This API key was revoked when it was rotated: use the key that replaced it (shown once).",
-    REASON_EXPIRED: "This API key has expired. Ask an admin for a new key (`hokusai keys create`).",
+    REASON_EXPIRED: (
+        "This API key has expired. Create a new one with another valid key of yours (`hokusai keys create`), or ask "
+        "an admin for one."
+    ),
 }
 _NO_QUERY = QueryParams()
 _UNKNOWN_MESSAGE = (

@@ -21,6 +21,7 @@ from hokusai.server.keys import Principal
 from hokusai.server.models import Token, utcnow
 from hokusai.server.registry.versions import search_versions
 from hokusai.server.upstream import Upstream
+from hokusai.validation import token_already_claimed
 
 _CLAIM_ATTEMPTS = 3
 # One lock per token while a request looks for its version and creates it (`locks.shared_lock`, across API
@@ -46,22 +47,10 @@ class TokenHeld(ApiError):
     """409: another model holds the token; `holder` is its claim, for the caller's own stale-claim check."""
 
     def __init__(self, holder: Token, *, model_name: str, owner: str) -> None:
-        # Names the holding model, never its owner: accounts are not disclosed to other users.
-        if holder.model_name == model_name and holder.owner != owner:
-            # "claimed by model 'x'" would name the very model the caller asked for, and read as nonsense.
-            # Nor may it say the model exists: a claim outlives its model, which may since have been deleted.
-            where = (
-                f"another account, under model name '{holder.model_name}' (model names are shared by everyone, as in "
-                "MLflow)"
-            )
-        else:
-            where = f"model '{holder.model_name}'"
-        super().__init__(
-            409,
-            f"Token '{holder.token_id}' is already claimed by {where}. A token belongs to one model: choose another "
-            "token id, or ask an admin to transfer this one.",
-            error_code=ErrorCode.TOKEN_ALREADY_CLAIMED,
+        message = token_already_claimed(
+            holder.token_id, holder.model_name, yours=holder.owner == owner, same_name=holder.model_name == model_name
         )
+        super().__init__(409, message, error_code=ErrorCode.TOKEN_ALREADY_CLAIMED)
         self.holder = holder
 
 

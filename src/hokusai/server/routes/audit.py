@@ -12,7 +12,7 @@ from hokusai.server.audit_query import list_audit_events
 from hokusai.server.deps import AdminDep, StateDep
 from hokusai.server.schemas import OWNER_RULES, AuditEventList, error_responses
 from hokusai.validation import (
-    AUDIT_ACTION_PATTERN,
+    AUDIT_ACTIONS,
     DEFAULT_PAGE_SIZE,
     MAX_PAGE_SIZE,
     OFFLINE_ACTOR,
@@ -24,7 +24,7 @@ router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
 
 ActorQuery = Annotated[str | None, Query(description="An account name", json_schema_extra=OWNER_RULES)]
 ActionQuery = Annotated[
-    str | None, Query(description="e.g. `token.claim`", json_schema_extra={"pattern": AUDIT_ACTION_PATTERN})
+    str | None, Query(description="One of the recorded actions", json_schema_extra={"enum": list(AUDIT_ACTIONS)})
 ]
 
 
