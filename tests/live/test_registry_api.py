@@ -894,6 +894,27 @@ def test_a_transfer_does_not_hand_over_a_namesake_of_the_tokens_deleted_model(
     assert (named.status_code, named.json()["model_name"]) == (200, bobs_model), named.text
 
 
+def test_a_transfer_never_hands_over_a_baseline_model(
+    as_alice: httpx.Client, as_bob: httpx.Client, as_admin: httpx.Client, bob: User, run: LoggedRun
+) -> None:
+    """An admin transfer with `model_name` of the shared baselines gave bob MANAGE on them (bad-input probe)."""
+    model_type = unique("guarded").lower()
+    baseline = f"hokusai-baseline-{model_type}"
+    assert as_alice.post(BASELINE, json={"model_type": model_type, "mlflow_run_id": run.run_id}).status_code == 201
+    request = body(run)
+    assert as_alice.post(TOKENIZED, json=request).status_code == 201
+    token_path = f"/api/v1/tokens/{request['token_id']}"
+
+    for name in (baseline, "hokusai-baseline-never-made", baseline.upper()):
+        refused = as_admin.post(f"{token_path}/transfer", json={"new_owner": bob.owner, "model_name": name})
+        assert "reserved for baselines" in assert_error(refused, 400, "INVALID_PARAMETER_VALUE")
+        assert refused.json()["field"] == "model_name"
+
+    assert as_admin.get(token_path).json()["owner"] != bob.owner
+    edit = {"name": baseline, "version": "1", "description": "bob was here"}
+    assert as_bob.patch(f"{MLFLOW}/model-versions/update", json=edit).status_code == 403
+
+
 def test_a_version_is_shown_as_tokenized_only_while_its_model_holds_the_token(
     as_alice: httpx.Client, as_bob: httpx.Client, as_admin: httpx.Client, run: LoggedRun
 ) -> None:

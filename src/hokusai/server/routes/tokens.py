@@ -12,7 +12,7 @@ from hokusai.server.deps import AdminDep, ReaderDep, StateDep
 from hokusai.server.registry import claims, transfers
 from hokusai.server.registry.versions import model_carries
 from hokusai.server.schemas import TOKEN_ID_RULES, TokenInfo, TokenTransfer, error_responses
-from hokusai.validation import normalize_token_id, validate_model_name, validate_owner
+from hokusai.validation import normalize_token_id, validate_owner, validate_tokenized_model_name
 
 router = APIRouter(prefix="/api/v1/tokens", tags=["tokens"])
 
@@ -51,7 +51,8 @@ async def transfer_token(
         caller=Caller.of(request, principal),
         token_id=normalize_token_id(token_id),
         new_owner=validate_owner(body.new_owner, "new_owner"),
-        model_name=validate_model_name(body.model_name) if body.model_name is not None else None,
+        # Never a baseline model: the new owner would get MANAGE on the versions every user shares.
+        model_name=validate_tokenized_model_name(body.model_name) if body.model_name is not None else None,
     )
     return TokenInfo.of(token, show_owner=True)
 
