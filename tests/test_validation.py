@@ -195,7 +195,9 @@ def test_tag_values_are_strings_numbers_or_bools_and_few(bad: dict[str, object])
 
 
 def test_metadata_fields_become_bounded_hokusai_tags() -> None:
-    assert validate_metadata_fields({"eval_spec": " spec ", "scorer_ref": None}) == {"hokusai.eval_spec": "spec"}
+    assert validate_metadata_fields({"eval_spec": "spec", "scorer_ref": None}) == {"hokusai.eval_spec": "spec"}
+    with pytest.raises(HokusaiValidationError, match="eval_spec: must not start or end with whitespace"):
+        validate_metadata_fields({"eval_spec": " spec "})
     with pytest.raises(HokusaiValidationError, match="primary_metric"):
         validate_metadata_fields({"primary_metric": "x" * 501})
 

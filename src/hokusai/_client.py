@@ -21,6 +21,7 @@ from hokusai.errors import (
     ErrorCode,
     HokusaiAPIError,
     HokusaiAuthError,
+    HokusaiConfigurationError,
     HokusaiConflictError,
     HokusaiConnectionError,
     HokusaiInvalidRequestError,
@@ -181,6 +182,8 @@ class HokusaiClient:
         while True:
             try:
                 response = self._http.send(request, auth=auth)
+            except (httpx.LocalProtocolError, UnicodeEncodeError) as exc:
+                raise _unsendable_header(request) from exc
             except httpx.TransportError as exc:
                 if not (retryable or isinstance(exc, _NOT_SENT)) or attempt >= self.max_retries:
                     raise _connection_error(request, exc) from exc
@@ -387,6 +390,20 @@ def _hint(
     if status >= 500:
         return "the server failed: retry, and quote the request id when reporting it"
     return "see docs/troubleshooting.md"
+
+
+def _unsendable_header(request: httpx.Request) -> HokusaiConfigurationError:
+    """The error for a request that HTTP cannot carry: a header holding a line break, a NUL or a non-ASCII character.
+
+    Its cause is not quoted: the header is most likely a credential (an MLflow token or password, a key given
+    straight to the client), and httpx's message holds it whole. Nothing was sent, so nothing is retried.
+    """
+    return HokusaiConfigurationError(
+        f"The request to {request.url.host} was not sent: a credential or other header holds a character HTTP "
+        "headers cannot carry (a line break, a NUL or a non-ASCII character); it is not shown, as it may be a secret.",
+        hint="check the API key and the MLflow credentials (MLFLOW_TRACKING_TOKEN, MLFLOW_TRACKING_PASSWORD) for "
+        "characters pasted with them",
+    )
 
 
 def _connection_error(request: httpx.Request, exc: httpx.TransportError) -> HokusaiConnectionError:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import configparser
 import io
 import os
+import re
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
 from hokusai._paths import credentials_path, home_file
 from hokusai._private_files import write_private_file
 from hokusai.errors import HokusaiConfigurationError
-from hokusai.validation import key_prefix
+from hokusai.validation import MALFORMED_KEY_MESSAGE, key_prefix, looks_like_key
 
 __all__ = [
     "API_KEY_ENV",
@@ -19,7 +20,9 @@ __all__ = [
     "DEFAULT_API_URL",
     "DEFAULT_PORTS",
     "Setting",
+    "api_url_problem",
     "check_key_destination",
+    "check_key_shape",
     "delete_credentials",
     "key_and_url",
     "lookup_api_key",
@@ -30,6 +33,7 @@ __all__ = [
     "require_api_key",
     "resolve_api_url",
     "same_origin",
+    "text_argument",
     "without_userinfo",
     "write_credentials",
 ]
@@ -41,11 +45,14 @@ DEFAULT_PORTS = {"http": 80, "https": 443}
 _SECTION = "default"
 # What `hokusai.setup()` was given: this process's own choice, so a later `ModelRegistry()` uses it too.
 _configured: dict[str, str] = {}
+# A URL's `user:password@`, found without a URL parser: for a URL that Python's parser refuses.
+_USERINFO_RE = re.compile(r"(?<=//)[^/?#]*@")
 
 
 @dataclass(frozen=True)
 class Setting:
-    """A resolved value and where it came from: ``argument``, ``setup()``, ``env``, ``file`` or ``default``."""
+    """A resolved value and where it came from: ``argument``, ``setup()``, ``env``, ``file``, ``default``, or
+    ``login`` (a key given to ``hokusai login``)."""
 
     value: str = field(repr=False)
     source: str
@@ -58,9 +65,26 @@ def _clean(value: str | None) -> str | None:
     return value.strip() or None
 
 
-def _from_argument(value: str | None) -> Setting | None:
+def text_argument(value: object, name: str) -> str | None:
+    """An optional text argument (`api_key`, `api_url`, `tracking_uri`) without the spaces around it; `None` when
+    not given. Given empty, it is refused: falling back to the environment would ignore what the caller wrote."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        decode = f": decode it first ({name}.decode())" if isinstance(value, bytes) else ""
+        # The value itself is never shown: it may be a key.
+        raise HokusaiConfigurationError(f"{name} must be a string (str), not {type(value).__name__}{decode}.")
     cleaned = _clean(value)
-    return Setting(cleaned, "argument") if cleaned else None
+    if cleaned is None:
+        raise HokusaiConfigurationError(
+            f"{name} was given empty.", hint=f"pass a value, or leave {name} out (None) to use the configured one"
+        )
+    return cleaned
+
+
+def _from_argument(value: object, name: str) -> Setting | None:
+    cleaned = text_argument(value, name)
+    return None if cleaned is None else Setting(cleaned, "argument")
 
 
 def remember_setup(*, api_key: str | None, api_url: str | None) -> None:
@@ -131,57 +155,92 @@ def lookup_api_key(api_key: str | None = None) -> Setting | None:
     3. the ``HOKUSAI_API_KEY`` environment variable;
     4. ``api_key`` in the ``[default]`` section of ``$HOKUSAI_HOME/credentials`` (written by ``hokusai login``).
 
-    Empty values count as missing.
+    Empty values in the environment or the file count as missing; an empty or non-text argument is refused.
     """
-    return _from_argument(api_key) or _from_setup("api_key") or _from_env(API_KEY_ENV) or _from_file("api_key")
+    return (
+        _from_argument(api_key, "api_key") or _from_setup("api_key") or _from_env(API_KEY_ENV) or _from_file("api_key")
+    )
 
 
 def refused_key_fix(key: Setting) -> str:
     """What to do when the API refuses `key`, for the place it came from: logging in again cannot replace a key
     that HOKUSAI_API_KEY or the program itself supplies."""
-    shown = f"the key {key_prefix(key.value)}…"
+    return _key_fix(key, f"the key {key_prefix(key.value)}…")
+
+
+def _key_fix(key: Setting, shown: str) -> str:
+    """How to replace `key` where it came from; `shown` names it (its prefix, only for a key of the right shape)."""
     if key.source == "env":
         return f"{shown} is {API_KEY_ENV}'s: set it to a valid key, or unset it to use the saved login"
     if key.source == "file":
         return f"{shown} is the saved login's ({credentials_path()}): run `hokusai login` with a valid key"
+    if key.source == "login":
+        return f"{shown} was given to `hokusai login`, which saved nothing: run it again with the whole key"
     given = "was given to hokusai.setup()" if key.source == "setup()" else "was passed as an argument"
     return f"{shown} {given}: pass a valid key"
 
 
+def check_key_shape(key: Setting) -> Setting:
+    """`key`, when it has the shape of a Hokusai key (the server's rule, `looks_like_key`); else the server's
+    refusal, made here. Sent, a key holding a line break or a NUL broke the request itself, in errors that quoted it
+    whole; and any other key of the wrong shape only costs a round trip to be refused. The key is never shown: not
+    even its prefix, which of a mistyped secret may be most of it."""
+    if not looks_like_key(key.value):
+        raise HokusaiConfigurationError(MALFORMED_KEY_MESSAGE, hint=_key_fix(key, "the key"))
+    return key
+
+
 def require_api_key(api_key: str | None = None) -> Setting:
+    """The API key to send (`lookup_api_key`), of the right shape (`check_key_shape`)."""
     found = lookup_api_key(api_key)
     if found is None:
         raise HokusaiConfigurationError(
             "No Hokusai API key provided.",
             hint=f"run `hokusai login` or set {API_KEY_ENV}; in Python, `setup(api_key=...)` also works",
         )
-    return found
+    return check_key_shape(found)
 
 
 def lookup_api_url(api_url: str | None = None) -> Setting:
     """Find the API URL: the argument, ``setup()``'s, ``HOKUSAI_API_URL``, the credentials file's, else localhost."""
-    found = _from_argument(api_url) or _from_setup("api_url") or _from_env(API_URL_ENV) or _from_file("api_url")
-    found = found or Setting(DEFAULT_API_URL, "default")
-    parts = urlsplit(found.value)
-    shown = without_userinfo(found.value)
-    fix = f"give the API root, e.g. {DEFAULT_API_URL}"
-    if found.source != "argument":
-        fix = f"set {API_URL_ENV} to the API root, e.g. {DEFAULT_API_URL}"
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise HokusaiConfigurationError(f"The API URL {shown!r} (from {found.source}) is not an http(s) URL.", hint=fix)
-    if "@" in parts.netloc:
-        # The key is the API's one credential, and a URL's user part is written wherever the URL is (httpx logs it).
+    found = (
+        _from_argument(api_url, "api_url")
+        or _from_setup("api_url")
+        or _from_env(API_URL_ENV)
+        or _from_file("api_url")
+        or Setting(DEFAULT_API_URL, "default")
+    )
+    problem = api_url_problem(found.value)
+    if problem is not None:
+        fix = f"give the API root, e.g. {DEFAULT_API_URL}"
+        if found.source != "argument":
+            fix = f"set {API_URL_ENV} to the API root, e.g. {DEFAULT_API_URL}"
         raise HokusaiConfigurationError(
-            f"The API URL {shown!r} (from {found.source}) carries a user name or password, which the API does not "
-            "take and which would be written to logs.",
-            hint=f"{fix}; the key goes in HOKUSAI_API_KEY or `hokusai login`",
-        )
-    if parts.query or parts.fragment:
-        raise HokusaiConfigurationError(
-            f"The API URL {shown!r} (from {found.source}) has a query or fragment; the API's paths are added to it.",
-            hint=fix,
+            f"The API URL {without_userinfo(found.value)!r} (from {found.source}) {problem}.", hint=fix
         )
     return Setting(found.value.rstrip("/"), found.source)
+
+
+def api_url_problem(url: str) -> str | None:
+    """What makes `url` unusable as the API root, as the end of a sentence about it; `None` when nothing does."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 -- parsed only when read
+    except ValueError as exc:  # an unclosed `[`, a port past 65535: else a traceback wherever the URL is first read
+        return f"is not a valid URL ({exc})"
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return "is not an http(s) URL"
+    if "@" in parts.netloc:
+        # The key is the API's one credential, and a URL's user part is written wherever the URL is (httpx logs it).
+        return (
+            "carries a user name or password, which the API does not take and which would be written to logs (the "
+            "key goes in HOKUSAI_API_KEY or `hokusai login`)"
+        )
+    if not parts.hostname:
+        return "names no host"
+    if parts.query or parts.fragment:
+        return "has a query or fragment; the API's paths are added to it"
+    return None
 
 
 def resolve_api_url(api_url: str | None = None) -> str:
@@ -222,12 +281,18 @@ def same_origin(first: str, second: str) -> bool:
         parts = urlsplit(url)
         return parts.scheme, parts.hostname, parts.port or DEFAULT_PORTS.get(parts.scheme)
 
-    return urlsplit(first).scheme in DEFAULT_PORTS and origin(first) == origin(second)
+    try:
+        return urlsplit(first).scheme in DEFAULT_PORTS and origin(first) == origin(second)
+    except ValueError:  # a URL no request could go to (a port past 65535, an unclosed `[`) is the same as none
+        return False
 
 
 def without_userinfo(uri: str) -> str:
     """The URI without ``user:password@``, so it can be logged and shown."""
-    parts = urlsplit(uri)
+    try:
+        parts = urlsplit(uri)
+    except ValueError:  # not a URL Python can read (`api_url_problem` says why), but it may still hold a password
+        return _USERINFO_RE.sub("***@", uri, count=1)
     if parts.scheme not in DEFAULT_PORTS or "@" not in parts.netloc:
         return uri
     return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))

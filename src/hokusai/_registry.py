@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import numbers
 import uuid
 import warnings
 from collections.abc import Mapping
+from decimal import Decimal
 from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -29,10 +31,12 @@ from hokusai.errors import (
     HokusaiAPIError,
     HokusaiConnectionError,
     HokusaiRegistrationWarning,
+    HokusaiValidationError,
 )
 from hokusai.models import BaselineEntry, RegistrationRequest, TokenClaim, TokenizedModel
 from hokusai.validation import (
     DEFAULT_PAGE_SIZE,
+    LATEST_VERSION,
     normalize_model_type,
     normalize_token_id,
     run_model_uri,
@@ -42,6 +46,7 @@ from hokusai.validation import (
     validate_owner,
     validate_registration,
     validate_run_id,
+    validate_version,
 )
 
 __all__ = ["ModelRegistry"]
@@ -80,7 +85,8 @@ class ModelRegistry:
     queues the registration for ``hokusai sync`` when the API is unreachable or failing (5xx), never on 401/403.
 
     Raises:
-        HokusaiConfigurationError: no API key outside mock mode, or an invalid flag or URL.
+        HokusaiConfigurationError: no API key outside mock mode, a key not of a Hokusai key's shape, an argument
+            given empty or not as text, or an invalid flag or URL.
     """
 
     def __init__(
@@ -120,7 +126,7 @@ class ModelRegistry:
         model_name: str,
         token_id: str,
         metric_name: str,
-        baseline_value: float,
+        baseline_value: float | Decimal,
         *,
         tags: Mapping[str, object] | None = None,
         description: str | None = None,
@@ -161,7 +167,7 @@ class ModelRegistry:
                 "benchmark_spec_id": benchmark_spec_id,
             },
         )
-        request = RegistrationRequest.of(fields, strict=strict)
+        request = RegistrationRequest.of(fields, strict=_checked_strict(strict))
         return _warned_of(self._register(request))
 
     def _register(self, request: RegistrationRequest) -> TokenizedModel:
@@ -186,13 +192,18 @@ class ModelRegistry:
             return self._register_offline(request, idempotency_key, exc)
 
     def get_tokenized_model(self, model_name: str, version: str | int | None = None) -> TokenizedModel:
-        """A version of a tokenized model; ``version=None`` means the latest."""
+        """A version of a tokenized model: its number (``3`` or ``"3"``), or the latest for ``None`` or ``"latest"``.
+
+        Raises:
+            HokusaiValidationError: ``version`` is no version number from 1 (``0``, ``-1``, ``"abc"``, ``1.0``,
+                ``True``); refused here, as the server would.
+        """
         validate_model_name(model_name)
+        number = _checked_version(version)
         if self._client is None:
-            return self.local.get_tokenized_model(model_name, None if version is None else str(version))
-        # `is None`, not `or`: version 0 must reach the server (and be refused), not silently mean the latest.
-        wanted = "latest" if version is None else str(version)
-        path = f"{TOKENIZED_PATH}/{quote(model_name, safe='')}/versions/{quote(wanted, safe='')}"
+            return self.local.get_tokenized_model(model_name, number)
+        wanted = LATEST_VERSION if number is None else number
+        path = f"{TOKENIZED_PATH}/{quote(model_name, safe='')}/versions/{wanted}"
         return _parse(TokenizedModel, self._client.request("GET", path))
 
     def list_tokenized_models(self, token_id: str | None = None, *, owner: str | None = None) -> list[TokenizedModel]:
@@ -335,6 +346,28 @@ def _all_pages(
         if not page.get("next_page_token"):
             return items
         params["page_token"] = page["next_page_token"]
+
+
+def _checked_strict(strict: object) -> bool:
+    """`strict` as the server takes it (a JSON boolean): a truthy `"yes"` or a `None` would be its 400."""
+    if not isinstance(strict, bool):
+        raise HokusaiValidationError("strict", f"must be True or False, not {type(strict).__name__}")
+    return strict
+
+
+def _checked_version(version: object) -> str | None:
+    """`version` by the server's rule (`validate_version`): the number as text, or `None` for the latest.
+
+    Version 0 is refused like any other non-version, never read as "no version" (the latest); a bool or a float is
+    refused rather than read as the number it converts to (`True` is 1).
+    """
+    if version is None:
+        return None
+    if isinstance(version, bool) or not isinstance(version, str | numbers.Integral):
+        raise HokusaiValidationError(
+            "version", f"must be a positive version number or '{LATEST_VERSION}', not {type(version).__name__}"
+        )
+    return validate_version(str(version))
 
 
 def _warned_of(result: RegisteredT) -> RegisteredT:

@@ -27,12 +27,14 @@ from hokusai._credentials import (
     DEFAULT_PORTS,
     Setting,
     check_key_destination,
+    check_key_shape,
     lookup_api_key,
     lookup_api_url,
     refused_key_fix,
     remember_setup,
     require_api_key,
     same_origin,
+    text_argument,
     without_userinfo,
 )
 from hokusai._flags import Mode, current_mode
@@ -99,8 +101,9 @@ class _Plan:
     api_key: Setting | None
     credential: _Credential
     env: dict[str, str] = field(repr=False)
-    # The key `hokusai login` saved for another server, withheld from this one (`check_key_destination`).
-    misdirected: HokusaiConfigurationError | None = None
+    # Why the key found is not used: it is not a key's shape (`check_key_shape`), or `hokusai login` saved it for
+    # another server and it is withheld from this one (`check_key_destination`).
+    unusable_key: HokusaiConfigurationError | None = None
 
 
 def setup(
@@ -138,12 +141,13 @@ def setup_mlflow_auth(
         transport: an httpx transport for the validation requests (tests).
 
     Raises:
-        HokusaiConfigurationError: a flag or URL is invalid, or ``validate`` is set and there is no key.
+        HokusaiConfigurationError: a flag, URL or key is invalid (a key not of a Hokusai key's shape, an argument
+            given empty or not as text), or ``validate`` is set and there is no key.
         HokusaiAuthError, HokusaiPermissionError, HokusaiConnectionError: ``validate`` failed.
     """
     plan = _plan(api_key=api_key, api_url=api_url, tracking_uri=tracking_uri)
-    if plan.misdirected is not None:
-        raise plan.misdirected
+    if plan.unusable_key is not None:
+        raise plan.unusable_key
     for name, value in plan.env.items():
         os.environ[name] = value
         _OWN_ENV[name] = value
@@ -208,8 +212,8 @@ def get_mlflow_auth_status(
         )
     if config.mode == "mock":
         return status
-    if plan.misdirected is not None:
-        problems.append(_problem(plan.misdirected.user_message, str(plan.misdirected.hint)))
+    if plan.unusable_key is not None:
+        problems.append(_problem(plan.unusable_key.user_message, str(plan.unusable_key.hint)))
     elif plan.api_key is None:
         problems.append(_problem("No Hokusai API key found", "run `hokusai login` or set HOKUSAI_API_KEY"))
     key = plan.api_key.value if plan.api_key else None
@@ -253,12 +257,12 @@ def _plan(*, api_key: str | None, api_url: str | None, tracking_uri: str | None)
     mode = current_mode()
     key = lookup_api_key(api_key)
     url = lookup_api_url(api_url)
-    misdirected = None
-    if key is not None and mode != "mock":
+    unusable_key = None
+    if key is not None and mode != "mock":  # mock mode sends the key nowhere
         try:
-            check_key_destination(key, url)
+            check_key_destination(check_key_shape(key), url)
         except HokusaiConfigurationError as exc:
-            key, misdirected = None, exc
+            key, unusable_key = None, exc
     tracking = _tracking_uri(tracking_uri, url.value, mode)
     env: dict[str, str] = {}
     if tracking.source != "env":
@@ -284,13 +288,14 @@ def _plan(*, api_key: str | None, api_url: str | None, tracking_uri: str | None)
         api_key=key,
         credential=credential,
         env=env,
-        misdirected=misdirected,
+        unusable_key=unusable_key,
     )
 
 
 def _tracking_uri(argument: str | None, api_url: str, mode: Mode) -> Setting:
-    if argument and argument.strip():
-        return Setting(argument.strip(), "argument")
+    given = text_argument(argument, "tracking_uri")
+    if given is not None:
+        return Setting(given, "argument")
     from_env = _user_env(TRACKING_URI_ENV)
     if from_env:
         return Setting(from_env, "env")
@@ -340,7 +345,8 @@ def _mlflow_file_credentials() -> tuple[str | None, str | None]:
 
 
 def _validate(plan: _Plan, transport: httpx.BaseTransport | None) -> None:
-    key = require_api_key(plan.api_key.value if plan.api_key else None)
+    # The plan's key keeps its source, which the hint of a refusal names; without one, the error says what to do.
+    key = plan.api_key or require_api_key()
     with HokusaiClient(
         key.value, api_url=plan.api_url, transport=transport, refused_key_hint=refused_key_fix(key)
     ) as client:

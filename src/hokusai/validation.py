@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cmath
 import decimal
 import json
 import math
@@ -9,7 +10,7 @@ import numbers
 import posixpath
 import re
 import urllib.parse
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,28 +96,45 @@ VERSION_PATTERN = f"^(?:{_VERSION_NUMBER_RE.pattern}|{LATEST_VERSION})$"
 NO_CONTROL_CHARS_PATTERN = f"^[^{_CONTROL_CHARS}]+$"
 
 
-def unpaired_surrogate_at(value: object) -> str | None:
-    """Where JSON `value` holds text with an unpaired UTF-16 surrogate, as a dotted path (a key's own surrogates shown
-    escaped); `None` when nowhere. `"\\ud800"` is valid JSON but not Unicode: no database or UTF-8 body takes it."""
+def json_nodes(value: object) -> Iterator[tuple[str, object]]:
+    """Every value within JSON `value`, `value` first and then in document order, with its path: object keys (shown
+    escaped) and list indexes joined by dots, `""` for `value` itself."""
     # A stack, not recursion: JSON nested a thousand deep must be a 400, not Python's RecursionError (a 500).
     pending: list[tuple[str, object]] = [("", value)]
     while pending:
         path, item = pending.pop()
-        if isinstance(item, str):
-            if _has_surrogate(item):
-                return path or "body"
-        elif isinstance(item, dict):
-            children = []
-            for key, child in item.items():
-                child_path = f"{path}.{_escaped(key)}" if path else _escaped(key)
-                if _has_surrogate(key):
-                    return child_path
-                children.append((child_path, child))
-            pending.extend(reversed(children))
+        yield path, item
+        if isinstance(item, dict):
+            pending.extend(reversed([(json_path(path, key), child) for key, child in item.items()]))
         elif isinstance(item, list):
-            pending.extend(
-                reversed([(f"{path}.{index}" if path else str(index), child) for index, child in enumerate(item)])
-            )
+            pending.extend(reversed([(json_path(path, index), child) for index, child in enumerate(item)]))
+
+
+def json_path(path: str, step: object) -> str:
+    """`path` (as `json_nodes` gives it) one key or index further; a key's unpaired surrogates shown escaped."""
+    return f"{path}.{_escaped(step)}" if path else _escaped(step)
+
+
+def unpaired_surrogate_at(value: object) -> str | None:
+    """Where JSON `value` holds text with an unpaired UTF-16 surrogate, as a dotted path (a key's own surrogates shown
+    escaped); `None` when nowhere. `"\\ud800"` is valid JSON but not Unicode: no database or UTF-8 body takes it."""
+    for path, item in json_nodes(value):
+        if isinstance(item, str) and _has_surrogate(item):
+            return path or "body"
+        if isinstance(item, dict):
+            key = next((key for key in item if _has_surrogate(key)), None)
+            if key is not None:
+                return json_path(path, key)
+    return None
+
+
+def first_repeated(names: Iterable[str]) -> str | None:
+    """The first name given a second time, or `None`."""
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            return name
+        seen.add(name)
     return None
 
 
@@ -199,6 +217,9 @@ def _resolves_elsewhere_as_path(name: str) -> bool:
     return normalized != name or normalized == "." or normalized.startswith(("..", "/"))
 
 
+FLOAT_UNDERFLOW = "is too small for a 64-bit float: it would be stored as 0"
+
+
 def validate_baseline_value(baseline_value: object) -> float:
     # bool is an int subclass: True would silently become a baseline of 1.0. NumPy's numbers are numbers.Real; a
     # Decimal is not, yet converts as exactly as a float can hold it.
@@ -210,9 +231,31 @@ def validate_baseline_value(baseline_value: object) -> float:
         raise HokusaiValidationError(
             "baseline_value", "is too large for a 64-bit float (at most about 1.8e308)"
         ) from exc
+    except ValueError as exc:  # a signalling NaN, Decimal("sNaN"), which refuses to convert
+        raise HokusaiValidationError("baseline_value", _NOT_FINITE) from exc
     if not math.isfinite(value):
-        raise HokusaiValidationError("baseline_value", "must be finite (not NaN or infinity)")
+        raise HokusaiValidationError("baseline_value", _NOT_FINITE)
+    if value == 0.0 and baseline_value != 0:  # an exact number such as Decimal("1e-400")
+        raise HokusaiValidationError("baseline_value", FLOAT_UNDERFLOW)
     return value
+
+
+_NOT_FINITE = "must be finite (not NaN or infinity)"
+
+
+# The server's 401 for a key of the wrong shape, and the SDK's refusal of one before sending it: the same words.
+MALFORMED_KEY_MESSAGE = (
+    f"The API key is malformed: Hokusai keys are `{KEY_PREFIX}` followed by at least {KEY_MIN_RANDOM_LENGTH} "
+    "letters and digits. Check that it was copied whole, without quotes or spaces."
+)
+KEY_ID_PREFIX = "key_"
+KEY_ID_HEX_DIGITS = 16
+_KEY_ID_RE = re.compile(f"{KEY_ID_PREFIX}[0-9a-f]{{{KEY_ID_HEX_DIGITS}}}")
+
+
+def looks_like_key_id(candidate: str) -> bool:
+    """Whether `candidate` could name a key: the server makes ids of `key_` and 16 hex digits."""
+    return _KEY_ID_RE.fullmatch(candidate) is not None
 
 
 def looks_like_key(candidate: str) -> bool:
@@ -232,11 +275,23 @@ def validate_audit_action(action: str) -> str:
 
 
 def tag_value_problem(key: str, value: object) -> str | None:
-    """What is wrong with a tag's value, or `None`: tags hold text, and numbers and booleans stored as text."""
-    if isinstance(value, str | numbers.Number):  # bools and numpy's numbers are numbers
+    """What is wrong with a tag's value, or `None`: tags hold text, and finite numbers and booleans stored as text."""
+    if isinstance(value, str):
         return None
+    if isinstance(value, numbers.Number):  # bools and numpy's numbers are numbers
+        # NaN and the infinities were stored as "nan" and "inf", which read back as no number a user meant.
+        return None if _is_finite(value) else f"the value of '{key}' {_NOT_FINITE}"
     kind = {type(None): "null", list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
     return f"the value of '{key}' must be a string, a number or a boolean, not {kind}"
+
+
+def _is_finite(number: numbers.Number) -> bool:
+    if isinstance(number, decimal.Decimal):  # its signalling NaN refuses to convert
+        return number.is_finite()
+    try:
+        return cmath.isfinite(number)  # type: ignore[arg-type]  # every number type here converts to complex
+    except OverflowError:  # an int or a fraction beyond a float's range: large, but finite
+        return True
 
 
 def holds_control_character(text: str) -> bool:
@@ -326,6 +381,11 @@ def run_model_uri(run_id: object, artifact_path: object) -> str:
     """
     if not isinstance(artifact_path, str):
         raise HokusaiValidationError("artifact_path", "must be a string: the name given to log_model, e.g. 'model'")
+    if not artifact_path:
+        # It would name the run's whole artifact root, not a model.
+        raise HokusaiValidationError("artifact_path", "must not be empty: the name given to log_model, e.g. 'model'")
+    if len(artifact_path) > ARTIFACT_PATH_MAX_LENGTH:
+        raise HokusaiValidationError("artifact_path", f"must be at most {ARTIFACT_PATH_MAX_LENGTH} characters")
     if artifact_path != artifact_path.strip() or _CONTROL_CHARS_RE.search(artifact_path):
         raise HokusaiValidationError("artifact_path", "must not contain whitespace at the ends or control characters")
     model_uri = f"runs:/{validate_run_id(run_id)}/{artifact_path.strip('/')}"
@@ -514,10 +574,12 @@ def validate_metadata_fields(fields: Mapping[str, object]) -> dict[str, str]:
         value = fields.get(name)
         if value is None:
             continue
-        if not isinstance(value, str) or not value.strip() or len(value.strip()) > METADATA_FIELD_MAX_LENGTH:
+        if not isinstance(value, str) or not value.strip() or len(value) > METADATA_FIELD_MAX_LENGTH:
             raise HokusaiValidationError(name, f"must be a non-empty string of at most {METADATA_FIELD_MAX_LENGTH}")
+        if value != value.strip():  # as model and metric names: what is stored is what was sent, or a refusal
+            raise HokusaiValidationError(name, "must not start or end with whitespace")
         _refuse_nul(name, value)
-        tags[METADATA_TAG_PREFIX + name] = value.strip()
+        tags[METADATA_TAG_PREFIX + name] = value
     return tags
 
 

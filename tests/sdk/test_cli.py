@@ -11,14 +11,16 @@ import sys
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import typer
 from typer.testing import CliRunner
 
-from hokusai import ModelRegistry, __version__, config
+from hokusai import ModelRegistry, __version__, _registry, config
 from hokusai._client import HokusaiClient
 from hokusai._credentials import read_credentials, write_credentials
 from hokusai._outbox import append_entry, new_entry, read_entries
@@ -201,18 +203,23 @@ def test_whoami_does_not_send_the_saved_key_to_another_server(api: FakeAPI) -> N
         ("http://user:pw@elsewhere.test:8000", "carries a user name or password"),  # httpx logs a URL whole
         ("http://api.test/?token=x", "has a query or fragment"),
         ("api.test:8000", "is not an http(s) URL"),
+        ("http://127.0.0.1:99999", "is not a valid URL (Port out of range 0-65535)"),
+        ("http://[::1", "is not a valid URL (Invalid IPv6 URL)"),
+        ("http://user:pw@[::1", "is not a valid URL (Invalid IPv6 URL)"),
+        ("", "must not be empty; leave the option out to use the configured URL"),
     ],
 )
-def test_an_api_url_that_is_not_an_api_root_is_refused_without_echoing_credentials(
-    api: FakeAPI, monkeypatch: pytest.MonkeyPatch, url: str, says: str
+@pytest.mark.parametrize("command", ["whoami", "login", "models list"])
+def test_an_api_url_option_that_is_not_an_api_root_is_a_usage_error_without_echoing_credentials(
+    api: FakeAPI, monkeypatch: pytest.MonkeyPatch, url: str, says: str, command: str
 ) -> None:
     monkeypatch.setenv("HOKUSAI_API_KEY", KEY)
-    outcome = run(["whoami", "--api-url", url])
-    assert outcome.exit_code == 1
-    assert says in outcome.stderr
-    assert "(HINT: give the API root, e.g. http://127.0.0.1:8000" in outcome.stderr  # given as an argument, not env
-    assert "pw" not in outcome.stderr
-    assert api.requests == []
+    outcome = run([*command.split(), "--api-url", url, *(["--key", KEY] if command == "login" else [])])
+    assert outcome.exit_code == 2
+    assert "Invalid value for '--api-url'" in outcome.stderr
+    assert says in " ".join(outcome.stderr.replace("│", "").split())  # rich's box may wrap the message
+    assert "pw" not in outcome.stderr and "Traceback" not in outcome.stderr
+    assert api.requests == [] and not credentials_path().exists()
 
 
 def test_whoami_when_not_logged_in() -> None:
@@ -432,6 +439,27 @@ def test_models_list_and_show(api: FakeAPI, monkeypatch: pytest.MonkeyPatch) -> 
     assert "churn version 1" in shown.stdout and "tag team   growth" in shown.stdout
     assert "0.9000000001" in shown.stdout  # every digit, so that a repeat can pass it back as --baseline
     assert api.requests[3].url.path == "/api/v1/models/tokenized/churn/versions/latest"
+
+
+def test_what_others_stored_cannot_steer_the_terminal(api: FakeAPI, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tag or a name set straight in MLflow reaches every user who lists it: escapes and overrides are shown
+    escaped, in tables, in key/value lists and in error messages (bad-input probe)."""
+    monkeypatch.setenv("HOKUSAI_API_KEY", KEY)
+    model = {**MODEL, "model_name": "churn\u202egnp.exe", "tags": {"team": "\x1b[2Jgrowth"}}
+    answer(
+        api,
+        httpx.Response(200, json={"models": [model], "next_page_token": None}),
+        httpx.Response(200, json=model),
+        error(404, "RESOURCE_DOES_NOT_EXIST", "Model 'x\x1b]0;owned\x07' not found."),
+    )
+    outputs = [
+        run(["models", "list"]).stdout,
+        run(["models", "show", "churn"]).stdout,
+        run(["models", "show", "x"]).stderr,
+    ]
+    printed = "".join(outputs)
+    assert "\x1b" not in printed and "\u202e" not in printed and "\x07" not in printed
+    assert "churn\\u202egnp.exe" in outputs[0] and "\\x1b[2Jgrowth" in outputs[1] and "\\x1b]0;owned\\x07" in outputs[2]
 
 
 def test_output_to_a_pipe_is_not_wrapped(api: FakeAPI, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -740,3 +768,125 @@ def test_whoami_reads_the_mode_flags_as_every_command_does(
 def test_version_prints_the_installed_version() -> None:
     outcome = run(["--version"], app=hokusai_app)
     assert (outcome.exit_code, outcome.stdout) == (0, f"hokusai {__version__}\n")
+
+
+MALFORMED = "The API key is malformed: Hokusai keys are `hk_live_` followed by at least 32 letters and digits."
+
+
+@pytest.mark.parametrize("typed", [KEY[:20] + "\r" + KEY[20:], KEY[:20] + "\x00" + KEY[20:], "garbage"])
+def test_login_refuses_a_malformed_key_before_sending_or_saving_it(api: FakeAPI, typed: str) -> None:
+    write_credentials(api_key=KEY[:8] + KEY[:7:-1], api_url=API)
+    piped = run(["login"], input=typed + "\n")
+    option = run(["login", "--key", typed])
+
+    assert piped.exit_code == 1
+    assert piped.stderr.splitlines()[0] == (
+        "Hokusai API key (read from standard input): "
+        f"Configuration problem: {MALFORMED} Check that it was copied whole, without quotes or spaces. (HINT: the key "
+        "was given to `hokusai login`, which saved nothing: run it again with the whole key)"
+    )
+    assert option.exit_code == 2  # a bad option value, as click reports one
+    assert "Invalid value for '--key'" in option.stderr
+    assert MALFORMED in " ".join(option.stderr.replace("│", "").split())
+    for outcome in (piped, option):
+        assert typed.strip() not in outcome.stdout + outcome.stderr and KEY[:20] not in outcome.stdout + outcome.stderr
+    assert api.requests == []
+    assert read_credentials()["api_key"] == KEY[:8] + KEY[:7:-1]
+
+
+def test_a_malformed_key_in_the_environment_is_refused_without_a_request_or_showing_it(
+    api: FakeAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOKUSAI_API_KEY", KEY[:20] + "\n" + KEY[20:])
+    outcome = run(["whoami"])
+    assert (outcome.exit_code, outcome.stderr.splitlines()[0]) == (
+        1,
+        f"Configuration problem: {MALFORMED} Check that it was copied whole, without quotes or spaces. (HINT: the key "
+        "is HOKUSAI_API_KEY's: set it to a valid key, or unset it to use the saved login)",
+    )
+    assert KEY[:12] not in outcome.stderr and api.requests == []
+
+
+@pytest.mark.parametrize(
+    ("command", "key_id", "says"),
+    [
+        ("revoke", "", "'' is not a key id: ids are 'key_' and 16 hex digits"),
+        ("rotate", "a/b", "'a/b' is not a key id: ids are 'key_' and 16 hex digits"),
+        ("revoke", "key_0123456789ABCDEF", "'key_0123456789ABCDEF' is not a key id"),
+        ("rotate", "key_01234567\x0089abcdef", "'key_01234567\\x0089abcdef' is not a key id"),
+        ("revoke", KEY, "this is an API key, not a key id (it is not shown here)"),
+    ],
+)
+@pytest.mark.parametrize("offline", [False, True])
+@pytest.mark.usefixtures("no_network")
+def test_a_key_id_the_server_cannot_have_made_is_a_usage_error_sent_nowhere(
+    monkeypatch: pytest.MonkeyPatch, command: str, key_id: str, says: str, offline: bool
+) -> None:
+    monkeypatch.setenv("HOKUSAI_API_KEY", KEY)
+    outcome = run(["keys", command, key_id, *(["--offline"] if offline else [])], app=hokusai_app)
+    assert outcome.exit_code == 2
+    assert "Invalid value for 'key_id'" in outcome.stderr
+    assert says in " ".join(outcome.stderr.replace("│", "").split())
+    assert KEY[:12] not in outcome.stderr and "check the API URL" not in outcome.stderr
+
+
+@pytest.mark.parametrize(("command", "option"), [("register", "--tag"), ("baseline", "--metadata")])
+def test_a_repeated_pair_key_is_a_usage_error(command: str, option: str, no_network: None) -> None:
+    args = (
+        ["--model-uri", "s3://b/m", "--name", "n", "--token-id", "T", "--metric", "m", "--baseline", "1"]
+        if command == "register"
+        else ["--type", "clf", "--run-id", "r1"]
+    )
+    outcome = run(["models", command, *args, option, "a=1", option, " a=2"])
+    assert outcome.exit_code == 2
+    assert f"Invalid value for {option}: 'a' is given twice; give each key once" in outcome.stderr
+
+
+def test_baseline_is_passed_on_exactly_as_typed(api: FakeAPI, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Read as a float, 1e-400 was 0.0 before any rule saw it; the baseline rule gets the exact value to judge."""
+    monkeypatch.setenv("HOKUSAI_API_KEY", KEY)
+    given: list[object] = []
+    validate = _registry.validate_registration
+
+    def recording(**fields: Any) -> Any:
+        given.append(fields["baseline_value"])
+        return validate(**fields)
+
+    monkeypatch.setattr(_registry, "validate_registration", recording)
+    answer(api, httpx.Response(201, json=MODEL))
+    args = ["models", "register", "--model-uri", "s3://b/m", "--name", "n", "--token-id", "T", "--metric", "m"]
+    run([*args, "--baseline", "1e-400"])
+    run([*args, "--baseline", "0.1"])
+    assert given == [Decimal("1e-400"), Decimal("0.1")] and all(type(value) is Decimal for value in given)
+
+
+@pytest.mark.parametrize("typed", ["0.9_0", "1_000", "0x10", "\u0661.\u0669", "1e", "sNaN", ""])
+def test_a_baseline_python_alone_reads_as_a_number_is_a_usage_error(typed: str, no_network: None) -> None:
+    args = ["models", "register", "--model-uri", "s3://b/m", "--name", "n", "--token-id", "T", "--metric", "m"]
+    outcome = run([*args, "--baseline", typed])
+    assert outcome.exit_code == 2
+    assert f"Invalid value for '--baseline': {typed!r} is not a number" in outcome.stderr
+
+
+def test_keys_offline_against_a_database_that_cannot_be_reached_is_one_paragraph(tmp_path: Path) -> None:
+    """The real program, against a closed port: SQLAlchemy's OperationalError was a 153-line traceback."""
+    env = {
+        **os.environ,
+        "HOKUSAI_HOME": str(tmp_path),
+        "HOKUSAI_DATA_DIR": str(tmp_path / "data"),
+        "HOKUSAI_DATABASE_URL": "postgresql+psycopg://u:s3cretpw@127.0.0.1:1/x",
+    }
+    command = [sys.executable, "-m", "hokusai", "keys", "create", "--offline", "--owner", "zed"]
+
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+
+    assert result.returncode == 1, result
+    first, hint = result.stderr.splitlines()
+    assert first.startswith(
+        "Cannot reach the server: The Hokusai database postgresql+psycopg://u:***@127.0.0.1:1/x could not be reached ("
+    )
+    assert first.endswith(
+        "(HINT: start the database, or point HOKUSAI_DATABASE_URL (or HOKUSAI_DATA_DIR) at the server's: --offline "
+        "works on the server's database directly)"
+    )
+    assert hint == DEBUG_HINT and "s3cretpw" not in result.stderr and result.stdout == ""

@@ -388,3 +388,25 @@ def test_a_local_validation_error_has_the_attributes_of_the_servers_400() -> Non
 def test_every_error_has_the_servers_facts_as_attributes(error: HokusaiError) -> None:
     """One `except HokusaiError as exc` clause reads `exc.status` etc. for any error: None where no server answered."""
     assert (error.status, error.error_code, error.layer, error.request_id) == (None, None, None, None)
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        httpx.LocalProtocolError(f"Illegal header value b'Bearer {KEY}\\n'"),
+        UnicodeEncodeError("ascii", KEY, 20, 21, "ordinal not in range(128)"),
+    ],
+)
+def test_a_header_http_cannot_carry_is_a_configuration_error_that_never_quotes_it(
+    failure: Exception, sleeps: list[float]
+) -> None:
+    """httpx's error quotes the header whole: reported as a connection error, it printed the key."""
+    api = FakeAPI(failure)
+    with _client(api) as client, pytest.raises(HokusaiConfigurationError) as caught:
+        client.request("GET", "/api/v1/auth/whoami")
+    assert str(caught.value).startswith(
+        "The request to api.test was not sent: a credential or other header holds a character HTTP headers cannot "
+        "carry (a line break, a NUL or a non-ASCII character); it is not shown, as it may be a secret."
+    )
+    assert KEY[:12] not in str(caught.value) and caught.value.__cause__ is failure
+    assert len(api.requests) == 1 and sleeps == []  # nothing was sent, so nothing to retry

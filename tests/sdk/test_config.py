@@ -480,3 +480,40 @@ def test_keys_are_compared_in_constant_time(monkeypatch: pytest.MonkeyPatch) -> 
     status = get_mlflow_auth_status(api_key=KEY, api_url=API, transport=_accepting_api().transport)
     assert (OTHER_KEY.encode(), KEY.encode()) in compared
     assert len(status["problems"]) == 1
+
+
+MALFORMED = "The API key is malformed: Hokusai keys are `hk_live_` followed by at least 32 letters and digits."
+
+
+@pytest.mark.parametrize("key", [KEY[:20] + "\r\n" + KEY[20:], KEY[:20] + "\x00" + KEY[20:], "garbage"])
+@pytest.mark.parametrize("validate", [False, True])
+def test_setup_refuses_a_malformed_key_before_sending_or_exporting_it(key: str, validate: bool) -> None:
+    """A NUL made `os.environ` raise its own ValueError; a line break, httpx's error quoting the key whole."""
+    api = FakeAPI()
+    with pytest.raises(HokusaiConfigurationError) as caught:
+        setup_mlflow_auth(validate, api_key=key, api_url=API, transport=api.transport)
+    assert str(caught.value).startswith(MALFORMED)
+    assert caught.value.hint == "the key was passed as an argument: pass a valid key"
+    assert KEY[:12] not in str(caught.value) and api.requests == []
+    assert "MLFLOW_TRACKING_TOKEN" not in os.environ
+
+
+def test_status_reports_a_malformed_key_without_its_prefix_or_sending_it() -> None:
+    os.environ["HOKUSAI_API_KEY"] = KEY[:20] + "\n" + KEY[20:]
+    api = FakeAPI(error(401, "UNAUTHENTICATED", "API key required."))
+    status = get_mlflow_auth_status(api_url=API, transport=api.transport)
+    assert [problem["problem"][: len(MALFORMED)] for problem in status["problems"]] == [MALFORMED]
+    assert status["problems"][0]["fix"].startswith("the key is HOKUSAI_API_KEY's: set it to a valid key")
+    assert status["key_prefix"] is None and KEY[:12] not in str(status)
+    assert all("Authorization" not in request.headers for request in api.requests)
+
+
+def test_validate_names_where_the_refused_key_came_from() -> None:
+    os.environ["HOKUSAI_API_KEY"] = KEY
+    api = FakeAPI(error(401, "UNAUTHENTICATED", "Unknown API key."))
+    with pytest.raises(HokusaiAuthError) as caught:
+        setup_mlflow_auth(True, api_url=API, transport=api.transport)
+    assert (
+        caught.value.hint
+        == f"the key {KEY[:12]}… is HOKUSAI_API_KEY's: set it to a valid key, or unset it to use the saved login"
+    )

@@ -10,10 +10,12 @@ from hokusai._credentials import (
     Setting,
     check_key_destination,
     delete_credentials,
+    key_and_url,
     lookup_api_key,
     lookup_api_url,
     read_credentials,
     refused_key_fix,
+    remember_setup,
     require_api_key,
     without_userinfo,
     write_credentials,
@@ -67,11 +69,114 @@ def test_key_order_argument_env_file(monkeypatch: pytest.MonkeyPatch) -> None:
     assert found is not None and (found.value, found.source) == ("from-file", "file")
 
 
-def test_empty_values_count_as_missing(monkeypatch: pytest.MonkeyPatch) -> None:
-    write_credentials(api_key="from-file")
+def test_empty_settings_count_as_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    write_credentials(api_key="from-file", api_url="")
     monkeypatch.setenv("HOKUSAI_API_KEY", "  ")
-    found = lookup_api_key("")
+    monkeypatch.setenv("HOKUSAI_API_URL", "")
+    found = lookup_api_key()
     assert found is not None and found.source == "file"
+    assert lookup_api_url().source == "default"
+
+
+@pytest.mark.parametrize("name", ["api_key", "api_url"])
+@pytest.mark.parametrize("given", ["", "  \n"])
+def test_an_argument_given_empty_is_refused_not_replaced_by_the_environment(
+    monkeypatch: pytest.MonkeyPatch, name: str, given: str
+) -> None:
+    monkeypatch.setenv("HOKUSAI_API_KEY", KEY)
+    monkeypatch.setenv("HOKUSAI_API_URL", "http://api.test")
+    with pytest.raises(HokusaiConfigurationError) as caught:
+        key_and_url(**{name: given})
+    assert caught.value.user_message == f"{name} was given empty."
+    assert caught.value.hint == f"pass a value, or leave {name} out (None) to use the configured one"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "says"),
+    [
+        ("api_key", 5, "api_key must be a string (str), not int."),
+        ("api_key", KEY.encode(), "api_key must be a string (str), not bytes: decode it first (api_key.decode())."),
+        ("api_url", 8741, "api_url must be a string (str), not int."),
+    ],
+)
+def test_an_argument_of_another_type_is_refused_by_name_without_its_value(name: str, value: object, says: str) -> None:
+    with pytest.raises(HokusaiConfigurationError) as caught:
+        key_and_url(**{name: value, "api_key": KEY} if name == "api_url" else {name: value})  # type: ignore[arg-type]
+    assert str(caught.value) == says
+
+
+MALFORMED = (
+    "The API key is malformed: Hokusai keys are `hk_live_` followed by at least 32 letters and digits. Check that it "
+    "was copied whole, without quotes or spaces."
+)
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        KEY[:20] + "\r\n" + KEY[20:],  # the ends are stripped as a pasted line's, not the inside
+        KEY[:20] + "\x00" + KEY[20:],
+        KEY[:20] + "é" + KEY[20:],
+        KEY[:20] + " " + KEY[20:],
+        "garbage",
+        "hk_live_short",
+    ],
+)
+def test_a_key_of_the_wrong_shape_is_refused_before_sending_without_showing_it(key: str) -> None:
+    with pytest.raises(HokusaiConfigurationError) as caught:
+        require_api_key(key)
+    error = caught.value
+    assert (error.user_message, error.hint) == (MALFORMED, "the key was passed as an argument: pass a valid key")
+    assert KEY[:12] not in str(error) and "garbage" not in str(error)
+
+
+@pytest.mark.parametrize(
+    ("source", "fix"),
+    [
+        ("env", "the key is HOKUSAI_API_KEY's: set it to a valid key, or unset it to use the saved login"),
+        ("file", "the key is the saved login's ({path}): run `hokusai login` with a valid key"),
+    ],
+)
+def test_a_malformed_keys_fix_names_where_it_came_from(monkeypatch: pytest.MonkeyPatch, source: str, fix: str) -> None:
+    if source == "env":
+        monkeypatch.setenv("HOKUSAI_API_KEY", KEY[:20] + "\n" + KEY[20:])
+    else:
+        write_credentials(api_key=KEY[:20] + " " + KEY[20:])
+    with pytest.raises(HokusaiConfigurationError) as caught:
+        require_api_key()
+    assert (caught.value.user_message, caught.value.hint) == (MALFORMED, fix.format(path=credentials_path()))
+    assert KEY[:12] not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("http://127.0.0.1:99999", "is not a valid URL (Port out of range 0-65535)"),
+        ("http://[::1", "is not a valid URL (Invalid IPv6 URL)"),
+        ("http://api.test:port", "is not a valid URL (Port could not be cast to integer value as 'port')"),
+        ("http://:8000", "names no host"),
+    ],
+)
+@pytest.mark.parametrize("source", ["argument", "env", "file", "setup()"])
+def test_an_api_url_python_cannot_parse_is_refused_naming_its_source(
+    monkeypatch: pytest.MonkeyPatch, url: str, problem: str, source: str
+) -> None:
+    if source == "env":
+        monkeypatch.setenv("HOKUSAI_API_URL", url)
+    elif source == "file":
+        write_credentials(api_key=KEY, api_url=url)
+    elif source == "setup()":
+        remember_setup(api_key=None, api_url=url)
+    with pytest.raises(HokusaiConfigurationError) as caught:
+        lookup_api_url(url if source == "argument" else None)
+    assert caught.value.user_message == f"The API URL {url!r} (from {source}) {problem}."
+
+
+def test_an_unparsable_api_url_hides_its_password() -> None:
+    with pytest.raises(HokusaiConfigurationError) as caught:
+        lookup_api_url("http://user:s3cret@[::1")
+    assert "s3cret" not in str(caught.value)
+    assert "'http://***@[::1'" in caught.value.user_message
 
 
 def test_pasted_newline_is_stripped() -> None:
@@ -145,7 +250,7 @@ def test_the_saved_key_is_not_sent_to_another_server(monkeypatch: pytest.MonkeyP
     [
         ("http://hokusai.test:8000", "http://hokusai.test:8000/", None),  # the same server
         ("http://hokusai.test", "http://hokusai.test:80", None),  # the same origin, the port spelled out
-        ("http://hokusai.test:8000", "http://elsewhere.test:8000", "hk_live_explicit"),  # a key given explicitly
+        ("http://hokusai.test:8000", "http://elsewhere.test:8000", KEY[:8] + KEY[:7:-1]),  # a key given explicitly
         (None, "http://elsewhere.test:8000", None),  # a file that names no server
         ("http://hokusai.test:8000", None, None),  # the URL comes from the file itself
     ],

@@ -76,7 +76,7 @@ def test_no_key_fails_early_with_a_hint() -> None:
 def test_register_posts_the_validated_request() -> None:
     api = FakeAPI(httpx.Response(201, json=_model()))
     with _registry(api) as registry:
-        model = _register(registry, tags={"team": "growth", "n": 3}, eval_spec="  spec-1 ")
+        model = _register(registry, tags={"team": "growth", "n": 3}, eval_spec="spec-1")
     assert model == TokenizedModel.model_validate(_model())
     (request,) = api.requests
     assert (request.method, str(request.url)) == ("POST", "http://api.test/api/v1/models/tokenized")
@@ -107,6 +107,10 @@ def test_register_posts_the_validated_request() -> None:
         ({"metric_name": "acc!"}, "metric_name"),
         ({"tags": {"hokusai_token_id": "X"}}, "tags"),
         ({"scorer_ref": ""}, "scorer_ref"),
+        ({"eval_spec": " spec-1"}, "eval_spec"),  # padding is refused, not trimmed: what is stored is what was sent
+        ({"strict": "yes"}, "strict"),
+        ({"strict": None}, "strict"),
+        ({"strict": 1}, "strict"),
     ],
 )
 def test_bad_input_is_rejected_before_sending(overrides: dict[str, object], field: str) -> None:
@@ -154,6 +158,66 @@ def test_get_quotes_the_name_and_defaults_to_latest() -> None:
     registry.get_tokenized_model("churn", 3)
     assert api.requests[0].url.raw_path == b"/api/v1/models/tokenized/team%2Fchurn%20v2/versions/latest"
     assert api.requests[1].url.path == "/api/v1/models/tokenized/churn/versions/3"
+
+
+@pytest.mark.parametrize("version", [0, -1, "0", "abc", "", "1.0", True, 1.0, 2.5, b"1"])
+def test_a_version_the_server_would_refuse_is_refused_before_sending(version: object) -> None:
+    """Version 0 is still never read as "no version" (the latest): it is refused, here rather than by the server."""
+    api = FakeAPI()
+    with pytest.raises(HokusaiValidationError) as caught:
+        _registry(api).get_tokenized_model("churn", version)  # type: ignore[arg-type]
+    assert caught.value.field == "version" and caught.value.layer == "sdk"
+    assert caught.value.problem.startswith("must be a positive version number or 'latest'")
+    assert api.requests == []
+
+
+def test_latest_in_any_case_is_the_latest_version() -> None:
+    api = FakeAPI(httpx.Response(200, json=_model()), httpx.Response(200, json=_model()))
+    registry = _registry(api)
+    registry.get_tokenized_model("churn", "LATEST")
+    registry.get_tokenized_model("churn", "12")
+    assert [request.url.path.rsplit("/", 1)[1] for request in api.requests] == ["latest", "12"]
+
+
+@pytest.mark.parametrize(("artifact_path", "says"), [("", "must not be empty"), ("m" * 462, "must be at most 461")])
+def test_an_artifact_path_the_server_would_refuse_is_refused_before_sending(artifact_path: str, says: str) -> None:
+    api = FakeAPI()
+    with pytest.raises(HokusaiValidationError) as caught:
+        _registry(api).register_baseline_via_api("clf", RUN_ID, artifact_path=artifact_path)
+    assert caught.value.field == "artifact_path" and caught.value.problem.startswith(says)
+    assert api.requests == []
+
+
+@pytest.mark.parametrize(
+    ("arguments", "says"),
+    [
+        ({"api_key": 5}, "api_key must be a string (str), not int."),
+        ({"api_key": b"hk_live_x"}, "api_key must be a string (str), not bytes: decode it first (api_key.decode())."),
+        ({"api_key": KEY, "api_url": 8741}, "api_url must be a string (str), not int."),
+        ({"api_key": KEY, "api_url": ""}, "api_url was given empty."),
+        ({"api_key": KEY, "tracking_uri": 3}, "tracking_uri must be a string (str), not int."),
+        ({"api_key": KEY, "api_url": "http://127.0.0.1:99999"}, "The API URL 'http://127.0.0.1:99999' (from argument)"),
+        ({"api_key": "garbage"}, "The API key is malformed"),
+        ({"api_key": KEY[:20] + "\r\n" + KEY[20:]}, "The API key is malformed"),
+        ({"api_key": KEY[:20] + "\x00" + KEY[20:]}, "The API key is malformed"),
+    ],
+)
+@pytest.mark.parametrize("mode", ["remote", "mock"])
+def test_the_constructor_refuses_bad_settings_by_name_without_showing_a_key(
+    monkeypatch: pytest.MonkeyPatch, arguments: dict[str, object], says: str, mode: str
+) -> None:
+    if mode == "mock":
+        monkeypatch.setenv("HOKUSAI_MOCK_MODE", "true")
+    api = FakeAPI()
+    if mode == "mock" and says == "The API key is malformed":
+        # Mock mode sends the key nowhere, so its shape is not checked.
+        assert ModelRegistry(**arguments, transport=api.transport).mode == "mock"  # type: ignore[arg-type]
+        return
+    with pytest.raises(HokusaiConfigurationError) as caught:
+        ModelRegistry(**arguments, transport=api.transport)  # type: ignore[arg-type]
+    assert str(caught.value).startswith(says)
+    assert KEY[:12] not in str(caught.value) and "garbage" not in str(caught.value)
+    assert api.requests == []
 
 
 def test_list_follows_every_page() -> None:

@@ -6,11 +6,30 @@ from typing import Annotated, Any
 
 import typer
 
-__all__ = ["ApiUrlOption", "call_api"]
+from hokusai._credentials import api_url_problem, without_userinfo
+
+__all__ = ["ApiUrlOption", "call_api", "checked_api_url"]
+
+
+def checked_api_url(value: str | None) -> str | None:
+    """`--api-url` by the SDK's rule for API URLs, a usage error naming the option when it breaks it. Given empty, it
+    is refused too: an empty option choosing the configured URL would ignore what was typed."""
+    if value is None:
+        return None
+    if not value.strip():
+        raise typer.BadParameter("must not be empty; leave the option out to use the configured URL")
+    problem = api_url_problem(value.strip())
+    if problem is not None:
+        raise typer.BadParameter(f"{without_userinfo(value)!r} {problem}")
+    return value
+
 
 ApiUrlOption = Annotated[
     str | None,
-    typer.Option(help="API address (default HOKUSAI_API_URL, then the one saved by `hokusai login`, then localhost)."),
+    typer.Option(
+        help="API address (default HOKUSAI_API_URL, then the one saved by `hokusai login`, then localhost).",
+        callback=checked_api_url,
+    ),
 ]
 
 

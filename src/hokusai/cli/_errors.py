@@ -10,6 +10,7 @@ from typing import NoReturn
 import typer
 
 from hokusai._flags import debug
+from hokusai._printable import printable
 from hokusai.errors import (
     HokusaiAPIError,
     HokusaiAuthError,
@@ -48,7 +49,8 @@ CLI_ERROR_MAPPINGS: dict[type[HokusaiError], str] = {
 def format_error(exc: HokusaiError) -> str:
     """The one line the CLI prints for ``exc``: a label, the message and its hint."""
     label = next(label for cls, label in CLI_ERROR_MAPPINGS.items() if isinstance(exc, cls))
-    return f"{label}: {exc}"
+    # A server's message may quote what someone else sent MLflow: escaped, it cannot steer the terminal.
+    return printable(f"{label}: {exc}")
 
 
 @contextmanager

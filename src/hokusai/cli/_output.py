@@ -12,7 +12,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["JsonOption", "console", "key_value_table", "print_json_lines"]
+from hokusai._printable import printable
+
+__all__ = ["JsonOption", "console", "key_value_table", "print_json_lines", "shown"]
 
 # A pipe or a file has no width, and rich would assume 80 columns: a model URI, a server's message or a table row
 # would then be broken over lines where `grep`, `cut` or a log reader expects it whole.
@@ -36,12 +38,19 @@ def console(*, stderr: bool = False) -> Console:
     return out
 
 
+def shown(value: object) -> str:
+    """A value from the server as a terminal may print it. rich passes control and format characters through, so a
+    tag or a description someone set straight in MLflow (an escape sequence, a right-to-left override) would steer
+    the terminal of whoever lists it; they are escaped (`hokusai._printable`)."""
+    return printable(str(value))
+
+
 def key_value_table(rows: Iterable[tuple[str, object]], *, title: str | None = None) -> Table:
-    table = Table(title=title, show_header=False, box=None, padding=(0, 2, 0, 0))
+    table = Table(title=title and shown(title), show_header=False, box=None, padding=(0, 2, 0, 0))
     table.add_column(style="bold")
     table.add_column()
     for name, value in rows:
-        table.add_row(name, "-" if value is None or value == [] else str(value))
+        table.add_row(shown(name), "-" if value is None or value == [] else shown(value))
     return table
 
 

@@ -13,6 +13,8 @@ from rich.table import Table
 from hokusai._client import HokusaiClient, fetch_identity
 from hokusai._credentials import (
     API_KEY_ENV,
+    Setting,
+    check_key_shape,
     delete_credentials,
     key_and_url,
     lookup_api_key,
@@ -23,7 +25,7 @@ from hokusai._credentials import (
 )
 from hokusai._flags import current_mode, mock_mode_error
 from hokusai._paths import credentials_path
-from hokusai.cli._api import ApiUrlOption
+from hokusai.cli._api import ApiUrlOption, checked_api_url
 from hokusai.cli._output import console, key_value_table
 from hokusai.config import get_mlflow_auth_status
 from hokusai.errors import HokusaiAuthError, HokusaiConfigurationError
@@ -63,7 +65,10 @@ def login(
         str | None,
         typer.Option("--key", help="The API key. Omit it to be prompted (hidden): options end up in shell history."),
     ] = None,
-    api_url: Annotated[str | None, typer.Option("--api-url", help="The API root, e.g. http://127.0.0.1:8000.")] = None,
+    api_url: Annotated[
+        str | None,
+        typer.Option("--api-url", help="The API root, e.g. http://127.0.0.1:8000.", callback=checked_api_url),
+    ] = None,
 ) -> None:
     """Check an API key with the server, then save it to $HOKUSAI_HOME/credentials.
 
@@ -72,6 +77,12 @@ def login(
     secret = (key if key is not None else _read_key()).strip()
     if not secret:
         raise HokusaiConfigurationError("No API key entered.", hint="paste the key issued by `hokusai keys create`")
+    try:
+        check_key_shape(Setting(secret, "login"))  # before anything is sent or saved
+    except HokusaiConfigurationError as exc:
+        if key is None:
+            raise
+        raise typer.BadParameter(exc.user_message, param_hint="'--key'") from None
     url = resolve_api_url(api_url)
     # Validate before saving, so a typo never replaces a working key.
     with HokusaiClient(secret, api_url=url) as client:

@@ -18,7 +18,7 @@ from hokusai._printable import printable
 from hokusai.cli._api import ApiUrlOption, call_api
 from hokusai.cli._errors import options_for_fields
 from hokusai.cli._output import JsonOption, console, print_json_lines
-from hokusai.validation import KEY_MAX_LIFETIME_DAYS, OFFLINE_ACTOR
+from hokusai.validation import KEY_MAX_LIFETIME_DAYS, KEY_PREFIX, OFFLINE_ACTOR, looks_like_key_id
 
 if TYPE_CHECKING:  # the server's modules load only for --offline: the SDK alone can create keys remotely
     from hokusai.server.audit import AuditLog
@@ -34,8 +34,27 @@ OfflineOption = Annotated[
         "--offline", help="Use the server's database directly, no API (HOKUSAI_DATA_DIR / HOKUSAI_DATABASE_URL)."
     ),
 ]
-KeyIdArgument = Annotated[str, typer.Argument(help="The key's id: the `id` column of `hokusai keys list`.")]
 KEYS_PATH = "/api/v1/keys"
+
+
+def _checked_key_id(key_id: str) -> str:
+    """`key_id` if the server could have made it. Any other names no key: sent, it was a 404 whose hint blamed the
+    API URL (`a/b` even reached another endpoint), and offline, a NUL in it is an error of PostgreSQL's."""
+    if looks_like_key_id(key_id):
+        return key_id
+    if KEY_PREFIX in key_id:  # the key itself, which an error message must not repeat
+        raise typer.BadParameter(
+            "this is an API key, not a key id (it is not shown here): give the key's id, the `id` column of "
+            "`hokusai keys list`"
+        )
+    raise typer.BadParameter(
+        f"{key_id!r} is not a key id: ids are 'key_' and 16 hex digits, the `id` column of `hokusai keys list`"
+    )
+
+
+KeyIdArgument = Annotated[
+    str, typer.Argument(help="The key's id: the `id` column of `hokusai keys list`.", callback=_checked_key_id)
+]
 
 
 class _Offline(NamedTuple):
@@ -63,13 +82,36 @@ def _offline_store() -> Iterator[_Offline]:
 
     settings = load_settings()
     _refuse_a_stray_data_dir(settings)
-    database = Database(settings.resolved_database_url)
+    with _database_reached(settings.resolved_database_url):
+        database = Database(settings.resolved_database_url)
+        try:
+            pepper = load_or_create_secrets(settings).key_pepper
+            store = KeyStore(database, pepper, cache_ttl=settings.key_cache_ttl_seconds)
+            yield _Offline(store, AuditLog(database), settings.admin_owner)
+        finally:
+            database.close()
+
+
+@contextmanager
+def _database_reached(url: str) -> Iterator[None]:
+    """A database that cannot be reached (down, refusing, a wrong password or name), when opened or used, as one
+    paragraph rather than SQLAlchemy's traceback: its URL without the password, and the driver's first line, as the
+    server logs it (`database_error_reason`)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import OperationalError
+
+    from hokusai.errors import HokusaiConnectionError
+    from hokusai.server.errors import database_error_reason
+
     try:
-        pepper = load_or_create_secrets(settings).key_pepper
-        store = KeyStore(database, pepper, cache_ttl=settings.key_cache_ttl_seconds)
-        yield _Offline(store, AuditLog(database), settings.admin_owner)
-    finally:
-        database.close()
+        yield
+    except OperationalError as exc:
+        shown = make_url(url).render_as_string(hide_password=True)
+        raise HokusaiConnectionError(
+            f"The Hokusai database {shown} could not be reached ({database_error_reason(exc)}).",
+            hint="start the database, or point HOKUSAI_DATABASE_URL (or HOKUSAI_DATA_DIR) at the server's: --offline "
+            "works on the server's database directly",
+        ) from exc
 
 
 def _refuse_a_stray_data_dir(settings: Settings) -> None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import re
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from decimal import Decimal
 from typing import Annotated
 
 import typer
@@ -14,7 +16,7 @@ from rich.table import Table
 from hokusai._registry import LOCAL_ONLY_NOTE, ModelRegistry
 from hokusai.cli._api import ApiUrlOption
 from hokusai.cli._errors import options_for_fields
-from hokusai.cli._output import JsonOption, console, key_value_table, print_json_lines
+from hokusai.cli._output import JsonOption, console, key_value_table, print_json_lines, shown
 from hokusai.models import BaselineEntry, TokenizedModel
 from hokusai.validation import TAG_METADATA, TAG_METRICS, TAG_REGISTERED_BY
 
@@ -24,6 +26,11 @@ models_app = typer.Typer(help="Register and inspect tokenized models.", no_args_
 
 _PAIR = "<key=value>"  # what a repeatable KEY=VALUE option takes, in typer's `<type>` style, not `<list[str]>`
 _SOURCE_COLUMN_WIDTH = 120  # terminal columns from which `models list` shows each version's source
+# A number as every tool writes one: no `_` between digits (Python reads `0.9_0` as 0.9), ASCII digits only. NaN and
+# infinities are numbers here, for the baseline rule to refuse in its own words.
+_NUMBER_RE = re.compile(
+    r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|[+-]?(?:nan|inf|infinity)", re.IGNORECASE
+)
 # The SDK names what it checks by its own arguments; errors name the option the user typed instead.
 _OPTIONS = {
     "model_uri": "--model-uri",
@@ -49,7 +56,15 @@ def register_model(
     name: Annotated[str, typer.Option("--name", help="The registered model name.")],
     token_id: Annotated[str, typer.Option("--token-id", help="The token this model is tied to.")],
     metric: Annotated[str, typer.Option("--metric", help="The benchmark metric, e.g. accuracy.")],
-    baseline: Annotated[float, typer.Option("--baseline", help="The baseline value of the metric.")],
+    baseline: Annotated[
+        Decimal,
+        typer.Option(
+            "--baseline",
+            metavar="NUMBER",
+            parser=_exact_number,
+            help="The baseline value of the metric.",
+        ),
+    ],
     tag: Annotated[
         list[str] | None, typer.Option("--tag", metavar=_PAIR, help="A KEY=VALUE tag; repeat for more.")
     ] = None,
@@ -71,13 +86,14 @@ def register_model(
         outcome = "Registered locally only (not on the platform yet):"
     else:
         outcome = "Registered" if model.created else "Already registered:"
-    out.print(f"{outcome} {model.model_name} version {model.version} for token {model.token_id} ({model.model_uri}).")
+    done = f"{outcome} {model.model_name} version {model.version} for token {model.token_id} ({model.model_uri})."
+    out.print(shown(done))
     _print_warnings(model.warnings)
 
 
 def _print_warnings(messages: Sequence[str]) -> None:
     for warning in messages:
-        console(stderr=True).print(f"Warning: {warning}", style="yellow")
+        console(stderr=True).print(shown(f"Warning: {warning}"), style="yellow")
 
 
 @models_app.command("baseline")
@@ -105,7 +121,7 @@ def register_baseline(
     ):
         entry = registry.register_baseline_via_api(model_type, run_id, fields, artifact_path=artifact_path)
     outcome = "Registered" if entry.created else "Already registered:"
-    console().print(f"{outcome} baseline {entry.model_name} version {entry.version} ({entry.model_uri}).")
+    console().print(shown(f"{outcome} baseline {entry.model_name} version {entry.version} ({entry.model_uri})."))
     _print_warnings(entry.warnings)
 
 
@@ -131,7 +147,7 @@ def list_baselines(
     for entry in baselines:
         tags = entry.tags
         cells = (tags.get(TAG_REGISTERED_BY, ""), tags.get(TAG_METRICS, ""), tags.get(TAG_METADATA, ""))
-        table.add_row(entry.model_type, entry.version, entry.run_id or "", *cells)
+        table.add_row(*map(shown, (entry.model_type, entry.version, entry.run_id or "", *cells)))
     out.print(table)
 
 
@@ -163,7 +179,7 @@ def list_models(
         table.add_column(column, overflow="fold")  # a name or a token id is only useful whole
     for model in models:
         cells = [model.model_name, model.version, model.token_id, model.metric_name, _exact(model.baseline_value)]
-        table.add_row(*cells, *([model.source] if with_source else []))
+        table.add_row(*map(shown, (*cells, *([model.source] if with_source else []))))
     out.print(table)
     if not with_source:
         out.print("Sources: `hokusai models show NAME VERSION`, or widen the terminal.")
@@ -214,12 +230,21 @@ def _rows(model: TokenizedModel) -> list[tuple[str, object]]:
     return rows + [(f"tag {key}", value) for key, value in sorted(model.tags.items())]
 
 
+def _exact_number(text: str) -> Decimal:
+    """`--baseline` as typed, exactly: read as a float, `1e-400` became 0.0 before the baseline rule could see it."""
+    if _NUMBER_RE.fullmatch(text) is None:
+        raise typer.BadParameter(f"{text!r} is not a number")
+    return Decimal(text)
+
+
 def _parse_pairs(values: list[str], option: str) -> dict[str, str]:
     pairs: dict[str, str] = {}
     for value in values:
         key, separator, text = value.partition("=")
         if not separator or not key.strip():
             raise typer.BadParameter(f"expected KEY=VALUE, got {value!r}", param_hint=option)
+        if key.strip() in pairs:  # one would silently replace the other
+            raise typer.BadParameter(f"{key.strip()!r} is given twice; give each key once", param_hint=option)
         pairs[key.strip()] = text
     return pairs
 

@@ -9,7 +9,7 @@ import typer
 from hokusai._registry import TOKENS_PATH, ModelRegistry
 from hokusai.cli._api import ApiUrlOption, call_api
 from hokusai.cli._errors import options_for_fields
-from hokusai.cli._output import JsonOption, console, key_value_table, print_json_lines
+from hokusai.cli._output import JsonOption, console, key_value_table, print_json_lines, shown
 from hokusai.validation import normalize_token_id, validate_owner
 
 __all__ = ["register", "tokens_app"]
@@ -74,7 +74,7 @@ def transfer(
     with options_for_fields({"owner": "--to"}):
         body = {"new_owner": validate_owner(to), "model_name": model}
     row = call_api("POST", _token_path(token_id) + "/transfer", api_url, json=body)
-    console().print(f"Token {row['token_id']} now belongs to {row['owner']} (model {row['model_name']}).")
+    console().print(shown(f"Token {row['token_id']} now belongs to {row['owner']} (model {row['model_name']})."))
 
 
 @tokens_app.command("release")
@@ -91,4 +91,4 @@ def release(
     if not yes:
         typer.confirm(f"Release token {normalize_token_id(token_id)}? Anyone may then claim it.", abort=True)
     row = call_api("DELETE", path, api_url)
-    console().print(f"Released token {row['token_id']}; it was held by model {row['model_name']}.")
+    console().print(shown(f"Released token {row['token_id']}; it was held by model {row['model_name']}."))

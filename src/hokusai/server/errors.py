@@ -220,7 +220,7 @@ async def _handle_hokusai_validation(_request: Request, exc: Exception) -> JSONR
 async def _handle_request_validation(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     content_type = request.headers.get("content-type", "")
-    if _is_whole_body_error(exc) and not _is_json_media_type(content_type):
+    if _is_whole_body_error(exc) and not is_json_media_type(content_type):
         # FastAPI reads a body as JSON only when it says it is: `curl -d` sends a form, and a bare client no type;
         # both were refused as "body: Input should be a valid dictionary".
         sent = f"not {content_type!r}" if content_type else "none was given"
@@ -235,7 +235,7 @@ def _is_whole_body_error(exc: RequestValidationError) -> bool:
     return any(tuple(error.get("loc", ())) == ("body",) and error.get("type") != "missing" for error in exc.errors())
 
 
-def _is_json_media_type(content_type: str) -> bool:
+def is_json_media_type(content_type: str) -> bool:
     media_type = content_type.partition(";")[0].strip().lower()
     return media_type == "application/json" or (media_type.startswith("application/") and media_type.endswith("+json"))
 

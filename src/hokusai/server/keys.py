@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import re
 import secrets
 import string
 import threading
@@ -20,13 +19,19 @@ from sqlalchemy.orm import Session
 from hokusai.errors import HokusaiValidationError
 from hokusai.server.db import Database
 from hokusai.server.models import ApiKey, utcnow
-from hokusai.validation import KEY_PREFIX, SCOPES, key_prefix, looks_like_key, serialize_scopes
+from hokusai.validation import (
+    KEY_ID_HEX_DIGITS,
+    KEY_ID_PREFIX,
+    KEY_PREFIX,
+    SCOPES,
+    key_prefix,
+    looks_like_key,
+    looks_like_key_id,
+    serialize_scopes,
+)
 
 KEY_RANDOM_LENGTH = 40
 _BASE62 = string.ascii_letters + string.digits
-_KEY_ID_PREFIX = "key_"
-_KEY_ID_BYTES = 8
-_KEY_ID = re.compile(rf"{_KEY_ID_PREFIX}[0-9a-f]{{{2 * _KEY_ID_BYTES}}}")
 _CACHE_MAX_ENTRIES = 100_000
 # SCOPES is in rank order: admin implies write, and write implies read.
 _SCOPE_RANK = {scope: rank for rank, scope in enumerate(SCOPES)}
@@ -266,7 +271,7 @@ class KeyStore:
     def _new_key(self, *, owner: str, name: str, scopes: str, expires_at: datetime | None) -> IssuedKey:
         secret = generate_key()
         record = ApiKey(
-            id=_KEY_ID_PREFIX + secrets.token_hex(_KEY_ID_BYTES),
+            id=KEY_ID_PREFIX + secrets.token_hex(KEY_ID_HEX_DIGITS // 2),
             key_hash=self.hash_key(secret),
             prefix=key_prefix(secret),
             name=name,
@@ -304,7 +309,7 @@ class KeyStore:
             )
 
     def get(self, key_id: str) -> ApiKey | None:
-        if _KEY_ID.fullmatch(key_id) is None:
+        if not looks_like_key_id(key_id):
             # No key has such an id; and PostgreSQL refuses text holding NUL with an error (a 500) instead of no row.
             return None
         with self._database.session() as session:

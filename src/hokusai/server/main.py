@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from hokusai import __version__
 from hokusai.server.audit import AuditLog
 from hokusai.server.db import Database
-from hokusai.server.deps import single_valued_query
+from hokusai.server.deps import query_as_declared
 from hokusai.server.errors import install_error_handlers
 from hokusai.server.gateway import MOUNTS, MlflowGateway
 from hokusai.server.keys import KeyStore
@@ -138,7 +138,7 @@ def create_app(settings: Settings, platform_secrets: PlatformSecrets, mlflow_url
         # A path that matches no route only once a slash is added or removed is a 404 envelope, not an empty 307:
         # the SDK and the CLI send exact paths, and `/api/v1/keys/%2F` redirected to the list of keys.
         redirect_slashes=False,
-        dependencies=[Depends(single_valued_query)],
+        dependencies=[Depends(query_as_declared)],
     )
     app.state.hokusai = state
     install_error_handlers(app)

@@ -32,15 +32,12 @@ from hokusai.server.middleware.request_id import ACTOR_STATE
 from hokusai.server.secrets import PlatformSecrets
 from hokusai.server.settings import Settings
 from hokusai.server.upstream import Upstream
-from hokusai.validation import KEY_MIN_RANDOM_LENGTH, KEY_PREFIX
+from hokusai.validation import MALFORMED_KEY_MESSAGE
 
 logger = logging.getLogger(__name__)
 
 _REJECTION_MESSAGES = {
-    REASON_MALFORMED: (
-        f"The API key is malformed: Hokusai keys are `{KEY_PREFIX}` followed by at least {KEY_MIN_RANDOM_LENGTH} "
-        "letters and digits. Check that it was copied whole, without quotes or spaces."
-    ),
+    REASON_MALFORMED: MALFORMED_KEY_MESSAGE,
     REASON_REVOKED: (
         "This API key was revoked. Create a new one with another valid key of yours (`hokusai keys create`), or ask "
         "an admin for one."

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from starlette.concurrency import run_in_threadpool
 
+from hokusai.server.api_route import ApiRoute
 from hokusai.server.audit_query import list_audit_events
 from hokusai.server.deps import AdminDep, StateDep
 from hokusai.server.schemas import OWNER_RULES, AuditEventList, error_responses
@@ -20,7 +21,7 @@ from hokusai.validation import (
     validate_owner,
 )
 
-router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
+router = APIRouter(prefix="/api/v1/audit", route_class=ApiRoute, tags=["audit"])
 
 ActorQuery = Annotated[str | None, Query(description="An account name", json_schema_extra=OWNER_RULES)]
 ActionQuery = Annotated[

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from hokusai.server.api_route import ApiRoute
 from hokusai.server.deps import PrincipalDep
 from hokusai.server.schemas import WhoAmI, error_responses
 from hokusai.validation import SCOPES
 
-router = APIRouter(prefix="/api/v1/auth", tags=["auth"], responses=error_responses())
+router = APIRouter(prefix="/api/v1/auth", route_class=ApiRoute, tags=["auth"], responses=error_responses())
 
 
 @router.get("/whoami", response_model=WhoAmI)

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Query, Request, status
 from starlette.concurrency import run_in_threadpool
 
 from hokusai.errors import ErrorCode, HokusaiValidationError
+from hokusai.server.api_route import ApiRoute
 from hokusai.server.deps import PrincipalDep, StateDep
 from hokusai.server.errors import ApiError
 from hokusai.server.keys import IssuedKey, KeyAlreadyRevoked, KeyExpired, Principal, expiry_from_days, principal_of
@@ -20,7 +21,7 @@ from hokusai.server.state import AppState
 from hokusai.server.upstream import UpstreamError
 from hokusai.validation import parse_scopes, validate_key_name, validate_owner
 
-router = APIRouter(prefix="/api/v1/keys", tags=["keys"], responses=error_responses(404, 409))
+router = APIRouter(prefix="/api/v1/keys", route_class=ApiRoute, tags=["keys"], responses=error_responses(404, 409))
 logger = logging.getLogger(__name__)
 _SHOWN_ID_LENGTH = 64  # of an unknown key id quoted back: real ids are shorter, and a 10 KB one need not return whole
 

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request, Response, status
 
 from hokusai.errors import ErrorCode
+from hokusai.server.api_route import ApiRoute
 from hokusai.server.audit import Caller
 from hokusai.server.deps import ReaderDep, StateDep, WriterDep
 from hokusai.server.errors import ApiError
@@ -36,7 +37,7 @@ from hokusai.validation import (
     validate_owner,
 )
 
-router = APIRouter(prefix="/api/v1/models", tags=["models"])
+router = APIRouter(prefix="/api/v1/models", route_class=ApiRoute, tags=["models"])
 
 PAGE_TOKEN_MAX_LENGTH = 2048  # an owner listing's token names a model (256 characters, UTF-8)
 # Documented here, enforced by the registry (one rule, one message).

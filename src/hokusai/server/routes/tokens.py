@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Request
 from starlette.concurrency import run_in_threadpool
 
+from hokusai.server.api_route import ApiRoute
 from hokusai.server.audit import Caller
 from hokusai.server.deps import AdminDep, ReaderDep, StateDep
 from hokusai.server.registry import claims, transfers
@@ -14,7 +15,7 @@ from hokusai.server.registry.versions import model_carries
 from hokusai.server.schemas import TOKEN_ID_RULES, TokenInfo, TokenTransfer, error_responses
 from hokusai.validation import normalize_token_id, validate_owner, validate_tokenized_model_name
 
-router = APIRouter(prefix="/api/v1/tokens", tags=["tokens"])
+router = APIRouter(prefix="/api/v1/tokens", route_class=ApiRoute, tags=["tokens"])
 
 # Documented here, enforced by normalize_token_id (one rule, one message).
 TokenId = Annotated[str, Path(description="Case-insensitive", json_schema_extra=TOKEN_ID_RULES)]
