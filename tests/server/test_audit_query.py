@@ -54,6 +54,10 @@ def test_time_bounds_accept_naive_utc_and_reject_unrepresentable(database: Datab
     before_year_one_in_utc = datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=5)))
     with pytest.raises(HokusaiValidationError, match="since"):
         _query(database, since=before_year_one_in_utc)
+    # Swapped bounds say so, rather than answer "no events" (bad-input probe); offsets compare as instants.
+    with pytest.raises(HokusaiValidationError, match="must be after since") as swapped:
+        _query(database, since=now, until=(now - timedelta(hours=1)).astimezone(timezone(timedelta(hours=5))))
+    assert swapped.value.field == "until"
 
 
 # The last two: 2**63 and nineteen nines, past a 64-bit event id (a 500 from the database before).

@@ -44,10 +44,15 @@ def list_audit_events(
         query = query.where(AuditEvent.actor == actor)
     if action is not None:
         query = query.where(AuditEvent.action == action)
+    since = as_utc(since, "since") if since is not None else None
+    until = as_utc(until, "until") if until is not None else None
+    if since is not None and until is not None and since >= until:
+        # An empty list would read as "nothing happened then", not as the swapped bounds it is.
+        raise HokusaiValidationError("until", f"must be after since ({since.isoformat()}); nothing is in between")
     if since is not None:
-        query = query.where(AuditEvent.at >= as_utc(since, "since"))
+        query = query.where(AuditEvent.at >= since)
     if until is not None:
-        query = query.where(AuditEvent.at < as_utc(until, "until"))
+        query = query.where(AuditEvent.at < until)
     if page_token is not None:
         query = query.where(AuditEvent.id < _decode_page_token(page_token))
     with database.session() as session:
