@@ -180,12 +180,16 @@ def test_revoking_the_key_in_use_says_so(platform: LivePlatform, tmp_path: Path)
 
 
 def test_an_unknown_key_id_points_to_keys_list(platform: LivePlatform) -> None:
-    result = _hokusai(platform, "keys", "revoke", "key_nosuch", key=platform.admin_key)
+    result = _hokusai(platform, "keys", "revoke", "key_0000000000000000", key=platform.admin_key)
     assert result.returncode == 1
     assert result.stderr.splitlines()[0].endswith(
-        "No API key with id 'key_nosuch'. (HINT: `hokusai keys list` shows the ids of your keys (`--all` every "
-        "account's, for admins))"
+        "No API key with id 'key_0000000000000000'. (HINT: `hokusai keys list` shows the ids of your keys (`--all` "
+        "every account's, for admins))"
     ), result.stderr
+    # An id no key could have is the argument's fault, said before anything is sent.
+    not_an_id = _hokusai(platform, "keys", "revoke", "key_nosuch", key=platform.admin_key)
+    assert not_an_id.returncode == 2
+    assert "'key_nosuch' is not a key id" in " ".join(not_an_id.stderr.replace("│", " ").split())
 
 
 def test_remote_without_a_key_or_with_a_user_key_fails_clearly(platform: LivePlatform) -> None:

@@ -1026,7 +1026,7 @@ def test_a_token_follows_its_models_rename_and_its_owner_takes_it_on_once_the_mo
     assert (repeat.status_code, repeat.json()["version"]) == (200, "1"), repeat.text
     # While a version carries the token, nobody (its owner included) takes it to another model.
     elsewhere = as_alice.post(TOKENIZED, json={**request, "model_name": unique("other")})
-    assert f"claimed by model '{renamed}'" in assert_error(elsewhere, 409, "TOKEN_ALREADY_CLAIMED")
+    assert f"claimed by your model '{renamed}'" in assert_error(elsewhere, 409, "TOKEN_ALREADY_CLAIMED")
 
     deleted = platform.run_python(_DELETE.format(name=renamed), platform.mlflow_env(alice.key))
     assert deleted.returncode == 0, deleted.stderr[-3000:]

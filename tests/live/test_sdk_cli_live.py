@@ -221,8 +221,8 @@ def test_models_register_refusals_are_one_line_with_the_fix(
     claimed = token.upper()
     assert re.fullmatch(
         rf"Conflict: 409 TOKEN_ALREADY_CLAIMED from hokusai-api {REQUEST_ID}: Token '{claimed}' is already claimed "
-        rf"by model '{holder_model}'\. A token belongs to one model: choose another token id, or ask an admin to "
-        r"transfer this one\.",
+        rf"by your model '{holder_model}'\. A token belongs to one model: register new versions under "
+        rf"'{holder_model}', or choose another token id\.",
         _error_lines(conflict.stderr)[0],
     ), conflict.stderr
     assert _error_lines(conflict.stderr)[1:] == [DEBUG_HINT]
