@@ -26,8 +26,9 @@ class TokenizedModel(BaseModel):
     location it was registered from (e.g. ``runs:/<run id>/model``).
     """
 
-    # Unknown fields are ignored so an older SDK keeps working against a newer server.
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    # Fields a newer server adds are kept (in `model_extra`, and in `model_dump`): an older SDK keeps working, and
+    # `--json` prints the answer as the API sent it.
+    model_config = ConfigDict(frozen=True, extra="allow")
 
     model_name: str
     version: str
@@ -45,7 +46,7 @@ class TokenizedModel(BaseModel):
 class BaselineEntry(BaseModel):
     """A baseline model version registered from an MLflow run."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    model_config = ConfigDict(frozen=True, extra="allow")  # as TokenizedModel's
 
     model_name: str
     version: str
@@ -65,7 +66,7 @@ class TokenClaim(BaseModel):
     deleted, or renamed straight on MLflow): your next registration of the token on another model moves it there.
     """
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    model_config = ConfigDict(frozen=True, extra="allow")  # as TokenizedModel's
 
     token_id: str
     model_name: str

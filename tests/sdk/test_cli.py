@@ -648,11 +648,13 @@ def test_read_commands_print_json_lines_for_scripts(api: FakeAPI, monkeypatch: p
     monkeypatch.setenv("HOKUSAI_API_KEY", KEY)
     monkeypatch.setenv("COLUMNS", "40")
     long_token = "T" * 64
-    listed_model = {key: value for key, value in MODEL.items() if key != "created"} | {"token_id": long_token}
+    # A field a newer server sends is printed as it came: "as the API returns it", and this SDK does not know it.
+    newer = {"added_later": {"by": "a newer server"}}
+    listed_model = {key: value for key, value in MODEL.items() if key != "created"} | {"token_id": long_token} | newer
     baseline = {"model_name": "hokusai-baseline-clf", "version": "2", "model_type": "clf", "run_id": None,
-                "model_uri": "models:/hokusai-baseline-clf/2", "tags": {}}  # fmt: skip
+                "model_uri": "models:/hokusai-baseline-clf/2", "tags": {}} | newer  # fmt: skip
     token = {"token_id": long_token, "model_name": "churn", "owner": "alice", "created_at": "2026-11-29T09:00:00Z",
-             "model_carries_token": True}  # fmt: skip
+             "model_carries_token": True} | newer  # fmt: skip
     answer(
         api,
         httpx.Response(200, json={"models": [listed_model, listed_model], "next_page_token": None}),
