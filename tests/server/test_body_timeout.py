@@ -108,13 +108,19 @@ def test_once_the_body_is_complete_waiting_for_a_hang_up_has_no_limit() -> None:
     assert client.json == {"then": "http.disconnect"}
 
 
-def test_an_app_failing_on_the_broken_body_still_gives_the_408() -> None:
+def test_an_app_failing_on_the_broken_body_still_gives_the_408(caplog: pytest.LogCaptureFixture) -> None:
     async def fragile(scope: Scope, receive: Receive, send: Send) -> None:
         await Request(scope, receive).body()  # raises ClientDisconnect, which this app does not expect
 
     client = ScriptedClient([(0, b"part", True)])
-    run(fragile, client)
+    # Its log line quotes the path as the client encoded it, as the access line does: decoded, `%2F` reads as `/`.
+    encoded = {**SCOPE, "path": "/x/a/b.txt", "raw_path": b"/x/a%2Fb.txt"}
+    with caplog.at_level("INFO", logger="hokusai.server.middleware.body_timeout"):
+        run(fragile, client, encoded)
     assert client.status == 408
+    assert [record.getMessage() for record in caplog.records] == [
+        "PUT /x/a%2Fb.txt ended with ClientDisconnect after its body stalled"
+    ]
 
 
 def test_other_errors_of_the_app_are_not_hidden() -> None:

@@ -13,9 +13,10 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
+from starlette.types import Scope
 
-from hokusai._printable import printable
 from hokusai.errors import LAYER_API, ErrorCode, HokusaiValidationError, error_envelope
+from hokusai.server.middleware.request_id import logged_path
 from hokusai.validation import holds_control_character
 
 logger = logging.getLogger(__name__)
@@ -295,11 +296,14 @@ def database_error_reason(exc: SQLAlchemyError) -> str:
     return detail.splitlines()[0] if detail else type(exc).__name__
 
 
-def database_unavailable(method: str, path: str, exc: OperationalError) -> JSONResponse:
+def database_unavailable(scope: Scope, exc: OperationalError) -> JSONResponse:
     """A 503 for a request that could not reach the Hokusai database (down, restarting, out of connections), with one
     log line: an outage is the operator's to see once per request, not a traceback."""
     logger.warning(
-        "the Hokusai database is unavailable (%s %s): %s", method, printable(path), database_error_reason(exc)
+        "the Hokusai database is unavailable (%s %s): %s",
+        scope["method"],
+        logged_path(scope),
+        database_error_reason(exc),
     )
     return error_response(
         503,
@@ -311,12 +315,12 @@ def database_unavailable(method: str, path: str, exc: OperationalError) -> JSONR
 
 async def _handle_database_unavailable(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, OperationalError)
-    return database_unavailable(request.method, request.url.path, exc)
+    return database_unavailable(request.scope, exc)
 
 
 async def _handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
     # Logged with the request id only: the exception text may quote user input, never a key (keys are not kept).
-    logger.exception("unhandled error on %s %s", request.method, printable(request.url.path))
+    logger.exception("unhandled error on %s %s", request.method, logged_path(request.scope))
     return error_response(500, INTERNAL_ERROR_MESSAGE)
 
 

@@ -16,7 +16,6 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import StreamingResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from hokusai._printable import printable
 from hokusai.errors import ErrorCode
 from hokusai.server.audit import Caller, audit_event
 from hokusai.server.client_watch import ClientLeft, ClientWatch
@@ -47,7 +46,7 @@ from hokusai.server.errors import (
     mlflow_unavailable,
 )
 from hokusai.server.keys import Principal
-from hokusai.server.middleware.request_id import REQUEST_ID_HEADER
+from hokusai.server.middleware.request_id import REQUEST_ID_HEADER, logged_path
 from hokusai.server.mlflow_rest import provisioning_errors
 from hokusai.server.paths import (
     Access,
@@ -141,19 +140,17 @@ class MlflowGateway:
         except ClientDisconnect:
             # The client hung up (or stalled: see middleware.body_timeout) before its body was read: nobody to
             # answer, and nothing went to MLflow.
-            logger.info(
-                "request body ended early (client gone or stalled): %s %s", scope["method"], printable(scope["path"])
-            )
+            logger.info("request body ended early (client gone or stalled): %s %s", scope["method"], logged_path(scope))
             return
         except ClientLeft:
             # Nobody to answer; the MLflow connection was closed, and the owner's share freed.
-            logger.info("client hung up before MLflow answered: %s %s", scope["method"], printable(scope["path"]))
+            logger.info("client hung up before MLflow answered: %s %s", scope["method"], logged_path(scope))
             return
         except OperationalError as exc:
-            response = database_unavailable(scope["method"], scope["path"], exc)
+            response = database_unavailable(scope, exc)
         except Exception:
             # The gateway runs outside FastAPI (see main.HokusaiApp), so its catch-all handler is repeated here.
-            logger.exception("unhandled error on %s %s", scope["method"], printable(scope["path"]))
+            logger.exception("unhandled error on %s %s", scope["method"], logged_path(scope))
             response = error_response(500, INTERNAL_ERROR_MESSAGE)
         try:
             await response(scope, receive, send)
@@ -164,7 +161,7 @@ class MlflowGateway:
                 "client took nothing of the answer for %g s; connection closed: %s %s",
                 self._state.settings.client_send_timeout_seconds,
                 scope["method"],
-                printable(scope["path"]),
+                logged_path(scope),
             )
         except UpstreamBroke as exc:
             # Too late for an error answer: the cut connection (and a body short of its Content-Length) says it.
@@ -173,7 +170,7 @@ class MlflowGateway:
                 "MLflow's answer broke off (%s); connection closed: %s %s",
                 exc,
                 scope["method"],
-                printable(scope["path"]),
+                logged_path(scope),
             )
 
     async def _handle(self, request: Request) -> ASGIApp:

@@ -13,9 +13,9 @@ import logging
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from hokusai._printable import printable
 from hokusai.errors import ErrorCode
 from hokusai.server.errors import error_response
+from hokusai.server.middleware.request_id import logged_path
 from hokusai.server.request_head import declares_body
 
 logger = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ class ClientBodyTimeoutMiddleware:
             logger.info(
                 "%s %s ended with %s after its body stalled",
                 scope["method"],
-                printable(scope["path"]),
+                logged_path(scope),
                 type(exc).__name__,
             )
         if stalled and not response_started:

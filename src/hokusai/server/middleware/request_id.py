@@ -53,7 +53,7 @@ class RequestIdMiddleware:
                 request_id,
                 scope["state"].get(ACTOR_STATE, "-"),
                 scope["method"],
-                printable(_path_as_sent(scope)),
+                logged_path(scope),
                 status,
                 (time.perf_counter() - started) * 1000,
             )
@@ -70,8 +70,8 @@ class RequestIdMiddleware:
         return f"req_{random.getrandbits(64):016x}"
 
 
-def _path_as_sent(scope: Scope) -> str:
-    """The path as the client encoded it, which is what the gateway checks: decoded, a refused `report%2Fq.txt` would
-    read as `report/q.txt`, a path it allows."""
+def logged_path(scope: Scope) -> str:
+    """The path for a log line: as the client encoded it, which is what the gateway checks (decoded, a refused
+    `report%2Fq.txt` would read as `report/q.txt`, a path it allows), escaped so that it cannot forge a line."""
     raw_path = scope.get("raw_path")
-    return raw_path.decode("latin-1") if raw_path else str(scope["path"])
+    return printable(raw_path.decode("latin-1") if raw_path else str(scope["path"]))
